@@ -1,0 +1,300 @@
+/**
+ * The engine: turns local writes into DAG nodes and merges DAG nodes (local
+ * or fetched) into the OR-set, the heads and the walk bookkeeping, one node
+ * per atomic datastore batch.
+ *
+ * Bookkeeping of unfinished walks (our fix for go-ds-crdt #279/#350):
+ * a node's unprocessed children are recorded under `w/<block key>` in the
+ * same batch that merges the node and marks it processed, and that record is
+ * removed in the batch that processes the child. The `w/` entries are
+ * therefore always exactly the frontier of every interrupted walk, whatever
+ * failed or crashed, and `repair()` resumes from them. A `w/` entry is
+ * flagged ROOT when it was written for a broadcast head that nothing links
+ * to yet (it becomes a head once processed) and COVERED when a processed
+ * node links to it (it must not become a head).
+ */
+
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
+import PQueue from 'p-queue'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { blockKey, cidFromBlockKey } from './block-key.js'
+import { decodeNode, encodeNode } from './dag-node.js'
+import { BlockFetchError, MalformedBlockError } from './errors.js'
+import { Heads } from './heads.js'
+import { ORSet } from './or-set.js'
+import { withTimeout } from './utils.js'
+import { WriteSet } from './write-set.js'
+import type { Delta } from './delta.js'
+import type { DecodedNode } from './dag-node.js'
+import type { Head } from './heads.js'
+import type { Layout } from './layout.js'
+import type { SetChange } from './or-set.js'
+import type { Logger } from '@libp2p/interface'
+import type { Datastore } from 'interface-datastore'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+const EMPTY = new Uint8Array(0)
+const ROOT = Uint8Array.of(1)
+const COVERED = Uint8Array.of(0)
+
+/** The part of a blockstore the engine needs: Helia's blockstore fits */
+export interface DAGBlockstore {
+  get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  put(cid: CID, bytes: Uint8Array, options?: AbortOptions): unknown
+  has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
+  /** Present on Helia's blockstore: a getter that asks the same peers for related blocks */
+  createSession?(root: CID, options?: AbortOptions): { get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
+}
+
+/** Something that can fetch blocks: a blockstore or a session of one */
+export type BlockGetter = Pick<DAGBlockstore, 'get'>
+
+/** What happened when a node was processed */
+export interface ProcessResult {
+  /** Children this caller must fetch and process next */
+  children: CID[]
+  /** Visible-value changes the node caused */
+  changes: SetChange[]
+}
+
+/** A committed local write */
+export interface LocalCommit {
+  head: Head
+  /** The heads the new node replaced (its links) */
+  replaced: Head[]
+  changes: SetChange[]
+}
+
+export interface EngineInit {
+  datastore: Datastore
+  blockstore: DAGBlockstore
+  layout: Layout
+  log: Logger
+  dagSyncerTimeout: number
+  /** Called after every committed node with the value changes it caused */
+  onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
+}
+
+export class Engine {
+  public readonly set: ORSet
+  public readonly heads: Heads
+  public readonly layout: Layout
+  private readonly datastore: Datastore
+  private readonly blockstore: DAGBlockstore
+  private readonly log: Logger
+  private readonly dagSyncerTimeout: number
+  private readonly onChanges: EngineInit['onChanges']
+  /** Serialises every read-modify-write of the set, heads and walk records */
+  private readonly lock = new PQueue({ concurrency: 1 })
+  /** Nodes queued or being processed by some walk, by CID string */
+  private readonly reserved = new Set<string>()
+
+  constructor (init: EngineInit) {
+    this.datastore = init.datastore
+    this.blockstore = init.blockstore
+    this.layout = init.layout
+    this.log = init.log
+    this.dagSyncerTimeout = init.dagSyncerTimeout
+    this.onChanges = init.onChanges
+    this.set = new ORSet(init.datastore, init.layout)
+    this.heads = new Heads(init.datastore, init.layout)
+  }
+
+  /** Work waiting for the merge lock */
+  get queued (): number {
+    return this.lock.size + this.lock.pending
+  }
+
+  /** Claims a node for one walk; false when another walk has it */
+  reserve (cid: CID): boolean {
+    const key = cid.toString()
+    if (this.reserved.has(key)) return false
+    this.reserved.add(key)
+    return true
+  }
+
+  release (cid: CID): void {
+    this.reserved.delete(cid.toString())
+  }
+
+  async isProcessed (cid: CID, options?: AbortOptions): Promise<boolean> {
+    return this.datastore.has(this.layout.processedKey(blockKey(cid)), options)
+  }
+
+  async isDirty (options?: AbortOptions): Promise<boolean> {
+    return this.datastore.has(this.layout.dirtyKey, options)
+  }
+
+  async markDirty (options?: AbortOptions): Promise<void> {
+    await this.datastore.put(this.layout.dirtyKey, EMPTY, options)
+  }
+
+  async markClean (options?: AbortOptions): Promise<void> {
+    await this.datastore.delete(this.layout.dirtyKey, options)
+  }
+
+  /** Block keys of every node recorded as the frontier of an unfinished walk */
+  async pendingBranches (options?: AbortOptions): Promise<CID[]> {
+    const out: CID[] = []
+    const prefix = this.layout.pendingPrefix
+    for await (const key of this.datastore.queryKeys({ prefix: prefix + '/' }, options)) {
+      try {
+        out.push(cidFromBlockKey(key.toString().slice(prefix.length)))
+      } catch (err: any) {
+        this.log.error('dropping unreadable pending branch %s - %e', key, err)
+        await this.datastore.delete(key, options)
+      }
+    }
+    return out
+  }
+
+  /**
+   * Fetches and decodes a node through `getter` (the blockstore or a session
+   * of it), bounded by `dagSyncerTimeout`. The bytes are checked against the
+   * CID's sha2-256 digest.
+   */
+  async fetchNode (cid: CID, getter: BlockGetter, options?: AbortOptions): Promise<DecodedNode> {
+    const signal = withTimeout(options?.signal, this.dagSyncerTimeout)
+    const chunks: Uint8Array[] = []
+    try {
+      for await (const chunk of getter.get(cid, { signal })) {
+        chunks.push(chunk)
+      }
+    } catch (err: any) {
+      options?.signal?.throwIfAborted()
+      throw new BlockFetchError(`Could not fetch block ${cid}: ${err.message}`, { cause: err })
+    }
+    const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+    if (cid.multihash.code === sha256.code) {
+      const digest = await sha256.digest(bytes)
+      if (!uint8ArrayEquals(digest.bytes, cid.multihash.bytes)) {
+        throw new MalformedBlockError(`Block ${cid} does not match its hash`)
+      }
+    }
+    return decodeNode(cid, bytes)
+  }
+
+  /**
+   * Writes a local delta as a new node on top of the current heads of its
+   * DAG, stores the block and merges it, all before returning. `build` runs
+   * under the merge lock so tombstones see a stable set; it returns
+   * undefined when there is nothing to write.
+   */
+  async commitLocal (build: (tx: WriteSet) => Promise<Delta | undefined>, options?: AbortOptions): Promise<LocalCommit | undefined> {
+    return this.lock.add(async () => {
+      options?.signal?.throwIfAborted()
+      const tx = new WriteSet(this.datastore)
+      const delta = await build(tx)
+      if (delta == null || (delta.elements.length === 0 && delta.tombstones.length === 0)) {
+        return undefined
+      }
+      const replaced = this.heads.list(delta.dagName)
+      delta.priority = replaced.reduce((max, h) => Math.max(max, h.height), 0) + 1
+      const node = await encodeNode(delta, replaced.map(h => h.cid))
+      await this.blockstore.put(node.cid, node.bytes, options)
+      const { changes } = await this.apply(tx, { cid: node.cid, delta, links: replaced.map(h => h.cid) }, true, options)
+      return {
+        head: { cid: node.cid, height: delta.priority, dagName: delta.dagName },
+        replaced,
+        changes
+      }
+    }) as Promise<LocalCommit | undefined>
+  }
+
+  /**
+   * Records a broadcast head as the root of a walk: a ROOT `w/` entry unless
+   * it is already processed or already on some walk's frontier. Returns false
+   * when there is nothing to walk.
+   */
+  async addRoot (cid: CID, options?: AbortOptions): Promise<boolean> {
+    return this.lock.add(async () => {
+      const id = blockKey(cid)
+      if (await this.datastore.has(this.layout.processedKey(id), options)) return false
+      if (!(await this.datastore.has(this.layout.pendingKey(id), options))) {
+        await this.datastore.put(this.layout.pendingKey(id), ROOT, options)
+      }
+      return true
+    }) as Promise<boolean>
+  }
+
+  /** Makes `node` a head of its DAG without processing it (adoption by a fresh replica) */
+  async adoptHead (node: DecodedNode, options?: AbortOptions): Promise<void> {
+    await this.lock.add(async () => {
+      if (this.heads.count(node.delta.dagName) > 0) return
+      const tx = new WriteSet(this.datastore)
+      this.heads.add(tx, { cid: node.cid, height: node.delta.priority, dagName: node.delta.dagName })
+      await tx.commit(options)
+    })
+  }
+
+  /**
+   * Merges a fetched node. Returns the children the caller reserved and must
+   * walk next.
+   */
+  async processNode (node: DecodedNode, options?: AbortOptions): Promise<ProcessResult> {
+    return this.lock.add(async () => {
+      const tx = new WriteSet(this.datastore)
+      return this.apply(tx, node, false, options)
+    }) as Promise<ProcessResult>
+  }
+
+  /** Runs `fn` under the merge lock */
+  async exclusive <T> (fn: () => Promise<T>): Promise<T> {
+    return this.lock.add(fn) as Promise<T>
+  }
+
+  /** Reports value changes made outside node processing (a purge) */
+  announceChanges (changes: SetChange[]): void {
+    this.onChanges(changes)
+  }
+
+  /** Waits for everything queued on the merge lock */
+  async idle (): Promise<void> {
+    await this.lock.onIdle()
+  }
+
+  private async apply (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions): Promise<ProcessResult> {
+    const id = blockKey(node.cid)
+    const { delta } = node
+    const pendingKey = this.layout.pendingKey(id)
+
+    if (!local && await this.datastore.has(this.layout.processedKey(id), options)) {
+      tx.delete(pendingKey)
+      await tx.commit(options)
+      return { children: [], changes: [] }
+    }
+
+    const changes = await this.set.merge(tx, delta, id, local, options)
+    tx.put(this.layout.processedKey(id), EMPTY)
+
+    const mark = local ? undefined : await tx.get(pendingKey, options)
+    const covered = mark != null && mark[0] === COVERED[0]
+    if (!covered && this.heads.get(delta.dagName, node.cid) == null) {
+      this.heads.add(tx, { cid: node.cid, height: delta.priority, dagName: delta.dagName })
+    }
+    if (mark != null) tx.delete(pendingKey)
+
+    const children: CID[] = []
+    for (const link of node.links) {
+      if (this.heads.get(delta.dagName, link) != null) {
+        this.heads.remove(tx, delta.dagName, link)
+      }
+      const linkId = blockKey(link)
+      if (await tx.has(this.layout.processedKey(linkId), options)) continue
+      tx.put(this.layout.pendingKey(linkId), COVERED)
+      if (this.reserve(link)) children.push(link)
+    }
+
+    try {
+      await tx.commit(options)
+    } catch (err) {
+      for (const child of children) this.release(child)
+      throw err
+    }
+
+    this.onChanges(changes, { cid: node.cid, priority: delta.priority, dagName: delta.dagName, local })
+    return { children, changes }
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Named errors thrown by datastore-crdt. Each sets `name` so callers can
+ * tell them apart without `instanceof` (which breaks across duplicated
+ * module copies).
+ *
+ * Missing keys throw `NotFoundError` from `interface-store`, like every other
+ * interface-datastore implementation.
+ */
+
+export { NotFoundError } from 'interface-store'
+
+/** An option given to a factory or method is out of range or of the wrong type */
+export class InvalidOptionsError extends Error {
+  static override name = 'InvalidOptionsError'
+  override name = 'InvalidOptionsError'
+}
+
+/** A key is not an interface-datastore `Key` */
+export class InvalidKeyError extends Error {
+  static override name = 'InvalidKeyError'
+  override name = 'InvalidKeyError'
+}
+
+/** A value is not a `Uint8Array` */
+export class InvalidValueError extends Error {
+  static override name = 'InvalidValueError'
+  override name = 'InvalidValueError'
+}
+
+/** A single write would make a delta larger than `maxBatchDeltaSize` */
+export class ValueTooLargeError extends Error {
+  static override name = 'ValueTooLargeError'
+  override name = 'ValueTooLargeError'
+}
+
+/** The store was used after `stop()` */
+export class DatastoreStoppedError extends Error {
+  static override name = 'DatastoreStoppedError'
+  override name = 'DatastoreStoppedError'
+}
+
+/** A broadcast payload is not a CRDTBroadcast nor a legacy binary CID */
+export class MalformedBroadcastError extends Error {
+  static override name = 'MalformedBroadcastError'
+  override name = 'MalformedBroadcastError'
+}
+
+/** A DAG block is not a valid dag-pb node carrying a delta */
+export class MalformedBlockError extends Error {
+  static override name = 'MalformedBlockError'
+  override name = 'MalformedBlockError'
+}
+
+/** A delta does not decode, or carries values no honest replica writes */
+export class MalformedDeltaError extends Error {
+  static override name = 'MalformedDeltaError'
+  override name = 'MalformedDeltaError'
+}
+
+/** Data kept by the store in its datastore could not be decoded */
+export class CorruptStateError extends Error {
+  static override name = 'CorruptStateError'
+  override name = 'CorruptStateError'
+}
+
+/** A DAG block could not be fetched from the DAG syncer */
+export class BlockFetchError extends Error {
+  static override name = 'BlockFetchError'
+  override name = 'BlockFetchError'
+}

@@ -1,0 +1,110 @@
+/**
+ * @packageDocumentation
+ *
+ * A replicated key-value store for the JS IPFS stack: an interface-datastore
+ * `Datastore` whose every write reaches every replica, built on Merkle-CRDTs
+ * and wire-compatible with Go's [go-ds-crdt](https://github.com/ipfs/go-ds-crdt).
+ *
+ * Writes become deltas of an add-wins observed-remove set. Each delta is a
+ * dag-pb node linking the heads its writer had seen; replicas announce their
+ * heads through a {@link Broadcaster} and fetch the nodes they miss through a
+ * blockstore (Helia's fetches over bitswap). A key's value is the one written
+ * at the greatest DAG height, ties going to the byte-wise greatest value.
+ *
+ * @example An offline replica in memory
+ *
+ * ```ts
+ * import { createCRDTDatastore } from 'datastore-crdt'
+ * import { MemoryDatastore } from 'datastore-core'
+ * import { MemoryBlockstore } from 'blockstore-core'
+ * import { Key } from 'interface-datastore'
+ *
+ * const store = await createCRDTDatastore({
+ *   datastore: new MemoryDatastore(),
+ *   blockstore: new MemoryBlockstore()
+ * })
+ *
+ * await store.put(new Key('/hello'), new TextEncoder().encode('world'))
+ * console.log(new TextDecoder().decode(await store.get(new Key('/hello')))) // world
+ *
+ * const batch = store.batch()
+ * batch.put(new Key('/a'), Uint8Array.of(1))
+ * batch.delete(new Key('/hello'))
+ * await batch.commit() // one DAG node, one broadcast
+ *
+ * await store.stop()
+ * ```
+ *
+ * @example Replicas that reach each other through any transport
+ *
+ * ```ts
+ * import { createCRDTDatastore, type Broadcaster } from 'datastore-crdt'
+ *
+ * // anything with broadcast() and next() will do; pubsubBroadcaster()
+ * // gives one over libp2p gossipsub, createHeliaCRDT() wires it all up
+ * const broadcaster: Broadcaster = myBroadcaster
+ * const store = await createCRDTDatastore({ datastore, blockstore, broadcaster }, {
+ *   namespace: '/my-app',
+ *   rebroadcastInterval: 10_000
+ * })
+ *
+ * store.addEventListener('put', (evt) => {
+ *   console.log('now', evt.detail.key.toString())
+ * })
+ * ```
+ */
+
+import { CRDTDatastore } from './crdt-datastore.js'
+import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './crdt-datastore.js'
+import type { AbortOptions } from 'interface-store'
+
+export { CRDTDatastore } from './crdt-datastore.js'
+export type {
+  CRDTDatastoreComponents,
+  CRDTDatastoreInit,
+  CRDTDatastoreEvents,
+  CRDTStats,
+  WriteOptions,
+  PutEventDetail,
+  DeleteEventDetail,
+  ProcessedEventDetail
+} from './crdt-datastore.js'
+export {
+  DEFAULT_NAMESPACE,
+  DEFAULT_REBROADCAST_INTERVAL,
+  DEFAULT_NUM_WORKERS,
+  DEFAULT_DAG_SYNCER_TIMEOUT,
+  DEFAULT_MAX_BATCH_DELTA_SIZE,
+  DEFAULT_REPAIR_INTERVAL,
+  DEFAULT_MULTI_HEAD_PROCESSING,
+  DEFAULT_BROADCAST_BATCH_DELAY
+} from './crdt-datastore.js'
+export type { Broadcaster } from './replicator.js'
+export type { BatchOptions, CRDTBatch } from './batch.js'
+export type { Head } from './heads.js'
+export type { DAGBlockstore } from './engine.js'
+export type { Delta, DeltaElement } from './delta.js'
+export { encodeDelta, decodeDelta } from './delta.js'
+export { encodeNode, decodeNode } from './dag-node.js'
+export type { EncodedNode, DecodedNode } from './dag-node.js'
+export { encodeBroadcast, decodeBroadcast } from './broadcast.js'
+export type { BroadcastHead } from './broadcast.js'
+export { blockKey, cidFromBlockKey } from './block-key.js'
+export * from './errors.js'
+
+/**
+ * Creates a CRDT datastore over the given components and starts it: it
+ * loads its heads, resumes unfinished syncs, and (with a broadcaster)
+ * starts replicating. Call `stop()` when done; the datastore and blockstore
+ * are not closed by it.
+ *
+ * @example
+ * ```ts
+ * const store = await createCRDTDatastore({ datastore, blockstore, broadcaster }, { namespace: '/crdt' })
+ * ```
+ */
+export async function createCRDTDatastore (components: CRDTDatastoreComponents, init: CRDTDatastoreInit = {}, options?: AbortOptions): Promise<CRDTDatastore> {
+  const store = new CRDTDatastore(components, init)
+  await store.start(options)
+  return store
+}

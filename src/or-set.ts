@@ -1,0 +1,268 @@
+/**
+ * The add-wins observed-remove set of go-ds-crdt, kept in a datastore.
+ *
+ * - An element is (key, id, value, priority): id is the block key of the
+ *   DAG node whose delta added it. Tombstones name element ids.
+ * - A key is present while it has an element that is not tombstoned.
+ * - Its visible value is that of its live element with the highest priority;
+ *   ties go to the byte-wise greatest value.
+ *
+ * The visible value and its priority are materialised under `s/k/<key>/{v,p}`
+ * so a read is one datastore get. Element markers store their priority and
+ * value, so a delete can reveal the next-best value without re-reading DAG
+ * blocks (go-ds-crdt stores empty markers and refetches the blocks).
+ *
+ * The set knows nothing about DAGs: it merges deltas given an id.
+ */
+
+import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
+import * as varint from 'uint8-varint'
+import { Key } from 'interface-datastore'
+import { NotFoundError } from 'interface-store'
+import { CorruptStateError } from './errors.js'
+import { cleanKey } from './layout.js'
+import type { DeltaElement, Delta } from './delta.js'
+import type { Layout } from './layout.js'
+import type { WriteSet } from './write-set.js'
+import type { Datastore, Pair } from 'interface-datastore'
+import type { AbortOptions } from 'interface-store'
+
+const EMPTY = new Uint8Array(0)
+
+/** A change to a key's visible value caused by a merge; `value` absent = deleted */
+export interface SetChange {
+  key: string
+  value?: Uint8Array
+}
+
+interface Candidate {
+  priority: number
+  value: Uint8Array
+}
+
+export function encodePriority (priority: number): Uint8Array {
+  return varint.encode(priority + 1)
+}
+
+export function decodePriority (bytes: Uint8Array): number {
+  try {
+    const p = varint.decode(bytes)
+    if (p < 1) throw new Error('zero')
+    return p - 1
+  } catch (err: any) {
+    throw new CorruptStateError(`Stored priority does not decode: ${err.message}`)
+  }
+}
+
+function encodeMarker (priority: number, value: Uint8Array): Uint8Array {
+  const len = varint.encodingLength(priority)
+  const out = new Uint8Array(len + value.byteLength)
+  varint.encode(priority, out, 0)
+  out.set(value, len)
+  return out
+}
+
+function decodeMarker (bytes: Uint8Array): Candidate {
+  try {
+    const priority = varint.decode(bytes)
+    return { priority, value: bytes.subarray(varint.encodingLength(priority)) }
+  } catch (err: any) {
+    throw new CorruptStateError(`Stored element does not decode: ${err.message}`)
+  }
+}
+
+/** True when candidate `a` beats `b` under the priority, then byte-wise value rule */
+function beats (a: Candidate, b: Candidate | undefined): boolean {
+  if (b == null) return true
+  if (a.priority !== b.priority) return a.priority > b.priority
+  return uint8ArrayCompare(a.value, b.value) > 0
+}
+
+export class ORSet {
+  private readonly store: Datastore
+  private readonly layout: Layout
+
+  constructor (store: Datastore, layout: Layout) {
+    this.store = store
+    this.layout = layout
+  }
+
+  /** The visible value of a key, with one datastore read */
+  async get (key: string, options?: AbortOptions): Promise<Uint8Array> {
+    try {
+      return await this.store.get(this.layout.valueKey(key), options)
+    } catch (err: any) {
+      if (err.name === 'NotFoundError') {
+        throw new NotFoundError(`Key not found: ${key}`)
+      }
+      throw err
+    }
+  }
+
+  async has (key: string, options?: AbortOptions): Promise<boolean> {
+    return this.store.has(this.layout.valueKey(key), options)
+  }
+
+  /**
+   * Visible entries whose key starts with `prefix` (a plain string prefix,
+   * as interface-datastore queries use), in the datastore's order.
+   */
+  async * entries (prefix: string | undefined, options?: AbortOptions): AsyncGenerator<Pair> {
+    const base = this.layout.keysPrefix
+    const start = base.length
+    for await (const pair of this.store.query({ prefix: rawPrefix(base, prefix) }, options) as AsyncIterable<Pair>) {
+      const raw = pair.key.toString()
+      if (!raw.endsWith('/v')) continue
+      yield { key: new Key(userKey(raw, start), false), value: pair.value }
+    }
+  }
+
+  /** Visible keys whose key starts with `prefix` */
+  async * keys (prefix: string | undefined, options?: AbortOptions): AsyncGenerator<Key> {
+    const base = this.layout.keysPrefix
+    const start = base.length
+    for await (const key of this.store.queryKeys({ prefix: rawPrefix(base, prefix) }, options) as AsyncIterable<Key>) {
+      const raw = key.toString()
+      if (!raw.endsWith('/v')) continue
+      yield new Key(userKey(raw, start), false)
+    }
+  }
+
+  /**
+   * The tombstones a delete of `key` must carry: one per element of the key
+   * that is not tombstoned yet, ids in ascending order.
+   */
+  async tombstonesFor (key: string, tx: WriteSet, options?: AbortOptions): Promise<DeltaElement[]> {
+    const tombs: DeltaElement[] = []
+    for (const id of await this.elementIds(key, tx, options)) {
+      if (!(await tx.has(this.layout.tombKey(key, id), options))) {
+        tombs.push({ key, id, value: EMPTY })
+      }
+    }
+    return tombs
+  }
+
+  /**
+   * Merges a delta added by the node with block key `id`: tombstones first,
+   * then elements. Writes go to `tx`; returns the keys whose visible value
+   * changed. `fresh` skips the tombstone check for elements of a node that
+   * nobody can have seen yet (a local write).
+   */
+  async merge (tx: WriteSet, delta: Delta, id: string, fresh: boolean, options?: AbortOptions): Promise<SetChange[]> {
+    const changes = new Map<string, Uint8Array | undefined>()
+
+    const tombed = new Set<string>()
+    for (const tomb of delta.tombstones) {
+      if (tomb.id === '') continue
+      const key = cleanKey(tomb.key)
+      tx.put(this.layout.tombKey(key, tomb.id), EMPTY)
+      tombed.add(key)
+    }
+    for (const key of tombed) {
+      const best = await this.best(key, tx, options)
+      const current = await this.current(key, tx, options)
+      if (best == null) {
+        if (current != null) {
+          tx.delete(this.layout.valueKey(key))
+          tx.delete(this.layout.priorityKey(key))
+          changes.set(key, undefined)
+        }
+      } else if (current == null || current.priority !== best.priority || !uint8ArrayEquals(current.value, best.value)) {
+        this.setVisible(tx, key, best)
+        changes.set(key, best.value)
+      }
+    }
+
+    for (const element of delta.elements) {
+      const key = cleanKey(element.key)
+      const candidate = { priority: delta.priority, value: element.value }
+      tx.put(this.layout.elemKey(key, id), encodeMarker(delta.priority, element.value))
+      if (!fresh && await tx.has(this.layout.tombKey(key, id), options)) {
+        continue
+      }
+      if (beats(candidate, await this.current(key, tx, options))) {
+        this.setVisible(tx, key, candidate)
+        changes.set(key, element.value)
+      }
+    }
+
+    return [...changes].map(([key, value]) => value == null ? { key } : { key, value })
+  }
+
+  /**
+   * Removes every element and tombstone that the given blocks added, then
+   * recomputes the visible value of each key touched. Used to purge a DAG.
+   */
+  async purge (tx: WriteSet, entries: Map<string, Set<string>>, options?: AbortOptions): Promise<SetChange[]> {
+    const changes: SetChange[] = []
+    for (const [key, ids] of entries) {
+      for (const id of ids) {
+        tx.delete(this.layout.elemKey(key, id))
+        tx.delete(this.layout.tombKey(key, id))
+      }
+      const best = await this.best(key, tx, options)
+      const current = await this.current(key, tx, options)
+      if (best == null) {
+        if (current != null) {
+          tx.delete(this.layout.valueKey(key))
+          tx.delete(this.layout.priorityKey(key))
+          changes.push({ key })
+        }
+      } else if (current == null || current.priority !== best.priority || !uint8ArrayEquals(current.value, best.value)) {
+        this.setVisible(tx, key, best)
+        changes.push({ key, value: best.value })
+      }
+    }
+    return changes
+  }
+
+  /** Block keys of every element stored for `key` */
+  async elementIds (key: string, tx: WriteSet, options?: AbortOptions): Promise<string[]> {
+    const prefix = this.layout.elemsOf(key)
+    const ids: string[] = []
+    for (const { key: raw } of await tx.list(prefix, options)) {
+      const rest = raw.slice(prefix.length)
+      // entries of longer keys (e.g. "/a/b" under "/a") have a "/" in the rest
+      if (rest.length === 0 || rest.includes('/')) continue
+      ids.push('/' + rest)
+    }
+    return ids
+  }
+
+  private setVisible (tx: WriteSet, key: string, candidate: Candidate): void {
+    tx.put(this.layout.valueKey(key), candidate.value)
+    tx.put(this.layout.priorityKey(key), encodePriority(candidate.priority))
+  }
+
+  private async current (key: string, tx: WriteSet, options?: AbortOptions): Promise<Candidate | undefined> {
+    const prio = await tx.get(this.layout.priorityKey(key), options)
+    if (prio == null) return undefined
+    const value = await tx.get(this.layout.valueKey(key), options)
+    return { priority: decodePriority(prio), value: value ?? EMPTY }
+  }
+
+  /** The best live element of a key, or undefined when every element is tombstoned */
+  private async best (key: string, tx: WriteSet, options?: AbortOptions): Promise<Candidate | undefined> {
+    const prefix = this.layout.elemsOf(key)
+    let best: Candidate | undefined
+    for (const { key: raw, value } of await tx.list(prefix, options)) {
+      const rest = raw.slice(prefix.length)
+      if (rest.length === 0 || rest.includes('/')) continue
+      if (await tx.has(this.layout.tombKey(key, '/' + rest), options)) continue
+      const candidate = decodeMarker(value)
+      if (beats(candidate, best)) best = candidate
+    }
+    return best
+  }
+}
+
+function rawPrefix (base: string, prefix: string | undefined): string {
+  if (prefix == null || prefix === '' || prefix === '/') return base + '/'
+  return base + prefix
+}
+
+function userKey (raw: string, start: number): string {
+  const key = raw.slice(start, raw.length - 2)
+  return key === '' ? '/' : key
+}

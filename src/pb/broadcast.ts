@@ -1,0 +1,235 @@
+import { decodeMessage, encodeMessage, MaxLengthError, message, streamMessage } from 'protons-runtime'
+import { alloc as uint8ArrayAlloc } from 'uint8arrays/alloc'
+import type { Codec, DecodeOptions } from 'protons-runtime'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+export interface CRDTBroadcast {
+  Heads: Head[]
+}
+
+export namespace CRDTBroadcast {
+  let _codec: Codec<CRDTBroadcast>
+
+  export const codec = (): Codec<CRDTBroadcast> => {
+    if (_codec == null) {
+      _codec = message<CRDTBroadcast>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.Heads != null && obj.Heads.length > 0) {
+          for (const value of obj.Heads) {
+            w.uint32(10)
+            Head.codec().encode(value, w)
+          }
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          Heads: []
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              if (opts.limits?.Heads != null && obj.Heads.length === opts.limits.Heads) {
+                throw new MaxLengthError('Decode error - repeated field "Heads" had too many elements')
+              }
+
+              obj.Heads.push(Head.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.Heads$
+              }))
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          Heads: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              if (opts.limits?.Heads != null && obj.Heads === opts.limits.Heads) {
+                throw new MaxLengthError('Streaming decode error - repeated field "Heads" had too many elements')
+              }
+
+              for (const evt of Head.codec().stream(reader, reader.uint32(), `${prefix}.Heads[]`, {
+                limits: opts.limits?.Heads$
+              })) {
+                yield {
+                  ...evt,
+                  index: obj.Heads
+                }
+              }
+
+              obj.Heads++
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface CRDTBroadcastHeadsCidFieldEvent {
+    field: '$.Heads[].Cid'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface CRDTBroadcastHeadsDagNameFieldEvent {
+    field: '$.Heads[].DagName'
+    value: string
+    index: number
+  }
+
+  export function encode (obj: Partial<CRDTBroadcast>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, CRDTBroadcast.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): CRDTBroadcast {
+    return decodeMessage(buf, CRDTBroadcast.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent> {
+    return streamMessage(buf, CRDTBroadcast.codec(), opts)
+  }
+}
+
+export interface Head {
+  Cid: Uint8Array<ArrayBuffer>
+  DagName: string
+}
+
+export namespace Head {
+  let _codec: Codec<Head>
+
+  export const codec = (): Codec<Head> => {
+    if (_codec == null) {
+      _codec = message<Head>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.Cid != null && obj.Cid.byteLength > 0)) {
+          w.uint32(10)
+          w.bytes(obj.Cid)
+        }
+
+        if ((obj.DagName != null && obj.DagName !== '')) {
+          w.uint32(18)
+          w.string(obj.DagName)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          Cid: uint8ArrayAlloc(0),
+          DagName: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.Cid = reader.bytes()
+              break
+            }
+            case 2: {
+              obj.DagName = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.Cid`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.DagName`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface HeadCidFieldEvent {
+    field: '$.Cid'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface HeadDagNameFieldEvent {
+    field: '$.DagName'
+    value: string
+  }
+
+  export function encode (obj: Partial<Head>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Head.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Head {
+    return decodeMessage(buf, Head.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent> {
+    return streamMessage(buf, Head.codec(), opts)
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * The replicator: everything that talks to other replicas through the
+ * Broadcaster. It receives heads and walks the branches they point to,
+ * announces local heads (at once or batched), rebroadcasts heads nobody else
+ * announced lately, and resumes unfinished walks (repair).
+ */
+
+import { decodeBroadcast, encodeBroadcast } from './broadcast.js'
+import { delay, jitter } from './utils.js'
+import type { BroadcastHead } from './broadcast.js'
+import type { DAGBlockstore, Engine } from './engine.js'
+import type { Head } from './heads.js'
+import type { Walker } from './walker.js'
+import type { Logger } from '@libp2p/interface'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+/**
+ * Announces heads to other replicas and hands over what they announce.
+ * `pubsubBroadcaster()` implements it over libp2p gossipsub.
+ */
+export interface Broadcaster {
+  /** Sends a payload to every other replica */
+  broadcast(data: Uint8Array, options?: AbortOptions): Promise<void>
+  /** Resolves with the next payload from another replica; rejects when aborted */
+  next(options?: AbortOptions): Promise<Uint8Array>
+}
+
+export interface ReplicatorInit {
+  engine: Engine
+  walker: Walker
+  blockstore: DAGBlockstore
+  broadcaster?: Broadcaster
+  log: Logger
+  rebroadcastInterval: number
+  repairInterval: number
+  multiHeadProcessing: boolean
+  broadcastBatchDelay: number
+}
+
+/** Pause after the Broadcaster's `next()` fails, before asking again */
+const NEXT_RETRY_DELAY = 100
+
+export class Replicator {
+  private readonly init: ReplicatorInit
+  private readonly engine: Engine
+  private readonly walker: Walker
+  private readonly log: Logger
+  private readonly controller = new AbortController()
+  private readonly tasks = new Set<Promise<unknown>>()
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>()
+  /** Heads announced by others since the last rebroadcast, by CID string */
+  private readonly seen = new Set<string>()
+  private batch: BroadcastHead[] = []
+  private batchTimer?: ReturnType<typeof setTimeout>
+  private repairing?: Promise<void>
+
+  constructor (init: ReplicatorInit) {
+    this.init = init
+    this.engine = init.engine
+    this.walker = init.walker
+    this.log = init.log
+  }
+
+  get signal (): AbortSignal {
+    return this.controller.signal
+  }
+
+  /** Starts the receive loop, the rebroadcast and repair timers, and a first repair when one is due */
+  async start (): Promise<void> {
+    if (this.init.broadcaster != null) {
+      this.track(this.receiveLoop(this.init.broadcaster))
+      this.scheduleRebroadcast()
+    }
+    const due = this.init.repairInterval > 0 && (await this.engine.isDirty() || (await this.engine.pendingBranches()).length > 0)
+    if (due) {
+      this.log('unfinished walks found at start, repairing')
+      this.track(this.repair().catch(() => {}))
+    }
+    this.scheduleRepair()
+  }
+
+  async stop (): Promise<void> {
+    if (this.batchTimer != null) {
+      clearTimeout(this.batchTimer)
+      this.batchTimer = undefined
+      await this.flushBatch()
+    }
+    this.controller.abort()
+    for (const timer of this.timers) clearTimeout(timer)
+    this.timers.clear()
+    while (this.tasks.size > 0) {
+      await Promise.allSettled([...this.tasks])
+    }
+  }
+
+  /** Announces a new local head, replacing the heads it links to in a pending batch */
+  async announce (head: Head, replaced: Head[]): Promise<void> {
+    if (this.init.broadcaster == null || this.signal.aborted) return
+    const announced = { cid: head.cid, dagName: head.dagName }
+    if (this.init.broadcastBatchDelay <= 0) {
+      await this.send([announced])
+      return
+    }
+    this.batch = this.batch.filter(h => !replaced.some(r => r.cid.equals(h.cid)))
+    this.batch.push(announced)
+    if (this.batchTimer == null) {
+      this.batchTimer = setTimeout(() => {
+        this.batchTimer = undefined
+        this.track(this.flushBatch())
+      }, this.init.broadcastBatchDelay)
+    }
+  }
+
+  /**
+   * Handles one payload from the Broadcaster: decodes it, and walks every
+   * head it names. A malformed payload is logged and skipped.
+   */
+  async handleBroadcast (data: Uint8Array): Promise<void> {
+    let byDag: Map<string, CID[]>
+    try {
+      byDag = decodeBroadcast(data)
+    } catch (err: any) {
+      this.log.error('skipping broadcast - %e', err)
+      return
+    }
+    for (const cids of byDag.values()) {
+      for (const cid of cids) this.seen.add(cid.toString())
+    }
+    await Promise.all([...byDag].map(async ([dagName, cids]) => {
+      for (const cid of cids) {
+        const job = this.handleHead(cid, dagName)
+        if (this.init.multiHeadProcessing) this.track(job)
+        else await job
+      }
+    }))
+  }
+
+  /**
+   * Walks every branch left unfinished (the `w/` records), then marks the
+   * store clean if none is left.
+   */
+  async repair (options?: AbortOptions): Promise<void> {
+    this.repairing ??= this.runRepair(options).finally(() => { this.repairing = undefined })
+    return this.repairing
+  }
+
+  private async runRepair (options?: AbortOptions): Promise<void> {
+    const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
+    const pending = await this.engine.pendingBranches({ signal })
+    const starts = pending.filter(cid => this.engine.reserve(cid)).map(cid => ({ cid }))
+    this.log('repairing from %d unfinished branches', starts.length)
+    try {
+      await this.walker.walk(starts, { signal })
+    } catch (err) {
+      if (!signal.aborted) await this.engine.markDirty()
+      throw err
+    }
+    if ((await this.engine.pendingBranches({ signal })).length === 0) {
+      await this.engine.markClean({ signal })
+      this.log('repair finished, store is clean')
+    }
+  }
+
+  private async handleHead (cid: CID, dagName: string): Promise<void> {
+    const signal = this.signal
+    if (await this.engine.isProcessed(cid, { signal })) return
+    if (!this.engine.reserve(cid)) return
+    let walking = false
+    try {
+      if (!(await this.engine.addRoot(cid, { signal }))) return
+      let node
+      if (this.engine.heads.count(dagName) === 0) {
+        // A replica with no heads for this DAG builds on what it hears, so
+        // its first writes do not start an orphan branch.
+        node = await this.engine.fetchNode(cid, this.init.blockstore, { signal })
+        if (this.engine.heads.count(node.delta.dagName) === 0) {
+          await this.engine.adoptHead(node, { signal })
+        }
+      }
+      walking = true
+      await this.walker.walk([{ cid, node }], { signal })
+    } catch (err: any) {
+      if (signal.aborted) return
+      this.log.error('could not sync head %c - %e', cid, err)
+      await this.engine.markDirty().catch(() => {})
+    } finally {
+      if (!walking) this.engine.release(cid)
+    }
+  }
+
+  private async receiveLoop (broadcaster: Broadcaster): Promise<void> {
+    const signal = this.signal
+    while (!signal.aborted) {
+      let data: Uint8Array
+      try {
+        data = await broadcaster.next({ signal })
+      } catch (err: any) {
+        if (signal.aborted) return
+        this.log.error('broadcaster failed to deliver - %e', err)
+        await delay(NEXT_RETRY_DELAY, { signal }).catch(() => {})
+        continue
+      }
+      await this.handleBroadcast(data)
+    }
+  }
+
+  private async send (heads: BroadcastHead[]): Promise<void> {
+    if (heads.length === 0 || this.init.broadcaster == null) return
+    try {
+      await this.init.broadcaster.broadcast(encodeBroadcast(heads), { signal: this.signal })
+    } catch (err: any) {
+      // not fatal: heads are rebroadcast every rebroadcastInterval
+      this.log('broadcast failed, heads will be rebroadcast - %e', err)
+    }
+  }
+
+  private async flushBatch (): Promise<void> {
+    const heads = this.batch
+    this.batch = []
+    await this.send(heads)
+  }
+
+  private scheduleRebroadcast (): void {
+    this.schedule(jitter(this.init.rebroadcastInterval), async () => {
+      const heads = this.engine.heads.all().filter(h => !this.seen.has(h.cid.toString()))
+      this.seen.clear()
+      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })))
+      this.scheduleRebroadcast()
+    })
+  }
+
+  private scheduleRepair (): void {
+    if (this.init.repairInterval <= 0) return
+    this.schedule(this.init.repairInterval, async () => {
+      if (await this.engine.isDirty()) {
+        await this.repair().catch(() => {})
+      }
+      this.scheduleRepair()
+    })
+  }
+
+  private schedule (ms: number, fn: () => Promise<void>): void {
+    if (this.signal.aborted) return
+    const timer = setTimeout(() => {
+      this.timers.delete(timer)
+      this.track(fn().catch(err => { this.log.error('background task failed - %e', err) }))
+    }, ms)
+    this.timers.add(timer)
+  }
+
+  private track (task: Promise<unknown>): void {
+    this.tasks.add(task)
+    void task.finally(() => this.tasks.delete(task))
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The DAG walker: fetches the nodes below a head with `numWorkers` fetches
+ * in flight, merges each one through the engine and descends into the
+ * children the engine hands back (those not processed and not claimed by
+ * another walk). Deeper nodes are taken first, so the queue holds about one
+ * DAG level's width rather than the whole DAG.
+ *
+ * A failed fetch leaves its `w/` record in place (see engine.ts); the walk
+ * goes on with its other branches and rejects at the end with the first
+ * error, so the caller can mark the store dirty and a repair can resume.
+ */
+
+import PQueue from 'p-queue'
+import type { BlockGetter, DAGBlockstore, Engine } from './engine.js'
+import type { DecodedNode } from './dag-node.js'
+import type { Logger } from '@libp2p/interface'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+/** A place to start walking: a reserved node, fetched already or not */
+export interface WalkStart {
+  cid: CID
+  node?: DecodedNode
+}
+
+export interface WalkerInit {
+  engine: Engine
+  blockstore: DAGBlockstore
+  log: Logger
+  numWorkers: number
+}
+
+export class Walker {
+  private readonly engine: Engine
+  private readonly blockstore: DAGBlockstore
+  private readonly log: Logger
+  private readonly queue: PQueue
+  /** Nodes fetched and merged by walks since start */
+  public fetched = 0
+
+  constructor (init: WalkerInit) {
+    this.engine = init.engine
+    this.blockstore = init.blockstore
+    this.log = init.log
+    this.queue = new PQueue({ concurrency: init.numWorkers })
+  }
+
+  /** Fetches waiting for a worker or in flight */
+  get queued (): number {
+    return this.queue.size + this.queue.pending
+  }
+
+  /**
+   * Walks down from nodes the caller has reserved with `engine.reserve()`.
+   * Every reservation taken on the way is released before this settles.
+   */
+  async walk (starts: WalkStart[], options?: AbortOptions): Promise<void> {
+    if (starts.length === 0) return
+    const getter = await this.getter(starts[0].cid, options)
+    const errors: Error[] = []
+
+    await new Promise<void>(resolve => {
+      let outstanding = 0
+
+      const schedule = (cid: CID, depth: number, known?: DecodedNode): void => {
+        outstanding++
+        this.queue.add(async () => {
+          options?.signal?.throwIfAborted()
+          const node = known ?? await this.engine.fetchNode(cid, getter, options)
+          if (known == null) this.fetched++
+          const { children } = await this.engine.processNode(node, options)
+          for (const child of children) {
+            schedule(child, depth + 1)
+          }
+        }, { priority: depth })
+          .catch((err: Error) => {
+            if (options?.signal?.aborted !== true) {
+              this.log.error('could not process node %c - %e', cid, err)
+            }
+            errors.push(err)
+          })
+          .finally(() => {
+            this.engine.release(cid)
+            outstanding--
+            if (outstanding === 0) resolve()
+          })
+      }
+
+      for (const start of starts) {
+        schedule(start.cid, 0, start.node)
+      }
+    })
+
+    if (errors.length > 0) {
+      throw errors[0]
+    }
+  }
+
+  private async getter (root: CID, options?: AbortOptions): Promise<BlockGetter> {
+    if (this.blockstore.createSession == null) {
+      return this.blockstore
+    }
+    try {
+      return await this.blockstore.createSession(root, options)
+    } catch (err: any) {
+      this.log('no session for %c, fetching without one - %e', root, err)
+      return this.blockstore
+    }
+  }
+}
