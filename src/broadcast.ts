@@ -4,6 +4,7 @@
  */
 
 import { CID } from 'multiformats/cid'
+import { DAG_PB_CODE } from './block-key.js'
 import { MalformedBroadcastError } from './errors.js'
 import { CRDTBroadcast } from './pb/broadcast.js'
 
@@ -30,7 +31,7 @@ export function encodeBroadcast (heads: BroadcastHead[]): Uint8Array {
  */
 export function decodeBroadcast (data: Uint8Array): Map<string, CID[]> {
   const legacy = tryDecodeCID(data)
-  if (legacy != null) {
+  if (legacy?.code === DAG_PB_CODE) {
     return new Map([['', [legacy]]])
   }
 
@@ -50,6 +51,9 @@ export function decodeBroadcast (data: Uint8Array): Map<string, CID[]> {
     const cid = tryDecodeCID(head.Cid)
     if (cid == null) {
       throw new MalformedBroadcastError('Broadcast head is not a valid binary CID')
+    }
+    if (cid.code !== DAG_PB_CODE) {
+      throw new MalformedBroadcastError(`Broadcast head ${cid} is not a dag-pb node`)
     }
     const list = byDag.get(head.DagName) ?? []
     if (!list.some(c => c.equals(cid))) list.push(cid)

@@ -14,9 +14,11 @@ import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from './e
 import { Engine } from './engine.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from './layout.js'
 import { Replicator } from './replicator.js'
+import { dotDAG, printDAG } from './debug.js'
 import { purgeDAG } from './purge.js'
 import { Walker } from './walker.js'
 import type { BatchOptions, KeyOp } from './batch.js'
+import type { DAGViewOptions } from './debug.js'
 import type { DeltaElement } from './delta.js'
 import type { DAGBlockstore } from './engine.js'
 import type { Head } from './heads.js'
@@ -451,6 +453,18 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       throw new InvalidOptionsError('purgeDAG needs the name of a named DAG')
     }
     return purgeDAG({ engine: this.engine, blockstore: this.blockstore, datastore: this.datastore, log: this.log }, name, options)
+  }
+
+  /** An indented listing of the DAG from local blocks, for debugging small DAGs */
+  async printDAG (options?: DAGViewOptions): Promise<string> {
+    this.checkOpen(options)
+    return printDAG(this.engine, this.blockstore, options)
+  }
+
+  /** The DAG as a Graphviz digraph, from local blocks */
+  async dotDAG (options?: DAGViewOptions): Promise<string> {
+    this.checkOpen(options)
+    return dotDAG(this.engine, this.blockstore, options)
   }
 
   /**

@@ -20,7 +20,7 @@ import PQueue from 'p-queue'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { blockKey, cidFromBlockKey } from './block-key.js'
 import { decodeNode, encodeNode } from './dag-node.js'
-import { BlockFetchError, MalformedBlockError } from './errors.js'
+import { BlockFetchError } from './errors.js'
 import { Heads } from './heads.js'
 import { ORSet } from './or-set.js'
 import { withTimeout } from './utils.js'
@@ -150,6 +150,13 @@ export class Engine {
     return out
   }
 
+  /** Forgets the `w/` record of a node that can never be processed (a malformed block) */
+  async dropPending (cid: CID, options?: AbortOptions): Promise<void> {
+    await this.lock.add(async () => {
+      await this.datastore.delete(this.layout.pendingKey(blockKey(cid)), options)
+    })
+  }
+
   /**
    * Fetches and decodes a node through `getter` (the blockstore or a session
    * of it), bounded by `dagSyncerTimeout`. The bytes are checked against the
@@ -170,7 +177,8 @@ export class Engine {
     if (cid.multihash.code === sha256.code) {
       const digest = await sha256.digest(bytes)
       if (!uint8ArrayEquals(digest.bytes, cid.multihash.bytes)) {
-        throw new MalformedBlockError(`Block ${cid} does not match its hash`)
+        // corrupted in transit: another fetch may succeed, so this is a fetch error
+        throw new BlockFetchError(`Block ${cid} does not match its hash`)
       }
     }
     return decodeNode(cid, bytes)

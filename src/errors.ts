@@ -68,3 +68,9 @@ export class BlockFetchError extends Error {
   static override name = 'BlockFetchError'
   override name = 'BlockFetchError'
 }
+
+/** True for errors no retry can fix: the block or delta itself is bad */
+export function isMalformed (err: unknown): boolean {
+  const name = (err as Error | undefined)?.name
+  return name === 'MalformedBlockError' || name === 'MalformedDeltaError'
+}

@@ -82,6 +82,7 @@ export {
 export type { Broadcaster } from './replicator.js'
 export type { BatchOptions, CRDTBatch } from './batch.js'
 export type { Head } from './heads.js'
+export type { DAGViewOptions } from './debug.js'
 export type { DAGBlockstore } from './engine.js'
 export type { Delta, DeltaElement } from './delta.js'
 export { encodeDelta, decodeDelta } from './delta.js'

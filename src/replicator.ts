@@ -6,6 +6,7 @@
  */
 
 import { decodeBroadcast, encodeBroadcast } from './broadcast.js'
+import { isMalformed } from './errors.js'
 import { delay, jitter } from './utils.js'
 import type { BroadcastHead } from './broadcast.js'
 import type { DAGBlockstore, Engine } from './engine.js'
@@ -182,6 +183,11 @@ export class Replicator {
       await this.walker.walk([{ cid, node }], { signal })
     } catch (err: any) {
       if (signal.aborted) return
+      if (isMalformed(err)) {
+        this.log.error('skipping malformed head %c - %e', cid, err)
+        await this.engine.dropPending(cid).catch(() => {})
+        return
+      }
       this.log.error('could not sync head %c - %e', cid, err)
       await this.engine.markDirty().catch(() => {})
     } finally {

@@ -11,6 +11,7 @@
  */
 
 import PQueue from 'p-queue'
+import { isMalformed } from './errors.js'
 import type { BlockGetter, DAGBlockstore, Engine } from './engine.js'
 import type { DecodedNode } from './dag-node.js'
 import type { Logger } from '@libp2p/interface'
@@ -73,7 +74,13 @@ export class Walker {
             schedule(child, depth + 1)
           }
         }, { priority: depth })
-          .catch((err: Error) => {
+          .catch(async (err: Error) => {
+            if (isMalformed(err)) {
+              // no retry can fix a malformed block: skip it for good
+              this.log.error('skipping malformed node %c - %e', cid, err)
+              await this.engine.dropPending(cid).catch(() => {})
+              return
+            }
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
             }

@@ -100,8 +100,8 @@ func loadOrCreateKey(path string) (crypto.PrivKey, error) {
 	return priv, nil
 }
 
-func newReplica(ctx context.Context, cfg config) (r *replica, err error) {
-	r = &replica{cfg: cfg, namespace: ds.NewKey(cfg.namespace)}
+func newReplica(ctx context.Context, cfg config) (_ *replica, err error) {
+	r := &replica{cfg: cfg, namespace: ds.NewKey(cfg.namespace)}
 	defer func() {
 		if err != nil {
 			_ = r.Close()

@@ -15,6 +15,12 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-90}   # seconds to wait for one response line
 PROC_TIMEOUT=${PROC_TIMEOUT:-240}  # hard cap on each replica's lifetime
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-300}
 
+# The whole script runs under timeout(1): on expiry it gets SIGTERM, and the
+# EXIT trap below stops the replicas.
+if [[ -z "${GO_CRDT_SMOKE_TIMED:-}" ]]; then
+  GO_CRDT_SMOKE_TIMED=1 exec timeout -k 10 "$TOTAL_TIMEOUT" bash "$0" "$@"
+fi
+
 if [[ ! -x "$BIN" ]]; then
   echo "building $BIN" >&2
   (cd "$HERE" && go build -o "$BIN" .)
@@ -22,7 +28,6 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/go-crdt-smoke.XXXXXX")"
 declare -A PID IN OUT READY
-WATCHDOG=""
 
 cleanup() {
   local rc=$?
@@ -37,7 +42,6 @@ cleanup() {
     waitpid_for "${PID[$n]}" 10 || { kill -TERM "${PID[$n]}" 2>/dev/null; waitpid_for "${PID[$n]}" 10; } \
       || kill -KILL "${PID[$n]}" 2>/dev/null
   done
-  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null
   wait 2>/dev/null
   if [[ $rc -ne 0 ]]; then
     for f in "$WORK"/*.err; do
@@ -58,10 +62,6 @@ waitpid_for() {
 }
 trap cleanup EXIT
 trap 'echo "FAIL: interrupted/timed out" >&2; exit 124' TERM INT
-
-# Global watchdog: the whole script must finish within TOTAL_TIMEOUT.
-( sleep "$TOTAL_TIMEOUT"; kill -TERM $$ 2>/dev/null ) &
-WATCHDOG=$!
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok - $*"; }
