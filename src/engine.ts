@@ -163,12 +163,15 @@ export class Engine {
    * CID's sha2-256 digest.
    */
   async fetchNode (cid: CID, getter: BlockGetter, options?: AbortOptions): Promise<DecodedNode> {
-    const signal = withTimeout(options?.signal, this.dagSyncerTimeout)
-    const chunks: Uint8Array[] = []
+    let chunks: Uint8Array[]
     try {
-      for await (const chunk of getter.get(cid, { signal })) {
-        chunks.push(chunk)
-      }
+      chunks = await withTimeout(options?.signal, this.dagSyncerTimeout, async signal => {
+        const out: Uint8Array[] = []
+        for await (const chunk of getter.get(cid, { signal })) {
+          out.push(chunk)
+        }
+        return out
+      })
     } catch (err: any) {
       options?.signal?.throwIfAborted()
       throw new BlockFetchError(`Could not fetch block ${cid}: ${err.message}`, { cause: err })

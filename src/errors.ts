@@ -74,3 +74,9 @@ export function isMalformed (err: unknown): boolean {
   const name = (err as Error | undefined)?.name
   return name === 'MalformedBlockError' || name === 'MalformedDeltaError'
 }
+
+/** A component the caller passed lacks a service this library needs */
+export class MissingServiceError extends Error {
+  static override name = 'MissingServiceError'
+  override name = 'MissingServiceError'
+}

@@ -165,10 +165,10 @@ export class Replicator {
 
   private async handleHead (cid: CID, dagName: string): Promise<void> {
     const signal = this.signal
-    if (await this.engine.isProcessed(cid, { signal })) return
     if (!this.engine.reserve(cid)) return
     let walking = false
     try {
+      if (await this.engine.isProcessed(cid, { signal })) return
       if (!(await this.engine.addRoot(cid, { signal }))) return
       let node
       if (this.engine.heads.count(dagName) === 0) {
@@ -207,7 +207,9 @@ export class Replicator {
         await delay(NEXT_RETRY_DELAY, { signal }).catch(() => {})
         continue
       }
-      await this.handleBroadcast(data)
+      await this.handleBroadcast(data).catch((err: any) => {
+        if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
+      })
     }
   }
 
@@ -257,6 +259,10 @@ export class Replicator {
 
   private track (task: Promise<unknown>): void {
     this.tasks.add(task)
-    void task.finally(() => this.tasks.delete(task))
+    const done = (): void => { this.tasks.delete(task) }
+    task.then(done, (err: any) => {
+      done()
+      if (!this.signal.aborted) this.log.error('background task failed - %e', err)
+    })
   }
 }

@@ -21,11 +21,27 @@ export async function delay (ms: number, options?: AbortOptions): Promise<void> 
   })
 }
 
-/** A signal that fires when the given one does or after `ms` (0 = never) */
-export function withTimeout (signal: AbortSignal | undefined, ms: number): AbortSignal | undefined {
-  if (ms <= 0) return signal
-  const timeout = AbortSignal.timeout(ms)
-  return signal == null ? timeout : AbortSignal.any([signal, timeout])
+/**
+ * Runs `fn` with a signal that fires when the given one does or after `ms`
+ * (0 = never). The timer is cleared as soon as `fn` settles, so nothing
+ * outlives the call.
+ */
+export async function withTimeout <T> (signal: AbortSignal | undefined, ms: number, fn: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+  if (ms <= 0) return fn(signal)
+  const controller = new AbortController()
+  const timer = setTimeout(() => { controller.abort(new TimeoutError(`Timed out after ${ms} ms`)) }, ms)
+  const combined = signal == null ? controller.signal : AbortSignal.any([signal, controller.signal])
+  try {
+    return await fn(combined)
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Thrown when `withTimeout` runs out of time */
+export class TimeoutError extends Error {
+  static override name = 'TimeoutError'
+  override name = 'TimeoutError'
 }
 
 /** `d` ± 30%, as go-ds-crdt spreads its rebroadcasts */

@@ -67,7 +67,7 @@ export class Walker {
         outstanding++
         this.queue.add(async () => {
           options?.signal?.throwIfAborted()
-          const node = known ?? await this.engine.fetchNode(cid, getter, options)
+          const node = known ?? await this.fetch(cid, getter, options)
           if (known == null) this.fetched++
           const { children } = await this.engine.processNode(node, options)
           for (const child of children) {
@@ -100,6 +100,17 @@ export class Walker {
 
     if (errors.length > 0) {
       throw errors[0]
+    }
+  }
+
+  /** Fetches through the session, falling back to the plain blockstore if the session fails */
+  private async fetch (cid: CID, getter: BlockGetter, options?: AbortOptions): Promise<DecodedNode> {
+    try {
+      return await this.engine.fetchNode(cid, getter, options)
+    } catch (err: any) {
+      if (getter === this.blockstore || options?.signal?.aborted === true || err.name !== 'BlockFetchError') throw err
+      this.log('session fetch of %c failed, trying without the session - %e', cid, err)
+      return this.engine.fetchNode(cid, this.blockstore, options)
     }
   }
 

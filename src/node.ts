@@ -1,0 +1,147 @@
+/**
+ * A ready-made Helia node for replicas: libp2p with TCP (or the memory
+ * transport), noise, yamux, identify and gossipsub, bitswap for blocks, and
+ * LevelDB stores in a directory (memory stores without one). It listens on
+ * 127.0.0.1 only unless told otherwise, and has no bootstrap, mDNS,
+ * delegated routing or public gateways: it reaches exactly the peers it is
+ * told to dial. The CLI and the demo use it.
+ */
+
+import { join } from 'node:path'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { withBitswap } from '@helia/bitswap'
+import { withLibp2pLight } from '@helia/libp2p'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { gossipsub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import { memory } from '@libp2p/memory'
+import { tcp } from '@libp2p/tcp'
+import { MemoryBlockstore } from 'blockstore-core'
+import { LevelBlockstore } from 'blockstore-level'
+import { MemoryDatastore } from 'datastore-core'
+import { LevelDatastore } from 'datastore-level'
+import { createHeliaLight } from 'helia'
+import type { GossipSub } from '@libp2p/gossipsub'
+import type { Identify } from '@libp2p/identify'
+import type { PrivateKey } from '@libp2p/interface'
+import type { HeliaWithLibp2p } from '@helia/libp2p'
+
+/** The services of a replica node's libp2p */
+export interface ReplicaNodeServices extends Record<string, unknown> {
+  identify: Identify
+  pubsub: GossipSub
+}
+
+/** A started Helia node built by `createReplicaNode()` */
+export type ReplicaNode = HeliaWithLibp2p<ReplicaNodeServices>
+
+export interface ReplicaNodeInit {
+  /**
+   * Keep blocks, the node's datastore and its identity (`peer.key`) here;
+   * without one everything is in memory and the identity is new each time
+   */
+  directory?: string
+  /**
+   * Addresses to listen on. `/memory/<name>` addresses use the libp2p memory
+   * transport
+   *
+   * @default ['/ip4/127.0.0.1/tcp/0']
+   */
+  listen?: string[]
+  /** Use this identity instead of the stored or a new one */
+  privateKey?: PrivateKey
+  /**
+   * Bitswap's message debounce (ms). 0 sends wants and blocks at once, which
+   * roughly doubles DAG walking speed on a LAN
+   *
+   * @default 0
+   */
+  bitswapDebounce?: number
+}
+
+export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0']
+export const DEFAULT_BITSWAP_DEBOUNCE = 0
+
+async function loadIdentity (directory?: string): Promise<PrivateKey> {
+  if (directory == null) return generateKeyPair('Ed25519')
+  const file = join(directory, 'peer.key')
+  try {
+    return privateKeyFromProtobuf(await readFile(file))
+  } catch (err: any) {
+    if (err.code !== 'ENOENT') throw err
+  }
+  const key = await generateKeyPair('Ed25519')
+  await writeFile(file, privateKeyToProtobuf(key), { mode: 0o600 })
+  return key
+}
+
+/**
+ * Builds and starts a Helia node for a replica.
+ *
+ * @example
+ * ```ts
+ * import { createReplicaNode, createHeliaCRDT } from 'datastore-crdt'
+ *
+ * const node = await createReplicaNode({ directory: './replica-1' })
+ * const store = await createHeliaCRDT(node, { topic: 'my-app' })
+ * console.log(node.libp2p.getMultiaddrs().map(String))
+ * // …
+ * await store.stop()
+ * await node.stop()
+ * ```
+ */
+export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<ReplicaNode> {
+  const listen = init.listen ?? DEFAULT_LISTEN
+  const onlyMemory = listen.length > 0 && listen.every(a => a.startsWith('/memory'))
+  const debounce = init.bitswapDebounce ?? DEFAULT_BITSWAP_DEBOUNCE
+
+  let datastore: LevelDatastore | MemoryDatastore
+  let blockstore: LevelBlockstore | MemoryBlockstore
+  if (init.directory != null) {
+    await mkdir(init.directory, { recursive: true })
+    const ds = new LevelDatastore(join(init.directory, 'datastore'))
+    const bs = new LevelBlockstore(join(init.directory, 'blocks'))
+    await ds.open()
+    await bs.open()
+    datastore = ds
+    blockstore = bs
+  } else {
+    datastore = new MemoryDatastore()
+    blockstore = new MemoryBlockstore()
+  }
+
+  try {
+    const privateKey = init.privateKey ?? await loadIdentity(init.directory)
+    const helia = withBitswap(withLibp2pLight(createHeliaLight({ datastore, blockstore }), {
+      privateKey,
+      addresses: { listen },
+      transports: onlyMemory ? [memory()] : [tcp(), memory()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      peerDiscovery: [],
+      services: {
+        identify: identify(),
+        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true })
+      }
+    }), {
+      sendBlocksDebounce: debounce,
+      sendWantlistDebounce: debounce
+    }) as unknown as ReplicaNode
+    await helia.start()
+
+    const stop = helia.stop.bind(helia)
+    helia.stop = (async (options?: Parameters<typeof stop>[0]) => {
+      await stop(options)
+      if (datastore instanceof LevelDatastore && datastore.db.status === 'open') await datastore.close()
+      if (blockstore instanceof LevelBlockstore && blockstore.db.status === 'open') await blockstore.close()
+      return helia
+    }) as typeof helia.stop
+    return helia
+  } catch (err) {
+    if (datastore instanceof LevelDatastore) await datastore.close()
+    if (blockstore instanceof LevelBlockstore) await blockstore.close()
+    throw err
+  }
+}

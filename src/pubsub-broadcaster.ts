@@ -1,0 +1,201 @@
+/**
+ * A Broadcaster over libp2p pubsub (gossipsub). It depends on a minimal
+ * structural PubSub interface rather than on a pubsub package, so any
+ * implementation with subscribe/publish/'message' events fits.
+ */
+
+import { defaultLogger } from '@libp2p/logger'
+import { AbortError } from 'abort-error'
+import { decodeBroadcast } from './broadcast.js'
+import { InvalidOptionsError } from './errors.js'
+import type { Broadcaster } from './replicator.js'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
+import type { AbortOptions } from 'interface-store'
+
+/** A message as pubsub implementations deliver it */
+export interface PubSubMessage {
+  topic: string
+  data: Uint8Array
+}
+
+/** Verdict of a topic validator; gossipsub's TopicValidatorResult values */
+export type ValidatorResult = 'accept' | 'ignore' | 'reject'
+
+/** The part of a libp2p pubsub service the broadcaster uses */
+export interface PubSub {
+  subscribe(topic: string): void
+  unsubscribe(topic: string): void
+  publish(topic: string, data: Uint8Array): Promise<unknown>
+  addEventListener(type: 'message', listener: (evt: CustomEvent<PubSubMessage>) => void): void
+  removeEventListener(type: 'message', listener: (evt: CustomEvent<PubSubMessage>) => void): void
+  /** When present, payloads that are not broadcasts are rejected before they are forwarded */
+  topicValidators?: Map<string, (peer: any, message: PubSubMessage) => ValidatorResult | Promise<ValidatorResult>>
+}
+
+export interface PubSubBroadcasterComponents {
+  pubsub: PubSub
+  logger?: ComponentLogger
+}
+
+export interface PubSubBroadcasterInit {
+  /** The topic every replica of one store shares */
+  topic: string
+  /**
+   * Payloads kept while nobody calls `next()`; older ones are dropped first
+   * (heads are rebroadcast, so dropping only delays sync)
+   *
+   * @default 1024
+   */
+  maxQueued?: number
+  /**
+   * Install a topic validator that rejects payloads that are not broadcasts
+   *
+   * @default true
+   */
+  validate?: boolean
+}
+
+export const DEFAULT_MAX_QUEUED = 1024
+export const DEFAULT_VALIDATE = true
+
+/** A Broadcaster that also unsubscribes when stopped */
+export interface PubSubBroadcaster extends Broadcaster {
+  readonly topic: string
+  /** Payloads dropped because the receive buffer was full */
+  readonly dropped: number
+  /** Unsubscribes and rejects pending `next()` calls */
+  stop(): Promise<void>
+}
+
+class GossipBroadcaster implements PubSubBroadcaster {
+  public readonly topic: string
+  public dropped = 0
+  private readonly pubsub: PubSub
+  private readonly log: Logger
+  private readonly maxQueued: number
+  private readonly queue: Uint8Array[] = []
+  private readonly waiters = new Set<{ resolve(data: Uint8Array): void, reject(err: Error): void }>()
+  private readonly validator?: (peer: any, message: PubSubMessage) => ValidatorResult
+  private stopped = false
+
+  constructor (components: PubSubBroadcasterComponents, init: PubSubBroadcasterInit) {
+    this.pubsub = components.pubsub
+    this.topic = init.topic
+    this.maxQueued = init.maxQueued ?? DEFAULT_MAX_QUEUED
+    this.log = (components.logger ?? defaultLogger()).forComponent('datastore-crdt:pubsub-broadcaster')
+    if ((init.validate ?? DEFAULT_VALIDATE) && this.pubsub.topicValidators != null) {
+      this.validator = (_peer, message) => {
+        try {
+          decodeBroadcast(message.data)
+          return 'accept'
+        } catch {
+          return 'reject'
+        }
+      }
+      this.pubsub.topicValidators.set(this.topic, this.validator)
+    }
+    this.pubsub.addEventListener('message', this.onMessage)
+    this.pubsub.subscribe(this.topic)
+  }
+
+  private readonly onMessage = (evt: CustomEvent<PubSubMessage>): void => {
+    if (evt.detail.topic !== this.topic || this.stopped) return
+    const data = evt.detail.data
+    const waiter = this.waiters.values().next().value
+    if (waiter != null) {
+      this.waiters.delete(waiter)
+      waiter.resolve(data)
+      return
+    }
+    if (this.queue.length >= this.maxQueued) {
+      this.queue.shift()
+      this.dropped++
+    }
+    this.queue.push(data)
+  }
+
+  async broadcast (data: Uint8Array, options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
+    if (this.stopped) throw new AbortError('The broadcaster has been stopped')
+    try {
+      await this.pubsub.publish(this.topic, data)
+    } catch (err: any) {
+      if (String(err?.message ?? err).includes('NoPeersSubscribedToTopic') || err?.name === 'NoPeersSubscribedToTopic') {
+        // nobody to tell yet: the heads will be rebroadcast
+        this.log('no peers subscribed to %s yet', this.topic)
+        return
+      }
+      throw err
+    }
+  }
+
+  async next (options?: AbortOptions): Promise<Uint8Array> {
+    options?.signal?.throwIfAborted()
+    if (this.stopped) throw new AbortError('The broadcaster has been stopped')
+    const queued = this.queue.shift()
+    if (queued != null) return queued
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: (data: Uint8Array) => {
+          options?.signal?.removeEventListener('abort', onAbort)
+          resolve(data)
+        },
+        reject: (err: Error) => {
+          options?.signal?.removeEventListener('abort', onAbort)
+          reject(err)
+        }
+      }
+      const onAbort = (): void => {
+        this.waiters.delete(waiter)
+        reject(new AbortError())
+      }
+      options?.signal?.addEventListener('abort', onAbort, { once: true })
+      this.waiters.add(waiter)
+    })
+  }
+
+  async stop (): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    this.pubsub.removeEventListener('message', this.onMessage)
+    if (this.validator != null && this.pubsub.topicValidators?.get(this.topic) === this.validator) {
+      this.pubsub.topicValidators.delete(this.topic)
+    }
+    try {
+      this.pubsub.unsubscribe(this.topic)
+    } catch (err: any) {
+      this.log('unsubscribe failed - %e', err)
+    }
+    for (const waiter of this.waiters) waiter.reject(new AbortError('The broadcaster has been stopped'))
+    this.waiters.clear()
+    this.queue.length = 0
+  }
+}
+
+/**
+ * Creates a Broadcaster that announces heads on a pubsub topic. Publishing
+ * while no peer is subscribed is not an error.
+ *
+ * @example
+ * ```ts
+ * import { pubsubBroadcaster } from 'datastore-crdt'
+ *
+ * const broadcaster = pubsubBroadcaster({ pubsub: libp2p.services.pubsub }, { topic: 'my-app' })
+ * const store = await createCRDTDatastore({ datastore, blockstore, broadcaster })
+ * // …
+ * await store.stop()
+ * await broadcaster.stop()
+ * ```
+ */
+export function pubsubBroadcaster (components: PubSubBroadcasterComponents, init: PubSubBroadcasterInit): PubSubBroadcaster {
+  if (components?.pubsub == null || typeof components.pubsub.publish !== 'function' || typeof components.pubsub.subscribe !== 'function') {
+    throw new InvalidOptionsError('components.pubsub must be a libp2p pubsub service (subscribe, publish, message events)')
+  }
+  if (typeof init?.topic !== 'string' || init.topic === '') {
+    throw new InvalidOptionsError('init.topic must be a non-empty string')
+  }
+  if (init.maxQueued != null && (!Number.isInteger(init.maxQueued) || init.maxQueued < 1)) {
+    throw new InvalidOptionsError('init.maxQueued must be an integer >= 1')
+  }
+  return new GossipBroadcaster(components, init)
+}
