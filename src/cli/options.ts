@@ -1,0 +1,84 @@
+/**
+ * Command-line options of the replica, parsed with node:util's parseArgs.
+ */
+
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+
+export interface CLIOptions {
+  data: string
+  listen: string[]
+  topic: string
+  peers: string[]
+  namespace?: string
+  rebroadcast: number
+  script: boolean
+  json: boolean
+  help: boolean
+  /** A single command to run instead of a shell */
+  command: string[]
+}
+
+export const DEFAULT_DATA_DIR = '.datastore-crdt'
+export const DEFAULT_TOPIC = 'datastore-crdt'
+export const DEFAULT_CLI_LISTEN = '/ip4/127.0.0.1/tcp/0'
+export const DEFAULT_CLI_REBROADCAST = 5_000
+
+export const USAGE = `Usage: datastore-crdt [options] [command ...]
+
+Starts a replica of a datastore-crdt store: state and blocks in LevelDB under
+the data directory, libp2p on 127.0.0.1, heads over gossipsub, blocks over
+bitswap. Without a command it opens an interactive shell; with one it runs it
+and exits; with --script it reads commands from stdin (one per line).
+
+Options:
+  -d, --data <dir>        data directory (default: ./${DEFAULT_DATA_DIR})
+  -l, --listen <addr>     multiaddr to listen on, repeatable (default: ${DEFAULT_CLI_LISTEN})
+  -t, --topic <name>      pubsub topic shared by the replicas (default: ${DEFAULT_TOPIC})
+  -p, --peer <addr>       multiaddr of a replica to dial at start, repeatable
+  -n, --namespace <key>   where CRDT state lives in the datastore (default: /datastore-crdt/<topic>)
+      --rebroadcast <ms>  how often to re-announce heads (default: ${DEFAULT_CLI_REBROADCAST})
+  -s, --script            read commands from stdin, print one result per command
+  -j, --json              with --script or a command: print JSON lines
+  -h, --help              this text
+
+Examples:
+  datastore-crdt --data ./a
+  datastore-crdt --data ./b --peer /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...
+  datastore-crdt --data ./a put /hello world
+  echo "list" | datastore-crdt --data ./a --script --json
+`
+
+export function parseOptions (argv: string[]): CLIOptions {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      data: { type: 'string', short: 'd' },
+      listen: { type: 'string', short: 'l', multiple: true },
+      topic: { type: 'string', short: 't' },
+      peer: { type: 'string', short: 'p', multiple: true },
+      namespace: { type: 'string', short: 'n' },
+      rebroadcast: { type: 'string' },
+      script: { type: 'boolean', short: 's' },
+      json: { type: 'boolean', short: 'j' },
+      help: { type: 'boolean', short: 'h' }
+    }
+  })
+  const rebroadcast = Number(values.rebroadcast ?? DEFAULT_CLI_REBROADCAST)
+  if (!Number.isFinite(rebroadcast) || rebroadcast <= 0) {
+    throw new Error(`--rebroadcast must be a positive number of milliseconds, got ${values.rebroadcast}`)
+  }
+  return {
+    data: resolve(values.data ?? DEFAULT_DATA_DIR),
+    listen: values.listen ?? [DEFAULT_CLI_LISTEN],
+    topic: values.topic ?? DEFAULT_TOPIC,
+    peers: values.peer ?? [],
+    namespace: values.namespace,
+    rebroadcast,
+    script: values.script ?? false,
+    json: values.json ?? false,
+    help: values.help ?? false,
+    command: positionals
+  }
+}
