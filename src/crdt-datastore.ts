@@ -320,39 +320,29 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
 
   /** Writes all pairs as few DAG nodes as `maxBatchDeltaSize` allows, yielding keys once written */
   override async * putMany (source: AwaitIterable<Pair>, options?: WriteOptions): AsyncGenerator<Key> {
-    this.checkOpen(options)
-    const dagName = checkDagName(options?.dagName)
-    const builder = new DeltaBuilder(this.maxBatchDeltaSize, dagName)
-    let keys: Key[] = []
-    for await (const { key, value } of source) {
-      this.checkOpen(options)
-      const sealed = builder.put(this.keyString(key), value)
-      if (sealed != null) {
-        await this.track(this.writeOps(sealed, dagName, options))
-        yield * keys
-        keys = []
-      }
-      keys.push(key)
-    }
-    await this.track(this.writeOps(builder.take(), dagName, options))
-    yield * keys
+    yield * this.writeMany(source, (builder, { key, value }) => builder.put(this.keyString(key), value), pair => pair.key, options)
   }
 
   /** Deletes all keys in as few DAG nodes as possible, yielding keys once deleted */
   override async * deleteMany (source: AwaitIterable<Key>, options?: WriteOptions): AsyncGenerator<Key> {
+    yield * this.writeMany(source, (builder, key) => builder.delete(this.keyString(key)), key => key, options)
+  }
+
+  /** Streams items into deltas, writing each one as it fills and yielding its keys once written */
+  private async * writeMany <T> (source: AwaitIterable<T>, add: (builder: DeltaBuilder, item: T) => Map<string, KeyOp> | undefined, keyOf: (item: T) => Key, options?: WriteOptions): AsyncGenerator<Key> {
     this.checkOpen(options)
     const dagName = checkDagName(options?.dagName)
     const builder = new DeltaBuilder(this.maxBatchDeltaSize, dagName)
     let keys: Key[] = []
-    for await (const key of source) {
+    for await (const item of source) {
       this.checkOpen(options)
-      const sealed = builder.delete(this.keyString(key))
+      const sealed = add(builder, item)
       if (sealed != null) {
         await this.track(this.writeOps(sealed, dagName, options))
         yield * keys
         keys = []
       }
-      keys.push(key)
+      keys.push(keyOf(item))
     }
     await this.track(this.writeOps(builder.take(), dagName, options))
     yield * keys
