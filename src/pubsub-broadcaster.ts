@@ -21,6 +21,20 @@ export interface PubSubMessage {
 /** Verdict of a topic validator; gossipsub's TopicValidatorResult values */
 export type ValidatorResult = 'accept' | 'ignore' | 'reject'
 
+/**
+ * A topic validator. It returns a `ValidatorResult` string; the return type
+ * is left open so gossipsub's `TopicValidatorFn` (an enum of the same
+ * strings) fits
+ */
+export type TopicValidator = (peer: any, message: PubSubMessage) => any
+
+/** The part of a pubsub service's `topicValidators` map the broadcaster uses */
+export interface TopicValidators {
+  get(topic: string): unknown
+  set(topic: string, validator: TopicValidator): unknown
+  delete(topic: string): unknown
+}
+
 /** The part of a libp2p pubsub service the broadcaster uses */
 export interface PubSub {
   subscribe(topic: string): void
@@ -29,7 +43,7 @@ export interface PubSub {
   addEventListener(type: 'message', listener: (evt: CustomEvent<PubSubMessage>) => void): void
   removeEventListener(type: 'message', listener: (evt: CustomEvent<PubSubMessage>) => void): void
   /** When present, payloads that are not broadcasts are rejected before they are forwarded */
-  topicValidators?: Map<string, (peer: any, message: PubSubMessage) => ValidatorResult | Promise<ValidatorResult>>
+  topicValidators?: TopicValidators
 }
 
 export interface PubSubBroadcasterComponents {
@@ -75,7 +89,7 @@ class GossipBroadcaster implements PubSubBroadcaster {
   private readonly maxQueued: number
   private readonly queue: Uint8Array[] = []
   private readonly waiters = new Set<{ resolve(data: Uint8Array): void, reject(err: Error): void }>()
-  private readonly validator?: (peer: any, message: PubSubMessage) => ValidatorResult
+  private readonly validator?: TopicValidator
   private stopped = false
 
   constructor (components: PubSubBroadcasterComponents, init: PubSubBroadcasterInit) {
