@@ -277,7 +277,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    * to settle, then clears the bad-shutdown marker. The underlying datastore
    * and blockstore stay open: they belong to the caller.
    */
-  async stop (): Promise<void> {
+  async stop (options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
     if (this.state === 'stopped' || this.state === 'stopping' || this.state === 'new') {
       this.state = 'stopped'
       return

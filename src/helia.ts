@@ -95,8 +95,8 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
     this.broadcaster = components.broadcaster
   }
 
-  override async stop (): Promise<void> {
-    await super.stop()
+  override async stop (options?: AbortOptions): Promise<void> {
+    await super.stop(options)
     await this.broadcaster.stop()
   }
 }
