@@ -300,3 +300,41 @@ describe('DAG views', () => {
     await store.stop()
   })
 })
+
+describe('rebroadcast', () => {
+  it('re-announces own heads every interval, except heads another replica announced meanwhile', async function () {
+    this.timeout(20_000)
+    const { memoryReplica } = await import('./fixtures/stores.js')
+    const { decodeBroadcast } = await import('../src/index.js')
+    const sent: Array<{ at: number, cids: string[] }> = []
+    const broadcaster = {
+      async broadcast (data: Uint8Array) { sent.push({ at: Date.now(), cids: [...decodeBroadcast(data).values()].flat().map(String) }) },
+      async next (options?: { signal?: AbortSignal }) {
+        return new Promise<Uint8Array>((_resolve, reject) => {
+          options?.signal?.addEventListener('abort', () => { reject(new Error('aborted')) }, { once: true })
+        })
+      }
+    }
+    const { store } = await memoryReplica({ rebroadcastInterval: 200 }, { broadcaster })
+    try {
+      await store.put(key('/r'), enc('1'))
+      const head = store.heads()[0].cid.toString()
+      expect(sent).to.have.lengthOf(1) // the announcement of the write
+      await waitFor(() => sent.length >= 3, 5000, 'two rebroadcasts')
+      expect(sent.every(s => s.cids.length === 1 && s.cids[0] === head)).to.equal(true)
+      // another replica announces the same head every 50 ms: ours is skipped
+      const count = sent.length
+      const payload = encodeBroadcast([{ cid: store.heads()[0].cid, dagName: '' }])
+      const until = Date.now() + 1000
+      while (Date.now() < until) {
+        await store.receive(payload)
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      expect(sent.length).to.equal(count)
+      // once nobody else announces it, it is rebroadcast again
+      await waitFor(() => sent.length > count, 5000, 'rebroadcast to resume')
+    } finally {
+      await store.stop()
+    }
+  })
+})
