@@ -529,6 +529,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       return { elements, tombstones, priority: 0, dagName }
     }, options)
     if (commit != null) {
+      this.replicator.walkInBackground(commit.unprocessed)
       await this.replicator.announce(commit.head, commit.replaced)
     }
   }

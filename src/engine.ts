@@ -65,6 +65,11 @@ export interface LocalCommit {
   /** The heads the new node replaced (its links) */
   replaced: Head[]
   changes: SetChange[]
+  /**
+   * Linked heads that were never processed (adopted heads whose walk is not
+   * running): reserved for the caller, who must walk them
+   */
+  unprocessed: CID[]
 }
 
 export interface EngineInit {
@@ -205,11 +210,12 @@ export class Engine {
       delta.priority = replaced.reduce((max, h) => Math.max(max, h.height), 0) + 1
       const node = await encodeNode(delta, replaced.map(h => h.cid))
       await this.blockstore.put(node.cid, node.bytes, options)
-      const { changes } = await this.apply(tx, { cid: node.cid, delta, links: replaced.map(h => h.cid) }, true, options)
+      const { changes, children } = await this.apply(tx, { cid: node.cid, delta, links: replaced.map(h => h.cid) }, true, options)
       return {
         head: { cid: node.cid, height: delta.priority, dagName: delta.dagName },
         replaced,
-        changes
+        changes,
+        unprocessed: children
       }
     }) as Promise<LocalCommit | undefined>
   }

@@ -114,6 +114,18 @@ export class Replicator {
   }
 
   /**
+   * Walks, in the background, nodes the caller has reserved (heads a local
+   * write linked to before anyone had processed them)
+   */
+  walkInBackground (cids: CID[]): void {
+    if (cids.length === 0) return
+    const signal = this.signal
+    this.track(this.walker.walk(cids.map(cid => ({ cid })), { signal }).catch(async () => {
+      if (!signal.aborted) await this.engine.markDirty().catch(() => {})
+    }))
+  }
+
+  /**
    * Handles one payload from the Broadcaster: decodes it, and walks every
    * head it names. A malformed payload is logged and skipped.
    */
