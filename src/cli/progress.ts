@@ -47,10 +47,14 @@ export class SyncProgress {
   private async tick (): Promise<void> {
     const stats = this.store.stats()
     const busy = stats.queuedJobs > 0
+    if (!busy && !this.syncing) {
+      // idle: the next catch-up counts from here
+      this.mergedAtStart = this.merged
+      this.startedAt = Date.now()
+      return
+    }
     if (busy && !this.syncing) {
       this.syncing = true
-      this.startedAt = Date.now()
-      this.mergedAtStart = this.merged
     }
     if (this.syncing && busy) {
       const done = this.merged - this.mergedAtStart

@@ -1,0 +1,35 @@
+import { expect } from 'aegir/chai'
+import { TypedEventEmitter } from 'main-event'
+import { SyncProgress } from '../src/cli/progress.js'
+import { waitFor } from './fixtures/network.js'
+
+class FakeStore extends TypedEventEmitter<{ processed: CustomEvent<{ local: boolean }> }> {
+  queuedJobs = 0
+  maxHeight = 0
+  stats (): { queuedJobs: number, maxHeight: number } {
+    return { queuedJobs: this.queuedJobs, maxHeight: this.maxHeight }
+  }
+}
+
+describe('sync progress', () => {
+  it('draws a live counter while blocks are queued, then one "in sync" line', async () => {
+    const store = new FakeStore()
+    let out = ''
+    const progress = new SyncProgress(store as any, { write: t => { out += t }, tty: true, interval: 10 })
+    progress.start()
+    try {
+      store.queuedJobs = 5
+      for (let i = 0; i < 7; i++) store.safeDispatchEvent('processed', { detail: { local: false } })
+      store.safeDispatchEvent('processed', { detail: { local: true } })
+      store.maxHeight = 42
+      await waitFor(() => out.includes('syncing: 7 blocks merged, 5 queued, height 42'), 2000, 'the counter')
+      store.queuedJobs = 0
+      await waitFor(() => out.includes('in sync: merged 7 blocks'), 2000, 'the in-sync notice')
+      expect(out).to.include('height 42\n')
+      expect(out.match(/in sync/g)).to.have.lengthOf(1)
+    } finally {
+      progress.stop()
+    }
+    expect(store.listenerCount('processed')).to.equal(0)
+  })
+})
