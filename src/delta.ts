@@ -29,14 +29,24 @@ export interface Delta {
 
 /**
  * Priorities above this are refused: no honest replica reaches them and they
- * cannot be represented exactly in a JS number.
+ * cannot be represented exactly in a JS number. One below
+ * `Number.MAX_SAFE_INTEGER`, so the store can still encode `priority + 1`
+ * for any priority it accepts.
  */
-export const MAX_PRIORITY = Number.MAX_SAFE_INTEGER
+export const MAX_PRIORITY = Number.MAX_SAFE_INTEGER - 1
 
 const EMPTY = new Uint8Array(0)
 
-/** Serialises a delta into go-ds-crdt's protobuf bytes */
+/**
+ * Serialises a delta into go-ds-crdt's protobuf bytes. Throws
+ * `MalformedDeltaError` for a priority over `MAX_PRIORITY`, which every
+ * replica would refuse: a write on top of a node that claims an absurd
+ * priority fails instead of being silently dropped by every other replica.
+ */
 export function encodeDelta (delta: Delta): Uint8Array {
+  if (!(delta.priority >= 0 && delta.priority <= MAX_PRIORITY)) {
+    throw new MalformedDeltaError(`Delta priority ${delta.priority} is out of range: the DAG links a node claiming a priority no honest replica reaches`)
+  }
   return PBDelta.encode({
     elements: delta.elements as PBElement[],
     tombstones: delta.tombstones as PBElement[],

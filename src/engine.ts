@@ -209,8 +209,10 @@ export class Engine {
       const replaced = this.heads.list(delta.dagName)
       delta.priority = replaced.reduce((max, h) => Math.max(max, h.height), 0) + 1
       const node = await encodeNode(delta, replaced.map(h => h.cid))
-      await this.blockstore.put(node.cid, node.bytes, options)
-      const { changes, children } = await this.apply(tx, { cid: node.cid, delta, links: replaced.map(h => h.cid) }, true, options)
+      // the block is stored while the merge reads; it lands before the merge commits
+      const stored = Promise.resolve(this.blockstore.put(node.cid, node.bytes, options))
+      stored.catch(() => {})
+      const { changes, children } = await this.apply(tx, { cid: node.cid, delta, links: replaced.map(h => h.cid) }, true, options, stored)
       return {
         head: { cid: node.cid, height: delta.priority, dagName: delta.dagName },
         replaced,
@@ -272,7 +274,11 @@ export class Engine {
     await this.lock.onIdle()
   }
 
-  private async apply (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions): Promise<ProcessResult> {
+  /**
+   * Merges a node into the set, heads and walk records in one commit.
+   * `before` (the local block being stored) must settle before the commit.
+   */
+  private async apply (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>): Promise<ProcessResult> {
     const id = blockKey(node.cid)
     const { delta } = node
     const pendingKey = this.layout.pendingKey(id)
@@ -283,7 +289,15 @@ export class Engine {
       return { children: [], changes: [] }
     }
 
-    const changes = await this.set.merge(tx, delta, id, local, options)
+    // What is read below is read concurrently with the merge's own reads
+    // (the merge writes none of it), then served from the WriteSet.
+    const linkKeys = node.links.map(link => this.layout.processedKey(blockKey(link)))
+    const [changes] = await Promise.all([
+      this.set.merge(tx, delta, id, local, options),
+      tx.prefetch(linkKeys, { ...options, existence: true }),
+      local ? undefined : tx.prefetch([pendingKey], options),
+      before
+    ])
     tx.put(this.layout.processedKey(id), EMPTY)
 
     const mark = local ? undefined : await tx.get(pendingKey, options)
@@ -294,13 +308,12 @@ export class Engine {
     if (mark != null) tx.delete(pendingKey)
 
     const children: CID[] = []
-    for (const link of node.links) {
+    for (const [i, link] of node.links.entries()) {
       if (this.heads.get(delta.dagName, link) != null) {
         this.heads.remove(tx, delta.dagName, link)
       }
-      const linkId = blockKey(link)
-      if (await tx.has(this.layout.processedKey(linkId), options)) continue
-      tx.put(this.layout.pendingKey(linkId), COVERED)
+      if (await tx.has(linkKeys[i], options)) continue
+      tx.put(this.layout.pendingKey(blockKey(link)), COVERED)
       if (this.reserve(link)) children.push(link)
     }
 

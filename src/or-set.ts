@@ -79,9 +79,18 @@ function beats (a: Candidate, b: Candidate | undefined): boolean {
   return uint8ArrayCompare(a.value, b.value) > 0
 }
 
+/** Deltas with fewer elements than this prefetch with point reads only */
+const SCAN_MIN_KEYS = 16
+/** Entries a prefetch scan may read beyond two per key before it gives up */
+const SCAN_SLACK = 64
+/** Merges that prefetch with point reads after a scan was cut short */
+const SCAN_BACKOFF = 32
+
 export class ORSet {
   private readonly store: Datastore
   private readonly layout: Layout
+  /** Merges left before prefix scans are tried again, per kind of key */
+  private readonly scanSkip = { priority: 0, tomb: 0 }
 
   constructor (store: Datastore, layout: Layout) {
     this.store = store
@@ -109,23 +118,19 @@ export class ORSet {
    * as interface-datastore queries use), in the datastore's order.
    */
   async * entries (prefix: string | undefined, options?: AbortOptions): AsyncGenerator<Pair> {
-    const base = this.layout.keysPrefix
-    const start = base.length
-    for await (const pair of this.store.query({ prefix: rawPrefix(base, prefix) }, options) as AsyncIterable<Pair>) {
-      const raw = pair.key.toString()
-      if (!raw.endsWith('/v')) continue
-      yield { key: new Key(userKey(raw, start), false), value: pair.value }
+    const start = byteLength(this.layout.keysPrefix)
+    for await (const pair of this.store.query({ prefix: rawPrefix(this.layout.keysPrefix, prefix) }, options) as AsyncIterable<Pair>) {
+      const key = userKey(pair.key, start)
+      if (key != null) yield { key, value: pair.value }
     }
   }
 
   /** Visible keys whose key starts with `prefix` */
   async * keys (prefix: string | undefined, options?: AbortOptions): AsyncGenerator<Key> {
-    const base = this.layout.keysPrefix
-    const start = base.length
-    for await (const key of this.store.queryKeys({ prefix: rawPrefix(base, prefix) }, options) as AsyncIterable<Key>) {
-      const raw = key.toString()
-      if (!raw.endsWith('/v')) continue
-      yield new Key(userKey(raw, start), false)
+    const start = byteLength(this.layout.keysPrefix)
+    for await (const raw of this.store.queryKeys({ prefix: rawPrefix(this.layout.keysPrefix, prefix) }, options) as AsyncIterable<Key>) {
+      const key = userKey(raw, start)
+      if (key != null) yield key
     }
   }
 
@@ -174,15 +179,25 @@ export class ORSet {
       }
     }
 
-    for (const element of delta.elements) {
-      const key = cleanKey(element.key)
-      const candidate = { priority: delta.priority, value: element.value }
+    // Read what the elements need (priorities, and tombstones unless fresh)
+    // concurrently up front rather than one await at a time.
+    const keys = delta.elements.map(element => cleanKey(element.key))
+    const priorityKeys = keys.map(key => this.layout.priorityKey(key))
+    const tombKeys = fresh ? undefined : keys.map(key => this.layout.tombKey(key, id))
+    await Promise.all([
+      this.prefetchRun(tx, priorityKeys, 'priority', options),
+      tombKeys == null ? undefined : this.prefetchRun(tx, tombKeys, 'tomb', options)
+    ])
+
+    for (let i = 0; i < keys.length; i++) {
+      const element = delta.elements[i]
+      const key = keys[i]
       tx.put(this.layout.elemKey(key, id), encodeMarker(delta.priority, element.value))
-      if (!fresh && await tx.has(this.layout.tombKey(key, id), options)) {
+      if (tombKeys != null && await tx.has(tombKeys[i], options)) {
         continue
       }
-      if (beats(candidate, await this.current(key, tx, options))) {
-        this.setVisible(tx, key, candidate)
+      if (await this.beatsCurrent(key, priorityKeys[i], delta.priority, element.value, tx, options)) {
+        this.setVisible(tx, key, { priority: delta.priority, value: element.value })
         changes.set(key, element.value)
       }
     }
@@ -235,6 +250,38 @@ export class ORSet {
     tx.put(this.layout.priorityKey(key), encodePriority(candidate.priority))
   }
 
+  /**
+   * Prefetches the priorities or tombstones of a delta's elements: with one
+   * prefix scan when there are many (the keys of a batch are often a dense
+   * run, and new keys have nothing to find), else with concurrent reads.
+   * After a scan that had to be cut short, the next SCAN_BACKOFF merges
+   * skip scanning.
+   */
+  private async prefetchRun (tx: WriteSet, keys: Key[], kind: 'priority' | 'tomb', options?: AbortOptions): Promise<void> {
+    if (keys.length >= SCAN_MIN_KEYS && this.scanSkip[kind] === 0) {
+      // a key has two entries under the prefix (value and priority), or a few tombstones
+      if (!(await tx.prefetchByScan(keys, keys.length * 2 + SCAN_SLACK, options))) {
+        this.scanSkip[kind] = SCAN_BACKOFF
+      }
+      return
+    }
+    if (this.scanSkip[kind] > 0) this.scanSkip[kind]--
+    await tx.prefetch(keys, kind === 'tomb' ? { ...options, existence: true } : options)
+  }
+
+  /**
+   * `beats({ priority, value }, current(key))`, reading the current value
+   * only when the priorities tie
+   */
+  private async beatsCurrent (key: string, priorityKey: Key, priority: number, value: Uint8Array, tx: WriteSet, options?: AbortOptions): Promise<boolean> {
+    const prio = await tx.get(priorityKey, options)
+    if (prio == null) return true
+    const current = decodePriority(prio)
+    if (current !== priority) return priority > current
+    const currentValue = await tx.get(this.layout.valueKey(key), options)
+    return uint8ArrayCompare(value, currentValue ?? EMPTY) > 0
+  }
+
   private async current (key: string, tx: WriteSet, options?: AbortOptions): Promise<Candidate | undefined> {
     const prio = await tx.get(this.layout.priorityKey(key), options)
     if (prio == null) return undefined
@@ -262,7 +309,24 @@ function rawPrefix (base: string, prefix: string | undefined): string {
   return base + prefix
 }
 
-function userKey (raw: string, start: number): string {
-  const key = raw.slice(start, raw.length - 2)
-  return key === '' ? '/' : key
+const SLASH = 0x2f
+const LETTER_V = 0x76
+const encoder = new TextEncoder()
+
+function byteLength (s: string): number {
+  return encoder.encode(s).byteLength
+}
+
+/**
+ * The user key of a `<keysPrefix><key>/v` entry, undefined for any other
+ * entry (the `/p` ones). Works on the key's bytes: no string round trip,
+ * and the new Key is a view of them, as `new Key(string)` makes one of its
+ * encoded string.
+ */
+function userKey (raw: Key, start: number): Key | undefined {
+  const bytes = raw.uint8Array()
+  const end = bytes.byteLength - 2
+  if (end < start || bytes[end] !== SLASH || bytes[end + 1] !== LETTER_V) return undefined
+  if (end === start) return new Key('/', false)
+  return new Key(new Uint8Array(bytes.buffer, bytes.byteOffset + start, end - start), false)
 }

@@ -3,15 +3,34 @@
  * and `commit()` lands all of them in one datastore batch (atomic on
  * LevelDB). Each key is written at most once per batch, so datastores whose
  * batches apply puts before deletes still end in the intended state.
+ *
+ * Values read from the datastore are remembered until `commit()`: a WriteSet
+ * lives under the engine's merge lock, which serialises every write of the
+ * keys it reads. `prefetch()` reads many keys concurrently, which costs far
+ * less than reading them one await at a time (an async LevelDB read is a
+ * thread-pool round trip).
  */
 
-import { Key } from 'interface-datastore'
-import type { Datastore, Pair } from 'interface-datastore'
+import type { Datastore, Key, Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
+
+/** How many datastore reads `prefetch()` keeps in flight */
+const PREFETCH_CONCURRENCY = 1000
+
+/** A pending write: the key as given, and its value (null = delete) */
+interface Write {
+  key: Key
+  value: Uint8Array | null
+}
+
+/** Cached read result: a value, null (absent), or PRESENT (exists, value not read) */
+const PRESENT = Symbol('present')
 
 export class WriteSet {
   private readonly store: Datastore
-  private readonly writes = new Map<string, Uint8Array | null>()
+  private readonly writes = new Map<string, Write>()
+  /** What the datastore holds, as far as read so far, by key string */
+  private readonly reads = new Map<string, Uint8Array | null | typeof PRESENT>()
   private readonly afterCommit: Array<() => void> = []
 
   constructor (store: Datastore) {
@@ -23,11 +42,11 @@ export class WriteSet {
   }
 
   put (key: Key, value: Uint8Array): void {
-    this.writes.set(key.toString(), value)
+    this.writes.set(key.toString(), { key, value })
   }
 
   delete (key: Key): void {
-    this.writes.set(key.toString(), null)
+    this.writes.set(key.toString(), { key, value: null })
   }
 
   /** Registers work to run once the writes have landed */
@@ -37,22 +56,112 @@ export class WriteSet {
 
   /** Reads through the pending writes; `undefined` when absent */
   async get (key: Key, options?: AbortOptions): Promise<Uint8Array | undefined> {
-    const pending = this.writes.get(key.toString())
+    const id = key.toString()
+    const pending = this.writes.get(id)
     if (pending !== undefined) {
-      return pending ?? undefined
+      return pending.value ?? undefined
     }
-    if (!(await this.store.has(key, options))) {
-      return undefined
+    let value = this.reads.get(id)
+    if (value === undefined || value === PRESENT) {
+      value = await this.read(key, options)
+      this.reads.set(id, value)
     }
-    return this.store.get(key, options)
+    return value ?? undefined
   }
 
   async has (key: Key, options?: AbortOptions): Promise<boolean> {
-    const pending = this.writes.get(key.toString())
+    const id = key.toString()
+    const pending = this.writes.get(id)
     if (pending !== undefined) {
-      return pending !== null
+      return pending.value !== null
+    }
+    const value = this.reads.get(id)
+    if (value !== undefined) {
+      return value !== null
     }
     return this.store.has(key, options)
+  }
+
+  /**
+   * Reads the given keys from the datastore concurrently and remembers what
+   * was found, so later `get()` (or, with `existence`, `has()`) calls on
+   * them need no datastore read. `existence` asks only whether they exist.
+   */
+  async prefetch (keys: Iterable<Key>, options?: AbortOptions & { existence?: boolean }): Promise<void> {
+    const todo: Array<{ id: string, key: Key }> = []
+    const queued = new Set<string>()
+    for (const key of keys) {
+      const id = key.toString()
+      if (this.writes.has(id) || this.reads.has(id) || queued.has(id)) continue
+      queued.add(id)
+      todo.push({ id, key })
+    }
+    const existence = options?.existence === true
+    for (let i = 0; i < todo.length; i += PREFETCH_CONCURRENCY) {
+      const chunk = todo.slice(i, i + PREFETCH_CONCURRENCY)
+      const found = await Promise.all(chunk.map(async ({ key }) => existence
+        ? (await this.store.has(key, options) ? PRESENT : null)
+        : this.read(key, options)))
+      for (let j = 0; j < chunk.length; j++) {
+        this.reads.set(chunk[j].id, found[j])
+      }
+    }
+  }
+
+  /**
+   * Like `prefetch()`, but first reads the keys' longest common prefix with
+   * one query of at most `maxEntries` entries. When the query ends within
+   * that, each key it did not return is known absent with no read of its
+   * own (on a dense run of new keys, one short query replaces a read per
+   * key). Returns false when the query was cut short; the keys it left
+   * undecided are then read one by one.
+   */
+  async prefetchByScan (keys: Iterable<Key>, maxEntries: number, options?: AbortOptions): Promise<boolean> {
+    const todo: Array<{ id: string, key: Key }> = []
+    let prefix: string | undefined
+    for (const key of keys) {
+      const id = key.toString()
+      if (this.writes.has(id) || this.reads.has(id)) continue
+      todo.push({ id, key })
+      prefix = prefix == null ? id : commonPrefix(prefix, id)
+    }
+    if (prefix == null) return true
+    const found = new Map<string, Uint8Array>()
+    let complete = true
+    for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
+      if (found.size >= maxEntries) {
+        complete = false
+        break
+      }
+      found.set(pair.key.toString(), pair.value)
+    }
+    const rest: Key[] = []
+    for (const { id, key } of todo) {
+      const value = found.get(id)
+      if (value !== undefined) {
+        this.reads.set(id, value)
+      } else if (complete && inPrefixQuery(id, prefix)) {
+        this.reads.set(id, null)
+      } else {
+        rest.push(key)
+      }
+    }
+    // the scan's other entries (values beside priorities) are worth keeping too
+    for (const [id, value] of found) {
+      if (!this.writes.has(id) && !this.reads.has(id)) this.reads.set(id, value)
+    }
+    await this.prefetch(rest, options)
+    return complete
+  }
+
+  /** One datastore read; null when absent */
+  private async read (key: Key, options?: AbortOptions): Promise<Uint8Array | null> {
+    try {
+      return await this.store.get(key, options)
+    } catch (err: any) {
+      if (err?.name === 'NotFoundError') return null
+      throw err
+    }
   }
 
   /** Entries under a string prefix, pending writes applied, in key order */
@@ -61,7 +170,7 @@ export class WriteSet {
     for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
       found.set(pair.key.toString(), pair.value)
     }
-    for (const [key, value] of this.writes) {
+    for (const [key, { value }] of this.writes) {
       if (!key.startsWith(prefix)) continue
       if (value === null) found.delete(key)
       else found.set(key, value)
@@ -75,15 +184,33 @@ export class WriteSet {
   async commit (options?: AbortOptions): Promise<void> {
     if (this.writes.size > 0) {
       const batch = this.store.batch()
-      for (const [key, value] of this.writes) {
-        if (value === null) batch.delete(new Key(key, false))
-        else batch.put(new Key(key, false), value)
+      for (const { key, value } of this.writes.values()) {
+        if (value === null) batch.delete(key)
+        else batch.put(key, value)
       }
       await batch.commit(options)
       this.writes.clear()
     }
+    this.reads.clear()
     for (const fn of this.afterCommit.splice(0)) {
       fn()
     }
   }
+}
+
+function commonPrefix (a: string, b: string): string {
+  const n = Math.min(a.length, b.length)
+  let i = 0
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++
+  return a.slice(0, i)
+}
+
+/**
+ * Whether a prefix query is sure to return `id`: datastore-level answers a
+ * prefix query with the range [prefix, prefix + '\xFF'), which misses keys
+ * whose next character is U+00FF or above; their absence from the results
+ * proves nothing.
+ */
+function inPrefixQuery (id: string, prefix: string): boolean {
+  return id.length === prefix.length || id.charCodeAt(prefix.length) < 0xff
 }

@@ -1,0 +1,118 @@
+/**
+ * The child-process side of a syncing replica (see child.mjs for the
+ * parent side), for any store: `runChild(open)` where `open(start)` makes
+ * the replica and resolves to
+ *
+ *   { onKey(fn), dial(addr), subscribers(topic), countKeys(), stats?(), close() }
+ *
+ * onKey(fn) calls fn() once per key that becomes visible; countKeys() counts
+ * the keys the store holds (to confirm the events). Node built-ins only.
+ *
+ * Parent → child (IPC):
+ *   { cmd: 'start', dir, topic, dial, expected, timeoutMs, init }
+ *   { cmd: 'go' }    start the clock (when init.waitForGo)
+ *   { cmd: 'exit' }  stop and exit
+ * Child → parent:
+ *   { type: 'ready' }                       connected and subscribed
+ *   { type: 'progress', count }             about once a second
+ *   { type: 'done', count, ms, rss, stats, error? }
+ *
+ * The clock starts at 'go' or, without waitForGo, just before dialling.
+ * `ms` ends when the store holds `expected` keys, counted by onKey and
+ * confirmed with countKeys(). `rss.hwm` is the kernel's peak RSS (VmHWM) of
+ * this process; `rss.sampled` the largest of 100 ms samples.
+ */
+
+import { now, rssSampler, waitFor } from './common.mjs'
+
+/**
+ * With BENCH_HEAP_PROFILE=<file> in the environment, the child samples its
+ * heap allocations and, when done, writes the allocations still live then
+ * as a .heapprofile (open it in Chrome DevTools, or sum it by stack).
+ */
+async function heapProfiler () {
+  const file = process.env.BENCH_HEAP_PROFILE
+  if (file == null || file === '') return undefined
+  const { Session } = await import('node:inspector/promises')
+  const { writeFile } = await import('node:fs/promises')
+  const session = new Session()
+  session.connect()
+  await session.post('HeapProfiler.enable')
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 32768 })
+  return async () => {
+    const { profile } = await session.post('HeapProfiler.getSamplingProfile')
+    await writeFile(file, JSON.stringify(profile))
+    await session.post('HeapProfiler.stopSampling')
+    session.disconnect()
+  }
+}
+
+export function runChild (open) {
+  const rss = rssSampler(100)
+  const heap = heapProfiler()
+  let replica
+  let t0 = now()
+  let goResolve
+  const go = new Promise(resolve => { goResolve = resolve })
+
+  async function start ({ topic, dial, expected, timeoutMs, init = {}, ...rest }) {
+    replica = await open({ topic, init, ...rest })
+    let count = 0
+    let reached
+    const allThere = new Promise(resolve => { reached = resolve })
+    replica.onKey(() => {
+      if (++count >= expected) reached()
+    })
+
+    t0 = now()
+    await replica.dial(dial)
+    await waitFor(() => replica.subscribers(topic) > 0, 20_000, 'the gossipsub subscription')
+    process.send({ type: 'ready' })
+    if (init.waitForGo === true) await go
+
+    const progress = setInterval(() => process.send({ type: 'progress', count }), 1000)
+    const deadline = t0 + timeoutMs
+    let error
+    let timer
+    try {
+      const timeout = new Promise((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms with ${count} of ${expected} keys`)), Math.max(0, deadline - now()))
+      })
+      await Promise.race([allThere, timeout])
+      // the events say every key is there: confirm with the store itself
+      await waitFor(async () => (await replica.countKeys()) >= expected, Math.max(1000, deadline - now()), 'the store to list every key', 200)
+    } catch (err) {
+      error = err.message
+    } finally {
+      clearTimeout(timer)
+    }
+    const ms = now() - t0
+    clearInterval(progress)
+    await (await heap)?.()
+    process.send({ type: 'done', count, ms, rss: await rss.stop(), stats: await replica.stats?.(), error })
+  }
+
+  async function exit (code) {
+    const force = setTimeout(() => process.exit(code), 10_000)
+    force.unref()
+    try {
+      await replica?.close()
+    } finally {
+      process.exit(code)
+    }
+  }
+
+  process.on('message', msg => {
+    if (msg?.cmd === 'start') {
+      start(msg).catch(err => {
+        process.send({ type: 'done', count: 0, ms: 0, error: `replica failed: ${err.message}` })
+      })
+    } else if (msg?.cmd === 'go') {
+      t0 = now()
+      goResolve()
+    } else if (msg?.cmd === 'exit') {
+      void exit(0)
+    }
+  })
+  process.on('disconnect', () => { void exit(1) })
+}
