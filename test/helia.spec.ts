@@ -51,7 +51,7 @@ async function converge (peers: Peer[], check: (s: string[]) => boolean, timeout
 
 function suite (name: string, listen: (i: number) => string[], onDisk: boolean): void {
   describe(name, function () {
-    this.timeout(300_000)
+    this.timeout(480_000)
     let peers: Peer[] = []
     let dirs: Array<Awaited<ReturnType<typeof tempDir>>> = []
 
@@ -91,7 +91,7 @@ function suite (name: string, listen: (i: number) => string[], onDisk: boolean):
       const back = await startPeer(listen(3), offline.dir)
       peers[2] = back
       await connect(peers[0], back)
-      const state = await converge(peers, s => s.length === 1000, 240_000)
+      const state = await converge(peers, s => s.length === 1000, 420_000)
       expect(state).to.include('/many/999=999')
       expect(back.store.heads()[0].height).to.equal(1000)
     })
