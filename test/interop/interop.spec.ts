@@ -26,7 +26,7 @@ const HELLO_CID = 'bafybeidsfjpejlb67ieikrewsjvlxd3giucznszgdcb6qhclkyk2hvonta'
 const HELLO_BLOCK = '0a130a0f0a062f68656c6c6f1a05776f726c641801'
 
 describe('interop with go-ds-crdt v0.6.8 replicas', function () {
-  this.timeout(120_000)
+  this.timeout(300_000)
 
   let binary = ''
   const open = new Set<{ close(): Promise<void> }>()

@@ -1,0 +1,626 @@
+/**
+ * The chaos harness: N replica processes on 127.0.0.1, each a Helia node
+ * with LevelDB stores, under random puts, deletes and batches, while
+ * broadcasts are lost, duplicated, reordered and corrupted, junk blocks and
+ * heads are published, the network is partitioned and healed, and replicas
+ * are SIGKILLed (at random, mid-batch-commit, mid-catch-up) and restarted
+ * from their data directories.
+ *
+ * Every write sent is recorded with its outcome (acknowledged, unknown when
+ * its replica died first, failed). At the end the harness waits for the
+ * replicas to converge and checks that they hold one state, that no
+ * acknowledged write is lost, that none is dirty or has pending branches,
+ * and that every store reopens cleanly from its directory.
+ */
+
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LevelBlockstore } from 'blockstore-level'
+import { LevelDatastore } from 'datastore-level'
+import { createCRDTDatastore } from '../../src/index.js'
+import { rng } from '../fixtures/network.js'
+import { CHAOS_NAMESPACE } from './protocol.js'
+import { ReplicaProcess } from './replica-process.js'
+import type { BroadcastFaults, FaultCounts } from '../fixtures/faulty-broadcaster.js'
+import type { BatchOp, JunkKind, ReplicaStatus } from './protocol.js'
+import type { CRDTDatastoreInit } from '../../src/index.js'
+
+export interface ChaosOptions {
+  seed: number
+  /** Replica processes */
+  replicas: number
+  /** How long (ms) random operations run */
+  duration: number
+  /** Operations per second, over all replicas */
+  opsPerSecond: number
+  /** SIGKILLs to deliver (mid-catch-up scenarios deliver two) */
+  kills: number
+  /** Partitions, each healed after a while */
+  partitions: number
+  /** Junk blocks and heads to publish */
+  junk: number
+  /** How long (ms) the replicas may take to converge once the faults stop */
+  convergeTimeout: number
+  faults: BroadcastFaults
+  store: CRDTDatastoreInit
+  /** Keep the data directories */
+  keep?: boolean
+  log?(line: string): void
+}
+
+const DEFAULT_FAULTS: BroadcastFaults = { drop: 0.3, duplicate: 0.1, maxDelay: 150, corrupt: 0.02, corruptOutgoing: 0.01 }
+const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInterval: 1000, dagSyncerTimeout: 10_000, maxBatchDeltaSize: 4096, numWorkers: 8 }
+
+/** The full run: 10 replicas, 20 kills */
+export function fullOptions (seed: number): ChaosOptions {
+  return { seed, replicas: 10, duration: 90_000, opsPerSecond: 15, kills: 20, partitions: 3, junk: 14, convergeTimeout: 300_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
+}
+
+/** The quick run for CI: 3 replicas, 4 kills */
+export function quickOptions (seed: number): ChaosOptions {
+  return { seed, replicas: 3, duration: 20_000, opsPerSecond: 12, kills: 4, partitions: 1, junk: 7, convergeTimeout: 60_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
+}
+
+interface WriteRecord {
+  key: string
+  /** absent: a delete */
+  value?: string
+  replica: number
+  sentAt: number
+  /** When the ack arrived, or when the replica died with the write in flight */
+  endAt?: number
+  status: 'pending' | 'acked' | 'unknown' | 'failed'
+}
+
+export interface ChaosSummary {
+  seed: number
+  replicas: number
+  ops: { puts: number, deletes: number, batches: number, writes: number, acked: number, unknown: number, failed: number }
+  faults: FaultCounts & { partitions: number, junk: Record<string, number> }
+  kills: { random: number, midBatch: number, midCatchUp: number, total: number }
+  restarts: number
+  finalKeys: number
+  convergeMs: number
+  totalMs: number
+}
+
+export interface ChaosReport {
+  ok: boolean
+  violations: string[]
+  summary: ChaosSummary
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+const ODD_KEYS = ['/odd/a b', '/odd/ü', '/odd/%00', '/odd/☃/x', '/odd/tab\tkey']
+const JUNK_KINDS: JunkKind[] = ['garbage-payload', 'raw-head', 'random-block', 'bad-delta', 'huge-priority', 'valid-over-junk', 'missing-head']
+
+export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
+  const started = Date.now()
+  const log = options.log ?? ((line: string) => { process.stdout.write(line + '\n') })
+  const random = rng(options.seed)
+  const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)]
+  const between = (lo: number, hi: number): number => lo + Math.floor(random() * (hi - lo))
+  const violations: string[] = []
+  const violation = (text: string): void => {
+    violations.push(text)
+    log(`VIOLATION: ${text}`)
+  }
+  const root = await mkdtemp(join(tmpdir(), `crdt-chaos-${options.seed}-`))
+  const topic = `chaos-${options.seed}`
+  const procs = Array.from({ length: options.replicas }, (_, i) => new ReplicaProcess(i, join(root, `r${i}`), options.keep === true ? join(root, `r${i}.log`) : undefined))
+  const records: WriteRecord[] = []
+  const counts = {
+    puts: 0,
+    deletes: 0,
+    batches: 0,
+    kills: { random: 0, midBatch: 0, midCatchUp: 0, total: 0 },
+    restarts: 0,
+    partitions: 0,
+    junk: {} as Record<string, number>
+  }
+  /** Fault counters of replica incarnations that have ended, plus the latest of the live ones */
+  const faultTotals: FaultCounts = { received: 0, dropped: 0, duplicated: 0, delayed: 0, corrupted: 0, sent: 0 }
+  const latestFaults = new Map<string, FaultCounts>()
+  let groups: Map<number, number> | undefined
+  let chaosOver = false
+  let convergeMs = -1
+
+  const noteFaults = (r: ReplicaProcess, faults: FaultCounts): void => { latestFaults.set(`${r.index}.${r.incarnation}`, faults) }
+
+  for (const r of procs) {
+    r.onUnexpectedExit = (code, signal, stderr) => {
+      violation(`replica ${r.index} exited on its own (code ${code}, signal ${signal}); stderr:\n${stderr}`)
+    }
+  }
+
+  const blockedFor = (i: number): string[] => groups == null
+    ? []
+    : procs.filter(p => p.index !== i && groups?.get(p.index) !== groups?.get(i)).map(p => p.peerId).filter(id => id !== '')
+  const reachableAddrs = (i: number): string[] => procs
+    .filter(p => p.index !== i && p.alive && (groups == null || groups.get(p.index) === groups.get(i)))
+    .flatMap(p => p.addrs.slice(0, 1))
+
+  const start = async (r: ReplicaProcess): Promise<void> => {
+    await r.start({
+      topic,
+      seed: (options.seed * 7919 + r.index * 104_729 + r.incarnation * 1_299_709) >>> 0,
+      faults: chaosOver ? { ...options.faults, corrupt: 0, corruptOutgoing: 0 } : options.faults,
+      store: options.store,
+      blocked: blockedFor(r.index)
+    })
+    // the peer id is known only after the first start: tell the others about partitions again
+    await r.request({ cmd: 'block', peers: blockedFor(r.index) })
+    await r.request({ cmd: 'dial', addrs: reachableAddrs(r.index) })
+  }
+
+  const restart = async (r: ReplicaProcess): Promise<void> => {
+    try {
+      await start(r)
+      counts.restarts++
+    } catch (err: any) {
+      violation(`replica ${r.index} did not reopen after a kill: ${err.message}`)
+    }
+  }
+
+  const kill = async (r: ReplicaProcess): Promise<void> => {
+    await r.kill()
+    counts.kills.total++
+    const now = Date.now()
+    for (const rec of records) {
+      if (rec.replica === r.index && rec.status === 'pending') {
+        rec.status = 'unknown'
+        rec.endAt = now
+      }
+    }
+  }
+
+  const indexes = (peerIds: string[]): string => peerIds.map(id => procs.findIndex(p => p.peerId === id)).sort().join(',')
+  const alive = (): ReplicaProcess[] => procs.filter(p => p.alive && !p.busy)
+
+  // --- operations ----------------------------------------------------------
+
+  let valueSeq = 0
+  const keyName = (): string => random() < 0.1 ? pick(ODD_KEYS) : `/k/${Math.floor(random() * 40)}`
+  const newValue = (r: ReplicaProcess, pad = 0): string => `${r.index}.${r.incarnation}.${valueSeq++}${pad > 0 ? ':' + 'x'.repeat(pad) : ''}`
+
+  const perform = async (r: ReplicaProcess, ops: BatchOp[], kind: 'put' | 'delete' | 'batch', armParts?: number): Promise<void> => {
+    const sentAt = Date.now()
+    const recs: WriteRecord[] = ops.map(op => ({ key: op.key, value: op.value, replica: r.index, sentAt, status: 'pending' }))
+    records.push(...recs)
+    try {
+      if (kind === 'put') await r.request({ cmd: 'put', key: ops[0].key, value: ops[0].value ?? '' })
+      else if (kind === 'delete') await r.request({ cmd: 'delete', key: ops[0].key })
+      else await r.request({ cmd: 'batch', ops, armParts })
+      const now = Date.now()
+      for (const rec of recs) {
+        rec.status = 'acked'
+        rec.endAt = now
+      }
+    } catch (err: any) {
+      const now = Date.now()
+      const died = err.name === 'ReplicaDiedError'
+      for (const rec of recs) {
+        if (rec.status !== 'pending') continue
+        rec.status = died ? 'unknown' : 'failed'
+        rec.endAt = now
+      }
+      if (!died) violation(`${kind} on replica ${r.index} failed: ${err.name}: ${err.message}`)
+    }
+  }
+
+  const randomOp = async (r: ReplicaProcess): Promise<void> => {
+    const roll = random()
+    if (roll < 0.55) {
+      counts.puts++
+      await perform(r, [{ key: keyName(), value: newValue(r) }], 'put')
+    } else if (roll < 0.75) {
+      counts.deletes++
+      await perform(r, [{ key: keyName() }], 'delete')
+    } else {
+      counts.batches++
+      const keys = [...new Set(Array.from({ length: between(2, 7) }, keyName))]
+      await perform(r, keys.map(key => random() < 0.75 ? { key, value: newValue(r) } : { key }), 'batch')
+    }
+  }
+
+  const writer = async (r: ReplicaProcess): Promise<void> => {
+    const pause = 1000 * options.replicas / options.opsPerSecond
+    for (let round = 0; !chaosOver && round < 1_000_000; round++) {
+      if (!r.alive) {
+        await sleep(50)
+        continue
+      }
+      await randomOp(r)
+      await sleep(pause * (0.5 + random()))
+    }
+  }
+
+  // --- faults --------------------------------------------------------------
+
+  const killRandom = async (): Promise<void> => {
+    const r = pick(alive())
+    if (r == null) return
+    r.busy = true
+    await sleep(between(0, 500))
+    await kill(r)
+    counts.kills.random++
+    await sleep(between(200, 2000))
+    await restart(r)
+    r.busy = false
+  }
+
+  const killMidBatch = async (): Promise<void> => {
+    const r = pick(alive())
+    if (r == null) return
+    r.busy = true
+    counts.batches++
+    // about 9 KB of values: three or four DAG nodes at maxBatchDeltaSize 4096
+    const ops = Array.from({ length: 24 }, () => ({ key: keyName(), value: newValue(r, 340) }))
+    const unique = [...new Map(ops.map(op => [op.key, op])).values()]
+    const armed = r.whenArmed(r.peekId(), 20_000)
+    const batch = perform(r, unique, 'batch', 1)
+    if (await armed) {
+      await kill(r)
+      counts.kills.midBatch++
+    } else {
+      log(`replica ${r.index}: the batch committed before it could be killed`)
+    }
+    await batch
+    await sleep(between(200, 1500))
+    if (!r.alive) await restart(r)
+    r.busy = false
+  }
+
+  const killMidCatchUp = async (): Promise<void> => {
+    const r = pick(alive())
+    if (r == null) return
+    r.busy = true
+    await kill(r)
+    counts.kills.random++
+    // the others write on while it is down
+    await sleep(between(3000, 6000))
+    await restart(r)
+    if (r.alive) {
+      const armed = r.whenArmed('remote', 20_000)
+      await r.request({ cmd: 'arm', remote: between(2, 6) }).catch(() => {})
+      if (await armed) {
+        await kill(r)
+        counts.kills.midCatchUp++
+        await sleep(between(200, 1000))
+        await restart(r)
+      } else {
+        log(`replica ${r.index}: nothing to catch up after its restart`)
+      }
+    }
+    r.busy = false
+  }
+
+  const injectJunk = async (n: number): Promise<void> => {
+    const r = pick(alive())
+    if (r == null) return
+    const kind = JUNK_KINDS[n % JUNK_KINDS.length]
+    counts.junk[kind] = (counts.junk[kind] ?? 0) + 1
+    const tag = `${options.seed}-${n}`
+    try {
+      const sentAt = Date.now()
+      const result = await r.request<{ key?: string, value?: string }>({ cmd: 'junk', kind, tag }, 60_000)
+      if (result.key != null) {
+        // a well-formed node over junk: its write is as durable as any other
+        records.push({ key: result.key, value: result.value, replica: r.index, sentAt, endAt: Date.now(), status: 'acked' })
+      }
+    } catch (err: any) {
+      if (err.name !== 'ReplicaDiedError') violation(`junk ${kind} on replica ${r.index}: ${err.name}: ${err.message}`)
+    }
+  }
+
+  const partition = async (): Promise<void> => {
+    const order = procs.map(p => p.index).sort(() => random() - 0.5)
+    const cut = between(1, Math.max(2, Math.floor(options.replicas / 2) + 1))
+    groups = new Map(order.map((index, pos) => [index, pos < cut ? 0 : 1]))
+    counts.partitions++
+    log(`partition: [${order.slice(0, cut).join(',')}] | [${order.slice(cut).join(',')}]`)
+    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'block', peers: blockedFor(p.index) }).catch(() => {})))
+  }
+
+  const heal = async (): Promise<void> => {
+    groups = undefined
+    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'block', peers: [] }).catch(() => {})))
+    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'dial', addrs: reachableAddrs(p.index) }).catch(() => {})))
+  }
+
+  // --- the run ---------------------------------------------------------------
+
+  try {
+    log(`chaos: seed ${options.seed}, ${options.replicas} replicas, ${options.duration} ms of operations, ${options.kills} kills, data in ${root}`)
+    for (const r of procs) {
+      await start(r)
+    }
+    // everyone knows everyone's address now: a full mesh
+    await Promise.all(procs.map(async p => p.request({ cmd: 'dial', addrs: reachableAddrs(p.index) })))
+    const meshDeadline = Date.now() + 20_000
+    for (let round = 0; round < 400 && Date.now() < meshDeadline; round++) {
+      const statuses = await Promise.all(procs.map(async p => p.request<ReplicaStatus>({ cmd: 'status' })))
+      if (statuses.every(s => s.subscribers.length >= Math.min(2, options.replicas - 1))) break
+      await sleep(50)
+    }
+
+    const chaosStart = Date.now()
+    const writers = procs.map(writer)
+
+    // kills, one after the other, spread over the run
+    const killLoop = (async () => {
+      const catchUps = Math.max(1, Math.floor(options.kills / 5))
+      const midBatches = Math.max(1, Math.floor(options.kills / 4))
+      const plan: Array<'random' | 'batch' | 'catchup'> = []
+      let planned = 0
+      for (let i = 0; i < catchUps && planned + 2 <= options.kills; i++, planned += 2) plan.push('catchup')
+      for (let i = 0; i < midBatches && planned < options.kills; i++, planned++) plan.push('batch')
+      for (; planned < options.kills; planned++) plan.push('random')
+      plan.sort(() => random() - 0.5)
+      const spacing = options.duration * 0.8 / Math.max(1, plan.length)
+      // at most a third of the replicas are down or restarting at once
+      const maxBusy = Math.max(1, Math.floor(options.replicas / 3))
+      const running = new Set<Promise<void>>()
+      for (const [i, action] of plan.entries()) {
+        const due = chaosStart + spacing * i + between(0, Math.floor(spacing / 3))
+        while ((Date.now() < due || running.size >= maxBusy) && !chaosOver) await sleep(50)
+        if (chaosOver) {
+          log(`the run ended before ${plan.length - i} planned kill actions`)
+          break
+        }
+        const task = action === 'random' ? killRandom() : action === 'batch' ? killMidBatch() : killMidCatchUp()
+        running.add(task)
+        void task.finally(() => running.delete(task))
+      }
+      await Promise.all(running)
+    })()
+
+    // junk blocks and heads, spread over the run
+    const junkLoop = (async () => {
+      const spacing = options.duration * 0.9 / Math.max(1, options.junk)
+      for (let i = 0; i < options.junk; i++) {
+        const due = chaosStart + spacing * i + between(0, Math.floor(spacing / 2))
+        while (Date.now() < due && !chaosOver) await sleep(Math.min(100, due - Date.now()))
+        if (chaosOver) break
+        await injectJunk(i)
+      }
+    })()
+
+    const partitionLoop = (async () => {
+      const spacing = options.duration * 0.8 / Math.max(1, options.partitions)
+      for (let i = 0; i < options.partitions; i++) {
+        const due = chaosStart + spacing * i + between(0, Math.floor(spacing / 3))
+        while (Date.now() < due && !chaosOver) await sleep(Math.min(100, due - Date.now()))
+        if (chaosOver) break
+        await partition()
+        const until = Date.now() + between(3000, 8000)
+        while (Date.now() < until && !chaosOver) await sleep(100)
+        await heal()
+      }
+    })()
+
+    // fault counters, polled while the run goes on
+    const pollLoop = (async () => {
+      while (!chaosOver) {
+        await Promise.all(procs.filter(p => p.alive).map(async p => {
+          const s = await p.request<ReplicaStatus>({ cmd: 'status' }, 10_000).catch(() => undefined)
+          if (s != null) noteFaults(p, s.faults)
+        }))
+        await sleep(1000)
+      }
+    })()
+
+    while (Date.now() < chaosStart + options.duration) await sleep(100)
+    chaosOver = true
+    await Promise.all(writers)
+    await killLoop
+    await junkLoop
+    await partitionLoop
+    await pollLoop
+
+    // --- convergence ---------------------------------------------------------
+    log(`chaos over after ${Date.now() - chaosStart} ms: ${records.length} writes, ${counts.kills.total} kills; waiting for convergence`)
+    if (groups != null) await heal()
+    for (const r of procs) {
+      if (!r.alive) await restart(r)
+    }
+    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'faults', faults: { corrupt: 0, corruptOutgoing: 0 } })))
+    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'dial', addrs: reachableAddrs(p.index) })))
+
+    const convergeStart = Date.now()
+    let statuses: ReplicaStatus[] = []
+    let stableRounds = 0
+    for (let round = 0; round < 100_000 && Date.now() < convergeStart + options.convergeTimeout; round++) {
+      statuses = await Promise.all(procs.map(async p => p.request<ReplicaStatus>({ cmd: 'status' }, 30_000)))
+      procs.forEach((p, i) => { noteFaults(p, statuses[i].faults) })
+      const same = statuses.every(s => s.hash === statuses[0].hash && s.heads.join() === statuses[0].heads.join())
+      const clean = statuses.every(s => !s.dirty && s.pending === 0)
+      stableRounds = same && clean ? stableRounds + 1 : 0
+      if (stableRounds >= 2) {
+        convergeMs = Date.now() - convergeStart
+        break
+      }
+      await sleep(500)
+    }
+    if (convergeMs < 0) {
+      violation(`replicas did not converge within ${options.convergeTimeout} ms:\n${statuses.map((s, i) =>
+        `  replica ${i}: ${s.keys} keys hash ${s.hash} heads ${s.heads.length} dirty ${s.dirty} pending ${s.pending} ${s.pendingCids.join(' ')} queued ${s.queued}, connected to [${indexes(s.peers)}], subscribers [${indexes(s.subscribers)}]`).join('\n')}`)
+    } else {
+      log(`converged in ${convergeMs} ms`)
+    }
+
+    // --- no acknowledged write lost -----------------------------------------
+    const states = await Promise.all(procs.map(async p => p.request<Array<[string, string]>>({ cmd: 'state' }, 60_000)))
+    for (let i = 1; i < states.length; i++) {
+      if (JSON.stringify(states[i]) !== JSON.stringify(states[0])) {
+        violation(`replica ${i} holds a different state from replica 0 (${states[i].length} vs ${states[0].length} keys)`)
+      }
+    }
+    const final = new Map(states[0])
+    checkWrites(records, final, violation)
+
+    // --- clean stop, then every store reopens from its directory -------------
+    const heads = statuses[0]?.heads ?? []
+    for (const p of procs) {
+      const code = await p.stop()
+      if (code !== 0) violation(`replica ${p.index} did not stop cleanly (exit code ${code})`)
+    }
+    for (const p of procs) {
+      await checkReopen(p, states[0], heads, violation)
+    }
+
+    for (const faults of latestFaults.values()) {
+      for (const name of Object.keys(faultTotals) as Array<keyof FaultCounts>) faultTotals[name] += faults[name]
+    }
+    return {
+      ok: violations.length === 0,
+      violations,
+      summary: {
+        seed: options.seed,
+        replicas: options.replicas,
+        ops: {
+          puts: counts.puts,
+          deletes: counts.deletes,
+          batches: counts.batches,
+          writes: records.length,
+          acked: records.filter(r => r.status === 'acked').length,
+          unknown: records.filter(r => r.status === 'unknown').length,
+          failed: records.filter(r => r.status === 'failed').length
+        },
+        faults: { ...faultTotals, partitions: counts.partitions, junk: counts.junk },
+        kills: counts.kills,
+        restarts: counts.restarts,
+        finalKeys: final.size,
+        convergeMs,
+        totalMs: Date.now() - started
+      }
+    }
+  } catch (err: any) {
+    violation(`the harness failed: ${err.stack ?? err.message}`)
+    return {
+      ok: false,
+      violations,
+      summary: {
+        seed: options.seed,
+        replicas: options.replicas,
+        ops: { puts: counts.puts, deletes: counts.deletes, batches: counts.batches, writes: records.length, acked: 0, unknown: 0, failed: 0 },
+        faults: { ...faultTotals, partitions: counts.partitions, junk: counts.junk },
+        kills: counts.kills,
+        restarts: counts.restarts,
+        finalKeys: -1,
+        convergeMs,
+        totalMs: Date.now() - started
+      }
+    }
+  } finally {
+    chaosOver = true
+    await Promise.all(procs.map(async p => p.kill()))
+    if (options.keep === true) log(`data kept in ${root}`)
+    else await rm(root, { recursive: true, force: true })
+  }
+}
+
+/**
+ * The no-loss rules, given every write sent and the converged state:
+ * - a present value was written to that key (acknowledged or not);
+ * - an absent key with an acknowledged put had a delete that was acknowledged
+ *   or in flight when its replica died;
+ * - a key is present when one of its acknowledged puts was sent after every
+ *   delete of that key that could have committed had ended;
+ * - for keys never deleted: the value is not one its own replica overwrote
+ *   later with an acknowledged put (a later write on one replica always has a
+ *   higher priority).
+ */
+export function checkWrites (records: Array<{ key: string, value?: string, replica: number, sentAt: number, endAt?: number, status: string }>, final: Map<string, string>, violation: (text: string) => void): void {
+  const byKey = new Map<string, typeof records>()
+  for (const rec of records) {
+    const list = byKey.get(rec.key) ?? []
+    list.push(rec)
+    byKey.set(rec.key, list)
+  }
+  for (const key of final.keys()) {
+    if (!byKey.has(key)) violation(`${key} is present but was never written`)
+  }
+  for (const [key, writes] of byKey) {
+    const deletes = writes.filter(w => w.value == null && (w.status === 'acked' || w.status === 'unknown'))
+    const puts = writes.filter(w => w.value != null)
+    const value = final.get(key)
+    if (value == null) {
+      const acked = puts.filter(p => p.status === 'acked').length
+      if (deletes.length === 0 && acked > 0) {
+        violation(`${key} is absent but no delete of it was acknowledged or in flight (${acked} acknowledged puts)`)
+      }
+      const lastDeleteEnd = Math.max(...deletes.map(d => d.endAt ?? Infinity))
+      const survivor = puts.find(p => p.status === 'acked' && p.sentAt > lastDeleteEnd)
+      if (deletes.length > 0 && survivor != null) {
+        violation(`${key} is absent, yet its acknowledged put of ${survivor.value} (replica ${survivor.replica}) was sent after every delete had ended`)
+      }
+      continue
+    }
+    const source = puts.find(p => p.value === value)
+    if (source == null) {
+      violation(`${key}=${value.slice(0, 40)} was never written to that key`)
+      continue
+    }
+    if (source.status === 'failed') {
+      violation(`${key}=${value.slice(0, 40)} comes from a write that failed`)
+    }
+    if (deletes.length === 0) {
+      const end = source.endAt ?? Infinity
+      const later = puts.find(p => p.status === 'acked' && p.replica === source.replica && p.sentAt > end)
+      if (later != null) {
+        violation(`${key}=${value.slice(0, 40)} was overwritten on replica ${source.replica} by the acknowledged ${later.value?.slice(0, 40)}, yet it is the value left`)
+      }
+    }
+  }
+}
+
+async function checkReopen (p: ReplicaProcess, expected: Array<[string, string]>, heads: string[], violation: (text: string) => void): Promise<void> {
+  const datastore = new LevelDatastore(join(p.dir, 'datastore'))
+  const blockstore = new LevelBlockstore(join(p.dir, 'blocks'))
+  try {
+    await datastore.open()
+    await blockstore.open()
+    const store = await createCRDTDatastore({ datastore, blockstore }, { namespace: CHAOS_NAMESPACE, repairInterval: 0 })
+    try {
+      if (await store.isDirty()) violation(`replica ${p.index} reopens dirty after a clean stop`)
+      const pending = await store.pendingBranches()
+      if (pending.length > 0) violation(`replica ${p.index} reopens with ${pending.length} pending branches`)
+      const state: Array<[string, string]> = []
+      for await (const { key, value } of store.query({})) state.push([key.toString(), new TextDecoder().decode(value)])
+      state.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
+      if (JSON.stringify(state) !== JSON.stringify(expected)) violation(`replica ${p.index} reopens with a different state (${state.length} keys, expected ${expected.length})`)
+      const reopenedHeads = store.heads().map(h => h.cid.toString()).sort()
+      if (reopenedHeads.join() !== heads.join()) violation(`replica ${p.index} reopens with different heads`)
+    } finally {
+      await store.stop()
+    }
+  } catch (err: any) {
+    violation(`replica ${p.index} does not reopen: ${err.message}`)
+  } finally {
+    await datastore.close().catch(() => {})
+    await blockstore.close().catch(() => {})
+  }
+}
+
+/** Writes a failed run's report where it can be found, returning the path */
+export async function saveReport (report: ChaosReport): Promise<string> {
+  const path = join(tmpdir(), `datastore-crdt-chaos-${report.summary.seed}.json`)
+  await writeFile(path, JSON.stringify(report, null, 2))
+  return path
+}
+
+/** A human-readable summary */
+export function formatSummary (s: ChaosSummary): string {
+  const junk = Object.entries(s.faults.junk).map(([k, v]) => `${k} ${v}`).join(', ')
+  return [
+    `seed ${s.seed}: ${s.replicas} replicas, ${(s.totalMs / 1000).toFixed(1)} s`,
+    `  ops: ${s.ops.puts} puts, ${s.ops.deletes} deletes, ${s.ops.batches} batches = ${s.ops.writes} key writes (${s.ops.acked} acknowledged, ${s.ops.unknown} cut off by kills, ${s.ops.failed} failed)`,
+    `  broadcasts: ${s.faults.received} received, ${s.faults.dropped} dropped, ${s.faults.duplicated} duplicated, ${s.faults.delayed} delayed, ${s.faults.corrupted} corrupted`,
+    `  partitions: ${s.faults.partitions}; junk published: ${junk === '' ? 'none' : junk}`,
+    `  SIGKILLs: ${s.kills.total} (${s.kills.midBatch} mid-batch-commit, ${s.kills.midCatchUp} mid-catch-up, ${s.kills.random} other), ${s.restarts} restarts`,
+    `  converged in ${s.convergeMs} ms on ${s.finalKeys} keys`
+  ].join('\n')
+}

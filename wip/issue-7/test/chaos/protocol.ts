@@ -1,0 +1,82 @@
+/**
+ * Messages between the chaos harness (run.ts / harness.ts) and its replica
+ * processes (replica.ts), over the child-process IPC channel.
+ */
+
+import type { CRDTDatastoreInit } from '../../src/index.js'
+import type { BroadcastFaults, FaultCounts } from '../fixtures/faulty-broadcaster.js'
+
+/** Where each replica keeps its CRDT state inside its Helia datastore */
+export const CHAOS_NAMESPACE = '/crdt'
+
+/** argv[2] of a replica process, as JSON */
+export interface ReplicaConfig {
+  index: number
+  dir: string
+  topic: string
+  seed: number
+  faults: Partial<BroadcastFaults>
+  store: CRDTDatastoreInit
+  /** Peer ids this replica must not be connected to */
+  blocked: string[]
+}
+
+export type JunkKind = 'garbage-payload' | 'missing-head' | 'raw-head' | 'random-block' | 'bad-delta' | 'huge-priority' | 'valid-over-junk'
+
+export interface BatchOp {
+  key: string
+  /** absent: a delete */
+  value?: string
+}
+
+export type ReplicaRequest = { id: number } & (
+  | { cmd: 'put', key: string, value: string }
+  | { cmd: 'delete', key: string }
+  /** `armParts`: send an `armed` event once that many of its DAG nodes are committed */
+  | { cmd: 'batch', ops: BatchOp[], armParts?: number }
+  /** send an `armed` event once this many more remote nodes are merged */
+  | { cmd: 'arm', remote: number }
+  | { cmd: 'status' }
+  | { cmd: 'state' }
+  | { cmd: 'dial', addrs: string[] }
+  | { cmd: 'block', peers: string[] }
+  | { cmd: 'faults', faults: Partial<BroadcastFaults> }
+  | { cmd: 'junk', kind: JunkKind, tag: string }
+  | { cmd: 'stop' }
+)
+
+export interface ReplicaReply {
+  id: number
+  ok: boolean
+  result?: any
+  error?: { name: string, message: string }
+}
+
+export type ReplicaEvent =
+  | { event: 'ready', peerId: string, addrs: string[] }
+  | { event: 'armed', id?: number }
+
+export interface ReplicaStatus {
+  keys: number
+  /** Hash of the sorted key=value lines */
+  hash: string
+  heads: string[]
+  dirty: boolean
+  pending: number
+  /** The first few pending branches */
+  pendingCids: string[]
+  connections: number
+  /** Peer ids of the open connections */
+  peers: string[]
+  /** Peer ids gossipsub knows to be subscribed to the topic */
+  subscribers: string[]
+  /** DAG fetches and merges waiting or in flight */
+  queued: number
+  /** Blocks fetched from other replicas, and how long each took */
+  fetches: { count: number, avgMs: number, maxMs: number }
+  /** Event-loop delay: how starved of CPU the replica is */
+  loopDelayMs: { p50: number, p99: number }
+  processedLocal: number
+  processedRemote: number
+  faults: FaultCounts
+}

@@ -1,0 +1,244 @@
+/**
+ * One replica of a chaos run, as a child process: a Helia node on
+ * 127.0.0.1 with LevelDB stores in its data directory, a CRDT store whose
+ * broadcaster injects faults, driven by JSON messages over the IPC channel
+ * (see `ReplicaRequest` in protocol.ts). The parent kills it with SIGKILL
+ * whenever it likes and restarts it from the same directory.
+ */
+
+import { createHash } from 'node:crypto'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { multiaddr } from '@multiformats/multiaddr'
+import { Key } from 'interface-datastore'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { createCRDTDatastore, createReplicaNode, encodeBroadcast, encodeNode, pubsubBroadcaster } from '../../src/index.js'
+import { heliaDAGSyncer } from '../../src/helia.js'
+import { FaultyBroadcaster } from '../fixtures/faulty-broadcaster.js'
+import { rng } from '../fixtures/network.js'
+import { dagPbNode, delta, element } from '../fixtures/pb-writer.js'
+import { CHAOS_NAMESPACE } from './protocol.js'
+import type { JunkKind, ReplicaConfig, ReplicaEvent, ReplicaReply, ReplicaRequest, ReplicaStatus } from './protocol.js'
+import type { CRDTDatastore } from '../../src/index.js'
+
+const config: ReplicaConfig = JSON.parse(process.argv[2])
+const random = rng(config.seed)
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
+const dec = (b: Uint8Array): string => new TextDecoder().decode(b)
+
+function send (message: ReplicaEvent | ReplicaReply): void {
+  process.send?.(message)
+}
+
+const blocked = new Set<string>(config.blocked)
+const node = await createReplicaNode({ directory: config.dir, listen: ['/ip4/127.0.0.1/tcp/0'] })
+node.libp2p.addEventListener('connection:open', (evt) => {
+  if (blocked.has(evt.detail.remotePeer.toString())) evt.detail.abort(new Error('partitioned'))
+})
+const inner = pubsubBroadcaster({ pubsub: node.libp2p.services.pubsub }, { topic: config.topic })
+const broadcaster = new FaultyBroadcaster(inner, config.faults, random)
+// fetch timings and event-loop delay, for the status report
+const fetchStats = { count: 0, totalMs: 0, maxMs: 0 }
+const syncer = heliaDAGSyncer(node)
+const timedSyncer = {
+  ...syncer,
+  async * get (cid: any, options?: any) {
+    const start = performance.now()
+    const local = await node.blockstore.has(cid)
+    try {
+      yield * syncer.get(cid, options)
+    } finally {
+      if (!local) {
+        const ms = performance.now() - start
+        fetchStats.count++
+        fetchStats.totalMs += ms
+        fetchStats.maxMs = Math.max(fetchStats.maxMs, ms)
+      }
+    }
+  }
+}
+const loopDelay = monitorEventLoopDelay({ resolution: 20 })
+loopDelay.enable()
+const store: CRDTDatastore = await createCRDTDatastore({ datastore: node.datastore, blockstore: timedSyncer, broadcaster }, {
+  namespace: CHAOS_NAMESPACE,
+  ...config.store
+})
+
+let processedLocal = 0
+let processedRemote = 0
+/** Armed by the parent: send `armed` once this many more nodes are processed */
+let armedRemote: { until: number } | undefined
+let armedLocal: { until: number, id: number } | undefined
+store.addEventListener('processed', (evt) => {
+  if (evt.detail.local) {
+    processedLocal++
+    if (armedLocal != null && processedLocal >= armedLocal.until) {
+      send({ event: 'armed', id: armedLocal.id })
+      armedLocal = undefined
+    }
+  } else {
+    processedRemote++
+    if (armedRemote != null && processedRemote >= armedRemote.until) {
+      send({ event: 'armed' })
+      armedRemote = undefined
+    }
+  }
+})
+
+async function status (): Promise<ReplicaStatus> {
+  const lines: string[] = []
+  for await (const { key, value } of store.query({})) lines.push(`${key.toString()}=${dec(value)}`)
+  lines.sort()
+  return {
+    keys: lines.length,
+    hash: createHash('sha256').update(lines.join('\n')).digest('hex').slice(0, 16),
+    heads: store.heads().map(h => h.cid.toString()).sort(),
+    dirty: await store.isDirty(),
+    pending: (await store.pendingBranches()).length,
+    pendingCids: (await store.pendingBranches()).slice(0, 5).map(String),
+    connections: node.libp2p.getConnections().length,
+    peers: [...new Set(node.libp2p.getConnections().map(c => c.remotePeer.toString()))],
+    subscribers: node.libp2p.services.pubsub.getSubscribers(config.topic).map(String),
+    queued: store.stats().queuedJobs,
+    fetches: { count: fetchStats.count, avgMs: Math.round(fetchStats.totalMs / Math.max(1, fetchStats.count)), maxMs: Math.round(fetchStats.maxMs) },
+    loopDelayMs: { p50: Math.round(loopDelay.percentile(50) / 1e6), p99: Math.round(loopDelay.percentile(99) / 1e6) },
+    processedLocal,
+    processedRemote,
+    faults: { ...broadcaster.counts }
+  }
+}
+
+async function state (): Promise<Array<[string, string]>> {
+  const out: Array<[string, string]> = []
+  for await (const { key, value } of store.query({})) out.push([key.toString(), dec(value)])
+  return out.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
+}
+
+async function dagPbCid (bytes: Uint8Array): Promise<CID> {
+  return CID.createV1(0x70, await sha256.digest(bytes))
+}
+
+/** Publishes a junk head (and its block), and hands it to this replica too */
+async function junk (kind: JunkKind, tag: string): Promise<{ cid?: string, key?: string, value?: string }> {
+  const randomBytes = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => Math.floor(random() * 256))
+  let payload: Uint8Array
+  let cid: CID | undefined
+  let written: { key: string, value: string } | undefined
+  switch (kind) {
+    case 'garbage-payload':
+      payload = randomBytes(1 + Math.floor(random() * 200))
+      break
+    case 'missing-head':
+      // a valid CID of a block nobody has
+      cid = await dagPbCid(randomBytes(32))
+      payload = encodeBroadcast([{ cid, dagName: '' }])
+      break
+    case 'raw-head':
+      cid = CID.createV1(0x55, await sha256.digest(randomBytes(16)))
+      payload = encodeBroadcast([{ cid, dagName: '' }])
+      break
+    case 'random-block':
+    case 'bad-delta':
+    case 'huge-priority': {
+      const bytes = kind === 'random-block'
+        ? randomBytes(64)
+        : kind === 'bad-delta'
+          ? dagPbNode([0xff, 0xff, 0xff], [])
+          : dagPbNode(delta([element(`/junk/${tag}`, '', 'absurd')], [], 2n ** 64n - 1n), [])
+      cid = await dagPbCid(bytes)
+      await node.blockstore.put(cid, bytes)
+      payload = encodeBroadcast([{ cid, dagName: '' }])
+      break
+    }
+    case 'valid-over-junk': {
+      // a well-formed node carrying a real write, whose only link is junk
+      const child = randomBytes(48)
+      const childCid = await dagPbCid(child)
+      await node.blockstore.put(childCid, child)
+      written = { key: `/junk/${tag}`, value: `junk-${tag}` }
+      const built = await encodeNode({ elements: [{ key: written.key, id: '', value: enc(written.value) }], tombstones: [], priority: 1, dagName: '' }, [childCid])
+      await node.blockstore.put(built.cid, built.bytes)
+      cid = built.cid
+      payload = encodeBroadcast([{ cid, dagName: '' }])
+      break
+    }
+  }
+  await inner.broadcast(payload)
+  await store.receive(payload)
+  if (written != null && !(await store.has(new Key(written.key)))) {
+    throw new Error(`the junk-linked node ${String(cid)} was not merged locally`)
+  }
+  return { cid: cid?.toString(), ...written }
+}
+
+async function handle (req: ReplicaRequest): Promise<unknown> {
+  switch (req.cmd) {
+    case 'put':
+      await store.put(new Key(req.key), enc(req.value))
+      return undefined
+    case 'delete':
+      await store.delete(new Key(req.key))
+      return undefined
+    case 'batch': {
+      const batch = store.batch()
+      for (const op of req.ops) {
+        if (op.value == null) batch.delete(new Key(op.key))
+        else batch.put(new Key(op.key), enc(op.value))
+      }
+      if (req.armParts != null) armedLocal = { until: processedLocal + req.armParts, id: req.id }
+      await batch.commit()
+      return undefined
+    }
+    case 'arm':
+      armedRemote = { until: processedRemote + req.remote }
+      return processedRemote
+    case 'status':
+      return status()
+    case 'state':
+      return state()
+    case 'dial': {
+      let connected = 0
+      await Promise.all(req.addrs.map(async addr => {
+        try {
+          await node.libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) })
+          connected++
+        } catch {}
+      }))
+      return connected
+    }
+    case 'block':
+      blocked.clear()
+      for (const peer of req.peers) blocked.add(peer)
+      for (const conn of node.libp2p.getConnections()) {
+        if (blocked.has(conn.remotePeer.toString())) conn.abort(new Error('partitioned'))
+      }
+      return undefined
+    case 'faults':
+      broadcaster.faults = { ...broadcaster.faults, ...req.faults }
+      return undefined
+    case 'junk':
+      return junk(req.kind, req.tag)
+    case 'stop':
+      await store.stop()
+      await broadcaster.stop()
+      await node.stop()
+      return undefined
+  }
+}
+
+process.on('message', (req: ReplicaRequest) => {
+  handle(req).then(result => {
+    if (req.cmd === 'stop') {
+      process.send?.({ id: req.id, ok: true }, () => { process.exit(0) })
+      return
+    }
+    send({ id: req.id, ok: true, result })
+  }, (err: any) => {
+    send({ id: req.id, ok: false, error: { name: err?.name ?? 'Error', message: String(err?.message ?? err) } })
+  })
+})
+
+// the parent's death ends this replica too
+process.on('disconnect', () => { process.exit(3) })
+
+send({ event: 'ready', peerId: node.libp2p.peerId.toString(), addrs: node.libp2p.getMultiaddrs().map(String) })

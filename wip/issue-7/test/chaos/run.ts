@@ -1,0 +1,37 @@
+/**
+ * `npm run chaos [-- --quick] [-- --seed N] [-- --replicas N] [-- --keep]`
+ *
+ * Runs the chaos harness (see harness.ts) and exits non-zero on any
+ * violation, printing the seed that replays the run's choices.
+ */
+
+import { formatSummary, fullOptions, quickOptions, runChaos, saveReport } from './harness.js'
+
+function argValue (name: string): string | undefined {
+  const at = process.argv.indexOf(name)
+  return at >= 0 ? process.argv[at + 1] : undefined
+}
+
+const quick = process.argv.includes('--quick')
+const seed = Number(argValue('--seed') ?? Math.floor(Math.random() * 2 ** 31))
+if (!Number.isInteger(seed) || seed < 0) {
+  process.stderr.write('--seed takes a non-negative integer\n')
+  process.exit(2)
+}
+const options = quick ? quickOptions(seed) : fullOptions(seed)
+const replicas = argValue('--replicas')
+if (replicas != null) options.replicas = Number(replicas)
+const duration = argValue('--duration')
+if (duration != null) options.duration = Number(duration)
+options.keep = process.argv.includes('--keep')
+
+const report = await runChaos(options)
+process.stdout.write(formatSummary(report.summary) + '\n')
+if (report.ok) {
+  process.stdout.write('no violations\n')
+  process.exit(0)
+}
+const path = await saveReport(report)
+process.stdout.write(`${report.violations.length} violation(s); report in ${path}\n`)
+process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}--seed ${seed}\n`)
+process.exit(1)
