@@ -181,15 +181,16 @@ export class Replicator {
     let walking = false
     try {
       if (await this.engine.isProcessed(cid, { signal })) return
+      // The head is fetched before it is recorded as the root of a walk, as
+      // go-ds-crdt does: a head whose block never arrives (junk, or a writer
+      // out of reach) leaves nothing behind. If the block exists, its writer
+      // rebroadcasts it or a later node links to it.
+      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal })
       if (!(await this.engine.addRoot(cid, { signal }))) return
-      let node
-      if (this.engine.heads.count(dagName) === 0) {
+      if (this.engine.heads.count(node.delta.dagName) === 0) {
         // A replica with no heads for this DAG builds on what it hears, so
         // its first writes do not start an orphan branch.
-        node = await this.engine.fetchNode(cid, this.init.blockstore, { signal })
-        if (this.engine.heads.count(node.delta.dagName) === 0) {
-          await this.engine.adoptHead(node, { signal })
-        }
+        await this.engine.adoptHead(node, { signal })
       }
       walking = true
       await this.walker.walk([{ cid, node }], { signal })
@@ -201,7 +202,10 @@ export class Replicator {
         return
       }
       this.log.error('could not sync head %c - %e', cid, err)
-      await this.engine.markDirty().catch(() => {})
+      // a walk that linked to this head while we held it left it to us
+      if (walking || (await this.engine.pendingBranches().catch(() => [])).some(p => p.equals(cid))) {
+        await this.engine.markDirty().catch(() => {})
+      }
     } finally {
       if (!walking) this.engine.release(cid)
     }

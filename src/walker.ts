@@ -57,7 +57,8 @@ export class Walker {
    */
   async walk (starts: WalkStart[], options?: AbortOptions): Promise<void> {
     if (starts.length === 0) return
-    const getter = await this.getter(starts[0].cid, options)
+    // switched to the plain blockstore for the rest of the walk once the session fails
+    const via = { getter: await this.getter(starts[0].cid, options) }
     const errors: Error[] = []
 
     await new Promise<void>(resolve => {
@@ -67,7 +68,7 @@ export class Walker {
         outstanding++
         this.queue.add(async () => {
           options?.signal?.throwIfAborted()
-          const node = known ?? await this.fetch(cid, getter, options)
+          const node = known ?? await this.fetch(cid, via, options)
           if (known == null) this.fetched++
           const { children } = await this.engine.processNode(node, options)
           for (const child of children) {
@@ -103,13 +104,21 @@ export class Walker {
     }
   }
 
-  /** Fetches through the session, falling back to the plain blockstore if the session fails */
-  private async fetch (cid: CID, getter: BlockGetter, options?: AbortOptions): Promise<DecodedNode> {
+  /**
+   * Fetches through the walk's session, falling back to the plain blockstore
+   * if the session fails. A session that failed once (its providers were
+   * gone, or there were none when the walk started) is not used again in
+   * that walk: every further fetch through it would wait `dagSyncerTimeout`
+   * before falling back.
+   */
+  private async fetch (cid: CID, via: { getter: BlockGetter }, options?: AbortOptions): Promise<DecodedNode> {
+    const getter = via.getter
     try {
       return await this.engine.fetchNode(cid, getter, options)
     } catch (err: any) {
       if (getter === this.blockstore || options?.signal?.aborted === true || err.name !== 'BlockFetchError') throw err
-      this.log('session fetch of %c failed, trying without the session - %e', cid, err)
+      this.log('session fetch of %c failed, fetching without the session from now on - %e', cid, err)
+      via.getter = this.blockstore
       return this.engine.fetchNode(cid, this.blockstore, options)
     }
   }

@@ -30,8 +30,8 @@ import type { ModelOp } from './fixtures/crdt-model.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 import type { Pair } from 'interface-datastore'
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 1500)
-const HISTORY_RUNS = Math.max(40, Math.floor(RUNS / 50))
+const RUNS = Number(process.env.PROPERTY_RUNS ?? 5000)
+const HISTORY_RUNS = Math.max(100, Math.floor(RUNS / 25))
 /** Longest any single decode may take */
 const DECODE_LIMIT_MS = 250
 
@@ -169,7 +169,15 @@ describe('properties of replication', function () {
       } finally {
         await Promise.all([...replicas, ...observers].map(async r => r.store.stop()))
       }
-    }), { numRuns: HISTORY_RUNS })
+    }), {
+      numRuns: HISTORY_RUNS,
+      examples: [
+        // equal writes on equal heads are one block (one CID) on both replicas
+        [{ n: 2, steps: [{ kind: 'write', r: 0, ops: [{ key: '/a', value: 'x' }] }, { kind: 'write', r: 1, ops: [{ key: '/a', value: 'x' }] }, { kind: 'sync', from: 0, to: 1 }], order: [1, 0], shuffle: 1 }],
+        // concurrent put and delete of one key: add wins over a delete that did not see the put
+        [{ n: 2, steps: [{ kind: 'write', r: 0, ops: [{ key: '/a', value: 'x' }] }, { kind: 'sync', from: 0, to: 1 }, { kind: 'write', r: 1, ops: [{ key: '/a' }] }, { kind: 'write', r: 0, ops: [{ key: '/a', value: 'y' }] }], order: [0, 1], shuffle: 2 }]
+      ]
+    })
   })
 })
 

@@ -69,9 +69,12 @@ export class ReplicaProcess {
     this.stderr = []
     const child = fork(REPLICA_SCRIPT, [JSON.stringify({ ...config, index: this.index, dir: this.dir })], {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      execArgv: []
+      // e.g. CHAOS_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the replicas
+      execArgv: process.env.CHAOS_NODE_ARGS?.split(' ').filter(a => a !== '') ?? []
     })
     this.child = child
+    // a send racing a kill; the request itself is rejected through its callback or the exit
+    child.on('error', () => {})
     child.stderr?.setEncoding('utf8')
     if (this.logFile != null) child.stderr?.pipe(createWriteStream(this.logFile, { flags: 'a' }))
     child.stderr?.on('data', (chunk: string) => {
@@ -149,12 +152,15 @@ export class ReplicaProcess {
         reject(new ReplicaTimeoutError(`replica ${this.index} did not answer ${req.cmd} within ${timeout} ms`))
       }, timeout)
       this.waiting.set(id, { resolve, reject, timer })
-      try {
-        child.send({ ...req, id })
-      } catch (err: any) {
+      const unreachable = (err: Error): void => {
         clearTimeout(timer)
-        this.waiting.delete(id)
-        reject(new ReplicaDiedError(`replica ${this.index} cannot be reached: ${err.message}`))
+        if (this.waiting.delete(id)) reject(new ReplicaDiedError(`replica ${this.index} cannot be reached: ${err.message}`))
+      }
+      try {
+        // with a callback, a channel closed by a kill is reported here instead of as an 'error' event
+        child.send({ ...req, id }, (err) => { if (err != null) unreachable(err) })
+      } catch (err: any) {
+        unreachable(err)
       }
     })
   }
