@@ -43,7 +43,8 @@ async function converge (peers: Peer[], check: (s: string[]) => boolean, timeout
     states = await Promise.all(peers.map(async p => stateOf(p.store)))
     const first = JSON.stringify(states[0])
     return states.every(s => JSON.stringify(s) === first) && check(states[0])
-  }, timeout, 'convergence').catch(err => {
+  // each check reads every store in full: polled gently, so the check does not starve the replicas it waits for
+  }, timeout, 'convergence', 200).catch(err => {
     throw new Error(`${err.message}: ${states.map(s => s.length).join(', ')} keys`)
   })
   return states[0]

@@ -446,10 +446,11 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         convergeMs = Date.now() - convergeStart
         break
       }
-      if (round % 60 === 59) {
+      if (round % 10 === 9) {
         log(`  converging for ${Math.round((Date.now() - convergeStart) / 1000)} s: ${new Set(statuses.map(s => s.hash)).size} distinct states, ` +
           `${statuses.reduce((n, s) => n + s.pending, 0)} pending branches, ${statuses.filter(s => s.dirty).length} dirty, ` +
-          `fetches ${statuses.map(s => `${s.fetches.count}/${s.fetches.avgMs}ms`).join(' ')}`)
+          `${new Set(statuses.map(s => s.heads.join())).size} distinct head sets, queued ${statuses.map(s => s.queued).join(' ')}, ` +
+          `fetches ${statuses.map(s => `${s.fetches.count}/${s.fetches.avgMs}ms`).join(' ')}, loop delay p99 ${statuses.map(s => s.loopDelayMs.p99).join(' ')} ms`)
       }
       await sleep(500)
     }
