@@ -111,8 +111,9 @@ export async function createCRDTDatastore (components: CRDTDatastoreComponents, 
 }
 
 export { pubsubBroadcaster, DEFAULT_MAX_QUEUED, DEFAULT_VALIDATE } from './pubsub-broadcaster.js'
+export { PayloadQueue } from './payload-queue.js'
 export type { PubSub, PubSubMessage, PubSubBroadcaster, PubSubBroadcasterComponents, PubSubBroadcasterInit, ValidatorResult, TopicValidator, TopicValidators } from './pubsub-broadcaster.js'
 export { createHeliaCRDT, HeliaCRDTDatastore, DEFAULT_PUBSUB_SERVICE, DEFAULT_NAMESPACE_PREFIX, DEFAULT_SESSIONS } from './helia.js'
 export type { HeliaLike, HeliaCRDTInit } from './helia.js'
-export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE } from './node.js'
+export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_ALLOW } from './node.js'
 export type { ReplicaNode, ReplicaNodeInit, ReplicaNodeServices } from './node.js'

@@ -59,10 +59,21 @@ export interface ReplicaNodeInit {
    * @default 0
    */
   bitswapDebounce?: number
+  /**
+   * IP ranges (as multiaddrs) whose connections are always accepted,
+   * bypassing libp2p's inbound limits: at most 5 new connections per second
+   * per host, 10 pending. On loopback every replica of a local cluster is
+   * the same host, so a cluster reconnecting after a partition or restart
+   * would otherwise have its own dials refused
+   *
+   * @default ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128']
+   */
+  allow?: string[]
 }
 
 export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0']
 export const DEFAULT_BITSWAP_DEBOUNCE = 0
+export const DEFAULT_ALLOW = ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128']
 
 async function loadIdentity (directory?: string): Promise<PrivateKey> {
   if (directory == null) return generateKeyPair('Ed25519')
@@ -121,6 +132,7 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       peerDiscovery: [],
+      connectionManager: { allow: init.allow ?? DEFAULT_ALLOW },
       services: {
         identify: identify(),
         pubsub: gossipsub({ allowPublishToZeroTopicPeers: true })

@@ -8,6 +8,7 @@ import { defaultLogger } from '@libp2p/logger'
 import { AbortError } from 'abort-error'
 import { decodeBroadcast } from './broadcast.js'
 import { InvalidOptionsError } from './errors.js'
+import { PayloadQueue } from './payload-queue.js'
 import type { Broadcaster } from './replicator.js'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -83,19 +84,16 @@ export interface PubSubBroadcaster extends Broadcaster {
 
 class GossipBroadcaster implements PubSubBroadcaster {
   public readonly topic: string
-  public dropped = 0
   private readonly pubsub: PubSub
   private readonly log: Logger
-  private readonly maxQueued: number
-  private readonly queue: Uint8Array[] = []
-  private readonly waiters = new Set<{ resolve(data: Uint8Array): void, reject(err: Error): void }>()
+  private readonly queue: PayloadQueue
   private readonly validator?: TopicValidator
   private stopped = false
 
   constructor (components: PubSubBroadcasterComponents, init: PubSubBroadcasterInit) {
     this.pubsub = components.pubsub
     this.topic = init.topic
-    this.maxQueued = init.maxQueued ?? DEFAULT_MAX_QUEUED
+    this.queue = new PayloadQueue(init.maxQueued ?? DEFAULT_MAX_QUEUED)
     this.log = (components.logger ?? defaultLogger()).forComponent('datastore-crdt:pubsub-broadcaster')
     if ((init.validate ?? DEFAULT_VALIDATE) && this.pubsub.topicValidators != null) {
       this.validator = (_peer, message) => {
@@ -112,20 +110,13 @@ class GossipBroadcaster implements PubSubBroadcaster {
     this.pubsub.subscribe(this.topic)
   }
 
+  get dropped (): number {
+    return this.queue.dropped
+  }
+
   private readonly onMessage = (evt: CustomEvent<PubSubMessage>): void => {
     if (evt.detail.topic !== this.topic || this.stopped) return
-    const data = evt.detail.data
-    const waiter = this.waiters.values().next().value
-    if (waiter != null) {
-      this.waiters.delete(waiter)
-      waiter.resolve(data)
-      return
-    }
-    if (this.queue.length >= this.maxQueued) {
-      this.queue.shift()
-      this.dropped++
-    }
-    this.queue.push(data)
+    this.queue.push(evt.detail.data)
   }
 
   async broadcast (data: Uint8Array, options?: AbortOptions): Promise<void> {
@@ -144,28 +135,7 @@ class GossipBroadcaster implements PubSubBroadcaster {
   }
 
   async next (options?: AbortOptions): Promise<Uint8Array> {
-    options?.signal?.throwIfAborted()
-    if (this.stopped) throw new AbortError('The broadcaster has been stopped')
-    const queued = this.queue.shift()
-    if (queued != null) return queued
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        resolve: (data: Uint8Array) => {
-          options?.signal?.removeEventListener('abort', onAbort)
-          resolve(data)
-        },
-        reject: (err: Error) => {
-          options?.signal?.removeEventListener('abort', onAbort)
-          reject(err)
-        }
-      }
-      const onAbort = (): void => {
-        this.waiters.delete(waiter)
-        reject(new AbortError())
-      }
-      options?.signal?.addEventListener('abort', onAbort, { once: true })
-      this.waiters.add(waiter)
-    })
+    return this.queue.next(options)
   }
 
   async stop (): Promise<void> {
@@ -180,9 +150,7 @@ class GossipBroadcaster implements PubSubBroadcaster {
     } catch (err: any) {
       this.log('unsubscribe failed - %e', err)
     }
-    for (const waiter of this.waiters) waiter.reject(new AbortError('The broadcaster has been stopped'))
-    this.waiters.clear()
-    this.queue.length = 0
+    this.queue.close()
   }
 }
 

@@ -26,6 +26,17 @@ async function timed (fn: () => Promise<unknown>): Promise<number> {
 }
 
 /** Every stored entry of a replica's datastore, to show an operation changed nothing */
+/** Reopens the LevelDB replica in `dir` and checks it is clean and holds `state` */
+async function expectReopensWith (dir: string, state: string[]): Promise<void> {
+  const reopened = await levelReplica(dir, { repairInterval: 0 })
+  try {
+    expect(await stateOf(reopened.store)).to.deep.equal(state)
+    expect(await reopened.store.isDirty()).to.equal(false)
+  } finally {
+    await reopened.close()
+  }
+}
+
 async function dump (r: { datastore: Datastore }): Promise<string[]> {
   const out: string[] = []
   for await (const { key, value } of r.datastore.query({}) as AsyncIterable<Pair>) out.push(`${key.toString()}=${Buffer.from(value).toString('hex')}`)
@@ -133,10 +144,7 @@ describe('hostile input at the API', () => {
       const state = await stateOf(a.store)
       expect(await stateOf(b.store)).to.deep.equal(state)
       await a.close()
-      const reopened = await levelReplica(dir.path, { repairInterval: 0 })
-      expect(await stateOf(reopened.store)).to.deep.equal(state)
-      expect(await reopened.store.isDirty()).to.equal(false)
-      await reopened.close()
+      await expectReopensWith(dir.path, state)
     } finally {
       await dir.remove()
     }
@@ -184,10 +192,7 @@ describe('hostile input at the API', () => {
       await r.store.stop()
       await r.datastore.close()
       await r.blockstore.close()
-      const reopened = await levelReplica(dir.path, { repairInterval: 0 })
-      expect(await stateOf(reopened.store)).to.deep.equal(state)
-      expect(await reopened.store.isDirty()).to.equal(false)
-      await reopened.close()
+      await expectReopensWith(dir.path, state)
     } finally {
       await dir.remove()
     }

@@ -386,7 +386,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       const spacing = options.duration * 0.9 / Math.max(1, options.junk)
       for (let i = 0; i < options.junk; i++) {
         const due = chaosStart + spacing * i + between(0, Math.floor(spacing / 2))
-        while (Date.now() < due && !chaosOver) await sleep(Math.min(100, due - Date.now()))
+        while (Date.now() < due && !chaosOver) await sleep(Math.max(0, Math.min(100, due - Date.now())))
         if (chaosOver) break
         await injectJunk(i)
       }
@@ -396,7 +396,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       const spacing = options.duration * 0.8 / Math.max(1, options.partitions)
       for (let i = 0; i < options.partitions; i++) {
         const due = chaosStart + spacing * i + between(0, Math.floor(spacing / 3))
-        while (Date.now() < due && !chaosOver) await sleep(Math.min(100, due - Date.now()))
+        while (Date.now() < due && !chaosOver) await sleep(Math.max(0, Math.min(100, due - Date.now())))
         if (chaosOver) break
         await partition()
         const until = Date.now() + between(3000, 8000)
