@@ -5,9 +5,9 @@
  * from the topic.
  */
 
-import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { CRDTDatastore } from './crdt-datastore.js'
 import { MissingServiceError } from './errors.js'
+import { DEFAULT_SESSIONS, heliaDAGSyncer } from './helia-dag-syncer.js'
 import { cleanKey } from './layout.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
 import type { CRDTDatastoreInit } from './crdt-datastore.js'
@@ -40,10 +40,10 @@ export interface HeliaCRDTInit extends CRDTDatastoreInit, Omit<PubSubBroadcaster
    */
   datastore?: Datastore
   /**
-   * Fetch each missing block through a Helia session whose providers are
-   * the currently connected peers (fresh for every block, asked again until
-   * `dagSyncerTimeout`), rather than through bitswap's shared wantlist or a
-   * content-routing query (none is configured on a loopback node)
+   * Fetch each missing block by asking the connected peers directly, one
+   * bitswap session per peer asked, best peers first (see `heliaDAGSyncer`),
+   * rather than through bitswap's shared wantlist or a content-routing
+   * query (none is configured on a loopback node)
    *
    * @default true
    */
@@ -57,138 +57,6 @@ export interface HeliaCRDTInit extends CRDTDatastoreInit, Omit<PubSubBroadcaster
 }
 
 export const DEFAULT_PUBSUB_SERVICE = 'pubsub'
-export const DEFAULT_SESSIONS = true
-
-/** Pause (ms) before the first extra session is started for a block; it doubles up to SESSION_PAUSE_MAX */
-const SESSION_PAUSE_BASE = 200
-const SESSION_PAUSE_MAX = 2000
-/**
- * Peers the first session for a block asks, and later ones: every peer
- * asked for a block it lacks keeps that want in its bitswap ledger and
- * rescans it on every message from us, so few are asked first
- */
-const SESSION_FIRST_PROVIDERS = 2
-const SESSION_PROVIDERS = 5
-/** Sessions asking for one block at once */
-const SESSION_MAX_ATTEMPTS = 8
-/** A session that got no answer for this long (ms) is given up, so a new one can ask other peers */
-const SESSION_LIFETIME = 30_000
-
-/**
- * The blockstore the walker uses: Helia's, fetching each missing block
- * through sessions whose providers are the peers connected at that moment.
- * While the block has not arrived, another session (to a fresh random few
- * of the connected peers) is started after a growing pause, without giving
- * up the earlier ones, until the caller's signal (`dagSyncerTimeout`)
- * aborts.
- *
- * Sessions ask each provider directly. Helia's plain `get` goes through
- * bitswap's shared wantlist, which does not deliver a block a peer obtains
- * while our want is outstanding (the peer is told of it before storing
- * it), drops a want repeated right after a cancel, and stops sending wants
- * to a peer whose first wantlist message failed: after a crash or a
- * partition, blocks held by connected peers could then not be fetched at
- * all. A session fixed for a whole walk would keep asking peers that have
- * gone, and one given up early would drop a late answer (a peer does not
- * send the same block twice within five seconds).
- */
-export function heliaDAGSyncer (helia: HeliaLike, sessions: boolean = DEFAULT_SESSIONS): DAGBlockstore {
-  const blockstore = helia.blockstore
-  const createSession = blockstore.createSession?.bind(blockstore)
-  const getConnections = helia.libp2p.getConnections?.bind(helia.libp2p)
-  const put: DAGBlockstore['put'] = (cid, b, o) => blockstore.put(cid, b, o)
-  const has: DAGBlockstore['has'] = (cid, o) => blockstore.has(cid, o)
-  if (!sessions || createSession == null || getConnections == null) {
-    return { get: (cid, o) => blockstore.get(cid, o), put, has }
-  }
-  /** The connected peers, once each: as peer-id CIDs, which sessions use without dialing */
-  const providers = (): Array<CID | Multiaddr> => {
-    const byPeer = new Map<string, CID | Multiaddr>()
-    for (const c of getConnections()) {
-      const id = c.remotePeer.toString()
-      if (byPeer.has(id)) continue
-      byPeer.set(id, c.remotePeer.toCID?.() ?? (c.remoteAddr.getComponents().some(p => p.name === 'p2p') ? c.remoteAddr : c.remoteAddr.encapsulate(`/p2p/${id}`)))
-    }
-    return [...byPeer.values()]
-  }
-
-  /** One session for one block, given up after SESSION_LIFETIME */
-  async function fetchOnce (cid: CID, peers: Array<CID | Multiaddr>, maxProviders: number, signal: AbortSignal): Promise<Uint8Array> {
-    const lifetime = new AbortController()
-    const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${SESSION_LIFETIME} ms`)) }, SESSION_LIFETIME)
-    const combined = AbortSignal.any([signal, lifetime.signal])
-    let session: ReturnType<NonNullable<typeof createSession>> | undefined
-    try {
-      session = createSession?.(cid, { signal: combined, providers: peers, maxProviders })
-      const chunks: Uint8Array[] = []
-      for await (const chunk of session?.get(cid, { signal: combined }) ?? []) chunks.push(chunk)
-      return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
-    } finally {
-      clearTimeout(timer)
-      ;(session as { close?(): void } | undefined)?.close?.()
-    }
-  }
-
-  async function fetchBlock (cid: CID, options?: AbortOptions): Promise<Uint8Array> {
-    const done = new AbortController()
-    const signal = options?.signal == null ? done.signal : AbortSignal.any([options.signal, done.signal])
-    const attempts = new Set<Promise<void>>()
-    let found: Uint8Array | undefined
-    let wake: (() => void) | undefined
-    try {
-      for (let round = 0; found == null; round++) {
-        signal.throwIfAborted()
-        if (attempts.size < SESSION_MAX_ATTEMPTS) {
-          // a different few of the connected peers each time
-          const peers = shuffle(providers())
-          if (peers.length > 0) {
-            const attempt: Promise<void> = fetchOnce(cid, peers, round === 0 ? SESSION_FIRST_PROVIDERS : SESSION_PROVIDERS, signal)
-              .then(bytes => { found ??= bytes; wake?.() }, () => {})
-              .finally(() => { attempts.delete(attempt) })
-            attempts.add(attempt)
-          }
-        }
-        if (found != null) break
-        // until a session brings the block, the pause ends, or the caller gives up
-        await new Promise<void>(resolve => {
-          const timer = setTimeout(finish, Math.min(SESSION_PAUSE_MAX, SESSION_PAUSE_BASE * 2 ** round))
-          signal.addEventListener('abort', finish, { once: true })
-          wake = finish
-          function finish (): void {
-            clearTimeout(timer)
-            signal.removeEventListener('abort', finish)
-            wake = undefined
-            resolve()
-          }
-        })
-      }
-      return found
-    } finally {
-      done.abort()
-      await Promise.allSettled([...attempts])
-    }
-  }
-
-  return {
-    async * get (cid, options) {
-      if (await blockstore.has(cid, options)) {
-        yield * blockstore.get(cid, options)
-        return
-      }
-      yield await fetchBlock(cid, options)
-    },
-    put,
-    has
-  }
-}
-
-function shuffle <T> (items: T[]): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1))
-    ;[items[i], items[j]] = [items[j], items[i]]
-  }
-  return items
-}
 
 /** Prefix of the namespace derived from the topic: `/datastore-crdt/<topic>` */
 export const DEFAULT_NAMESPACE_PREFIX = '/datastore-crdt'
@@ -238,7 +106,7 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   try {
     const store = new HeliaCRDTDatastore({
       datastore: init.datastore ?? helia.datastore,
-      blockstore: heliaDAGSyncer(helia, init.sessions ?? DEFAULT_SESSIONS),
+      blockstore: heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS }),
       broadcaster,
       logger: helia.logger
     }, {

@@ -102,7 +102,8 @@ const JUNK_KINDS: JunkKind[] = ['garbage-payload', 'raw-head', 'random-block', '
 
 export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
   const started = Date.now()
-  const log = options.log ?? ((line: string) => { process.stdout.write(line + '\n') })
+  const write = options.log ?? ((line: string) => { process.stdout.write(line + '\n') })
+  const log = (line: string): void => { write(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${line}`) }
   const random = rng(options.seed)
   const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)]
   const between = (lo: number, hi: number): number => lo + Math.floor(random() * (hi - lo))
@@ -340,6 +341,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     log(`chaos: seed ${options.seed}, ${options.replicas} replicas, ${options.duration} ms of operations, ${options.kills} kills, data in ${root}`)
     for (const r of procs) {
       await start(r)
+      log(`replica ${r.index} started`)
     }
     // everyone knows everyone's address now: a full mesh
     await Promise.all(procs.map(async p => p.request({ cmd: 'dial', addrs: reachableAddrs(p.index) })))

@@ -1,0 +1,222 @@
+/**
+ * The DAG syncer of the Helia adapter: Helia's blockstore, fetching each
+ * missing block from the connected peers one peer at a time, best first.
+ *
+ * Each ask is a bitswap session with a single provider: the peer answers
+ * with the block or with DONT_HAVE, so a miss is known after one round trip
+ * and the next peers are asked at once. Peers that served blocks lately are
+ * asked first (the peer that served a node almost always holds its
+ * children), so a walk usually costs one want per block. Asking few peers
+ * matters beyond speed: Helia's bitswap never cancels a want, and a peer
+ * that lacks a block keeps our want in its ledger and rescans it on every
+ * message from us until it gets the block.
+ *
+ * Helia's plain `get` is not used: its shared wantlist does not deliver a
+ * block a peer obtains while our want is outstanding, drops a want repeated
+ * right after a cancel, and stops sending wants to a peer whose first
+ * wantlist message failed, so after a crash or a partition blocks held by
+ * connected peers could not be fetched at all. Nor is one session kept for
+ * a whole walk: it would keep asking peers that have gone.
+ */
+
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import type { DAGBlockstore } from './engine.js'
+import type { AbortOptions } from 'interface-store'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import type { CID } from 'multiformats/cid'
+
+/** A single-provider session as Helia's blockstore makes it */
+interface Session {
+  get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  close?(): void
+}
+
+/** The parts of a Helia node the DAG syncer uses */
+export interface HeliaDAGSyncerComponents {
+  libp2p: {
+    getConnections?(): Array<{ remoteAddr: Multiaddr, remotePeer: { toString(): string, toCID?(): CID } }>
+  }
+  blockstore: Omit<DAGBlockstore, 'createSession'> & {
+    createSession?(root: CID, options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): Session
+  }
+}
+
+export interface HeliaDAGSyncerInit {
+  /**
+   * Ask the connected peers through bitswap sessions (see above); `false`
+   * uses the blockstore's plain `get`
+   *
+   * @default true
+   */
+  sessions?: boolean
+}
+
+export const DEFAULT_SESSIONS = true
+
+/** Peers asked at once for a block when no peer is known to serve well */
+const FIRST_ASKS = 2
+/** Peers asked at once after the first ones did not have the block */
+const LATER_ASKS = 4
+/** Asks for one block in flight at most */
+const MAX_ASKS = 12
+/** Wait (ms) for an answer before asking more peers */
+const ANSWER_WAIT = 500
+/** Wait (ms) before asking again once every connected peer was asked; doubles up to PAUSE_MAX */
+const PAUSE_BASE = 200
+const PAUSE_MAX = 2000
+/** An ask with no answer for this long (ms) is given up (later asks to the same peer stay) */
+const ASK_LIFETIME = 10_000
+/** Peers remembered as having served blocks, most recent first */
+const MAX_GOOD_PEERS = 32
+
+/**
+ * Creates the DAG syncer over a Helia node's blockstore and connections.
+ * `createHeliaCRDT()` uses it; pass it as `blockstore` to
+ * `createCRDTDatastore()` to build the store by hand.
+ *
+ * @example
+ * ```ts
+ * import { createCRDTDatastore, heliaDAGSyncer, pubsubBroadcaster } from 'datastore-crdt'
+ *
+ * const store = await createCRDTDatastore({
+ *   datastore,
+ *   blockstore: heliaDAGSyncer(helia),
+ *   broadcaster: pubsubBroadcaster({ pubsub: helia.libp2p.services.pubsub }, { topic: 'my-app' })
+ * })
+ * ```
+ */
+export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGSyncerInit = {}): DAGBlockstore {
+  const blockstore = helia.blockstore
+  const createSession = blockstore.createSession?.bind(blockstore)
+  const getConnections = helia.libp2p.getConnections?.bind(helia.libp2p)
+  const put: DAGBlockstore['put'] = (cid, b, o) => blockstore.put(cid, b, o)
+  const has: DAGBlockstore['has'] = (cid, o) => blockstore.has(cid, o)
+  if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {
+    return { get: (cid, o) => blockstore.get(cid, o), put, has }
+  }
+
+  /** Peer ids that served blocks, most recent first */
+  const goodPeers: string[] = []
+  const served = (id: string): void => {
+    const at = goodPeers.indexOf(id)
+    if (at === 0) return
+    if (at > 0) goodPeers.splice(at, 1)
+    goodPeers.unshift(id)
+    if (goodPeers.length > MAX_GOOD_PEERS) goodPeers.length = MAX_GOOD_PEERS
+  }
+
+  /** The connected peers, once each, as sessions take them (peer-id CIDs need no dial) */
+  const connected = (): Map<string, CID | Multiaddr> => {
+    const byPeer = new Map<string, CID | Multiaddr>()
+    for (const c of getConnections()) {
+      const id = c.remotePeer.toString()
+      if (byPeer.has(id)) continue
+      byPeer.set(id, c.remotePeer.toCID?.() ?? (c.remoteAddr.getComponents().some(p => p.name === 'p2p') ? c.remoteAddr : c.remoteAddr.encapsulate(`/p2p/${id}`)))
+    }
+    return byPeer
+  }
+
+  /** Peers not asked yet: those that served lately first, the rest shuffled */
+  const candidates = (peers: Map<string, CID | Multiaddr>, asked: Set<string>): string[] => {
+    const good = goodPeers.filter(id => peers.has(id) && !asked.has(id))
+    const rest = shuffle([...peers.keys()].filter(id => !asked.has(id) && !good.includes(id)))
+    return [...good, ...rest]
+  }
+
+  /** Asks one peer; rejects when it does not have the block or does not answer */
+  async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal): Promise<Uint8Array> {
+    const combined = AbortSignal.any([signal, AbortSignal.timeout(ASK_LIFETIME)])
+    let session: Session | undefined
+    try {
+      session = createSession?.(cid, { signal: combined, providers: [provider], maxProviders: 1 })
+      const chunks: Uint8Array[] = []
+      for await (const chunk of session?.get(cid, { signal: combined }) ?? []) chunks.push(chunk)
+      return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+    } finally {
+      session?.close?.()
+    }
+  }
+
+  async function fetchBlock (cid: CID, options?: AbortOptions): Promise<Uint8Array> {
+    const done = new AbortController()
+    const signal = options?.signal == null ? done.signal : AbortSignal.any([options.signal, done.signal])
+    const asks = new Set<Promise<void>>()
+    const asked = new Set<string>()
+    let found: Uint8Array | undefined
+    let wake: (() => void) | undefined
+    let pauses = 0
+    const sleep = async (ms: number): Promise<void> => {
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(finish, ms)
+        signal.addEventListener('abort', finish, { once: true })
+        wake = finish
+        function finish (): void {
+          clearTimeout(timer)
+          signal.removeEventListener('abort', finish)
+          wake = undefined
+          resolve()
+        }
+      })
+    }
+    try {
+      while (found == null) {
+        signal.throwIfAborted()
+        const peers = connected()
+        const fresh = candidates(peers, asked)
+        if (fresh.length === 0) {
+          // Everyone was asked (or none is connected): wait, then ask again.
+          // A peer says DONT_HAVE only once per want and keeps the want, so
+          // a second ask stays pending until it gets the block. It also
+          // nudges the peer: a peer learns of a new block before it can
+          // read it, so the block may go out only on our next message.
+          await sleep(Math.min(PAUSE_MAX, PAUSE_BASE * 2 ** pauses++))
+          asked.clear()
+          continue
+        }
+        const wanted = asked.size > 0 ? LATER_ASKS : goodPeers.includes(fresh[0]) ? 1 : FIRST_ASKS
+        for (const id of fresh.slice(0, Math.max(0, Math.min(wanted, MAX_ASKS - asks.size)))) {
+          asked.add(id)
+          const attempt: Promise<void> = ask(cid, peers.get(id) as CID | Multiaddr, signal)
+            .then(bytes => {
+              if (found == null) {
+                found = bytes
+                served(id)
+              }
+            }, () => {})
+            .finally(() => {
+              asks.delete(attempt)
+              wake?.()
+            })
+          asks.add(attempt)
+        }
+        // an ask that ends (with the block or a no) wakes this at once; one
+        // that is slow to answer lets more peers be asked after a while
+        await sleep(ANSWER_WAIT)
+      }
+      return found
+    } finally {
+      done.abort()
+      await Promise.allSettled([...asks])
+    }
+  }
+
+  return {
+    async * get (cid, options) {
+      if (await blockstore.has(cid, options)) {
+        yield * blockstore.get(cid, options)
+        return
+      }
+      yield await fetchBlock(cid, options)
+    },
+    put,
+    has
+  }
+}
+
+function shuffle <T> (items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[items[i], items[j]] = [items[j], items[i]]
+  }
+  return items
+}
