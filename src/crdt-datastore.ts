@@ -58,7 +58,9 @@ export interface CRDTDatastoreInit {
    */
   rebroadcastInterval?: number
   /**
-   * How many DAG blocks are fetched and merged at once while syncing
+   * How many DAG blocks are fetched and merged at once while syncing. With
+   * `multiHeadProcessing` off, the head blocks of up to four times as many
+   * queued broadcasts are also fetched while earlier ones are merged
    *
    * @default 5
    */
@@ -239,7 +241,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       rebroadcastInterval,
       repairInterval,
       multiHeadProcessing,
-      broadcastBatchDelay
+      broadcastBatchDelay,
+      lookAhead: numWorkers * 4
     })
   }
 

@@ -33,6 +33,11 @@ export class PayloadQueue {
     return this.queued.length
   }
 
+  /** Up to `count` kept payloads, oldest first, without taking them */
+  peek (count: number): Uint8Array[] {
+    return this.queued.slice(0, count)
+  }
+
   /** Hands a payload to the oldest waiting `next()`, or keeps it. Ignored once closed. */
   push (data: Uint8Array): void {
     if (this.closed != null) return

@@ -7,9 +7,11 @@
 
 import { decodeBroadcast, encodeBroadcast } from './broadcast.js'
 import { isMalformed } from './errors.js'
+import { PayloadQueue } from './payload-queue.js'
 import { delay, jitter } from './utils.js'
 import type { BroadcastHead } from './broadcast.js'
 import type { DAGBlockstore, Engine } from './engine.js'
+import type { DecodedNode } from './dag-node.js'
 import type { Head } from './heads.js'
 import type { Walker } from './walker.js'
 import type { Logger } from '@libp2p/interface'
@@ -37,7 +39,15 @@ export interface ReplicatorInit {
   repairInterval: number
   multiHeadProcessing: boolean
   broadcastBatchDelay: number
+  /**
+   * Queued broadcasts whose head blocks are fetched while earlier ones are
+   * merged (the merge itself stays in order); 0 fetches nothing ahead
+   */
+  lookAhead: number
 }
+
+/** Broadcasts read from the Broadcaster and kept while earlier ones are handled */
+const MAX_INBOX = 1024
 
 /** Pause after the Broadcaster's `next()` fails, before asking again */
 const NEXT_RETRY_DELAY = 100
@@ -55,6 +65,8 @@ export class Replicator {
   private batch: BroadcastHead[] = []
   private batchTimer?: ReturnType<typeof setTimeout>
   private repairing?: Promise<void>
+  /** Head blocks being fetched ahead of their turn, by CID string */
+  private readonly prefetched = new Map<string, Promise<DecodedNode>>()
 
   constructor (init: ReplicatorInit) {
     this.init = init
@@ -177,15 +189,21 @@ export class Replicator {
 
   private async handleHead (cid: CID, dagName: string): Promise<void> {
     const signal = this.signal
-    if (!this.engine.reserve(cid)) return
+    if (!this.engine.reserve(cid)) {
+      this.takePrefetched(cid)
+      return
+    }
     let walking = false
     try {
-      if (await this.engine.isProcessed(cid, { signal })) return
+      if (await this.engine.isProcessed(cid, { signal })) {
+        this.takePrefetched(cid)
+        return
+      }
       // The head is fetched before it is recorded as the root of a walk, as
       // go-ds-crdt does: a head whose block never arrives (junk, or a writer
       // out of reach) leaves nothing behind. If the block exists, its writer
       // rebroadcasts it or a later node links to it.
-      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal })
+      const node = await (this.takePrefetched(cid) ?? this.engine.fetchNode(cid, this.init.blockstore, { signal }))
       if (!(await this.engine.addRoot(cid, { signal }))) return
       if (this.engine.heads.count(node.delta.dagName) === 0) {
         // A replica with no heads for this DAG builds on what it hears, so
@@ -211,22 +229,74 @@ export class Replicator {
     }
   }
 
+  /**
+   * Reads broadcasts into an inbox and handles them in order. While one is
+   * handled, the head blocks of the next `lookAhead` are fetched (fetching
+   * has no side effects), so a stream of announcements costs one round
+   * trip each only when the merge outpaces the network.
+   */
   private async receiveLoop (broadcaster: Broadcaster): Promise<void> {
     const signal = this.signal
-    while (!signal.aborted) {
-      let data: Uint8Array
+    const inbox = new PayloadQueue(MAX_INBOX)
+    const reader = (async () => {
+      while (!signal.aborted) {
+        try {
+          inbox.push(await broadcaster.next({ signal }))
+        } catch (err: any) {
+          if (signal.aborted) return
+          this.log.error('broadcaster failed to deliver - %e', err)
+          await delay(NEXT_RETRY_DELAY, { signal }).catch(() => {})
+        }
+      }
+    })()
+    try {
+      while (!signal.aborted) {
+        let data: Uint8Array
+        try {
+          data = await inbox.next({ signal })
+        } catch {
+          return
+        }
+        if (!this.init.multiHeadProcessing) this.fetchAhead(inbox.peek(this.init.lookAhead))
+        await this.handleBroadcast(data).catch((err: any) => {
+          if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
+        })
+      }
+    } finally {
+      inbox.close()
+      await reader
+      for (const fetching of this.prefetched.values()) await fetching.catch(() => {})
+      this.prefetched.clear()
+    }
+  }
+
+  /** Starts fetching the head blocks of queued broadcasts (malformed ones are left to their turn) */
+  private fetchAhead (payloads: Uint8Array[]): void {
+    for (const data of payloads) {
+      let byDag: Map<string, CID[]>
       try {
-        data = await broadcaster.next({ signal })
-      } catch (err: any) {
-        if (signal.aborted) return
-        this.log.error('broadcaster failed to deliver - %e', err)
-        await delay(NEXT_RETRY_DELAY, { signal }).catch(() => {})
+        byDag = decodeBroadcast(data)
+      } catch {
         continue
       }
-      await this.handleBroadcast(data).catch((err: any) => {
-        if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
-      })
+      for (const cids of byDag.values()) {
+        for (const cid of cids) {
+          const key = cid.toString()
+          if (this.prefetched.has(key) || this.prefetched.size >= this.init.lookAhead) continue
+          const fetching = this.engine.fetchNode(cid, this.init.blockstore, { signal: this.signal })
+          fetching.catch(() => {})
+          this.prefetched.set(key, fetching)
+        }
+      }
     }
+  }
+
+  /** The fetch started ahead for `cid`, if any, which this forgets */
+  private takePrefetched (cid: CID): Promise<DecodedNode> | undefined {
+    const key = cid.toString()
+    const fetching = this.prefetched.get(key)
+    this.prefetched.delete(key)
+    return fetching
   }
 
   private async send (heads: BroadcastHead[]): Promise<void> {

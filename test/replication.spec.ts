@@ -3,9 +3,11 @@ import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { encodeBroadcast } from '../src/index.js'
+import type { Broadcaster } from '../src/index.js'
 import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
 import { dagPbNode, delta, element } from './fixtures/pb-writer.js'
-import { dec, enc, tempDir } from './fixtures/stores.js'
+import { dec, enc, memoryReplica, tempDir } from './fixtures/stores.js'
+import { PayloadQueue } from '../src/payload-queue.js'
 
 const key = (s: string): Key => new Key(s)
 
@@ -15,6 +17,48 @@ describe('replication', function () {
 
   afterEach(async () => {
     await net?.stop()
+  })
+
+  it('with multiHeadProcessing off, queued announcements are fetched ahead while earlier ones merge', async () => {
+    const writer = await memoryReplica({ repairInterval: 0 })
+    const payloads: Uint8Array[] = []
+    for (let i = 0; i < 12; i++) {
+      await writer.store.put(key(`/ahead/${i}`), enc(`${i}`))
+      payloads.push(encodeBroadcast(writer.store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))))
+    }
+    // every announcement is queued before the reader starts; each block takes 50 ms to arrive
+    const inbox = new PayloadQueue(100)
+    for (const p of payloads) inbox.push(p)
+    const broadcaster: Broadcaster = { broadcast: async () => {}, next: async (o) => inbox.next(o) }
+    let inFlight = 0
+    let maxInFlight = 0
+    const slow = {
+      async * get (cid: CID, options?: { signal?: AbortSignal }) {
+        inFlight++
+        maxInFlight = Math.max(maxInFlight, inFlight)
+        try {
+          await new Promise(resolve => setTimeout(resolve, 50))
+          options?.signal?.throwIfAborted()
+          yield * writer.blockstore.get(cid)
+        } finally {
+          inFlight--
+        }
+      },
+      put: async (cid: CID, bytes: Uint8Array) => writer.blockstore.put(cid, bytes),
+      has: async () => false
+    }
+    const reader = await memoryReplica({ repairInterval: 0, numWorkers: 2, multiHeadProcessing: false }, { blockstore: slow, broadcaster })
+    try {
+      await waitFor(async () => (await stateOf(reader.store)).length === 12, 20_000, 'the reader to merge all 12 puts')
+      expect(await stateOf(reader.store)).to.deep.equal(await stateOf(writer.store))
+      // one fetch at a time without the look-ahead; up to 4 x numWorkers heads ahead with it
+      expect(maxInFlight).to.be.greaterThan(1)
+      expect(maxInFlight).to.be.at.most(1 + 2 * 4)
+    } finally {
+      await reader.store.stop()
+      inbox.close()
+      await writer.store.stop()
+    }
   })
 
   it('15 replicas: one put reaches all', async () => {
