@@ -125,7 +125,10 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
 
   /** Asks one peer; rejects when it does not have the block or does not answer */
   async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal): Promise<Uint8Array> {
-    const combined = AbortSignal.any([signal, AbortSignal.timeout(ASK_LIFETIME)])
+    // a timer cleared when the ask ends: AbortSignal.timeout() would keep every ask's signal alive for ASK_LIFETIME
+    const lifetime = new AbortController()
+    const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${ASK_LIFETIME} ms`)) }, ASK_LIFETIME)
+    const combined = AbortSignal.any([signal, lifetime.signal])
     let session: Session | undefined
     try {
       session = createSession?.(cid, { signal: combined, providers: [provider], maxProviders: 1 })
@@ -133,6 +136,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       for await (const chunk of session?.get(cid, { signal: combined }) ?? []) chunks.push(chunk)
       return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
     } finally {
+      clearTimeout(timer)
       session?.close?.()
     }
   }
