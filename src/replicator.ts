@@ -257,7 +257,7 @@ export class Replicator {
         } catch {
           return
         }
-        if (!this.init.multiHeadProcessing) this.fetchAhead(inbox.peek(this.init.lookAhead))
+        if (!this.init.multiHeadProcessing) this.fetchAhead([data, ...inbox.peek(this.init.lookAhead)])
         await this.handleBroadcast(data).catch((err: any) => {
           if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
         })
@@ -265,29 +265,34 @@ export class Replicator {
     } finally {
       inbox.close()
       await reader
-      for (const fetching of this.prefetched.values()) await fetching.catch(() => {})
       this.prefetched.clear()
     }
   }
 
-  /** Starts fetching the head blocks of queued broadcasts (malformed ones are left to their turn) */
+  /**
+   * Starts fetching the head blocks of the broadcast about to be handled and
+   * of the next queued ones (malformed ones are left to their turn). Fetches
+   * for heads no longer among them (a full inbox dropped their broadcast)
+   * are forgotten.
+   */
   private fetchAhead (payloads: Uint8Array[]): void {
+    const heads: CID[] = []
     for (const data of payloads) {
-      let byDag: Map<string, CID[]>
       try {
-        byDag = decodeBroadcast(data)
-      } catch {
-        continue
-      }
-      for (const cids of byDag.values()) {
-        for (const cid of cids) {
-          const key = cid.toString()
-          if (this.prefetched.has(key) || this.prefetched.size >= this.init.lookAhead) continue
-          const fetching = this.engine.fetchNode(cid, this.init.blockstore, { signal: this.signal })
-          fetching.catch(() => {})
-          this.prefetched.set(key, fetching)
-        }
-      }
+        for (const cids of decodeBroadcast(data).values()) heads.push(...cids)
+      } catch {}
+    }
+    const wanted = new Set(heads.map(cid => cid.toString()))
+    for (const key of this.prefetched.keys()) {
+      if (!wanted.has(key)) this.prefetched.delete(key)
+    }
+    for (const cid of heads) {
+      const key = cid.toString()
+      if (this.prefetched.has(key) || this.prefetched.size >= this.init.lookAhead) continue
+      const fetching = this.engine.fetchNode(cid, this.init.blockstore, { signal: this.signal })
+      // awaited by stop() even when forgotten here
+      this.track(fetching.catch(() => {}))
+      this.prefetched.set(key, fetching)
     }
   }
 
