@@ -128,6 +128,11 @@ export class Engine {
     return this.datastore.has(this.layout.processedKey(blockKey(cid)), options)
   }
 
+  /** Whether `cid` is on the frontier of an unfinished walk (has a `w/` record) */
+  async isPending (cid: CID, options?: AbortOptions): Promise<boolean> {
+    return this.datastore.has(this.layout.pendingKey(blockKey(cid)), options)
+  }
+
   async isDirty (options?: AbortOptions): Promise<boolean> {
     return this.datastore.has(this.layout.dirtyKey, options)
   }

@@ -11,22 +11,16 @@ import { DEFAULT_SESSIONS, heliaDAGSyncer } from './helia-dag-syncer.js'
 import { cleanKey } from './layout.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
 import type { CRDTDatastoreInit } from './crdt-datastore.js'
-import type { DAGBlockstore } from './engine.js'
+import type { HeliaDAGSyncerComponents } from './helia-dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
 import type { ComponentLogger } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
-import type { Multiaddr } from '@multiformats/multiaddr'
-import type { CID } from 'multiformats/cid'
 
 /** The parts of a Helia node the adapter uses */
-export interface HeliaLike {
-  libp2p: {
+export interface HeliaLike extends HeliaDAGSyncerComponents {
+  libp2p: HeliaDAGSyncerComponents['libp2p'] & {
     services: Record<string, unknown>
-    getConnections?(): Array<{ remoteAddr: Multiaddr, remotePeer: { toString(): string, toCID?(): CID } }>
-  }
-  blockstore: Omit<DAGBlockstore, 'createSession'> & {
-    createSession?(root: CID, options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): ReturnType<NonNullable<DAGBlockstore['createSession']>>
   }
   datastore: Datastore
   logger?: ComponentLogger

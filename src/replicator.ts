@@ -67,6 +67,8 @@ export class Replicator {
   private repairing?: Promise<void>
   /** Head blocks being fetched ahead of their turn, by CID string */
   private readonly prefetched = new Map<string, Promise<DecodedNode>>()
+  /** The heads of queued payloads, decoded once while they wait (none for a malformed one) */
+  private readonly queuedHeads = new WeakMap<Uint8Array, CID[]>()
 
   constructor (init: ReplicatorInit) {
     this.init = init
@@ -152,9 +154,9 @@ export class Replicator {
     for (const cids of byDag.values()) {
       for (const cid of cids) this.seen.add(cid.toString())
     }
-    await Promise.all([...byDag].map(async ([dagName, cids]) => {
+    await Promise.all([...byDag.values()].map(async cids => {
       for (const cid of cids) {
-        const job = this.handleHead(cid, dagName)
+        const job = this.handleHead(cid)
         if (this.init.multiHeadProcessing) this.track(job)
         else await job
       }
@@ -187,7 +189,7 @@ export class Replicator {
     }
   }
 
-  private async handleHead (cid: CID, dagName: string): Promise<void> {
+  private async handleHead (cid: CID): Promise<void> {
     const signal = this.signal
     if (!this.engine.reserve(cid)) {
       this.takePrefetched(cid)
@@ -221,7 +223,7 @@ export class Replicator {
       }
       this.log.error('could not sync head %c - %e', cid, err)
       // a walk that linked to this head while we held it left it to us
-      if (walking || (await this.engine.pendingBranches().catch(() => [])).some(p => p.equals(cid))) {
+      if (walking || await this.engine.isPending(cid).catch(() => false)) {
         await this.engine.markDirty().catch(() => {})
       }
     } finally {
@@ -276,12 +278,7 @@ export class Replicator {
    * are forgotten.
    */
   private fetchAhead (payloads: Uint8Array[]): void {
-    const heads: CID[] = []
-    for (const data of payloads) {
-      try {
-        for (const cids of decodeBroadcast(data).values()) heads.push(...cids)
-      } catch {}
-    }
+    const heads = payloads.flatMap(data => this.headsOf(data))
     const wanted = new Set(heads.map(cid => cid.toString()))
     for (const key of this.prefetched.keys()) {
       if (!wanted.has(key)) this.prefetched.delete(key)
@@ -294,6 +291,19 @@ export class Replicator {
       this.track(fetching.catch(() => {}))
       this.prefetched.set(key, fetching)
     }
+  }
+
+  private headsOf (data: Uint8Array): CID[] {
+    let heads = this.queuedHeads.get(data)
+    if (heads == null) {
+      try {
+        heads = [...decodeBroadcast(data).values()].flat()
+      } catch {
+        heads = []
+      }
+      this.queuedHeads.set(data, heads)
+    }
+    return heads
   }
 
   /** The fetch started ahead for `cid`, if any, which this forgets */
