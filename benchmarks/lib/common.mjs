@@ -45,6 +45,33 @@ export async function tempDir (label) {
   return { dir, cleanup: async () => rm(dir, { recursive: true, force: true }) }
 }
 
+/**
+ * Runs `fn` on a store `open(dir)` makes in a fresh temp dir, then closes
+ * the store and removes the dir
+ */
+export async function withTempStore (label, open, fn) {
+  const tmp = await tempDir(label)
+  try {
+    const store = await open(tmp.dir)
+    try {
+      return await fn(store)
+    } finally {
+      await store.close().catch(() => {})
+    }
+  } finally {
+    await tmp.cleanup()
+  }
+}
+
+/** The rows `fn` returns, or one row carrying its error */
+export async function attempt (name, unit, fn) {
+  try {
+    return await fn()
+  } catch (err) {
+    return [{ name, value: null, unit, error: err.message }]
+  }
+}
+
 export function now () {
   return performance.now()
 }

@@ -19,29 +19,14 @@
 import { fileURLToPath } from 'node:url'
 import { install } from './resolve-hook.mjs'
 import { forkReplica } from '../../lib/child.mjs'
-import { MB, keyName, main, makeValues, now, rate, round, tempDir, waitFor } from '../../lib/common.mjs'
+import { MB, attempt, keyName, main, makeValues, now, rate, round, tempDir, waitFor, withTempStore } from '../../lib/common.mjs'
 
 const CHILD = fileURLToPath(new URL('./replica-child.mjs', import.meta.url))
 const PEER = 'js-ds-crdt'
 
 async function withReplica (label, topic, fn) {
   const { jsReplica } = await import('./replica.mjs')
-  const tmp = await tempDir(`jsds-${label}`)
-  const r = await jsReplica(tmp.dir, topic)
-  try {
-    return await fn(r)
-  } finally {
-    await r.close().catch(() => {})
-    await tmp.cleanup()
-  }
-}
-
-async function attempt (name, unit, fn) {
-  try {
-    return await fn()
-  } catch (err) {
-    return [{ name, peer: PEER, value: null, unit, error: err.message }]
-  }
+  return withTempStore(`jsds-${label}`, async dir => jsReplica(dir, topic), fn)
 }
 
 export async function run ({ quick = false } = {}) {
@@ -67,7 +52,7 @@ export async function run ({ quick = false } = {}) {
       if (stored !== count) {
         throw new Error(`batches lost writes: ${stored} of ${count} keys readable after commit() (0.0.33's batch only starts a delta on a delete)`)
       }
-      return [{ name: 'batched writes (1,000/batch)', peer: PEER, value: round(rate(count, ms)), unit: 'keys/s', note: `${count} keys` }]
+      return [{ name: 'batched writes (1,000/batch)', value: round(rate(count, ms)), unit: 'keys/s', note: `${count} keys` }]
     })
   }))
 
@@ -85,8 +70,8 @@ export async function run ({ quick = false } = {}) {
       const list = rate(listed.length, now() - t0)
       if (listed.length !== count) throw new Error(`query returned ${listed.length} of ${count} keys`)
       return [
-        { name: 'unbatched puts', peer: PEER, value: round(puts), unit: 'puts/s', note: `${count} puts on a Helia replica` },
-        { name: 'listing: query() keys+values', peer: PEER, value: round(list), unit: 'keys/s', note: `${count} keys (query() returns an array)` }
+        { name: 'unbatched puts', value: round(puts), unit: 'puts/s', note: `${count} puts on a Helia replica` },
+        { name: 'listing: query() keys+values', value: round(list), unit: 'keys/s', note: `${count} keys (query() returns an array)` }
       ]
     })
   }))
@@ -108,9 +93,9 @@ export async function run ({ quick = false } = {}) {
         for (let i = 0; i < count; i++) await a.store.put(keys[i], values[i])
         const done = await b.done
         const ms = now() - t0
-        const rss = { name: 'peak RSS, replicating B', peer: PEER, value: done.rss == null ? null : round(done.rss.hwm / MB), unit: 'MB', note: `${count} single puts` }
-        if (done.error != null) return [{ name: 'replication A→B, single puts', peer: PEER, value: null, unit: 'keys/s', error: done.error }, rss]
-        return [{ name: 'replication A→B, single puts', peer: PEER, value: round(rate(count, ms)), unit: 'keys/s', note: `${count} puts, ${round(ms / 1000, 1)} s until B had all` }, rss]
+        const rss = { name: 'peak RSS, replicating B', value: done.rss == null ? null : round(done.rss.hwm / MB), unit: 'MB', note: `${count} single puts` }
+        if (done.error != null) return [{ name: 'replication A→B, single puts', value: null, unit: 'keys/s', error: done.error }, rss]
+        return [{ name: 'replication A→B, single puts', value: round(rate(count, ms)), unit: 'keys/s', note: `${count} puts, ${round(ms / 1000, 1)} s until B had all` }, rss]
       } finally {
         await b.close()
         await bDir.cleanup()
@@ -130,9 +115,9 @@ export async function run ({ quick = false } = {}) {
       const b = forkReplica(CHILD, { cmd: 'start', dir: bDir.dir, topic, dial: a.addr, expected: count, timeoutMs: quick ? 60_000 : 240_000 })
       try {
         const done = await b.done
-        const rss = { name: 'peak RSS, catching-up B', peer: PEER, value: done.rss == null ? null : round(done.rss.hwm / MB), unit: 'MB', note: `${count} nodes` }
-        if (done.error != null) return [{ name: 'deep catch-up rate', peer: PEER, value: null, unit: 'keys/s', error: done.error }, rss]
-        return [{ name: 'deep catch-up rate', peer: PEER, value: round(rate(count, done.ms)), unit: 'keys/s', note: `${count} single-put nodes, ${round(done.ms / 1000, 1)} s from B's dial` }, rss]
+        const rss = { name: 'peak RSS, catching-up B', value: done.rss == null ? null : round(done.rss.hwm / MB), unit: 'MB', note: `${count} nodes` }
+        if (done.error != null) return [{ name: 'deep catch-up rate', value: null, unit: 'keys/s', error: done.error }, rss]
+        return [{ name: 'deep catch-up rate', value: round(rate(count, done.ms)), unit: 'keys/s', note: `${count} single-put nodes, ${round(done.ms / 1000, 1)} s from B's dial` }, rss]
       } finally {
         await b.close()
         await bDir.cleanup()
@@ -140,7 +125,7 @@ export async function run ({ quick = false } = {}) {
     })
   }))
 
-  return out.map(r => ({ ...r, name: `${PEER}: ${r.name}` }))
+  return out.map(r => ({ ...r, peer: PEER, name: `${PEER}: ${r.name}` }))
 }
 
 main(import.meta.url, run)

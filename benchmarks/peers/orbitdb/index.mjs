@@ -17,29 +17,14 @@
 
 import { fileURLToPath } from 'node:url'
 import { forkReplica } from '../../lib/child.mjs'
-import { MB, keyName, main, makeValues, now, rate, round, tempDir, waitFor } from '../../lib/common.mjs'
+import { MB, attempt, keyName, main, makeValues, now, rate, round, tempDir, waitFor, withTempStore } from '../../lib/common.mjs'
 import { orbitPeer } from './replica.mjs'
 
 const CHILD = fileURLToPath(new URL('./replica-child.mjs', import.meta.url))
 const PEER = '@orbitdb/core'
 
 async function withPeer (label, fn) {
-  const tmp = await tempDir(`orbit-${label}`)
-  const peer = await orbitPeer(tmp.dir)
-  try {
-    return await fn(peer)
-  } finally {
-    await peer.close().catch(() => {})
-    await tmp.cleanup()
-  }
-}
-
-async function attempt (name, unit, fn) {
-  try {
-    return await fn()
-  } catch (err) {
-    return [{ name, value: null, unit, error: err.message }]
-  }
+  return withTempStore(`orbit-${label}`, orbitPeer, fn)
 }
 
 async function putAll (db, count, values) {
