@@ -15,6 +15,7 @@ import { Engine } from './engine.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from './layout.js'
 import { Replicator } from './replicator.js'
 import { dotDAG, printDAG } from './debug.js'
+import { migrateLayout } from './migrate.js'
 import { purgeDAG } from './purge.js'
 import { Walker } from './walker.js'
 import type { BatchOptions, KeyOp } from './batch.js'
@@ -261,8 +262,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     if (version != null && version > LAYOUT_VERSION) {
       throw new InvalidOptionsError(`The datastore holds CRDT layout version ${version}; this release reads up to ${LAYOUT_VERSION}`)
     }
-    if (version == null) {
-      await this.datastore.put(this.layout.versionKey, varint.encode(LAYOUT_VERSION), options)
+    if (version == null || version < LAYOUT_VERSION) {
+      await migrateLayout(this.datastore, this.layout, version, this.log, options)
     }
     if (await this.datastore.has(this.layout.badShutdownKey, options)) {
       this.log('previous run did not stop cleanly, marking the store dirty')

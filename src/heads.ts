@@ -3,7 +3,7 @@
  * writes link to all heads of their DAG and take height max(heights) + 1.
  *
  * Heads live in the datastore (`h/<block key>` for the default DAG,
- * `a/<dag name>/<block key>` for named DAGs, value uvarint(height)) and in a
+ * `a/<dag name>/<block key>` for named DAGs, the name escaped to ASCII, value uvarint(height)) and in a
  * cache loaded at start. Changes are written through a WriteSet and reach the
  * cache only once that WriteSet commits.
  */
@@ -12,6 +12,7 @@ import { compare as compareBytes } from 'uint8arrays/compare'
 import * as varint from 'uint8-varint'
 import { blockKey, cidFromBlockKey } from './block-key.js'
 import { CorruptStateError } from './errors.js'
+import { unescapeSegment } from './layout.js'
 import type { Layout } from './layout.js'
 import type { WriteSet } from './write-set.js'
 import type { Datastore, Pair } from 'interface-datastore'
@@ -47,8 +48,8 @@ export class Heads {
     for await (const pair of this.store.query({ prefix: dagPrefix }, options) as AsyncIterable<Pair>) {
       const raw = pair.key.toString()
       const cut = raw.lastIndexOf('/')
-      const dagName = raw.slice(dagPrefix.length, cut)
-      this.cacheHead(this.parse(pair, dagPrefix + dagName, dagName))
+      const stored = raw.slice(dagPrefix.length, cut)
+      this.cacheHead(this.parse(pair, dagPrefix + stored, unescapeSegment(stored)))
     }
   }
 

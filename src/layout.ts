@@ -1,13 +1,79 @@
 /**
  * Where the store keeps its state inside the user's datastore. The layout
  * mirrors go-ds-crdt's (see shared/spec/wire-format.md §6) so the two can be
- * compared side by side; `w/` (pending branches) is ours.
+ * compared side by side; `w/` (pending branches) and `x/` (nodes with
+ * links that were refused) are ours.
+ *
+ * Invariant: the user-key and DAG-name parts of every key built here are
+ * ASCII (see `escapeSegment`), so every prefix scan the store makes sees
+ * every key it wrote, on any `Datastore`.
  */
 
 import { Key } from 'interface-datastore'
 
-/** Current version of this layout, stored under `<ns>/crdt_version` */
-export const LAYOUT_VERSION = 1
+/**
+ * Current version of this layout, stored under `<ns>/crdt_version`.
+ * Version 2 escapes non-ASCII code points in user keys and DAG names
+ * (version 1 stored them raw; `migrateLayout` rewrites such stores).
+ */
+export const LAYOUT_VERSION = 2
+
+/** Marks an escaped code point: U+007F, then six upper-case hex digits */
+const ESCAPE = '\x7f'
+// eslint-disable-next-line no-control-regex
+const NEEDS_ESCAPE = /[^\x00-\x7e]/
+const HEX_DIGITS = 6
+
+/**
+ * Makes a user key or DAG name ASCII, keeping its order: every code point
+ * at or above U+007F becomes U+007F followed by its code point in six
+ * upper-case hex digits; ASCII below U+007F is kept as is, so ASCII-only
+ * keys are stored exactly as before.
+ *
+ * Why: datastore-level answers a prefix query with the range
+ * [prefix, prefix + '\xFF'), which leaves out every key whose next character
+ * after the prefix is U+00FF or above (its UTF-8 starts at C3 BF). Asking
+ * LevelDB for a correct byte range would fix only datastore-level, and only
+ * when this store talks to it directly (a NamespaceDatastore or any other
+ * wrapper in between computes its own prefix range). With ASCII keys the
+ * character after any prefix is below U+007F + 1, which every such range
+ * includes. Order is kept because U+007F sorts after every other ASCII
+ * character, UTF-8 byte order is code point order, and fixed-width hex
+ * sorts numerically. Escaped strings contain no "/", so key structure is
+ * unchanged.
+ */
+export function escapeSegment (s: string): string {
+  if (!NEEDS_ESCAPE.test(s)) return s
+  let out = ''
+  for (let i = 0; i < s.length; i++) {
+    const unit = s.charCodeAt(i)
+    if (unit < 0x7f) {
+      out += s[i]
+      continue
+    }
+    // a whole surrogate pair is one code point; a lone surrogate is kept as itself
+    const cp = s.codePointAt(i) as number
+    if (cp > 0xffff) i++
+    out += ESCAPE + cp.toString(16).toUpperCase().padStart(HEX_DIGITS, '0')
+  }
+  return out
+}
+
+/** Reverses `escapeSegment` */
+export function unescapeSegment (s: string): string {
+  if (!s.includes(ESCAPE)) return s
+  let out = ''
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] !== ESCAPE) {
+      out += s[i]
+      continue
+    }
+    const cp = Number.parseInt(s.slice(i + 1, i + 1 + HEX_DIGITS), 16)
+    out += Number.isNaN(cp) ? s[i] : String.fromCodePoint(cp)
+    if (!Number.isNaN(cp)) i += HEX_DIGITS
+  }
+  return out
+}
 
 export class Layout {
   public readonly namespace: string
@@ -25,6 +91,8 @@ export class Layout {
   public readonly processedPrefix: string
   /** `<ns>/w` — branches whose walk has not finished */
   public readonly pendingPrefix: string
+  /** `<ns>/x` — processed nodes that had links this store refused (unusable CIDs) */
+  public readonly rejectedPrefix: string
   public readonly dirtyKey: Key
   public readonly badShutdownKey: Key
   public readonly versionKey: Key
@@ -39,6 +107,7 @@ export class Layout {
     this.dagHeadsPrefix = `${this.namespace}/a`
     this.processedPrefix = `${this.namespace}/b`
     this.pendingPrefix = `${this.namespace}/w`
+    this.rejectedPrefix = `${this.namespace}/x`
     this.dirtyKey = new Key(`${this.namespace}/d`)
     this.badShutdownKey = new Key(`${this.namespace}/bs`)
     this.versionKey = new Key(`${this.namespace}/crdt_version`)
@@ -78,6 +147,10 @@ export class Layout {
   pendingKey (id: string): Key {
     return new Key(`${this.pendingPrefix}${id}`, false)
   }
+
+  rejectedKey (id: string): Key {
+    return new Key(`${this.rejectedPrefix}${id}`, false)
+  }
 }
 
 /**
@@ -103,5 +176,5 @@ export function cleanKey (key: string): string {
 
 /** The path segment used for a key inside a prefix: the root key "/" has none */
 function seg (key: string): string {
-  return key === '/' ? '' : key
+  return key === '/' ? '' : escapeSegment(key)
 }

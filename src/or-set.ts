@@ -21,7 +21,7 @@ import * as varint from 'uint8-varint'
 import { Key } from 'interface-datastore'
 import { NotFoundError } from 'interface-store'
 import { CorruptStateError } from './errors.js'
-import { cleanKey } from './layout.js'
+import { cleanKey, escapeSegment, unescapeSegment } from './layout.js'
 import type { DeltaElement, Delta } from './delta.js'
 import type { Layout } from './layout.js'
 import type { WriteSet } from './write-set.js'
@@ -304,14 +304,23 @@ export class ORSet {
   }
 }
 
+/**
+ * The stored-key prefix for a user's string prefix. A prefix ending in a
+ * high surrogate is cut before it (its pair is escaped as one code point);
+ * the caller's own prefix filter (BaseDatastore's) then drops the extras.
+ */
 function rawPrefix (base: string, prefix: string | undefined): string {
   if (prefix == null || prefix === '' || prefix === '/') return base + '/'
-  return base + prefix
+  const last = prefix.charCodeAt(prefix.length - 1)
+  if (last >= 0xd800 && last <= 0xdbff) prefix = prefix.slice(0, -1)
+  return base + escapeSegment(prefix)
 }
 
 const SLASH = 0x2f
 const LETTER_V = 0x76
+const ESCAPE_BYTE = 0x7f
 const encoder = new TextEncoder()
+const decoder = new TextDecoder()
 
 function byteLength (s: string): number {
   return encoder.encode(s).byteLength
@@ -328,5 +337,8 @@ function userKey (raw: Key, start: number): Key | undefined {
   const end = bytes.byteLength - 2
   if (end < start || bytes[end] !== SLASH || bytes[end + 1] !== LETTER_V) return undefined
   if (end === start) return new Key('/', false)
-  return new Key(new Uint8Array(bytes.buffer, bytes.byteOffset + start, end - start), false)
+  const view = new Uint8Array(bytes.buffer, bytes.byteOffset + start, end - start)
+  // escaped keys (see escapeSegment) hold U+007F; all others are kept as they are stored
+  if (!view.includes(ESCAPE_BYTE)) return new Key(view, false)
+  return new Key(unescapeSegment(decoder.decode(view)), false)
 }

@@ -180,15 +180,25 @@ export class WriteSet {
       .map(([key, value]) => ({ key, value }))
   }
 
-  /** Writes everything in one batch, then runs the `onCommit` callbacks */
+  /**
+   * Writes everything in one batch, then runs the `onCommit` callbacks.
+   *
+   * The signal is checked once, before the batch starts, and is not handed
+   * to the batch: once the atomic write has started it must finish, or the
+   * datastore could apply it while the caller is told it failed
+   * (datastore-level races its batch against the signal), leaving the
+   * in-memory state (heads cache, events, announcements that the
+   * `onCommit` callbacks and the caller drive) behind the disk.
+   */
   async commit (options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
     if (this.writes.size > 0) {
       const batch = this.store.batch()
       for (const { key, value } of this.writes.values()) {
         if (value === null) batch.delete(key)
         else batch.put(key, value)
       }
-      await batch.commit(options)
+      await batch.commit()
       this.writes.clear()
     }
     this.reads.clear()
