@@ -6,6 +6,7 @@
  */
 
 import { elementSize } from './delta.js'
+import type { Delta, DeltaElement } from './delta.js'
 import { InvalidValueError, ValueTooLargeError } from './errors.js'
 import type { Batch, Key } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
@@ -150,4 +151,64 @@ export class CRDTBatch implements Batch {
       this.failure ??= err
     })
   }
+}
+
+/**
+ * Splits a delta into deltas that each encode within `maxSize` bytes, in
+ * order. A key's tombstones and element stay in one delta whenever they fit
+ * in one; a key whose tombstones alone outgrow the limit is spread over
+ * several, its element (if any) in the last. Used for local writes: a delete
+ * tombstones every live element of its key, which only the merge lock's
+ * view of the set knows, so only the engine can size it.
+ */
+export function splitDelta (delta: Delta, maxSize: number): Delta[] {
+  const overhead = deltaOverhead(delta.dagName)
+  const groups = new Map<string, { tombstones: DeltaElement[], elements: DeltaElement[], size: number }>()
+  const group = (key: string): { tombstones: DeltaElement[], elements: DeltaElement[], size: number } => {
+    let g = groups.get(key)
+    if (g == null) {
+      g = { tombstones: [], elements: [], size: 0 }
+      groups.set(key, g)
+    }
+    return g
+  }
+  let total = overhead
+  for (const tomb of delta.tombstones) {
+    const g = group(tomb.key)
+    const size = elementSize(tomb.key, tomb.id, tomb.value)
+    g.tombstones.push(tomb)
+    g.size += size
+    total += size
+  }
+  for (const element of delta.elements) {
+    const g = group(element.key)
+    const size = elementSize(element.key, element.id, element.value)
+    g.elements.push(element)
+    g.size += size
+    total += size
+  }
+  if (total <= maxSize) return [delta]
+
+  const out: Delta[] = []
+  let current: Delta = { elements: [], tombstones: [], priority: delta.priority, dagName: delta.dagName }
+  let size = overhead
+  const seal = (): void => {
+    if (current.elements.length === 0 && current.tombstones.length === 0) return
+    out.push(current)
+    current = { elements: [], tombstones: [], priority: delta.priority, dagName: delta.dagName }
+    size = overhead
+  }
+  const add = (list: 'elements' | 'tombstones', item: DeltaElement): void => {
+    const itemSize = elementSize(item.key, item.id, item.value)
+    if (size + itemSize > maxSize) seal()
+    current[list].push(item)
+    size += itemSize
+  }
+  for (const g of groups.values()) {
+    if (size + g.size > maxSize) seal()
+    for (const tomb of g.tombstones) add('tombstones', tomb)
+    for (const element of g.elements) add('elements', element)
+  }
+  seal()
+  return out
 }

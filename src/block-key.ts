@@ -25,3 +25,21 @@ export function cidFromBlockKey (key: string): CID {
   const digest = Digest.decode(base32upper.baseDecode(body))
   return CID.createV1(DAG_PB_CODE, digest)
 }
+
+const BLOCK_KEY = /^\/[A-Z2-7]+$/
+
+/**
+ * True when `key` is exactly one block key: "/" and the canonical base32 of
+ * a well-formed multihash (tombstone ids must be; anything else could
+ * reach into another key's entries, e.g. "/b/<block key>" on key "/a").
+ */
+export function isBlockKey (key: string): boolean {
+  if (!BLOCK_KEY.test(key)) return false
+  try {
+    const bytes = base32upper.baseDecode(key.slice(1))
+    const digest = Digest.decode(bytes)
+    return '/' + base32upper.baseEncode(digest.bytes) === key
+  } catch {
+    return false
+  }
+}

@@ -230,6 +230,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       layout: this.layout,
       log: this.log,
       dagSyncerTimeout,
+      maxDeltaSize: this.maxBatchDeltaSize,
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
     this.walker = new Walker({ engine: this.engine, blockstore: this.blockstore, log: this.log, numWorkers })
@@ -535,6 +536,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     if (commit != null) {
       this.replicator.walkInBackground(commit.unprocessed)
       await this.replicator.announce(commit.head, commit.replaced)
+      // a write split into several nodes failed part way: the parts that landed are announced
+      if (commit.failure != null) throw commit.failure
     }
   }
 

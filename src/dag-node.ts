@@ -22,7 +22,29 @@ export interface EncodedNode {
 export interface DecodedNode {
   cid: CID
   delta: Delta
+  /** Usable links (dag-pb, sha2-256, 32-byte digest), duplicates removed, as CIDv1 */
   links: CID[]
+  /**
+   * How many links were refused as unusable: no replica can ever fetch
+   * them (another codec, an identity or truncated digest, another hash).
+   * The node itself is merged; the engine records the refusal.
+   */
+  refusedLinks?: number
+}
+
+/**
+ * The most links a node may have. An honest node links every head its
+ * writer had, which stays far below this; a node over it is refused whole
+ * rather than costing one walk record per link.
+ */
+export const MAX_NODE_LINKS = 4096
+
+const SHA2_256 = 0x12
+const SHA2_256_LENGTH = 32
+
+/** Whether a link names a block this store could fetch and decode */
+function usable (link: CID): boolean {
+  return link.code === DAG_PB_CODE && link.multihash.code === SHA2_256 && link.multihash.size === SHA2_256_LENGTH && link.multihash.digest.byteLength === SHA2_256_LENGTH
 }
 
 /**
@@ -41,8 +63,10 @@ export async function encodeNode (delta: Delta, links: CID[]): Promise<EncodedNo
 
 /**
  * Decodes a block fetched for `cid`. Throws `MalformedBlockError` when the
- * CID is not dag-pb or the bytes are not a dag-pb node, and
- * `MalformedDeltaError` when its Data is not a delta.
+ * CID is not dag-pb, the bytes are not a dag-pb node or it has more than
+ * `MAX_NODE_LINKS` links, and `MalformedDeltaError` when its Data is not a
+ * valid delta. Unusable links are left out and counted (`refusedLinks`):
+ * like go-ds-crdt, what is valid in the node is still merged.
  */
 export function decodeNode (cid: CID, bytes: Uint8Array): DecodedNode {
   if (cid.code !== DAG_PB_CODE) {
@@ -56,17 +80,29 @@ export function decodeNode (cid: CID, bytes: Uint8Array): DecodedNode {
     throw new MalformedBlockError(`Block ${cid} is not a dag-pb node: ${err.message}`)
   }
 
+  if (node.Links.length > MAX_NODE_LINKS) {
+    throw new MalformedBlockError(`Block ${cid} has ${node.Links.length} links, over the limit of ${MAX_NODE_LINKS}`)
+  }
   const links: CID[] = []
+  const seen = new Set<string>()
+  let refusedLinks = 0
   for (const link of node.Links) {
-    if (link.Hash.code !== DAG_PB_CODE) {
-      throw new MalformedBlockError(`Block ${cid} links to ${link.Hash}, which is not a dag-pb node`)
+    if (!usable(link.Hash)) {
+      refusedLinks++
+      continue
     }
-    links.push(link.Hash.toV1())
+    const v1 = link.Hash.toV1()
+    const id = v1.toString()
+    if (seen.has(id)) continue
+    seen.add(id)
+    links.push(v1)
   }
 
-  return {
+  const decoded: DecodedNode = {
     cid,
     delta: decodeDelta(node.Data ?? new Uint8Array(0)),
     links
   }
+  if (refusedLinks > 0) decoded.refusedLinks = refusedLinks
+  return decoded
 }

@@ -1,10 +1,17 @@
 /**
  * Deltas: the payload of every DAG node, encoded exactly as go-ds-crdt
  * encodes them (proto3 `crdt.pb.Delta`).
+ *
+ * Decoding is where untrusted deltas are checked: a decoded delta has a
+ * canonical DAG name within `MAX_DAG_NAME_BYTES`, tombstone ids that are
+ * each exactly one block key, and a priority within `MAX_PRIORITY` (larger
+ * ones saturate, see `decodeDelta`).
  */
 
 import { Delta as PBDelta } from './pb/delta.js'
+import { isBlockKey } from './block-key.js'
 import { MalformedDeltaError } from './errors.js'
+import { cleanKey } from './layout.js'
 import type { Element as PBElement } from './pb/delta.js'
 
 /** One element of a delta: a key and its value, or a tombstone naming an element id */
@@ -28,12 +35,31 @@ export interface Delta {
 }
 
 /**
- * Priorities above this are refused: no honest replica reaches them and they
- * cannot be represented exactly in a JS number. One below
- * `Number.MAX_SAFE_INTEGER`, so the store can still encode `priority + 1`
- * for any priority it accepts.
+ * The largest priority the store represents: one below
+ * `Number.MAX_SAFE_INTEGER`, so `priority + 1` still encodes. No honest
+ * replica gets near it; larger priorities read from the network are
+ * saturated to it, and a local write on top of a node at this priority
+ * takes this priority too (it cannot go higher), so writes stay possible.
  */
 export const MAX_PRIORITY = Number.MAX_SAFE_INTEGER - 1
+
+/** The longest DAG name (UTF-8 bytes) accepted from the local API or the network */
+export const MAX_DAG_NAME_BYTES = 512
+
+/**
+ * The canonical form of a DAG name: "" for the default DAG, else a clean
+ * path without leading or trailing slash ("/x/", "x//y" → "x", "x/y").
+ * go-datastore keys are cleaned the same way, and heads are stored under
+ * the cleaned name, so two spellings must never be two DAGs. Throws
+ * `MalformedDeltaError` for names longer than `MAX_DAG_NAME_BYTES`.
+ */
+export function canonicalDagName (name: string): string {
+  if (textEncoder.encode(name).byteLength > MAX_DAG_NAME_BYTES) {
+    throw new MalformedDeltaError(`DAG name is longer than ${MAX_DAG_NAME_BYTES} bytes`)
+  }
+  if (name === '') return ''
+  return cleanKey(name).slice(1)
+}
 
 const EMPTY = new Uint8Array(0)
 
@@ -55,7 +81,17 @@ export function encodeDelta (delta: Delta): Uint8Array {
   })
 }
 
-/** Parses go-ds-crdt protobuf delta bytes, throwing `MalformedDeltaError` on bad input */
+/**
+ * Parses go-ds-crdt protobuf delta bytes, throwing `MalformedDeltaError` on
+ * bad input: bytes that do not decode, a tombstone whose id is not exactly
+ * one block key, a DAG name over `MAX_DAG_NAME_BYTES`.
+ *
+ * The DAG name is canonicalised (`canonicalDagName`). A priority above
+ * `MAX_PRIORITY` is saturated to it rather than refused: refusing would drop
+ * the node and, with it, every honest node below it in the walk (go-ds-crdt
+ * keeps such nodes as uint64). The engine then refuses a node that claims
+ * more than its processed links allow (see engine.ts).
+ */
 export function decodeDelta (bytes: Uint8Array): Delta {
   let pb: PBDelta
   try {
@@ -64,15 +100,17 @@ export function decodeDelta (bytes: Uint8Array): Delta {
     throw new MalformedDeltaError(`Delta does not decode: ${err.message}`)
   }
 
-  if (pb.priority > BigInt(MAX_PRIORITY)) {
-    throw new MalformedDeltaError(`Delta priority ${pb.priority} is out of range`)
+  for (const tomb of pb.tombstones) {
+    if (!isBlockKey(tomb.id)) {
+      throw new MalformedDeltaError(`A tombstone id is not one block key (${tomb.id.length} characters)`)
+    }
   }
 
   return {
     elements: pb.elements.map(toElement),
     tombstones: pb.tombstones.map(toElement),
-    priority: Number(pb.priority),
-    dagName: pb.dagName
+    priority: pb.priority > BigInt(MAX_PRIORITY) ? MAX_PRIORITY : Number(pb.priority),
+    dagName: canonicalDagName(pb.dagName)
   }
 }
 

@@ -12,6 +12,20 @@
  * flagged ROOT when it was written for a broadcast head that nothing links
  * to yet (it becomes a head once processed) and COVERED when a processed
  * node links to it (it must not become a head).
+ *
+ * Once a node's atomic commit starts, the caller's signal no longer affects
+ * it (see WriteSet.commit): a merge is either fully applied, on disk and in
+ * the heads cache, with its events and (for local writes) its announcement
+ * following, or nothing changed.
+ *
+ * Priorities: an honest node has priority 1 + the greatest priority among
+ * its links (1 without links). The processed marker `b/<block key>` stores
+ * each node's priority, so a remote node whose links are all processed
+ * already (the usual case for a new write on top of known heads) is refused
+ * as malformed when it claims more. A node merged before its links (a walk
+ * goes from heads down) cannot be checked: it may claim up to MAX_PRIORITY,
+ * which only decides ties for its own keys; local writes on top of it
+ * saturate at MAX_PRIORITY, so writing stays possible.
  */
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
@@ -20,9 +34,12 @@ import PQueue from 'p-queue'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { blockKey, cidFromBlockKey } from './block-key.js'
 import { decodeNode, encodeNode } from './dag-node.js'
-import { BlockFetchError } from './errors.js'
+import { splitDelta } from './batch.js'
+import { MAX_PRIORITY } from './delta.js'
+import { BlockFetchError, MalformedDeltaError } from './errors.js'
 import { Heads } from './heads.js'
-import { ORSet } from './or-set.js'
+import { decodePriority, encodePriority, ORSet } from './or-set.js'
+import * as varint from 'uint8-varint'
 import { withTimeout } from './utils.js'
 import { WriteSet } from './write-set.js'
 import type { Delta } from './delta.js'
@@ -31,7 +48,7 @@ import type { Head } from './heads.js'
 import type { Layout } from './layout.js'
 import type { SetChange } from './or-set.js'
 import type { Logger } from '@libp2p/interface'
-import type { Datastore } from 'interface-datastore'
+import type { Datastore, Key, Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
@@ -70,6 +87,11 @@ export interface LocalCommit {
    * running): reserved for the caller, who must walk them
    */
   unprocessed: CID[]
+  /**
+   * Set when a write that had to be split into several nodes failed after
+   * its first node(s) committed: `head` is the last node that did
+   */
+  failure?: Error
 }
 
 export interface EngineInit {
@@ -78,6 +100,8 @@ export interface EngineInit {
   layout: Layout
   log: Logger
   dagSyncerTimeout: number
+  /** The largest delta a local node may carry; larger writes become several nodes (default: no limit) */
+  maxDeltaSize?: number
   /** Called after every committed node with the value changes it caused */
   onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
 }
@@ -90,6 +114,7 @@ export class Engine {
   private readonly blockstore: DAGBlockstore
   private readonly log: Logger
   private readonly dagSyncerTimeout: number
+  private readonly maxDeltaSize: number
   private readonly onChanges: EngineInit['onChanges']
   /** Serialises every read-modify-write of the set, heads and walk records */
   private readonly lock = new PQueue({ concurrency: 1 })
@@ -102,6 +127,7 @@ export class Engine {
     this.layout = init.layout
     this.log = init.log
     this.dagSyncerTimeout = init.dagSyncerTimeout
+    this.maxDeltaSize = init.maxDeltaSize ?? Number.POSITIVE_INFINITY
     this.onChanges = init.onChanges
     this.set = new ORSet(init.datastore, init.layout)
     this.heads = new Heads(init.datastore, init.layout)
@@ -202,28 +228,47 @@ export class Engine {
    * DAG, stores the block and merges it, all before returning. `build` runs
    * under the merge lock so tombstones see a stable set; it returns
    * undefined when there is nothing to write.
+   *
+   * A delta larger than `maxDeltaSize` (a delete of a key with many live
+   * elements adds one tombstone each) is written as several nodes, each on
+   * top of the previous one, each its own atomic commit; only the last is
+   * returned for announcement, as it links the others.
    */
   async commitLocal (build: (tx: WriteSet) => Promise<Delta | undefined>, options?: AbortOptions): Promise<LocalCommit | undefined> {
     return this.lock.add(async () => {
       options?.signal?.throwIfAborted()
-      const tx = new WriteSet(this.datastore)
+      let tx = new WriteSet(this.datastore)
       const delta = await build(tx)
       if (delta == null || (delta.elements.length === 0 && delta.tombstones.length === 0)) {
         return undefined
       }
       const replaced = this.heads.list(delta.dagName)
-      delta.priority = replaced.reduce((max, h) => Math.max(max, h.height), 0) + 1
-      const node = await encodeNode(delta, replaced.map(h => h.cid))
-      // the block is stored while the merge reads; it lands before the merge commits
-      const stored = Promise.resolve(this.blockstore.put(node.cid, node.bytes, options))
-      stored.catch(() => {})
-      const { changes, children } = await this.apply(tx, { cid: node.cid, delta, links: replaced.map(h => h.cid) }, true, options, stored)
-      return {
-        head: { cid: node.cid, height: delta.priority, dagName: delta.dagName },
-        replaced,
-        changes,
-        unprocessed: children
+      let result: LocalCommit | undefined
+      for (const [i, part] of splitDelta(delta, this.maxDeltaSize).entries()) {
+        if (i > 0) tx = new WriteSet(this.datastore)
+        try {
+          const links = this.heads.list(part.dagName)
+          part.priority = Math.min(links.reduce((max, h) => Math.max(max, h.height), 0) + 1, MAX_PRIORITY)
+          const node = await encodeNode(part, links.map(h => h.cid))
+          // the block is stored while the merge reads; it lands before the merge commits
+          const stored = Promise.resolve(this.blockstore.put(node.cid, node.bytes, options))
+          stored.catch(() => {})
+          const { changes, children } = await this.apply(tx, { cid: node.cid, delta: part, links: links.map(h => h.cid) }, true, options, stored)
+          const head = { cid: node.cid, height: part.priority, dagName: part.dagName }
+          if (result == null) {
+            result = { head, replaced, changes, unprocessed: children }
+          } else {
+            result.head = head
+            result.changes.push(...changes)
+            result.unprocessed.push(...children)
+          }
+        } catch (err: any) {
+          if (result == null) throw err
+          result.failure = err
+          break
+        }
       }
+      return result
     }) as Promise<LocalCommit | undefined>
   }
 
@@ -280,6 +325,39 @@ export class Engine {
   }
 
   /**
+   * Refuses a remote node that claims a higher priority than its links allow
+   * (1 + their greatest priority, 1 without links), when that can be known:
+   * every link processed with its priority recorded, and no link refused.
+   */
+  private async checkPriority (tx: WriteSet, node: DecodedNode, linkKeys: Key[], options?: AbortOptions): Promise<void> {
+    if (node.refusedLinks != null && node.refusedLinks > 0) return
+    let allowed = 1
+    for (const key of linkKeys) {
+      const marker = await tx.get(key, options)
+      // not processed yet, or processed by a release that stored no priority
+      if (marker == null || marker.byteLength === 0) return
+      allowed = Math.max(allowed, Math.min(decodePriority(marker) + 1, MAX_PRIORITY))
+    }
+    if (node.delta.priority > allowed) {
+      throw new MalformedDeltaError(`Node ${node.cid} claims priority ${node.delta.priority}; its links allow at most ${allowed}`)
+    }
+  }
+
+  /** Block keys of processed nodes recorded with links that were refused, and how many */
+  async refusedLinks (options?: AbortOptions): Promise<Array<{ cid: CID, refused: number }>> {
+    const out: Array<{ cid: CID, refused: number }> = []
+    const prefix = this.layout.rejectedPrefix
+    for await (const pair of this.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<Pair>) {
+      try {
+        out.push({ cid: cidFromBlockKey(pair.key.toString().slice(prefix.length)), refused: varint.decode(pair.value) })
+      } catch (err: any) {
+        this.log.error('unreadable refused-links record %s - %e', pair.key, err)
+      }
+    }
+    return out
+  }
+
+  /**
    * Merges a node into the set, heads and walk records in one commit.
    * `before` (the local block being stored) must settle before the commit.
    */
@@ -299,11 +377,17 @@ export class Engine {
     const linkKeys = node.links.map(link => this.layout.processedKey(blockKey(link)))
     const [changes] = await Promise.all([
       this.set.merge(tx, delta, id, local, options),
-      tx.prefetch(linkKeys, { ...options, existence: true }),
+      tx.prefetch(linkKeys, local ? { ...options, existence: true } : options),
       local ? undefined : tx.prefetch([pendingKey], options),
       before
     ])
-    tx.put(this.layout.processedKey(id), EMPTY)
+    if (!local) await this.checkPriority(tx, node, linkKeys, options)
+    tx.put(this.layout.processedKey(id), encodePriority(delta.priority))
+    if (node.refusedLinks != null && node.refusedLinks > 0) {
+      // nothing can ever fetch those links: record the node rather than keep a walk open forever
+      this.log.error('node %c has %d unusable links; merged what it carries and recorded it under %s', node.cid, node.refusedLinks, this.layout.rejectedPrefix)
+      tx.put(this.layout.rejectedKey(id), varint.encode(node.refusedLinks))
+    }
 
     const mark = local ? undefined : await tx.get(pendingKey, options)
     const covered = mark != null && mark[0] === COVERED[0]

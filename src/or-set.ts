@@ -179,9 +179,21 @@ export class ORSet {
       }
     }
 
+    // A node may put one key several times (go-ds-crdt batches do): it
+    // counts as one element of that key carrying the byte-wise greatest of
+    // its values, as go-ds-crdt's findBestValue reads it back. Keeping one
+    // element per key makes the merge a function of the node and the set,
+    // whatever order the values come in.
+    const values = new Map<string, Uint8Array>()
+    for (const element of delta.elements) {
+      const key = cleanKey(element.key)
+      const prev = values.get(key)
+      if (prev == null || uint8ArrayCompare(element.value, prev) > 0) values.set(key, element.value)
+    }
+
     // Read what the elements need (priorities, and tombstones unless fresh)
     // concurrently up front rather than one await at a time.
-    const keys = delta.elements.map(element => cleanKey(element.key))
+    const keys = [...values.keys()]
     const priorityKeys = keys.map(key => this.layout.priorityKey(key))
     const tombKeys = fresh ? undefined : keys.map(key => this.layout.tombKey(key, id))
     await Promise.all([
@@ -190,15 +202,15 @@ export class ORSet {
     ])
 
     for (let i = 0; i < keys.length; i++) {
-      const element = delta.elements[i]
       const key = keys[i]
-      tx.put(this.layout.elemKey(key, id), encodeMarker(delta.priority, element.value))
+      const value = values.get(key) as Uint8Array
+      tx.put(this.layout.elemKey(key, id), encodeMarker(delta.priority, value))
       if (tombKeys != null && await tx.has(tombKeys[i], options)) {
         continue
       }
-      if (await this.beatsCurrent(key, priorityKeys[i], delta.priority, element.value, tx, options)) {
-        this.setVisible(tx, key, { priority: delta.priority, value: element.value })
-        changes.set(key, element.value)
+      if (await this.beatsCurrent(key, priorityKeys[i], delta.priority, value, tx, options)) {
+        this.setVisible(tx, key, { priority: delta.priority, value })
+        changes.set(key, value)
       }
     }
 
