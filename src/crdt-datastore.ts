@@ -20,6 +20,7 @@ import { purgeDAG } from './purge.js'
 import { Walker } from './walker.js'
 import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
+import { MAX_DAG_NAME_BYTES } from './delta.js'
 import type { DeltaElement } from './delta.js'
 import type { DAGBlockstore } from './engine.js'
 import type { Head } from './heads.js'
@@ -170,8 +171,8 @@ function checkNumber (name: string, value: number, min: number, integer = false)
 /** Checks a DAG name given by a user: empty for the default DAG, else a path without leading slash */
 export function checkDagName (dagName: string | undefined): string {
   if (dagName == null || dagName === '') return ''
-  if (typeof dagName !== 'string' || !DAG_NAME.test(dagName) || dagName.split('/').some(p => p === '.' || p === '..')) {
-    throw new InvalidOptionsError(`dagName must be a path like "app" or "app/users", got ${JSON.stringify(dagName)}`)
+  if (typeof dagName !== 'string' || !DAG_NAME.test(dagName) || dagName.split('/').some(p => p === '.' || p === '..') || new TextEncoder().encode(dagName).byteLength > MAX_DAG_NAME_BYTES) {
+    throw new InvalidOptionsError(`dagName must be a path like "app" or "app/users" of at most ${MAX_DAG_NAME_BYTES} bytes, got ${JSON.stringify(String(dagName).slice(0, 100))}`)
   }
   return dagName
 }

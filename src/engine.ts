@@ -36,7 +36,7 @@ import { blockKey, cidFromBlockKey } from './block-key.js'
 import { decodeNode, encodeNode } from './dag-node.js'
 import { splitDelta } from './batch.js'
 import { MAX_PRIORITY } from './delta.js'
-import { BlockFetchError, MalformedDeltaError } from './errors.js'
+import { BlockFetchError, isMalformed, MalformedDeltaError } from './errors.js'
 import { Heads } from './heads.js'
 import { decodePriority, encodePriority, ORSet } from './or-set.js'
 import * as varint from 'uint8-varint'
@@ -305,7 +305,17 @@ export class Engine {
   async processNode (node: DecodedNode, options?: AbortOptions): Promise<ProcessResult> {
     return this.lock.add(async () => {
       const tx = new WriteSet(this.datastore)
-      return this.apply(tx, node, false, options)
+      try {
+        return await this.apply(tx, node, false, options)
+      } catch (err) {
+        if (isMalformed(err) && this.heads.get(node.delta.dagName, node.cid) != null) {
+          // a head adopted before it was merged (adoptHead) that the merge refused is no head
+          const undo = new WriteSet(this.datastore)
+          this.heads.remove(undo, node.delta.dagName, node.cid)
+          await undo.commit()
+        }
+        throw err
+      }
     }) as Promise<ProcessResult>
   }
 
