@@ -252,6 +252,31 @@ describe('interop with go-ds-crdt v0.6.8 replicas', function () {
     })
   })
 
+  describe('empty values', () => {
+    it('a freshly written empty value is present with an empty value on both sides', async () => {
+      const { g, t } = await pair()
+      await g.put('/e/go', '')
+      await t.store.put(new Key('/e/ts'), new Uint8Array(0))
+      expect(await converged(t, g, '/e/')).to.deep.equal([['/e/go', ''], ['/e/ts', '']])
+    })
+
+    it('when a delete leaves an empty value as the best live element, Go drops the key and TS keeps it empty (the documented difference)', async () => {
+      const [g, t] = await Promise.all([go(), ts()])
+      // partitioned: Go writes "" at height 1; TS writes "x" at height 1, then deletes it at height 2
+      await g.put('/e/k', '')
+      await t.store.put(new Key('/e/k'), enc('x'))
+      await t.store.delete(new Key('/e/k'))
+      await link(t, g)
+      await sameHeads(t, g)
+      // TS: Go's "" element is live, so the key is present and empty
+      await tsWaitFor(t, '/e/k', '')
+      // Go: its findBestValue reads the empty best element as no value
+      await g.waitFor('/e/k', null)
+      expect(await tsList(t.store, '/e/')).to.deep.equal([['/e/k', '']])
+      expect(await g.list('/e/')).to.deep.equal([])
+    })
+  })
+
   describe('late joiners catch up on a DAG of 1,000 nodes', () => {
     it('a Go replica catches up on a TS DAG', async () => {
       const t = await ts()
