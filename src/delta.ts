@@ -65,13 +65,13 @@ const EMPTY = new Uint8Array(0)
 
 /**
  * Serialises a delta into go-ds-crdt's protobuf bytes. Throws
- * `MalformedDeltaError` for a priority over `MAX_PRIORITY`, which every
- * replica would refuse: a write on top of a node that claims an absurd
- * priority fails instead of being silently dropped by every other replica.
+ * `MalformedDeltaError` for a priority that is not an integer in
+ * [0, MAX_PRIORITY] (the engine saturates local priorities, so only a
+ * caller building deltas by hand can get there).
  */
 export function encodeDelta (delta: Delta): Uint8Array {
-  if (!(delta.priority >= 0 && delta.priority <= MAX_PRIORITY)) {
-    throw new MalformedDeltaError(`Delta priority ${delta.priority} is out of range: the DAG links a node claiming a priority no honest replica reaches`)
+  if (!(Number.isInteger(delta.priority) && delta.priority >= 0 && delta.priority <= MAX_PRIORITY)) {
+    throw new MalformedDeltaError(`Delta priority ${delta.priority} is not an integer in [0, ${MAX_PRIORITY}]`)
   }
   return PBDelta.encode({
     elements: delta.elements as PBElement[],

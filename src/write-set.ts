@@ -219,7 +219,8 @@ function commonPrefix (a: string, b: string): string {
  * Whether a prefix query is sure to return `id`: datastore-level answers a
  * prefix query with the range [prefix, prefix + '\xFF'), which misses keys
  * whose next character is U+00FF or above; their absence from the results
- * proves nothing.
+ * proves nothing. The store's own layout keeps every key ASCII (see
+ * `escapeSegment` in layout.ts), so this only guards keys built otherwise.
  */
 function inPrefixQuery (id: string, prefix: string): boolean {
   return id.length === prefix.length || id.charCodeAt(prefix.length) < 0xff
