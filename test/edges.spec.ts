@@ -121,6 +121,20 @@ describe('correctness at the edges', () => {
       }
     })
 
+    it('a signal that fired before the commit started changes nothing', async () => {
+      const r = await replica()
+      await r.store.put(key('/k'), enc('v1'))
+      const before: string[] = []
+      for await (const { key: k, value } of r.datastore.query({}) as AsyncIterable<Pair>) before.push(`${k.toString()}=${dec(value)}`)
+      const controller = new AbortController()
+      controller.abort()
+      await expect(r.store.put(key('/k'), enc('v2'), { signal: controller.signal })).to.eventually.be.rejected.with.property('name', 'AbortError')
+      const after: string[] = []
+      for await (const { key: k, value } of r.datastore.query({}) as AsyncIterable<Pair>) after.push(`${k.toString()}=${dec(value)}`)
+      expect(after).to.deep.equal(before)
+      expect(r.store.heads().map(h => h.height)).to.deep.equal([1])
+    })
+
     it('does not make a remote merge that LevelDB applied report failure', async () => {
       const source = await replica()
       await source.store.put(key('/r'), enc('remote'))
