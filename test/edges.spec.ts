@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
 import { LevelBlockstore } from 'blockstore-level'
+import { NamespaceDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
 import { Key } from 'interface-datastore'
 import all from 'it-all'
@@ -184,6 +185,23 @@ describe('correctness at the edges', () => {
         expect(await stateOf(second.store)).to.deep.equal(expected.filter(e => !e.startsWith('/中文')))
       } finally {
         await second.close()
+      }
+    })
+
+    it('lists every key through a NamespaceDatastore wrapping LevelDB', async () => {
+      const level = new LevelDatastore(join(dir.path, 'wrapped'))
+      await level.open()
+      const blockstore = new MemoryBlockstore()
+      let store = await createCRDTDatastore({ datastore: new NamespaceDatastore(level, new Key('/app')), blockstore }, { repairInterval: 0 })
+      try {
+        for (const [i, k] of keys.entries()) await store.put(key(k), enc(`v${i}`), { dagName: 'ÿ' })
+        await store.stop()
+        store = await createCRDTDatastore({ datastore: new NamespaceDatastore(level, new Key('/app')), blockstore }, { repairInterval: 0 })
+        expect(await stateOf(store)).to.deep.equal(keys.map((k, i) => `${k}=v${i}`).sort())
+        expect(store.heads('ÿ').map(h => h.height)).to.deep.equal([keys.length])
+      } finally {
+        await store.stop()
+        await level.close()
       }
     })
 
