@@ -38,7 +38,7 @@ const BENCHMARKS = [
 const PEERS = [
   { name: 'orbitdb', limitS: 600, setup: 'npm' },
   { name: 'js-ds-crdt', limitS: 600, setup: 'npm' },
-  { name: 'go-ds-crdt', limitS: 900, setup: 'go' }
+  { name: 'go-ds-crdt', limitS: 1500, setup: 'go' }
 ]
 /** Time limit of a Go peer's build: the first one downloads modules and compiles libp2p */
 const GO_BUILD_LIMIT_S = 900
