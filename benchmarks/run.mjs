@@ -4,8 +4,8 @@
  * benchmarks/results.json: a list of { name, value, unit, baseline?, ratio? }
  * (plus note / error / peer / target where they apply).
  *
- *   npm run bench                   # builds, then the full run (~10–20 min)
- *   npm run bench -- --quick        # ~10x smaller (~2–3 min)
+ *   npm run bench                   # builds, then the full run (~25–35 min)
+ *   npm run bench -- --quick        # ~10x smaller (~5 min)
  *   node benchmarks/run.mjs [--quick] [--only name,name] [--no-peers]
  *
  * Rows "vs <peer>: …" compare this package with a peer on one workload:
