@@ -310,7 +310,7 @@ func rssRow(name string, d childDone, note string) result {
 	if d.HWM == 0 {
 		return result{Name: name, Unit: "MB", Error: "VmHWM not readable"}
 	}
-	return result{Name: name, Value: num(float64(d.HWM) / mb), Unit: "MB", Note: fmt.Sprintf("%s; VmHWM of B's process; at the end Go heap %d MB of %d MB from the OS", note, d.HeapSys/mb, d.Sys/mb)}
+	return result{Name: name, Value: num(float64(d.HWM) / mb), Unit: "MB", Note: fmt.Sprintf("%s; VmHWM of B's process; at the end the Go runtime held %d MB from the OS, %d MB of it heap", note, d.Sys/mb, d.HeapSys/mb)}
 }
 
 func replication(quick bool) ([]result, error) {
