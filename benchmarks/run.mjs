@@ -4,7 +4,7 @@
  * benchmarks/results.json: a list of { name, value, unit, baseline?, ratio? }
  * (plus note / error / peer / target where they apply).
  *
- *   npm run bench                   # builds, then the full run (~25–35 min)
+ *   npm run bench                   # builds, then the full run (~25–40 min)
  *   npm run bench -- --quick        # ~10x smaller (~5 min)
  *   node benchmarks/run.mjs [--quick] [--only name,name] [--no-peers]
  *
