@@ -4,6 +4,7 @@ go 1.25.0
 
 require (
 	github.com/ipfs/boxo v0.36.0
+	github.com/ipfs/go-block-format v0.2.3
 	github.com/ipfs/go-datastore v0.9.0
 	github.com/ipfs/go-ds-crdt v0.6.8
 	github.com/ipfs/go-ds-leveldb v0.5.2
@@ -34,7 +35,6 @@ require (
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/huin/goupnp v1.3.0 // indirect
 	github.com/ipfs/bbloom v0.0.4 // indirect
-	github.com/ipfs/go-block-format v0.2.3 // indirect
 	github.com/ipfs/go-cid v0.6.0 // indirect
 	github.com/ipfs/go-cidutil v0.1.0 // indirect
 	github.com/ipfs/go-dsqueue v0.1.2 // indirect
