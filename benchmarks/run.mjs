@@ -1,11 +1,11 @@
 /**
  * Runs every benchmark, each in its own process, then the peers (OrbitDB,
- * js-ds-crdt) on the same workloads; prints one table and writes
+ * js-ds-crdt, go-ds-crdt) on the same workloads; prints one table and writes
  * benchmarks/results.json: a list of { name, value, unit, baseline?, ratio? }
  * (plus note / error / peer / target where they apply).
  *
- *   npm run bench                   # builds, then the full run (~10–20 min)
- *   npm run bench -- --quick        # ~10x smaller (~2–3 min)
+ *   npm run bench                   # builds, then the full run (~25–40 min)
+ *   npm run bench -- --quick        # ~10x smaller (~5 min)
  *   node benchmarks/run.mjs [--quick] [--only name,name] [--no-peers]
  *
  * Rows "vs <peer>: …" compare this package with a peer on one workload:
@@ -20,6 +20,8 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { printTable, round } from './lib/common.mjs'
+import { buildGoPeer } from './peers/go-ds-crdt/build.mjs'
+import { notRun as goNotRun } from './peers/go-ds-crdt/index.mjs'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = dirname(HERE)
@@ -32,10 +34,14 @@ const BENCHMARKS = [
   { name: 'deep-catch-up', limitS: 720 },
   { name: 'listing', limitS: 600 }
 ]
+/** The peers: npm packages installed on first use, or a Go program built on each run (cached by Go) */
 const PEERS = [
-  { name: 'orbitdb', limitS: 600 },
-  { name: 'js-ds-crdt', limitS: 600 }
+  { name: 'orbitdb', limitS: 600, setup: 'npm' },
+  { name: 'js-ds-crdt', limitS: 600, setup: 'npm' },
+  { name: 'go-ds-crdt', limitS: 1500, setup: 'go' }
 ]
+/** Time limit of a Go peer's build: the first one downloads modules and compiles libp2p */
+const GO_BUILD_LIMIT_S = 900
 
 /** Targets from issue #6: [our row, comparison, bound] */
 const TARGETS = {
@@ -56,6 +62,20 @@ const COMPARE = {
   'peak RSS, replicating B': 'peak RSS, replicating B (single puts)',
   'deep catch-up rate': 'deep catch-up rate',
   'peak RSS, catching-up B': 'peak RSS, catching-up B'
+}
+
+/**
+ * go-ds-crdt runs our workloads at our sizes under our row names, so its
+ * rows compare with ours of the same name, except these
+ */
+const COMPARE_GO = {
+  'unbatched puts, libp2p replica': 'unbatched puts, Helia replica'
+}
+
+/** Our row name a peer's metric compares with (undefined: none) */
+function ourRowFor (peer, metric) {
+  if (peer === 'go-ds-crdt') return COMPARE_GO[metric] ?? metric
+  return COMPARE[metric]
 }
 
 function parse (argv) {
@@ -124,7 +144,7 @@ function comparisons (ours, peers) {
   const out = []
   for (const p of peers) {
     const metric = p.name.slice(p.name.indexOf(': ') + 2)
-    const mine = byName.get(COMPARE[metric])
+    const mine = byName.get(ourRowFor(p.peer, metric))
     if (mine == null) continue
     const row = { name: `vs ${p.peer}: ${metric}`, value: mine.value, unit: mine.unit, baseline: p.value }
     if (p.value == null || mine.value == null) {
@@ -133,6 +153,7 @@ function comparisons (ours, peers) {
     } else {
       row.ratio = p.value > 0 ? round(mine.value / p.value, 2) : undefined
       row.note = `ours: ${mine.name}; peer: ${p.note ?? ''}`
+      if (mine.ratio != null && p.ratio != null) row.note += `; each to its own raw LevelDB: ours ${mine.ratio}, peer ${p.ratio}`
     }
     out.push(row)
   }
@@ -157,7 +178,15 @@ async function main () {
   if (args.peers) {
     for (const p of PEERS) {
       if (args.only != null && !args.only.has(p.name)) continue
-      const failed = await ensurePeer(p.name)
+      if (p.setup === 'go') {
+        console.log(`\n=== building peer ${p.name} (go build in benchmarks/peers/${p.name}; the first build downloads modules)`)
+        const built = await buildGoPeer({ limitS: GO_BUILD_LIMIT_S })
+        if (built.error != null) {
+          peers.push(...goNotRun(built.error))
+          continue
+        }
+      }
+      const failed = p.setup === 'npm' ? await ensurePeer(p.name) : undefined
       if (failed != null) {
         peers.push({ name: `${p.name}: (all)`, peer: p.name, value: null, unit: '', error: failed })
         continue
