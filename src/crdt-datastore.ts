@@ -192,7 +192,7 @@ export interface CRDTStats {
   heads: Head[]
   /** Greatest height among the heads */
   maxHeight: number
-  /** DAG fetches waiting or in flight, plus merges waiting for the lock */
+  /** DAG fetches waiting or in flight, merges waiting for the lock, and announced heads waiting or being handled */
   queuedJobs: number
   /** DAG nodes fetched from the DAG syncer since start */
   fetchedBlocks: number
@@ -463,7 +463,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     return {
       heads: this.engine.heads.all(),
       maxHeight: this.engine.heads.maxHeight(),
-      queuedJobs: this.walker.queued + this.engine.queued + heads.queued,
+      queuedJobs: this.walker.queued + this.engine.queued + heads.queued + heads.inFlight,
       fetchedBlocks: this.walker.fetched,
       queuedHeads: heads.queued,
       headsInFlight: heads.inFlight,

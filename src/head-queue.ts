@@ -8,7 +8,9 @@
  * that announces one. Announcers whose heads keep failing (no block within
  * the head deadline, or a malformed one) are deprioritised: they are served
  * only when no other announcer waits, one head at a time, until one of
- * their heads succeeds. No announcer holds more than half the slots.
+ * their heads succeeds. No announcer holds more than half the slots. The
+ * unknown announcer ('', a transport that does not say) is never
+ * deprioritised, since it may stand for every peer.
  *
  * Everything is bounded: heads queued per announcer and in all (the oldest
  * of the longest queue is dropped first; a dropped head comes back with the
@@ -132,8 +134,9 @@ export class HeadQueue {
     this.waitingCount = 0
   }
 
+  /** An unknown announcer ('') is never penalised: it may stand for everyone */
   private penalisedAnnouncer (announcer: string): boolean {
-    return (this.failures.get(announcer) ?? 0) >= this.init.penaltyThreshold
+    return announcer !== '' && (this.failures.get(announcer) ?? 0) >= this.init.penaltyThreshold
   }
 
   /** Starts heads while slots are free */
@@ -193,7 +196,7 @@ export class HeadQueue {
   }
 
   private record (announcer: string, outcome: HeadOutcome): void {
-    if (outcome === 'skipped') return
+    if (outcome === 'skipped' || announcer === '') return
     const before = this.failures.get(announcer) ?? 0
     this.failures.delete(announcer)
     if (outcome === 'ok') return

@@ -45,6 +45,8 @@ export interface HeliaDAGSyncerComponents {
   }
   blockstore: Omit<DAGBlockstore, 'createSession' | 'discard'> & {
     delete?(cid: CID, options?: AbortOptions): unknown
+    /** Helia's wrapping blockstores hand out the store they wrap */
+    unwrap?(): HeliaDAGSyncerComponents['blockstore']
     createSession?(root: CID, options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): Session
   }
 }
@@ -111,7 +113,18 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   }
   const discard: DAGBlockstore['discard'] = async (cid, o) => {
     if (!fetched.delete(cid.toString()) || remove == null) return
-    await remove(cid, o)
+    try {
+      await remove(cid, o)
+    } catch (err: any) {
+      // pinned meanwhile: the user wants it after all
+      if (err?.name === 'BlockPinnedError') return
+      // Helia's delete also cancels reproviding, which fails on a node with
+      // no content routing: delete from the stores it wraps instead
+      let inner: HeliaDAGSyncerComponents['blockstore'] | undefined = blockstore.unwrap?.()
+      for (let depth = 0; inner?.unwrap != null && depth < 4; depth++) inner = inner.unwrap()
+      if (inner?.delete == null) throw err
+      await inner.delete(cid, o)
+    }
   }
 
   if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {

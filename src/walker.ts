@@ -9,8 +9,8 @@
  * order, and no walk holds more than `numWorkers - 1` of them while others
  * wait (all of them when alone), so a branch whose blocks never arrive
  * cannot starve the other walks. The children of one node share one fetch
- * deadline, as in go-ds-crdt: `dagSyncerTimeout` from when they were found,
- * pushed back by each child that does arrive. A node linking many blocks
+ * deadline, as in go-ds-crdt: `dagSyncerTimeout` from when the first of them
+ * is asked for, pushed back by each child that does arrive. A node linking many blocks
  * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
  *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
@@ -50,9 +50,9 @@ export interface WalkerInit {
   dagSyncerTimeout: number
 }
 
-/** Siblings: nodes linked by one node, sharing one fetch deadline */
+/** Siblings: nodes linked by one node, sharing one fetch deadline (set when the first of them is fetched) */
 interface Siblings {
-  deadline: number
+  deadline?: number
 }
 
 export class Walker {
@@ -171,12 +171,14 @@ export class Walker {
   }
 
   private siblings (): Siblings {
-    return { deadline: this.timeout > 0 ? Date.now() + this.timeout : Infinity }
+    return { deadline: this.timeout > 0 ? undefined : Infinity }
   }
 
   /** Fetches one of a node's children within their shared deadline, which a child that arrives pushes back */
   private async fetchSibling (cid: CID, via: { getter: BlockGetter }, siblings: Siblings, options?: WalkOptions): Promise<DecodedNode> {
     let timeout = 0
+    // the clock starts when the first sibling is asked for, not while they wait for a slot
+    siblings.deadline ??= Date.now() + this.timeout
     if (siblings.deadline !== Infinity) {
       timeout = siblings.deadline - Date.now()
       if (timeout <= 0) {
