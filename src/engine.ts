@@ -241,9 +241,30 @@ export class Engine {
     return true
   }
 
+  /**
+   * Puts given-up branches back on the frontier (`w/`, one fetch attempt
+   * left), so a repair tries each once more: a branch given up while its
+   * holders were out of reach (a long partition) is not lost for good.
+   * Returns how many were revived.
+   */
+  async reviveGivenUp (options?: AbortOptions): Promise<number> {
+    const branches = await this.givenUp(options)
+    await this.lock.add(async () => {
+      const batch = this.datastore.batch()
+      for (const { cid } of branches) {
+        const id = blockKey(cid)
+        batch.delete(this.givenUpKey(id))
+        batch.put(this.layout.pendingKey(id), Uint8Array.of(COVERED[0], Math.max(0, this.maxFetchAttempts - 1)))
+      }
+      await batch.commit(options)
+    })
+    return branches.length
+  }
+
   /** Block keys of every branch given up, with the reason */
   async givenUp (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>> {
     const out: Array<{ cid: CID, reason: string }> = []
+    const stale: string[] = []
     const prefix = this.layout.namespace + GIVEN_UP
     for await (const { key, value } of this.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<{ key: { toString(): string }, value: Uint8Array }>) {
       let cid: CID
@@ -253,9 +274,13 @@ export class Engine {
         continue
       }
       // merged since (it arrived after all): no longer given up
-      if (await this.isProcessed(cid, options)) continue
+      if (await this.isProcessed(cid, options)) {
+        stale.push(key.toString())
+        continue
+      }
       out.push({ cid, reason: new TextDecoder().decode(value) })
     }
+    for (const key of stale) await this.datastore.delete(new Key(key, false), options)
     return out
   }
 

@@ -57,6 +57,9 @@ export interface ReplicatorInit {
   penaltyThreshold: number
 }
 
+/** Every this many repair intervals, branches given up are tried once more (daily at the default interval) */
+export const GIVEN_UP_RETRY_EVERY = 24
+
 /** Heads announced by others remembered until the next rebroadcast */
 const MAX_SEEN = 65_536
 
@@ -76,6 +79,7 @@ export class Replicator {
   private batch: BroadcastHead[] = []
   private batchTimer?: ReturnType<typeof setTimeout>
   private repairing?: Promise<void>
+  private repairTicks = 0
   private readonly queue: HeadQueue
   /** The last walk of each announcer, when walks of one announcer run one at a time */
   private readonly walking = new Map<string, Promise<void>>()
@@ -351,6 +355,11 @@ export class Replicator {
   private scheduleRepair (): void {
     if (this.init.repairInterval <= 0) return
     this.schedule(this.init.repairInterval, async () => {
+      // now and then, branches given up are tried once more
+      if (++this.repairTicks % GIVEN_UP_RETRY_EVERY === 0 && await this.engine.reviveGivenUp({ signal: this.signal }) > 0) {
+        this.log('retrying branches given up earlier')
+        await this.engine.markDirty()
+      }
       if (await this.engine.isDirty()) {
         await this.repair().catch(() => {})
       }

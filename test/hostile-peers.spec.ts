@@ -258,6 +258,19 @@ describe('hostile peers: the receive path', function () {
     expect(dec(await r.store.get(key('/lost')))).to.equal('found')
   })
 
+  it('#20.8: a branch given up is tried again now and then, so one lost to a long partition comes back', async () => {
+    // every GIVEN_UP_RETRY_EVERY (24) repair ticks of 20 ms
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 20 })
+    const lostNode = await encodeNode({ elements: [{ key: '/late', id: '', value: enc('back') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    await waitFor(async () => (await stateOf(r.store)).includes('/late=back'), 10_000, 'the given-up branch to be retried')
+    await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean')
+  })
+
   it('#20.10: more than 1,024 heads are announced in broadcasts every replica accepts', async () => {
     const r = await replica({ rebroadcastInterval: 100 })
     const roots: CID[] = []
