@@ -2,8 +2,11 @@
  * The queue of announced heads waiting to be fetched and walked, fair
  * between announcers.
  *
- * Heads wait in one FIFO per announcer (a peer id, or '' when the transport
- * does not say). Free fetch slots go round-robin over the announcers, so a
+ * Heads wait in one queue per announcer (a peer id, or '' when the
+ * transport does not say), taken newest first: a writer's newer head
+ * usually covers its older ones, and a peer that flooded bogus heads
+ * before an honest one does not delay that one behind its flood. Free fetch
+ * slots go round-robin over the announcers, so a
  * peer that announces a thousand heads gets one slot in turn like a peer
  * that announces one. Announcers whose heads keep failing (no block within
  * the head deadline, or a malformed one) are deprioritised: they are served
@@ -169,9 +172,10 @@ export class HeadQueue {
     return fallback == null ? undefined : this.take(fallback)
   }
 
+  /** An announcer's newest head: a newer head of a writer usually covers its older ones */
   private take (announcer: string): Entry | undefined {
     const lane = this.lanes.get(announcer)
-    const entry = lane?.waiting.shift()
+    const entry = lane?.waiting.pop()
     if (entry != null) this.waitingCount--
     return entry
   }

@@ -131,5 +131,6 @@ export {
 } from './crdt-datastore.js'
 export { splitBroadcast, MAX_BROADCAST_HEADS, MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_DAG_NAME_LENGTH, MAX_BROADCAST_SIZE } from './broadcast.js'
 export { DEFAULT_MAX_QUEUED_BYTES } from './payload-queue.js'
+export { GIVEN_UP_RETRY_EVERY } from './replicator.js'
 export type { ReceivedPayload } from './payload-queue.js'
 export { DEFAULT_INBOUND_CONNECTION_THRESHOLD, DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS, DEFAULT_MAX_PUBSUB_MESSAGE_SIZE } from './node.js'

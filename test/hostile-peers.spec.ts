@@ -288,6 +288,39 @@ describe('hostile peers: the receive path', function () {
   })
 })
 
+describe('hostile peers: the Helia DAG syncer', () => {
+  it('#20.1: asks the peer that announced a head first', async () => {
+    const peers = Array.from({ length: 8 }, (_, i) => `peer-${i}`)
+    const asked: string[] = []
+    const bytes = enc('block')
+    const cid = CID.createV1(0x55, await sha256.digest(bytes))
+    const fake = {
+      libp2p: {
+        getConnections: () => peers.map(id => ({ remoteAddr: {} as any, remotePeer: { toString: () => id, toCID: () => id as any } }))
+      },
+      blockstore: {
+        has: async () => false,
+        put: async () => {},
+        get: async function * () {},
+        createSession: (_root: CID, options: any) => ({
+          async * get () {
+            const id = String(options.providers[0])
+            asked.push(id)
+            if (id !== 'peer-5') throw new Error('DONT_HAVE')
+            yield bytes
+          }
+        })
+      }
+    }
+    const { heliaDAGSyncer } = await import('../src/helia-dag-syncer.js')
+    const syncer = heliaDAGSyncer(fake as any)
+    const chunks: Uint8Array[] = []
+    for await (const chunk of syncer.get(cid, { signal: AbortSignal.timeout(5000), preferPeer: 'peer-5' } as any)) chunks.push(chunk)
+    expect(chunks).to.have.lengthOf(1)
+    expect(asked).to.deep.equal(['peer-5'])
+  })
+})
+
 describe('hostile peers: over libp2p on 127.0.0.1', function () {
   this.timeout(60_000)
   let nodes: ReplicaNode[] = []
