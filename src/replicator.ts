@@ -248,10 +248,13 @@ export class Replicator {
       const preferPeer = announcer === '' ? undefined : announcer
       const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer })
       if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
-      if (head.adopt || this.engine.heads.count(node.delta.dagName) === 0) {
-        // A replica with no heads for this DAG builds on what it hears, so
-        // its first writes do not start an orphan branch.
-        await this.engine.adoptHead(node, { signal, alongside: head.adopt })
+      // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
+      const alongside = head.adopt && node.delta.dagName === head.dagName
+      if (alongside || this.engine.heads.count(node.delta.dagName) === 0) {
+        // A replica with no heads for this DAG builds on what it hears (every
+        // head of the broadcast), so its first writes do not start an orphan
+        // branch.
+        await this.engine.adoptHead(node, { signal, alongside })
       }
       walking = true
       await this.serialised(announcer, async () => {

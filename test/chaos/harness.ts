@@ -50,7 +50,7 @@ export interface ChaosOptions {
 }
 
 const DEFAULT_FAULTS: BroadcastFaults = { drop: 0.3, duplicate: 0.1, maxDelay: 150, corrupt: 0.02, corruptOutgoing: 0.01 }
-const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInterval: 1000, dagSyncerTimeout: 10_000, maxBatchDeltaSize: 4096, numWorkers: 8 }
+const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInterval: 1000, dagSyncerTimeout: 10_000, maxBatchDeltaSize: 4096, numWorkers: 8, maxFetchAttempts: 3 }
 
 /**
  * The full run: 10 replicas, 20 kills. Ten Helia nodes share two cores
