@@ -1,9 +1,18 @@
 /**
  * Broadcast payloads: the heads a replica announces (go-ds-crdt's
  * `CRDTBroadcast`), plus the legacy form where the payload is one binary CID.
+ *
+ * Payloads come from anyone on the topic, so decoding is bounded: the
+ * payload size, the number of heads and of DAG names are capped, only CIDs a
+ * replica can fetch and check are accepted (CIDv1 or v0 dag-pb with a 32-byte
+ * sha2-256 digest, as every honest replica writes them), duplicates are
+ * removed in linear time, and error messages never quote the untrusted bytes.
+ * `splitBroadcast()` cuts a long list of heads into payloads that every
+ * replica accepts.
  */
 
 import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
 import { DAG_PB_CODE } from './block-key.js'
 import { MalformedBroadcastError } from './errors.js'
 import { CRDTBroadcast } from './pb/broadcast.js'
@@ -17,6 +26,21 @@ export interface BroadcastHead {
 /** The largest number of heads accepted from one broadcast */
 export const MAX_BROADCAST_HEADS = 1024
 
+/** The largest number of distinct DAG names accepted from one broadcast */
+export const MAX_BROADCAST_DAG_NAMES = 64
+
+/** The longest DAG name (UTF-16 code units, as JavaScript counts) accepted in a broadcast */
+export const MAX_BROADCAST_DAG_NAME_LENGTH = 256
+
+/**
+ * The largest broadcast payload accepted (bytes): room for
+ * `MAX_BROADCAST_HEADS` heads with long DAG names
+ */
+export const MAX_BROADCAST_SIZE = 256 * 1024
+
+/** Bytes of a binary CIDv1 dag-pb sha2-256 CID */
+const CID_BYTES = 36
+
 /** Serialises heads into a CRDTBroadcast payload */
 export function encodeBroadcast (heads: BroadcastHead[]): Uint8Array {
   return CRDTBroadcast.encode({
@@ -25,21 +49,57 @@ export function encodeBroadcast (heads: BroadcastHead[]): Uint8Array {
 }
 
 /**
+ * Cuts heads into as few payloads as the decoder's limits allow (heads, DAG
+ * names and bytes per payload), keeping their order. Heads with a DAG name
+ * over the name limit are left out: no replica would accept them.
+ */
+export function splitBroadcast (heads: BroadcastHead[]): Uint8Array[] {
+  const out: Uint8Array[] = []
+  let current: BroadcastHead[] = []
+  let names = new Set<string>()
+  let bytes = 0
+  for (const head of heads) {
+    if (head.dagName.length > MAX_BROADCAST_DAG_NAME_LENGTH) continue
+    const nameBytes = new TextEncoder().encode(head.dagName).byteLength
+    // tag + length of Head, tag + length + CID, tag + length + name: at most 2 + 2 + CID + 3 + name
+    const size = 7 + head.cid.bytes.byteLength + nameBytes
+    const newName = !names.has(head.dagName)
+    if (current.length >= MAX_BROADCAST_HEADS || (newName && names.size >= MAX_BROADCAST_DAG_NAMES) || bytes + size > MAX_BROADCAST_SIZE) {
+      out.push(encodeBroadcast(current))
+      current = []
+      names = new Set()
+      bytes = 0
+    }
+    current.push(head)
+    names.add(head.dagName)
+    bytes += size
+  }
+  if (current.length > 0) out.push(encodeBroadcast(current))
+  return out
+}
+
+/**
  * Parses a broadcast payload into heads grouped by DAG name. Throws
  * `MalformedBroadcastError` for anything that is neither a CRDTBroadcast
- * with valid CIDs nor a bare binary CID.
+ * within the limits above, naming only usable CIDs, nor a bare binary CID.
  */
 export function decodeBroadcast (data: Uint8Array): Map<string, CID[]> {
-  const legacy = tryDecodeCID(data)
-  if (legacy?.code === DAG_PB_CODE) {
-    return new Map([['', [legacy]]])
+  if (data.byteLength > MAX_BROADCAST_SIZE) {
+    throw new MalformedBroadcastError(`Broadcast of ${data.byteLength} bytes exceeds the limit of ${MAX_BROADCAST_SIZE}`)
+  }
+  if (data.byteLength <= CID_BYTES) {
+    const legacy = tryDecodeCID(data)
+    if (legacy != null && usable(legacy)) {
+      return new Map([['', [legacy]]])
+    }
   }
 
   let message: CRDTBroadcast
   try {
     message = CRDTBroadcast.decode(data, { limits: { Heads: MAX_BROADCAST_HEADS } })
   } catch (err: any) {
-    throw new MalformedBroadcastError(`Broadcast does not decode: ${err.message}`)
+    // protons' messages name fields and limits, never the payload's bytes
+    throw new MalformedBroadcastError(`Broadcast does not decode: ${String(err?.message ?? err).slice(0, 200)}`)
   }
 
   if (message.Heads.length === 0) {
@@ -47,23 +107,41 @@ export function decodeBroadcast (data: Uint8Array): Map<string, CID[]> {
   }
 
   const byDag = new Map<string, CID[]>()
-  for (const head of message.Heads) {
+  const seen = new Set<string>()
+  for (const [i, head] of message.Heads.entries()) {
     const cid = tryDecodeCID(head.Cid)
     if (cid == null) {
-      throw new MalformedBroadcastError('Broadcast head is not a valid binary CID')
+      throw new MalformedBroadcastError(`Broadcast head ${i} is not a valid binary CID`)
     }
-    if (cid.code !== DAG_PB_CODE) {
-      throw new MalformedBroadcastError(`Broadcast head ${cid} is not a dag-pb node`)
+    if (!usable(cid)) {
+      throw new MalformedBroadcastError(`Broadcast head ${i} is not a dag-pb node named by a 32-byte sha2-256 digest`)
     }
-    const list = byDag.get(head.DagName) ?? []
-    if (!list.some(c => c.equals(cid))) list.push(cid)
-    byDag.set(head.DagName, list)
+    if (head.DagName.length > MAX_BROADCAST_DAG_NAME_LENGTH) {
+      throw new MalformedBroadcastError(`Broadcast head ${i} has a DAG name longer than ${MAX_BROADCAST_DAG_NAME_LENGTH} characters`)
+    }
+    let list = byDag.get(head.DagName)
+    if (list == null) {
+      if (byDag.size >= MAX_BROADCAST_DAG_NAMES) {
+        throw new MalformedBroadcastError(`Broadcast names more than ${MAX_BROADCAST_DAG_NAMES} DAGs`)
+      }
+      list = []
+      byDag.set(head.DagName, list)
+    }
+    const id = `${head.DagName}\u0000${cid.toString()}`
+    if (seen.has(id)) continue
+    seen.add(id)
+    list.push(cid)
   }
   return byDag
 }
 
+/** Whether a replica can fetch and check the node a CID names */
+export function usable (cid: CID): boolean {
+  return cid.code === DAG_PB_CODE && cid.multihash.code === sha256.code && cid.multihash.size === 32 && cid.multihash.digest.byteLength === 32
+}
+
 function tryDecodeCID (bytes: Uint8Array | undefined): CID | undefined {
-  if (bytes == null || bytes.byteLength === 0) return undefined
+  if (bytes == null || bytes.byteLength === 0 || bytes.byteLength > CID_BYTES + 2) return undefined
   try {
     const [cid, rest] = CID.decodeFirst(bytes)
     return rest.byteLength === 0 ? cid.toV1() : undefined

@@ -60,13 +60,44 @@ export interface CRDTDatastoreInit {
    */
   rebroadcastInterval?: number
   /**
-   * How many DAG blocks are fetched and merged at once while syncing. With
-   * `multiHeadProcessing` off, the head blocks of up to four times as many
-   * queued broadcasts are also fetched while earlier ones are merged
+   * How many DAG blocks are fetched and merged at once while syncing, shared
+   * fairly by every walk. Announced heads are handled up to four times as
+   * many at once, fairly between the peers that announced them
    *
    * @default 5
    */
   numWorkers?: number
+  /**
+   * How long (ms) to wait for the block of an announced head (asking the
+   * announcer first) before giving the head up until it is announced again.
+   * Shorter than `dagSyncerTimeout`, so a head nobody has costs little
+   *
+   * @default 10_000
+   */
+  headTimeout?: number
+  /**
+   * Fetched blocks larger than this (bytes) are refused and removed. Keep it
+   * above the `maxBatchDeltaSize` of every writer
+   *
+   * @default 2_097_152
+   */
+  maxBlockSize?: number
+  /**
+   * Failed fetches after which an unfinished branch is given up: recorded,
+   * counted in `stats().givenUpBranches`, no longer keeping the store dirty.
+   * A node linking it later, or a broadcast of it, revives it
+   *
+   * @default 5
+   */
+  maxFetchAttempts?: number
+  /**
+   * Announced heads kept waiting for their turn, in all; the oldest of the
+   * announcer with most waiting are dropped first (they come back with the
+   * writer's next rebroadcast)
+   *
+   * @default 4096
+   */
+  maxQueuedHeads?: number
   /**
    * How long (ms) to wait for one block from the DAG syncer; 0 waits forever
    *
@@ -86,8 +117,9 @@ export interface CRDTDatastoreInit {
    */
   repairInterval?: number
   /**
-   * Walk the branches of several received heads at once instead of one after
-   * the other (per DAG)
+   * Walk several heads announced by one peer at once instead of one after
+   * the other (heads of different peers are always walked side by side,
+   * within the bounds above)
    *
    * @default false
    */
@@ -109,6 +141,16 @@ export const DEFAULT_MAX_BATCH_DELTA_SIZE = 1_048_576
 export const DEFAULT_REPAIR_INTERVAL = 3_600_000
 export const DEFAULT_MULTI_HEAD_PROCESSING = false
 export const DEFAULT_BROADCAST_BATCH_DELAY = 0
+export const DEFAULT_HEAD_TIMEOUT = 10_000
+export const DEFAULT_MAX_BLOCK_SIZE = 2 * 1024 * 1024
+export const DEFAULT_MAX_FETCH_ATTEMPTS = 5
+export const DEFAULT_MAX_QUEUED_HEADS = 4096
+/** Heads of one announcer kept waiting at most */
+export const MAX_QUEUED_HEADS_PER_ANNOUNCER = 1024
+/** Failed heads in a row after which an announcer is served only when nobody else waits, one head at a time */
+export const PENALTY_THRESHOLD = 3
+/** Announced heads handled at once, per `numWorkers` */
+export const HEAD_SLOTS_PER_WORKER = 4
 
 /** Options of write methods */
 export interface WriteOptions extends AbortOptions {
@@ -152,10 +194,22 @@ export interface CRDTStats {
   heads: Head[]
   /** Greatest height among the heads */
   maxHeight: number
-  /** DAG fetches waiting or in flight, plus merges waiting for the lock */
+  /** DAG fetches waiting or in flight, merges waiting for the lock, and announced heads waiting or being handled */
   queuedJobs: number
   /** DAG nodes fetched from the DAG syncer since start */
   fetchedBlocks: number
+  /** Announced heads waiting for their turn */
+  queuedHeads: number
+  /** Announced heads being fetched or walked */
+  headsInFlight: number
+  /** Announced heads dropped from full queues since start (they come back when rebroadcast) */
+  droppedHeads: number
+  /** Announcers deprioritised because their heads keep failing */
+  penalisedAnnouncers: number
+  /** Walks under way */
+  walks: number
+  /** Unfinished branches given up since start (malformed, or no block after `maxFetchAttempts` fetches) */
+  givenUpBranches: number
 }
 
 const EMPTY = new Uint8Array(0)
@@ -212,6 +266,10 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     const rebroadcastInterval = checkNumber('rebroadcastInterval', init.rebroadcastInterval ?? DEFAULT_REBROADCAST_INTERVAL, 1)
     const numWorkers = checkNumber('numWorkers', init.numWorkers ?? DEFAULT_NUM_WORKERS, 1, true)
     const dagSyncerTimeout = checkNumber('dagSyncerTimeout', init.dagSyncerTimeout ?? DEFAULT_DAG_SYNCER_TIMEOUT, 0)
+    const headTimeout = checkNumber('headTimeout', init.headTimeout ?? DEFAULT_HEAD_TIMEOUT, 1)
+    const maxBlockSize = checkNumber('maxBlockSize', init.maxBlockSize ?? DEFAULT_MAX_BLOCK_SIZE, 1024, true)
+    const maxFetchAttempts = checkNumber('maxFetchAttempts', init.maxFetchAttempts ?? DEFAULT_MAX_FETCH_ATTEMPTS, 1, true)
+    const maxQueuedHeads = checkNumber('maxQueuedHeads', init.maxQueuedHeads ?? DEFAULT_MAX_QUEUED_HEADS, 1, true)
     this.maxBatchDeltaSize = checkNumber('maxBatchDeltaSize', init.maxBatchDeltaSize ?? DEFAULT_MAX_BATCH_DELTA_SIZE, 64, true)
     const repairInterval = checkNumber('repairInterval', init.repairInterval ?? DEFAULT_REPAIR_INTERVAL, 0)
     const broadcastBatchDelay = checkNumber('broadcastBatchDelay', init.broadcastBatchDelay ?? DEFAULT_BROADCAST_BATCH_DELAY, 0)
@@ -232,9 +290,11 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       log: this.log,
       dagSyncerTimeout,
       maxDeltaSize: this.maxBatchDeltaSize,
+      maxBlockSize,
+      maxFetchAttempts,
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
-    this.walker = new Walker({ engine: this.engine, blockstore: this.blockstore, log: this.log, numWorkers })
+    this.walker = new Walker({ engine: this.engine, blockstore: this.blockstore, log: this.log, numWorkers, dagSyncerTimeout })
     this.replicator = new Replicator({
       engine: this.engine,
       walker: this.walker,
@@ -245,7 +305,11 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       repairInterval,
       multiHeadProcessing,
       broadcastBatchDelay,
-      lookAhead: numWorkers * 4
+      headSlots: numWorkers * HEAD_SLOTS_PER_WORKER,
+      headTimeout: dagSyncerTimeout > 0 ? Math.min(headTimeout, dagSyncerTimeout) : headTimeout,
+      maxQueuedHeadsPerAnnouncer: Math.min(MAX_QUEUED_HEADS_PER_ANNOUNCER, maxQueuedHeads),
+      maxQueuedHeads,
+      penaltyThreshold: PENALTY_THRESHOLD
     })
   }
 
@@ -398,11 +462,18 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
 
   /** Counters for monitoring and progress display */
   stats (): CRDTStats {
+    const heads = this.replicator.headStats
     return {
       heads: this.engine.heads.all(),
       maxHeight: this.engine.heads.maxHeight(),
-      queuedJobs: this.walker.queued + this.engine.queued,
-      fetchedBlocks: this.walker.fetched
+      queuedJobs: this.walker.queued + this.engine.queued + heads.queued + heads.inFlight,
+      fetchedBlocks: this.walker.fetched,
+      queuedHeads: heads.queued,
+      headsInFlight: heads.inFlight,
+      droppedHeads: heads.dropped,
+      penalisedAnnouncers: heads.penalisedAnnouncers,
+      walks: heads.walks,
+      givenUpBranches: this.engine.gaveUp
     }
   }
 

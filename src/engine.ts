@@ -36,7 +36,8 @@ import { blockKey, cidFromBlockKey } from './block-key.js'
 import { decodeNode, encodeNode } from './dag-node.js'
 import { splitDelta } from './batch.js'
 import { MAX_PRIORITY } from './delta.js'
-import { BlockFetchError, isMalformed, MalformedDeltaError } from './errors.js'
+import { BlockFetchError, BlockTooLargeError, isMalformed, MalformedBlockError, MalformedDeltaError } from './errors.js'
+import { Key } from 'interface-datastore'
 import { Heads } from './heads.js'
 import { decodePriority, encodePriority, ORSet } from './or-set.js'
 import * as varint from 'uint8-varint'
@@ -48,13 +49,15 @@ import type { Head } from './heads.js'
 import type { Layout } from './layout.js'
 import type { SetChange } from './or-set.js'
 import type { Logger } from '@libp2p/interface'
-import type { Datastore, Key, Pair } from 'interface-datastore'
+import type { Datastore, Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
 const EMPTY = new Uint8Array(0)
 const ROOT = Uint8Array.of(1)
 const COVERED = Uint8Array.of(0)
+/** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
+const GIVEN_UP = '/g'
 
 /** The part of a blockstore the engine needs: Helia's blockstore fits */
 export interface DAGBlockstore {
@@ -63,6 +66,20 @@ export interface DAGBlockstore {
   has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
   /** Present on Helia's blockstore: a getter that asks the same peers for related blocks */
   createSession?(root: CID, options?: AbortOptions): { get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
+  /**
+   * Called when a block fetched for `cid` was refused (too large, not the
+   * node it claims to be): a DAG syncer that stored it on the way (Helia's
+   * blockstore persists what it fetches) removes it here
+   */
+  discard?(cid: CID, options?: AbortOptions): unknown
+}
+
+/** Options of a block fetch */
+export interface FetchOptions extends AbortOptions {
+  /** Time (ms) to wait for the block instead of `dagSyncerTimeout`; 0 = forever */
+  timeout?: number
+  /** A peer (id string) likely to have the block, asked first by DAG syncers that can */
+  preferPeer?: string
 }
 
 /** Something that can fetch blocks: a blockstore or a session of one */
@@ -102,6 +119,10 @@ export interface EngineInit {
   dagSyncerTimeout: number
   /** The largest delta a local node may carry; larger writes become several nodes (default: no limit) */
   maxDeltaSize?: number
+  /** Fetched blocks larger than this (bytes) are refused */
+  maxBlockSize: number
+  /** Fetch failures after which an unfinished branch is given up (its `w/` record moved to `g/`) */
+  maxFetchAttempts: number
   /** Called after every committed node with the value changes it caused */
   onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
 }
@@ -115,11 +136,15 @@ export class Engine {
   private readonly log: Logger
   private readonly dagSyncerTimeout: number
   private readonly maxDeltaSize: number
+  private readonly maxBlockSize: number
+  private readonly maxFetchAttempts: number
   private readonly onChanges: EngineInit['onChanges']
   /** Serialises every read-modify-write of the set, heads and walk records */
   private readonly lock = new PQueue({ concurrency: 1 })
   /** Nodes queued or being processed by some walk, by CID string */
   private readonly reserved = new Set<string>()
+  /** Branches given up since start (see `giveUp()`) */
+  public gaveUp = 0
 
   constructor (init: EngineInit) {
     this.datastore = init.datastore
@@ -128,6 +153,8 @@ export class Engine {
     this.log = init.log
     this.dagSyncerTimeout = init.dagSyncerTimeout
     this.maxDeltaSize = init.maxDeltaSize ?? Number.POSITIVE_INFINITY
+    this.maxBlockSize = init.maxBlockSize
+    this.maxFetchAttempts = init.maxFetchAttempts
     this.onChanges = init.onChanges
     this.set = new ORSet(init.datastore, init.layout)
     this.heads = new Heads(init.datastore, init.layout)
@@ -194,33 +221,152 @@ export class Engine {
   }
 
   /**
-   * Fetches and decodes a node through `getter` (the blockstore or a session
-   * of it), bounded by `dagSyncerTimeout`. The bytes are checked against the
-   * CID's sha2-256 digest.
+   * Gives up an unfinished branch for good: its `w/` record becomes a `g/`
+   * record (value: the reason), so repairs stop paying for it and the store
+   * can be clean. A node that links to it later, or a broadcast of it,
+   * records it again. Does nothing when it has no `w/` record.
    */
-  async fetchNode (cid: CID, getter: BlockGetter, options?: AbortOptions): Promise<DecodedNode> {
+  async giveUp (cid: CID, reason: string, options?: AbortOptions): Promise<void> {
+    await this.lock.add(async () => {
+      const id = blockKey(cid)
+      const pending = this.layout.pendingKey(id)
+      if (!(await this.datastore.has(pending, options))) return
+      const batch = this.datastore.batch()
+      batch.delete(pending)
+      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200)))
+      await batch.commit(options)
+      this.gaveUp++
+    })
+  }
+
+  /**
+   * Counts a failed fetch against an unfinished branch (in its `w/` record)
+   * and gives the branch up once it failed `maxFetchAttempts` times. Returns
+   * true when it was given up.
+   */
+  async recordFetchFailure (cid: CID, options?: AbortOptions): Promise<boolean> {
+    const id = blockKey(cid)
+    const pending = this.layout.pendingKey(id)
+    const attempts = await this.lock.add(async () => {
+      let mark: Uint8Array
+      try {
+        mark = await this.datastore.get(pending, options)
+      } catch (err: any) {
+        if (err.name === 'NotFoundError') return 0
+        throw err
+      }
+      // byte 0: ROOT or COVERED, byte 1: failed fetches so far
+      const failed = Math.min(255, (mark[1] ?? 0) + 1)
+      if (failed < this.maxFetchAttempts) {
+        await this.datastore.put(pending, Uint8Array.of(mark[0] ?? COVERED[0], failed), options)
+      }
+      return failed
+    }) as number
+    if (attempts < this.maxFetchAttempts) return false
+    await this.giveUp(cid, `no block after ${attempts} fetches`, options)
+    return true
+  }
+
+  /**
+   * Puts given-up branches back on the frontier (`w/`, one fetch attempt
+   * left), so a repair tries each once more: a branch given up while its
+   * holders were out of reach (a long partition) is not lost for good.
+   * Returns how many were revived.
+   */
+  async reviveGivenUp (options?: AbortOptions): Promise<number> {
+    const branches = await this.givenUp(options)
+    await this.lock.add(async () => {
+      const batch = this.datastore.batch()
+      for (const { cid } of branches) {
+        const id = blockKey(cid)
+        batch.delete(this.givenUpKey(id))
+        batch.put(this.layout.pendingKey(id), Uint8Array.of(COVERED[0], Math.max(0, this.maxFetchAttempts - 1)))
+      }
+      await batch.commit(options)
+    })
+    return branches.length
+  }
+
+  /** Block keys of every branch given up, with the reason */
+  async givenUp (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>> {
+    const out: Array<{ cid: CID, reason: string }> = []
+    const stale: string[] = []
+    const prefix = this.layout.namespace + GIVEN_UP
+    for await (const { key, value } of this.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<{ key: { toString(): string }, value: Uint8Array }>) {
+      let cid: CID
+      try {
+        cid = cidFromBlockKey(key.toString().slice(prefix.length))
+      } catch {
+        continue
+      }
+      // merged since (it arrived after all): no longer given up
+      if (await this.isProcessed(cid, options)) {
+        stale.push(key.toString())
+        continue
+      }
+      out.push({ cid, reason: new TextDecoder().decode(value) })
+    }
+    for (const key of stale) await this.datastore.delete(new Key(key, false), options)
+    return out
+  }
+
+  private givenUpKey (id: string): Key {
+    return new Key(`${this.layout.namespace}${GIVEN_UP}${id}`, false)
+  }
+
+  /**
+   * Fetches and decodes a node through `getter` (the blockstore or a session
+   * of it), bounded by `options.timeout` (default `dagSyncerTimeout`). The
+   * bytes are checked against the CID's sha2-256 digest and their size
+   * against `maxBlockSize`; a refused block is handed to the blockstore's
+   * `discard()`, so a DAG syncer that stored it on the way removes it.
+   */
+  async fetchNode (cid: CID, getter: BlockGetter, options?: FetchOptions): Promise<DecodedNode> {
     let chunks: Uint8Array[]
+    const timeout = options?.timeout ?? this.dagSyncerTimeout
     try {
-      chunks = await withTimeout(options?.signal, this.dagSyncerTimeout, async signal => {
+      chunks = await withTimeout(options?.signal, timeout, async signal => {
         const out: Uint8Array[] = []
-        for await (const chunk of getter.get(cid, { signal })) {
+        let size = 0
+        const opts = options?.preferPeer == null ? { signal } : { signal, preferPeer: options.preferPeer }
+        for await (const chunk of getter.get(cid, opts)) {
+          size += chunk.byteLength
+          if (size > this.maxBlockSize) throw new BlockTooLargeError(`Block is larger than ${this.maxBlockSize} bytes`)
           out.push(chunk)
         }
         return out
       })
     } catch (err: any) {
       options?.signal?.throwIfAborted()
+      if (err.name === 'BlockTooLargeError') {
+        await this.discard(cid)
+        throw new MalformedBlockError(`Block ${cid} is larger than ${this.maxBlockSize} bytes`, { cause: err })
+      }
       throw new BlockFetchError(`Could not fetch block ${cid}: ${err.message}`, { cause: err })
     }
     const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
     if (cid.multihash.code === sha256.code) {
       const digest = await sha256.digest(bytes)
       if (!uint8ArrayEquals(digest.bytes, cid.multihash.bytes)) {
+        await this.discard(cid)
         // corrupted in transit: another fetch may succeed, so this is a fetch error
         throw new BlockFetchError(`Block ${cid} does not match its hash`)
       }
     }
-    return decodeNode(cid, bytes)
+    try {
+      return decodeNode(cid, bytes)
+    } catch (err) {
+      await this.discard(cid)
+      throw err
+    }
+  }
+
+  private async discard (cid: CID): Promise<void> {
+    try {
+      await this.blockstore.discard?.(cid)
+    } catch (err: any) {
+      this.log.error('could not discard refused block %c - %e', cid, err)
+    }
   }
 
   /**
@@ -288,10 +434,15 @@ export class Engine {
     }) as Promise<boolean>
   }
 
-  /** Makes `node` a head of its DAG without processing it (adoption by a fresh replica) */
-  async adoptHead (node: DecodedNode, options?: AbortOptions): Promise<void> {
+  /**
+   * Makes `node` a head of its DAG without processing it (adoption by a
+   * fresh replica). With `alongside`, also when the DAG has heads by now (the
+   * other heads of the broadcast that found it empty).
+   */
+  async adoptHead (node: DecodedNode, options?: AbortOptions & { alongside?: boolean }): Promise<void> {
     await this.lock.add(async () => {
-      if (this.heads.count(node.delta.dagName) > 0) return
+      if (options?.alongside !== true && this.heads.count(node.delta.dagName) > 0) return
+      if (this.heads.get(node.delta.dagName, node.cid) != null) return
       const tx = new WriteSet(this.datastore)
       this.heads.add(tx, { cid: node.cid, height: node.delta.priority, dagName: node.delta.dagName })
       await tx.commit(options)

@@ -80,3 +80,9 @@ export class MissingServiceError extends Error {
   static override name = 'MissingServiceError'
   override name = 'MissingServiceError'
 }
+
+/** A fetched block is larger than the store accepts (`maxBlockSize`) */
+export class BlockTooLargeError extends Error {
+  static override name = 'BlockTooLargeError'
+  override name = 'BlockTooLargeError'
+}

@@ -17,6 +17,13 @@
  * wantlist message failed, so after a crash or a partition blocks held by
  * connected peers could not be fetched at all. Nor is one session kept for
  * a whole walk: it would keep asking peers that have gone.
+ *
+ * A fetch may name a peer to ask first (`preferPeer`: the peer that
+ * announced the head), when it is connected. Helia's blockstore stores a
+ * block as soon as bitswap delivers it, before the store can decode it, so
+ * the syncer remembers what it fetched lately and deletes it again when the
+ * store refuses it (`discard()`: too large, or not a node): a hostile peer
+ * cannot fill the disk with blocks nothing uses.
  */
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
@@ -36,7 +43,10 @@ export interface HeliaDAGSyncerComponents {
   libp2p: {
     getConnections?(): Array<{ remoteAddr: Multiaddr, remotePeer: { toString(): string, toCID?(): CID } }>
   }
-  blockstore: Omit<DAGBlockstore, 'createSession'> & {
+  blockstore: Omit<DAGBlockstore, 'createSession' | 'discard'> & {
+    delete?(cid: CID, options?: AbortOptions): unknown
+    /** Helia's wrapping blockstores hand out the store they wrap */
+    unwrap?(): HeliaDAGSyncerComponents['blockstore']
     createSession?(root: CID, options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): Session
   }
 }
@@ -68,6 +78,8 @@ const PAUSE_MAX = 2000
 const ASK_LIFETIME = 10_000
 /** Peers remembered as having served blocks, most recent first */
 const MAX_GOOD_PEERS = 32
+/** Blocks remembered as fetched from the network (and so removable when refused) */
+const MAX_FETCHED = 4096
 
 /**
  * Creates the DAG syncer over a Helia node's blockstore and connections.
@@ -91,8 +103,44 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   const getConnections = helia.libp2p.getConnections?.bind(helia.libp2p)
   const put: DAGBlockstore['put'] = (cid, b, o) => blockstore.put(cid, b, o)
   const has: DAGBlockstore['has'] = (cid, o) => blockstore.has(cid, o)
+  const remove = blockstore.delete?.bind(blockstore)
+
+  /** Blocks this syncer brought in from the network, oldest first */
+  const fetched = new Set<string>()
+  const fetchedOne = (cid: CID): void => {
+    fetched.add(cid.toString())
+    if (fetched.size > MAX_FETCHED) fetched.delete(fetched.values().next().value as string)
+  }
+  const discard: DAGBlockstore['discard'] = async (cid, o) => {
+    if (!fetched.delete(cid.toString()) || remove == null) return
+    try {
+      await remove(cid, o)
+    } catch (err: any) {
+      // pinned meanwhile: the user wants it after all
+      if (err?.name === 'BlockPinnedError') return
+      // Helia's delete also cancels reproviding, which fails on a node with
+      // no content routing: delete from the stores it wraps instead
+      let inner: HeliaDAGSyncerComponents['blockstore'] | undefined = blockstore.unwrap?.()
+      for (let depth = 0; inner?.unwrap != null && depth < 4; depth++) inner = inner.unwrap()
+      if (inner?.delete == null) throw err
+      await inner.delete(cid, o)
+    }
+  }
+
   if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {
-    return { get: (cid, o) => blockstore.get(cid, o), put, has }
+    return {
+      async * get (cid, options) {
+        if (await blockstore.has(cid, options)) {
+          yield * blockstore.get(cid, options)
+          return
+        }
+        fetchedOne(cid)
+        yield * blockstore.get(cid, options)
+      },
+      put,
+      has,
+      discard
+    }
   }
 
   /** Peer ids that served blocks, most recent first */
@@ -116,11 +164,12 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     return byPeer
   }
 
-  /** Peers not asked yet: those that served lately first, the rest shuffled */
-  const candidates = (peers: Map<string, CID | Multiaddr>, asked: Set<string>): string[] => {
-    const good = goodPeers.filter(id => peers.has(id) && !asked.has(id))
-    const rest = shuffle([...peers.keys()].filter(id => !asked.has(id) && !good.includes(id)))
-    return [...good, ...rest]
+  /** Peers not asked yet: the preferred one, those that served lately, the rest shuffled */
+  const candidates = (peers: Map<string, CID | Multiaddr>, asked: Set<string>, prefer?: string): string[] => {
+    const first = prefer != null && peers.has(prefer) && !asked.has(prefer) ? [prefer] : []
+    const good = goodPeers.filter(id => peers.has(id) && !asked.has(id) && id !== prefer)
+    const rest = shuffle([...peers.keys()].filter(id => !asked.has(id) && id !== prefer && !good.includes(id)))
+    return [...first, ...good, ...rest]
   }
 
   /** Asks one peer; rejects when it does not have the block or does not answer */
@@ -141,7 +190,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     }
   }
 
-  async function fetchBlock (cid: CID, options?: AbortOptions): Promise<Uint8Array> {
+  async function fetchBlock (cid: CID, options?: AbortOptions & { preferPeer?: string }): Promise<Uint8Array> {
     const done = new AbortController()
     const signal = options?.signal == null ? done.signal : AbortSignal.any([options.signal, done.signal])
     const asks = new Set<Promise<void>>()
@@ -166,7 +215,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       while (found == null) {
         signal.throwIfAborted()
         const peers = connected()
-        const fresh = candidates(peers, asked)
+        const fresh = candidates(peers, asked, options?.preferPeer)
         if (fresh.length === 0) {
           // Everyone was asked (or none is connected): wait, then ask again.
           // A peer says DONT_HAVE only once per want and keeps the want, so
@@ -177,7 +226,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
           asked.clear()
           continue
         }
-        const wanted = asked.size > 0 ? LATER_ASKS : goodPeers.includes(fresh[0]) ? 1 : FIRST_ASKS
+        const wanted = asked.size > 0 ? LATER_ASKS : goodPeers.includes(fresh[0]) || fresh[0] === options?.preferPeer ? 1 : FIRST_ASKS
         for (const id of fresh.slice(0, Math.max(0, Math.min(wanted, MAX_ASKS - asks.size)))) {
           asked.add(id)
           const attempt: Promise<void> = ask(cid, peers.get(id) as CID | Multiaddr, signal)
@@ -210,10 +259,12 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         yield * blockstore.get(cid, options)
         return
       }
+      fetchedOne(cid)
       yield await fetchBlock(cid, options)
     },
     put,
-    has
+    has,
+    discard
   }
 }
 

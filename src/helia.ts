@@ -95,8 +95,8 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   if (pubsub == null || typeof pubsub.publish !== 'function' || typeof pubsub.subscribe !== 'function') {
     throw new MissingServiceError(`The Helia node has no pubsub service at libp2p.services.${serviceName}: configure gossipsub, e.g. services: { pubsub: gossipsub() }`)
   }
-  const { topic, maxQueued, validate } = init
-  const broadcaster = pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, validate })
+  const { topic, maxQueued, maxQueuedBytes, validate } = init
+  const broadcaster = pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate })
   try {
     const store = new HeliaCRDTDatastore({
       datastore: init.datastore ?? helia.datastore,

@@ -119,3 +119,18 @@ export type { HeliaDAGSyncerComponents, HeliaDAGSyncerInit } from './helia-dag-s
 export type { HeliaLike, HeliaCRDTInit } from './helia.js'
 export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_ALLOW } from './node.js'
 export type { ReplicaNode, ReplicaNodeInit, ReplicaNodeServices } from './node.js'
+// limits of the receive path (see the README: "What a hostile peer can and cannot do")
+export {
+  DEFAULT_HEAD_TIMEOUT,
+  DEFAULT_MAX_BLOCK_SIZE,
+  DEFAULT_MAX_FETCH_ATTEMPTS,
+  DEFAULT_MAX_QUEUED_HEADS,
+  MAX_QUEUED_HEADS_PER_ANNOUNCER,
+  PENALTY_THRESHOLD,
+  HEAD_SLOTS_PER_WORKER
+} from './crdt-datastore.js'
+export { splitBroadcast, MAX_BROADCAST_HEADS, MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_DAG_NAME_LENGTH, MAX_BROADCAST_SIZE } from './broadcast.js'
+export { DEFAULT_MAX_QUEUED_BYTES } from './payload-queue.js'
+export { GIVEN_UP_RETRY_EVERY } from './replicator.js'
+export type { ReceivedPayload } from './payload-queue.js'
+export { DEFAULT_INBOUND_CONNECTION_THRESHOLD, DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS, DEFAULT_MAX_PUBSUB_MESSAGE_SIZE } from './node.js'

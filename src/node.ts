@@ -5,6 +5,12 @@
  * 127.0.0.1 only unless told otherwise, and has no bootstrap, mDNS,
  * delegated routing or public gateways: it reaches exactly the peers it is
  * told to dial. The CLI and the demo use it.
+ *
+ * Inbound limits apply to every address, loopback included: a local
+ * cluster reconnecting after a restart gets a per-host rate limit high
+ * enough for its own dials instead of an `allow` list that would exempt
+ * every local process. Pubsub frames are capped at
+ * `DEFAULT_MAX_PUBSUB_MESSAGE_SIZE`.
  */
 
 import { join } from 'node:path'
@@ -61,19 +67,36 @@ export interface ReplicaNodeInit {
   bitswapDebounce?: number
   /**
    * IP ranges (as multiaddrs) whose connections are always accepted,
-   * bypassing libp2p's inbound limits: at most 5 new connections per second
-   * per host, 10 pending. On loopback every replica of a local cluster is
-   * the same host, so a cluster reconnecting after a partition or restart
-   * would otherwise have its own dials refused
+   * bypassing every inbound limit below. Empty by default: an exempt range
+   * lets any process there hold unlimited idle sockets
    *
-   * @default ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128']
+   * @default []
    */
   allow?: string[]
+  /**
+   * New inbound connections accepted per second from one host. libp2p's
+   * own default (5) refuses the dials of a local cluster reconnecting after
+   * a partition or restart, since on loopback every replica is the same host
+   *
+   * @default 100
+   */
+  inboundConnectionThreshold?: number
+  /**
+   * Inbound connections still negotiating (encryption, muxer) at once;
+   * further ones are closed at once
+   *
+   * @default 32
+   */
+  maxIncomingPendingConnections?: number
 }
 
 export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0']
 export const DEFAULT_BITSWAP_DEBOUNCE = 0
-export const DEFAULT_ALLOW = ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128']
+export const DEFAULT_ALLOW: string[] = []
+export const DEFAULT_INBOUND_CONNECTION_THRESHOLD = 100
+export const DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS = 32
+/** Largest pubsub frame (bytes) read from a peer: several broadcasts of the largest accepted size */
+export const DEFAULT_MAX_PUBSUB_MESSAGE_SIZE = 1024 * 1024
 
 async function loadIdentity (directory?: string): Promise<PrivateKey> {
   if (directory == null) return generateKeyPair('Ed25519')
@@ -132,10 +155,14 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       peerDiscovery: [],
-      connectionManager: { allow: init.allow ?? DEFAULT_ALLOW },
+      connectionManager: {
+        allow: init.allow ?? DEFAULT_ALLOW,
+        inboundConnectionThreshold: init.inboundConnectionThreshold ?? DEFAULT_INBOUND_CONNECTION_THRESHOLD,
+        maxIncomingPendingConnections: init.maxIncomingPendingConnections ?? DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS
+      },
       services: {
         identify: identify(),
-        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true })
+        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, maxInboundDataLength: DEFAULT_MAX_PUBSUB_MESSAGE_SIZE })
       }
     }), {
       sendBlocksDebounce: debounce,

@@ -2,21 +2,31 @@
  * A Broadcaster over libp2p pubsub (gossipsub). It depends on a minimal
  * structural PubSub interface rather than on a pubsub package, so any
  * implementation with subscribe/publish/'message' events fits.
+ *
+ * Its topic validator decodes each payload once (size-capped before any
+ * parsing) and rejects what is not a broadcast, so junk is not forwarded;
+ * the decoded heads travel with the payload to the replicator, which does
+ * not decode it again. Received payloads are queued bounded by count and by
+ * bytes, with the announcing peer when the message is signed.
  */
 
 import { defaultLogger } from '@libp2p/logger'
 import { AbortError } from 'abort-error'
-import { decodeBroadcast } from './broadcast.js'
+import { decodeBroadcast, MAX_BROADCAST_SIZE } from './broadcast.js'
 import { InvalidOptionsError } from './errors.js'
-import { PayloadQueue } from './payload-queue.js'
+import { DEFAULT_MAX_QUEUED_BYTES, PayloadQueue } from './payload-queue.js'
+import type { ReceivedPayload } from './payload-queue.js'
 import type { Broadcaster } from './replicator.js'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
 
 /** A message as pubsub implementations deliver it */
 export interface PubSubMessage {
   topic: string
   data: Uint8Array
+  /** The author of a signed message */
+  from?: { toString(): string }
 }
 
 /** Verdict of a topic validator; gossipsub's TopicValidatorResult values */
@@ -63,6 +73,13 @@ export interface PubSubBroadcasterInit {
    */
   maxQueued?: number
   /**
+   * Bytes of payloads kept while nobody calls `next()`; older ones are
+   * dropped first
+   *
+   * @default 16_777_216
+   */
+  maxQueuedBytes?: number
+  /**
    * Install a topic validator that rejects payloads that are not broadcasts
    *
    * @default true
@@ -72,6 +89,7 @@ export interface PubSubBroadcasterInit {
 
 export const DEFAULT_MAX_QUEUED = 1024
 export const DEFAULT_VALIDATE = true
+export { DEFAULT_MAX_QUEUED_BYTES }
 
 /** A Broadcaster that also unsubscribes when stopped */
 export interface PubSubBroadcaster extends Broadcaster {
@@ -88,17 +106,20 @@ class GossipBroadcaster implements PubSubBroadcaster {
   private readonly log: Logger
   private readonly queue: PayloadQueue
   private readonly validator?: TopicValidator
+  /** Heads the validator decoded, by the message's data, until the message is delivered */
+  private readonly decoded = new WeakMap<Uint8Array, Map<string, CID[]>>()
   private stopped = false
 
   constructor (components: PubSubBroadcasterComponents, init: PubSubBroadcasterInit) {
     this.pubsub = components.pubsub
     this.topic = init.topic
-    this.queue = new PayloadQueue(init.maxQueued ?? DEFAULT_MAX_QUEUED)
+    this.queue = new PayloadQueue(init.maxQueued ?? DEFAULT_MAX_QUEUED, init.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES)
     this.log = (components.logger ?? defaultLogger()).forComponent('datastore-crdt:pubsub-broadcaster')
     if ((init.validate ?? DEFAULT_VALIDATE) && this.pubsub.topicValidators != null) {
       this.validator = (_peer, message) => {
+        if (message.data.byteLength > MAX_BROADCAST_SIZE) return 'reject'
         try {
-          decodeBroadcast(message.data)
+          this.decoded.set(message.data, decodeBroadcast(message.data))
           return 'accept'
         } catch {
           return 'reject'
@@ -115,8 +136,11 @@ class GossipBroadcaster implements PubSubBroadcaster {
   }
 
   private readonly onMessage = (evt: CustomEvent<PubSubMessage>): void => {
-    if (evt.detail.topic !== this.topic || this.stopped) return
-    this.queue.push(evt.detail.data)
+    const { topic, data, from } = evt.detail
+    if (topic !== this.topic || this.stopped) return
+    const heads = this.decoded.get(data)
+    this.decoded.delete(data)
+    this.queue.push(data, { from: from?.toString(), heads })
   }
 
   async broadcast (data: Uint8Array, options?: AbortOptions): Promise<void> {
@@ -136,6 +160,10 @@ class GossipBroadcaster implements PubSubBroadcaster {
 
   async next (options?: AbortOptions): Promise<Uint8Array> {
     return this.queue.next(options)
+  }
+
+  async nextPayload (options?: AbortOptions): Promise<ReceivedPayload> {
+    return this.queue.nextPayload(options)
   }
 
   async stop (): Promise<void> {
@@ -178,6 +206,9 @@ export function pubsubBroadcaster (components: PubSubBroadcasterComponents, init
   }
   if (init.maxQueued != null && (!Number.isInteger(init.maxQueued) || init.maxQueued < 1)) {
     throw new InvalidOptionsError('init.maxQueued must be an integer >= 1')
+  }
+  if (init.maxQueuedBytes != null && (!Number.isInteger(init.maxQueuedBytes) || init.maxQueuedBytes < 1)) {
+    throw new InvalidOptionsError('init.maxQueuedBytes must be an integer >= 1')
   }
   return new GossipBroadcaster(components, init)
 }

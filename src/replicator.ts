@@ -5,14 +5,15 @@
  * announced lately, and resumes unfinished walks (repair).
  */
 
-import { decodeBroadcast, encodeBroadcast } from './broadcast.js'
+import { decodeBroadcast, splitBroadcast } from './broadcast.js'
 import { isMalformed } from './errors.js'
-import { PayloadQueue } from './payload-queue.js'
+import { HeadQueue } from './head-queue.js'
 import { delay, jitter } from './utils.js'
 import type { BroadcastHead } from './broadcast.js'
 import type { DAGBlockstore, Engine } from './engine.js'
-import type { DecodedNode } from './dag-node.js'
+import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { Head } from './heads.js'
+import type { ReceivedPayload } from './payload-queue.js'
 import type { Walker } from './walker.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -27,6 +28,11 @@ export interface Broadcaster {
   broadcast(data: Uint8Array, options?: AbortOptions): Promise<void>
   /** Resolves with the next payload from another replica; rejects when aborted */
   next(options?: AbortOptions): Promise<Uint8Array>
+  /**
+   * Like `next()`, with the announcing peer and the decoded heads when the
+   * transport knows them; used instead of `next()` when present
+   */
+  nextPayload?(options?: AbortOptions): Promise<ReceivedPayload>
 }
 
 export interface ReplicatorInit {
@@ -39,15 +45,23 @@ export interface ReplicatorInit {
   repairInterval: number
   multiHeadProcessing: boolean
   broadcastBatchDelay: number
-  /**
-   * Queued broadcasts whose head blocks are fetched while earlier ones are
-   * merged (the merge itself stays in order); 0 fetches nothing ahead
-   */
-  lookAhead: number
+  /** Announced heads fetched and walked at once */
+  headSlots: number
+  /** Time (ms) to wait for an announced head's block */
+  headTimeout: number
+  /** Heads kept waiting per announcer */
+  maxQueuedHeadsPerAnnouncer: number
+  /** Heads kept waiting in all */
+  maxQueuedHeads: number
+  /** Failed heads in a row after which an announcer is deprioritised */
+  penaltyThreshold: number
 }
 
-/** Broadcasts read from the Broadcaster and kept while earlier ones are handled */
-const MAX_INBOX = 1024
+/** Every this many repair intervals, branches given up are tried once more (daily at the default interval) */
+export const GIVEN_UP_RETRY_EVERY = 24
+
+/** Heads announced by others remembered until the next rebroadcast */
+const MAX_SEEN = 65_536
 
 /** Pause after the Broadcaster's `next()` fails, before asking again */
 const NEXT_RETRY_DELAY = 100
@@ -65,16 +79,27 @@ export class Replicator {
   private batch: BroadcastHead[] = []
   private batchTimer?: ReturnType<typeof setTimeout>
   private repairing?: Promise<void>
-  /** Head blocks being fetched ahead of their turn, by CID string */
-  private readonly prefetched = new Map<string, Promise<DecodedNode>>()
-  /** The heads of queued payloads, decoded once while they wait (none for a malformed one) */
-  private readonly queuedHeads = new WeakMap<Uint8Array, CID[]>()
+  private repairTicks = 0
+  private readonly queue: HeadQueue
+  /** The last walk of each announcer, when walks of one announcer run one at a time */
+  private readonly walking = new Map<string, Promise<void>>()
 
   constructor (init: ReplicatorInit) {
     this.init = init
     this.engine = init.engine
     this.walker = init.walker
     this.log = init.log
+    this.queue = new HeadQueue({
+      slots: init.headSlots,
+      maxPerAnnouncer: init.maxQueuedHeadsPerAnnouncer,
+      maxQueued: init.maxQueuedHeads,
+      penaltyThreshold: init.penaltyThreshold,
+      run: async head => {
+        const turn = this.handleHead(head)
+        this.track(turn)
+        return turn
+      }
+    })
   }
 
   get signal (): AbortSignal {
@@ -102,6 +127,7 @@ export class Replicator {
       await this.flushBatch()
     }
     this.controller.abort()
+    this.queue.close()
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     while (this.tasks.size > 0) {
@@ -140,27 +166,40 @@ export class Replicator {
   }
 
   /**
-   * Handles one payload from the Broadcaster: decodes it, and walks every
-   * head it names. A malformed payload is logged and skipped.
+   * Handles one payload from the Broadcaster: decodes it (unless the
+   * transport did) and queues every head it names, fairly between
+   * announcers. Resolves once every head had its turn. A malformed payload
+   * is logged and skipped.
    */
-  async handleBroadcast (data: Uint8Array): Promise<void> {
+  async handleBroadcast (data: Uint8Array, from = '', decoded?: Map<string, CID[]>): Promise<void> {
     let byDag: Map<string, CID[]>
     try {
-      byDag = decodeBroadcast(data)
+      byDag = decoded ?? decodeBroadcast(data)
     } catch (err: any) {
       this.log.error('skipping broadcast - %e', err)
       return
     }
-    for (const cids of byDag.values()) {
-      for (const cid of cids) this.seen.add(cid.toString())
-    }
-    await Promise.all([...byDag.values()].map(async cids => {
+    const turns: Array<Promise<void>> = []
+    for (const [dagName, cids] of byDag) {
+      // a replica with no heads for a DAG builds on every head it hears of
+      const adopt = this.engine.heads.count(dagName) === 0
       for (const cid of cids) {
-        const job = this.handleHead(cid)
-        if (this.init.multiHeadProcessing) this.track(job)
-        else await job
+        this.remember(cid)
+        turns.push(this.queue.add({ cid, dagName, announcer: from, adopt }))
       }
-    }))
+    }
+    await Promise.all(turns)
+  }
+
+  /** Heads waiting for their turn, handled, and dropped from full queues */
+  get headStats (): { queued: number, inFlight: number, dropped: number, penalisedAnnouncers: number, walks: number } {
+    return {
+      queued: this.queue.waiting,
+      inFlight: this.queue.inFlight,
+      dropped: this.queue.dropped,
+      penalisedAnnouncers: this.queue.penalised,
+      walks: this.walker.walks
+    }
   }
 
   /**
@@ -189,138 +228,115 @@ export class Replicator {
     }
   }
 
-  private async handleHead (cid: CID): Promise<void> {
+  /**
+   * One announced head's turn: fetched within the head deadline (the
+   * announcer asked first), recorded as a walk root, adopted when its DAG
+   * had no heads, and walked. With `multiHeadProcessing` off, one walk per
+   * announcer at a time.
+   */
+  private async handleHead (head: QueuedHead): Promise<HeadOutcome> {
+    const { cid, announcer } = head
     const signal = this.signal
-    if (!this.engine.reserve(cid)) {
-      this.takePrefetched(cid)
-      return
-    }
+    if (!this.engine.reserve(cid)) return 'skipped'
     let walking = false
     try {
-      if (await this.engine.isProcessed(cid, { signal })) {
-        this.takePrefetched(cid)
-        return
-      }
+      if (await this.engine.isProcessed(cid, { signal })) return 'skipped'
       // The head is fetched before it is recorded as the root of a walk, as
       // go-ds-crdt does: a head whose block never arrives (junk, or a writer
       // out of reach) leaves nothing behind. If the block exists, its writer
       // rebroadcasts it or a later node links to it.
-      const node = await (this.takePrefetched(cid) ?? this.engine.fetchNode(cid, this.init.blockstore, { signal }))
-      if (!(await this.engine.addRoot(cid, { signal }))) return
-      if (this.engine.heads.count(node.delta.dagName) === 0) {
-        // A replica with no heads for this DAG builds on what it hears, so
-        // its first writes do not start an orphan branch.
-        await this.engine.adoptHead(node, { signal })
+      const preferPeer = announcer === '' ? undefined : announcer
+      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer })
+      if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
+      // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
+      const alongside = head.adopt && node.delta.dagName === head.dagName
+      if (alongside || this.engine.heads.count(node.delta.dagName) === 0) {
+        // A replica with no heads for this DAG builds on what it hears (every
+        // head of the broadcast), so its first writes do not start an orphan
+        // branch.
+        await this.engine.adoptHead(node, { signal, alongside })
       }
       walking = true
-      await this.walker.walk([{ cid, node }], { signal })
+      await this.serialised(announcer, async () => {
+        await this.walker.walk([{ cid, node }], { signal, preferPeer })
+      })
+      return 'ok'
     } catch (err: any) {
-      if (signal.aborted) return
+      if (signal.aborted) return 'skipped'
       if (isMalformed(err)) {
         this.log.error('skipping malformed head %c - %e', cid, err)
-        await this.engine.dropPending(cid).catch(() => {})
-        return
+        await this.engine.giveUp(cid, `malformed block (${String(err.name)})`).catch(() => {})
+        return 'failed'
       }
       this.log.error('could not sync head %c - %e', cid, err)
       // a walk that linked to this head while we held it left it to us
       if (walking || await this.engine.isPending(cid).catch(() => false)) {
         await this.engine.markDirty().catch(() => {})
       }
+      return walking ? 'ok' : 'failed'
     } finally {
       if (!walking) this.engine.release(cid)
     }
   }
 
+  /** Runs walks of one announcer one after the other unless `multiHeadProcessing` is on */
+  private async serialised (announcer: string, fn: () => Promise<void>): Promise<void> {
+    if (this.init.multiHeadProcessing) {
+      await fn()
+      return
+    }
+    const before = this.walking.get(announcer) ?? Promise.resolve()
+    const mine = before.then(fn)
+    const tail = mine.catch(() => {})
+    this.walking.set(announcer, tail)
+    try {
+      await mine
+    } finally {
+      if (this.walking.get(announcer) === tail) this.walking.delete(announcer)
+    }
+  }
+
+  /** Remembers a head others announced, so the next rebroadcast leaves it out (bounded) */
+  private remember (cid: CID): void {
+    if (this.seen.size >= MAX_SEEN) this.seen.clear()
+    this.seen.add(cid.toString())
+  }
+
   /**
-   * Reads broadcasts into an inbox and handles them in order. While one is
-   * handled, the head blocks of the next `lookAhead` are fetched (fetching
-   * has no side effects), so a stream of announcements costs one round
-   * trip each only when the merge outpaces the network.
+   * Reads broadcasts and queues their heads: walks run outside this loop,
+   * so a head that never arrives delays only its own turn.
    */
   private async receiveLoop (broadcaster: Broadcaster): Promise<void> {
     const signal = this.signal
-    const inbox = new PayloadQueue(MAX_INBOX)
-    const reader = (async () => {
-      while (!signal.aborted) {
-        try {
-          inbox.push(await broadcaster.next({ signal }))
-        } catch (err: any) {
-          if (signal.aborted) return
-          this.log.error('broadcaster failed to deliver - %e', err)
-          await delay(NEXT_RETRY_DELAY, { signal }).catch(() => {})
-        }
-      }
-    })()
-    try {
-      while (!signal.aborted) {
-        let data: Uint8Array
-        try {
-          data = await inbox.next({ signal })
-        } catch {
-          return
-        }
-        if (!this.init.multiHeadProcessing) this.fetchAhead([data, ...inbox.peek(this.init.lookAhead)])
-        await this.handleBroadcast(data).catch((err: any) => {
-          if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
-        })
-      }
-    } finally {
-      inbox.close()
-      await reader
-      this.prefetched.clear()
-    }
-  }
-
-  /**
-   * Starts fetching the head blocks of the broadcast about to be handled and
-   * of the next queued ones (malformed ones are left to their turn). Fetches
-   * for heads no longer among them (a full inbox dropped their broadcast)
-   * are forgotten.
-   */
-  private fetchAhead (payloads: Uint8Array[]): void {
-    const heads = payloads.flatMap(data => this.headsOf(data))
-    const wanted = new Set(heads.map(cid => cid.toString()))
-    for (const key of this.prefetched.keys()) {
-      if (!wanted.has(key)) this.prefetched.delete(key)
-    }
-    for (const cid of heads) {
-      const key = cid.toString()
-      if (this.prefetched.has(key) || this.prefetched.size >= this.init.lookAhead) continue
-      const fetching = this.engine.fetchNode(cid, this.init.blockstore, { signal: this.signal })
-      // awaited by stop() even when forgotten here
-      this.track(fetching.catch(() => {}))
-      this.prefetched.set(key, fetching)
-    }
-  }
-
-  private headsOf (data: Uint8Array): CID[] {
-    let heads = this.queuedHeads.get(data)
-    if (heads == null) {
+    while (!signal.aborted) {
+      let payload: ReceivedPayload
       try {
-        heads = [...decodeBroadcast(data).values()].flat()
-      } catch {
-        heads = []
+        payload = broadcaster.nextPayload != null
+          ? await broadcaster.nextPayload({ signal })
+          : { data: await broadcaster.next({ signal }) }
+      } catch (err: any) {
+        if (signal.aborted) return
+        this.log.error('broadcaster failed to deliver - %e', err)
+        await delay(NEXT_RETRY_DELAY, { signal }).catch(() => {})
+        continue
       }
-      this.queuedHeads.set(data, heads)
+      this.handleBroadcast(payload.data, payload.from ?? '', payload.heads).catch((err: any) => {
+        if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
+      })
     }
-    return heads
   }
 
-  /** The fetch started ahead for `cid`, if any, which this forgets */
-  private takePrefetched (cid: CID): Promise<DecodedNode> | undefined {
-    const key = cid.toString()
-    const fetching = this.prefetched.get(key)
-    this.prefetched.delete(key)
-    return fetching
-  }
-
+  /** Announces heads, in as many broadcasts as other replicas' limits need */
   private async send (heads: BroadcastHead[]): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
-    try {
-      await this.init.broadcaster.broadcast(encodeBroadcast(heads), { signal: this.signal })
-    } catch (err: any) {
-      // not fatal: heads are rebroadcast every rebroadcastInterval
-      this.log('broadcast failed, heads will be rebroadcast - %e', err)
+    for (const payload of splitBroadcast(heads)) {
+      try {
+        await this.init.broadcaster.broadcast(payload, { signal: this.signal })
+      } catch (err: any) {
+        // not fatal: heads are rebroadcast every rebroadcastInterval
+        this.log('broadcast failed, heads will be rebroadcast - %e', err)
+        return
+      }
     }
   }
 
@@ -342,6 +358,11 @@ export class Replicator {
   private scheduleRepair (): void {
     if (this.init.repairInterval <= 0) return
     this.schedule(this.init.repairInterval, async () => {
+      // now and then, branches given up are tried once more
+      if (++this.repairTicks % GIVEN_UP_RETRY_EVERY === 0 && await this.engine.reviveGivenUp({ signal: this.signal }) > 0) {
+        this.log('retrying branches given up earlier')
+        await this.engine.markDirty()
+      }
       if (await this.engine.isDirty()) {
         await this.repair().catch(() => {})
       }

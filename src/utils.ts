@@ -49,3 +49,49 @@ export function jitter (d: number): number {
   const leeway = d * 0.3
   return Math.max(1, Math.round(d - leeway + Math.random() * leeway * 2))
 }
+
+/**
+ * A counting semaphore that hands free slots to waiters in arrival order,
+ * so several users sharing it each get their turn.
+ */
+export class Slots {
+  private free: number
+  private readonly waiters: Array<() => void> = []
+
+  constructor (count: number) {
+    this.free = count
+  }
+
+  /** Slots taken or waited for */
+  get waiting (): number {
+    return this.waiters.length
+  }
+
+  /** Resolves once a slot is held; rejects with an AbortError (and holds nothing) when aborted first */
+  async acquire (options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
+    if (this.free > 0 && this.waiters.length === 0) {
+      this.free--
+      return
+    }
+    await new Promise<void>((resolve, reject) => {
+      const grant = (): void => {
+        options?.signal?.removeEventListener('abort', onAbort)
+        resolve()
+      }
+      const onAbort = (): void => {
+        const at = this.waiters.indexOf(grant)
+        if (at >= 0) this.waiters.splice(at, 1)
+        reject(new AbortError())
+      }
+      this.waiters.push(grant)
+      options?.signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  release (): void {
+    const next = this.waiters.shift()
+    if (next != null) next()
+    else this.free++
+  }
+}

@@ -1,18 +1,29 @@
 /**
- * The DAG walker: fetches the nodes below a head with `numWorkers` fetches
- * in flight, merges each one through the engine and descends into the
- * children the engine hands back (those not processed and not claimed by
- * another walk). Deeper nodes are taken first, so the queue holds about one
- * DAG level's width rather than the whole DAG.
+ * The DAG walker: fetches the nodes below a head, merges each one through
+ * the engine and descends into the children the engine hands back (those
+ * not processed and not claimed by another walk). Deeper nodes are taken
+ * first within a walk, so its queue holds about one DAG level's width
+ * rather than the whole DAG.
  *
- * A failed fetch leaves its `w/` record in place (see engine.ts); the walk
- * goes on with its other branches and rejects at the end with the first
- * error, so the caller can mark the store dirty and a repair can resume.
+ * Walks share `numWorkers` fetch-and-merge slots, handed out in arrival
+ * order, and no walk holds more than `numWorkers - 1` of them while others
+ * wait (all of them when alone), so a branch whose blocks never arrive
+ * cannot starve the other walks. The children of one node share one fetch
+ * deadline, as in go-ds-crdt: `dagSyncerTimeout` from when the first of them
+ * is asked for, pushed back by each child that does arrive. A node linking many blocks
+ * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
+ *
+ * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
+ * against it; a branch that failed `maxFetchAttempts` times, or whose block
+ * is malformed, is given up (recorded under `g/`). The walk goes on with its
+ * other branches and rejects at the end with the first error, so the caller
+ * can mark the store dirty and a repair can resume.
  */
 
 import PQueue from 'p-queue'
-import { isMalformed } from './errors.js'
-import type { BlockGetter, DAGBlockstore, Engine } from './engine.js'
+import { BlockFetchError, isMalformed } from './errors.js'
+import { Slots } from './utils.js'
+import type { BlockGetter, DAGBlockstore, Engine, FetchOptions } from './engine.js'
 import type { DecodedNode } from './dag-node.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -24,18 +35,35 @@ export interface WalkStart {
   node?: DecodedNode
 }
 
+/** Options of a walk */
+export interface WalkOptions extends AbortOptions {
+  /** A peer (id string) likely to hold the branch: asked first by DAG syncers that can */
+  preferPeer?: string
+}
+
 export interface WalkerInit {
   engine: Engine
   blockstore: DAGBlockstore
   log: Logger
   numWorkers: number
+  /** The deadline (ms) shared by the children of one node; 0 = none */
+  dagSyncerTimeout: number
+}
+
+/** Siblings: nodes linked by one node, sharing one fetch deadline (set when the first of them is fetched) */
+interface Siblings {
+  deadline?: number
 }
 
 export class Walker {
   private readonly engine: Engine
   private readonly blockstore: DAGBlockstore
   private readonly log: Logger
-  private readonly queue: PQueue
+  private readonly numWorkers: number
+  private readonly timeout: number
+  private readonly slots: Slots
+  private outstanding = 0
+  private running = 0
   /** Nodes fetched and merged by walks since start */
   public fetched = 0
 
@@ -43,65 +71,123 @@ export class Walker {
     this.engine = init.engine
     this.blockstore = init.blockstore
     this.log = init.log
-    this.queue = new PQueue({ concurrency: init.numWorkers })
+    this.numWorkers = init.numWorkers
+    this.timeout = init.dagSyncerTimeout
+    this.slots = new Slots(init.numWorkers)
   }
 
-  /** Fetches waiting for a worker or in flight */
+  /** Fetches waiting for a worker or in flight, over every walk */
   get queued (): number {
-    return this.queue.size + this.queue.pending
+    return this.outstanding
+  }
+
+  /** Walks under way */
+  get walks (): number {
+    return this.running
   }
 
   /**
    * Walks down from nodes the caller has reserved with `engine.reserve()`.
    * Every reservation taken on the way is released before this settles.
    */
-  async walk (starts: WalkStart[], options?: AbortOptions): Promise<void> {
+  async walk (starts: WalkStart[], options?: WalkOptions): Promise<void> {
     if (starts.length === 0) return
+    this.running++
+    try {
+      await this.run(starts, options)
+    } finally {
+      this.running--
+    }
+  }
+
+  private async run (starts: WalkStart[], options?: WalkOptions): Promise<void> {
     // switched to the plain blockstore for the rest of the walk once the session fails
     const via = { getter: await this.getter(starts[0].cid, options) }
     const errors: Error[] = []
+    // alone, a walk may use every slot; beside others, one fewer
+    const queue = new PQueue({ concurrency: this.numWorkers })
 
     await new Promise<void>(resolve => {
       let outstanding = 0
 
-      const schedule = (cid: CID, depth: number, known?: DecodedNode): void => {
+      const schedule = (cid: CID, depth: number, known: DecodedNode | undefined, siblings: Siblings): void => {
         outstanding++
-        this.queue.add(async () => {
-          options?.signal?.throwIfAborted()
-          const node = known ?? await this.fetch(cid, via, options)
-          if (known == null) this.fetched++
-          const { children } = await this.engine.processNode(node, options)
-          for (const child of children) {
-            schedule(child, depth + 1)
+        this.outstanding++
+        queue.add(async () => {
+          await this.slots.acquire(options)
+          try {
+            options?.signal?.throwIfAborted()
+            const node = known ?? await this.fetchSibling(cid, via, siblings, options)
+            if (known == null) this.fetched++
+            const { children } = await this.engine.processNode(node, options)
+            const group = this.siblings()
+            for (const child of children) {
+              schedule(child, depth + 1, undefined, group)
+            }
+          } finally {
+            this.slots.release()
           }
         }, { priority: depth })
           .catch(async (err: Error) => {
             if (isMalformed(err)) {
-              // no retry can fix a malformed block: skip it for good
-              this.log.error('skipping malformed node %c - %e', cid, err)
-              await this.engine.dropPending(cid).catch(() => {})
+              // no retry can fix a malformed block: give it up, recorded
+              this.log.error('giving up malformed node %c - %e', cid, err)
+              await this.engine.giveUp(cid, `malformed block (${err.name})`).catch(() => {})
               return
             }
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
+              if (err.name === 'BlockFetchError') {
+                await this.engine.recordFetchFailure(cid).then(gaveUp => {
+                  if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
+                }, () => {})
+              }
             }
             errors.push(err)
           })
           .finally(() => {
             this.engine.release(cid)
             outstanding--
+            this.outstanding--
             if (outstanding === 0) resolve()
           })
       }
 
+      const group = this.siblings()
       for (const start of starts) {
-        schedule(start.cid, 0, start.node)
+        schedule(start.cid, 0, start.node, group)
       }
+      // beside other walks this one keeps a slot free for them
+      const share = (): void => {
+        queue.concurrency = this.running > 1 ? Math.max(1, this.numWorkers - 1) : this.numWorkers
+      }
+      share()
+      queue.on('next', share)
     })
 
     if (errors.length > 0) {
       throw errors[0]
     }
+  }
+
+  private siblings (): Siblings {
+    return { deadline: this.timeout > 0 ? undefined : Infinity }
+  }
+
+  /** Fetches one of a node's children within their shared deadline, which a child that arrives pushes back */
+  private async fetchSibling (cid: CID, via: { getter: BlockGetter }, siblings: Siblings, options?: WalkOptions): Promise<DecodedNode> {
+    let timeout = 0
+    // the clock starts when the first sibling is asked for, not while they wait for a slot
+    siblings.deadline ??= Date.now() + this.timeout
+    if (siblings.deadline !== Infinity) {
+      timeout = siblings.deadline - Date.now()
+      if (timeout <= 0) {
+        throw new BlockFetchError(`Could not fetch block ${cid}: the ${this.timeout} ms its siblings share ran out`)
+      }
+    }
+    const node = await this.fetch(cid, via, { ...options, timeout })
+    if (siblings.deadline !== Infinity) siblings.deadline = Math.max(siblings.deadline, Date.now() + this.timeout)
+    return node
   }
 
   /**
@@ -111,7 +197,7 @@ export class Walker {
    * that walk: every further fetch through it would wait `dagSyncerTimeout`
    * before falling back.
    */
-  private async fetch (cid: CID, via: { getter: BlockGetter }, options?: AbortOptions): Promise<DecodedNode> {
+  private async fetch (cid: CID, via: { getter: BlockGetter }, options: FetchOptions): Promise<DecodedNode> {
     const getter = via.getter
     try {
       return await this.engine.fetchNode(cid, getter, options)

@@ -40,8 +40,8 @@ describe('createReplicaNode', function () {
     await waitFor(() => new Set(target.libp2p.getConnections().map(c => c.remotePeer.toString())).size === DIALERS, 10_000, 'the target to register every connection')
   })
 
-  it('applies libp2p\'s inbound limit to loopback when `allow` is emptied', async () => {
-    const target = await createReplicaNode({ allow: [] })
+  it('applies an inbound rate limit to loopback (here libp2p\'s own, 5 per second)', async () => {
+    const target = await createReplicaNode({ inboundConnectionThreshold: 5 })
     nodes.push(target)
     const dialers = await Promise.all(Array.from({ length: DIALERS }, async () => createReplicaNode()))
     nodes.push(...dialers)

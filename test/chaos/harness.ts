@@ -50,7 +50,7 @@ export interface ChaosOptions {
 }
 
 const DEFAULT_FAULTS: BroadcastFaults = { drop: 0.3, duplicate: 0.1, maxDelay: 150, corrupt: 0.02, corruptOutgoing: 0.01 }
-const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInterval: 1000, dagSyncerTimeout: 10_000, maxBatchDeltaSize: 4096, numWorkers: 8 }
+const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInterval: 1000, dagSyncerTimeout: 10_000, maxBatchDeltaSize: 4096, numWorkers: 8, maxFetchAttempts: 3 }
 
 /**
  * The full run: 10 replicas, 20 kills. Ten Helia nodes share two cores
@@ -58,12 +58,12 @@ const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInte
  * traffic, not the store, is what starves the replicas of CPU).
  */
 export function fullOptions (seed: number): ChaosOptions {
-  return { seed, replicas: 10, duration: 90_000, opsPerSecond: 10, kills: 20, partitions: 3, junk: 14, convergeTimeout: 420_000, faults: DEFAULT_FAULTS, store: { ...DEFAULT_STORE, rebroadcastInterval: 4000, repairInterval: 2000 } }
+  return { seed, replicas: 10, duration: 90_000, opsPerSecond: 10, kills: 20, partitions: 3, junk: 18, convergeTimeout: 420_000, faults: DEFAULT_FAULTS, store: { ...DEFAULT_STORE, rebroadcastInterval: 4000, repairInterval: 2000 } }
 }
 
 /** The quick run for CI: 3 replicas, 4 kills */
 export function quickOptions (seed: number): ChaosOptions {
-  return { seed, replicas: 3, duration: 20_000, opsPerSecond: 12, kills: 4, partitions: 1, junk: 7, convergeTimeout: 60_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
+  return { seed, replicas: 3, duration: 20_000, opsPerSecond: 12, kills: 4, partitions: 1, junk: 9, convergeTimeout: 60_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
 }
 
 interface WriteRecord {
@@ -98,7 +98,7 @@ export interface ChaosReport {
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 const ODD_KEYS = ['/odd/a b', '/odd/ü', '/odd/%00', '/odd/☃/x', '/odd/tab\tkey']
-const JUNK_KINDS: JunkKind[] = ['garbage-payload', 'raw-head', 'random-block', 'bad-delta', 'huge-priority', 'valid-over-junk', 'missing-head']
+const JUNK_KINDS: JunkKind[] = ['garbage-payload', 'head-flood', 'raw-head', 'random-block', 'missing-links', 'bad-delta', 'huge-priority', 'valid-over-junk', 'missing-head']
 
 export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
   const started = Date.now()

@@ -21,7 +21,7 @@ export interface ReplicaConfig {
   blocked: string[]
 }
 
-export type JunkKind = 'garbage-payload' | 'missing-head' | 'raw-head' | 'random-block' | 'bad-delta' | 'huge-priority' | 'valid-over-junk'
+export type JunkKind = 'garbage-payload' | 'missing-head' | 'raw-head' | 'random-block' | 'bad-delta' | 'huge-priority' | 'valid-over-junk' | 'head-flood' | 'missing-links'
 
 export interface BatchOp {
   key: string

@@ -133,6 +133,22 @@ async function junk (kind: JunkKind, tag: string): Promise<{ cid?: string, key?:
       cid = await dagPbCid(randomBytes(32))
       payload = encodeBroadcast([{ cid, dagName: '' }])
       break
+    case 'head-flood': {
+      // a hostile replica announcing many heads nobody has: honest heads keep their turns
+      const heads = await Promise.all(Array.from({ length: 100 }, async () => ({ cid: await dagPbCid(randomBytes(32)), dagName: '' })))
+      await inner.broadcast(encodeBroadcast(heads))
+      return { cid: heads[0].cid.toString() }
+    }
+    case 'missing-links': {
+      // a real write in a node linking blocks nobody has: merged at once, its links given up in time
+      const links = await Promise.all(Array.from({ length: 30 }, async () => dagPbCid(randomBytes(32))))
+      written = { key: `/junk/${tag}`, value: `links-${tag}` }
+      const built = await encodeNode({ elements: [{ key: written.key, id: '', value: enc(written.value) }], tombstones: [], priority: 1, dagName: '' }, links)
+      await node.blockstore.put(built.cid, built.bytes)
+      cid = built.cid
+      payload = encodeBroadcast([{ cid, dagName: '' }])
+      break
+    }
     case 'raw-head':
       cid = CID.createV1(0x55, await sha256.digest(randomBytes(16)))
       payload = encodeBroadcast([{ cid, dagName: '' }])

@@ -1,0 +1,372 @@
+/**
+ * Attacks on the receive path by hostile peers (issue #20 items 1 and 4-10,
+ * issue #12 items 5 and 8), each reproduced in-process with a fake
+ * broadcaster or on 127.0.0.1, and the limits that now hold.
+ */
+
+import { connect } from 'node:net'
+import { expect } from 'aegir/chai'
+import { Key } from 'interface-datastore'
+import { CID } from 'multiformats/cid'
+import { identity } from 'multiformats/hashes/identity'
+import { sha256, sha512 } from 'multiformats/hashes/sha2'
+import { createReplicaNode, createHeliaCRDT, decodeBroadcast, decodeNode, encodeBroadcast, encodeNode } from '../src/index.js'
+import { MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE, splitBroadcast } from '../src/broadcast.js'
+import { PayloadQueue } from '../src/payload-queue.js'
+import { CRDTBroadcast } from '../src/pb/broadcast.js'
+import { pubsubBroadcaster } from '../src/pubsub-broadcaster.js'
+import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
+import { missingCid, StallingBlockstore } from './fixtures/hostile-blocks.js'
+import { stateOf, waitFor } from './fixtures/network.js'
+import { dec, enc, memoryReplica, readBlock } from './fixtures/stores.js'
+import type { CRDTDatastoreInit, ReplicaNode } from '../src/index.js'
+import type { MemoryReplica } from './fixtures/stores.js'
+
+const key = (s: string): Key => new Key(s)
+
+/** A node with one put and no links, stored in `blockstore` */
+async function storedNode (blockstore: { put(cid: CID, bytes: Uint8Array): unknown }, k: string, v: string, links: CID[] = [], priority = 1): Promise<CID> {
+  const node = await encodeNode({ elements: [{ key: k, id: '', value: enc(v) }], tombstones: [], priority, dagName: '' }, links)
+  await blockstore.put(node.cid, node.bytes)
+  return node.cid
+}
+
+const announce = (cids: CID[], dagName = ''): Uint8Array => encodeBroadcast(cids.map(cid => ({ cid, dagName })))
+
+describe('hostile peers: the receive path', function () {
+  this.timeout(60_000)
+  const cleanup: Array<() => Promise<void>> = []
+  afterEach(async () => {
+    for (const fn of cleanup.splice(0).reverse()) await fn()
+  })
+
+  async function replica (init: CRDTDatastoreInit = {}): Promise<MemoryReplica & { blockstore: StallingBlockstore, net: AnnouncerBroadcaster }> {
+    const blockstore = new StallingBlockstore()
+    const net = new AnnouncerBroadcaster()
+    const r = await memoryReplica({ repairInterval: 0, ...init }, { blockstore, broadcaster: net })
+    cleanup.push(async () => {
+      await r.store.stop()
+      net.close()
+    })
+    return { ...r, blockstore, net }
+  }
+
+  it('#20.1: a head nobody has does not hold up an honest write announced after it', async () => {
+    // the head deadline is long here, so only walking outside the receive loop lets the honest write through
+    const r = await replica({ dagSyncerTimeout: 30_000, headTimeout: 30_000 })
+    r.net.deliver(announce([await missingCid('bogus')]), 'evil')
+    await waitFor(() => r.blockstore.stalls === 1, 5000, 'the bogus head to be asked for')
+    const honest = await storedNode(r.blockstore, '/honest', 'arrives')
+    r.net.deliver(announce([honest]), 'good')
+    await waitFor(async () => (await stateOf(r.store)).includes('/honest=arrives'), 10_000, 'the honest write')
+    // the bogus head is still being waited for, and stats() says so
+    expect(r.blockstore.aborted).to.equal(0)
+    expect(r.store.stats().headsInFlight).to.equal(1)
+    expect(r.store.stats().queuedJobs).to.be.greaterThan(0)
+  })
+
+  it('#20.1: an announced head gets headTimeout, not dagSyncerTimeout', async () => {
+    const r = await replica({ dagSyncerTimeout: 30_000, headTimeout: 200 })
+    const receiving = r.store.receive(announce([await missingCid('short')]))
+    await Promise.race([receiving, new Promise(resolve => setTimeout(resolve, 10_000))])
+    expect(r.blockstore.aborted).to.equal(1)
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+  })
+
+  it('#20.1: a flood of bogus heads from one announcer leaves turns for others and gets it deprioritised', async () => {
+    const r = await replica({ numWorkers: 1, headTimeout: 150, dagSyncerTimeout: 5000 })
+    const bogus = await Promise.all(Array.from({ length: 40 }, async (_, i) => missingCid(`flood-${i}`)))
+    r.net.deliver(announce(bogus), 'evil')
+    await waitFor(() => r.blockstore.stalls > 0, 5000, 'the flood to be fetched')
+    const first = await storedNode(r.blockstore, '/first', '1')
+    r.net.deliver(announce([first]), 'good')
+    await waitFor(async () => (await stateOf(r.store)).includes('/first=1'), 10_000, 'the first honest write')
+    // served in turn, long before the flood is through
+    expect(r.store.stats().queuedHeads).to.be.greaterThan(20)
+    await waitFor(() => r.store.stats().penalisedAnnouncers === 1, 10_000, 'the flooder to be deprioritised')
+    const second = await storedNode(r.blockstore, '/second', '2')
+    r.net.deliver(announce([second]), 'good')
+    await waitFor(async () => (await stateOf(r.store)).includes('/second=2'), 10_000, 'the second honest write')
+    expect(r.store.stats().queuedHeads).to.be.greaterThan(0)
+    // a deprioritised announcer has at most one head in flight
+    expect(r.store.stats().headsInFlight).to.be.at.most(1)
+  })
+
+  it('#12.5: a node linking 60 missing blocks costs one shared deadline, and other walks go on', async () => {
+    const r = await replica({ numWorkers: 5, dagSyncerTimeout: 400 })
+    const missing = await Promise.all(Array.from({ length: 60 }, async (_, i) => missingCid(`child-${i}`)))
+    const bad = await storedNode(r.blockstore, '/bad', 'top', missing, 2)
+    const honestChild = await storedNode(r.blockstore, '/honest/child', 'c')
+    const honest = await storedNode(r.blockstore, '/honest/top', 't', [honestChild], 2)
+    r.net.deliver(announce([bad]), 'evil')
+    r.net.deliver(announce([honest]), 'good')
+    await waitFor(async () => (await stateOf(r.store)).includes('/honest/child=c'), 10_000, 'the honest branch')
+    await waitFor(() => r.store.stats().walks === 0 && r.store.stats().headsInFlight === 0, 20_000, 'the bad walk to end')
+    // each missing child was not given a deadline of its own: only the first few were waited for
+    expect(r.blockstore.stalls).to.be.at.most(15)
+    expect(await r.store.pendingBranches()).to.have.lengthOf(60)
+    expect(await r.store.isDirty()).to.equal(true)
+  })
+
+  it('#12.8: every head of a broadcast is adopted by a replica with no heads, not only the first', async () => {
+    const r = await replica({ numWorkers: 1, dagSyncerTimeout: 3000 })
+    // A links a missing block: its walk holds the only worker while B waits its turn
+    const a = await storedNode(r.blockstore, '/a', 'a', [await missingCid('under-a')], 2)
+    const b = await storedNode(r.blockstore, '/b', 'b', [await missingCid('under-b')], 2)
+    r.net.deliver(announce([a, b]), 'writer')
+    await waitFor(() => r.blockstore.stalls === 1, 5000, 'the walk of a to wait for its child')
+    await r.store.put(key('/mine'), enc('m'))
+    const [head] = r.store.heads()
+    const mine = decodeNode(head.cid, await readBlock(r.blockstore, head.cid))
+    expect(mine.links.map(String).sort()).to.deep.equal([a, b].map(String).sort())
+  })
+
+  it('#20.4: only usable CIDs are accepted, duplicates go in linear time, limits hold, errors quote nothing', async () => {
+    const data = enc('x')
+    const usable = CID.createV1(0x70, await sha256.digest(data))
+    const refused = [
+      CID.createV1(0x70, identity.digest(enc('inline'))),
+      CID.createV1(0x70, await sha512.digest(data)),
+      CID.createV1(0x55, await sha256.digest(data))
+    ]
+    for (const cid of refused) {
+      expect(() => decodeBroadcast(announce([cid])), cid.toString()).to.throw().with.property('name', 'MalformedBroadcastError')
+    }
+    // a truncated digest: sha2-256 code, 20-byte digest
+    const truncated = Uint8Array.from([0x01, 0x70, 0x12, 20, ...new Uint8Array(20).fill(7)])
+    expect(() => decodeBroadcast(CRDTBroadcast.encode({ Heads: [{ Cid: truncated, DagName: '' }] }))).to.throw().with.property('name', 'MalformedBroadcastError')
+    // 1,024 copies of one head decode to one
+    expect(decodeBroadcast(announce(Array(MAX_BROADCAST_HEADS).fill(usable))).get('')).to.have.lengthOf(1)
+    // too many DAG names, too large a payload
+    const names = Array.from({ length: MAX_BROADCAST_DAG_NAMES + 1 }, (_, i) => ({ cid: usable, dagName: `d${i}` }))
+    expect(() => decodeBroadcast(encodeBroadcast(names))).to.throw().with.property('name', 'MalformedBroadcastError')
+    expect(() => decodeBroadcast(new Uint8Array(MAX_BROADCAST_SIZE + 1))).to.throw().with.property('name', 'MalformedBroadcastError')
+    // untrusted bytes never reach an error message
+    const sneaky = CID.createV1(0x70, await sha512.digest(enc('\u001b[2J')))
+    try {
+      decodeBroadcast(encodeBroadcast([{ cid: sneaky, dagName: '\u001b[2Jname' }]))
+      expect.fail('decoded')
+    } catch (err: any) {
+      expect(err.message).to.not.include(sneaky.toString())
+      expect(err.message).to.not.include('\u001b')
+    }
+  })
+
+  it('#20.4: the pubsub validator refuses oversized payloads unread and hands the decoded heads on', async () => {
+    const listeners: Array<(evt: any) => void> = []
+    const validators = new Map<string, any>()
+    const pubsub = {
+      subscribe () {},
+      unsubscribe () {},
+      publish: async () => {},
+      addEventListener: (_: string, l: any) => { listeners.push(l) },
+      removeEventListener () {},
+      topicValidators: validators
+    }
+    const b = pubsubBroadcaster({ pubsub }, { topic: 't' })
+    try {
+      const validate = validators.get('t')
+      expect(validate(undefined, { topic: 't', data: new Uint8Array(MAX_BROADCAST_SIZE + 1) })).to.equal('reject')
+      const cid = await missingCid('decoded once')
+      const message = { topic: 't', data: announce([cid]), from: { toString: () => 'peer-a' } }
+      expect(validate(undefined, message)).to.equal('accept')
+      for (const l of listeners) l({ detail: message })
+      const payload = await b.nextPayload?.()
+      expect(payload?.from).to.equal('peer-a')
+      expect(payload?.heads?.get('')?.map(String)).to.deep.equal([cid.toString()])
+    } finally {
+      await b.stop()
+    }
+  })
+
+  it('#20.5: payload queues are bounded by bytes as well as count', async () => {
+    const queue = new PayloadQueue(1024, 4 * 1024 * 1024)
+    for (let i = 0; i < 100; i++) queue.push(new Uint8Array(1024 * 1024).fill(i))
+    expect(queue.bytes).to.be.at.most(4 * 1024 * 1024)
+    expect(queue.size).to.equal(4)
+    expect(queue.dropped).to.equal(96)
+    // the newest are kept
+    expect((await queue.next())[0]).to.equal(96)
+    queue.push(new Uint8Array(5 * 1024 * 1024))
+    expect(queue.dropped).to.equal(97)
+    queue.close()
+  })
+
+  it('#20.6: one broadcast cannot start unbounded fetches, with or without multiHeadProcessing', async () => {
+    for (const multiHeadProcessing of [false, true]) {
+      let inFlight = 0
+      let maxInFlight = 0
+      const blockstore = new StallingBlockstore()
+      const get = blockstore.get.bind(blockstore)
+      blockstore.get = async function * (cid, options) {
+        inFlight++
+        maxInFlight = Math.max(maxInFlight, inFlight)
+        try {
+          yield * get(cid, options)
+        } finally {
+          inFlight--
+        }
+      }
+      const r = await memoryReplica({ repairInterval: 0, numWorkers: 2, headTimeout: 50, multiHeadProcessing }, { blockstore })
+      try {
+        // 1,024 DAG names in one broadcast: refused outright
+        const many = await Promise.all(Array.from({ length: 1024 }, async (_, i) => ({ cid: await missingCid(`name-${i}`), dagName: `dag${i}` })))
+        await r.store.receive(encodeBroadcast(many))
+        expect(blockstore.stalls).to.equal(0)
+        // 64 names x 4 heads: fetched a bounded number at a time
+        const heads = await Promise.all(Array.from({ length: 256 }, async (_, i) => ({ cid: await missingCid(`wide-${i}`), dagName: `dag${i % 64}` })))
+        await r.store.receive(encodeBroadcast(heads))
+        expect(blockstore.stalls).to.equal(256)
+        expect(maxInFlight, `multiHeadProcessing ${String(multiHeadProcessing)}`).to.be.at.most(2 * 4)
+      } finally {
+        await r.store.stop()
+      }
+    }
+  })
+
+  it('#20.7: a block refused at decode or for its size is not kept', async () => {
+    const r = await replica({ maxBlockSize: 4096 })
+    // a valid node over the size limit
+    const big = await storedNode(r.blockstore, '/big', 'x'.repeat(8000))
+    // bytes that are no node under a dag-pb CID
+    const junkBytes = new Uint8Array(2000).fill(0xff)
+    const junk = CID.createV1(0x70, await sha256.digest(junkBytes))
+    await r.blockstore.put(junk, junkBytes)
+    await r.store.receive(announce([big, junk]))
+    expect(await stateOf(r.store)).to.deep.equal([])
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+  })
+
+  it('#20.8: a link that never arrives is given up after maxFetchAttempts, recorded, and the store turns clean', async () => {
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 3 })
+    const lost = await missingCid('lost')
+    const top = await storedNode(r.blockstore, '/top', 't', [lost], 2)
+    await r.store.receive(announce([top]))
+    expect((await r.store.pendingBranches()).map(String)).to.deep.equal([lost.toString()])
+    expect(await r.store.isDirty()).to.equal(true)
+    for (let i = 0; i < 2; i++) await r.store.repair().catch(() => {})
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+    expect(r.store.stats().givenUpBranches).to.equal(1)
+    await r.store.repair()
+    expect(await r.store.isDirty()).to.equal(false)
+    expect(r.blockstore.stalls).to.equal(3)
+    // a later node linking it revives it
+    const lostNode = await encodeNode({ elements: [{ key: '/lost', id: '', value: enc('found') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const again = await storedNode(r.blockstore, '/again', 'a', [lostNode.cid], 2)
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    await r.store.receive(announce([again]))
+    expect(dec(await r.store.get(key('/lost')))).to.equal('found')
+  })
+
+  it('#20.8: a branch given up is tried again now and then, so one lost to a long partition comes back', async () => {
+    // every GIVEN_UP_RETRY_EVERY (24) repair ticks of 20 ms
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 20 })
+    const lostNode = await encodeNode({ elements: [{ key: '/late', id: '', value: enc('back') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    await waitFor(async () => (await stateOf(r.store)).includes('/late=back'), 10_000, 'the given-up branch to be retried')
+    await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean')
+  })
+
+  it('#20.10: more than 1,024 heads are announced in broadcasts every replica accepts', async () => {
+    const r = await replica({ rebroadcastInterval: 100 })
+    const roots: CID[] = []
+    for (let i = 0; i < 1100; i++) roots.push(await storedNode(r.blockstore, `/root/${i}`, `${i}`))
+    await r.store.receive(announce(roots.slice(0, 600)))
+    await r.store.receive(announce(roots.slice(600)))
+    expect(r.store.heads()).to.have.lengthOf(1100)
+    await waitFor(() => r.net.sent.length >= 2, 10_000, 'a rebroadcast')
+    const announced = new Set<string>()
+    for (const payload of r.net.sent.slice(0, 2)) {
+      for (const cids of decodeBroadcast(payload).values()) for (const cid of cids) announced.add(cid.toString())
+    }
+    expect(announced.size).to.equal(1100)
+    expect(splitBroadcast(roots.map(cid => ({ cid, dagName: '' })))).to.have.lengthOf(2)
+  })
+})
+
+describe('hostile peers: the Helia DAG syncer', () => {
+  it('#20.1: asks the peer that announced a head first', async () => {
+    const peers = Array.from({ length: 8 }, (_, i) => `peer-${i}`)
+    const asked: string[] = []
+    const bytes = enc('block')
+    const cid = CID.createV1(0x55, await sha256.digest(bytes))
+    const fake = {
+      libp2p: {
+        getConnections: () => peers.map(id => ({ remoteAddr: {} as any, remotePeer: { toString: () => id, toCID: () => id as any } }))
+      },
+      blockstore: {
+        has: async () => false,
+        put: async () => {},
+        get: async function * () {},
+        createSession: (_root: CID, options: any) => ({
+          async * get () {
+            const id = String(options.providers[0])
+            asked.push(id)
+            if (id !== 'peer-5') throw new Error('DONT_HAVE')
+            yield bytes
+          }
+        })
+      }
+    }
+    const { heliaDAGSyncer } = await import('../src/helia-dag-syncer.js')
+    const syncer = heliaDAGSyncer(fake as any)
+    const chunks: Uint8Array[] = []
+    for await (const chunk of syncer.get(cid, { signal: AbortSignal.timeout(5000), preferPeer: 'peer-5' } as any)) chunks.push(chunk)
+    expect(chunks).to.have.lengthOf(1)
+    expect(asked).to.deep.equal(['peer-5'])
+  })
+})
+
+describe('hostile peers: over libp2p on 127.0.0.1', function () {
+  this.timeout(60_000)
+  let nodes: ReplicaNode[] = []
+  afterEach(async () => {
+    await Promise.all(nodes.map(async n => n.stop()))
+    nodes = []
+  })
+
+  it('#20.7: junk blocks a peer serves under dag-pb CIDs do not stay in our blockstore', async () => {
+    const evil = await createReplicaNode({ listen: ['/memory/hostile-disk-evil'] })
+    const honest = await createReplicaNode({ listen: ['/memory/hostile-disk-honest'] })
+    nodes.push(evil, honest)
+    const store = await createHeliaCRDT(honest, { topic: 'hostile-disk', repairInterval: 0, dagSyncerTimeout: 5000 })
+    try {
+      await honest.libp2p.dial(evil.libp2p.getMultiaddrs()[0])
+      const junk: CID[] = []
+      for (let i = 0; i < 5; i++) {
+        const bytes = new Uint8Array(200 * 1024).map((_, j) => (j * 31 + i * 7) & 0xff)
+        const cid = CID.createV1(0x70, await sha256.digest(bytes))
+        await evil.blockstore.put(cid, bytes)
+        junk.push(cid)
+      }
+      await store.receive(announce(junk))
+      for (const cid of junk) expect(await honest.blockstore.has(cid), cid.toString()).to.equal(false)
+      expect(await stateOf(store)).to.deep.equal([])
+    } finally {
+      await store.stop()
+    }
+  })
+
+  it('#20.9: idle raw sockets from 127.0.0.1 are not all held open', async () => {
+    const node = await createReplicaNode()
+    nodes.push(node)
+    const port = Number(node.libp2p.getMultiaddrs()[0].toString().split('/')[4])
+    const sockets = Array.from({ length: 100 }, () => connect(port, '127.0.0.1'))
+    let closed = 0
+    for (const s of sockets) {
+      s.on('error', () => {})
+      s.on('close', () => { closed++ })
+    }
+    try {
+      // well before libp2p's 10 s upgrade timeout closes every idle socket anyway
+      await waitFor(() => closed >= 100 - 32, 5000, 'excess sockets to be closed').catch(() => {})
+      expect(100 - closed).to.be.at.most(32)
+    } finally {
+      for (const s of sockets) s.destroy()
+    }
+  })
+})
