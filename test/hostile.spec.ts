@@ -434,7 +434,9 @@ describe('hostile network input', function () {
   })
 
   it('a node linking 2,000 children is walked completely', async () => {
-    const r = await stalling()
+    // nothing stalls here: a wide deadline keeps a loaded machine's pauses
+    // between arrivals from ending the children's shared deadline
+    const r = await stalling({ dagSyncerTimeout: 10_000 })
     const children = []
     for (let i = 0; i < 2000; i++) {
       const child = await encodeNode({ elements: [{ key: `/wide/${i}`, id: '', value: enc(`${i}`) }], tombstones: [], priority: 1, dagName: '' }, [])
