@@ -57,7 +57,8 @@ export class Replicator {
   private readonly engine: Engine
   private readonly walker: Walker
   private readonly log: Logger
-  private readonly controller = new AbortController()
+  /** Aborted by stop(); a new one is made by each start(), so the replicator can restart */
+  private controller = new AbortController()
   private readonly tasks = new Set<Promise<unknown>>()
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
   /** Heads announced by others since the last rebroadcast, by CID string */
@@ -69,6 +70,14 @@ export class Replicator {
   private readonly prefetched = new Map<string, Promise<DecodedNode>>()
   /** The heads of queued payloads, decoded once while they wait (none for a malformed one) */
   private readonly queuedHeads = new WeakMap<Uint8Array, CID[]>()
+  /** Payloads read from the Broadcaster since start */
+  public received = 0
+  /** Of those, payloads whose heads have all been walked (or given up) */
+  private handled = 0
+  /** Head walks started by `multiHeadProcessing` and not finished */
+  private headJobs = 0
+  /** Callbacks of `synced()` calls, run whenever `handled` or `headJobs` change */
+  private readonly progressWaiters = new Set<() => void>()
 
   constructor (init: ReplicatorInit) {
     this.init = init
@@ -83,6 +92,10 @@ export class Replicator {
 
   /** Starts the receive loop, the rebroadcast and repair timers, and a first repair when one is due */
   async start (): Promise<void> {
+    if (this.controller.signal.aborted) this.controller = new AbortController()
+    this.seen.clear()
+    this.received = 0
+    this.handled = 0
     if (this.init.broadcaster != null) {
       this.track(this.receiveLoop(this.init.broadcaster))
       this.scheduleRebroadcast()
@@ -104,9 +117,39 @@ export class Replicator {
     this.controller.abort()
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
+    this.notifyProgress()
     while (this.tasks.size > 0) {
       await Promise.allSettled([...this.tasks])
     }
+  }
+
+  /**
+   * Resolves once every payload read from the Broadcaster before this call
+   * has been handled: its heads walked and merged, or given up. Rejects when
+   * `options.signal` aborts or the replicator stops first.
+   */
+  async synced (options?: AbortOptions): Promise<void> {
+    // let the reader take what the Broadcaster already holds (it does so in microtasks)
+    await new Promise(resolve => setTimeout(resolve, 0))
+    const target = this.received
+    const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
+    while (this.handled < target || this.headJobs > 0) {
+      signal.throwIfAborted()
+      await new Promise<void>(resolve => {
+        const wake = (): void => {
+          this.progressWaiters.delete(wake)
+          signal.removeEventListener('abort', wake)
+          resolve()
+        }
+        this.progressWaiters.add(wake)
+        signal.addEventListener('abort', wake, { once: true })
+      })
+    }
+    signal.throwIfAborted()
+  }
+
+  private notifyProgress (): void {
+    for (const wake of [...this.progressWaiters]) wake()
   }
 
   /** Announces a new local head, replacing the heads it links to in a pending batch */
@@ -157,8 +200,15 @@ export class Replicator {
     await Promise.all([...byDag.values()].map(async cids => {
       for (const cid of cids) {
         const job = this.handleHead(cid)
-        if (this.init.multiHeadProcessing) this.track(job)
-        else await job
+        if (this.init.multiHeadProcessing) {
+          this.headJobs++
+          this.track(job.finally(() => {
+            this.headJobs--
+            this.notifyProgress()
+          }))
+        } else {
+          await job
+        }
       }
     }))
   }
@@ -243,7 +293,12 @@ export class Replicator {
     const reader = (async () => {
       while (!signal.aborted) {
         try {
-          inbox.push(await broadcaster.next({ signal }))
+          const data = await broadcaster.next({ signal })
+          const dropped = inbox.dropped
+          inbox.push(data)
+          this.received++
+          // a payload a full inbox dropped is given up: it counts as handled
+          this.handled += inbox.dropped - dropped
         } catch (err: any) {
           if (signal.aborted) return
           this.log.error('broadcaster failed to deliver - %e', err)
@@ -263,6 +318,8 @@ export class Replicator {
         await this.handleBroadcast(data).catch((err: any) => {
           if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
         })
+        this.handled++
+        this.notifyProgress()
       }
     } finally {
       inbox.close()
