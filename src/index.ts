@@ -54,6 +54,8 @@
  * ```
  */
 
+// first: fails fast, with a clear message, on a Node.js too old for libp2p and Helia
+import './node-check.js'
 import { CRDTDatastore } from './crdt-datastore.js'
 import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './crdt-datastore.js'
 import type { AbortOptions } from 'interface-store'
@@ -92,6 +94,7 @@ export { encodeBroadcast, decodeBroadcast } from './broadcast.js'
 export type { BroadcastHead } from './broadcast.js'
 export { blockKey, cidFromBlockKey } from './block-key.js'
 export * from './errors.js'
+export { MIN_NODE_MAJOR } from './node-version.js'
 
 /**
  * Creates a CRDT datastore over the given components and starts it: it
