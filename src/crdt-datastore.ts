@@ -476,6 +476,12 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     return dagName == null ? this.engine.heads.all() : this.engine.heads.list(checkDagName(dagName))
   }
 
+  /** Whether the DAG node `cid` has been merged into this store */
+  async hasMerged (cid: CID, options?: AbortOptions): Promise<boolean> {
+    this.checkOpen(options)
+    return this.engine.isProcessed(cid, options)
+  }
+
   /** DAG nodes recorded as the frontier of a walk that has not finished */
   async pendingBranches (options?: AbortOptions): Promise<CID[]> {
     this.checkOpen(options)

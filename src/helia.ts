@@ -9,17 +9,18 @@ import { CRDTDatastore } from './crdt-datastore.js'
 import { DatastoreStoppedError, InvalidOptionsError, MissingServiceError } from './errors.js'
 import { DEFAULT_SESSIONS, heliaDAGSyncer } from './helia-dag-syncer.js'
 import { cleanKey } from './layout.js'
+import { serveMerged } from './merged-protocol.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
 import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './crdt-datastore.js'
 import type { HeliaDAGSyncerComponents } from './helia-dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
-import type { ComponentLogger } from '@libp2p/interface'
+import type { ComponentLogger, Libp2p } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
 /** The parts of a Helia node the adapter uses */
 export interface HeliaLike extends HeliaDAGSyncerComponents {
-  libp2p: HeliaDAGSyncerComponents['libp2p'] & {
+  libp2p: HeliaDAGSyncerComponents['libp2p'] & Partial<Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>> & {
     services: Record<string, unknown>
   }
   datastore: Datastore
@@ -109,9 +110,13 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
   /** The topic subscription, present while the store runs */
   public readonly broadcaster: PubSubBroadcaster
 
-  constructor (components: Omit<CRDTDatastoreComponents, 'broadcaster'> & { broadcaster: TopicBroadcaster }, init: CRDTDatastoreInit) {
+  private readonly libp2p?: HeliaLike['libp2p']
+  private unserve?: () => Promise<void>
+
+  constructor (components: Omit<CRDTDatastoreComponents, 'broadcaster'> & { broadcaster: TopicBroadcaster, libp2p?: HeliaLike['libp2p'] }, init: CRDTDatastoreInit) {
     super(components, init)
     this.broadcaster = components.broadcaster
+    this.libp2p = components.libp2p
   }
 
   /** start() and stop() calls, run one after the other so the subscription follows the store */
@@ -122,6 +127,10 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
       ;(this.broadcaster as TopicBroadcaster).open()
       try {
         await super.start(options)
+        const libp2p = this.libp2p
+        if (this.unserve == null && libp2p?.handle != null && libp2p.unhandle != null && libp2p.dialProtocol != null) {
+          this.unserve = await serveMerged(libp2p as Parameters<typeof serveMerged>[0], this)
+        }
       } catch (err) {
         await super.stop().catch(() => {})
         await this.broadcaster.stop()
@@ -132,6 +141,8 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
 
   override async stop (options?: AbortOptions): Promise<void> {
     await this.serially(async () => {
+      await this.unserve?.()
+      this.unserve = undefined
       await super.stop(options)
       await this.broadcaster.stop()
     })
@@ -179,6 +190,7 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
     datastore: init.datastore ?? helia.datastore,
     blockstore: heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS }),
     broadcaster: new TopicBroadcaster(topic, () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, validate })),
+    libp2p: helia.libp2p,
     logger: helia.logger
   }, {
     ...init,

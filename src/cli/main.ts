@@ -3,13 +3,13 @@
  * Loaded by `index.ts` once the Node.js version is known to be recent enough.
  */
 
-import { appendFile, readFile } from 'node:fs/promises'
+import { appendFile, chmod, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { COMMANDS, runCommand } from './commands.js'
-import { parseOptions, USAGE } from './options.js'
+import { EXIT, parseOptions, USAGE } from './options.js'
 import { SyncProgress } from './progress.js'
-import { startReplica } from './replica.js'
+import { confirmWrite, startReplica, waitForSync } from './replica.js'
 import type { CommandContext, CommandResult } from './commands.js'
 import type { CLIOptions } from './options.js'
 import type { Replica } from './replica.js'
@@ -58,8 +58,16 @@ async function scriptMode (ctx: CommandContext, options: CLIOptions): Promise<vo
 /** The interactive shell: completion, persistent history, Ctrl-C/Ctrl-D to quit */
 async function shell (ctx: CommandContext, replica: Replica, options: CLIOptions): Promise<void> {
   const historyPath = join(options.data, HISTORY_FILE)
+  // the history holds typed values: private to the user, like the data directory
+  await chmod(historyPath, 0o600).catch(() => {})
   const history = await readFile(historyPath, 'utf8').then(t => t.split('\n').filter(Boolean).reverse().slice(0, HISTORY_SIZE), () => [])
-  const progress = new SyncProgress(replica.store, { write: (t) => process.stderr.write(t), tty: process.stderr.isTTY === true })
+  let redraw = (): void => {}
+  const progress = new SyncProgress(replica.store, {
+    write: (t) => process.stderr.write(t),
+    tty: process.stderr.isTTY === true,
+    // the notice lands where the prompt was: draw it again, keeping what was typed
+    onNotice: () => { redraw() }
+  })
   const rl = createInterface({
     input: process.stdin,
     output: process.stdout,
@@ -72,6 +80,7 @@ async function shell (ctx: CommandContext, replica: Replica, options: CLIOptions
       return [hits.length > 0 ? hits : names, line.trim()]
     }
   })
+  redraw = () => { rl.prompt(true) }
   process.stdout.write(banner(replica) + '\n')
   progress.start()
   rl.prompt()
@@ -79,7 +88,7 @@ async function shell (ctx: CommandContext, replica: Replica, options: CLIOptions
     let busy = Promise.resolve()
     rl.on('line', line => {
       busy = busy.then(async () => {
-        if (line.trim() !== '') await appendFile(historyPath, line + '\n').catch(() => {})
+        if (line.trim() !== '') await appendFile(historyPath, line + '\n', { mode: 0o600 }).catch(() => {})
         const result = await runCommand(ctx, line)
         print(result, false)
         if (result?.exit === true) rl.close()
@@ -98,25 +107,34 @@ async function main (): Promise<number> {
     options = parseOptions(process.argv.slice(2))
   } catch (err: any) {
     process.stderr.write(`${err.message}\n\n${USAGE}`)
-    return 2
+    return EXIT.USAGE
   }
   if (options.help) {
     process.stdout.write(USAGE)
     return 0
   }
 
-  const replica = await startReplica(options)
+  const warn = (text: string): void => { process.stderr.write(`warning: ${text}\n`) }
+  const replica = await startReplica(options, { warn })
   const ctx: CommandContext = { store: replica.store, node: replica.node, batchOps: 0 }
   const onSignal = (): void => {
     void replica.stop().finally(() => process.exit(130))
   }
   process.once('SIGTERM', onSignal)
-  let code = 0
+  let code: number = EXIT.OK
   try {
+    if (options.waitSync) {
+      await waitForSync(replica, options, { info: (text: string) => { process.stderr.write(`${text}\n`) }, warn })
+    }
     if (options.command.length > 0) {
       const result = await runCommand(ctx, options.command.map(w => /\s/.test(w) ? JSON.stringify(w) : w).join(' '))
+      const written = result?.ok === true && result.wrote === true ? replica.store.heads() : []
+      if (result != null && written.length > 0) {
+        // the head of the DAG written to: a peer that merged it has the write
+        await confirmWrite(replica, options, result, written.reduce((a, b) => b.height > a.height ? b : a).cid)
+      }
       print(result, options.json)
-      code = result?.ok === false ? 1 : 0
+      code = result?.ok === false ? (result.usage === true ? EXIT.USAGE : EXIT.FAILED) : result?.data?.found === false ? EXIT.NOT_FOUND : EXIT.OK
     } else if (options.script || process.stdin.isTTY !== true) {
       process.once('SIGINT', onSignal)
       await scriptMode(ctx, options)
