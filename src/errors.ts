@@ -80,3 +80,9 @@ export class MissingServiceError extends Error {
   static override name = 'MissingServiceError'
   override name = 'MissingServiceError'
 }
+
+/** Another process (another replica) has the data directory open; LevelDB allows one process per directory */
+export class DirectoryLockedError extends Error {
+  static override name = 'DirectoryLockedError'
+  override name = 'DirectoryLockedError'
+}

@@ -281,6 +281,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
 export async function runCommand (ctx: CommandContext, line: string): Promise<CommandResult | undefined> {
   const words = tokenize(line.trim())
   if (words.length === 0 || words[0].startsWith('#')) return undefined
+  return runWords(ctx, words)
+}
+
+/** Runs a command already split into words (the one-shot command line) */
+export async function runWords (ctx: CommandContext, words: string[]): Promise<CommandResult | undefined> {
+  if (words.length === 0) return undefined
   const name = words[0].toLowerCase() === 'quit' ? 'exit' : words[0].toLowerCase()
   const command = COMMANDS[name]
   if (command == null) return fail(`unknown command "${esc(words[0])}": try help`)

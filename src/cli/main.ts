@@ -6,7 +6,7 @@
 import { appendFile, chmod, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { COMMANDS, runCommand } from './commands.js'
+import { COMMANDS, runCommand, runWords } from './commands.js'
 import { EXIT, parseOptions, USAGE } from './options.js'
 import { SyncProgress } from './progress.js'
 import { confirmWrite, startReplica, waitForSync } from './replica.js'
@@ -127,7 +127,8 @@ async function main (): Promise<number> {
       await waitForSync(replica, options, { info: (text: string) => { process.stderr.write(`${text}\n`) }, warn })
     }
     if (options.command.length > 0) {
-      const result = await runCommand(ctx, options.command.map(w => /\s/.test(w) ? JSON.stringify(w) : w).join(' '))
+      // the shell has split the words already: no second round of quoting
+      const result = await runWords(ctx, options.command)
       const written = result?.ok === true && result.wrote === true ? replica.store.heads() : []
       if (result != null && written.length > 0) {
         // the head of the DAG written to: a peer that merged it has the write
