@@ -5,12 +5,15 @@
  * from the topic.
  */
 
+import { defaultLogger } from '@libp2p/logger'
 import { CRDTDatastore } from './crdt-datastore.js'
 import { DatastoreStoppedError, InvalidOptionsError, MissingServiceError } from './errors.js'
 import { DEFAULT_SESSIONS, heliaDAGSyncer } from './helia-dag-syncer.js'
 import { cleanKey } from './layout.js'
 import { serveMerged } from './merged-protocol.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
+import { TopicWatch } from './topic-watch.js'
+import type { WatchedPubSub } from './topic-watch.js'
 import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './crdt-datastore.js'
 import type { HeliaDAGSyncerComponents } from './helia-dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
@@ -63,12 +66,14 @@ export const DEFAULT_NAMESPACE_PREFIX = '/datastore-crdt'
 class TopicBroadcaster implements PubSubBroadcaster {
   public readonly topic: string
   private readonly make: () => PubSubBroadcaster
+  private readonly watch: TopicWatch
   private current?: PubSubBroadcaster
   private droppedBefore = 0
 
-  constructor (topic: string, make: () => PubSubBroadcaster) {
+  constructor (topic: string, make: () => PubSubBroadcaster, watch: TopicWatch) {
     this.topic = topic
     this.make = make
+    this.watch = watch
   }
 
   get dropped (): number {
@@ -78,6 +83,7 @@ class TopicBroadcaster implements PubSubBroadcaster {
   /** Subscribes, unless subscribed already */
   open (): void {
     this.current ??= this.make()
+    this.watch.start()
   }
 
   async broadcast (data: Uint8Array, options?: AbortOptions): Promise<void> {
@@ -89,6 +95,7 @@ class TopicBroadcaster implements PubSubBroadcaster {
   }
 
   async stop (): Promise<void> {
+    this.watch.stop()
     const current = this.current
     this.current = undefined
     if (current == null) return
@@ -189,7 +196,11 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   const store = new HeliaCRDTDatastore({
     datastore: init.datastore ?? helia.datastore,
     blockstore: heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS }),
-    broadcaster: new TopicBroadcaster(topic, () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, validate })),
+    broadcaster: new TopicBroadcaster(
+      topic,
+      () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, validate }),
+      new TopicWatch(pubsub as WatchedPubSub, topic, (helia.logger ?? defaultLogger()).forComponent('datastore-crdt:topic'))
+    ),
     libp2p: helia.libp2p,
     logger: helia.logger
   }, {
