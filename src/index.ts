@@ -51,6 +51,9 @@
  * store.addEventListener('put', (evt) => {
  *   console.log('now', evt.detail.key.toString())
  * })
+ *
+ * // resolves once everything announced so far by other replicas is merged
+ * await store.synced({ signal: AbortSignal.timeout(30_000) })
  * ```
  */
 
@@ -120,5 +123,7 @@ export { createHeliaCRDT, HeliaCRDTDatastore, DEFAULT_PUBSUB_SERVICE, DEFAULT_NA
 export { heliaDAGSyncer, DEFAULT_SESSIONS } from './helia-dag-syncer.js'
 export type { HeliaDAGSyncerComponents, HeliaDAGSyncerInit } from './helia-dag-syncer.js'
 export type { HeliaLike, HeliaCRDTInit } from './helia.js'
+export { askMerged, MERGED_PROTOCOL } from './merged-protocol.js'
+export { DEFAULT_TOPIC_CHECK_INTERVAL } from './topic-watch.js'
 export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_ALLOW } from './node.js'
 export type { ReplicaNode, ReplicaNodeInit, ReplicaNodeServices } from './node.js'
