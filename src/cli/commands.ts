@@ -191,7 +191,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       const s = ctx.store.stats()
       const dirty = await ctx.store.isDirty()
       const pending = (await ctx.store.pendingBranches()).length
-      const data = { heads: s.heads.length, maxHeight: s.maxHeight, queuedJobs: s.queuedJobs, fetchedBlocks: s.fetchedBlocks, pendingBranches: pending, dirty }
+      const data = { heads: s.heads.length, maxHeight: s.maxHeight, queuedJobs: s.queuedJobs, fetchedBlocks: s.fetchedBlocks, receivedBroadcasts: s.receivedBroadcasts, pendingBranches: pending, dirty }
       return ok(Object.entries(data).map(([k, v]) => `${k}: ${String(v)}`).join('\n'), data)
     }
   },
