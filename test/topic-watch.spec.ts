@@ -1,3 +1,9 @@
+/**
+ * The topic watch of Helia stores: one log line when pubsub peers are
+ * connected but none shares our topic (a mistyped topic), with a fake
+ * pubsub and a recording logger.
+ */
+
 import { expect } from 'aegir/chai'
 import { TopicWatch } from '../src/topic-watch.js'
 import type { Logger } from '@libp2p/interface'
