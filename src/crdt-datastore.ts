@@ -196,7 +196,11 @@ export interface CRDTStats {
   maxHeight: number
   /** DAG fetches waiting or in flight, merges waiting for the lock, and announced heads waiting or being handled */
   queuedJobs: number
-  /** DAG nodes fetched from the DAG syncer since start */
+  /**
+   * Blocks received in full from the DAG syncer since start: by walks, for
+   * announced heads and for heads fetched ahead of their turn, whether they
+   * then decoded or not. Local blocks the DAG syncer serves count too
+   */
   fetchedBlocks: number
   /** Announced heads waiting for their turn */
   queuedHeads: number
@@ -210,9 +214,33 @@ export interface CRDTStats {
   walks: number
   /** Unfinished branches given up since start (malformed, or no block after `maxFetchAttempts` fetches) */
   givenUpBranches: number
+  /** Broadcast payloads received from other replicas since start */
+  receivedBroadcasts: number
 }
 
 const EMPTY = new Uint8Array(0)
+
+/** `get` of `getter` calling `onBlock` after each block is received in full */
+function countedGet (getter: Pick<DAGBlockstore, 'get'>, onBlock: () => void): DAGBlockstore['get'] {
+  return async function * (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+    yield * getter.get(cid, options)
+    onBlock()
+  }
+}
+
+/** The fetching side of `blockstore` (and of its sessions), counting every block received */
+function countingBlockstore (blockstore: DAGBlockstore, onBlock: () => void): DAGBlockstore {
+  const counted: DAGBlockstore = {
+    get: countedGet(blockstore, onBlock),
+    put: (cid, bytes, options) => blockstore.put(cid, bytes, options),
+    has: (cid, options) => blockstore.has(cid, options)
+  }
+  const createSession = blockstore.createSession?.bind(blockstore)
+  if (createSession != null) {
+    counted.createSession = (root, options) => ({ get: countedGet(createSession(root, options), onBlock) })
+  }
+  return counted
+}
 const DAG_NAME = /^[^/]+(\/[^/]+)*$/
 
 function checkNumber (name: string, value: number, min: number, integer = false): number {
@@ -247,6 +275,10 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
+  private starting?: Promise<void>
+  private stopping?: Promise<void>
+  /** Blocks received from the DAG syncer since start (see `stats()`) */
+  private fetchedBlocks = 0
 
   constructor (components: CRDTDatastoreComponents, init: CRDTDatastoreInit = {}) {
     super()
@@ -294,11 +326,13 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxFetchAttempts,
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
-    this.walker = new Walker({ engine: this.engine, blockstore: this.blockstore, log: this.log, numWorkers, dagSyncerTimeout })
+    // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
+    const fetcher = countingBlockstore(this.blockstore, () => { this.fetchedBlocks++ })
+    this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: this.log, numWorkers, dagSyncerTimeout })
     this.replicator = new Replicator({
       engine: this.engine,
       walker: this.walker,
-      blockstore: this.blockstore,
+      blockstore: fetcher,
       broadcaster: components.broadcaster,
       log: this.log,
       rebroadcastInterval,
@@ -315,13 +349,21 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
 
   /**
    * Loads the heads, detects an unclean previous shutdown (the store is then
-   * marked dirty and repaired) and starts replicating.
+   * marked dirty and repaired) and starts replicating. Idempotent: calling it
+   * on a started store does nothing, and calls made while it starts share
+   * one start. A stopped store can be started again (components such as
+   * Helia and libp2p start and stop the datastore they are given).
    */
   async start (options?: AbortOptions): Promise<void> {
-    if (this.state !== 'new') {
-      throw new DatastoreStoppedError('A CRDT datastore can only be started once')
-    }
     options?.signal?.throwIfAborted()
+    if (this.state === 'started') return
+    if (this.starting != null) return this.starting
+    if (this.stopping != null) await this.stopping
+    this.starting = this.open(options).finally(() => { this.starting = undefined })
+    return this.starting
+  }
+
+  private async open (options?: AbortOptions): Promise<void> {
     const version = await this.datastore.has(this.layout.versionKey, options)
       ? varint.decode(await this.datastore.get(this.layout.versionKey, options))
       : undefined
@@ -337,6 +379,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     }
     await this.datastore.put(this.layout.badShutdownKey, EMPTY, options)
     await this.engine.heads.load(options)
+    this.fetchedBlocks = 0
     this.state = 'started'
     await this.replicator.start()
     this.log('started with %d heads, max height %d', this.engine.heads.all().length, this.engine.heads.maxHeight())
@@ -345,14 +388,19 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   /**
    * Stops replicating and waits for every background task and pending write
    * to settle, then clears the bad-shutdown marker. The underlying datastore
-   * and blockstore stay open: they belong to the caller.
+   * and blockstore stay open: they belong to the caller. Calling it on a
+   * store that is not running does nothing; `start()` may follow.
    */
   async stop (options?: AbortOptions): Promise<void> {
     options?.signal?.throwIfAborted()
-    if (this.state === 'stopped' || this.state === 'stopping' || this.state === 'new') {
-      this.state = 'stopped'
-      return
-    }
+    if (this.starting != null) await this.starting.catch(() => {})
+    if (this.stopping != null) return this.stopping
+    if (this.state !== 'started') return
+    this.stopping = this.close().finally(() => { this.stopping = undefined })
+    return this.stopping
+  }
+
+  private async close (): Promise<void> {
     this.state = 'stopping'
     await Promise.allSettled([...this.writes])
     await this.replicator.stop()
@@ -360,6 +408,24 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     this.state = 'stopped'
     await this.datastore.delete(this.layout.badShutdownKey)
     this.log('stopped')
+  }
+
+  /**
+   * Resolves once everything other replicas announced before this call has
+   * been merged: every broadcast received so far has had its heads fetched
+   * and their branches walked. A head whose blocks could not be fetched
+   * within `dagSyncerTimeout` counts as handled; the store is then dirty
+   * (see `isDirty()`) and a repair retries it. Announcements arriving after
+   * the call are not waited for. Without a broadcaster it resolves at once.
+   *
+   * @example
+   * ```ts
+   * await store.synced({ signal: AbortSignal.timeout(30_000) })
+   * ```
+   */
+  async synced (options?: AbortOptions): Promise<void> {
+    this.checkOpen(options)
+    await this.replicator.synced(options)
   }
 
   // --- Datastore -----------------------------------------------------------
@@ -373,13 +439,14 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     return key
   }
 
+  /** Reads the local state; served also while the store is not running */
   override async get (key: Key, options?: AbortOptions): Promise<Uint8Array> {
-    this.checkOpen(options)
+    this.checkReadable(options)
     return this.engine.set.get(this.keyString(key), options)
   }
 
   override async has (key: Key, options?: AbortOptions): Promise<boolean> {
-    this.checkOpen(options)
+    this.checkReadable(options)
     return this.engine.set.has(this.keyString(key), options)
   }
 
@@ -420,7 +487,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   }
 
   override async * getMany (source: AwaitIterable<Key>, options?: AbortOptions): AsyncGenerator<Pair> {
-    this.checkOpen(options)
+    this.checkReadable(options)
     for await (const key of source) {
       yield { key, value: await this.get(key, options) }
     }
@@ -441,12 +508,12 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   }
 
   override query (q: Query, options?: AbortOptions): AwaitGenerator<Pair> {
-    this.checkOpen(options)
+    this.checkReadable(options)
     return super.query(q, options)
   }
 
   override queryKeys (q: KeyQuery, options?: AbortOptions): AwaitGenerator<Key> {
-    this.checkOpen(options)
+    this.checkReadable(options)
     return super.queryKeys(q, options)
   }
 
@@ -467,19 +534,26 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       heads: this.engine.heads.all(),
       maxHeight: this.engine.heads.maxHeight(),
       queuedJobs: this.walker.queued + this.engine.queued + heads.queued + heads.inFlight,
-      fetchedBlocks: this.walker.fetched,
+      fetchedBlocks: this.fetchedBlocks,
       queuedHeads: heads.queued,
       headsInFlight: heads.inFlight,
       droppedHeads: heads.dropped,
       penalisedAnnouncers: heads.penalisedAnnouncers,
       walks: heads.walks,
-      givenUpBranches: this.engine.gaveUp
+      givenUpBranches: this.engine.gaveUp,
+      receivedBroadcasts: this.replicator.received
     }
   }
 
   /** The current heads, of every DAG or of one */
   heads (dagName?: string): Head[] {
     return dagName == null ? this.engine.heads.all() : this.engine.heads.list(checkDagName(dagName))
+  }
+
+  /** Whether the DAG node `cid` has been merged into this store */
+  async hasMerged (cid: CID, options?: AbortOptions): Promise<boolean> {
+    this.checkOpen(options)
+    return this.engine.isProcessed(cid, options)
   }
 
   /** DAG nodes recorded as the frontier of a walk that has not finished */
@@ -578,9 +652,20 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     return cleanKey(key.toString())
   }
 
+  /**
+   * Reads come from the local state, so they are served whether the store
+   * runs or not (Helia reads its datastore before starting it), as long as
+   * the underlying datastore is open
+   */
+  private checkReadable (options?: AbortOptions): void {
+    options?.signal?.throwIfAborted()
+  }
+
   private checkOpen (options?: AbortOptions): void {
     if (this.state !== 'started') {
-      throw new DatastoreStoppedError(this.state === 'new' ? 'The CRDT datastore has not been started' : 'The CRDT datastore has been stopped')
+      throw new DatastoreStoppedError(this.state === 'new'
+        ? 'The CRDT datastore has not been started: call start() (createCRDTDatastore() and createHeliaCRDT() do) before using it or handing it to Helia or libp2p'
+        : 'The CRDT datastore has been stopped: start() it again to use it')
     }
     options?.signal?.throwIfAborted()
   }

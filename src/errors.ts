@@ -86,3 +86,9 @@ export class BlockTooLargeError extends Error {
   static override name = 'BlockTooLargeError'
   override name = 'BlockTooLargeError'
 }
+
+/** Another process (another replica) has the data directory open; LevelDB allows one process per directory */
+export class DirectoryLockedError extends Error {
+  static override name = 'DirectoryLockedError'
+  override name = 'DirectoryLockedError'
+}

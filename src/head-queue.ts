@@ -137,6 +137,11 @@ export class HeadQueue {
     this.waitingCount = 0
   }
 
+  /** Takes heads again after `close()` (a restarted store) */
+  reopen (): void {
+    this.closed = false
+  }
+
   /** An unknown announcer ('') is never penalised: it may stand for everyone */
   private penalisedAnnouncer (announcer: string): boolean {
     return announcer !== '' && (this.failures.get(announcer) ?? 0) >= this.init.penaltyThreshold

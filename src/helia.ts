@@ -5,21 +5,26 @@
  * from the topic.
  */
 
+import { defaultLogger } from '@libp2p/logger'
 import { CRDTDatastore } from './crdt-datastore.js'
-import { MissingServiceError } from './errors.js'
+import { DatastoreStoppedError, InvalidOptionsError, MissingServiceError } from './errors.js'
 import { DEFAULT_SESSIONS, heliaDAGSyncer } from './helia-dag-syncer.js'
 import { cleanKey } from './layout.js'
+import { serveMerged } from './merged-protocol.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
-import type { CRDTDatastoreInit } from './crdt-datastore.js'
+import { TopicWatch } from './topic-watch.js'
+import type { WatchedPubSub } from './topic-watch.js'
+import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './crdt-datastore.js'
 import type { HeliaDAGSyncerComponents } from './helia-dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
-import type { ComponentLogger } from '@libp2p/interface'
+import type { ReceivedPayload } from './payload-queue.js'
+import type { ComponentLogger, Libp2p } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
 /** The parts of a Helia node the adapter uses */
 export interface HeliaLike extends HeliaDAGSyncerComponents {
-  libp2p: HeliaDAGSyncerComponents['libp2p'] & {
+  libp2p: HeliaDAGSyncerComponents['libp2p'] & Partial<Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>> & {
     services: Record<string, unknown>
   }
   datastore: Datastore
@@ -55,24 +60,120 @@ export const DEFAULT_PUBSUB_SERVICE = 'pubsub'
 /** Prefix of the namespace derived from the topic: `/datastore-crdt/<topic>` */
 export const DEFAULT_NAMESPACE_PREFIX = '/datastore-crdt'
 
-/** A CRDT datastore that also stops the broadcaster the adapter made for it */
+/**
+ * The broadcaster of a Helia store: subscribes to the topic while the store
+ * runs and unsubscribes when it stops, so the store can stop and start again
+ */
+class TopicBroadcaster implements PubSubBroadcaster {
+  public readonly topic: string
+  private readonly make: () => PubSubBroadcaster
+  private readonly watch: TopicWatch
+  private current?: PubSubBroadcaster
+  private droppedBefore = 0
+
+  constructor (topic: string, make: () => PubSubBroadcaster, watch: TopicWatch) {
+    this.topic = topic
+    this.make = make
+    this.watch = watch
+  }
+
+  get dropped (): number {
+    return this.droppedBefore + (this.current?.dropped ?? 0)
+  }
+
+  /** Subscribes, unless subscribed already */
+  open (): void {
+    this.current ??= this.make()
+    this.watch.start()
+  }
+
+  async broadcast (data: Uint8Array, options?: AbortOptions): Promise<void> {
+    await this.subscribed().broadcast(data, options)
+  }
+
+  async next (options?: AbortOptions): Promise<Uint8Array> {
+    return this.subscribed().next(options)
+  }
+
+  /** The next payload with its announcer and the heads the topic validator decoded */
+  async nextPayload (options?: AbortOptions): Promise<ReceivedPayload> {
+    const current = this.subscribed()
+    return current.nextPayload != null ? current.nextPayload(options) : { data: await current.next(options) }
+  }
+
+  async stop (): Promise<void> {
+    this.watch.stop()
+    const current = this.current
+    this.current = undefined
+    if (current == null) return
+    this.droppedBefore += current.dropped
+    await current.stop()
+  }
+
+  private subscribed (): PubSubBroadcaster {
+    if (this.current == null) throw new DatastoreStoppedError('The store is not subscribed to its topic: it is not running')
+    return this.current
+  }
+}
+
+/**
+ * A CRDT datastore on a Helia node: subscribes to its topic when started,
+ * unsubscribes when stopped, and can be started again
+ */
 export class HeliaCRDTDatastore extends CRDTDatastore {
+  /** The topic subscription, present while the store runs */
   public readonly broadcaster: PubSubBroadcaster
 
-  constructor (components: ConstructorParameters<typeof CRDTDatastore>[0] & { broadcaster: PubSubBroadcaster }, init: CRDTDatastoreInit) {
+  private readonly libp2p?: HeliaLike['libp2p']
+  private unserve?: () => Promise<void>
+
+  constructor (components: Omit<CRDTDatastoreComponents, 'broadcaster'> & { broadcaster: TopicBroadcaster, libp2p?: HeliaLike['libp2p'] }, init: CRDTDatastoreInit) {
     super(components, init)
     this.broadcaster = components.broadcaster
+    this.libp2p = components.libp2p
+  }
+
+  /** start() and stop() calls, run one after the other so the subscription follows the store */
+  private lifecycle: Promise<unknown> = Promise.resolve()
+
+  override async start (options?: AbortOptions): Promise<void> {
+    await this.serially(async () => {
+      ;(this.broadcaster as TopicBroadcaster).open()
+      try {
+        await super.start(options)
+        const libp2p = this.libp2p
+        if (this.unserve == null && libp2p?.handle != null && libp2p.unhandle != null && libp2p.dialProtocol != null) {
+          this.unserve = await serveMerged(libp2p as Parameters<typeof serveMerged>[0], this)
+        }
+      } catch (err) {
+        await super.stop().catch(() => {})
+        await this.broadcaster.stop()
+        throw err
+      }
+    })
   }
 
   override async stop (options?: AbortOptions): Promise<void> {
-    await super.stop(options)
-    await this.broadcaster.stop()
+    await this.serially(async () => {
+      await this.unserve?.()
+      this.unserve = undefined
+      await super.stop(options)
+      await this.broadcaster.stop()
+    })
+  }
+
+  private async serially (fn: () => Promise<void>): Promise<void> {
+    const run = this.lifecycle.then(fn)
+    this.lifecycle = run.catch(() => {})
+    await run
   }
 }
 
 /**
  * Creates and starts a CRDT datastore replicating over a started Helia node
- * that has a gossipsub service.
+ * that has a gossipsub service. The store can stop and start again; when it
+ * is the datastore of another Helia node or libp2p, their `start()` and
+ * `stop()` start and stop it.
  *
  * @example
  * ```ts
@@ -96,21 +197,23 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
     throw new MissingServiceError(`The Helia node has no pubsub service at libp2p.services.${serviceName}: configure gossipsub, e.g. services: { pubsub: gossipsub() }`)
   }
   const { topic, maxQueued, maxQueuedBytes, validate } = init
-  const broadcaster = pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate })
-  try {
-    const store = new HeliaCRDTDatastore({
-      datastore: init.datastore ?? helia.datastore,
-      blockstore: heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS }),
-      broadcaster,
-      logger: helia.logger
-    }, {
-      ...init,
-      namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)
-    })
-    await store.start(options)
-    return store
-  } catch (err) {
-    await broadcaster.stop()
-    throw err
+  if (typeof topic !== 'string' || topic === '') {
+    throw new InvalidOptionsError('init.topic must be a non-empty string')
   }
+  const store = new HeliaCRDTDatastore({
+    datastore: init.datastore ?? helia.datastore,
+    blockstore: heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS }),
+    broadcaster: new TopicBroadcaster(
+      topic,
+      () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate }),
+      new TopicWatch(pubsub as WatchedPubSub, topic, (helia.logger ?? defaultLogger()).forComponent('datastore-crdt:topic'))
+    ),
+    libp2p: helia.libp2p,
+    logger: helia.logger
+  }, {
+    ...init,
+    namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)
+  })
+  await store.start(options)
+  return store
 }

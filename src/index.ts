@@ -51,9 +51,14 @@
  * store.addEventListener('put', (evt) => {
  *   console.log('now', evt.detail.key.toString())
  * })
+ *
+ * // resolves once everything announced so far by other replicas is merged
+ * await store.synced({ signal: AbortSignal.timeout(30_000) })
  * ```
  */
 
+// first: fails fast, with a clear message, on a Node.js too old for libp2p and Helia
+import './node-check.js'
 import { CRDTDatastore } from './crdt-datastore.js'
 import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './crdt-datastore.js'
 import type { AbortOptions } from 'interface-store'
@@ -92,6 +97,7 @@ export { encodeBroadcast, decodeBroadcast } from './broadcast.js'
 export type { BroadcastHead } from './broadcast.js'
 export { blockKey, cidFromBlockKey } from './block-key.js'
 export * from './errors.js'
+export { MIN_NODE_MAJOR } from './node-version.js'
 
 /**
  * Creates a CRDT datastore over the given components and starts it: it
@@ -117,6 +123,8 @@ export { createHeliaCRDT, HeliaCRDTDatastore, DEFAULT_PUBSUB_SERVICE, DEFAULT_NA
 export { heliaDAGSyncer, DEFAULT_SESSIONS } from './helia-dag-syncer.js'
 export type { HeliaDAGSyncerComponents, HeliaDAGSyncerInit } from './helia-dag-syncer.js'
 export type { HeliaLike, HeliaCRDTInit } from './helia.js'
+export { askMerged, MERGED_PROTOCOL } from './merged-protocol.js'
+export { DEFAULT_TOPIC_CHECK_INTERVAL } from './topic-watch.js'
 export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_ALLOW } from './node.js'
 export type { ReplicaNode, ReplicaNodeInit, ReplicaNodeServices } from './node.js'
 // limits of the receive path (see the README: "What a hostile peer can and cannot do")

@@ -29,6 +29,7 @@ import { LevelBlockstore } from 'blockstore-level'
 import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
 import { createHeliaLight } from 'helia'
+import { DirectoryLockedError } from './errors.js'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
@@ -98,6 +99,20 @@ export const DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS = 32
 /** Largest pubsub frame (bytes) read from a peer: several broadcasts of the largest accepted size */
 export const DEFAULT_MAX_PUBSUB_MESSAGE_SIZE = 1024 * 1024
 
+/** Opens a LevelDB store, telling a directory held by another process from other failures */
+async function openLevel (store: { open(): Promise<void>, db: { open(): Promise<void> } }, directory: string): Promise<void> {
+  try {
+    await store.open()
+  } catch (err: any) {
+    // datastore-level keeps only the message ("Database failed to open"): ask LevelDB itself why
+    const why: any = await store.db.open().then(() => undefined, (e: unknown) => e)
+    if (why?.code === 'LEVEL_LOCKED' || why?.cause?.code === 'LEVEL_LOCKED') {
+      throw new DirectoryLockedError(`Another process holds the data directory ${directory} (is another replica running on it?): stop it or use another directory`, { cause: err })
+    }
+    throw err
+  }
+}
+
 async function loadIdentity (directory?: string): Promise<PrivateKey> {
   if (directory == null) return generateKeyPair('Ed25519')
   const file = join(directory, 'peer.key')
@@ -134,11 +149,17 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
   let datastore: LevelDatastore | MemoryDatastore
   let blockstore: LevelBlockstore | MemoryBlockstore
   if (init.directory != null) {
-    await mkdir(init.directory, { recursive: true })
+    // private: the directory holds the identity key and every value written
+    await mkdir(init.directory, { recursive: true, mode: 0o700 })
     const ds = new LevelDatastore(join(init.directory, 'datastore'))
     const bs = new LevelBlockstore(join(init.directory, 'blocks'))
-    await ds.open()
-    await bs.open()
+    await openLevel(ds, init.directory)
+    try {
+      await openLevel(bs, init.directory)
+    } catch (err) {
+      await ds.close()
+      throw err
+    }
     datastore = ds
     blockstore = bs
   } else {

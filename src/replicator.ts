@@ -71,7 +71,8 @@ export class Replicator {
   private readonly engine: Engine
   private readonly walker: Walker
   private readonly log: Logger
-  private readonly controller = new AbortController()
+  /** Aborted by stop(); a new one is made by each start(), so the replicator can restart */
+  private controller = new AbortController()
   private readonly tasks = new Set<Promise<unknown>>()
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
   /** Heads announced by others since the last rebroadcast, by CID string */
@@ -83,6 +84,14 @@ export class Replicator {
   private readonly queue: HeadQueue
   /** The last walk of each announcer, when walks of one announcer run one at a time */
   private readonly walking = new Map<string, Promise<void>>()
+  /** Payloads read from the Broadcaster since start */
+  public received = 0
+  /** Of those, payloads whose heads have all been walked (or given up) */
+  private handled = 0
+  /** Head walks started by `multiHeadProcessing` and not finished */
+  private headJobs = 0
+  /** Callbacks of `synced()` calls, run whenever `handled` or `headJobs` change */
+  private readonly progressWaiters = new Set<() => void>()
 
   constructor (init: ReplicatorInit) {
     this.init = init
@@ -108,6 +117,11 @@ export class Replicator {
 
   /** Starts the receive loop, the rebroadcast and repair timers, and a first repair when one is due */
   async start (): Promise<void> {
+    if (this.controller.signal.aborted) this.controller = new AbortController()
+    this.queue.reopen()
+    this.seen.clear()
+    this.received = 0
+    this.handled = 0
     if (this.init.broadcaster != null) {
       this.track(this.receiveLoop(this.init.broadcaster))
       this.scheduleRebroadcast()
@@ -130,9 +144,39 @@ export class Replicator {
     this.queue.close()
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
+    this.notifyProgress()
     while (this.tasks.size > 0) {
       await Promise.allSettled([...this.tasks])
     }
+  }
+
+  /**
+   * Resolves once every payload read from the Broadcaster before this call
+   * has been handled: its heads walked and merged, or given up. Rejects when
+   * `options.signal` aborts or the replicator stops first.
+   */
+  async synced (options?: AbortOptions): Promise<void> {
+    // let the reader take what the Broadcaster already holds (it does so in microtasks)
+    await new Promise(resolve => setTimeout(resolve, 0))
+    const target = this.received
+    const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
+    while (this.handled < target || this.headJobs > 0) {
+      signal.throwIfAborted()
+      await new Promise<void>(resolve => {
+        const wake = (): void => {
+          this.progressWaiters.delete(wake)
+          signal.removeEventListener('abort', wake)
+          resolve()
+        }
+        this.progressWaiters.add(wake)
+        signal.addEventListener('abort', wake, { once: true })
+      })
+    }
+    signal.throwIfAborted()
+  }
+
+  private notifyProgress (): void {
+    for (const wake of [...this.progressWaiters]) wake()
   }
 
   /** Announces a new local head, replacing the heads it links to in a pending batch */
@@ -320,8 +364,13 @@ export class Replicator {
         await delay(NEXT_RETRY_DELAY, { signal }).catch(() => {})
         continue
       }
+      this.received++
       this.handleBroadcast(payload.data, payload.from ?? '', payload.heads).catch((err: any) => {
         if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
+      }).finally(() => {
+        // every head of the payload had its turn: walked and merged, or given up
+        this.handled++
+        this.notifyProgress()
       })
     }
   }

@@ -32,4 +32,28 @@ describe('sync progress', () => {
     }
     expect(store.listenerCount('processed')).to.equal(0)
   })
+
+  it('a catch-up too short to be polled busy still gets its "in sync" line, then the prompt is redrawn', async () => {
+    const store = new FakeStore()
+    let out = ''
+    let redrawn = 0
+    const progress = new SyncProgress(store as any, { write: t => { out += t }, tty: true, interval: 10, onNotice: () => { redrawn++ } })
+    progress.start()
+    try {
+      await new Promise(resolve => setTimeout(resolve, 30))
+      // merged between two polls: queuedJobs is never seen above 0
+      for (let i = 0; i < 2; i++) store.safeDispatchEvent('processed', { detail: { local: false } })
+      store.maxHeight = 3
+      await waitFor(() => out.includes('in sync: merged 2 blocks'), 2000, 'the in-sync notice')
+      expect(out).to.not.include('syncing:')
+      await waitFor(() => redrawn === 1, 2000, 'the prompt redraw')
+      // a local write alone is no catch-up
+      store.safeDispatchEvent('processed', { detail: { local: true } })
+      await new Promise(resolve => setTimeout(resolve, 50))
+      expect(out.match(/in sync/g)).to.have.lengthOf(1)
+      expect(redrawn).to.equal(1)
+    } finally {
+      progress.stop()
+    }
+  })
 })

@@ -1,7 +1,9 @@
 /**
  * Sync progress for the shell: counts merged remote nodes and, while a
  * catch-up is running, redraws one status line on a terminal; when the
- * replica has nothing left to fetch it prints a one-line "in sync" notice.
+ * replica has nothing left to fetch it prints a one-line "in sync" notice,
+ * also after a catch-up too short to be seen running, then lets the shell
+ * redraw its prompt.
  */
 
 import type { HeliaCRDTDatastore } from '../index.js'
@@ -13,6 +15,8 @@ export interface ProgressInit {
   tty: boolean
   /** Poll interval, ms */
   interval?: number
+  /** Called after a notice line (such as "in sync") was written, to redraw the prompt */
+  onNotice?(): void
 }
 
 export class SyncProgress {
@@ -47,30 +51,27 @@ export class SyncProgress {
   private async tick (): Promise<void> {
     const stats = this.store.stats()
     const busy = stats.queuedJobs > 0
-    if (!busy && !this.syncing) {
+    const done = this.merged - this.mergedAtStart
+    if (!busy) {
+      // a catch-up shorter than one poll is never seen busy: the merged count shows it happened
+      if (this.syncing || done > 0) {
+        this.clearLine()
+        const secs = ((Date.now() - this.startedAt) / 1000).toFixed(1)
+        this.init.write(`in sync: merged ${done} blocks in ${secs} s, height ${stats.maxHeight}\n`)
+        this.init.onNotice?.()
+      }
       // idle: the next catch-up counts from here
+      this.syncing = false
       this.mergedAtStart = this.merged
       this.startedAt = Date.now()
       return
     }
-    if (busy && !this.syncing) {
-      this.syncing = true
-    }
-    if (this.syncing && busy) {
-      const done = this.merged - this.mergedAtStart
-      const secs = (Date.now() - this.startedAt) / 1000
-      const rate = secs > 0 ? Math.round(done / secs) : 0
-      const line = `syncing: ${done} blocks merged, ${stats.queuedJobs} queued, height ${stats.maxHeight} (${rate} blocks/s)`
-      if (this.init.tty) {
-        this.init.write(`\r\x1b[2K${line}`)
-        this.drawn = true
-      }
-    }
-    if (this.syncing && !busy) {
-      this.syncing = false
-      this.clearLine()
-      const secs = ((Date.now() - this.startedAt) / 1000).toFixed(1)
-      this.init.write(`in sync: merged ${this.merged - this.mergedAtStart} blocks in ${secs} s, height ${stats.maxHeight}\n`)
+    this.syncing = true
+    const secs = (Date.now() - this.startedAt) / 1000
+    const rate = secs > 0 ? Math.round(done / secs) : 0
+    if (this.init.tty) {
+      this.init.write(`\r\x1b[2Ksyncing: ${done} blocks merged, ${stats.queuedJobs} queued, height ${stats.maxHeight} (${rate} blocks/s)`)
+      this.drawn = true
     }
   }
 
