@@ -80,3 +80,13 @@ export class MissingServiceError extends Error {
   static override name = 'MissingServiceError'
   override name = 'MissingServiceError'
 }
+
+/**
+ * A peer broke the block-sync protocol: junk, an unrequested, oversized or
+ * hash-mismatched block, too many blocks or bytes, or silence past the idle
+ * timeout. The stream is cut and the peer is not asked again for a while.
+ */
+export class SyncProtocolError extends Error {
+  static override name = 'SyncProtocolError'
+  override name = 'SyncProtocolError'
+}

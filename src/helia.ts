@@ -10,9 +10,11 @@ import { MissingServiceError } from './errors.js'
 import { DEFAULT_SESSIONS, heliaDAGSyncer } from './helia-dag-syncer.js'
 import { cleanKey } from './layout.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
+import { heliaSync } from './sync/helia-sync.js'
 import type { CRDTDatastoreInit } from './crdt-datastore.js'
 import type { HeliaDAGSyncerComponents } from './helia-dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
+import type { HeliaSync, SyncInit } from './sync/helia-sync.js'
 import type { ComponentLogger } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
@@ -48,7 +50,18 @@ export interface HeliaCRDTInit extends CRDTDatastoreInit, Omit<PubSubBroadcaster
    * @default 'pubsub'
    */
   pubsubService?: string
+  /**
+   * Sync through our block-streaming protocol (`/datastore-crdt/sync/1.0.0`,
+   * registered on the node's libp2p) before falling back to bitswap; `false`
+   * uses bitswap alone and does not serve the protocol. An object sets its
+   * limits
+   *
+   * @default true
+   */
+  syncProtocol?: boolean | SyncInit
 }
+
+export const DEFAULT_SYNC_PROTOCOL = true
 
 export const DEFAULT_PUBSUB_SERVICE = 'pubsub'
 
@@ -58,14 +71,18 @@ export const DEFAULT_NAMESPACE_PREFIX = '/datastore-crdt'
 /** A CRDT datastore that also stops the broadcaster the adapter made for it */
 export class HeliaCRDTDatastore extends CRDTDatastore {
   public readonly broadcaster: PubSubBroadcaster
+  /** The block-sync protocol's parts, when it is on */
+  public readonly sync?: HeliaSync
 
-  constructor (components: ConstructorParameters<typeof CRDTDatastore>[0] & { broadcaster: PubSubBroadcaster }, init: CRDTDatastoreInit) {
+  constructor (components: ConstructorParameters<typeof CRDTDatastore>[0] & { broadcaster: PubSubBroadcaster, sync?: HeliaSync }, init: CRDTDatastoreInit) {
     super(components, init)
     this.broadcaster = components.broadcaster
+    this.sync = components.sync
   }
 
   override async stop (options?: AbortOptions): Promise<void> {
     await super.stop(options)
+    await this.sync?.stop(options)
     await this.broadcaster.stop()
   }
 }
@@ -97,19 +114,26 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   }
   const { topic, maxQueued, validate } = init
   const broadcaster = pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, validate })
+  const bitswap = heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS })
+  const syncInit = init.syncProtocol ?? DEFAULT_SYNC_PROTOCOL
+  const sync = syncInit === false ? undefined : heliaSync({ libp2p: helia.libp2p, blockstore: helia.blockstore, fallback: bitswap, logger: helia.logger }, syncInit === true ? {} : syncInit)
   try {
+    await sync?.start(options)
     const store = new HeliaCRDTDatastore({
       datastore: init.datastore ?? helia.datastore,
-      blockstore: heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS }),
+      blockstore: sync?.blockstore ?? bitswap,
       broadcaster,
+      sync,
       logger: helia.logger
     }, {
       ...init,
       namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)
     })
+    sync?.blockstore.setHave(() => store.heads().map(h => h.cid))
     await store.start(options)
     return store
   } catch (err) {
+    await sync?.stop()
     await broadcaster.stop()
     throw err
   }
