@@ -97,6 +97,14 @@ export interface CRDTDatastoreInit {
    * @default 0
    */
   broadcastBatchDelay?: number
+  /**
+   * Carry the blocks of announced heads in broadcasts while they add up to
+   * at most this many bytes (larger heads are announced alone and fetched);
+   * 0 carries none. go-ds-crdt replicas ignore the carried blocks
+   *
+   * @default 262_144
+   */
+  broadcastBlocksMaxSize?: number
 }
 
 export const DEFAULT_NAMESPACE = '/crdt'
@@ -107,6 +115,7 @@ export const DEFAULT_MAX_BATCH_DELTA_SIZE = 1_048_576
 export const DEFAULT_REPAIR_INTERVAL = 3_600_000
 export const DEFAULT_MULTI_HEAD_PROCESSING = false
 export const DEFAULT_BROADCAST_BATCH_DELAY = 0
+export const DEFAULT_BROADCAST_BLOCKS_MAX_SIZE = 262_144
 
 /** Options of write methods */
 export interface WriteOptions extends AbortOptions {
@@ -242,6 +251,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       repairInterval,
       multiHeadProcessing,
       broadcastBatchDelay,
+      broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
       lookAhead: numWorkers * 4
     })
   }

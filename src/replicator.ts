@@ -5,7 +5,9 @@
  * announced lately, and resumes unfinished walks (repair).
  */
 
-import { decodeBroadcast, encodeBroadcast } from './broadcast.js'
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { decodeBroadcast } from './broadcast.js'
+import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from './broadcast-blocks.js'
 import { isMalformed } from './errors.js'
 import { PayloadQueue } from './payload-queue.js'
 import { delay, jitter } from './utils.js'
@@ -44,6 +46,8 @@ export interface ReplicatorInit {
    * merged (the merge itself stays in order); 0 fetches nothing ahead
    */
   lookAhead: number
+  /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
+  broadcastBlocksMaxSize?: number
 }
 
 /** Broadcasts read from the Broadcaster and kept while earlier ones are handled */
@@ -243,7 +247,10 @@ export class Replicator {
     const reader = (async () => {
       while (!signal.aborted) {
         try {
-          inbox.push(await broadcaster.next({ signal }))
+          const data = await broadcaster.next({ signal })
+          // before the payload is queued: the look-ahead must find them stored
+          await this.storeCarriedBlocks(data)
+          inbox.push(data)
         } catch (err: any) {
           if (signal.aborted) return
           this.log.error('broadcaster failed to deliver - %e', err)
@@ -317,10 +324,45 @@ export class Replicator {
   private async send (heads: BroadcastHead[]): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
     try {
-      await this.init.broadcaster.broadcast(encodeBroadcast(heads), { signal: this.signal })
+      const payload = encodeBroadcastWithBlocks(heads, await this.headBlocks(heads), this.init.broadcastBlocksMaxSize ?? 0)
+      await this.init.broadcaster.broadcast(payload, { signal: this.signal })
     } catch (err: any) {
       // not fatal: heads are rebroadcast every rebroadcastInterval
       this.log('broadcast failed, heads will be rebroadcast - %e', err)
+    }
+  }
+
+  /** The blocks of heads to carry in a broadcast: those stored locally, while they fit the cap */
+  private async headBlocks (heads: BroadcastHead[]): Promise<Array<{ cid: CID, bytes: Uint8Array }>> {
+    const max = this.init.broadcastBlocksMaxSize ?? 0
+    const out: Array<{ cid: CID, bytes: Uint8Array }> = []
+    let size = 0
+    for (const { cid } of heads) {
+      if (size >= max || !(await this.init.blockstore.has(cid))) continue
+      const chunks: Uint8Array[] = []
+      for await (const chunk of this.init.blockstore.get(cid, { signal: this.signal })) chunks.push(chunk)
+      const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+      if (size + bytes.byteLength > max) continue
+      size += bytes.byteLength
+      out.push({ cid, bytes })
+    }
+    return out
+  }
+
+  /**
+   * Stores the verified head blocks a broadcast carries, so its heads merge
+   * without a fetch; blocks that are not its heads or fail their hash are
+   * logged and dropped (the heads are then fetched as usual)
+   */
+  private async storeCarriedBlocks (data: Uint8Array): Promise<void> {
+    const { blocks, rejected } = await decodeCarriedBlocks(data)
+    if (rejected > 0) this.log.error('dropped %d carried blocks that are not announced heads or do not match their hash', rejected)
+    for (const { cid, bytes } of blocks) {
+      try {
+        if (!(await this.init.blockstore.has(cid))) await this.init.blockstore.put(cid, bytes, { signal: this.signal })
+      } catch (err: any) {
+        if (!this.signal.aborted) this.log.error('could not store carried block %c - %e', cid, err)
+      }
     }
   }
 
