@@ -477,7 +477,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    */
   async receive (data: Uint8Array, options?: AbortOptions): Promise<void> {
     this.checkOpen(options)
-    await this.replicator.handleBroadcast(data)
+    await this.replicator.receive(data)
   }
 
   // --- events --------------------------------------------------------------

@@ -143,6 +143,12 @@ export class Replicator {
     }))
   }
 
+  /** Handles a payload handed over directly: stores the blocks it carries, then handles it */
+  async receive (data: Uint8Array): Promise<void> {
+    await this.storeCarriedBlocks(data)
+    await this.handleBroadcast(data)
+  }
+
   /**
    * Handles one payload from the Broadcaster: decodes it, and walks every
    * head it names. A malformed payload is logged and skipped.
