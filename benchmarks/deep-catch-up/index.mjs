@@ -4,6 +4,11 @@
  * in a temp dir) dials A over TCP on 127.0.0.1. The clock runs from B's
  * dial until B holds every key, so it includes waiting for A's next
  * rebroadcast (rebroadcastInterval 1 s ±30%). B's peak RSS is reported too.
+ *
+ * Run twice: with the block-sync protocol (the default of createHeliaCRDT)
+ * and with bitswap only (`syncProtocol: false` on both replicas).
+ * CATCHUP_COUNT=<n> overrides the chain length (e.g. 100000);
+ * CATCHUP_ONLY=protocol|bitswap runs one of the two.
  */
 
 import { fileURLToPath } from 'node:url'
@@ -13,38 +18,49 @@ import { heliaReplica, makeKeys } from '../lib/stores.mjs'
 
 const CHILD = fileURLToPath(new URL('../lib/replica-child.mjs', import.meta.url))
 
-export async function run ({ quick = false } = {}) {
-  const count = quick ? 1_000 : 10_000
-  const timeoutMs = quick ? 120_000 : 600_000
-  const topic = `bench-catch-up-${process.pid}`
+async function catchUp ({ count, label, crdt, timeoutMs }) {
+  const topic = `bench-catch-up-${process.pid}-${label}`
   const keys = makeKeys(count)
   const values = makeValues(count)
-  const a = await heliaReplica('catchup-a', topic)
-  const bDir = await tempDir('catchup-b')
+  const a = await heliaReplica(`catchup-a-${label}`, topic, crdt)
+  const bDir = await tempDir(`catchup-b-${label}`)
+  const suffix = label === 'protocol' ? ', sync protocol' : ', bitswap only'
   let b
   try {
     const t0 = now()
     for (let i = 0; i < count; i++) await a.store.put(keys[i], values[i])
     const writeMs = now() - t0
-    b = forkReplica(CHILD, { cmd: 'start', dir: bDir.dir, topic, dial: a.addr, expected: count, timeoutMs })
+    b = forkReplica(CHILD, { cmd: 'start', dir: bDir.dir, topic, dial: a.addr, expected: count, timeoutMs, init: { crdt } })
     const done = await b.done
     const note = `${count} nodes, one key each (A put them at ${round(rate(count, writeMs))}/s)`
     if (done.error != null) {
       return [
-        { name: 'deep catch-up', value: null, unit: 'keys/s', error: done.error, note },
-        { name: 'peak RSS, catching-up B', value: done.rss == null ? null : round(done.rss.hwm / MB), unit: 'MB' }
+        { name: `deep catch-up${suffix}`, value: null, unit: 'keys/s', error: done.error, note },
+        { name: `peak RSS, catching-up B${suffix}`, value: done.rss == null ? null : round(done.rss.hwm / MB), unit: 'MB' }
       ]
     }
+    const sync = done.stats?.sync
+    const via = sync == null ? '' : `; ${sync.blocks} blocks by ${sync.requests} streams, ${sync.fallbacks} by bitswap`
     return [
-      { name: 'deep catch-up', value: round(done.ms / 1000, 1), unit: 's', note: `${note}; from B's dial to all keys on B` },
-      { name: 'deep catch-up rate', value: round(rate(count, done.ms)), unit: 'keys/s', note: 'one DAG node per key' },
-      { name: 'peak RSS, catching-up B', value: round(done.rss.hwm / MB), unit: 'MB', note: `VmHWM of the child process; largest 100 ms sample ${round(done.rss.sampled / MB)} MB; ${describeMemory(done.rss.atPeak)}` }
+      { name: `deep catch-up${suffix}`, value: round(done.ms / 1000, 1), unit: 's', note: `${note}; from B's dial to all keys on B${via}` },
+      { name: `deep catch-up rate${suffix}`, value: round(rate(count, done.ms)), unit: 'keys/s', note: `one DAG node per key; A's own single-put rate ${round(rate(count, writeMs))}/s` },
+      { name: `peak RSS, catching-up B${suffix}`, value: round(done.rss.hwm / MB), unit: 'MB', note: `VmHWM of the child process; largest 100 ms sample ${round(done.rss.sampled / MB)} MB; ${describeMemory(done.rss.atPeak)}` }
     ]
   } finally {
     await b?.close()
     await a.close()
     await bDir.cleanup()
   }
+}
+
+export async function run ({ quick = false } = {}) {
+  const count = Number(process.env.CATCHUP_COUNT ?? (quick ? 1_000 : 10_000))
+  const timeoutMs = quick ? 120_000 : 900_000
+  const only = process.env.CATCHUP_ONLY
+  const rows = []
+  if (only == null || only === 'protocol') rows.push(...await catchUp({ count, label: 'protocol', crdt: {}, timeoutMs }))
+  if (only == null || only === 'bitswap') rows.push(...await catchUp({ count, label: 'bitswap', crdt: { syncProtocol: false }, timeoutMs }))
+  return rows
 }
 
 main(import.meta.url, run)

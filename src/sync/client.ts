@@ -60,13 +60,13 @@ const FRAME_OVERHEAD = 128
 export async function streamBlocks (stream: FrameStream & { close(options?: AbortOptions): Promise<void> }, request: BlockRequest, init: StreamBlocksInit, options?: AbortOptions): Promise<StreamBlocksResult> {
   const expected = new Map<string, CID>()
   const have = new Set(request.have.map(c => c.toString()))
-  const expect = (cid: CID): void => {
+  const expect = (cid: CID, wanted = false): void => {
     const key = cid.toString()
-    if (have.has(key) || expected.has(key)) return
+    if ((!wanted && have.has(key)) || expected.has(key)) return
     expected.set(key, cid)
     init.expect?.(cid)
   }
-  for (const cid of request.want) expect(cid)
+  for (const cid of request.want) expect(cid, true)
 
   const reader = new FrameReader(stream, {
     maxFrame: init.maxBlockSize + FRAME_OVERHEAD,

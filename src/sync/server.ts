@@ -152,14 +152,15 @@ class BlockSyncServer implements SyncServer {
     const have = new Set(request.have.map(c => c.toString()))
     const heap = new MaxHeap()
     const queued = new Set<string>()
-    const enqueue = async (cid: CID): Promise<void> => {
+    // a wanted CID is sent even when listed as had (an adopted head the asker never walked)
+    const enqueue = async (cid: CID, wanted = false): Promise<void> => {
       const key = cid.toString()
-      if (queued.has(key) || have.has(key)) return
+      if (queued.has(key) || (!wanted && have.has(key))) return
       queued.add(key)
       const node = await this.read(cid)
       if (node != null) heap.push(node)
     }
-    for (const cid of request.want) await enqueue(cid)
+    for (const cid of request.want) await enqueue(cid, true)
 
     let sent = 0
     let bytes = 0
