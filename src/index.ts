@@ -77,7 +77,8 @@ export {
   DEFAULT_MAX_BATCH_DELTA_SIZE,
   DEFAULT_REPAIR_INTERVAL,
   DEFAULT_MULTI_HEAD_PROCESSING,
-  DEFAULT_BROADCAST_BATCH_DELAY
+  DEFAULT_BROADCAST_BATCH_DELAY,
+  DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
 } from './crdt-datastore.js'
 export type { Broadcaster } from './replicator.js'
 export type { BatchOptions, CRDTBatch } from './batch.js'
@@ -119,3 +120,12 @@ export type { HeliaDAGSyncerComponents, HeliaDAGSyncerInit } from './helia-dag-s
 export type { HeliaLike, HeliaCRDTInit } from './helia.js'
 export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_ALLOW } from './node.js'
 export type { ReplicaNode, ReplicaNodeInit, ReplicaNodeServices } from './node.js'
+export { DEFAULT_SYNC_PROTOCOL } from './helia.js'
+export { syncServer } from './sync/server.js'
+export type { SyncServer, SyncServerComponents, SyncServerInit, SyncServerLibp2p, SyncServerBlockstore } from './sync/server.js'
+export { syncingBlockstore, DEFAULT_BAD_PEER_TIMEOUT } from './sync/syncing-blockstore.js'
+export type { SyncingBlockstore, SyncingBlockstoreComponents, SyncingBlockstoreInit, SyncingBlockstoreLibp2p, SyncStats } from './sync/syncing-blockstore.js'
+export type { HeliaSync, SyncInit } from './sync/helia-sync.js'
+export { SYNC_PROTOCOL, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS_PER_PEER } from './sync/protocol.js'
+export { encodeBroadcastWithBlocks, decodeCarriedBlocks } from './broadcast-blocks.js'
+export type { CarriedBlock, CarriedBlocks } from './broadcast-blocks.js'

@@ -9,7 +9,7 @@ import { Key } from 'interface-datastore'
 import { createHeliaCRDT, createReplicaNode } from '../src/index.js'
 import { SYNC_PROTOCOL } from '../src/sync/protocol.js'
 import { stateOf, waitFor } from './fixtures/network.js'
-import { enc } from './fixtures/stores.js'
+import { enc, tempDir } from './fixtures/stores.js'
 import { openSyncStream, readFrames } from './fixtures/sync-peers.js'
 import type { HeliaCRDTDatastore, HeliaCRDTInit, ReplicaNode } from '../src/index.js'
 
@@ -116,6 +116,38 @@ describe('sync protocol', function () {
     expect(stats?.fallbacks).to.be.at.least(29)
   })
 
+  it('a replica stopped mid catch-up resumes from its frontier, not from the top', async () => {
+    const a = await startPeer()
+    peers.push(a)
+    const count = 400
+    for (let i = 0; i < count; i++) await a.store.put(new Key(`/resume/${i}`), enc(`v${i}`))
+    const dir = await tempDir('sync-resume')
+    try {
+      const listen = [`/memory/sync-${process.pid}-${seq++}`]
+      let node = await createReplicaNode({ listen, directory: dir.path })
+      let store = await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS })
+      await connect(a, { node, store })
+      await waitFor(async () => (await stateOf(store)).length >= 50, 30_000, 'part of the catch-up', 20)
+      const first = store.sync?.blockstore.stats.blocks ?? 0
+      await store.stop()
+      await node.stop()
+      expect((await stateOf(a.store)).length).to.equal(count)
+
+      node = await createReplicaNode({ listen, directory: dir.path })
+      store = await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS })
+      const b = { node, store }
+      peers.push(b)
+      await connect(a, b)
+      await converge([a, b], count)
+      const second = store.sync?.blockstore.stats.blocks ?? 0
+      // what the first run stored was not streamed again
+      expect(first).to.be.greaterThan(0)
+      expect(first + second).to.be.at.most(count + 5)
+    } finally {
+      await dir.remove()
+    }
+  })
+
   it('catches up over TCP on 127.0.0.1', async () => {
     const a = await startPeer({}, ['/ip4/127.0.0.1/tcp/0'])
     peers.push(a)
@@ -152,6 +184,9 @@ describe('sync protocol', function () {
       const stream = await openSyncStream(asker.node, a.node)
       const frames = await readFrames(stream, { want: [a.store.heads()[0].cid], have: [middle], maxBlocks: 1000, maxBytes: 1 << 30 })
       expect(frames.blocks).to.equal(10)
+      // a wanted CID is sent even when it is also listed as had
+      const again = await readFrames(await openSyncStream(asker.node, a.node), { want: [middle], have: [middle], maxBlocks: 1, maxBytes: 1 << 20 })
+      expect(again.cids).to.deep.equal([middle.toString()])
     })
 
     it('resets a stream whose request is junk, and keeps serving', async () => {
