@@ -85,8 +85,9 @@ export interface SyncingBlockstoreInit {
 
 export const DEFAULT_BAD_PEER_TIMEOUT = 60_000
 
-/** How long (ms) a peer's protocol list is trusted before it is read again */
+/** How long (ms) a peer's protocol list is trusted before it is read again (short for a no: identify may not have run yet) */
 const PROTOCOLS_TTL = 5_000
+const NO_PROTOCOL_TTL = 500
 /** Times a miss looks for a stream before it is left to the fallback */
 const MAX_ROUNDS = 4
 
@@ -192,6 +193,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
         if (await this.wait(this.waiterFor(key), options)) return true
         continue
       }
+      // a stream may have brought it since the caller looked
+      if (await this.components.local.has(cid, options)) return true
       const peer = await this.pickPeer(tried, options)
       if (peer == null) return false
       if (peer === 'busy') {
@@ -224,7 +227,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private async speaksSync (peer: PeerId, options?: AbortOptions): Promise<boolean> {
     const id = peer.toString()
     const known = this.speaks.get(id)
-    if (known != null && Date.now() - known.at < PROTOCOLS_TTL) return known.yes
+    if (known != null && Date.now() - known.at < (known.yes ? PROTOCOLS_TTL : NO_PROTOCOL_TTL)) return known.yes
     let yes = false
     try {
       yes = (await this.components.libp2p.peerStore.get(peer, options)).protocols.includes(SYNC_PROTOCOL)
