@@ -8,8 +8,9 @@
  *   offline: a request never makes this node fetch anything).
  * - The walk is a max-heap by height. Heights strictly decrease along
  *   links, so every node is sent after all of its parents that the walk
- *   reaches, and a node is queued at most once: memory is the walk's
- *   frontier, not the DAG.
+ *   reaches. The heap holds the walk's frontier, not the DAG; a set of the
+ *   CIDs queued so far (bounded by the request's block cap) keeps any block
+ *   from being sent twice, even in a DAG whose heights are not honest.
  * - The walk does not descend into CIDs the asker says it has, nor past
  *   blocks this node lacks or cannot decode (the asker falls back to bitswap
  *   for those).
@@ -168,7 +169,6 @@ class BlockSyncServer implements SyncServer {
       const node = heap.pop()
       if (node == null) break
       if (sent > 0 && bytes + node.bytes.byteLength > maxBytes) break
-      queued.delete(node.cid.toString())
       await writeFrame(stream, encodeBlock(node.cid, node.bytes), { signal: watchdog.signal })
       watchdog.kick()
       sent++
