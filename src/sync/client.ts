@@ -12,7 +12,8 @@
  * The first block that fails any of these cuts the stream with a
  * `SyncProtocolError`; it and everything after it are dropped. Blocks
  * accepted before it were verified and are reachable from the request, so
- * they are kept. A peer silent for `idleTimeout` is cut the same way.
+ * they are kept, except those still waiting in the current batch. A peer
+ * silent for `idleTimeout` is cut the same way.
  *
  * Memory: the expected set holds the links of accepted blocks not yet
  * delivered, i.e. the walk's frontier (bounded by the request's limits).
@@ -34,10 +35,11 @@ export interface StreamBlocksInit {
   /** Longest wait (ms) for the next block */
   idleTimeout: number
   /**
-   * Stores an accepted block. Called once per block, in arrival order
-   * (parents before children); the next block is read after it settles.
+   * Stores accepted blocks, in arrival order (parents before children):
+   * those that arrived together, up to `ACCEPT_BATCH`, in one call. Reading
+   * goes on once it settles.
    */
-  accept(cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void>
+  accept(blocks: Array<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): Promise<void>
   /** Called when a CID becomes expected from this stream */
   expect?(cid: CID): void
 }
@@ -51,6 +53,8 @@ export interface StreamBlocksResult {
 
 /** Frame bytes besides the block: CID, tags and lengths */
 const FRAME_OVERHEAD = 128
+/** Blocks stored in one `accept` call at most */
+const ACCEPT_BATCH = 256
 
 /**
  * Runs one request on an open stream. Resolves when the server ends the
@@ -75,6 +79,13 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
   })
   let blocks = 0
   let bytes = 0
+  let batch: Array<{ cid: CID, bytes: Uint8Array }> = []
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return
+    const taken = batch
+    batch = []
+    await init.accept(taken, options)
+  }
   try {
     await writeFrame(stream, encodeRequest(request), options)
     await stream.close(options)
@@ -91,9 +102,12 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
       if (bytes > request.maxBytes && blocks > 1) throw new SyncProtocolError(`Peer sent more than the ${request.maxBytes} bytes asked for`)
       if (!(await verifyBlock(cid, block.bytes))) throw new SyncProtocolError(`Peer sent block ${cid} whose bytes do not match its hash`)
       expected.delete(key)
-      await init.accept(cid, block.bytes, options)
       for (const link of linksOf(cid, block.bytes)) expect(link)
+      batch.push({ cid, bytes: block.bytes })
+      // stored together while more are already here, so the disk sees batches
+      if (batch.length >= ACCEPT_BATCH || !reader.hasFrame()) await flush()
     }
+    await flush()
   } finally {
     reader.dispose()
   }

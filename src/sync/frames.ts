@@ -82,6 +82,17 @@ export class FrameReader {
     }
   }
 
+  /** Whether a whole frame is buffered, so `next()` would return at once */
+  hasFrame (): boolean {
+    if (this.buffer.byteLength === 0) return false
+    try {
+      const length = varintDecode(this.buffer)
+      return this.buffer.byteLength >= varintEncodingLength(length) + length
+    } catch {
+      return false
+    }
+  }
+
   /** Takes a whole frame from the buffer, if one is there */
   private take (): Uint8Array | undefined {
     if (this.buffer.byteLength === 0) return undefined

@@ -183,7 +183,6 @@ class BlockSyncServer implements SyncServer {
     const { blockstore } = this.components
     const signal = this.controller.signal
     try {
-      if (!(await blockstore.has(cid, { signal }))) return undefined
       const chunks: Uint8Array[] = []
       let size = 0
       for await (const chunk of blockstore.get(cid, { signal, offline: true })) {
@@ -195,7 +194,8 @@ class BlockSyncServer implements SyncServer {
       const node = decodeNode(cid, bytes)
       return { cid, bytes, height: node.delta.priority, links: node.links }
     } catch (err: any) {
-      if (!signal.aborted) this.log('not serving %c - %e', cid, err)
+      // absent (the offline get throws), or not a CRDT node
+      if (!signal.aborted) this.log.trace('not serving %c - %e', cid, err)
       return undefined
     }
   }

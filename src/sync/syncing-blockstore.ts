@@ -37,7 +37,11 @@ export interface SyncingBlockstoreLibp2p {
 
 export interface SyncingBlockstoreComponents {
   /** The local blockstore; `offline` keeps Helia's from going to the network */
-  local: Pick<DAGBlockstore, 'has' | 'put'> & { get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
+  local: Pick<DAGBlockstore, 'has' | 'put'> & {
+    get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+    /** Stores many blocks in one batch (interface-blockstore's `putMany`) */
+    putMany?(blocks: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncIterable<CID>
+  }
   /** Fetches what the protocol does not deliver (bitswap) */
   fallback: DAGBlockstore
   libp2p: SyncingBlockstoreLibp2p
@@ -272,11 +276,13 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
           maxBlockSize: this.maxBlockSize,
           idleTimeout: this.idleTimeout,
           expect,
-          accept: async (cid, bytes) => {
-            await this.components.local.put(cid, bytes, { signal })
-            this.stats.blocks++
-            this.stats.bytes += bytes.byteLength
-            settle(cid.toString(), true)
+          accept: async (blocks) => {
+            await this.store(blocks, signal)
+            for (const { cid, bytes } of blocks) {
+              this.stats.blocks++
+              this.stats.bytes += bytes.byteLength
+              settle(cid.toString(), true)
+            }
           }
         }, { signal })
         if (result.blocks > 0) this.lastGood = id
@@ -299,6 +305,16 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     })()
     this.sessions.add(session)
     void session.finally(() => this.sessions.delete(session))
+  }
+
+  /** Stores blocks, in one batch when the local blockstore can */
+  private async store (blocks: Array<{ cid: CID, bytes: Uint8Array }>, signal: AbortSignal): Promise<void> {
+    const { local } = this.components
+    if (local.putMany == null || blocks.length === 1) {
+      for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
+      return
+    }
+    for await (const _ of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) {} // eslint-disable-line no-unused-vars
   }
 
   private waiterFor (key: string): Waiter {
