@@ -1,16 +1,18 @@
 /**
- * Head blocks carried in a broadcast (CRDTBroadcast field 100, ours;
- * go-ds-crdt skips it). A writer attaches the blocks of the heads it
- * announces while they fit a size cap; a receiver keeps only blocks that
- * are announced heads of the same payload and whose bytes hash to their
- * CID, so a payload cannot plant anything else in its blockstore.
+ * Head blocks carried in a broadcast (`Head.Block`, field 100, ours). A
+ * writer attaches the block of each head it announces while they fit a
+ * size cap; a receiver keeps a carried block only when its bytes hash to
+ * the CID of the head that carries it, so a payload cannot plant anything
+ * else in its blockstore. The field sits inside `Head` because go-ds-crdt
+ * rejects a payload with an unknown top-level field (it takes it for a
+ * legacy bare-CID broadcast) but ignores unknown fields of a head.
  */
 
 import { CID } from 'multiformats/cid'
 import { CRDTBroadcast } from './pb/broadcast.js'
 import { verifyBlock } from './verify-block.js'
-import type { BroadcastHead } from './broadcast.js'
 import { MAX_BROADCAST_HEADS } from './broadcast.js'
+import type { BroadcastHead } from './broadcast.js'
 
 /** A block as carried in a broadcast */
 export interface CarriedBlock {
@@ -18,28 +20,21 @@ export interface CarriedBlock {
   bytes: Uint8Array
 }
 
-/** The bytes one carried block adds to a payload besides its data (tags, lengths, CID) */
-function framing (block: CarriedBlock): number {
-  return block.cid.bytes.byteLength + 16
-}
-
 /**
- * Serialises heads with as many of `blocks` (in order) as fit in `maxBytes`
- * of carried data. Blocks that do not fit are left out: their heads are
- * announced as before and fetched by the receivers.
+ * Serialises heads, each with its block from `blocks` while the carried
+ * bytes stay within `maxBytes`. Heads whose block does not fit (or is not
+ * given) are announced alone and fetched by the receivers.
  */
 export function encodeBroadcastWithBlocks (heads: BroadcastHead[], blocks: CarriedBlock[], maxBytes: number): Uint8Array {
-  const carried: CarriedBlock[] = []
+  const byCid = new Map(blocks.map(b => [b.cid.toString(), b.bytes]))
   let size = 0
-  for (const block of blocks) {
-    const cost = block.bytes.byteLength + framing(block)
-    if (size + cost > maxBytes) continue
-    carried.push(block)
-    size += cost
-  }
   return CRDTBroadcast.encode({
-    Heads: heads.map(h => ({ Cid: h.cid.bytes, DagName: h.dagName })),
-    Blocks: carried.map(b => ({ Cid: b.cid.bytes, Data: b.bytes as Uint8Array<ArrayBuffer> }))
+    Heads: heads.map(h => {
+      const bytes = byCid.get(h.cid.toString())
+      if (bytes == null || size + bytes.byteLength > maxBytes) return { Cid: h.cid.bytes, DagName: h.dagName }
+      size += bytes.byteLength
+      return { Cid: h.cid.bytes, DagName: h.dagName, Block: bytes as Uint8Array<ArrayBuffer> }
+    })
   })
 }
 
@@ -50,32 +45,28 @@ export interface CarriedBlocks {
 }
 
 /**
- * The verified head blocks a payload carries. A carried block that is not
- * one of the payload's announced heads, or whose bytes do not hash to its
- * CID, is counted as rejected and left out. A payload that does not decode
- * (a legacy bare CID, or junk the head decoder reports) carries nothing.
+ * The verified head blocks a payload carries. A carried block whose bytes
+ * do not hash to its head's CID is counted as rejected and left out. A
+ * payload that does not decode (a legacy bare CID, or junk the head decoder
+ * reports) carries nothing.
  */
 export async function decodeCarriedBlocks (data: Uint8Array): Promise<CarriedBlocks> {
   let message: CRDTBroadcast
   try {
-    message = CRDTBroadcast.decode(data, { limits: { Heads: MAX_BROADCAST_HEADS, Blocks: MAX_BROADCAST_HEADS } })
+    message = CRDTBroadcast.decode(data, { limits: { Heads: MAX_BROADCAST_HEADS } })
   } catch {
     return { blocks: [], rejected: 0 }
   }
-  const announced = new Set<string>()
-  for (const head of message.Heads) {
-    const cid = tryCID(head.Cid)
-    if (cid != null) announced.add(cid.toString())
-  }
   const blocks: CarriedBlock[] = []
   let rejected = 0
-  for (const block of message.Blocks) {
-    const cid = tryCID(block.Cid)
-    if (cid == null || !announced.has(cid.toString()) || !(await verifyBlock(cid, block.Data))) {
+  for (const head of message.Heads) {
+    if (head.Block == null || head.Block.byteLength === 0) continue
+    const cid = tryCID(head.Cid)
+    if (cid == null || !(await verifyBlock(cid, head.Block))) {
       rejected++
       continue
     }
-    blocks.push({ cid, bytes: block.Data })
+    blocks.push({ cid, bytes: head.Block })
   }
   return { blocks, rejected }
 }

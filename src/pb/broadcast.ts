@@ -5,7 +5,6 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 
 export interface CRDTBroadcast {
   Heads: Head[]
-  Blocks: Block[]
 }
 
 export namespace CRDTBroadcast {
@@ -25,20 +24,12 @@ export namespace CRDTBroadcast {
           }
         }
 
-        if (obj.Blocks != null && obj.Blocks.length > 0) {
-          for (const value of obj.Blocks) {
-            w.uint32(802)
-            Block.codec().encode(value, w)
-          }
-        }
-
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
       }, (reader, length, opts = {}) => {
         const obj: any = {
-          Heads: [],
-          Blocks: []
+          Heads: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -57,16 +48,6 @@ export namespace CRDTBroadcast {
               }))
               break
             }
-            case 100: {
-              if (opts.limits?.Blocks != null && obj.Blocks.length === opts.limits.Blocks) {
-                throw new MaxLengthError('Decode error - repeated field "Blocks" had too many elements')
-              }
-
-              obj.Blocks.push(Block.codec().decode(reader, reader.uint32(), {
-                limits: opts.limits?.Blocks$
-              }))
-              break
-            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -77,8 +58,7 @@ export namespace CRDTBroadcast {
         return obj
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
-          Heads: 0,
-          Blocks: 0
+          Heads: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -102,24 +82,6 @@ export namespace CRDTBroadcast {
               }
 
               obj.Heads++
-
-              break
-            }
-            case 100: {
-              if (opts.limits?.Blocks != null && obj.Blocks === opts.limits.Blocks) {
-                throw new MaxLengthError('Streaming decode error - repeated field "Blocks" had too many elements')
-              }
-
-              for (const evt of Block.codec().stream(reader, reader.uint32(), `${prefix}.Blocks[]`, {
-                limits: opts.limits?.Blocks$
-              })) {
-                yield {
-                  ...evt,
-                  index: obj.Blocks
-                }
-              }
-
-              obj.Blocks++
 
               break
             }
@@ -147,14 +109,8 @@ export namespace CRDTBroadcast {
     index: number
   }
 
-  export interface CRDTBroadcastBlocksCidFieldEvent {
-    field: '$.Blocks[].Cid'
-    value: Uint8Array<ArrayBuffer>
-    index: number
-  }
-
-  export interface CRDTBroadcastBlocksDataFieldEvent {
-    field: '$.Blocks[].Data'
+  export interface CRDTBroadcastHeadsBlockFieldEvent {
+    field: '$.Heads[].Block'
     value: Uint8Array<ArrayBuffer>
     index: number
   }
@@ -167,7 +123,7 @@ export namespace CRDTBroadcast {
     return decodeMessage(buf, CRDTBroadcast.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastBlocksCidFieldEvent | CRDTBroadcastBlocksDataFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent> {
     return streamMessage(buf, CRDTBroadcast.codec(), opts)
   }
 }
@@ -175,6 +131,7 @@ export namespace CRDTBroadcast {
 export interface Head {
   Cid: Uint8Array<ArrayBuffer>
   DagName: string
+  Block?: Uint8Array<ArrayBuffer>
 }
 
 export namespace Head {
@@ -195,6 +152,11 @@ export namespace Head {
         if ((obj.DagName != null && obj.DagName !== '')) {
           w.uint32(18)
           w.string(obj.DagName)
+        }
+
+        if (obj.Block != null) {
+          w.uint32(802)
+          w.bytes(obj.Block)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -218,6 +180,10 @@ export namespace Head {
             }
             case 2: {
               obj.DagName = reader.string()
+              break
+            }
+            case 100: {
+              obj.Block = reader.bytes()
               break
             }
             default: {
@@ -249,6 +215,13 @@ export namespace Head {
               }
               break
             }
+            case 100: {
+              yield {
+                field: `${prefix}.Block`,
+                value: reader.bytes()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -271,6 +244,11 @@ export namespace Head {
     value: string
   }
 
+  export interface HeadBlockFieldEvent {
+    field: '$.Block'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<Head>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Head.codec())
   }
@@ -279,119 +257,7 @@ export namespace Head {
     return decodeMessage(buf, Head.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent | HeadBlockFieldEvent> {
     return streamMessage(buf, Head.codec(), opts)
-  }
-}
-
-export interface Block {
-  Cid: Uint8Array<ArrayBuffer>
-  Data: Uint8Array<ArrayBuffer>
-}
-
-export namespace Block {
-  let _codec: Codec<Block>
-
-  export const codec = (): Codec<Block> => {
-    if (_codec == null) {
-      _codec = message<Block>((obj, w, opts = {}) => {
-        if (opts.lengthDelimited !== false) {
-          w.fork()
-        }
-
-        if ((obj.Cid != null && obj.Cid.byteLength > 0)) {
-          w.uint32(10)
-          w.bytes(obj.Cid)
-        }
-
-        if ((obj.Data != null && obj.Data.byteLength > 0)) {
-          w.uint32(18)
-          w.bytes(obj.Data)
-        }
-
-        if (opts.lengthDelimited !== false) {
-          w.ldelim()
-        }
-      }, (reader, length, opts = {}) => {
-        const obj: any = {
-          Cid: uint8ArrayAlloc(0),
-          Data: uint8ArrayAlloc(0)
-        }
-
-        const end = length == null ? reader.len : reader.pos + length
-
-        while (reader.pos < end) {
-          const tag = reader.uint32()
-
-          switch (tag >>> 3) {
-            case 1: {
-              obj.Cid = reader.bytes()
-              break
-            }
-            case 2: {
-              obj.Data = reader.bytes()
-              break
-            }
-            default: {
-              reader.skipType(tag & 7)
-              break
-            }
-          }
-        }
-
-        return obj
-      }, function * (reader, length, prefix, opts = {}) {
-        const end = length == null ? reader.len : reader.pos + length
-
-        while (reader.pos < end) {
-          const tag = reader.uint32()
-
-          switch (tag >>> 3) {
-            case 1: {
-              yield {
-                field: `${prefix}.Cid`,
-                value: reader.bytes()
-              }
-              break
-            }
-            case 2: {
-              yield {
-                field: `${prefix}.Data`,
-                value: reader.bytes()
-              }
-              break
-            }
-            default: {
-              reader.skipType(tag & 7)
-              break
-            }
-          }
-        }
-      })
-    }
-
-    return _codec
-  }
-
-  export interface BlockCidFieldEvent {
-    field: '$.Cid'
-    value: Uint8Array<ArrayBuffer>
-  }
-
-  export interface BlockDataFieldEvent {
-    field: '$.Data'
-    value: Uint8Array<ArrayBuffer>
-  }
-
-  export function encode (obj: Partial<Block>): Uint8Array<ArrayBuffer> {
-    return encodeMessage(obj, Block.codec())
-  }
-
-  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Block>): Block {
-    return decodeMessage(buf, Block.codec(), opts)
-  }
-
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Block>): Generator<BlockCidFieldEvent | BlockDataFieldEvent> {
-    return streamMessage(buf, Block.codec(), opts)
   }
 }
