@@ -44,13 +44,18 @@ export interface CarriedBlocks {
   rejected: number
 }
 
+export interface DecodeCarriedOptions {
+  /** Blocks for which this is true (e.g. already stored) are neither hashed nor returned */
+  skip?(cid: CID): boolean | Promise<boolean>
+}
+
 /**
  * The verified head blocks a payload carries. A carried block whose bytes
  * do not hash to its head's CID is counted as rejected and left out. A
  * payload that does not decode (a legacy bare CID, or junk the head decoder
  * reports) carries nothing.
  */
-export async function decodeCarriedBlocks (data: Uint8Array): Promise<CarriedBlocks> {
+export async function decodeCarriedBlocks (data: Uint8Array, options: DecodeCarriedOptions = {}): Promise<CarriedBlocks> {
   let message: CRDTBroadcast
   try {
     message = CRDTBroadcast.decode(data, { limits: { Heads: MAX_BROADCAST_HEADS } })
@@ -62,6 +67,7 @@ export async function decodeCarriedBlocks (data: Uint8Array): Promise<CarriedBlo
   for (const head of message.Heads) {
     if (head.Block == null || head.Block.byteLength === 0) continue
     const cid = tryCID(head.Cid)
+    if (cid != null && await options.skip?.(cid) === true) continue
     if (cid == null || !(await verifyBlock(cid, head.Block))) {
       rejected++
       continue

@@ -327,10 +327,11 @@ export class Replicator {
     return fetching
   }
 
-  private async send (heads: BroadcastHead[]): Promise<void> {
+  /** Broadcasts heads; with `carry`, their blocks too (first announcements, not rebroadcasts) */
+  private async send (heads: BroadcastHead[], carry = true): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
     try {
-      const payload = encodeBroadcastWithBlocks(heads, await this.headBlocks(heads), this.init.broadcastBlocksMaxSize ?? 0)
+      const payload = encodeBroadcastWithBlocks(heads, carry ? await this.headBlocks(heads) : [], this.init.broadcastBlocksMaxSize ?? 0)
       await this.init.broadcaster.broadcast(payload, { signal: this.signal })
     } catch (err: any) {
       // not fatal: heads are rebroadcast every rebroadcastInterval
@@ -361,11 +362,11 @@ export class Replicator {
    * logged and dropped (the heads are then fetched as usual)
    */
   private async storeCarriedBlocks (data: Uint8Array): Promise<void> {
-    const { blocks, rejected } = await decodeCarriedBlocks(data)
-    if (rejected > 0) this.log.error('dropped %d carried blocks that are not announced heads or do not match their hash', rejected)
+    const { blocks, rejected } = await decodeCarriedBlocks(data, { skip: async cid => this.init.blockstore.has(cid) })
+    if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash', rejected)
     for (const { cid, bytes } of blocks) {
       try {
-        if (!(await this.init.blockstore.has(cid))) await this.init.blockstore.put(cid, bytes, { signal: this.signal })
+        await this.init.blockstore.put(cid, bytes, { signal: this.signal })
       } catch (err: any) {
         if (!this.signal.aborted) this.log.error('could not store carried block %c - %e', cid, err)
       }
@@ -382,7 +383,7 @@ export class Replicator {
     this.schedule(jitter(this.init.rebroadcastInterval), async () => {
       const heads = this.engine.heads.all().filter(h => !this.seen.has(h.cid.toString()))
       this.seen.clear()
-      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })))
+      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })), false)
       this.scheduleRebroadcast()
     })
   }
