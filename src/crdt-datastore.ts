@@ -131,6 +131,14 @@ export interface CRDTDatastoreInit {
    * @default 0
    */
   broadcastBatchDelay?: number
+  /**
+   * Carry the blocks of announced heads in broadcasts while they add up to
+   * at most this many bytes (larger heads are announced alone and fetched);
+   * 0 carries none. go-ds-crdt replicas ignore the carried blocks
+   *
+   * @default 262_144
+   */
+  broadcastBlocksMaxSize?: number
 }
 
 export const DEFAULT_NAMESPACE = '/crdt'
@@ -151,6 +159,7 @@ export const MAX_QUEUED_HEADS_PER_ANNOUNCER = 1024
 export const PENALTY_THRESHOLD = 3
 /** Announced heads handled at once, per `numWorkers` */
 export const HEAD_SLOTS_PER_WORKER = 4
+export const DEFAULT_BROADCAST_BLOCKS_MAX_SIZE = 262_144
 
 /** Options of write methods */
 export interface WriteOptions extends AbortOptions {
@@ -343,7 +352,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       headTimeout: dagSyncerTimeout > 0 ? Math.min(headTimeout, dagSyncerTimeout) : headTimeout,
       maxQueuedHeadsPerAnnouncer: Math.min(MAX_QUEUED_HEADS_PER_ANNOUNCER, maxQueuedHeads),
       maxQueuedHeads,
-      penaltyThreshold: PENALTY_THRESHOLD
+      penaltyThreshold: PENALTY_THRESHOLD,
+      broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
     })
   }
 
@@ -615,7 +625,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    */
   async receive (data: Uint8Array, options?: AbortOptions): Promise<void> {
     this.checkOpen(options)
-    await this.replicator.handleBroadcast(data)
+    await this.replicator.receive(data)
   }
 
   // --- events --------------------------------------------------------------

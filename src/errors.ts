@@ -92,3 +92,13 @@ export class DirectoryLockedError extends Error {
   static override name = 'DirectoryLockedError'
   override name = 'DirectoryLockedError'
 }
+
+/**
+ * A peer broke the block-sync protocol: junk, an unrequested, oversized or
+ * hash-mismatched block, too many blocks or bytes, or silence past the idle
+ * timeout. The stream is cut and the peer is not asked again for a while.
+ */
+export class SyncProtocolError extends Error {
+  static override name = 'SyncProtocolError'
+  override name = 'SyncProtocolError'
+}

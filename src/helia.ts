@@ -19,6 +19,8 @@ import type { HeliaDAGSyncerComponents } from './helia-dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
 import type { ReceivedPayload } from './payload-queue.js'
 import type { ComponentLogger, Libp2p } from '@libp2p/interface'
+import { heliaSync } from './sync/helia-sync.js'
+import type { HeliaSync, SyncInit } from './sync/helia-sync.js'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
@@ -53,7 +55,18 @@ export interface HeliaCRDTInit extends CRDTDatastoreInit, Omit<PubSubBroadcaster
    * @default 'pubsub'
    */
   pubsubService?: string
+  /**
+   * Sync through our block-streaming protocol (`/datastore-crdt/sync/1.0.0`,
+   * registered on the node's libp2p) before falling back to bitswap; `false`
+   * uses bitswap alone and does not serve the protocol. An object sets its
+   * limits
+   *
+   * @default true
+   */
+  syncProtocol?: boolean | SyncInit
 }
+
+export const DEFAULT_SYNC_PROTOCOL = true
 
 export const DEFAULT_PUBSUB_SERVICE = 'pubsub'
 
@@ -123,14 +136,17 @@ class TopicBroadcaster implements PubSubBroadcaster {
 export class HeliaCRDTDatastore extends CRDTDatastore {
   /** The topic subscription, present while the store runs */
   public readonly broadcaster: PubSubBroadcaster
+  /** The block-sync protocol's parts, when it is on */
+  public readonly sync?: HeliaSync
 
   private readonly libp2p?: HeliaLike['libp2p']
   private unserve?: () => Promise<void>
 
-  constructor (components: Omit<CRDTDatastoreComponents, 'broadcaster'> & { broadcaster: TopicBroadcaster, libp2p?: HeliaLike['libp2p'] }, init: CRDTDatastoreInit) {
+  constructor (components: Omit<CRDTDatastoreComponents, 'broadcaster'> & { broadcaster: TopicBroadcaster, libp2p?: HeliaLike['libp2p'], sync?: HeliaSync }, init: CRDTDatastoreInit) {
     super(components, init)
     this.broadcaster = components.broadcaster
     this.libp2p = components.libp2p
+    this.sync = components.sync
   }
 
   /** start() and stop() calls, run one after the other so the subscription follows the store */
@@ -140,6 +156,7 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
     await this.serially(async () => {
       ;(this.broadcaster as TopicBroadcaster).open()
       try {
+        await this.sync?.start(options)
         await super.start(options)
         const libp2p = this.libp2p
         if (this.unserve == null && libp2p?.handle != null && libp2p.unhandle != null && libp2p.dialProtocol != null) {
@@ -147,6 +164,7 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
         }
       } catch (err) {
         await super.stop().catch(() => {})
+        await this.sync?.stop().catch(() => {})
         await this.broadcaster.stop()
         throw err
       }
@@ -158,6 +176,7 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
       await this.unserve?.()
       this.unserve = undefined
       await super.stop(options)
+      await this.sync?.stop(options)
       await this.broadcaster.stop()
     })
   }
@@ -200,9 +219,13 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   if (typeof topic !== 'string' || topic === '') {
     throw new InvalidOptionsError('init.topic must be a non-empty string')
   }
+  const bitswap = heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS })
+  const syncInit = init.syncProtocol ?? DEFAULT_SYNC_PROTOCOL
+  const sync = syncInit === false ? undefined : heliaSync({ libp2p: helia.libp2p, blockstore: helia.blockstore, fallback: bitswap, logger: helia.logger }, syncInit === true ? {} : syncInit)
   const store = new HeliaCRDTDatastore({
     datastore: init.datastore ?? helia.datastore,
-    blockstore: heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS }),
+    blockstore: sync?.blockstore ?? bitswap,
+    sync,
     broadcaster: new TopicBroadcaster(
       topic,
       () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate }),
@@ -214,6 +237,7 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
     ...init,
     namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)
   })
+  sync?.blockstore.setHave(() => store.heads().map(h => h.cid))
   await store.start(options)
   return store
 }

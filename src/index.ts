@@ -82,7 +82,8 @@ export {
   DEFAULT_MAX_BATCH_DELTA_SIZE,
   DEFAULT_REPAIR_INTERVAL,
   DEFAULT_MULTI_HEAD_PROCESSING,
-  DEFAULT_BROADCAST_BATCH_DELAY
+  DEFAULT_BROADCAST_BATCH_DELAY,
+  DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
 } from './crdt-datastore.js'
 export type { Broadcaster } from './replicator.js'
 export type { BatchOptions, CRDTBatch } from './batch.js'
@@ -142,3 +143,12 @@ export { DEFAULT_MAX_QUEUED_BYTES } from './payload-queue.js'
 export { GIVEN_UP_RETRY_EVERY } from './replicator.js'
 export type { ReceivedPayload } from './payload-queue.js'
 export { DEFAULT_INBOUND_CONNECTION_THRESHOLD, DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS, DEFAULT_MAX_PUBSUB_MESSAGE_SIZE } from './node.js'
+export { DEFAULT_SYNC_PROTOCOL } from './helia.js'
+export { syncServer } from './sync/server.js'
+export type { SyncServer, SyncServerComponents, SyncServerInit, SyncServerLibp2p, SyncServerBlockstore } from './sync/server.js'
+export { syncingBlockstore, DEFAULT_BAD_PEER_TIMEOUT } from './sync/syncing-blockstore.js'
+export type { SyncingBlockstore, SyncingBlockstoreComponents, SyncingBlockstoreInit, SyncingBlockstoreLibp2p, SyncStats } from './sync/syncing-blockstore.js'
+export type { HeliaSync, SyncInit } from './sync/helia-sync.js'
+export { SYNC_PROTOCOL, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_BLOCK_SIZE as DEFAULT_SYNC_MAX_BLOCK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS_PER_PEER } from './sync/protocol.js'
+export { encodeBroadcastWithBlocks, decodeCarriedBlocks } from './broadcast-blocks.js'
+export type { CarriedBlock, CarriedBlocks } from './broadcast-blocks.js'

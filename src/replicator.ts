@@ -5,7 +5,9 @@
  * announced lately, and resumes unfinished walks (repair).
  */
 
-import { decodeBroadcast, splitBroadcast } from './broadcast.js'
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { decodeBroadcast, MAX_BROADCAST_SIZE, splitBroadcast } from './broadcast.js'
+import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from './broadcast-blocks.js'
 import { isMalformed } from './errors.js'
 import { HeadQueue } from './head-queue.js'
 import { delay, jitter } from './utils.js'
@@ -55,6 +57,8 @@ export interface ReplicatorInit {
   maxQueuedHeads: number
   /** Failed heads in a row after which an announcer is deprioritised */
   penaltyThreshold: number
+  /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
+  broadcastBlocksMaxSize?: number
 }
 
 /** Every this many repair intervals, branches given up are tried once more (daily at the default interval) */
@@ -62,6 +66,9 @@ export const GIVEN_UP_RETRY_EVERY = 24
 
 /** Heads announced by others remembered until the next rebroadcast */
 const MAX_SEEN = 65_536
+
+/** Room kept free per carried block for its field tag and length in a size-limited broadcast */
+const CARRY_SLACK = 1024
 
 /** Pause after the Broadcaster's `next()` fails, before asking again */
 const NEXT_RETRY_DELAY = 100
@@ -207,6 +214,12 @@ export class Replicator {
     this.track(this.walker.walk(cids.map(cid => ({ cid })), { signal }).catch(async () => {
       if (!signal.aborted) await this.engine.markDirty().catch(() => {})
     }))
+  }
+
+  /** Handles a payload handed over directly: stores the blocks it carries, then handles it */
+  async receive (data: Uint8Array): Promise<void> {
+    await this.storeCarriedBlocks(data)
+    await this.handleBroadcast(data)
   }
 
   /**
@@ -365,6 +378,8 @@ export class Replicator {
         continue
       }
       this.received++
+      // carried blocks land before the heads are queued, so their walks find them stored
+      await this.storeCarriedBlocks(payload.data)
       this.handleBroadcast(payload.data, payload.from ?? '', payload.heads).catch((err: any) => {
         if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
       }).finally(() => {
@@ -375,16 +390,64 @@ export class Replicator {
     }
   }
 
-  /** Announces heads, in as many broadcasts as other replicas' limits need */
-  private async send (heads: BroadcastHead[]): Promise<void> {
+  /**
+   * Announces heads, in as many broadcasts as other replicas' limits need;
+   * with `carry` (first announcements, not rebroadcasts) a payload that fits
+   * alone carries the heads' blocks too, within `broadcastBlocksMaxSize` and
+   * the room the size limit leaves
+   */
+  private async send (heads: BroadcastHead[], carry = true): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
-    for (const payload of splitBroadcast(heads)) {
+    let payloads = splitBroadcast(heads)
+    const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, MAX_BROADCAST_SIZE - (payloads[0]?.byteLength ?? 0) - CARRY_SLACK)
+    if (carry && payloads.length === 1 && maxBlocks > 0) {
+      try {
+        payloads = [encodeBroadcastWithBlocks(heads, await this.headBlocks(heads), maxBlocks)]
+      } catch (err: any) {
+        this.log('could not carry head blocks, announcing heads only - %e', err)
+      }
+    }
+    for (const payload of payloads) {
       try {
         await this.init.broadcaster.broadcast(payload, { signal: this.signal })
       } catch (err: any) {
         // not fatal: heads are rebroadcast every rebroadcastInterval
         this.log('broadcast failed, heads will be rebroadcast - %e', err)
         return
+      }
+    }
+  }
+
+  /** The blocks of heads to carry in a broadcast: those stored locally, while they fit the cap */
+  private async headBlocks (heads: BroadcastHead[]): Promise<Array<{ cid: CID, bytes: Uint8Array }>> {
+    const max = this.init.broadcastBlocksMaxSize ?? 0
+    const out: Array<{ cid: CID, bytes: Uint8Array }> = []
+    let size = 0
+    for (const { cid } of heads) {
+      if (size >= max || !(await this.init.blockstore.has(cid))) continue
+      const chunks: Uint8Array[] = []
+      for await (const chunk of this.init.blockstore.get(cid, { signal: this.signal })) chunks.push(chunk)
+      const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+      if (size + bytes.byteLength > max) continue
+      size += bytes.byteLength
+      out.push({ cid, bytes })
+    }
+    return out
+  }
+
+  /**
+   * Stores the verified head blocks a broadcast carries, so its heads merge
+   * without a fetch; blocks that are not its heads or fail their hash are
+   * logged and dropped (the heads are then fetched as usual)
+   */
+  private async storeCarriedBlocks (data: Uint8Array): Promise<void> {
+    const { blocks, rejected } = await decodeCarriedBlocks(data, { skip: async cid => this.init.blockstore.has(cid) })
+    if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash', rejected)
+    for (const { cid, bytes } of blocks) {
+      try {
+        await this.init.blockstore.put(cid, bytes, { signal: this.signal })
+      } catch (err: any) {
+        if (!this.signal.aborted) this.log.error('could not store carried block %c - %e', cid, err)
       }
     }
   }
@@ -399,7 +462,7 @@ export class Replicator {
     this.schedule(jitter(this.init.rebroadcastInterval), async () => {
       const heads = this.engine.heads.all().filter(h => !this.seen.has(h.cid.toString()))
       this.seen.clear()
-      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })))
+      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })), false)
       this.scheduleRebroadcast()
     })
   }

@@ -23,7 +23,7 @@ runChild(async ({ dir, topic, init }) => {
     },
     stats () {
       const s = store.stats()
-      return { heads: s.heads.length, maxHeight: s.maxHeight }
+      return { heads: s.heads.length, maxHeight: s.maxHeight, sync: store.sync?.blockstore.stats }
     },
     async close () {
       await store.stop()

@@ -109,6 +109,12 @@ export namespace CRDTBroadcast {
     index: number
   }
 
+  export interface CRDTBroadcastHeadsBlockFieldEvent {
+    field: '$.Heads[].Block'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
   export function encode (obj: Partial<CRDTBroadcast>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, CRDTBroadcast.codec())
   }
@@ -117,7 +123,7 @@ export namespace CRDTBroadcast {
     return decodeMessage(buf, CRDTBroadcast.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent> {
     return streamMessage(buf, CRDTBroadcast.codec(), opts)
   }
 }
@@ -125,6 +131,7 @@ export namespace CRDTBroadcast {
 export interface Head {
   Cid: Uint8Array<ArrayBuffer>
   DagName: string
+  Block?: Uint8Array<ArrayBuffer>
 }
 
 export namespace Head {
@@ -145,6 +152,11 @@ export namespace Head {
         if ((obj.DagName != null && obj.DagName !== '')) {
           w.uint32(18)
           w.string(obj.DagName)
+        }
+
+        if (obj.Block != null) {
+          w.uint32(802)
+          w.bytes(obj.Block)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -168,6 +180,10 @@ export namespace Head {
             }
             case 2: {
               obj.DagName = reader.string()
+              break
+            }
+            case 100: {
+              obj.Block = reader.bytes()
               break
             }
             default: {
@@ -199,6 +215,13 @@ export namespace Head {
               }
               break
             }
+            case 100: {
+              yield {
+                field: `${prefix}.Block`,
+                value: reader.bytes()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -221,6 +244,11 @@ export namespace Head {
     value: string
   }
 
+  export interface HeadBlockFieldEvent {
+    field: '$.Block'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<Head>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Head.codec())
   }
@@ -229,7 +257,7 @@ export namespace Head {
     return decodeMessage(buf, Head.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent | HeadBlockFieldEvent> {
     return streamMessage(buf, Head.codec(), opts)
   }
 }

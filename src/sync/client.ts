@@ -1,0 +1,124 @@
+/**
+ * The asking side of the block-sync protocol, for one stream: sends the
+ * request, then checks every block that comes back before handing it on.
+ *
+ * A block is accepted only when
+ * - its frame is within the block size cap (checked before it is read),
+ * - its CID is expected: one of the wanted CIDs, or a link of a block
+ *   accepted earlier on this stream (so everything accepted is reachable
+ *   from what was asked for, and nothing is accepted twice),
+ * - its bytes hash to its CID,
+ * - and the stream is still within the request's block and byte limits.
+ * The first block that fails any of these cuts the stream with a
+ * `SyncProtocolError`; it and everything after it are dropped. Blocks
+ * accepted before it were verified and are reachable from the request, so
+ * they are kept, except those still waiting in the current batch. A peer
+ * silent for `idleTimeout` is cut the same way.
+ *
+ * Memory: the expected set holds the links of accepted blocks not yet
+ * delivered, i.e. the walk's frontier (bounded by the request's limits).
+ */
+
+import { decodeNode } from '../dag-node.js'
+import { SyncProtocolError } from '../errors.js'
+import { verifyBlock } from '../verify-block.js'
+import { FrameReader, writeFrame } from './frames.js'
+import { decodeBlock, encodeRequest } from './protocol.js'
+import type { FrameStream } from './frames.js'
+import type { BlockRequest } from './protocol.js'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+export interface StreamBlocksInit {
+  /** Largest block accepted (bytes) */
+  maxBlockSize: number
+  /** Longest wait (ms) for the next block */
+  idleTimeout: number
+  /**
+   * Stores accepted blocks, in arrival order (parents before children):
+   * those that arrived together, up to `ACCEPT_BATCH`, in one call. Reading
+   * goes on once it settles.
+   */
+  accept(blocks: Array<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): Promise<void>
+  /** Called when a CID becomes expected from this stream */
+  expect?(cid: CID): void
+}
+
+export interface StreamBlocksResult {
+  blocks: number
+  bytes: number
+  /** CIDs that were expected but not delivered when the stream ended */
+  undelivered: CID[]
+}
+
+/** Frame bytes besides the block: CID, tags and lengths */
+const FRAME_OVERHEAD = 128
+/** Blocks stored in one `accept` call at most */
+const ACCEPT_BATCH = 256
+
+/**
+ * Runs one request on an open stream. Resolves when the server ends the
+ * stream or nothing more is expected; rejects with `SyncProtocolError` when
+ * the server misbehaves (the caller aborts the stream).
+ */
+export async function streamBlocks (stream: FrameStream & { close(options?: AbortOptions): Promise<void> }, request: BlockRequest, init: StreamBlocksInit, options?: AbortOptions): Promise<StreamBlocksResult> {
+  const expected = new Map<string, CID>()
+  const have = new Set(request.have.map(c => c.toString()))
+  const expect = (cid: CID, wanted = false): void => {
+    const key = cid.toString()
+    if ((!wanted && have.has(key)) || expected.has(key)) return
+    expected.set(key, cid)
+    init.expect?.(cid)
+  }
+  for (const cid of request.want) expect(cid, true)
+
+  const reader = new FrameReader(stream, {
+    maxFrame: init.maxBlockSize + FRAME_OVERHEAD,
+    highWater: Math.max(init.maxBlockSize + FRAME_OVERHEAD, 1024 * 1024),
+    idleTimeout: init.idleTimeout
+  })
+  let blocks = 0
+  let bytes = 0
+  let batch: Array<{ cid: CID, bytes: Uint8Array }> = []
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return
+    const taken = batch
+    batch = []
+    await init.accept(taken, options)
+  }
+  try {
+    await writeFrame(stream, encodeRequest(request), options)
+    await stream.close(options)
+    while (expected.size > 0) {
+      const frame = await reader.next(options)
+      if (frame == null) break
+      const block = decodeBlock(frame)
+      const key = block.cid.toString()
+      const cid = expected.get(key)
+      if (cid == null) throw new SyncProtocolError(`Peer sent unrequested block ${block.cid}`)
+      if (block.bytes.byteLength > init.maxBlockSize) throw new SyncProtocolError(`Peer sent block ${cid} of ${block.bytes.byteLength} bytes, over the limit of ${init.maxBlockSize}`)
+      if (++blocks > request.maxBlocks) throw new SyncProtocolError(`Peer sent more than the ${request.maxBlocks} blocks asked for`)
+      bytes += block.bytes.byteLength
+      if (bytes > request.maxBytes && blocks > 1) throw new SyncProtocolError(`Peer sent more than the ${request.maxBytes} bytes asked for`)
+      if (!(await verifyBlock(cid, block.bytes))) throw new SyncProtocolError(`Peer sent block ${cid} whose bytes do not match its hash`)
+      expected.delete(key)
+      for (const link of linksOf(cid, block.bytes)) expect(link)
+      batch.push({ cid, bytes: block.bytes })
+      // stored together while more are already here, so the disk sees batches
+      if (batch.length >= ACCEPT_BATCH || !reader.hasFrame()) await flush()
+    }
+    await flush()
+  } finally {
+    reader.dispose()
+  }
+  return { blocks, bytes, undelivered: [...expected.values()] }
+}
+
+/** The links of a CRDT node; none for a block that is not one (the walker reports it) */
+function linksOf (cid: CID, bytes: Uint8Array): CID[] {
+  try {
+    return decodeNode(cid, bytes).links
+  } catch {
+    return []
+  }
+}

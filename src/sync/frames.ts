@@ -1,0 +1,209 @@
+/**
+ * Length-prefixed frames (unsigned varint length, then the bytes) over a
+ * libp2p stream, with back-pressure both ways.
+ *
+ * Reading: bytes are buffered as they arrive; past `highWater` buffered
+ * bytes the stream is paused (the muxer then stops granting the sender
+ * window, so the sender's writes wait) and it resumes once the reader has
+ * consumed below half of that. A frame announcing more than `maxFrame`
+ * bytes is refused before its body is read. Each read waits at most
+ * `idleTimeout` ms for its frame.
+ *
+ * Writing: a write waits for the stream's `drain` when the stream says its
+ * buffer is full.
+ */
+
+import { Uint8ArrayList } from 'uint8arraylist'
+import { decode as varintDecode, encode as varintEncode } from 'uint8-varint'
+import { SyncProtocolError } from '../errors.js'
+import type { Stream } from '@libp2p/interface'
+import type { AbortOptions } from 'interface-store'
+
+/** The part of a libp2p stream frames use */
+export type FrameStream = Pick<Stream, 'addEventListener' | 'removeEventListener' | 'send' | 'pause' | 'resume' | 'readableEnded' | 'onDrain'>
+
+export interface FrameReaderInit {
+  /** Largest frame body accepted (bytes) */
+  maxFrame: number
+  /** Pause the stream when this many unread bytes are buffered */
+  highWater: number
+  /** Longest wait (ms) for one frame */
+  idleTimeout: number
+}
+
+/** The largest varint length prefix read (enough for 2^35) */
+const MAX_PREFIX = 5
+
+export class FrameReader {
+  private readonly stream: FrameStream
+  private readonly init: FrameReaderInit
+  private readonly buffer = new Uint8ArrayList()
+  private ended = false
+  private error?: Error
+  private paused = false
+  private wake?: () => void
+
+  constructor (stream: FrameStream, init: FrameReaderInit) {
+    this.stream = stream
+    this.init = init
+    stream.addEventListener('message', this.onMessage)
+    stream.addEventListener('remoteCloseWrite', this.onEnd)
+    stream.addEventListener('close', this.onClose)
+    if (stream.readableEnded) this.ended = true
+  }
+
+  /** Stops listening to the stream */
+  dispose (): void {
+    this.stream.removeEventListener('message', this.onMessage)
+    this.stream.removeEventListener('remoteCloseWrite', this.onEnd)
+    this.stream.removeEventListener('close', this.onClose)
+    this.buffer.consume(this.buffer.byteLength)
+  }
+
+  /**
+   * The next frame, or undefined when the remote ended its side cleanly
+   * between frames. Throws `SyncProtocolError` for an oversized frame, a
+   * frame cut off by the end of the stream, or a wait past `idleTimeout`.
+   */
+  async next (options?: AbortOptions): Promise<Uint8Array | undefined> {
+    const deadline = Date.now() + this.init.idleTimeout
+    while (true) {
+      options?.signal?.throwIfAborted()
+      const frame = this.take()
+      if (frame != null) return frame
+      if (this.error != null) throw this.error
+      if (this.ended) {
+        if (this.buffer.byteLength === 0) return undefined
+        throw new SyncProtocolError(`Stream ended inside a frame (${this.buffer.byteLength} bytes left over)`)
+      }
+      const left = deadline - Date.now()
+      if (left <= 0) throw new SyncProtocolError(`No frame within ${this.init.idleTimeout} ms`)
+      await this.waitForData(left, options)
+    }
+  }
+
+  /** Whether a whole frame is buffered, so `next()` would return at once */
+  hasFrame (): boolean {
+    if (this.buffer.byteLength === 0) return false
+    try {
+      const length = varintDecode(this.buffer)
+      return this.buffer.byteLength >= varintEncodingLength(length) + length
+    } catch {
+      return false
+    }
+  }
+
+  /** Takes a whole frame from the buffer, if one is there */
+  private take (): Uint8Array | undefined {
+    if (this.buffer.byteLength === 0) return undefined
+    let length: number
+    try {
+      length = varintDecode(this.buffer)
+    } catch (err) {
+      if (this.buffer.byteLength >= MAX_PREFIX) throw new SyncProtocolError('Frame length prefix is not a valid varint')
+      return undefined
+    }
+    if (length > this.init.maxFrame) {
+      throw new SyncProtocolError(`Frame of ${length} bytes exceeds the limit of ${this.init.maxFrame}`)
+    }
+    const prefix = varintEncodingLength(length)
+    if (this.buffer.byteLength < prefix + length) return undefined
+    const frame = this.buffer.subarray(prefix, prefix + length)
+    this.buffer.consume(prefix + length)
+    if (this.paused && this.buffer.byteLength < this.init.highWater / 2) {
+      this.paused = false
+      this.stream.resume()
+    }
+    return frame
+  }
+
+  private async waitForData (ms: number, options?: AbortOptions): Promise<void> {
+    await new Promise<void>(resolve => {
+      const finish = (): void => {
+        clearTimeout(timer)
+        options?.signal?.removeEventListener('abort', finish)
+        this.wake = undefined
+        resolve()
+      }
+      const timer = setTimeout(finish, ms)
+      options?.signal?.addEventListener('abort', finish, { once: true })
+      this.wake = finish
+    })
+  }
+
+  private readonly onMessage = (evt: { data: Uint8Array | Uint8ArrayList }): void => {
+    this.buffer.append(evt.data)
+    if (!this.paused && this.buffer.byteLength > this.init.highWater) {
+      this.paused = true
+      this.stream.pause()
+    }
+    this.wake?.()
+  }
+
+  private readonly onEnd = (): void => {
+    this.ended = true
+    this.wake?.()
+  }
+
+  private readonly onClose = (evt: Event & { error?: Error }): void => {
+    this.ended = true
+    if (evt.error != null) this.error = evt.error
+    this.wake?.()
+  }
+}
+
+/** Writes one frame, waiting for the stream to drain when its buffer is full */
+export async function writeFrame (stream: FrameStream, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
+  if (!stream.send(new Uint8ArrayList(varintEncode(bytes.byteLength), bytes))) {
+    await stream.onDrain(options)
+  }
+}
+
+function varintEncodingLength (n: number): number {
+  let len = 1
+  while (n >= 0x80) {
+    n = Math.floor(n / 128)
+    len++
+  }
+  return len
+}
+
+/**
+ * An abort signal that fires when `kick()` has not been called for `ms`,
+ * or when the parent signal fires. One timer, re-armed lazily; `stop()`
+ * clears it.
+ */
+export class IdleWatchdog {
+  private readonly controller = new AbortController()
+  private readonly ms: number
+  private last = Date.now()
+  private timer?: ReturnType<typeof setTimeout>
+  public readonly signal: AbortSignal
+
+  constructor (ms: number, parent?: AbortSignal) {
+    this.ms = ms
+    this.signal = parent == null ? this.controller.signal : AbortSignal.any([parent, this.controller.signal])
+    this.arm(ms)
+  }
+
+  kick (): void {
+    this.last = Date.now()
+  }
+
+  stop (): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  private arm (ms: number): void {
+    this.timer = setTimeout(() => {
+      const idle = Date.now() - this.last
+      if (idle >= this.ms) {
+        this.timer = undefined
+        this.controller.abort(new SyncProtocolError(`Sync stream idle for ${this.ms} ms`))
+      } else {
+        this.arm(this.ms - idle)
+      }
+    }, ms)
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * The serving side of the block-sync protocol: answers a request by walking
+ * the local blockstore down from the wanted CIDs, highest node first, and
+ * streaming each block.
+ *
+ * Invariants:
+ * - Only blocks already in the local blockstore are sent (reads are
+ *   offline: a request never makes this node fetch anything).
+ * - The walk is a max-heap by height. Heights strictly decrease along
+ *   links, so every node is sent after all of its parents that the walk
+ *   reaches. The heap holds the walk's frontier, not the DAG; a set of the
+ *   CIDs queued so far (bounded by the request's block cap) keeps any block
+ *   from being sent twice, even in a DAG whose heights are not honest.
+ * - The walk does not descend into CIDs the asker says it has, nor past
+ *   blocks this node lacks or cannot decode (the asker falls back to bitswap
+ *   for those).
+ * - A request is capped by the asker's and this server's block and byte
+ *   limits; writes wait for the stream to drain (back-pressure); a stream
+ *   whose request does not arrive within the idle timeout is reset.
+ */
+
+import { decodeNode } from '../dag-node.js'
+import { SyncProtocolError } from '../errors.js'
+import { FrameReader, IdleWatchdog, writeFrame } from './frames.js'
+import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_REQUEST_SIZE, SYNC_PROTOCOL, decodeRequest, encodeBlock } from './protocol.js'
+import type { BlockRequest } from './protocol.js'
+import type { ComponentLogger, Logger, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+/** The parts of libp2p the server registers with */
+export interface SyncServerLibp2p {
+  handle(protocol: string, handler: StreamHandler, options?: StreamHandlerOptions): Promise<void>
+  unhandle(protocol: string, options?: AbortOptions): Promise<void>
+}
+
+/** The local blockstore the server reads; `offline` keeps Helia's from going to the network */
+export interface SyncServerBlockstore {
+  has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
+  get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+}
+
+export interface SyncServerComponents {
+  libp2p: SyncServerLibp2p
+  blockstore: SyncServerBlockstore
+  logger: ComponentLogger
+}
+
+export interface SyncServerInit {
+  /**
+   * Blocks sent for one request at most
+   *
+   * @default 8192
+   */
+  maxBlocks?: number
+  /**
+   * Bytes of blocks sent for one request at most
+   *
+   * @default 67_108_864
+   */
+  maxBytes?: number
+  /**
+   * Incoming sync streams open at once on one connection
+   *
+   * @default 2
+   */
+  maxStreamsPerPeer?: number
+  /**
+   * Wait (ms) for the request, and for the asker to take blocks, before the stream is reset
+   *
+   * @default 10_000
+   */
+  idleTimeout?: number
+}
+
+/** A registered sync protocol handler */
+export interface SyncServer {
+  /** Registers the protocol handler */
+  start(options?: AbortOptions): Promise<void>
+  /** Unregisters the handler and ends every stream being served */
+  stop(options?: AbortOptions): Promise<void>
+  /** Blocks sent since start */
+  readonly sent: number
+}
+
+interface Queued {
+  cid: CID
+  bytes: Uint8Array
+  height: number
+  links: CID[]
+}
+
+class BlockSyncServer implements SyncServer {
+  private readonly components: SyncServerComponents
+  private readonly log: Logger
+  private readonly maxBlocks: number
+  private readonly maxBytes: number
+  private readonly maxStreams: number
+  private readonly idleTimeout: number
+  private controller = new AbortController()
+  private readonly serving = new Set<Promise<void>>()
+  public sent = 0
+
+  constructor (components: SyncServerComponents, init: SyncServerInit) {
+    this.components = components
+    this.log = components.logger.forComponent('datastore-crdt:sync:server')
+    this.maxBlocks = init.maxBlocks ?? DEFAULT_MAX_BLOCKS
+    this.maxBytes = init.maxBytes ?? DEFAULT_MAX_BYTES
+    this.maxStreams = init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER
+    this.idleTimeout = init.idleTimeout ?? DEFAULT_IDLE_TIMEOUT
+  }
+
+  async start (options?: AbortOptions): Promise<void> {
+    this.controller = new AbortController()
+    await this.components.libp2p.handle(SYNC_PROTOCOL, (stream) => {
+      const job = this.serve(stream)
+      this.serving.add(job)
+      void job.finally(() => this.serving.delete(job))
+    }, { maxInboundStreams: this.maxStreams, signal: options?.signal })
+  }
+
+  async stop (options?: AbortOptions): Promise<void> {
+    await this.components.libp2p.unhandle(SYNC_PROTOCOL, options).catch(err => { this.log('unhandle failed - %e', err) })
+    this.controller.abort()
+    await Promise.allSettled([...this.serving])
+  }
+
+  private async serve (stream: Stream): Promise<void> {
+    const watchdog = new IdleWatchdog(this.idleTimeout, this.controller.signal)
+    const reader = new FrameReader(stream, { maxFrame: MAX_REQUEST_SIZE, highWater: MAX_REQUEST_SIZE, idleTimeout: this.idleTimeout })
+    try {
+      const frame = await reader.next({ signal: watchdog.signal })
+      if (frame == null) throw new SyncProtocolError('Stream ended before a request')
+      const request = decodeRequest(frame)
+      reader.dispose()
+      const sent = await this.walk(stream, request, watchdog)
+      this.sent += sent
+      this.log.trace('sent %d blocks for %d wanted', sent, request.want.length)
+      await stream.close({ signal: watchdog.signal })
+    } catch (err: any) {
+      if (!this.controller.signal.aborted) this.log('sync stream ended with an error - %e', err)
+      stream.abort(err)
+    } finally {
+      watchdog.stop()
+      reader.dispose()
+    }
+  }
+
+  /** Streams blocks below the wanted CIDs, highest first; returns how many were sent */
+  private async walk (stream: Stream, request: BlockRequest, watchdog: IdleWatchdog): Promise<number> {
+    const maxBlocks = Math.min(request.maxBlocks > 0 ? request.maxBlocks : this.maxBlocks, this.maxBlocks)
+    const maxBytes = Math.min(request.maxBytes > 0 ? request.maxBytes : this.maxBytes, this.maxBytes)
+    const have = new Set(request.have.map(c => c.toString()))
+    const heap = new MaxHeap()
+    const queued = new Set<string>()
+    // a wanted CID is sent even when listed as had (an adopted head the asker never walked)
+    const enqueue = async (cid: CID, wanted = false): Promise<void> => {
+      const key = cid.toString()
+      if (queued.has(key) || (!wanted && have.has(key))) return
+      queued.add(key)
+      const node = await this.read(cid)
+      if (node != null) heap.push(node)
+    }
+    for (const cid of request.want) await enqueue(cid, true)
+
+    let sent = 0
+    let bytes = 0
+    while (sent < maxBlocks) {
+      const node = heap.pop()
+      if (node == null) break
+      if (sent > 0 && bytes + node.bytes.byteLength > maxBytes) break
+      await writeFrame(stream, encodeBlock(node.cid, node.bytes), { signal: watchdog.signal })
+      watchdog.kick()
+      sent++
+      bytes += node.bytes.byteLength
+      for (const link of node.links) await enqueue(link)
+    }
+    return sent
+  }
+
+  /** A local block, decoded; undefined when absent, oversized or not a CRDT node */
+  private async read (cid: CID): Promise<Queued | undefined> {
+    const { blockstore } = this.components
+    const signal = this.controller.signal
+    try {
+      const chunks: Uint8Array[] = []
+      let size = 0
+      for await (const chunk of blockstore.get(cid, { signal, offline: true })) {
+        chunks.push(chunk)
+        size += chunk.byteLength
+      }
+      if (size > DEFAULT_MAX_BLOCK_SIZE) return undefined
+      const bytes = chunks.length === 1 ? chunks[0] : concat(chunks, size)
+      const node = decodeNode(cid, bytes)
+      return { cid, bytes, height: node.delta.priority, links: node.links }
+    } catch (err: any) {
+      // absent (the offline get throws), or not a CRDT node
+      if (!signal.aborted) this.log.trace('not serving %c - %e', cid, err)
+      return undefined
+    }
+  }
+}
+
+function concat (chunks: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const c of chunks) {
+    out.set(c, at)
+    at += c.byteLength
+  }
+  return out
+}
+
+/** A binary max-heap of queued nodes by height */
+class MaxHeap {
+  private readonly items: Queued[] = []
+
+  push (item: Queued): void {
+    const items = this.items
+    items.push(item)
+    let i = items.length - 1
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (items[parent].height >= items[i].height) break
+      ;[items[parent], items[i]] = [items[i], items[parent]]
+      i = parent
+    }
+  }
+
+  pop (): Queued | undefined {
+    const items = this.items
+    if (items.length === 0) return undefined
+    const top = items[0]
+    const last = items.pop() as Queued
+    if (items.length > 0) {
+      items[0] = last
+      let i = 0
+      while (true) {
+        const l = 2 * i + 1
+        const r = l + 1
+        let max = i
+        if (l < items.length && items[l].height > items[max].height) max = l
+        if (r < items.length && items[r].height > items[max].height) max = r
+        if (max === i) break
+        ;[items[max], items[i]] = [items[i], items[max]]
+        i = max
+      }
+    }
+    return top
+  }
+}
+
+/**
+ * Creates the sync protocol server over a libp2p node and its local
+ * blockstore. `createHeliaCRDT()` registers one per libp2p node.
+ */
+export function syncServer (components: SyncServerComponents, init: SyncServerInit = {}): SyncServer {
+  return new BlockSyncServer(components, init)
+}

@@ -1,0 +1,365 @@
+/**
+ * The DAG blockstore of the Helia adapter with the block-sync protocol in
+ * front of bitswap. A block already stored locally is served from disk. On
+ * a miss it asks a connected peer that speaks `/datastore-crdt/sync/1.0.0`
+ * for the DAG below the missing CID; that stream stores, after checking
+ * them, the block and the ones below it, so the walker's next fetches find
+ * them locally (or wait for the stream that is bringing them). Whatever no
+ * stream delivers, and every block when no peer speaks the protocol (a
+ * go-ds-crdt replica, or ours with it off), is fetched by the fallback
+ * (`heliaDAGSyncer`, bitswap).
+ *
+ * Invariants:
+ * - Only verified blocks reachable from a request are stored (see client.ts).
+ * - Nothing here touches the CRDT state: blocks land in the blockstore and
+ *   the engine merges them as it walks. A stream cut by a crash leaves the
+ *   engine's `w/` frontier as it was; the next fetch below it starts a new
+ *   request from there.
+ * - A peer that breaks the protocol or fails to open a stream is not asked
+ *   again for `badPeerTimeout` ms; at most `maxStreamsPerPeer` streams are
+ *   open with one peer.
+ * - `stop()` aborts every stream and waits for them.
+ */
+
+import { streamBlocks } from './client.js'
+import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_HAVE, SYNC_PROTOCOL } from './protocol.js'
+import type { DAGBlockstore } from '../engine.js'
+import type { ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+/** The parts of libp2p the syncing blockstore uses */
+export interface SyncingBlockstoreLibp2p {
+  getConnections(): Array<{ remotePeer: PeerId }>
+  dialProtocol(peer: PeerId, protocol: string, options?: AbortOptions): Promise<Stream>
+  peerStore: { get(peer: PeerId, options?: AbortOptions): Promise<{ protocols: string[] }> }
+}
+
+export interface SyncingBlockstoreComponents {
+  /** The local blockstore; `offline` keeps Helia's from going to the network */
+  local: Pick<DAGBlockstore, 'has' | 'put'> & {
+    get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+    /** Stores many blocks in one batch (interface-blockstore's `putMany`) */
+    putMany?(blocks: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncIterable<CID>
+  }
+  /** Fetches what the protocol does not deliver (bitswap) */
+  fallback: DAGBlockstore
+  libp2p: SyncingBlockstoreLibp2p
+  logger: ComponentLogger
+}
+
+export interface SyncingBlockstoreInit {
+  /**
+   * Blocks asked for in one request
+   *
+   * @default 8192
+   */
+  maxBlocks?: number
+  /**
+   * Bytes of blocks asked for in one request
+   *
+   * @default 67_108_864
+   */
+  maxBytes?: number
+  /**
+   * Largest block accepted; a peer sending a larger one is cut off
+   *
+   * @default 2_097_152
+   */
+  maxBlockSize?: number
+  /**
+   * Longest wait (ms) for the next block of a stream before the peer is cut off
+   *
+   * @default 10_000
+   */
+  idleTimeout?: number
+  /**
+   * Sync streams open with one peer at once
+   *
+   * @default 2
+   */
+  maxStreamsPerPeer?: number
+  /**
+   * How long (ms) a peer that broke the protocol or could not open a stream is not asked
+   *
+   * @default 60_000
+   */
+  badPeerTimeout?: number
+}
+
+export const DEFAULT_BAD_PEER_TIMEOUT = 60_000
+
+/** How long (ms) a peer's protocol list is trusted before it is read again (short for a no: identify may not have run yet) */
+const PROTOCOLS_TTL = 5_000
+const NO_PROTOCOL_TTL = 500
+/** Times a miss looks for a stream before it is left to the fallback */
+const MAX_ROUNDS = 4
+
+/** Figures of the syncing blockstore since start */
+export interface SyncStats {
+  /** Requests made */
+  requests: number
+  /** Blocks accepted from streams */
+  blocks: number
+  /** Bytes of blocks accepted from streams */
+  bytes: number
+  /** Streams cut for breaking the protocol */
+  cut: number
+  /** Blocks fetched through the fallback */
+  fallbacks: number
+}
+
+/** A DAG blockstore that syncs through the block-sync protocol first */
+export interface SyncingBlockstore extends DAGBlockstore {
+  /** Supplies the CIDs the asker holds with all below them (its heads), sent as `have` */
+  setHave(have: () => CID[]): void
+  readonly stats: SyncStats
+  /** Fetches through streams again after `stop()` (a restarted store) */
+  start(): void
+  /** Aborts every stream and waits for them */
+  stop(): Promise<void>
+}
+
+interface Waiter {
+  promise: Promise<boolean>
+  resolve(found: boolean): void
+}
+
+class BlockSyncingBlockstore implements SyncingBlockstore {
+  private readonly components: SyncingBlockstoreComponents
+  private readonly log: Logger
+  private readonly maxBlocks: number
+  private readonly maxBytes: number
+  private readonly maxBlockSize: number
+  private readonly idleTimeout: number
+  private readonly maxStreams: number
+  private readonly badPeerTimeout: number
+  private have: () => CID[] = () => []
+  private controller = new AbortController()
+  /** CID → how many running streams expect it */
+  private readonly expected = new Map<string, number>()
+  /** CID → fetches waiting for a stream to deliver it */
+  private readonly waiters = new Map<string, Waiter>()
+  /** Peer → open streams */
+  private readonly open = new Map<string, number>()
+  /** Peer → time until which it is not asked */
+  private readonly bad = new Map<string, number>()
+  /** Peer → whether it speaks the protocol, and when that was read */
+  private readonly speaks = new Map<string, { yes: boolean, at: number }>()
+  private readonly sessions = new Set<Promise<void>>()
+  private ended?: Waiter
+  private lastGood?: string
+  public readonly stats: SyncStats = { requests: 0, blocks: 0, bytes: 0, cut: 0, fallbacks: 0 }
+
+  constructor (components: SyncingBlockstoreComponents, init: SyncingBlockstoreInit) {
+    this.components = components
+    this.log = components.logger.forComponent('datastore-crdt:sync:client')
+    this.maxBlocks = init.maxBlocks ?? DEFAULT_MAX_BLOCKS
+    this.maxBytes = init.maxBytes ?? DEFAULT_MAX_BYTES
+    this.maxBlockSize = init.maxBlockSize ?? DEFAULT_MAX_BLOCK_SIZE
+    this.idleTimeout = init.idleTimeout ?? DEFAULT_IDLE_TIMEOUT
+    this.maxStreams = init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER
+    this.badPeerTimeout = init.badPeerTimeout ?? DEFAULT_BAD_PEER_TIMEOUT
+  }
+
+  setHave (have: () => CID[]): void {
+    this.have = have
+  }
+
+  async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+    const { local, fallback } = this.components
+    if (await local.has(cid, options) || await this.viaSync(cid, options)) {
+      yield * local.get(cid, { ...options, offline: true })
+      return
+    }
+    this.stats.fallbacks++
+    yield * fallback.get(cid, options)
+  }
+
+  async put (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
+    await this.components.local.put(cid, bytes, options)
+  }
+
+  async has (cid: CID, options?: AbortOptions): Promise<boolean> {
+    return this.components.local.has(cid, options)
+  }
+
+  /** Fetches through streams again after `stop()` (a restarted store) */
+  start (): void {
+    if (this.controller.signal.aborted) this.controller = new AbortController()
+  }
+
+  async stop (): Promise<void> {
+    this.controller.abort()
+    while (this.sessions.size > 0) await Promise.allSettled([...this.sessions])
+  }
+
+  /** Gets `cid` into the local blockstore through a stream; false when none delivered it */
+  private async viaSync (cid: CID, options?: AbortOptions): Promise<boolean> {
+    const key = cid.toString()
+    const tried = new Set<string>()
+    for (let round = 0; round < MAX_ROUNDS && !this.controller.signal.aborted; round++) {
+      options?.signal?.throwIfAborted()
+      if (this.expected.has(key)) {
+        if (await this.wait(this.waiterFor(key), options)) return true
+        continue
+      }
+      // a stream may have brought it since the caller looked
+      if (await this.components.local.has(cid, options)) return true
+      const peer = await this.pickPeer(tried, options)
+      if (peer == null) return false
+      if (peer === 'busy') {
+        await this.wait(this.ended ??= deferred(), options)
+        continue
+      }
+      tried.add(peer.toString())
+      this.startSession(peer, cid)
+    }
+    return this.components.local.has(cid, options)
+  }
+
+  /** A peer to ask: the last that served well first; 'busy' when all that could are at their stream limit */
+  private async pickPeer (tried: Set<string>, options?: AbortOptions): Promise<PeerId | 'busy' | undefined> {
+    const now = Date.now()
+    const seen = new Set<string>()
+    const peers: PeerId[] = []
+    for (const c of this.components.libp2p.getConnections()) {
+      const id = c.remotePeer.toString()
+      if (seen.has(id) || tried.has(id) || (this.bad.get(id) ?? 0) > now) continue
+      seen.add(id)
+      if (await this.speaksSync(c.remotePeer, options)) peers.push(c.remotePeer)
+    }
+    peers.sort((a, b) => Number(b.toString() === this.lastGood) - Number(a.toString() === this.lastGood))
+    const free = peers.find(p => (this.open.get(p.toString()) ?? 0) < this.maxStreams)
+    if (free != null) return free
+    return peers.length > 0 ? 'busy' : undefined
+  }
+
+  private async speaksSync (peer: PeerId, options?: AbortOptions): Promise<boolean> {
+    const id = peer.toString()
+    const known = this.speaks.get(id)
+    if (known != null && Date.now() - known.at < (known.yes ? PROTOCOLS_TTL : NO_PROTOCOL_TTL)) return known.yes
+    let yes = false
+    try {
+      yes = (await this.components.libp2p.peerStore.get(peer, options)).protocols.includes(SYNC_PROTOCOL)
+    } catch {}
+    this.speaks.set(id, { yes, at: Date.now() })
+    return yes
+  }
+
+  /** Opens a stream to `peer` asking for `want`; registers the want as expected at once */
+  private startSession (peer: PeerId, want: CID): void {
+    const id = peer.toString()
+    const mine = new Set<string>()
+    const expect = (cid: CID): void => {
+      const key = cid.toString()
+      if (mine.has(key)) return
+      mine.add(key)
+      this.expected.set(key, (this.expected.get(key) ?? 0) + 1)
+    }
+    const settle = (key: string, found: boolean): void => {
+      if (!mine.delete(key)) return
+      const left = (this.expected.get(key) ?? 1) - 1
+      if (left > 0 && !found) {
+        this.expected.set(key, left)
+        return
+      }
+      this.expected.delete(key)
+      const waiter = this.waiters.get(key)
+      this.waiters.delete(key)
+      waiter?.resolve(found)
+    }
+    expect(want)
+    this.open.set(id, (this.open.get(id) ?? 0) + 1)
+    this.stats.requests++
+
+    const session = (async () => {
+      const signal = this.controller.signal
+      let stream: Stream | undefined
+      try {
+        stream = await this.components.libp2p.dialProtocol(peer, SYNC_PROTOCOL, { signal })
+        const have = this.have().slice(0, MAX_HAVE)
+        const result = await streamBlocks(stream, { want: [want], have, maxBlocks: this.maxBlocks, maxBytes: this.maxBytes }, {
+          maxBlockSize: this.maxBlockSize,
+          idleTimeout: this.idleTimeout,
+          expect,
+          accept: async (blocks) => {
+            await this.store(blocks, signal)
+            for (const { cid, bytes } of blocks) {
+              this.stats.blocks++
+              this.stats.bytes += bytes.byteLength
+              settle(cid.toString(), true)
+            }
+          }
+        }, { signal })
+        if (result.blocks > 0) this.lastGood = id
+        this.log.trace('stream from %s ended: %d blocks, %d bytes, %d undelivered', id, result.blocks, result.bytes, result.undelivered.length)
+        stream.abort(new Error('request finished'))
+      } catch (err: any) {
+        stream?.abort(err)
+        if (signal.aborted) return
+        if (err.name === 'SyncProtocolError') this.stats.cut++
+        this.log.error('sync stream with %s failed, not asking it for %d ms - %e', id, this.badPeerTimeout, err)
+        this.bad.set(id, Date.now() + this.badPeerTimeout)
+        if (this.lastGood === id) this.lastGood = undefined
+      } finally {
+        for (const key of [...mine]) settle(key, false)
+        this.open.set(id, (this.open.get(id) ?? 1) - 1)
+        const ended = this.ended
+        this.ended = undefined
+        ended?.resolve(true)
+      }
+    })()
+    this.sessions.add(session)
+    void session.finally(() => this.sessions.delete(session))
+  }
+
+  /** Stores blocks, in one batch when the local blockstore can */
+  private async store (blocks: Array<{ cid: CID, bytes: Uint8Array }>, signal: AbortSignal): Promise<void> {
+    const { local } = this.components
+    if (local.putMany == null || blocks.length === 1) {
+      for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
+      return
+    }
+    for await (const _ of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) {} // eslint-disable-line no-unused-vars
+  }
+
+  private waiterFor (key: string): Waiter {
+    let waiter = this.waiters.get(key)
+    if (waiter == null) {
+      waiter = deferred()
+      this.waiters.set(key, waiter)
+    }
+    return waiter
+  }
+
+  /** Waits for a waiter, the caller's abort or stop (false) */
+  private async wait (waiter: Waiter, options?: AbortOptions): Promise<boolean> {
+    const signals = [this.controller.signal, options?.signal].filter(s => s != null)
+    const signal = AbortSignal.any(signals)
+    if (signal.aborted) return false
+    return new Promise<boolean>(resolve => {
+      const onAbort = (): void => { resolve(false) }
+      signal.addEventListener('abort', onAbort, { once: true })
+      void waiter.promise.then(found => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(found)
+      })
+    })
+  }
+}
+
+function deferred (): Waiter {
+  let resolve!: (found: boolean) => void
+  const promise = new Promise<boolean>(r => { resolve = r })
+  return { promise, resolve }
+}
+
+/**
+ * Creates a DAG blockstore that fetches missing blocks through the
+ * block-sync protocol, falling back to `components.fallback`.
+ * `createHeliaCRDT()` builds one over the Helia node.
+ */
+export function syncingBlockstore (components: SyncingBlockstoreComponents, init: SyncingBlockstoreInit = {}): SyncingBlockstore {
+  return new BlockSyncingBlockstore(components, init)
+}

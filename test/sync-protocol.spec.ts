@@ -1,0 +1,232 @@
+/**
+ * The block-sync protocol between real libp2p nodes (memory transport, and
+ * TCP on 127.0.0.1 for one case): catch-up of a chain and of a wide DAG,
+ * fallback to bitswap, and the limits a server keeps against its askers.
+ */
+
+import { expect } from 'aegir/chai'
+import { Key } from 'interface-datastore'
+import { createHeliaCRDT, createReplicaNode } from '../src/index.js'
+import { SYNC_PROTOCOL } from '../src/sync/protocol.js'
+import { stateOf, waitFor } from './fixtures/network.js'
+import { enc, tempDir } from './fixtures/stores.js'
+import { openSyncStream, readFrames } from './fixtures/sync-peers.js'
+import type { HeliaCRDTDatastore, HeliaCRDTInit, ReplicaNode } from '../src/index.js'
+
+interface Peer {
+  node: ReplicaNode
+  store: HeliaCRDTDatastore
+}
+
+const TOPIC = 'sync-protocol-test'
+const STORE_OPTIONS = { rebroadcastInterval: 300, repairInterval: 1000, dagSyncerTimeout: 10_000, numWorkers: 8 }
+let seq = 0
+
+async function startPeer (init: Partial<HeliaCRDTInit> = {}, listen = [`/memory/sync-${process.pid}-${seq++}`]): Promise<Peer> {
+  const node = await createReplicaNode({ listen })
+  const store = await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS, ...init })
+  return { node, store }
+}
+
+async function stopPeer (peer: Peer): Promise<void> {
+  await peer.store.stop()
+  await peer.node.stop()
+}
+
+async function connect (a: Peer, b: Peer): Promise<void> {
+  await a.node.libp2p.dial(b.node.libp2p.getMultiaddrs()[0])
+  await waitFor(() => a.node.libp2p.services.pubsub.getSubscribers(TOPIC).length > 0 &&
+    b.node.libp2p.services.pubsub.getSubscribers(TOPIC).length > 0, 10_000, 'gossipsub subscriptions')
+}
+
+async function converge (peers: Peer[], keys: number, timeout = 60_000): Promise<string[]> {
+  let states: string[][] = []
+  await waitFor(async () => {
+    states = await Promise.all(peers.map(async p => stateOf(p.store)))
+    return states.every(s => s.length === keys && JSON.stringify(s) === JSON.stringify(states[0]))
+  }, timeout, 'convergence', 100).catch(err => {
+    throw new Error(`${err.message}: ${states.map(s => s.length).join(', ')} keys`)
+  })
+  return states[0]
+}
+
+describe('sync protocol', function () {
+  this.timeout(120_000)
+  let peers: Peer[] = []
+
+  afterEach(async () => {
+    await Promise.all(peers.map(stopPeer))
+    peers = []
+  })
+
+  it('registers the protocol on the node and unregisters it on stop', async () => {
+    const a = await startPeer()
+    expect(a.node.libp2p.getProtocols()).to.include(SYNC_PROTOCOL)
+    await a.store.stop()
+    expect(a.node.libp2p.getProtocols()).to.not.include(SYNC_PROTOCOL)
+    await a.node.stop()
+  })
+
+  it('a fresh replica catches up a chain through the protocol', async () => {
+    const a = await startPeer()
+    peers.push(a)
+    for (let i = 0; i < 300; i++) await a.store.put(new Key(`/chain/${i}`), enc(`v${i}`))
+    const b = await startPeer()
+    peers.push(b)
+    await connect(a, b)
+    await converge([a, b], 300)
+    const stats = b.store.sync?.blockstore.stats
+    // all but the head (carried or fetched first) came by stream
+    expect(stats?.blocks).to.be.at.least(299)
+    expect(stats?.fallbacks).to.be.at.most(1)
+    expect(stats?.cut).to.equal(0)
+  })
+
+  it('a fresh replica catches up a wide DAG written by several replicas', async () => {
+    const writers = [await startPeer(), await startPeer(), await startPeer()]
+    peers.push(...writers)
+    await connect(writers[0], writers[1])
+    await connect(writers[1], writers[2])
+    await connect(writers[0], writers[2])
+    // concurrent writes on three replicas: branches that merge
+    await Promise.all(writers.map(async (w, i) => {
+      for (let j = 0; j < 40; j++) await w.store.put(new Key(`/w${i}/${j}`), enc(`${i}-${j}`))
+    }))
+    await converge(writers, 120)
+    const b = await startPeer()
+    peers.push(b)
+    await connect(writers[0], b)
+    await converge([...writers, b], 120)
+    const stats = b.store.sync?.blockstore.stats
+    expect(stats?.blocks).to.be.at.least(100)
+    expect(stats?.cut).to.equal(0)
+  })
+
+  it('falls back to bitswap for a peer without the protocol', async () => {
+    const a = await startPeer({ syncProtocol: false })
+    peers.push(a)
+    expect(a.node.libp2p.getProtocols()).to.not.include(SYNC_PROTOCOL)
+    for (let i = 0; i < 30; i++) await a.store.put(new Key(`/k/${i}`), enc(`v${i}`))
+    const b = await startPeer()
+    peers.push(b)
+    await connect(a, b)
+    await converge([a, b], 30)
+    const stats = b.store.sync?.blockstore.stats
+    expect(stats?.requests).to.equal(0)
+    expect(stats?.fallbacks).to.be.at.least(29)
+  })
+
+  it('a replica stopped mid catch-up resumes from its frontier, not from the top', async () => {
+    const a = await startPeer()
+    peers.push(a)
+    const count = 400
+    for (let i = 0; i < count; i++) await a.store.put(new Key(`/resume/${i}`), enc(`v${i}`))
+    const dir = await tempDir('sync-resume')
+    try {
+      const listen = [`/memory/sync-${process.pid}-${seq++}`]
+      let node = await createReplicaNode({ listen, directory: dir.path })
+      let store = await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS })
+      await connect(a, { node, store })
+      await waitFor(async () => (await stateOf(store)).length >= 50, 30_000, 'part of the catch-up', 20)
+      const first = store.sync?.blockstore.stats.blocks ?? 0
+      await store.stop()
+      await node.stop()
+      expect((await stateOf(a.store)).length).to.equal(count)
+
+      node = await createReplicaNode({ listen, directory: dir.path })
+      store = await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS })
+      const b = { node, store }
+      peers.push(b)
+      await connect(a, b)
+      await converge([a, b], count)
+      const second = store.sync?.blockstore.stats.blocks ?? 0
+      // what the first run stored was not streamed again
+      expect(first).to.be.greaterThan(0)
+      expect(first + second).to.be.at.most(count + 5)
+    } finally {
+      await dir.remove()
+    }
+  })
+
+  it('catches up over TCP on 127.0.0.1', async () => {
+    const a = await startPeer({}, ['/ip4/127.0.0.1/tcp/0'])
+    peers.push(a)
+    for (let i = 0; i < 100; i++) await a.store.put(new Key(`/tcp/${i}`), enc(`v${i}`))
+    const b = await startPeer({}, ['/ip4/127.0.0.1/tcp/0'])
+    peers.push(b)
+    await connect(a, b)
+    await converge([a, b], 100)
+    expect(b.store.sync?.blockstore.stats.blocks).to.be.at.least(99)
+  })
+
+  describe('limits against askers', () => {
+    it('sends no more blocks than its own cap, whatever the asker asks', async () => {
+      const a = await startPeer({ syncProtocol: { maxBlocks: 20 } })
+      peers.push(a)
+      for (let i = 0; i < 50; i++) await a.store.put(new Key(`/cap/${i}`), enc(`v${i}`))
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      const head = a.store.heads()[0].cid
+      const stream = await openSyncStream(asker.node, a.node)
+      const frames = await readFrames(stream, { want: [head], have: [], maxBlocks: 1_000_000, maxBytes: 1 << 30 })
+      expect(frames.blocks).to.equal(20)
+      expect(frames.ended).to.equal(true)
+    })
+
+    it('stops at what the asker has', async () => {
+      const a = await startPeer()
+      peers.push(a)
+      for (let i = 0; i < 10; i++) await a.store.put(new Key(`/have/${i}`), enc(`v${i}`))
+      const middle = a.store.heads()[0].cid
+      for (let i = 10; i < 20; i++) await a.store.put(new Key(`/have/${i}`), enc(`v${i}`))
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      const stream = await openSyncStream(asker.node, a.node)
+      const frames = await readFrames(stream, { want: [a.store.heads()[0].cid], have: [middle], maxBlocks: 1000, maxBytes: 1 << 30 })
+      expect(frames.blocks).to.equal(10)
+      // a wanted CID is sent even when it is also listed as had
+      const again = await readFrames(await openSyncStream(asker.node, a.node), { want: [middle], have: [middle], maxBlocks: 1, maxBytes: 1 << 20 })
+      expect(again.cids).to.deep.equal([middle.toString()])
+    })
+
+    it('resets a stream whose request is junk, and keeps serving', async () => {
+      const a = await startPeer()
+      peers.push(a)
+      await a.store.put(new Key('/x'), enc('y'))
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      const junk = await openSyncStream(asker.node, a.node)
+      const bad = await readFrames(junk, undefined, Uint8Array.of(3, 0xff, 0xff, 0xff))
+      expect(bad.blocks).to.equal(0)
+      expect(bad.error).to.be.a('string')
+      const good = await readFrames(await openSyncStream(asker.node, a.node), { want: [a.store.heads()[0].cid], have: [], maxBlocks: 10, maxBytes: 1 << 20 })
+      expect(good.blocks).to.equal(1)
+    })
+
+    it('resets a stream whose asker never sends a request', async () => {
+      const a = await startPeer({ syncProtocol: { idleTimeout: 300 } })
+      peers.push(a)
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      const silent = await openSyncStream(asker.node, a.node)
+      const result = await readFrames(silent, undefined, undefined, 10_000)
+      expect(result.blocks).to.equal(0)
+      expect(result.ended || result.error != null).to.equal(true)
+      expect(result.timedOut).to.equal(false)
+    })
+
+    it('refuses more concurrent streams per peer than its limit', async () => {
+      const a = await startPeer({ syncProtocol: { maxStreamsPerPeer: 2 } })
+      peers.push(a)
+      await a.store.put(new Key('/x'), enc('y'))
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      // all three are open before any request is sent, so none has finished
+      const streams = await Promise.all([0, 1, 2].map(async () => openSyncStream(asker.node, a.node)))
+      const request = { want: [a.store.heads()[0].cid], have: [], maxBlocks: 10, maxBytes: 1 << 20 }
+      const results = await Promise.all(streams.map(async s => readFrames(s, request)))
+      expect(results.filter(r => r.blocks === 1 && r.ended)).to.have.length(2)
+      expect(results.filter(r => r.blocks === 0 && r.error != null)).to.have.length(1)
+    })
+  })
+})
