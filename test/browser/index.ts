@@ -5,3 +5,6 @@
  */
 
 import './or-set.js'
+import './batch.js'
+import './wire.js'
+import './interface-datastore.js'
