@@ -30,21 +30,23 @@ const BENCHMARKS = [
   { name: 'unbatched-puts', limitS: 240 },
   { name: 'replication', limitS: 600 },
   { name: 'deep-catch-up', limitS: 720 },
-  { name: 'listing', limitS: 600 }
+  { name: 'listing', limitS: 600 },
+  { name: 'browser-bundle', limitS: 120 }
 ]
 const PEERS = [
   { name: 'orbitdb', limitS: 600 },
   { name: 'js-ds-crdt', limitS: 600 }
 ]
 
-/** Targets from issue #6: [our row, comparison, bound] */
+/** Targets from issue #6 (and #18 for the browser bundle): [our row, comparison, bound] */
 const TARGETS = {
   'batched writes (1,000/batch)': { min: 50_000, minRatio: 0.25 },
   'unbatched puts': { min: 3_000 },
   'replication A→B (TCP)': { min: 20_000 },
   'listing: query() keys+values': { minRatio: 0.5 },
   'peak RSS, replicating B': { max: 300 },
-  'peak RSS, catching-up B': { max: 300 }
+  'peak RSS, catching-up B': { max: 300 },
+  'browser bundle: core, minified': { max: 250 }
 }
 
 /** Which of our rows a peer row is compared with (peer rows are named "<peer>: <row>") */
