@@ -75,7 +75,8 @@ export async function bundleForBrowser (entry: string, minify = false): Promise<
   return out.outputFiles[0].contents
 }
 
-async function serve (files: Record<string, { type: string, body: Uint8Array | string }>): Promise<{ url: string, close(): Promise<void> }> {
+/** Serves exactly `files` (path → body) on 127.0.0.1 at a free port */
+export async function serve (files: Record<string, { type: string, body: Uint8Array | string }>): Promise<{ url: string, close(): Promise<void> }> {
   const server = createServer((req, res) => {
     const file = files[new URL(req.url ?? '/', 'http://127.0.0.1').pathname]
     if (file === undefined) {
