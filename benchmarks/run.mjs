@@ -32,7 +32,8 @@ const BENCHMARKS = [
   { name: 'unbatched-puts', limitS: 240 },
   { name: 'replication', limitS: 600 },
   { name: 'deep-catch-up', limitS: 720 },
-  { name: 'listing', limitS: 600 }
+  { name: 'listing', limitS: 600 },
+  { name: 'browser-bundle', limitS: 120 }
 ]
 /** The peers: npm packages installed on first use, or a Go program built on each run (cached by Go) */
 const PEERS = [
@@ -43,14 +44,15 @@ const PEERS = [
 /** Time limit of a Go peer's build: the first one downloads modules and compiles libp2p */
 const GO_BUILD_LIMIT_S = 900
 
-/** Targets from issue #6: [our row, comparison, bound] */
+/** Targets from issue #6 (and #18 for the browser bundle): [our row, comparison, bound] */
 const TARGETS = {
   'batched writes (1,000/batch)': { min: 50_000, minRatio: 0.25 },
   'unbatched puts': { min: 3_000 },
   'replication A→B (TCP)': { min: 20_000 },
   'listing: query() keys+values': { minRatio: 0.5 },
   'peak RSS, replicating B': { max: 300 },
-  'peak RSS, catching-up B': { max: 300 }
+  'peak RSS, catching-up B': { max: 300 },
+  'browser bundle: core, minified': { max: 250 }
 }
 
 /** Which of our rows a peer row is compared with (peer rows are named "<peer>: <row>") */

@@ -24,6 +24,7 @@ import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { memory } from '@libp2p/memory'
 import { tcp } from '@libp2p/tcp'
+import { webSockets } from '@libp2p/websockets'
 import { MemoryBlockstore } from 'blockstore-core'
 import { LevelBlockstore } from 'blockstore-level'
 import { MemoryDatastore } from 'datastore-core'
@@ -52,7 +53,8 @@ export interface ReplicaNodeInit {
   directory?: string
   /**
    * Addresses to listen on. `/memory/<name>` addresses use the libp2p memory
-   * transport
+   * transport; `/ip4/127.0.0.1/tcp/0/ws` adds WebSockets (what a browser
+   * replica can dial)
    *
    * @default ['/ip4/127.0.0.1/tcp/0']
    */
@@ -172,7 +174,7 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
     const helia = withBitswap(withLibp2pLight(createHeliaLight({ datastore, blockstore }), {
       privateKey,
       addresses: { listen },
-      transports: onlyMemory ? [memory()] : [tcp(), memory()],
+      transports: onlyMemory ? [memory()] : [tcp(), memory(), ...(listen.some(a => a.endsWith('/ws')) ? [webSockets()] : [])],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       peerDiscovery: [],

@@ -49,7 +49,8 @@ and exits; with --script it reads commands from stdin (one per line).
 
 Options:
   -d, --data <dir>        data directory (default: ./${DEFAULT_DATA_DIR})
-  -l, --listen <addr>     multiaddr to listen on, repeatable (default: ${DEFAULT_CLI_LISTEN})
+  -l, --listen <addr>     multiaddr to listen on, repeatable (default: ${DEFAULT_CLI_LISTEN});
+                          /ip4/127.0.0.1/tcp/0/ws listens on WebSockets for browser replicas
   -t, --topic <name>      pubsub topic shared by the replicas (default: ${DEFAULT_TOPIC})
   -p, --peer <addr>       multiaddr of a replica to dial at start, repeatable
   -n, --namespace <key>   where CRDT state lives in the datastore (default: /datastore-crdt/<topic>)
