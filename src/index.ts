@@ -92,6 +92,12 @@ export { encodeBroadcast, decodeBroadcast } from './broadcast.js'
 export type { BroadcastHead } from './broadcast.js'
 export { blockKey, cidFromBlockKey } from './block-key.js'
 export * from './errors.js'
+export { createSnapshot } from './snapshot/create.js'
+export type { CreateSnapshotOptions, SnapshotComponents } from './snapshot/create.js'
+export { installSnapshot, readSnapshot } from './snapshot/install.js'
+export type { InstallResult } from './snapshot/install.js'
+export { SNAPSHOT_VERSION, DEFAULT_CHUNK_BYTES, MAX_SNAPSHOT_BLOCK_BYTES } from './snapshot/format.js'
+export type { SnapshotRoot, SnapshotHead, SnapshotElement, SnapshotTombstone } from './snapshot/format.js'
 
 /**
  * Creates a CRDT datastore over the given components and starts it: it
