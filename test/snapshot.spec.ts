@@ -10,10 +10,10 @@
 import { expect } from 'aegir/chai'
 import fc from 'fast-check'
 import { Key } from 'interface-datastore'
-import { encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
+import { createHeliaCRDT, createReplicaNode, encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
 import { decodeRoot, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, SNAPSHOT_VERSION, snapshotIdOf } from '../src/snapshot/format.js'
 import { missingCid } from './fixtures/hostile-blocks.js'
-import { stateOf } from './fixtures/network.js'
+import { stateOf, waitFor } from './fixtures/network.js'
 import { dec, enc, levelReplica, memoryReplica, readBlock, syncReplica, tempDir } from './fixtures/stores.js'
 import type { CRDTDatastore } from '../src/index.js'
 import type { MemoryReplica } from './fixtures/stores.js'
@@ -295,6 +295,29 @@ describe('snapshots', function () {
       expect(encodeTombstoneChunk([])).to.deep.equal({ t: [] })
     } finally {
       await c.store.stop()
+    }
+  })
+
+  it('installs a snapshot whose blocks a fresh Helia replica fetches over bitswap (memory transport)', async () => {
+    const nodes = await Promise.all([0, 1].map(async i => createReplicaNode({ listen: [`/memory/snap-${i}-${Math.random().toString(36).slice(2)}`] })))
+    // different topics: no DAG reaches c by gossip, only the snapshot's blocks by bitswap
+    const a = await createHeliaCRDT(nodes[0], { topic: 'snapshot-a', dagSyncerTimeout: 10_000 })
+    const c = await createHeliaCRDT(nodes[1], { topic: 'snapshot-c', dagSyncerTimeout: 10_000 })
+    try {
+      for (let i = 0; i < 12; i++) await a.put(new Key(`/n/${i}`), enc(`v${i}`))
+      await a.delete(new Key('/n/0'))
+      const cid = await a.snapshot({ chunkBytes: 64 })
+      await nodes[1].libp2p.dial(nodes[0].libp2p.getMultiaddrs()[0])
+      await waitFor(() => nodes[1].libp2p.getConnections().length > 0, 10_000, 'a connection')
+      expect(await nodes[1].blockstore.has(cid)).to.equal(false)
+      const signal = AbortSignal.timeout(30_000)
+      await c.installSnapshot(cid, { signal })
+      expect(await stateOf(c)).to.deep.equal(await stateOf(a))
+      expect(headsOf(c)).to.deep.equal(headsOf(a))
+    } finally {
+      await c.stop()
+      await a.stop()
+      await Promise.all(nodes.map(async n => n.stop()))
     }
   })
 
