@@ -282,6 +282,10 @@ describe('snapshots', function () {
         expect(err, what).to.have.property('name', 'InvalidSnapshotError')
         expect(err?.message, what).to.match(message)
       }
+      // a head under a DAG name no replica would store
+      const badHead = await encodeBlock(encodeRoot({ version: SNAPSHOT_VERSION, snapshotId, heads: [{ dagName: '/x//', cid: head.cid, height: 1 }], elementCount: 0, tombstoneCount: 0, elementChunks: [], tombstoneChunks: [] }))
+      await c.blockstore.put(badHead.cid, badHead.bytes)
+      await expect(c.store.installSnapshot(badHead.cid)).to.eventually.be.rejectedWith(/not canonical/)
       // a root that is not a snapshot at all
       const junk = await encodeBlock({ hello: 'world' })
       await c.blockstore.put(junk.cid, junk.bytes)

@@ -27,7 +27,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { isBlockKey } from '../block-key.js'
-import { MAX_PRIORITY } from '../delta.js'
+import { canonicalDagName, MAX_PRIORITY } from '../delta.js'
 import { InvalidSnapshotError } from '../errors.js'
 import { cleanKey, escapeSegment } from '../layout.js'
 
@@ -229,6 +229,13 @@ export function decodeRoot (cid: CID, bytes: Uint8Array): SnapshotRoot {
     const c = CID.asCID(headCid)
     if (typeof dagName !== 'string' || c == null || c.code !== 0x70 || !Number.isSafeInteger(height) || height < 1 || height > MAX_PRIORITY) {
       throw new InvalidSnapshotError(`Snapshot root ${cid} holds a malformed head`)
+    }
+    let canonical: string | undefined
+    try {
+      canonical = canonicalDagName(dagName)
+    } catch {}
+    if (canonical !== dagName) {
+      throw new InvalidSnapshotError(`Snapshot root ${cid} holds a head of a DAG name that is not canonical: ${dagName.slice(0, 64)}`)
     }
     return { dagName, cid: c, height }
   })
