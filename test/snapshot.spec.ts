@@ -125,6 +125,49 @@ describe('snapshots', function () {
     }), { numRuns: 25 })
   })
 
+  it('a writer that installs another replica\'s snapshot, then syncs everything, ends like a replica that never used one (fast-check)', async () => {
+    const keyArb = fc.string({ unit: fc.constantFrom('a', 'ü', '日', '😀'), minLength: 1, maxLength: 2 }).map(s => '/' + s)
+    const opArb = fc.record({ key: keyArb, value: fc.option(fc.constantFrom('x', 'y', 'zz'), { nil: undefined, freq: 2 }) })
+    const historyArb = fc.record({
+      writers: fc.array(fc.array(fc.array(opArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 3 }), { minLength: 2, maxLength: 3 }),
+      crossSync: fc.boolean()
+    })
+    await fc.assert(fc.asyncProperty(historyArb, async ({ writers, crossSync }) => {
+      const replicas: MemoryReplica[] = []
+      try {
+        for (const batches of writers) {
+          const w = await memoryReplica()
+          replicas.push(w)
+          for (const [i, ops] of batches.entries()) {
+            if (crossSync && i === batches.length - 1 && replicas.length > 1) await syncReplica(replicas[0], w)
+            const batch = w.store.batch()
+            for (const op of ops) {
+              if (op.value == null) batch.delete(new Key(op.key))
+              else batch.put(new Key(op.key), enc(op.value))
+            }
+            await batch.commit()
+          }
+        }
+        const n = writers.length
+        const a = await memoryReplica()
+        const reference = await memoryReplica()
+        replicas.push(a, reference)
+        for (let i = 0; i < n - 1; i++) await syncReplica(replicas[i], a)
+        for (let i = 0; i < n; i++) await syncReplica(replicas[i], reference)
+        const cid = await a.store.snapshot({ chunkBytes: 64 })
+        // the last writer has its own history; it installs a's snapshot, then gets everything
+        const b = replicas[n - 1]
+        await copySnapshot(a.blockstore, b.blockstore, cid)
+        await b.store.installSnapshot(cid)
+        for (let i = 0; i < n - 1; i++) await syncReplica(replicas[i], b)
+        expect(await stateOf(b.store)).to.deep.equal(await stateOf(reference.store))
+        expect(headsOf(b.store)).to.deep.equal(headsOf(reference.store))
+      } finally {
+        for (const r of replicas) await r.store.stop()
+      }
+    }), { numRuns: 25 })
+  })
+
   it('lets a fresh LevelDB replica join from a snapshot, then sync only the DAG above it, and keeps it across a restart', async () => {
     const dirA = await tempDir('snap-a')
     const dirC = await tempDir('snap-c')
