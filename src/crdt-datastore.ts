@@ -20,7 +20,7 @@ import { purgeDAG } from './purge.js'
 import { createSnapshot } from './snapshot/create.js'
 import { installSnapshot } from './snapshot/install.js'
 import type { CreateSnapshotOptions } from './snapshot/create.js'
-import type { InstallResult } from './snapshot/install.js'
+import type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
 import { Walker } from './walker.js'
 import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
@@ -465,18 +465,20 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
-    return createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, options)
+    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, options))
   }
 
   /**
    * Fetches the snapshot `cid` through the blockstore, verifies every block
    * and record, and merges it into this replica in one atomic batch; its
    * covered heads become heads unless already known. Rejects with
-   * `InvalidSnapshotError`, changing nothing, when any of it is bad.
+   * `InvalidSnapshotError` when any of it is bad, `BlockFetchError` when a
+   * block cannot be fetched, changing nothing either way. `stop()` waits
+   * for a snapshot or install under way.
    */
-  async installSnapshot (cid: CID, options?: AbortOptions): Promise<InstallResult> {
+  async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
     this.checkOpen(options)
-    return installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options)
+    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options))
   }
 
   /** An indented listing of the DAG from local blocks, for debugging small DAGs */

@@ -260,7 +260,7 @@ describe('snapshots', function () {
     }
   })
 
-  it('refuses a corrupted chunk with InvalidSnapshotError and changes nothing', async () => {
+  it('refuses a corrupted chunk with InvalidSnapshotError, and a missing one with BlockFetchError, changing nothing', async () => {
     const a = await memoryReplica()
     const c = await memoryReplica()
     try {
@@ -280,6 +280,12 @@ describe('snapshots', function () {
       await expect(c.store.installSnapshot(cid)).to.eventually.be.rejectedWith(/does not match its hash/)
       expect(await dump(c.datastore)).to.deep.equal(before)
       expect(c.store.heads()).to.have.length(0)
+
+      // a chunk nobody has: a named fetch error, and still nothing written
+      await c.blockstore.delete(victim)
+      await expect(c.store.installSnapshot(cid, { blockTimeout: 1000 })).to.eventually.be.rejected
+        .with.property('name', 'BlockFetchError')
+      expect(await dump(c.datastore)).to.deep.equal(before)
     } finally {
       await a.store.stop()
       await c.store.stop()

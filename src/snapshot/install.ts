@@ -20,8 +20,9 @@
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { blockKey } from '../block-key.js'
-import { InvalidSnapshotError } from '../errors.js'
+import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
 import { encodePriority } from '../or-set.js'
+import { withTimeout } from '../utils.js'
 import { WriteSet } from '../write-set.js'
 import { compareRecords, decodeElementChunk, decodeRoot, decodeTombstoneChunk, verifyBlock } from './format.js'
 import type { SnapshotComponents } from './create.js'
@@ -41,10 +42,35 @@ export interface InstallResult {
   changes: number
 }
 
-/** Fetches a block and checks it against its CID */
-async function fetchVerified (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of getter.get(cid, options)) chunks.push(chunk)
+/** How long (ms) one snapshot block may take to fetch; 0 waits forever */
+export const DEFAULT_SNAPSHOT_BLOCK_TIMEOUT = 300_000
+
+export interface InstallSnapshotOptions extends AbortOptions {
+  /**
+   * How long (ms) one snapshot block may take to fetch; 0 waits forever
+   *
+   * @default 300_000
+   */
+  blockTimeout?: number
+}
+
+/**
+ * Fetches a block, bounded by `timeout`, and checks it against its CID.
+ * A block that cannot be had is a `BlockFetchError`; bad bytes are an
+ * `InvalidSnapshotError`.
+ */
+async function fetchVerified (getter: BlockGetter, cid: CID, timeout: number, options?: AbortOptions): Promise<Uint8Array> {
+  let chunks: Uint8Array[]
+  try {
+    chunks = await withTimeout(options?.signal, timeout, async signal => {
+      const out: Uint8Array[] = []
+      for await (const chunk of getter.get(cid, { signal })) out.push(chunk)
+      return out
+    })
+  } catch (err: any) {
+    options?.signal?.throwIfAborted()
+    throw new BlockFetchError(`Could not fetch snapshot block ${cid}: ${err.message}`, { cause: err })
+  }
   const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
   await verifyBlock(cid, bytes)
   return bytes
@@ -59,15 +85,16 @@ function checkOrder <T extends { key: string, id: string }> (records: T[], what:
 }
 
 /** Fetches, checks and decodes a whole snapshot */
-export async function readSnapshot (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<{ root: SnapshotRoot, elements: SnapshotElement[], tombstones: SnapshotTombstone[] }> {
-  const root = decodeRoot(cid, await fetchVerified(getter, cid, options))
+export async function readSnapshot (getter: BlockGetter, cid: CID, options?: InstallSnapshotOptions): Promise<{ root: SnapshotRoot, elements: SnapshotElement[], tombstones: SnapshotTombstone[] }> {
+  const timeout = options?.blockTimeout ?? DEFAULT_SNAPSHOT_BLOCK_TIMEOUT
+  const root = decodeRoot(cid, await fetchVerified(getter, cid, timeout, options))
   const elements: SnapshotElement[] = []
   for (const chunk of root.elementChunks) {
-    elements.push(...decodeElementChunk(chunk, await fetchVerified(getter, chunk, options)))
+    elements.push(...decodeElementChunk(chunk, await fetchVerified(getter, chunk, timeout, options)))
   }
   const tombstones: SnapshotTombstone[] = []
   for (const chunk of root.tombstoneChunks) {
-    tombstones.push(...decodeTombstoneChunk(chunk, await fetchVerified(getter, chunk, options)))
+    tombstones.push(...decodeTombstoneChunk(chunk, await fetchVerified(getter, chunk, timeout, options)))
   }
   if (elements.length !== root.elementCount || tombstones.length !== root.tombstoneCount) {
     throw new InvalidSnapshotError(`Snapshot ${cid} records ${root.elementCount} elements and ${root.tombstoneCount} tombstones; its chunks hold ${elements.length} and ${tombstones.length}`)
@@ -78,7 +105,7 @@ export async function readSnapshot (getter: BlockGetter, cid: CID, options?: Abo
 }
 
 /** Fetches, verifies and merges the snapshot `cid` into the store */
-export async function installSnapshot (components: SnapshotComponents, cid: CID, options?: AbortOptions): Promise<InstallResult> {
+export async function installSnapshot (components: SnapshotComponents, cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
   options?.signal?.throwIfAborted()
   const { engine, datastore, blockstore, log } = components
   const { root, elements, tombstones } = await readSnapshot(blockstore, cid, options)
