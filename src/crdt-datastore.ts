@@ -17,6 +17,10 @@ import { Replicator } from './replicator.js'
 import { dotDAG, printDAG } from './debug.js'
 import { migrateLayout } from './migrate.js'
 import { purgeDAG } from './purge.js'
+import { createSnapshot } from './snapshot/create.js'
+import { installSnapshot } from './snapshot/install.js'
+import type { CreateSnapshotOptions } from './snapshot/create.js'
+import type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
 import { Walker } from './walker.js'
 import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
@@ -605,6 +609,31 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       throw new InvalidOptionsError('purgeDAG needs the name of a named DAG')
     }
     return purgeDAG({ engine: this.engine, blockstore: this.blockstore, datastore: this.datastore, log: this.log }, name, options)
+  }
+
+  /**
+   * Writes a snapshot of the current state (live elements with their ids and
+   * priorities, and tombstones) to the blockstore as a chunked dag-cbor DAG
+   * and resolves to its root CID. Replicas that merged the same nodes get
+   * the same CID. Rejects with `SnapshotNotReadyError` while a sync is
+   * unfinished. Deletes nothing.
+   */
+  async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
+    this.checkOpen(options)
+    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, options))
+  }
+
+  /**
+   * Fetches the snapshot `cid` through the blockstore, verifies every block
+   * and record, and merges it into this replica in one atomic batch; its
+   * covered heads become heads unless already known. Rejects with
+   * `InvalidSnapshotError` when any of it is bad, `BlockFetchError` when a
+   * block cannot be fetched, changing nothing either way. `stop()` waits
+   * for a snapshot or install under way.
+   */
+  async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
+    this.checkOpen(options)
+    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options))
   }
 
   /** An indented listing of the DAG from local blocks, for debugging small DAGs */

@@ -102,3 +102,18 @@ export class SyncProtocolError extends Error {
   static override name = 'SyncProtocolError'
   override name = 'SyncProtocolError'
 }
+
+/**
+ * A snapshot block is missing a field, holds a value of the wrong type or
+ * range, is out of canonical order, or does not match its CID
+ */
+export class InvalidSnapshotError extends Error {
+  static override name = 'InvalidSnapshotError'
+  override name = 'InvalidSnapshotError'
+}
+
+/** A snapshot was asked for while the state is not the state at its heads (a walk is unfinished) */
+export class SnapshotNotReadyError extends Error {
+  static override name = 'SnapshotNotReadyError'
+  override name = 'SnapshotNotReadyError'
+}

@@ -99,6 +99,12 @@ export type { BroadcastHead } from './broadcast.js'
 export { blockKey, cidFromBlockKey } from './block-key.js'
 export * from './errors.js'
 export { MIN_NODE_MAJOR } from './node-version.js'
+export { createSnapshot } from './snapshot/create.js'
+export type { CreateSnapshotOptions, SnapshotComponents } from './snapshot/create.js'
+export { installSnapshot, readSnapshot, DEFAULT_SNAPSHOT_BLOCK_TIMEOUT } from './snapshot/install.js'
+export type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
+export { SNAPSHOT_VERSION, DEFAULT_CHUNK_BYTES, MAX_SNAPSHOT_BLOCK_BYTES } from './snapshot/format.js'
+export type { SnapshotRoot, SnapshotHead, SnapshotElement, SnapshotTombstone } from './snapshot/format.js'
 
 /**
  * Creates a CRDT datastore over the given components and starts it: it

@@ -63,7 +63,7 @@ function encodeMarker (priority: number, value: Uint8Array): Uint8Array {
   return out
 }
 
-function decodeMarker (bytes: Uint8Array): Candidate {
+export function decodeMarker (bytes: Uint8Array): { priority: number, value: Uint8Array } {
   try {
     const priority = varint.decode(bytes)
     return { priority, value: bytes.subarray(varint.encodingLength(priority)) }

@@ -1,0 +1,139 @@
+/**
+ * Making a snapshot: reads the set's element markers and tombstones and the
+ * heads under the engine's merge lock (so no merge lands half-way through),
+ * writes the chunks and the root to the blockstore, and returns the root's
+ * CID.
+ *
+ * Invariants:
+ * - The snapshot is the state at its covered heads: it is refused
+ *   (`SnapshotNotReadyError`) while a walk is unfinished (a `w/` record
+ *   exists) or a head is not processed, as the set then lacks part of the
+ *   history below the heads.
+ * - Deterministic: records are sorted (see `compareRecords`) and chunked by
+ *   size only; nothing depends on the replica, the clock or the datastore's
+ *   iteration order. Replicas that merged the same nodes produce the same
+ *   root CID.
+ * - Nothing in the datastore changes; only blocks are added.
+ *
+ * This slice holds the records in memory while sorting and encoding
+ * (~100 bytes per record beyond the values); a streaming writer over
+ * LevelDB's sorted iteration is planned with compaction.
+ */
+
+import { blockKey } from '../block-key.js'
+import { SnapshotNotReadyError } from '../errors.js'
+import { unescapeSegment } from '../layout.js'
+import { decodeMarker } from '../or-set.js'
+import { chunkRecords, compareHeads, compareRecords, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
+import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotTombstone } from './format.js'
+import type { DAGBlockstore, Engine } from '../engine.js'
+import type { Logger } from '@libp2p/interface'
+import type { Datastore, Pair } from 'interface-datastore'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+export interface SnapshotComponents {
+  engine: Engine
+  datastore: Datastore
+  blockstore: DAGBlockstore
+  log: Logger
+}
+
+export interface CreateSnapshotOptions extends AbortOptions {
+  /**
+   * Target size of a chunk's records in bytes
+   *
+   * @default 262144
+   */
+  chunkBytes?: number
+}
+
+interface Collected {
+  heads: SnapshotHead[]
+  elements: SnapshotElement[]
+  tombstones: SnapshotTombstone[]
+}
+
+/** Splits a stored `<prefix><escaped key><id>` entry name into its user key and id */
+function parseEntry (raw: string, prefix: string): { key: string, id: string } {
+  const rest = raw.slice(prefix.length)
+  const cut = rest.lastIndexOf('/')
+  const stored = rest.slice(0, cut)
+  return { key: stored === '' ? '/' : unescapeSegment(stored), id: rest.slice(cut) }
+}
+
+async function collect (components: SnapshotComponents, options?: AbortOptions): Promise<Collected> {
+  const { engine, datastore } = components
+  const layout = engine.layout
+  const pending = await engine.pendingBranches(options)
+  if (pending.length > 0) {
+    throw new SnapshotNotReadyError(`Cannot snapshot while ${pending.length} branch(es) are still being synced (first: ${pending[0]}); retry once the store has caught up`)
+  }
+  const heads = engine.heads.all().map(h => ({ dagName: h.dagName, cid: h.cid, height: h.height }))
+  for (const head of heads) {
+    if (!(await datastore.has(layout.processedKey(blockKey(head.cid)), options))) {
+      throw new SnapshotNotReadyError(`Cannot snapshot while head ${head.cid} is not merged yet`)
+    }
+  }
+  heads.sort(compareHeads)
+
+  const tombstones: SnapshotTombstone[] = []
+  const tombed = new Set<string>()
+  for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
+    const raw = key.toString()
+    tombed.add(raw.slice(layout.tombsPrefix.length))
+    tombstones.push(parseEntry(raw, layout.tombsPrefix))
+  }
+  const elements: SnapshotElement[] = []
+  for await (const pair of datastore.query({ prefix: layout.elemsPrefix + '/' }, options) as AsyncIterable<Pair>) {
+    const raw = pair.key.toString()
+    // a tombstoned element is left out: its tombstone says all a merge needs
+    if (tombed.has(raw.slice(layout.elemsPrefix.length))) continue
+    const { priority, value } = decodeMarker(pair.value)
+    elements.push({ ...parseEntry(raw, layout.elemsPrefix), priority, value })
+  }
+  return { heads, elements, tombstones }
+}
+
+/**
+ * Writes a snapshot of the current state to the blockstore and returns its
+ * root CID
+ */
+export async function createSnapshot (components: SnapshotComponents, options: CreateSnapshotOptions = {}): Promise<CID> {
+  options.signal?.throwIfAborted()
+  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
+  const { heads, elements, tombstones } = await components.engine.exclusive(async () => collect(components, options))
+  elements.sort(compareRecords)
+  tombstones.sort(compareRecords)
+
+  const blocks: SnapshotBlock[] = []
+  const elementChunks: CID[] = []
+  for (const records of chunkRecords(elements, chunkBytes)) {
+    const block = await encodeBlock(encodeElementChunk(records))
+    blocks.push(block)
+    elementChunks.push(block.cid)
+  }
+  const tombstoneChunks: CID[] = []
+  for (const records of chunkRecords(tombstones, chunkBytes)) {
+    const block = await encodeBlock(encodeTombstoneChunk(records))
+    blocks.push(block)
+    tombstoneChunks.push(block.cid)
+  }
+  const root = await encodeBlock(encodeRoot({
+    version: SNAPSHOT_VERSION,
+    snapshotId: await snapshotIdOf(heads),
+    heads,
+    elementCount: elements.length,
+    tombstoneCount: tombstones.length,
+    elementChunks,
+    tombstoneChunks
+  }))
+  // chunks before the root: a root in the blockstore always has its chunks
+  for (const block of blocks) {
+    options.signal?.throwIfAborted()
+    await components.blockstore.put(block.cid, block.bytes, options)
+  }
+  await components.blockstore.put(root.cid, root.bytes, options)
+  components.log('snapshot %c: %d heads, %d elements, %d tombstones in %d chunks', root.cid, heads.length, elements.length, tombstones.length, blocks.length)
+  return root.cid
+}

@@ -1,0 +1,392 @@
+/**
+ * Snapshots (#16, first slice): `store.snapshot()` is deterministic across
+ * replicas that merged the same nodes in any order; installing one gives a
+ * fresh replica the same visible state and heads, merges into a replica
+ * with history without losing its newer writes or resurrecting deletes,
+ * and a corrupt or inconsistent snapshot is refused with a named error and
+ * changes nothing.
+ */
+
+import { expect } from 'aegir/chai'
+import fc from 'fast-check'
+import { Key } from 'interface-datastore'
+import { createHeliaCRDT, createReplicaNode, encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
+import { decodeRoot, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, SNAPSHOT_VERSION, snapshotIdOf } from '../src/snapshot/format.js'
+import { missingCid } from './fixtures/hostile-blocks.js'
+import { stateOf, waitFor } from './fixtures/network.js'
+import { dec, enc, levelReplica, memoryReplica, readBlock, syncReplica, tempDir } from './fixtures/stores.js'
+import type { CRDTDatastore } from '../src/index.js'
+import type { MemoryReplica } from './fixtures/stores.js'
+import type { Datastore, Pair } from 'interface-datastore'
+import type { CID } from 'multiformats/cid'
+
+interface BlockHolder {
+  get(cid: CID): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  put(cid: CID, bytes: Uint8Array): unknown
+}
+
+/** Copies only a snapshot's blocks (root and chunks) between blockstores */
+async function copySnapshot (from: BlockHolder, to: BlockHolder, cid: CID): Promise<void> {
+  const bytes = await readBlock(from, cid)
+  const root = decodeRoot(cid, bytes)
+  for (const chunk of [...root.elementChunks, ...root.tombstoneChunks]) {
+    await to.put(chunk, await readBlock(from, chunk))
+  }
+  await to.put(cid, bytes)
+}
+
+/** Every entry of a datastore, as sorted "key=hex" strings */
+async function dump (datastore: Datastore): Promise<string[]> {
+  const out: string[] = []
+  for await (const { key, value } of datastore.query({}) as AsyncIterable<Pair>) {
+    out.push(`${key.toString()}=${Buffer.from(value).toString('hex')}`)
+  }
+  return out.sort()
+}
+
+const headsOf = (store: CRDTDatastore): string[] => store.heads().map(h => `${h.dagName}|${h.cid.toString()}|${h.height}`).sort()
+
+describe('snapshots', function () {
+  this.timeout(60_000)
+
+  it('snapshots an empty store deterministically and installs it as a no-op', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica()
+    try {
+      const cid = await a.store.snapshot()
+      expect((await b.store.snapshot()).toString()).to.equal(cid.toString())
+      const { root, elements, tombstones } = await readSnapshot(a.blockstore, cid)
+      expect(root.version).to.equal(SNAPSHOT_VERSION)
+      expect(root.heads).to.have.length(0)
+      expect(root.elementChunks).to.have.length(0)
+      expect(elements).to.have.length(0)
+      expect(tombstones).to.have.length(0)
+
+      const c = await memoryReplica()
+      await copySnapshot(a.blockstore, c.blockstore, cid)
+      const result = await c.store.installSnapshot(cid)
+      expect(result.newHeads).to.equal(0)
+      expect(c.store.heads()).to.have.length(0)
+      expect(await stateOf(c.store)).to.deep.equal([])
+      await c.store.stop()
+    } finally {
+      await a.store.stop()
+      await b.store.stop()
+    }
+  })
+
+  it('gives the same CID on replicas that merged the same nodes in different orders, and a fresh replica installing it ends equal', async () => {
+    const keyArb = fc.string({ unit: fc.constantFrom('a', 'b', 'ü', 'ÿ', '日', '😀'), minLength: 1, maxLength: 3 }).map(s => '/' + s)
+    const opArb = fc.record({ key: keyArb, value: fc.option(fc.constantFrom('x', 'y', 'zz', 'ü'), { nil: undefined, freq: 3 }) })
+    const historyArb = fc.record({
+      writers: fc.array(fc.array(fc.array(opArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 4 }), { minLength: 2, maxLength: 3 }),
+      // a writer sees the others' work before its last batch when set
+      crossSync: fc.boolean()
+    })
+    await fc.assert(fc.asyncProperty(historyArb, async ({ writers, crossSync }) => {
+      const replicas: MemoryReplica[] = []
+      try {
+        for (const batches of writers) {
+          const w = await memoryReplica()
+          replicas.push(w)
+          for (const [i, ops] of batches.entries()) {
+            if (crossSync && i === batches.length - 1 && replicas.length > 1) await syncReplica(replicas[0], w)
+            const batch = w.store.batch()
+            for (const op of ops) {
+              if (op.value == null) batch.delete(new Key(op.key))
+              else batch.put(new Key(op.key), enc(op.value))
+            }
+            await batch.commit()
+          }
+        }
+        const a = await memoryReplica()
+        const b = await memoryReplica()
+        replicas.push(a, b)
+        const writerCount = writers.length
+        for (let i = 0; i < writerCount; i++) await syncReplica(replicas[i], a)
+        for (let i = writerCount - 1; i >= 0; i--) await syncReplica(replicas[i], b)
+        expect(await stateOf(a.store)).to.deep.equal(await stateOf(b.store))
+
+        const cidA = await a.store.snapshot({ chunkBytes: 64 })
+        const cidB = await b.store.snapshot({ chunkBytes: 64 })
+        expect(cidB.toString()).to.equal(cidA.toString())
+
+        const c = await memoryReplica()
+        replicas.push(c)
+        await copySnapshot(a.blockstore, c.blockstore, cidA)
+        await c.store.installSnapshot(cidA)
+        expect(await stateOf(c.store)).to.deep.equal(await stateOf(a.store))
+        expect(headsOf(c.store)).to.deep.equal(headsOf(a.store))
+        // and c's own snapshot of that state is the same snapshot
+        expect((await c.store.snapshot({ chunkBytes: 64 })).toString()).to.equal(cidA.toString())
+      } finally {
+        for (const r of replicas) await r.store.stop()
+      }
+    }), { numRuns: 25 })
+  })
+
+  it('a writer that installs another replica\'s snapshot, then syncs everything, ends like a replica that never used one (fast-check)', async () => {
+    const keyArb = fc.string({ unit: fc.constantFrom('a', 'ü', '日', '😀'), minLength: 1, maxLength: 2 }).map(s => '/' + s)
+    const opArb = fc.record({ key: keyArb, value: fc.option(fc.constantFrom('x', 'y', 'zz'), { nil: undefined, freq: 2 }) })
+    const historyArb = fc.record({
+      writers: fc.array(fc.array(fc.array(opArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 3 }), { minLength: 2, maxLength: 3 }),
+      crossSync: fc.boolean()
+    })
+    await fc.assert(fc.asyncProperty(historyArb, async ({ writers, crossSync }) => {
+      const replicas: MemoryReplica[] = []
+      try {
+        for (const batches of writers) {
+          const w = await memoryReplica()
+          replicas.push(w)
+          for (const [i, ops] of batches.entries()) {
+            if (crossSync && i === batches.length - 1 && replicas.length > 1) await syncReplica(replicas[0], w)
+            const batch = w.store.batch()
+            for (const op of ops) {
+              if (op.value == null) batch.delete(new Key(op.key))
+              else batch.put(new Key(op.key), enc(op.value))
+            }
+            await batch.commit()
+          }
+        }
+        const n = writers.length
+        const a = await memoryReplica()
+        const reference = await memoryReplica()
+        replicas.push(a, reference)
+        for (let i = 0; i < n - 1; i++) await syncReplica(replicas[i], a)
+        for (let i = 0; i < n; i++) await syncReplica(replicas[i], reference)
+        const cid = await a.store.snapshot({ chunkBytes: 64 })
+        // the last writer has its own history; it installs a's snapshot, then gets everything
+        const b = replicas[n - 1]
+        await copySnapshot(a.blockstore, b.blockstore, cid)
+        await b.store.installSnapshot(cid)
+        for (let i = 0; i < n - 1; i++) await syncReplica(replicas[i], b)
+        expect(await stateOf(b.store)).to.deep.equal(await stateOf(reference.store))
+        expect(headsOf(b.store)).to.deep.equal(headsOf(reference.store))
+      } finally {
+        for (const r of replicas) await r.store.stop()
+      }
+    }), { numRuns: 25 })
+  })
+
+  it('lets a fresh LevelDB replica join from a snapshot, then sync only the DAG above it, and keeps it across a restart', async () => {
+    const dirA = await tempDir('snap-a')
+    const dirC = await tempDir('snap-c')
+    const a = await levelReplica(dirA.path)
+    let c = await levelReplica(dirC.path)
+    try {
+      for (let i = 0; i < 20; i++) await a.store.put(new Key(`/k/${i}`), enc(`v${i}`))
+      await a.store.put(new Key('/日本/😀'), enc('unicode'))
+      await a.store.delete(new Key('/k/3'))
+      await a.store.put(new Key('/k/4'), enc('v4b'))
+      const cid = await a.store.snapshot({ chunkBytes: 128 })
+      const { root } = await readSnapshot(a.blockstore, cid)
+      expect(root.elementChunks.length).to.be.greaterThan(1)
+
+      await copySnapshot(a.blockstore, c.blockstore, cid)
+      const result = await c.store.installSnapshot(cid)
+      expect(result.newHeads).to.equal(1)
+      expect(await stateOf(c.store)).to.deep.equal(await stateOf(a.store))
+      expect(headsOf(c.store)).to.deep.equal(headsOf(a.store))
+      expect(await c.store.has(new Key('/k/3'))).to.equal(false)
+      expect(dec(await c.store.get(new Key('/日本/😀')))).to.equal('unicode')
+
+      // a write on top: only its block reaches c, and c merges it
+      await a.store.put(new Key('/after'), enc('1'))
+      const [head] = a.store.heads()
+      await c.blockstore.put(head.cid, await readBlock(a.blockstore, head.cid))
+      await c.store.receive(encodeBroadcast([{ cid: head.cid, dagName: '' }]))
+      expect(dec(await c.store.get(new Key('/after')))).to.equal('1')
+      expect(await c.store.pendingBranches()).to.have.length(0)
+      expect(headsOf(c.store)).to.deep.equal(headsOf(a.store))
+
+      await c.close()
+      c = await levelReplica(dirC.path)
+      expect(await stateOf(c.store)).to.deep.equal(await stateOf(a.store))
+      expect(headsOf(c.store)).to.deep.equal(headsOf(a.store))
+    } finally {
+      await a.close()
+      await c.close()
+      await dirA.remove()
+      await dirC.remove()
+    }
+  })
+
+  it('merges into a replica with history: its newer writes stay, deleted keys stay deleted, and a second install changes nothing', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('1'))
+      await a.store.put(new Key('/d'), enc('1'))
+      await a.store.put(new Key('/x'), enc('1'))
+      await syncReplica(a, b)
+      // b: a newer write and a delete a does not know
+      await b.store.put(new Key('/k'), enc('2'))
+      await b.store.delete(new Key('/d'))
+      // a: a delete and a put b does not know
+      await a.store.delete(new Key('/x'))
+      await a.store.put(new Key('/y'), enc('1'))
+      const cid = await a.store.snapshot()
+      const bHeads = headsOf(b.store)
+
+      await copySnapshot(a.blockstore, b.blockstore, cid)
+      const first = await b.store.installSnapshot(cid)
+      expect(first.newHeads).to.equal(1)
+      expect(dec(await b.store.get(new Key('/k')))).to.equal('2')
+      expect(await b.store.has(new Key('/d'))).to.equal(false)
+      expect(await b.store.has(new Key('/x'))).to.equal(false)
+      expect(dec(await b.store.get(new Key('/y')))).to.equal('1')
+      expect(headsOf(b.store)).to.include.members(bHeads)
+      expect(headsOf(b.store)).to.include.members(headsOf(a.store))
+
+      const before = await dump(b.datastore)
+      const second = await b.store.installSnapshot(cid)
+      expect(second.newHeads).to.equal(0)
+      expect(second.changes).to.equal(0)
+      expect(await dump(b.datastore)).to.deep.equal(before)
+
+      // the full history of a, delivered afterwards, brings nothing back
+      await syncReplica(a, b)
+      expect(await b.store.has(new Key('/x'))).to.equal(false)
+      expect(await b.store.has(new Key('/d'))).to.equal(false)
+      expect(dec(await b.store.get(new Key('/k')))).to.equal('2')
+
+      // and once a gets b's history, the two agree
+      await syncReplica(b, a)
+      await syncReplica(a, b)
+      expect(await stateOf(a.store)).to.deep.equal(await stateOf(b.store))
+    } finally {
+      await a.store.stop()
+      await b.store.stop()
+    }
+  })
+
+  it('refuses a corrupted chunk with InvalidSnapshotError, and a missing one with BlockFetchError, changing nothing', async () => {
+    const a = await memoryReplica()
+    const c = await memoryReplica()
+    try {
+      for (let i = 0; i < 10; i++) await a.store.put(new Key(`/k${i}`), enc(`value ${i}`))
+      const cid = await a.store.snapshot({ chunkBytes: 64 })
+      await copySnapshot(a.blockstore, c.blockstore, cid)
+      const { root } = await readSnapshot(a.blockstore, cid)
+      const victim = root.elementChunks[root.elementChunks.length - 1]
+      const bytes = await readBlock(a.blockstore, victim)
+      const bad = bytes.slice()
+      bad[bad.length - 1] ^= 0x01
+      await c.blockstore.put(victim, bad)
+
+      const before = await dump(c.datastore)
+      await expect(c.store.installSnapshot(cid)).to.eventually.be.rejected
+        .with.property('name', 'InvalidSnapshotError')
+      await expect(c.store.installSnapshot(cid)).to.eventually.be.rejectedWith(/does not match its hash/)
+      expect(await dump(c.datastore)).to.deep.equal(before)
+      expect(c.store.heads()).to.have.length(0)
+
+      // a chunk nobody has: a named fetch error, and still nothing written
+      await c.blockstore.delete(victim)
+      await expect(c.store.installSnapshot(cid, { blockTimeout: 1000 })).to.eventually.be.rejected
+        .with.property('name', 'BlockFetchError')
+      expect(await dump(c.datastore)).to.deep.equal(before)
+    } finally {
+      await a.store.stop()
+      await c.store.stop()
+    }
+  })
+
+  it('refuses well-hashed snapshots whose records are out of order, miscounted or out of range, changing nothing', async () => {
+    const c = await memoryReplica()
+    try {
+      await c.store.put(new Key('/mine'), enc('1'))
+      const head = c.store.heads()[0]
+      const id = '/' + 'CIQ' + 'A'.repeat(55)
+      // a real block key: the multihash of the local head
+      const realId = (await import('../src/block-key.js')).blockKey(head.cid)
+      const snapshotId = await snapshotIdOf([])
+      const makeRoot = async (elements: unknown[][], tombstones: unknown[][], counts?: { ne: number, nt: number }): Promise<CID> => {
+        const echunk = await encodeBlock({ e: elements })
+        const tchunk = await encodeBlock({ t: tombstones })
+        await c.blockstore.put(echunk.cid, echunk.bytes)
+        await c.blockstore.put(tchunk.cid, tchunk.bytes)
+        const root = await encodeBlock(encodeRoot({
+          version: SNAPSHOT_VERSION,
+          snapshotId,
+          heads: [],
+          elementCount: counts?.ne ?? elements.length,
+          tombstoneCount: counts?.nt ?? tombstones.length,
+          elementChunks: [echunk.cid],
+          tombstoneChunks: [tchunk.cid]
+        }))
+        await c.blockstore.put(root.cid, root.bytes)
+        return root.cid
+      }
+      const cases: Array<[string, Promise<CID>, RegExp]> = [
+        ['out of order', makeRoot([['/b', realId, 1, enc('1')], ['/a', realId, 1, enc('2')]], [['/a', realId]]), /ascending/],
+        ['miscounted', makeRoot([['/a', realId, 1, enc('1')]], [['/a', realId]], { ne: 2, nt: 1 }), /records 2 elements/],
+        ['priority out of range', makeRoot([['/a', realId, -1, enc('1')]], [['/a', realId]]), /priority out of range/],
+        ['unclean key', makeRoot([['/a//b', realId, 1, enc('1')]], [['/a', realId]]), /clean datastore key/],
+        ['bad id', makeRoot([['/a', id.slice(0, 10) + '/x', 1, enc('1')]], [['/a', realId]]), /not a block key/]
+      ]
+      const before = await dump(c.datastore)
+      for (const [what, root, message] of cases) {
+        const err = await c.store.installSnapshot(await root).then(() => undefined, (e: Error) => e)
+        expect(err, what).to.have.property('name', 'InvalidSnapshotError')
+        expect(err?.message, what).to.match(message)
+      }
+      // a head under a DAG name no replica would store
+      const badHead = await encodeBlock(encodeRoot({ version: SNAPSHOT_VERSION, snapshotId, heads: [{ dagName: '/x//', cid: head.cid, height: 1 }], elementCount: 0, tombstoneCount: 0, elementChunks: [], tombstoneChunks: [] }))
+      await c.blockstore.put(badHead.cid, badHead.bytes)
+      await expect(c.store.installSnapshot(badHead.cid)).to.eventually.be.rejectedWith(/not canonical/)
+      // a root that is not a snapshot at all
+      const junk = await encodeBlock({ hello: 'world' })
+      await c.blockstore.put(junk.cid, junk.bytes)
+      await expect(c.store.installSnapshot(junk.cid)).to.eventually.be.rejected.with.property('name', 'InvalidSnapshotError')
+      // a dag-pb CID is no snapshot root
+      await expect(c.store.installSnapshot(head.cid)).to.eventually.be.rejected.with.property('name', 'InvalidSnapshotError')
+      expect(await dump(c.datastore)).to.deep.equal(before)
+      expect(dec(await c.store.get(new Key('/mine')))).to.equal('1')
+      // the chunk encoders round-trip through the checked decoders
+      expect(encodeElementChunk([])).to.deep.equal({ e: [] })
+      expect(encodeTombstoneChunk([])).to.deep.equal({ t: [] })
+    } finally {
+      await c.store.stop()
+    }
+  })
+
+  it('installs a snapshot whose blocks a fresh Helia replica fetches over bitswap (memory transport)', async () => {
+    const nodes = await Promise.all([0, 1].map(async i => createReplicaNode({ listen: [`/memory/snap-${i}-${Math.random().toString(36).slice(2)}`] })))
+    // different topics: no DAG reaches c by gossip, only the snapshot's blocks by bitswap
+    const a = await createHeliaCRDT(nodes[0], { topic: 'snapshot-a', dagSyncerTimeout: 10_000 })
+    const c = await createHeliaCRDT(nodes[1], { topic: 'snapshot-c', dagSyncerTimeout: 10_000 })
+    try {
+      for (let i = 0; i < 12; i++) await a.put(new Key(`/n/${i}`), enc(`v${i}`))
+      await a.delete(new Key('/n/0'))
+      const cid = await a.snapshot({ chunkBytes: 64 })
+      await nodes[1].libp2p.dial(nodes[0].libp2p.getMultiaddrs()[0])
+      await waitFor(() => nodes[1].libp2p.getConnections().length > 0, 10_000, 'a connection')
+      expect(await nodes[1].blockstore.has(cid)).to.equal(false)
+      const signal = AbortSignal.timeout(30_000)
+      await c.installSnapshot(cid, { signal })
+      expect(await stateOf(c)).to.deep.equal(await stateOf(a))
+      expect(headsOf(c)).to.deep.equal(headsOf(a))
+    } finally {
+      await c.stop()
+      await a.stop()
+      await Promise.all(nodes.map(async n => n.stop()))
+    }
+  })
+
+  it('refuses to snapshot while a walk is unfinished', async () => {
+    const a = await memoryReplica({ dagSyncerTimeout: 1000 })
+    try {
+      await a.store.put(new Key('/a'), enc('1'))
+      // a node whose link is nowhere to be found: it merges, the link stays pending
+      const missing = await missingCid('snapshot')
+      const top = await encodeNode({ elements: [{ key: '/above', id: '', value: enc('here') }], tombstones: [], priority: 2, dagName: '' }, [missing])
+      await a.blockstore.put(top.cid, top.bytes)
+      await a.store.receive(encodeBroadcast([{ cid: top.cid, dagName: '' }]))
+      expect((await a.store.pendingBranches()).map(String)).to.deep.equal([missing.toString()])
+      await expect(a.store.snapshot()).to.eventually.be.rejected.with.property('name', 'SnapshotNotReadyError')
+    } finally {
+      await a.store.stop()
+    }
+  })
+})
