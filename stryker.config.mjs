@@ -48,6 +48,7 @@ const config = {
       'dist/test/batch.spec.js',
       'dist/test/wire.spec.js',
       'dist/test/errors.spec.js',
+      'dist/test/codecs.spec.js',
       'dist/test/property.spec.js'
     ]
   },
