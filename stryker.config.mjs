@@ -49,6 +49,7 @@ const config = {
       'dist/test/wire.spec.js',
       'dist/test/errors.spec.js',
       'dist/test/codecs.spec.js',
+      'dist/test/restart.spec.js',
       'dist/test/property.spec.js'
     ]
   },
