@@ -151,4 +151,15 @@ describe('codecs at their edges', () => {
       expect(() => cidFromBlockKey('/not-base32!')).to.throw()
     })
   })
+
+  describe('element sizes at varint boundaries', () => {
+    it('lengths of 127, 128, 16,383 and 16,384 bytes take one, two, two and three length bytes', () => {
+      const empty = encodeDelta({ elements: [], tombstones: [], priority: 1, dagName: '' }).byteLength
+      for (const n of [126, 127, 128, 129, 16_383, 16_384]) {
+        const value = new Uint8Array(n)
+        const size = encodeDelta({ elements: [{ key: '', id: '', value }], tombstones: [], priority: 1, dagName: '' }).byteLength - empty
+        expect(elementSize('', '', value), `${n} bytes`).to.equal(size)
+      }
+    })
+  })
 })
