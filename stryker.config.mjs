@@ -50,6 +50,7 @@ const config = {
       'dist/test/errors.spec.js',
       'dist/test/codecs.spec.js',
       'dist/test/restart.spec.js',
+      'dist/test/walks.spec.js',
       'dist/test/property.spec.js'
     ]
   },
