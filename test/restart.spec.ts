@@ -157,4 +157,18 @@ describe('state kept in the datastore', () => {
       }
     })
   })
+
+  it('reading an absent key throws NotFoundError naming the key; other datastore errors pass through', async () => {
+    const store = await start()
+    const err = await rejection(store.get(new Key('/absent')))
+    expect(err.name).to.equal('NotFoundError')
+    expect(err.message).to.equal('Key not found: /absent')
+    const get = datastore.get.bind(datastore)
+    datastore.get = async (key, options) => {
+      if (key.toString().startsWith('/crdt/s/k/broken')) throw new Error('disk on fire')
+      return get(key, options)
+    }
+    const broken = await rejection(store.get(new Key('/broken')))
+    expect(broken.message).to.equal('disk on fire')
+  })
 })

@@ -4,16 +4,19 @@
  * fetched once; blocks arriving in several chunks are joined; a fetch that
  * never answers is aborted after `dagSyncerTimeout`; failures are named
  * errors that leave the branch pending; unreadable and malformed `w/`
- * records are dropped; a purge reports what it removed as events.
+ * records are dropped; a purge reports what it removed as events; local
+ * writes fetch nothing; a fresh replica adopts the first head it hears.
  */
 
 import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
+import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { encodeBroadcast, encodeNode } from '../src/index.js'
 import { StallingBlockstore, missingCid } from './fixtures/hostile-blocks.js'
+import { waitFor } from './fixtures/network.js'
 import { dec, enc, memoryReplica, readBlock } from './fixtures/stores.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 import type { AbortOptions } from 'interface-store'
@@ -154,4 +157,77 @@ describe('fetching and walking DAG nodes', () => {
     expect(dec(await r.store.get(new Key('/shared')))).to.equal('a-default')
     expect(await r.store.has(new Key('/only-named'))).to.equal(false)
   })
+
+  it('local writes never fetch or walk the nodes they link', async () => {
+    const blockstore = new CountingBlockstore()
+    const r = await replica({ blockstore })
+    for (let i = 0; i < 4; i++) await r.store.put(new Key(`/l/${i}`), enc(`${i}`))
+    const batch = r.store.batch()
+    batch.put(new Key('/l/0'), enc('again'))
+    batch.delete(new Key('/l/1'))
+    await batch.commit()
+    expect(blockstore.gets, 'blockstore reads').to.equal(0)
+    expect(r.store.heads().map(h => h.height)).to.deep.equal([5])
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+  })
+
+  it('a fresh replica adopts a head it hears before merging it, so its first write links it even if the merge fails', async () => {
+    const writer = await replica()
+    await writer.store.put(new Key('/heard'), enc('h1'))
+    await writer.store.put(new Key('/heard'), enc('h2'))
+    const [heard] = writer.store.heads()
+    const datastore = new FailingDatastore()
+    const reader = await replica({ datastore })
+    for await (const { cid } of writer.blockstore.getAll()) await reader.blockstore.put(cid, await readBlock(writer.blockstore, cid))
+
+    // the adoption commits, the merge of the head does not
+    datastore.failAfter = 1
+    await reader.store.receive(announce(heard.cid))
+    datastore.failAfter = undefined
+    expect(datastore.failed, 'batches refused').to.equal(1)
+    expect(await reader.store.has(new Key('/heard'))).to.equal(false)
+    expect(reader.store.heads().map(h => `${h.cid}@${h.height}`)).to.deep.equal([`${heard.cid}@2`])
+
+    await reader.store.put(new Key('/mine'), enc('m'))
+    const [mine] = reader.store.heads()
+    expect(mine.height).to.equal(3)
+    // the write hands the linked, unmerged head to a walk of its own
+    await waitFor(async () => reader.store.has(new Key('/heard')), 10_000, 'the adopted head to merge')
+    await reader.store.repair()
+    expect(dec(await reader.store.get(new Key('/heard')))).to.equal('h2')
+    expect(reader.store.heads().map(h => h.cid.toString())).to.deep.equal([mine.cid.toString()])
+    expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
+  })
 })
+
+/** A blockstore that counts every read */
+class CountingBlockstore extends MemoryBlockstore {
+  public gets = 0
+
+  override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+    this.gets++
+    yield * super.get(cid, options)
+  }
+}
+
+/** A datastore whose batch commits fail once `failAfter` more have succeeded */
+class FailingDatastore extends MemoryDatastore {
+  public failAfter?: number
+  public failed = 0
+
+  override batch (): ReturnType<MemoryDatastore['batch']> {
+    const batch = super.batch()
+    const commit = batch.commit.bind(batch)
+    batch.commit = async (options?: AbortOptions) => {
+      if (this.failAfter != null) {
+        if (this.failAfter === 0) {
+          this.failed++
+          throw new Error('injected batch failure')
+        }
+        this.failAfter--
+      }
+      await commit(options)
+    }
+    return batch
+  }
+}
