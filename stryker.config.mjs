@@ -51,6 +51,7 @@ const config = {
       'dist/test/codecs.spec.js',
       'dist/test/restart.spec.js',
       'dist/test/walks.spec.js',
+      'dist/test/merge-events.spec.js',
       'dist/test/property.spec.js'
     ]
   },
