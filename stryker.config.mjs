@@ -52,6 +52,7 @@ const config = {
       'dist/test/restart.spec.js',
       'dist/test/walks.spec.js',
       'dist/test/merge-events.spec.js',
+      'dist/test/merge-reads.spec.js',
       'dist/test/property.spec.js'
     ]
   },
