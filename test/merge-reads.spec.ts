@@ -121,5 +121,15 @@ describe('reads a merge makes', () => {
     reader.counting.reset(TOMBS)
     await syncReplica(writer, reader)
     expect(reader.counting.counts).to.deep.equal({ get: 0, has: 0, query: 1 })
+
+    // once 32 merges have followed the cut (two so far), scans are tried again
+    for (let i = 0; i < 30; i++) {
+      await writer.store.put(new Key('/c'), enc(`${i}`))
+      await syncReplica(writer, reader)
+    }
+    await putBatch(writer, keys, 'four')
+    reader.counting.reset(PRIORITIES)
+    await syncReplica(writer, reader)
+    expect(reader.counting.counts.query, 'a scan again').to.equal(1)
   })
 })
