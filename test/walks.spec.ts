@@ -16,8 +16,8 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { encodeBroadcast, encodeNode } from '../src/index.js'
 import { StallingBlockstore, missingCid } from './fixtures/hostile-blocks.js'
-import { waitFor } from './fixtures/network.js'
-import { dec, enc, memoryReplica, readBlock } from './fixtures/stores.js'
+import { stateOf, waitFor } from './fixtures/network.js'
+import { dec, enc, memoryReplica, readBlock, syncReplica } from './fixtures/stores.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 import type { AbortOptions } from 'interface-store'
 
@@ -196,6 +196,41 @@ describe('fetching and walking DAG nodes', () => {
     await reader.store.repair()
     expect(dec(await reader.store.get(new Key('/heard')))).to.equal('h2')
     expect(reader.store.heads().map(h => h.cid.toString())).to.deep.equal([mine.cid.toString()])
+    expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
+  })
+
+  it('a walk keeps at most numWorkers fetches in flight; a repair with nothing pending does nothing', async () => {
+    const writers: MemoryReplica[] = []
+    for (let i = 0; i < 8; i++) {
+      const w = await replica()
+      await w.store.put(new Key(`/w/${i}`), enc(`${i}`))
+      writers.push(w)
+    }
+    // a node linking the eight heads: its walk fetches eight children
+    const top = await replica()
+    for (const w of writers) await syncReplica(w, top)
+    await top.store.put(new Key('/top'), enc('top'))
+    let inFlight = 0
+    let most = 0
+    const slow = new SlowBlockstore(top, 1, 20)
+    const get = slow.get.bind(slow)
+    slow.get = async function * (cid, options) {
+      inFlight++
+      most = Math.max(most, inFlight)
+      try {
+        yield * get(cid, options)
+      } finally {
+        inFlight--
+      }
+    }
+    const reader = await replica({ blockstore: slow }, { numWorkers: 2 })
+    await reader.store.receive(announce(...top.store.heads().map(h => h.cid)))
+    expect((await stateOf(reader.store)).length).to.equal(9)
+    expect(most).to.be.within(1, 2)
+
+    expect(await reader.store.isDirty()).to.equal(false)
+    await reader.store.repair()
+    expect(await reader.store.isDirty()).to.equal(false)
     expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
   })
 })
