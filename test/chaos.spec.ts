@@ -8,6 +8,7 @@
 
 import { expect } from 'aegir/chai'
 import { checkWrites, formatSummary, quickOptions, runChaos, saveReport } from './chaos/harness.js'
+import type { ChaosReport } from './chaos/harness.js'
 
 describe('chaos', function () {
   this.timeout(170_000)
@@ -53,13 +54,28 @@ describe('chaos', function () {
       process.stderr.write(`${lines.join('\n')}\n${summary}\nreport: ${path}\nreplay with CHAOS_SEED=${seed} or npm run chaos -- --quick --seed ${seed}\n`)
     }
     expect(report.violations, `chaos seed ${seed}`).to.deep.equal([])
-    const { ops, faults, kills } = report.summary
-    expect(kills.total, summary).to.be.at.least(3)
-    expect(kills.midBatch + kills.midCatchUp, summary).to.be.at.least(1)
-    expect(ops.acked, summary).to.be.at.least(100)
-    expect(faults.dropped, summary).to.be.greaterThan(0)
-    expect(faults.duplicated, summary).to.be.greaterThan(0)
-    expect(faults.partitions, summary).to.equal(1)
-    expect(report.summary.convergeMs, summary).to.be.at.least(0)
+    try {
+      checkSummary(report.summary, summary)
+    } catch (err) {
+      process.stderr.write(`${lines.join('\n')}\n${summary}\nreplay with CHAOS_SEED=${seed}\n`)
+      throw err
+    }
   })
 })
+
+/** The faults and kills the quick run must have gone through */
+function checkSummary (s: ChaosReport['summary'], summary: string): void {
+  const { ops, faults, kills } = s
+  expect(kills.total, summary).to.be.at.least(3)
+  expect(kills.midBatch + kills.midCatchUp, summary).to.be.at.least(1)
+  expect(ops.acked, summary).to.be.at.least(100)
+  expect(faults.dropped, summary).to.be.greaterThan(0)
+  expect(faults.duplicated, summary).to.be.greaterThan(0)
+  expect(faults.partitions, summary).to.equal(1)
+  expect(faults.corrupted, summary).to.be.greaterThan(0)
+  // one junk injection of each kind; a SIGKILL may land on at most a couple of them
+  const junk = Object.values(faults.junk).reduce((sum, n) => sum + n, 0)
+  expect(junk, summary).to.be.within(5, 7)
+  expect(Object.keys(faults.junk).length, summary).to.be.at.least(5)
+  expect(s.convergeMs, summary).to.be.at.least(0)
+}

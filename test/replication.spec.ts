@@ -4,7 +4,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { encodeBroadcast } from '../src/index.js'
 import type { Broadcaster } from '../src/index.js'
-import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
+import { TestNetwork, convergeHeads, stateOf, waitFor } from './fixtures/network.js'
 import { dagPbNode, delta, element } from './fixtures/pb-writer.js'
 import { dec, enc, memoryReplica, tempDir } from './fixtures/stores.js'
 import { PayloadQueue } from '../src/payload-queue.js'
@@ -67,6 +67,7 @@ describe('replication', function () {
     await replicas[3].store.put(key('/one'), enc('everywhere'))
     const state = await net.converge({ check: s => s.length === 1 })
     expect(state).to.deep.equal(['/one=everywhere'])
+    expect(await convergeHeads(net)).to.deep.equal(replicas[3].store.heads().map(h => `${h.cid}@1`))
   })
 
   it('15 replicas: 50 random keys from random replicas, then overwritten from random replicas', async () => {
@@ -78,6 +79,13 @@ describe('replication', function () {
     for (let i = 0; i < 50; i++) await pick().store.put(key(`/k/${i}`), enc(`second-${i}`))
     const state = await net.converge({ check: s => s.every(e => e.includes('=second-')) })
     expect(state).to.have.lengthOf(50)
+    // 100 writes: the heads every replica ends with are the same, and a later write replaces them all
+    const heads = await convergeHeads(net)
+    const top = Math.max(...heads.map(h => Number(h.split('@')[1])))
+    await replicas[0].store.put(key('/k/0'), enc('third'))
+    const [last] = replicas[0].store.heads()
+    expect(last.height).to.equal(top + 1)
+    expect(await convergeHeads(net)).to.deep.equal([`${last.cid}@${top + 1}`])
   })
 
   it('15 replicas writing one key 50 times concurrently agree, then a final write wins everywhere', async () => {
@@ -86,11 +94,15 @@ describe('replication', function () {
     await Promise.all(replicas.map(async (r, ri) => {
       for (let i = 0; i < 50; i++) await r.store.put(key('/contended'), enc(`r${ri}-${i}`))
     }))
-    const agreed = await net.converge({ check: s => s.length === 1 })
+    const agreed = await net.converge({ check: s => s.length === 1, timeout: 60_000 })
     expect(agreed[0]).to.match(/^\/contended=r\d+-\d+$/)
-    // once everyone agrees, a write on top of the merged heads beats every earlier one
+    const heads = await convergeHeads(net)
+    expect(heads.length).to.be.greaterThan(1)
+    // once everyone agrees, a write on top of the merged heads beats every earlier one and replaces every head
     await replicas[7].store.put(key('/contended'), enc('final'))
     expect(await net.converge({ check: s => s[0] === '/contended=final' })).to.deep.equal(['/contended=final'])
+    const [final] = replicas[7].store.heads()
+    expect(await convergeHeads(net)).to.deep.equal([`${final.cid}@${final.height}`])
   })
 
   it('catch-up: 50 writes whose broadcasts were all dropped arrive with one delivered write', async () => {
@@ -104,6 +116,9 @@ describe('replication', function () {
     await replicas[0].store.put(key('/c/last'), enc('last'))
     const state = await net.converge({ check: s => s.length === 51 })
     expect(state).to.include('/c/0=0')
+    expect(state).to.include('/c/49=49')
+    expect(net.counts.dropped, 'broadcasts dropped').to.be.at.least(50 * 3)
+    expect(await convergeHeads(net)).to.deep.equal(replicas[0].store.heads().map(h => `${h.cid}@51`))
   })
 
   it('go-ds-crdt #238 across a partition: put, put, delete vs put converge after healing', async () => {
@@ -119,6 +134,8 @@ describe('replication', function () {
     expect(dec(await b.store.get(key('/k')))).to.equal('b-1')
     net.heal()
     expect(await net.converge({ check: s => s.length === 1 })).to.deep.equal(['/k=b-1'])
+    // a's delete (height 3) and b's put (height 1) are both heads everywhere
+    expect((await convergeHeads(net)).map(h => h.split('@')[1]).sort()).to.deep.equal(['1', '3'])
   })
 
   it('deletes and auto-committing batches replicate, and events fire on every replica', async () => {
@@ -145,6 +162,7 @@ describe('replication', function () {
   })
 
   it('lossy run: 5 replicas, 30% drops, duplicates, reordering, 10% failed fetches, 500 random ops', async () => {
+    // keys /l/* are put, deleted and batched; keys /p/* are only ever put, so they must all survive
     net = new TestNetwork({
       seed: 7,
       faults: { drop: 0.3, duplicate: 0.2, maxDelay: 30, fetchFail: 0.1 },
@@ -155,8 +173,9 @@ describe('replication', function () {
     const ops = Array.from({ length: 500 }, (_, i) => i)
     await Promise.all(replicas.map(async (r, ri) => {
       for (const i of ops.filter(o => o % replicas.length === ri)) {
-        const k = `/l/${Math.floor(net.random() * 40)}`
+        const slot = Math.floor(net.random() * 40)
         const roll = net.random()
+        const k = slot < 10 && roll < 0.6 ? `/p/${slot}` : `/l/${slot}`
         if (roll < 0.6) {
           await r.store.put(key(k), enc(`v${i}`))
           acked.push({ key: k, value: `v${i}` })
@@ -179,7 +198,18 @@ describe('replication', function () {
       await waitFor(async () => (await r.store.pendingBranches()).length === 0, 30_000, `replica ${r.index} to finish its walks`)
     }
     const state = await net.converge({ timeout: 10_000 })
+    await convergeHeads(net, 10_000)
     const final = new Map(state.map(e => e.split('=') as [string, string]))
+    const putOnly = new Set(acked.filter(a => a.key.startsWith('/p/')).map(a => a.key))
+    expect(putOnly.size, 'put-only keys written').to.be.at.least(8)
+    expect([...putOnly].filter(k => !final.has(k)), 'put-only keys lost').to.deep.equal([])
+    expect(final.size).to.be.at.least(putOnly.size)
+    // the faults happened: a fifth of broadcasts dropped or more, duplicates, delays, failed fetches
+    const { dropped, delivered, duplicated, delayed, failedFetches } = net.counts
+    expect(dropped / (dropped + delivered), 'share of broadcasts dropped').to.be.within(0.15, 0.45)
+    expect(duplicated, 'duplicated broadcasts').to.be.greaterThan(10)
+    expect(delayed, 'delayed deliveries').to.be.greaterThan(100)
+    expect(failedFetches, 'failed fetches').to.be.greaterThan(0)
     for (const k of new Set(acked.map(a => a.key))) {
       const writes = acked.filter(a => a.key === k)
       const value = final.get(k)

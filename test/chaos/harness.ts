@@ -306,11 +306,12 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     const r = pick(alive())
     if (r == null) return
     const kind = JUNK_KINDS[n % JUNK_KINDS.length]
-    counts.junk[kind] = (counts.junk[kind] ?? 0) + 1
     const tag = `${options.seed}-${n}`
     try {
       const sentAt = Date.now()
       const result = await r.request<{ key?: string, value?: string }>({ cmd: 'junk', kind, tag }, 60_000)
+      // counted once published and handed to the replica, which survived it
+      counts.junk[kind] = (counts.junk[kind] ?? 0) + 1
       if (result.key != null) {
         // a well-formed node over junk: its write is as durable as any other
         records.push({ key: result.key, value: result.value, replica: r.index, sentAt, endAt: Date.now(), status: 'acked' })
@@ -320,13 +321,39 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     }
   }
 
+  /**
+   * Splits the replicas in two. The partition is counted only once it is in
+   * effect: every live replica acknowledged blocking every peer id of the
+   * other side and holds no open connection to it, and each side has a live
+   * replica (a replica that restarts meanwhile is blocked at its start).
+   * The cut falls between live replicas, so a replica killed at that moment
+   * cannot leave a side empty.
+   */
   const partition = async (): Promise<void> => {
-    const order = procs.map(p => p.index).sort(() => random() - 0.5)
-    const cut = between(1, Math.max(2, Math.floor(options.replicas / 2) + 1))
+    const shuffled = procs.map(p => p.index).sort(() => random() - 0.5)
+    const liveFirst = [...shuffled.filter(i => procs[i].alive), ...shuffled.filter(i => !procs[i].alive)]
+    const liveCount = shuffled.filter(i => procs[i].alive).length
+    if (liveCount < 2) {
+      log(`partition skipped: ${liveCount} live replica(s)`)
+      return
+    }
+    const cut = between(1, Math.max(2, Math.min(liveCount, Math.floor(options.replicas / 2) + 1)))
+    const order = [...liveFirst.slice(0, cut), ...liveFirst.slice(cut).sort(() => random() - 0.5)]
     groups = new Map(order.map((index, pos) => [index, pos < cut ? 0 : 1]))
-    counts.partitions++
     log(`partition: [${order.slice(0, cut).join(',')}] | [${order.slice(cut).join(',')}]`)
-    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'block', peers: blockedFor(p.index) }).catch(() => {})))
+    const live = procs.filter(p => p.alive)
+    const replies = await Promise.all(live.map(async p => {
+      const peers = blockedFor(p.index)
+      const reply = await p.request<{ blocked: number, open: number }>({ cmd: 'block', peers }).catch(() => undefined)
+      const otherSide = procs.filter(q => groups?.get(q.index) !== groups?.get(p.index)).length
+      return reply != null && peers.length === otherSide && reply.blocked === otherSide && reply.open === 0
+    }))
+    const sides = new Set(live.map(p => groups?.get(p.index)))
+    if (replies.every(ok => ok) && sides.size === 2) {
+      counts.partitions++
+    } else {
+      log(`partition not in effect (${replies.filter(ok => ok).length}/${live.length} replicas blocked, ${sides.size} side(s) live): not counted`)
+    }
   }
 
   const heal = async (): Promise<void> => {

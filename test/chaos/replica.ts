@@ -228,7 +228,11 @@ async function handle (req: ReplicaRequest): Promise<unknown> {
       for (const conn of node.libp2p.getConnections()) {
         if (blocked.has(conn.remotePeer.toString())) conn.abort(new Error('partitioned'))
       }
-      return undefined
+      // what the harness checks before it counts a partition as in effect
+      return {
+        blocked: blocked.size,
+        open: node.libp2p.getConnections().filter(conn => blocked.has(conn.remotePeer.toString()) && conn.status === 'open').length
+      }
     case 'faults':
       broadcaster.faults = { ...broadcaster.faults, ...req.faults }
       return undefined
