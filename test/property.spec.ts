@@ -32,7 +32,9 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { decodeBroadcast, decodeDelta, decodeNode, encodeBroadcast, encodeDelta, encodeNode } from '../src/index.js'
 import { MAX_BROADCAST_HEADS } from '../src/broadcast.js'
-import { MAX_PRIORITY } from '../src/delta.js'
+import { canonicalDagName, MAX_PRIORITY } from '../src/delta.js'
+import { isBlockKey } from '../src/block-key.js'
+import { base32upper } from 'multiformats/bases/base32'
 import { CRDTModel } from './fixtures/crdt-model.js'
 import { rng, stateOf } from './fixtures/network.js'
 import { delta as pbDelta, element as pbElement } from './fixtures/pb-writer.js'
@@ -303,9 +305,15 @@ function decodes <T> (fn: () => T, allowed: string[]): T | undefined {
 
 const textArb = fc.string({ unit: 'grapheme', maxLength: 12 })
 const elementArb = fc.record({ key: textArb, id: textArb, value: fc.uint8Array({ maxLength: 24 }) })
+/** Tombstone ids: mostly one block key (what honest writers send), sometimes any text (refused) */
+const tombIdArb = fc.oneof(
+  { weight: 4, arbitrary: fc.uint8Array({ minLength: 32, maxLength: 32 }).map(d => '/' + base32upper.baseEncode(Uint8Array.of(0x12, 0x20, ...d))) },
+  { weight: 1, arbitrary: textArb }
+)
+const tombArb = fc.record({ key: textArb, id: tombIdArb, value: fc.uint8Array({ maxLength: 24 }) })
 const deltaArb = fc.record({
   elements: fc.array(elementArb, { maxLength: 4 }),
-  tombstones: fc.array(elementArb, { maxLength: 4 }),
+  tombstones: fc.array(tombArb, { maxLength: 4 }),
   priority: fc.oneof(fc.bigInt({ min: 0n, max: 1000n }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.constantFrom(BigInt(MAX_PRIORITY), BigInt(MAX_PRIORITY) + 1n)),
   dagName: fc.oneof(fc.constant(''), textArb)
 })
@@ -316,6 +324,16 @@ type DeltaInput = typeof deltaArb extends fc.Arbitrary<infer T> ? T : never
 function pbDeltaBytes (d: DeltaInput): Uint8Array {
   const el = (e: { key: string, id: string, value: Uint8Array }): number[] => pbElement(e.key, e.id, e.value)
   return Uint8Array.from(pbDelta(d.elements.map(el), d.tombstones.map(el), d.priority, d.dagName))
+}
+
+/** What decoding the delta `d` must give: saturated priority, canonical DAG name */
+function expectedDelta (d: DeltaInput): ReturnType<typeof decodeDelta> {
+  return {
+    elements: d.elements,
+    tombstones: d.tombstones,
+    priority: d.priority > BigInt(MAX_PRIORITY) ? MAX_PRIORITY : Number(d.priority),
+    dagName: canonicalDagName(d.dagName)
+  }
 }
 
 function checkDelta (delta: ReturnType<typeof decodeDelta>): void {
@@ -342,12 +360,14 @@ describe('properties of the decoders', function () {
     fc.assert(fc.property(deltaArb, d => {
       const bytes = pbDeltaBytes(d)
       const decoded = decodes(() => decodeDelta(bytes), ['MalformedDeltaError'])
-      if (d.priority > BigInt(MAX_PRIORITY)) {
-        expect(decoded).to.equal(undefined)
+      // untrusted deltas: tombstone ids must be block keys; priorities saturate; DAG names are canonical
+      if (!d.tombstones.every(t => isBlockKey(t.id))) {
+        expect(decoded, 'a tombstone id that is not one block key is refused').to.equal(undefined)
         return
       }
-      expect(decoded).to.deep.equal({ elements: d.elements, tombstones: d.tombstones, priority: Number(d.priority), dagName: d.dagName })
-      if (decoded != null) expect(encodeDelta(decoded)).to.deep.equal(bytes)
+      expect(decoded).to.deep.equal(expectedDelta(d))
+      const canonical = d.priority <= BigInt(MAX_PRIORITY) && canonicalDagName(d.dagName) === d.dagName
+      if (decoded != null && canonical) expect(encodeDelta(decoded)).to.deep.equal(bytes)
     }), params)
     fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), bytes => {
       const decoded = decodes(() => decodeDelta(bytes), ['MalformedDeltaError'])
@@ -396,8 +416,13 @@ describe('properties of the decoders', function () {
       const links = await Promise.all(linkDigests.map(async dg => CID.createV1(0x70, await sha256.digest(dg))))
       const built = await encodeNode({ ...d, priority: Number(d.priority) }, links)
       const decoded = decodes(() => decodeNode(built.cid, built.bytes), allowed)
-      expect(decoded?.links.map(String)).to.deep.equal(links.map(String))
-      expect(decoded?.delta).to.deep.equal({ ...d, priority: Number(d.priority) })
+      if (!d.tombstones.every(t => isBlockKey(t.id))) {
+        expect(decoded).to.equal(undefined)
+        return
+      }
+      // duplicate links are removed at decode
+      expect(decoded?.links.map(String)).to.deep.equal([...new Set(links.map(String))])
+      expect(decoded?.delta).to.deep.equal(expectedDelta(d))
     }), params)
     await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 512 }), codecArb, digestArb, async (bytes, codec, digest) => {
       const cid = CID.createV1(codec, await sha256.digest(digest))
