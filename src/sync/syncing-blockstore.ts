@@ -180,6 +180,16 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     await this.components.local.put(cid, bytes, options)
   }
 
+  /**
+   * The store refused a block it fetched (too large, or not a node): the
+   * fallback DAG syncer removes it if it stored it. Blocks a stream
+   * delivered were checked against their CID and reached through links of
+   * accepted blocks, but may still not decode; those stay (see the README).
+   */
+  async discard (cid: CID, options?: AbortOptions): Promise<void> {
+    await this.components.fallback.discard?.(cid, options)
+  }
+
   async has (cid: CID, options?: AbortOptions): Promise<boolean> {
     return this.components.local.has(cid, options)
   }
