@@ -27,15 +27,15 @@ createRequire(import.meta.url)(MOCHA_12_COMPAT)
 const config = {
   packageManager: 'npm',
   mutate: [
-    'src/or-set.ts',
-    'src/engine.ts',
-    'src/heads.ts',
-    'src/walker.ts',
-    'src/write-set.ts',
-    'src/delta.ts',
-    'src/dag-node.ts',
-    'src/broadcast.ts',
-    'src/block-key.ts'
+    'src/crdt/or-set.ts',
+    'src/engine/engine.ts',
+    'src/crdt/heads.ts',
+    'src/engine/walker.ts',
+    'src/crdt/write-set.ts',
+    'src/codec/delta.ts',
+    'src/codec/dag-node.ts',
+    'src/codec/broadcast.ts',
+    'src/codec/block-key.ts'
   ],
   buildCommand: 'tsc -p .',
   testRunner: 'mocha',

@@ -59,11 +59,11 @@
 
 // first: fails fast, with a clear message, on a Node.js too old for libp2p and Helia
 import './node-check.js'
-import { CRDTDatastore } from './crdt-datastore.js'
-import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './crdt-datastore.js'
+import { CRDTDatastore } from './engine/crdt-datastore.js'
+import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './engine/crdt-datastore.js'
 import type { AbortOptions } from 'interface-store'
 
-export { CRDTDatastore } from './crdt-datastore.js'
+export { CRDTDatastore } from './engine/crdt-datastore.js'
 export type {
   CRDTDatastoreComponents,
   CRDTDatastoreInit,
@@ -73,7 +73,7 @@ export type {
   PutEventDetail,
   DeleteEventDetail,
   ProcessedEventDetail
-} from './crdt-datastore.js'
+} from './engine/crdt-datastore.js'
 export {
   DEFAULT_NAMESPACE,
   DEFAULT_REBROADCAST_INTERVAL,
@@ -84,19 +84,19 @@ export {
   DEFAULT_MULTI_HEAD_PROCESSING,
   DEFAULT_BROADCAST_BATCH_DELAY,
   DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
-} from './crdt-datastore.js'
-export type { Broadcaster } from './replicator.js'
-export type { BatchOptions, CRDTBatch } from './batch.js'
-export type { Head } from './heads.js'
-export type { DAGViewOptions } from './debug.js'
-export type { DAGBlockstore } from './engine.js'
-export type { Delta, DeltaElement } from './delta.js'
-export { encodeDelta, decodeDelta } from './delta.js'
-export { encodeNode, decodeNode } from './dag-node.js'
-export type { EncodedNode, DecodedNode } from './dag-node.js'
-export { encodeBroadcast, decodeBroadcast } from './broadcast.js'
-export type { BroadcastHead } from './broadcast.js'
-export { blockKey, cidFromBlockKey } from './block-key.js'
+} from './engine/crdt-datastore.js'
+export type { Broadcaster } from './engine/replicator.js'
+export type { BatchOptions, CRDTBatch } from './engine/batch.js'
+export type { Head } from './crdt/heads.js'
+export type { DAGViewOptions } from './engine/debug.js'
+export type { DAGBlockstore } from './engine/engine.js'
+export type { Delta, DeltaElement } from './codec/delta.js'
+export { encodeDelta, decodeDelta } from './codec/delta.js'
+export { encodeNode, decodeNode } from './codec/dag-node.js'
+export type { EncodedNode, DecodedNode } from './codec/dag-node.js'
+export { encodeBroadcast, decodeBroadcast } from './codec/broadcast.js'
+export type { BroadcastHead } from './codec/broadcast.js'
+export { blockKey, cidFromBlockKey } from './codec/block-key.js'
 export * from './errors.js'
 export { MIN_NODE_MAJOR } from './node-version.js'
 export { createSnapshot } from './snapshot/create.js'
@@ -123,17 +123,7 @@ export async function createCRDTDatastore (components: CRDTDatastoreComponents, 
   return store
 }
 
-export { pubsubBroadcaster, DEFAULT_MAX_QUEUED, DEFAULT_VALIDATE } from './pubsub-broadcaster.js'
-export { PayloadQueue } from './payload-queue.js'
-export type { PubSub, PubSubMessage, PubSubBroadcaster, PubSubBroadcasterComponents, PubSubBroadcasterInit, ValidatorResult, TopicValidator, TopicValidators } from './pubsub-broadcaster.js'
-export { createHeliaCRDT, HeliaCRDTDatastore, DEFAULT_PUBSUB_SERVICE, DEFAULT_NAMESPACE_PREFIX } from './helia.js'
-export { heliaDAGSyncer, DEFAULT_SESSIONS } from './helia-dag-syncer.js'
-export type { HeliaDAGSyncerComponents, HeliaDAGSyncerInit } from './helia-dag-syncer.js'
-export type { HeliaLike, HeliaCRDTInit } from './helia.js'
-export { askMerged, MERGED_PROTOCOL } from './merged-protocol.js'
-export { DEFAULT_TOPIC_CHECK_INTERVAL } from './topic-watch.js'
-export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_ALLOW } from './node.js'
-export type { ReplicaNode, ReplicaNodeInit, ReplicaNodeServices } from './node.js'
+export { PayloadQueue } from './engine/payload-queue.js'
 // limits of the receive path (see the README: "What a hostile peer can and cannot do")
 export {
   DEFAULT_HEAD_TIMEOUT,
@@ -143,18 +133,10 @@ export {
   MAX_QUEUED_HEADS_PER_ANNOUNCER,
   PENALTY_THRESHOLD,
   HEAD_SLOTS_PER_WORKER
-} from './crdt-datastore.js'
-export { splitBroadcast, MAX_BROADCAST_HEADS, MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_DAG_NAME_LENGTH, MAX_BROADCAST_SIZE } from './broadcast.js'
-export { DEFAULT_MAX_QUEUED_BYTES } from './payload-queue.js'
-export { GIVEN_UP_RETRY_EVERY } from './replicator.js'
-export type { ReceivedPayload } from './payload-queue.js'
-export { DEFAULT_INBOUND_CONNECTION_THRESHOLD, DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS, DEFAULT_MAX_PUBSUB_MESSAGE_SIZE } from './node.js'
-export { DEFAULT_SYNC_PROTOCOL } from './helia.js'
-export { syncServer } from './sync/server.js'
-export type { SyncServer, SyncServerComponents, SyncServerInit, SyncServerLibp2p, SyncServerBlockstore } from './sync/server.js'
-export { syncingBlockstore, DEFAULT_BAD_PEER_TIMEOUT } from './sync/syncing-blockstore.js'
-export type { SyncingBlockstore, SyncingBlockstoreComponents, SyncingBlockstoreInit, SyncingBlockstoreLibp2p, SyncStats } from './sync/syncing-blockstore.js'
-export type { HeliaSync, SyncInit } from './sync/helia-sync.js'
-export { SYNC_PROTOCOL, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_BLOCK_SIZE as DEFAULT_SYNC_MAX_BLOCK_SIZE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS_PER_PEER } from './sync/protocol.js'
-export { encodeBroadcastWithBlocks, decodeCarriedBlocks } from './broadcast-blocks.js'
-export type { CarriedBlock, CarriedBlocks } from './broadcast-blocks.js'
+} from './engine/crdt-datastore.js'
+export { splitBroadcast, MAX_BROADCAST_HEADS, MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_DAG_NAME_LENGTH, MAX_BROADCAST_SIZE } from './codec/broadcast.js'
+export { DEFAULT_MAX_QUEUED_BYTES } from './engine/payload-queue.js'
+export { GIVEN_UP_RETRY_EVERY } from './engine/replicator.js'
+export type { ReceivedPayload } from './engine/payload-queue.js'
+export { encodeBroadcastWithBlocks, decodeCarriedBlocks } from './codec/broadcast-blocks.js'
+export type { CarriedBlock, CarriedBlocks } from './codec/broadcast-blocks.js'

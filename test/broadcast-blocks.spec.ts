@@ -9,7 +9,7 @@ import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
 import type { CID } from 'multiformats/cid'
 import { decodeBroadcast } from '../src/index.js'
-import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../src/broadcast-blocks.js'
+import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
 import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
 

@@ -20,10 +20,13 @@ import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { CRDTDatastore, createHeliaCRDT, createReplicaNode } from '../src/index.js'
+import { CRDTDatastore } from '../src/index.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { waitFor } from './fixtures/network.js'
 import { dec, enc } from './fixtures/stores.js'
-import type { HeliaCRDTDatastore, ReplicaNode } from '../src/index.js'
+import type { HeliaCRDTDatastore } from '../src/helia/index.js'
+import type { ReplicaNode } from '../src/node/index.js'
 
 interface Peer {
   node: ReplicaNode

@@ -5,10 +5,12 @@ import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { createHeliaCRDT, createReplicaNode } from '../src/index.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { dec, enc, tempDir } from './fixtures/stores.js'
-import type { HeliaCRDTDatastore, ReplicaNode } from '../src/index.js'
+import type { HeliaCRDTDatastore } from '../src/helia/index.js'
+import type { ReplicaNode } from '../src/node/index.js'
 
 interface Peer {
   node: ReplicaNode

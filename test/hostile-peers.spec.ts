@@ -10,16 +10,19 @@ import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { identity } from 'multiformats/hashes/identity'
 import { sha256, sha512 } from 'multiformats/hashes/sha2'
-import { createReplicaNode, createHeliaCRDT, decodeBroadcast, decodeNode, encodeBroadcast, encodeNode } from '../src/index.js'
-import { MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE, splitBroadcast } from '../src/broadcast.js'
-import { PayloadQueue } from '../src/payload-queue.js'
-import { CRDTBroadcast } from '../src/pb/broadcast.js'
-import { pubsubBroadcaster } from '../src/pubsub-broadcaster.js'
+import { decodeBroadcast, decodeNode, encodeBroadcast, encodeNode } from '../src/index.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
+import { createReplicaNode } from '../src/node/index.js'
+import { MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE, splitBroadcast } from '../src/codec/broadcast.js'
+import { PayloadQueue } from '../src/engine/payload-queue.js'
+import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
+import { pubsubBroadcaster } from '../src/helia/pubsub-broadcaster.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { missingCid, StallingBlockstore } from './fixtures/hostile-blocks.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { dec, enc, memoryReplica, readBlock } from './fixtures/stores.js'
-import type { CRDTDatastoreInit, ReplicaNode } from '../src/index.js'
+import type { CRDTDatastoreInit } from '../src/index.js'
+import type { ReplicaNode } from '../src/node/index.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 
 const key = (s: string): Key => new Key(s)
@@ -312,7 +315,7 @@ describe('hostile peers: the Helia DAG syncer', () => {
         })
       }
     }
-    const { heliaDAGSyncer } = await import('../src/helia-dag-syncer.js')
+    const { heliaDAGSyncer } = await import('../src/helia/dag-syncer.js')
     const syncer = heliaDAGSyncer(fake as any)
     const chunks: Uint8Array[] = []
     for await (const chunk of syncer.get(cid, { signal: AbortSignal.timeout(5000), preferPeer: 'peer-5' } as any)) chunks.push(chunk)

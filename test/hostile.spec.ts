@@ -6,14 +6,16 @@ import { Key } from 'interface-datastore'
 import all from 'it-all'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { blockKey } from '../src/block-key.js'
-import { createReplicaNode, encodeBroadcast, encodeNode } from '../src/index.js'
-import { heliaDAGSyncer } from '../src/helia-dag-syncer.js'
+import { blockKey } from '../src/codec/block-key.js'
+import { encodeBroadcast, encodeNode } from '../src/index.js'
+import { createReplicaNode } from '../src/node/index.js'
+import { heliaDAGSyncer } from '../src/helia/dag-syncer.js'
 import { buildChain, missingCid, StallingBlockstore } from './fixtures/hostile-blocks.js'
 import { stateOf } from './fixtures/network.js'
 import { dagPbNode, delta, element } from './fixtures/pb-writer.js'
 import { dec, enc, levelReplica, memoryReplica, syncReplica, tempDir } from './fixtures/stores.js'
-import type { CRDTDatastore, ReplicaNode } from '../src/index.js'
+import type { CRDTDatastore } from '../src/index.js'
+import type { ReplicaNode } from '../src/node/index.js'
 import type { Datastore, Pair } from 'interface-datastore'
 import type { MemoryReplica } from './fixtures/stores.js'
 
@@ -321,7 +323,7 @@ describe('hostile network input', function () {
   it('a write on top of a node at the greatest priority saturates instead of failing, and replicates', async () => {
     const a = await stalling()
     const b = await stalling()
-    const { MAX_PRIORITY } = await import('../src/delta.js')
+    const { MAX_PRIORITY } = await import('../src/codec/delta.js')
     // merged before its link, so its claim cannot be checked (see engine.ts)
     const base = await encodeNode({ elements: [{ key: '/base', id: '', value: enc('b') }], tombstones: [], priority: 1, dagName: '' }, [])
     const top = await encodeNode({ elements: [{ key: '/top', id: '', value: enc('t') }], tombstones: [], priority: MAX_PRIORITY, dagName: '' }, [base.cid])

@@ -1,7 +1,7 @@
 import { expect } from 'aegir/chai'
-import { createReplicaNode } from '../src/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { waitFor } from './fixtures/network.js'
-import type { ReplicaNode } from '../src/index.js'
+import type { ReplicaNode } from '../src/node/index.js'
 
 /** Dials `target` from each of `dialers` at once; returns how many dials succeeded */
 async function dialAll (target: ReplicaNode, dialers: ReplicaNode[]): Promise<number> {

@@ -1,9 +1,11 @@
 import { expect } from 'aegir/chai'
 import { TypedEventEmitter } from 'main-event'
 import { CID } from 'multiformats/cid'
-import { createReplicaNode, encodeBroadcast, pubsubBroadcaster } from '../src/index.js'
+import { encodeBroadcast } from '../src/index.js'
+import { pubsubBroadcaster } from '../src/helia/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { waitFor } from './fixtures/network.js'
-import type { PubSub, PubSubMessage, TopicValidator } from '../src/index.js'
+import type { PubSub, PubSubMessage, TopicValidator } from '../src/helia/index.js'
 
 const CID_A = CID.parse('bafybeidsfjpejlb67ieikrewsjvlxd3giucznszgdcb6qhclkyk2hvonta')
 const VALID = encodeBroadcast([{ cid: CID_A, dagName: '' }])

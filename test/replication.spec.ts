@@ -7,7 +7,7 @@ import type { Broadcaster } from '../src/index.js'
 import { TestNetwork, convergeHeads, stateOf, waitFor } from './fixtures/network.js'
 import { dagPbNode, delta, element } from './fixtures/pb-writer.js'
 import { dec, enc, memoryReplica, tempDir } from './fixtures/stores.js'
-import { PayloadQueue } from '../src/payload-queue.js'
+import { PayloadQueue } from '../src/engine/payload-queue.js'
 
 const key = (s: string): Key => new Key(s)
 

@@ -10,7 +10,9 @@
 import { expect } from 'aegir/chai'
 import fc from 'fast-check'
 import { Key } from 'interface-datastore'
-import { createHeliaCRDT, createReplicaNode, decodeNode, encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
+import { decodeNode, encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { decodeRoot, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, SNAPSHOT_VERSION, snapshotIdOf } from '../src/snapshot/format.js'
 import { missingCid } from './fixtures/hostile-blocks.js'
 import { stateOf, waitFor } from './fixtures/network.js'
@@ -325,7 +327,7 @@ describe('snapshots', function () {
       const head = c.store.heads()[0]
       const id = '/' + 'CIQ' + 'A'.repeat(55)
       // a real block key: the multihash of the local head
-      const realId = (await import('../src/block-key.js')).blockKey(head.cid)
+      const realId = (await import('../src/codec/block-key.js')).blockKey(head.cid)
       const snapshotId = await snapshotIdOf([])
       const makeRoot = async (elements: unknown[][], tombstones: unknown[][], counts?: { ne: number, nt: number }): Promise<CID> => {
         const echunk = await encodeBlock({ e: elements })

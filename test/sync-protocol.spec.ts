@@ -6,12 +6,14 @@
 
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
-import { createHeliaCRDT, createReplicaNode } from '../src/index.js'
-import { SYNC_PROTOCOL } from '../src/sync/protocol.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
+import { createReplicaNode } from '../src/node/index.js'
+import { SYNC_PROTOCOL } from '../src/helia/sync/protocol.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, tempDir } from './fixtures/stores.js'
 import { openSyncStream, readFrames } from './fixtures/sync-peers.js'
-import type { HeliaCRDTDatastore, HeliaCRDTInit, ReplicaNode } from '../src/index.js'
+import type { HeliaCRDTDatastore, HeliaCRDTInit } from '../src/helia/index.js'
+import type { ReplicaNode } from '../src/node/index.js'
 
 interface Peer {
   node: ReplicaNode

@@ -5,7 +5,7 @@
  */
 
 import { expect } from 'aegir/chai'
-import { TopicWatch } from '../src/topic-watch.js'
+import { TopicWatch } from '../src/helia/topic-watch.js'
 import type { Logger } from '@libp2p/interface'
 
 function recorder (): { log: Logger, errors: unknown[][] } {

@@ -5,9 +5,9 @@
  * index.mjs; built from dist/.
  */
 
-export { CRDTDatastore } from '../../dist/src/crdt-datastore.js'
-export { encodeDelta, decodeDelta } from '../../dist/src/delta.js'
-export { encodeNode, decodeNode } from '../../dist/src/dag-node.js'
-export { encodeBroadcast, decodeBroadcast } from '../../dist/src/broadcast.js'
-export { blockKey, cidFromBlockKey } from '../../dist/src/block-key.js'
+export { CRDTDatastore } from '../../dist/src/engine/crdt-datastore.js'
+export { encodeDelta, decodeDelta } from '../../dist/src/codec/delta.js'
+export { encodeNode, decodeNode } from '../../dist/src/codec/dag-node.js'
+export { encodeBroadcast, decodeBroadcast } from '../../dist/src/codec/broadcast.js'
+export { blockKey, cidFromBlockKey } from '../../dist/src/codec/block-key.js'
 export * from '../../dist/src/errors.js'

@@ -45,7 +45,7 @@ export async function run () {
   }]
   try {
     const entry = await bundle(join(HERE, '..', '..', 'dist', 'src', 'index.js'))
-    rows.push({ name: 'browser bundle: package entry, minified', value: round(entry.byteLength / 1024, 1), unit: 'KB', note: 'dist/src/index.js with every adapter' })
+    rows.push({ name: 'browser bundle: package entry, minified', value: round(entry.byteLength / 1024, 1), unit: 'KB', note: 'dist/src/index.js (the package entry `datastore-crdt`: the core without the adapters)' })
   } catch (err) {
     const first = err.errors?.[0]
     const why = first != null ? `${first.text} (${first.location?.file ?? '?'})` : String(err.message ?? err)

@@ -12,7 +12,8 @@
  */
 
 import { Key } from 'interface-datastore'
-import { createHeliaCRDT, createReplicaNode } from '../../dist/src/index.js'
+import { createHeliaCRDT } from '../../dist/src/helia/index.js'
+import { createReplicaNode } from '../../dist/src/node/index.js'
 
 if (typeof global.gc !== 'function') {
   console.error('run with node --expose-gc')

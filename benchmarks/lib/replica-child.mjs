@@ -6,7 +6,8 @@
  */
 
 import { multiaddr } from '@multiformats/multiaddr'
-import { createHeliaCRDT, createReplicaNode } from '../../dist/src/index.js'
+import { createHeliaCRDT } from '../../dist/src/helia/index.js'
+import { createReplicaNode } from '../../dist/src/node/index.js'
 import { runChild } from './child-runner.mjs'
 
 runChild(async ({ dir, topic, init }) => {

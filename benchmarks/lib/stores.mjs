@@ -69,7 +69,8 @@ export async function writeBatches (store, keys, values, batchSize) {
  * writing side of the replication benchmarks.
  */
 export async function heliaReplica (label, topic, init = {}) {
-  const { createHeliaCRDT, createReplicaNode } = await import('../../dist/src/index.js')
+  const { createHeliaCRDT } = await import('../../dist/src/helia/index.js')
+  const { createReplicaNode } = await import('../../dist/src/node/index.js')
   const tmp = await tempDir(label)
   const node = await createReplicaNode({ directory: tmp.dir })
   const store = await createHeliaCRDT(node, { topic, rebroadcastInterval: 1000, numWorkers: 16, ...init })

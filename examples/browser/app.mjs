@@ -21,7 +21,7 @@ import { IDBBlockstore } from 'blockstore-idb'
 import { IDBDatastore } from 'datastore-idb'
 import { createHeliaLight } from 'helia'
 import { Key } from 'interface-datastore'
-import { createHeliaCRDT } from '../../dist/src/helia.js'
+import { createHeliaCRDT } from '../../dist/src/helia/helia.js'
 
 const $ = (id) => document.getElementById(id)
 const enc = (s) => new TextEncoder().encode(s)

@@ -16,7 +16,8 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
 import { Key } from 'interface-datastore'
-import { createHeliaCRDT, createReplicaNode } from '../../dist/src/index.js'
+import { createHeliaCRDT } from '../../dist/src/helia/index.js'
+import { createReplicaNode } from '../../dist/src/node/index.js'
 
 export const DEFAULT_TOPIC = 'datastore-crdt-browser-example'
 

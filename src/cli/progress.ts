@@ -6,7 +6,7 @@
  * redraw its prompt.
  */
 
-import type { HeliaCRDTDatastore } from '../index.js'
+import type { HeliaCRDTDatastore } from '../helia/index.js'
 
 export interface ProgressInit {
   /** Where status lines go (stderr) */

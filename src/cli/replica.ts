@@ -10,11 +10,13 @@
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
-import { askMerged } from '../merged-protocol.js'
-import { createHeliaCRDT, createReplicaNode } from '../index.js'
+import { askMerged } from '../helia/merged-protocol.js'
+import { createHeliaCRDT } from '../helia/index.js'
+import { createReplicaNode } from '../node/index.js'
 import type { CommandResult } from './commands.js'
 import type { CLIOptions } from './options.js'
-import type { HeliaCRDTDatastore, ReplicaNode } from '../index.js'
+import type { HeliaCRDTDatastore } from '../helia/index.js'
+import type { ReplicaNode } from '../node/index.js'
 import type { CID } from 'multiformats/cid'
 
 export interface Replica {

@@ -20,13 +20,13 @@
  * LevelDB's sorted iteration is planned with compaction.
  */
 
-import { blockKey } from '../block-key.js'
+import { blockKey } from '../codec/block-key.js'
 import { SnapshotNotReadyError } from '../errors.js'
-import { unescapeSegment } from '../layout.js'
-import { decodeMarker } from '../or-set.js'
+import { unescapeSegment } from '../crdt/layout.js'
+import { decodeMarker } from '../crdt/or-set.js'
 import { chunkRecords, compareHeads, compareRecords, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
 import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotTombstone } from './format.js'
-import type { DAGBlockstore, Engine } from '../engine.js'
+import type { DAGBlockstore, Engine } from '../engine/engine.js'
 import type { Logger } from '@libp2p/interface'
 import type { Datastore, Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'

@@ -21,7 +21,7 @@ import {
   tsWaitCount, tsWaitFor
 } from './fixtures/go-replica.js'
 import type { GoReplicaOptions, TsReplica } from './fixtures/go-replica.js'
-import type { HeliaCRDTInit } from '../../src/index.js'
+import type { HeliaCRDTInit } from '../../src/helia/index.js'
 
 /** The block of `put("/hello","world")` on an empty store (wire-format.md §2) */
 const HELLO_CID = 'bafybeidsfjpejlb67ieikrewsjvlxd3giucznszgdcb6qhclkyk2hvonta'

@@ -10,7 +10,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ReplicaProcess } from './process.js'
+import { ReplicaProcess } from '../../src/cli/process.js'
 
 const DEADLINE_MS = 60_000
 const NAMES = ['A', 'B', 'C']

@@ -19,8 +19,8 @@
  *   whose request does not arrive within the idle timeout is reset.
  */
 
-import { decodeNode } from '../dag-node.js'
-import { SyncProtocolError } from '../errors.js'
+import { decodeNode } from '../../codec/dag-node.js'
+import { SyncProtocolError } from '../../errors.js'
 import { FrameReader, IdleWatchdog, writeFrame } from './frames.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_REQUEST_SIZE, SYNC_PROTOCOL, decodeRequest, encodeBlock } from './protocol.js'
 import type { BlockRequest } from './protocol.js'

@@ -9,7 +9,7 @@
  */
 
 import { CID } from 'multiformats/cid'
-import { SyncProtocolError } from '../errors.js'
+import { SyncProtocolError } from '../../errors.js'
 import { SyncBlock, SyncRequest } from './pb/sync.js'
 
 export const SYNC_PROTOCOL = '/datastore-crdt/sync/1.0.0'

@@ -10,8 +10,8 @@
 
 import { compare as compareBytes } from 'uint8arrays/compare'
 import * as varint from 'uint8-varint'
-import { blockKey, cidFromBlockKey } from './block-key.js'
-import { CorruptStateError } from './errors.js'
+import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
+import { CorruptStateError } from '../errors.js'
 import { unescapeSegment } from './layout.js'
 import type { Layout } from './layout.js'
 import type { WriteSet } from './write-set.js'

@@ -7,9 +7,9 @@
  * leaves the DAG purgeable again.
  */
 
-import { blockKey } from './block-key.js'
-import { cleanKey } from './layout.js'
-import { WriteSet } from './write-set.js'
+import { blockKey } from '../codec/block-key.js'
+import { cleanKey } from '../crdt/layout.js'
+import { WriteSet } from '../crdt/write-set.js'
 import type { DAGBlockstore, Engine } from './engine.js'
 import type { Logger } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'

@@ -5,9 +5,9 @@
  * `commit()` waits for those parts and writes the rest, in order.
  */
 
-import { elementSize } from './delta.js'
-import type { Delta, DeltaElement } from './delta.js'
-import { InvalidValueError, ValueTooLargeError } from './errors.js'
+import { elementSize } from '../codec/delta.js'
+import type { Delta, DeltaElement } from '../codec/delta.js'
+import { InvalidValueError, ValueTooLargeError } from '../errors.js'
 import type { Batch, Key } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 

@@ -21,10 +21,10 @@
  */
 
 import PQueue from 'p-queue'
-import { BlockFetchError, isMalformed } from './errors.js'
-import { Slots } from './utils.js'
+import { BlockFetchError, isMalformed } from '../errors.js'
+import { Slots } from '../utils.js'
 import type { BlockGetter, DAGBlockstore, Engine, FetchOptions } from './engine.js'
-import type { DecodedNode } from './dag-node.js'
+import type { DecodedNode } from '../codec/dag-node.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'

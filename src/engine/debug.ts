@@ -4,7 +4,7 @@
  * `limit` nodes. Kept apart from the engine so it carries none of this.
  */
 
-import { blockKey } from './block-key.js'
+import { blockKey } from '../codec/block-key.js'
 import type { BlockGetter, Engine } from './engine.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'

@@ -19,9 +19,9 @@
  * delivered, i.e. the walk's frontier (bounded by the request's limits).
  */
 
-import { decodeNode } from '../dag-node.js'
-import { SyncProtocolError } from '../errors.js'
-import { verifyBlock } from '../verify-block.js'
+import { decodeNode } from '../../codec/dag-node.js'
+import { SyncProtocolError } from '../../errors.js'
+import { verifyBlock } from '../../codec/verify-block.js'
 import { FrameReader, writeFrame } from './frames.js'
 import { decodeBlock, encodeRequest } from './protocol.js'
 import type { FrameStream } from './frames.js'
