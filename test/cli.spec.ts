@@ -5,7 +5,7 @@ import { expect } from 'aegir/chai'
 import { CLI_PATH, ReplicaProcess } from '../src/cli/process.js'
 import { tempDir } from './fixtures/stores.js'
 
-const DEMO_PATH = fileURLToPath(new URL('../src/cli/demo.js', import.meta.url))
+const DEMO_PATH = fileURLToPath(new URL('../examples/demo/demo.js', import.meta.url))
 
 async function run (args: string[], input = '', env: Record<string, string> = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
