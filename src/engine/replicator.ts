@@ -95,9 +95,7 @@ export class Replicator {
   public received = 0
   /** Of those, payloads whose heads have all been walked (or given up) */
   private handled = 0
-  /** Head walks started by `multiHeadProcessing` and not finished */
-  private headJobs = 0
-  /** Callbacks of `synced()` calls, run whenever `handled` or `headJobs` change */
+  /** Callbacks of `synced()` calls, run whenever `handled` changes */
   private readonly progressWaiters = new Set<() => void>()
 
   constructor (init: ReplicatorInit) {
@@ -167,7 +165,7 @@ export class Replicator {
     await new Promise(resolve => setTimeout(resolve, 0))
     const target = this.received
     const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
-    while (this.handled < target || this.headJobs > 0) {
+    while (this.handled < target) {
       signal.throwIfAborted()
       await new Promise<void>(resolve => {
         const wake = (): void => {

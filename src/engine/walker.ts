@@ -64,8 +64,6 @@ export class Walker {
   private readonly slots: Slots
   private outstanding = 0
   private running = 0
-  /** Nodes fetched and merged by walks since start */
-  public fetched = 0
 
   constructor (init: WalkerInit) {
     this.engine = init.engine
@@ -118,7 +116,6 @@ export class Walker {
           try {
             options?.signal?.throwIfAborted()
             const node = known ?? await this.fetchSibling(cid, via, siblings, options)
-            if (known == null) this.fetched++
             const { children } = await this.engine.processNode(node, options)
             const group = this.siblings()
             for (const child of children) {
