@@ -35,7 +35,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createBrotliDecompress } from 'node:zlib'
-import type { Browser } from 'playwright-core'
+import type { Browser, BrowserContext } from 'playwright-core'
 
 /** Flags for a headless run as root with no network access */
 export const CHROMIUM_ARGS = [
@@ -189,4 +189,20 @@ export async function launchChromium (): Promise<Launched> {
   const { executablePath, env } = await prepareChromium()
   const browser = await chromium.launch({ executablePath, env, headless: true, args: CHROMIUM_ARGS })
   return { browser, version: browser.version() }
+}
+
+export type LaunchedPersistent = { context: BrowserContext } | { notRun: string }
+
+/**
+ * Launches the bundled Chromium headless on the browser profile in
+ * `userDataDir` (IndexedDB and everything else an origin stores persist
+ * there across launches), or says why it cannot run here.
+ */
+export async function launchPersistentChromium (userDataDir: string): Promise<LaunchedPersistent> {
+  const reason = cannotRun()
+  if (reason !== undefined) return { notRun: reason }
+  const { chromium } = await import('playwright-core')
+  const { executablePath, env } = await prepareChromium()
+  const context = await chromium.launchPersistentContext(userDataDir, { executablePath, env, headless: true, args: CHROMIUM_ARGS })
+  return { context }
 }
