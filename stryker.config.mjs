@@ -50,6 +50,7 @@ const config = {
       // the unit specs first: mocha bails at the first failure, so a mutant
       // they kill costs milliseconds instead of the slower specs' seconds
       'dist/test/write-set.spec.js',
+      'dist/test/unit-heads.spec.js',
       'dist/test/core.spec.js',
       'dist/test/or-set.spec.js',
       'dist/test/batch.spec.js',
