@@ -51,6 +51,7 @@ const config = {
       // they kill costs milliseconds instead of the slower specs' seconds
       'dist/test/write-set.spec.js',
       'dist/test/unit-heads.spec.js',
+      'dist/test/unit-or-set.spec.js',
       'dist/test/core.spec.js',
       'dist/test/or-set.spec.js',
       'dist/test/batch.spec.js',
