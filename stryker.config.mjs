@@ -52,6 +52,8 @@ const config = {
       'dist/test/write-set.spec.js',
       'dist/test/unit-heads.spec.js',
       'dist/test/unit-or-set.spec.js',
+      'dist/test/unit-engine.spec.js',
+      'dist/test/walker.spec.js',
       'dist/test/core.spec.js',
       'dist/test/or-set.spec.js',
       'dist/test/batch.spec.js',
