@@ -285,6 +285,23 @@ describe('hostile peers: the receive path', function () {
     await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean')
   })
 
+  it('#20.8: an honest branch queued behind many missing siblings is not given up for them', async () => {
+    const r = await replica({ numWorkers: 2, dagSyncerTimeout: 150, maxFetchAttempts: 3 })
+    const missing = await Promise.all(Array.from({ length: 20 }, async (_, i) => missingCid(`sibling-${i}`)))
+    // the honest child arrives late (its writer was out of reach), listed after the junk links
+    const child = await encodeNode({ elements: [{ key: '/honest', id: '', value: enc('late') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [...missing, child.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().walks === 0 && r.store.stats().headsInFlight === 0, 10_000, 'the first walk to end')
+    await r.blockstore.put(child.cid, child.bytes)
+    for (let i = 0; i < 15 && !(await stateOf(r.store)).includes('/honest=late'); i++) await r.store.repair().catch(() => {})
+    expect(await stateOf(r.store)).to.include('/honest=late')
+    // the junk siblings still get their failed fetches counted, and are given up in time
+    for (let i = 0; i < 40 && (await r.store.pendingBranches()).length > 0; i++) await r.store.repair().catch(() => {})
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+    expect(r.store.stats().givenUpBranches).to.equal(20)
+  })
+
   it('#20.10: more than 1,024 heads are announced in broadcasts every replica accepts', async () => {
     const r = await replica({ rebroadcastInterval: 100 })
     const roots: CID[] = []

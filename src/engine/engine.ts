@@ -268,6 +268,24 @@ export class Engine {
   }
 
   /**
+   * The unfinished branches with their failed fetches so far, fewest
+   * first: a repair asks for branches never tried before those that keep
+   * failing, so an honest branch is not left behind many junk ones
+   */
+  async pendingByAttempts (options?: AbortOptions): Promise<CID[]> {
+    const out: Array<{ cid: CID, failed: number, at: number }> = []
+    const prefix = this.layout.pendingPrefix
+    for await (const { key, value } of this.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<{ key: { toString(): string }, value: Uint8Array }>) {
+      try {
+        out.push({ cid: cidFromBlockKey(key.toString().slice(prefix.length)), failed: value[1] ?? 0, at: out.length })
+      } catch {
+        // unreadable: pendingBranches() drops it
+      }
+    }
+    return out.sort((a, b) => a.failed - b.failed || a.at - b.at).map(b => b.cid)
+  }
+
+  /**
    * Puts given-up branches back on the frontier (`w/`, one fetch attempt
    * left), so a repair tries each once more: a branch given up while its
    * holders were out of reach (a long partition) is not lost for good.

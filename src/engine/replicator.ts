@@ -268,7 +268,7 @@ export class Replicator {
 
   private async runRepair (options?: AbortOptions): Promise<void> {
     const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
-    const pending = await this.engine.pendingBranches({ signal })
+    const pending = await this.engine.pendingByAttempts({ signal })
     const starts = pending.filter(cid => this.engine.reserve(cid)).map(cid => ({ cid }))
     this.log('repairing from %d unfinished branches', starts.length)
     try {

@@ -14,7 +14,9 @@
  * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
  *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
- * against it; a branch that failed `maxFetchAttempts` times, or whose block
+ * against it, unless the shared deadline ran out before the fetch was
+ * asked (it waited for a slot behind siblings nobody has): an honest branch
+ * queued behind junk links is not given up for junk's sake. A branch that failed `maxFetchAttempts` times, or whose block
  * is malformed, is given up (recorded under `g/`). The walk goes on with its
  * other branches and rejects at the end with the first error, so the caller
  * can mark the store dirty and a repair can resume.
@@ -28,6 +30,15 @@ import type { DecodedNode } from '../codec/dag-node.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
+
+/**
+ * A sibling with less than this share of `dagSyncerTimeout` left of the
+ * shared deadline is not asked for at all
+ */
+const MIN_SHARE = 0.1
+
+/** Fetch errors of siblings never asked for: not counted against their branch */
+const NOT_ASKED = new WeakSet<Error>()
 
 /** A place to start walking: a reserved node, fetched already or not */
 export interface WalkStart {
@@ -134,7 +145,7 @@ export class Walker {
             }
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
-              if (err.name === 'BlockFetchError') {
+              if (err.name === 'BlockFetchError' && !NOT_ASKED.has(err)) {
                 await this.engine.recordFetchFailure(cid).then(gaveUp => {
                   if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
                 }, () => {})
@@ -178,8 +189,11 @@ export class Walker {
     siblings.deadline ??= Date.now() + this.timeout
     if (siblings.deadline !== Infinity) {
       timeout = siblings.deadline - Date.now()
-      if (timeout <= 0) {
-        throw new BlockFetchError(`Could not fetch block ${cid}: the ${this.timeout} ms its siblings share ran out`)
+      if (timeout < this.timeout * MIN_SHARE) {
+        // never really asked for: not counted against the branch (see NOT_ASKED)
+        const err = new BlockFetchError(`Could not fetch block ${cid}: the ${this.timeout} ms its siblings share ran out before it was asked for`)
+        NOT_ASKED.add(err)
+        throw err
       }
     }
     const node = await this.fetch(cid, via, { ...options, timeout })
