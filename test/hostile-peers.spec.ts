@@ -285,6 +285,36 @@ describe('hostile peers: the receive path', function () {
     await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean')
   })
 
+  it('#20.8: a branch given up is tried again soon after an announcer (re)appears, not only every GIVEN_UP_RETRY_EVERY ticks', async () => {
+    // the periodic retry would come after 24 ticks of 250 ms: 6 s
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 250 })
+    const lostNode = await encodeNode({ elements: [{ key: '/late', id: '', value: enc('back') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    expect((await r.store.givenUpBranches()).map(b => b.cid.toString())).to.deep.equal([lostNode.cid.toString()])
+    // the partition heals: the writer is reachable again and announces its heads
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    r.net.deliver(announce([top]), 'writer')
+    await waitFor(async () => (await stateOf(r.store)).includes('/late=back'), 4000, 'the given-up branch to be retried')
+    expect(await r.store.givenUpBranches()).to.have.lengthOf(0)
+  })
+
+  it('#20.8: a branch given up as malformed is not revived', async () => {
+    const r = await replica({ dagSyncerTimeout: 100, repairInterval: 20 })
+    const junkBytes = new Uint8Array(100).fill(7)
+    const junk = CID.createV1(0x70, await sha256.digest(junkBytes))
+    await r.blockstore.put(junk, junkBytes)
+    const top = await storedNode(r.blockstore, '/top', 't', [junk], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the malformed branch to be given up')
+    r.net.deliver(announce([top]), 'writer')
+    // well past GIVEN_UP_RETRY_EVERY ticks (480 ms) and the announcer's return: a revival would give it up again
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    expect(r.store.stats().givenUpBranches).to.equal(1)
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+  })
+
   it('#20.8: an honest branch queued behind many missing siblings is not given up for them', async () => {
     const r = await replica({ numWorkers: 2, dagSyncerTimeout: 150, maxFetchAttempts: 3 })
     const missing = await Promise.all(Array.from({ length: 20 }, async (_, i) => missingCid(`sibling-${i}`)))

@@ -55,6 +55,8 @@ import type { CID } from 'multiformats/cid'
 
 const EMPTY = new Uint8Array(0)
 const ROOT = Uint8Array.of(1)
+/** How the reason of a branch given up for a malformed block starts */
+export const MALFORMED_REASON = 'malformed block'
 const COVERED = Uint8Array.of(0)
 /** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
 const GIVEN_UP = '/g'
@@ -286,13 +288,14 @@ export class Engine {
   }
 
   /**
-   * Puts given-up branches back on the frontier (`w/`, one fetch attempt
-   * left), so a repair tries each once more: a branch given up while its
+   * Puts branches given up for lack of their block back on the frontier
+   * (`w/`, one fetch attempt left), so a repair tries each once more: a branch given up while its
    * holders were out of reach (a long partition) is not lost for good.
    * Returns how many were revived.
    */
   async reviveGivenUp (options?: AbortOptions): Promise<number> {
-    const branches = await this.givenUp(options)
+    // a malformed block stays malformed: only branches whose block did not arrive come back
+    const branches = (await this.givenUp(options)).filter(b => !b.reason.startsWith(MALFORMED_REASON))
     await this.lock.add(async () => {
       const batch = this.datastore.batch()
       for (const { cid } of branches) {

@@ -25,6 +25,7 @@
 import PQueue from 'p-queue'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
+import { MALFORMED_REASON } from './engine.js'
 import type { BlockGetter, DAGBlockstore, Engine, FetchOptions } from './engine.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Logger } from '@libp2p/interface'
@@ -140,7 +141,7 @@ export class Walker {
             if (isMalformed(err)) {
               // no retry can fix a malformed block: give it up, recorded
               this.log.error('giving up malformed node %c - %e', cid, err)
-              await this.engine.giveUp(cid, `malformed block (${err.name})`).catch(() => {})
+              await this.engine.giveUp(cid, `${MALFORMED_REASON} (${err.name})`).catch(() => {})
               return
             }
             if (options?.signal?.aborted !== true) {
