@@ -14,9 +14,11 @@
  * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
  *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
- * against it, unless the shared deadline ran out before the fetch was
- * asked (it waited for a slot behind siblings nobody has): an honest branch
- * queued behind junk links is not given up for junk's sake. A branch that failed `maxFetchAttempts` times, or whose block
+ * against it; one the shared deadline ran out on before it was asked (it
+ * waited for a slot behind siblings nobody has) counts too but cannot give
+ * the branch up, and repairs ask branches asked least often first: an
+ * honest branch queued behind junk links is not given up for junk's sake,
+ * while the junk is given up after a few repairs. A branch that failed `maxFetchAttempts` times, or whose block
  * is malformed, is given up (recorded under `g/`). The walk goes on with its
  * other branches and rejects at the end with the first error, so the caller
  * can mark the store dirty and a repair can resume.
@@ -38,7 +40,7 @@ import type { CID } from 'multiformats/cid'
  */
 const MIN_SHARE = 0.1
 
-/** Fetch errors of siblings never asked for: not counted against their branch */
+/** Fetch errors of siblings never asked for: they never give their branch up (see `recordFetchFailure`) */
 const NOT_ASKED = new WeakSet<Error>()
 
 /** A place to start walking: a reserved node, fetched already or not */
@@ -146,8 +148,8 @@ export class Walker {
             }
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
-              if (err.name === 'BlockFetchError' && !NOT_ASKED.has(err)) {
-                await this.engine.recordFetchFailure(cid).then(gaveUp => {
+              if (err.name === 'BlockFetchError') {
+                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) }).then(gaveUp => {
                   if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
                 }, () => {})
               }
