@@ -584,6 +584,16 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     return this.engine.pendingBranches(options)
   }
 
+  /**
+   * DAG nodes whose branch was given up (malformed, or no block after
+   * `maxFetchAttempts` fetches), with the reason; they are tried again now
+   * and then and whenever an announcer is heard from again
+   */
+  async givenUpBranches (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>> {
+    this.checkOpen(options)
+    return this.engine.givenUp(options)
+  }
+
   /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
   async isDirty (options?: AbortOptions): Promise<boolean> {
     this.checkOpen(options)
