@@ -669,7 +669,7 @@ export function checkWrites (records: Array<{ key: string, value?: string, repli
   }
 }
 
-const mb = (bytes: number): string => (bytes / 1024 / 1024).toFixed(1)
+const mb = (bytes: number): string => (bytes / 1024 / 1024).toFixed(2)
 
 /**
  * Branches given up must be junk: a branch one replica gave up that another
