@@ -454,6 +454,31 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
     })
   }
 
+  it('#20.8: a repair asks the connected peers once for links nobody has, instead of waiting out dagSyncerTimeout', async () => {
+    const other = await createReplicaNode({ listen: ['/memory/hostile-probe-other'] })
+    const honest = await createReplicaNode({ listen: ['/memory/hostile-probe-honest'] })
+    nodes.push(other, honest)
+    await honest.libp2p.dial(other.libp2p.getMultiaddrs()[0])
+    const missing = await Promise.all(Array.from({ length: 3 }, async (_, i) => missingCid(`probe-${i}`)))
+    const top = await storedNode(other.blockstore, '/top', 't', missing, 2)
+    const first = await createHeliaCRDT(honest, { topic: 'hostile-probe', repairInterval: 0, syncProtocol: false })
+    try {
+      void first.receive(announce([top])).catch(() => {})
+      await waitFor(async () => (await stateOf(first)).includes('/top=t') && (await first.pendingBranches()).length === 3, 10_000, 'the links to be pending')
+    } finally {
+      await first.stop()
+    }
+    // no deadline at all: only asking each connected peer once ends these fetches
+    const store = await createHeliaCRDT(honest, { topic: 'hostile-probe', repairInterval: 0, dagSyncerTimeout: 0, maxFetchAttempts: 2, syncProtocol: false })
+    try {
+      for (let i = 0; i < 4 && (await store.pendingBranches()).length > 0; i++) await store.repair().catch(() => {})
+      expect(await store.pendingBranches()).to.have.lengthOf(0)
+      expect((await store.givenUpBranches()).map(b => b.cid.toString()).sort()).to.deep.equal(missing.map(String).sort())
+    } finally {
+      await store.stop()
+    }
+  })
+
   it('#20.9: idle raw sockets from 127.0.0.1 are not all held open', async () => {
     const node = await createReplicaNode()
     nodes.push(node)
