@@ -7,7 +7,7 @@
  */
 
 import { expect } from 'aegir/chai'
-import { checkWrites, formatSummary, quickOptions, runChaos, saveReport } from './chaos/harness.js'
+import { checkArrivals, checkGivenUp, checkWrites, formatSummary, quickOptions, runChaos, saveReport } from './chaos/harness.js'
 import type { ChaosReport } from './chaos/harness.js'
 
 describe('chaos', function () {
@@ -42,6 +42,33 @@ describe('chaos', function () {
       '/stale=f was overwritten on replica 0 by the acknowledged g, yet it is the value left',
       '/failed=i comes from a write that failed'
     ])
+  })
+
+  it('the given-up and arrival checkers flag an honest branch left given up and a write that never arrived', async () => {
+    const found: string[] = []
+    const violation = (text: string): void => { found.push(text) }
+    // replica 0 gave up a (merged by replica 1) and j (merged by nobody: junk)
+    const merged = [new Set<string>(), new Set(['a']), new Set<string>()]
+    const arrivals: Array<Array<[string, number]>> = [[['v1', 150]], [], [['v0', 120], ['v1', 160]]]
+    const procs = [0, 1, 2].map(index => ({
+      index,
+      request: async (req: any): Promise<any> => req.cmd === 'merged' ? req.cids.filter((c: string) => merged[index].has(c)) : arrivals[index]
+    }))
+    const statuses: any[] = [
+      { givenUp: ['a', 'j'], givenUpCount: 2, startedAt: 0 },
+      { givenUp: [], givenUpCount: 0, startedAt: 0 },
+      { givenUp: ['j'], givenUpCount: 1, startedAt: 0 }
+    ]
+    expect(await checkGivenUp(procs as any, statuses, violation)).to.equal(3)
+    expect(found).to.deep.equal(['replica(s) 0 gave up branch a, which replica 1 merged: an honest branch left given up'])
+    found.length = 0
+    const records: any[] = [
+      { key: '/x', value: 'v0', replica: 0, sentAt: 90, endAt: 100, status: 'acked' },
+      { key: '/y', value: 'v1', replica: 1, sentAt: 95, endAt: 100, status: 'acked' }
+    ]
+    const delays = await checkArrivals(procs as any, statuses, records, new Map([['/x', 'v0'], ['/y', 'v1']]), violation)
+    expect(found).to.deep.equal(['the acknowledged /x=v0 (replica 0) never arrived on replica 1'])
+    expect(delays).to.deep.equal({ count: 3, p50: 50, p99: 60, max: 60 })
   })
 
   it('quick run: 3 replica processes under faults and SIGKILLs converge, losing no acknowledged write', async () => {

@@ -412,43 +412,70 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
     }
   })
 
-  it('#20.7: a 1 MiB junk block a peer serves under a CID we asked for never reaches the disk', async () => {
-    const dir = await tempDir('hostile-disk')
-    const evil = await createReplicaNode({ listen: ['/memory/hostile-disk2-evil'] })
-    const honest = await createReplicaNode({ listen: ['/memory/hostile-disk2-honest'], directory: dir.path })
-    nodes.push(evil, honest)
-    const store = await createHeliaCRDT(honest, { topic: 'hostile-disk2', repairInterval: 0, dagSyncerTimeout: 5000, maxBlockSize: 256 * 1024, syncProtocol: false })
-    try {
-      await honest.libp2p.dial(evil.libp2p.getMultiaddrs()[0])
-      // not a node, under the size limit of the store's default but over this one
-      const junkBytes = new Uint8Array(1024 * 1024).map((_, j) => (j * 131 + 17) & 0xff)
-      const junk = CID.createV1(0x70, await sha256.digest(junkBytes))
-      await evil.blockstore.put(junk, junkBytes)
-      // not a node, small
-      const smallBytes = new Uint8Array(3000).fill(0x42)
-      const small = CID.createV1(0x70, await sha256.digest(smallBytes))
-      await evil.blockstore.put(small, smallBytes)
-      // a real node over the limit, and a real node within it
-      const big = await storedNode(evil.blockstore, '/big', 'x'.repeat(300 * 1024))
-      const good = await storedNode(evil.blockstore, '/good', 'ok')
-      const before = await dirSize(join(dir.path, 'blocks'))
-      await store.receive(announce([junk, small, big, good]))
-      const settled = async (): Promise<boolean> => {
-        const st = store.stats()
-        return st.queuedHeads === 0 && st.headsInFlight === 0 && st.queuedJobs === 0 && (await stateOf(store)).length === 1
+  for (const sessions of [true, false]) {
+    it(`#20.7: a 1 MiB junk block a peer serves under a CID we asked for never reaches the disk (sessions: ${sessions})`, async () => {
+      const dir = await tempDir('hostile-disk')
+      const evil = await createReplicaNode({ listen: [`/memory/hostile-disk2-evil-${sessions}`] })
+      const honest = await createReplicaNode({ listen: [`/memory/hostile-disk2-honest-${sessions}`], directory: dir.path })
+      nodes.push(evil, honest)
+      const store = await createHeliaCRDT(honest, { sessions, topic: 'hostile-disk2', repairInterval: 0, dagSyncerTimeout: 5000, maxBlockSize: 256 * 1024, syncProtocol: false })
+      try {
+        await honest.libp2p.dial(evil.libp2p.getMultiaddrs()[0])
+        // not a node, under the size limit of the store's default but over this one
+        const junkBytes = new Uint8Array(1024 * 1024).map((_, j) => (j * 131 + 17) & 0xff)
+        const junk = CID.createV1(0x70, await sha256.digest(junkBytes))
+        await evil.blockstore.put(junk, junkBytes)
+        // not a node, small
+        const smallBytes = new Uint8Array(3000).fill(0x42)
+        const small = CID.createV1(0x70, await sha256.digest(smallBytes))
+        await evil.blockstore.put(small, smallBytes)
+        // a real node over the limit, and a real node within it
+        const big = await storedNode(evil.blockstore, '/big', 'x'.repeat(300 * 1024))
+        const good = await storedNode(evil.blockstore, '/good', 'ok')
+        const before = await dirSize(join(dir.path, 'blocks'))
+        await store.receive(announce([junk, small, big, good]))
+        const settled = async (): Promise<boolean> => {
+          const st = store.stats()
+          return st.queuedHeads === 0 && st.headsInFlight === 0 && st.queuedJobs === 0 && (await stateOf(store)).length === 1
+        }
+        await waitFor(settled, 30_000, 'every announced head to be handled')
+        expect(await stateOf(store)).to.deep.equal(['/good=ok'])
+        for (const cid of [junk, small, big]) expect(await honest.blockstore.has(cid), cid.toString()).to.equal(false)
+        expect(await honest.blockstore.has(good)).to.equal(true)
+        // LevelDB appends every put to its log: a block stored and deleted again would still show
+        const grown = await dirSize(join(dir.path, 'blocks')) - before
+        expect(grown).to.be.below(64 * 1024)
+      } finally {
+        await store.stop()
+        nodes = nodes.filter(n => n !== honest)
+        await honest.stop()
+        await dir.remove()
       }
-      await waitFor(settled, 30_000, 'every announced head to be handled')
-      expect(await stateOf(store)).to.deep.equal(['/good=ok'])
-      for (const cid of [junk, small, big]) expect(await honest.blockstore.has(cid), cid.toString()).to.equal(false)
-      expect(await honest.blockstore.has(good)).to.equal(true)
-      // LevelDB appends every put to its log: a block stored and deleted again would still show
-      const grown = await dirSize(join(dir.path, 'blocks')) - before
-      expect(grown).to.be.below(64 * 1024)
+    })
+  }
+
+  it('#20.8: a repair asks the connected peers once for links nobody has, instead of waiting out dagSyncerTimeout', async () => {
+    const other = await createReplicaNode({ listen: ['/memory/hostile-probe-other'] })
+    const honest = await createReplicaNode({ listen: ['/memory/hostile-probe-honest'] })
+    nodes.push(other, honest)
+    await honest.libp2p.dial(other.libp2p.getMultiaddrs()[0])
+    const missing = await Promise.all(Array.from({ length: 3 }, async (_, i) => missingCid(`probe-${i}`)))
+    const top = await storedNode(other.blockstore, '/top', 't', missing, 2)
+    const first = await createHeliaCRDT(honest, { topic: 'hostile-probe', repairInterval: 0, syncProtocol: false })
+    try {
+      void first.receive(announce([top])).catch(() => {})
+      await waitFor(async () => (await stateOf(first)).includes('/top=t') && (await first.pendingBranches()).length === 3, 10_000, 'the links to be pending')
+    } finally {
+      await first.stop()
+    }
+    // no deadline at all: only asking each connected peer once ends these fetches
+    const store = await createHeliaCRDT(honest, { topic: 'hostile-probe', repairInterval: 0, dagSyncerTimeout: 0, maxFetchAttempts: 2, syncProtocol: false })
+    try {
+      for (let i = 0; i < 4 && (await store.pendingBranches()).length > 0; i++) await store.repair().catch(() => {})
+      expect(await store.pendingBranches()).to.have.lengthOf(0)
+      expect((await store.givenUpBranches()).map(b => b.cid.toString()).sort()).to.deep.equal(missing.map(String).sort())
     } finally {
       await store.stop()
-      nodes = nodes.filter(n => n !== honest)
-      await honest.stop()
-      await dir.remove()
     }
   })
 

@@ -362,6 +362,24 @@ describe('WriteSet', () => {
       expect(ds.gets).to.equal(1)
     })
 
+    it('a scan one entry longer than maxEntries is cut short', async () => {
+      const tx = new WriteSet(ds)
+      // /p/x/ holds three entries: two fit, the third cuts the scan
+      expect(await tx.prefetchByScan([new Key('/p/x/1'), new Key('/p/x/9')], 2)).to.be.false()
+      expect(ds.gets).to.equal(1)
+      expect(await new WriteSet(ds).prefetchByScan([new Key('/p/x/1'), new Key('/p/x/9')], 3)).to.be.true()
+    })
+
+    it('a scan never replaces a value already read in the same WriteSet', async () => {
+      const tx = new WriteSet(ds)
+      expect(dec(await tx.get(new Key('/p/x/1')))).to.equal('/p/x/1')
+      // changed behind the WriteSet's back (cannot happen under the merge lock)
+      await ds.put(new Key('/p/x/1'), enc('changed'))
+      await tx.prefetchByScan([new Key('/p/x/8'), new Key('/p/x/9')], 10)
+      expect(ds.queries).to.deep.equal(['/p/x/'])
+      expect(dec(await tx.get(new Key('/p/x/1')))).to.equal('/p/x/1')
+    })
+
     it('a single key is its own prefix and is decided by the scan', async () => {
       const tx = new WriteSet(ds)
       expect(await tx.prefetchByScan([new Key('/p/x/7')], 5)).to.be.true()

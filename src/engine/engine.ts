@@ -82,6 +82,12 @@ export interface FetchOptions extends AbortOptions {
   timeout?: number
   /** A peer (id string) likely to have the block, asked first by DAG syncers that can */
   preferPeer?: string
+  /**
+   * Give up as soon as every connected peer said it does not have the block
+   * (DAG syncers that can tell): repairs, which come again, use it so that
+   * links nobody has cost a round trip rather than a whole deadline
+   */
+  probe?: boolean
 }
 
 /** Something that can fetch blocks: a blockstore or a session of one */
@@ -356,7 +362,7 @@ export class Engine {
       chunks = await withTimeout(options?.signal, timeout, async signal => {
         const out: Uint8Array[] = []
         let size = 0
-        const opts = options?.preferPeer == null ? { signal } : { signal, preferPeer: options.preferPeer }
+        const opts = { signal, ...(options?.preferPeer == null ? {} : { preferPeer: options.preferPeer }), ...(options?.probe === true ? { probe: true } : {}) }
         for await (const chunk of getter.get(cid, opts)) {
           size += chunk.byteLength
           if (size > this.maxBlockSize) throw new BlockTooLargeError(`Block is larger than ${this.maxBlockSize} bytes`)

@@ -307,7 +307,8 @@ export class Replicator {
     const starts = pending.filter(cid => this.engine.reserve(cid)).map(cid => ({ cid }))
     this.log('repairing from %d unfinished branches', starts.length)
     try {
-      await this.walker.walk(starts, { signal })
+      // a repair comes again: a branch nobody connected has fails at once rather than holding a slot
+      await this.walker.walk(starts, { signal, probe: true })
     } catch (err) {
       if (!signal.aborted) await this.engine.markDirty()
       throw err

@@ -53,6 +53,8 @@ export interface WalkStart {
 export interface WalkOptions extends AbortOptions {
   /** A peer (id string) likely to hold the branch: asked first by DAG syncers that can */
   preferPeer?: string
+  /** Fetches end once every connected peer said it lacks the block (see `FetchOptions.probe`) */
+  probe?: boolean
 }
 
 export interface WalkerInit {

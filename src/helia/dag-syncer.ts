@@ -19,7 +19,9 @@
  * a whole walk: it would keep asking peers that have gone.
  *
  * A fetch may name a peer to ask first (`preferPeer`: the peer that
- * announced the head), when it is connected.
+ * announced the head), when it is connected. A `probe` fetch (repairs)
+ * fails as soon as every connected peer said it lacks the block, instead
+ * of asking again until its deadline.
  *
  * Nothing fetched reaches the persistent blockstore before it decodes as a
  * node: Helia's own `get` and sessions store a block as soon as bitswap
@@ -249,11 +251,13 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     }
   }
 
-  async function fetchBlock (cid: CID, options?: AbortOptions & { preferPeer?: string }): Promise<Uint8Array> {
+  async function fetchBlock (cid: CID, options?: AbortOptions & { preferPeer?: string, probe?: boolean }): Promise<Uint8Array> {
     const done = new AbortController()
     const signal = options?.signal == null ? done.signal : AbortSignal.any([options.signal, done.signal])
     const asks = new Set<Promise<void>>()
     const asked = new Set<string>()
+    /** Peers whose ask ended without the block */
+    const refused = new Set<string>()
     let found: Uint8Array | undefined
     let wake: (() => void) | undefined
     let pauses = 0
@@ -275,6 +279,10 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         signal.throwIfAborted()
         const peers = connected()
         const fresh = candidates(peers, asked, options?.preferPeer)
+        if (options?.probe === true && [...peers.keys()].every(id => refused.has(id))) {
+          // a probe: every connected peer said no (or none is connected)
+          throw new Error(`no connected peer has ${cid}`)
+        }
         if (fresh.length === 0) {
           // Everyone was asked (or none is connected): wait, then ask again.
           // A peer says DONT_HAVE only once per want and keeps the want, so
@@ -294,7 +302,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
                 found = bytes
                 served(id)
               }
-            }, () => {})
+            }, () => { refused.add(id) })
             .finally(() => {
               asks.delete(attempt)
               wake?.()

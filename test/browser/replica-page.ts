@@ -27,8 +27,8 @@ import { IDBBlockstore } from 'blockstore-idb'
 import { IDBDatastore } from 'datastore-idb'
 import { createHeliaLight } from 'helia'
 import { Key } from 'interface-datastore'
-import { createHeliaCRDT } from '../../src/helia/helia.js'
-import type { HeliaCRDTDatastore, HeliaLike } from '../../src/helia/helia.js'
+import { createHeliaCRDT } from '../../src/helia/index.js'
+import type { HeliaCRDTDatastore, HeliaLike } from '../../src/helia/index.js'
 
 export interface PageReplica {
   /** Opens `<name>-data` / `<name>-blocks`, starts Helia and the store (not connected to anyone) */

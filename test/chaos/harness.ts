@@ -66,7 +66,7 @@ export function quickOptions (seed: number): ChaosOptions {
   return { seed, replicas: 3, duration: 20_000, opsPerSecond: 12, kills: 4, partitions: 1, junk: 9, convergeTimeout: 60_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
 }
 
-interface WriteRecord {
+export interface WriteRecord {
   key: string
   /** absent: a delete */
   value?: string
@@ -669,14 +669,14 @@ export function checkWrites (records: Array<{ key: string, value?: string, repli
   }
 }
 
-const mb = (bytes: number): string => (bytes / 1024 / 1024).toFixed(1)
+const mb = (bytes: number): string => (bytes / 1024 / 1024).toFixed(2)
 
 /**
  * Branches given up must be junk: a branch one replica gave up that another
  * merged is an honest branch left behind (its holder was reachable at the
  * end, yet it was not revived and fetched). Returns how many are given up.
  */
-async function checkGivenUp (procs: ReplicaProcess[], statuses: ReplicaStatus[], violation: (text: string) => void): Promise<number> {
+export async function checkGivenUp (procs: Array<Pick<ReplicaProcess, 'index' | 'request'>>, statuses: ReplicaStatus[], violation: (text: string) => void): Promise<number> {
   const givenUp = new Map<string, number[]>()
   statuses.forEach((s, i) => { for (const cid of s.givenUp ?? []) givenUp.set(cid, [...(givenUp.get(cid) ?? []), i]) })
   if (givenUp.size === 0) return 0
@@ -696,7 +696,7 @@ async function checkGivenUp (procs: ReplicaProcess[], statuses: ReplicaStatus[],
  * acknowledged; returns the delays (ms, from the acknowledgement) of every
  * arrival seen
  */
-async function checkArrivals (procs: ReplicaProcess[], statuses: ReplicaStatus[], records: WriteRecord[], final: Map<string, string>, violation: (text: string) => void): Promise<ChaosSummary['arrivalMs']> {
+export async function checkArrivals (procs: Array<Pick<ReplicaProcess, 'index' | 'request'>>, statuses: ReplicaStatus[], records: WriteRecord[], final: Map<string, string>, violation: (text: string) => void): Promise<ChaosSummary['arrivalMs']> {
   const arrivals = await Promise.all(procs.map(async p => new Map(await p.request<Array<[string, number]>>({ cmd: 'arrivals' }, 30_000).catch(() => []))))
   const delays: number[] = []
   for (const rec of records) {

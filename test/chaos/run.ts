@@ -1,5 +1,5 @@
 /**
- * `npm run chaos [-- --quick] [-- --seed N] [-- --replicas N] [-- --keep]`
+ * `npm run chaos [-- --quick] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
  *
  * Runs the chaos harness (see harness.ts) and exits non-zero on any
  * violation, printing the seed that replays the run's choices.
@@ -23,6 +23,8 @@ const replicas = argValue('--replicas')
 if (replicas != null) options.replicas = Number(replicas)
 const duration = argValue('--duration')
 if (duration != null) options.duration = Number(duration)
+const converge = argValue('--converge-timeout')
+if (converge != null) options.convergeTimeout = Number(converge)
 options.keep = process.argv.includes('--keep')
 
 const report = await runChaos(options)
