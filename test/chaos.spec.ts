@@ -79,4 +79,7 @@ function checkSummary (s: ChaosReport['summary'], summary: string): void {
   expect(junk, summary).to.be.within(planned - 2, planned)
   expect(Object.keys(faults.junk).length, summary).to.be.at.least(5)
   expect(s.convergeMs, summary).to.be.at.least(0)
+  // a mixed cluster: the replicas with the protocol synced through it, the last one by bitswap alone
+  expect(quickOptions(0).withoutSync, summary).to.equal(1)
+  expect(s.syncBlocks, summary).to.be.greaterThan(0)
 }
