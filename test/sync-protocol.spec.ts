@@ -132,6 +132,22 @@ describe('sync protocol', function () {
     }
   })
 
+  it('deletes a streamed block that the store then refuses (over its own maxBlockSize)', async () => {
+    const a = await startPeer()
+    peers.push(a)
+    await a.store.put(new Key('/big'), new Uint8Array(4096).fill(7))
+    const [big] = a.store.heads()
+    await a.store.put(new Key('/small'), enc('s'))
+    const b = await startPeer({ maxBlockSize: 1024 })
+    peers.push(b)
+    await connect(a, b)
+    await waitFor(async () => (await stateOf(b.store)).includes('/small=s') && b.store.stats().givenUpBranches > 0, 30_000, 'the small node merged and the big one given up', 100)
+    // it came by stream, and is gone again
+    expect(b.store.sync?.blockstore.stats.blocks).to.be.at.least(1)
+    expect(await b.node.blockstore.has(big.cid)).to.equal(false)
+    expect(await stateOf(b.store)).to.deep.equal(['/small=s'])
+  })
+
   it('falls back to bitswap for a peer without the protocol', async () => {
     const a = await startPeer({ syncProtocol: false })
     peers.push(a)

@@ -50,6 +50,8 @@ export interface SyncingBlockstoreComponents {
   local: Pick<DAGBlockstore, 'has' | 'put'> & {
     /** Removes a delivered block the store refused */
     delete?(cid: CID, options?: AbortOptions): unknown
+    /** Helia's wrapping blockstores hand out the store they wrap */
+    unwrap?(): SyncingBlockstoreComponents['local']
     get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
     /** Stores many blocks in one batch (interface-blockstore's `putMany`) */
     putMany?(blocks: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncIterable<CID>
@@ -237,9 +239,9 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   async discard (cid: CID, options?: AbortOptions): Promise<void> {
     const key = cid.toString()
     this.dropHandoff(key)
-    if (this.delivered.delete(key) && this.components.local.delete != null) {
+    if (this.delivered.delete(key)) {
       try {
-        await this.components.local.delete(cid, options)
+        await deleteBlock(this.components.local, cid, options)
       } catch (err: any) {
         this.log.error('could not delete refused block %c - %e', cid, err)
       }
@@ -461,6 +463,27 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
         resolve(found)
       })
     })
+  }
+}
+
+type Deletable = SyncingBlockstoreComponents['local']
+
+/**
+ * Deletes a block from the local blockstore. Helia's `delete` also cancels
+ * reproviding, which fails on a node without content routing: then the
+ * block is deleted from the store Helia wraps.
+ */
+async function deleteBlock (local: Deletable, cid: CID, options?: AbortOptions): Promise<void> {
+  if (local.delete == null) return
+  try {
+    await local.delete(cid, options)
+  } catch (err: any) {
+    // pinned meanwhile: the user wants it after all
+    if (err?.name === 'BlockPinnedError') return
+    let inner: Deletable | undefined = local.unwrap?.()
+    for (let depth = 0; inner?.unwrap != null && depth < 4; depth++) inner = inner.unwrap()
+    if (inner?.delete == null) throw err
+    await inner.delete(cid, options)
   }
 }
 
