@@ -204,6 +204,12 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       return
     }
     if (await local.has(cid, options) || await this.viaSync(cid, options)) {
+      // a stream may just have brought it
+      const delivered = this.take(cid)
+      if (delivered != null) {
+        yield delivered.bytes
+        return
+      }
       yield * local.get(cid, { ...options, offline: true })
       return
     }
