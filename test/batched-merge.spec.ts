@@ -195,6 +195,23 @@ describe('merging many nodes per datastore batch', function () {
     }
   })
 
+  it('a node met again after it was merged (a stale w/ record) is cleared without an event', async () => {
+    const source = await chainWriter(5)
+    const r = await memoryReplica({ repairInterval: 0 })
+    try {
+      await syncReplica(source, r)
+      const chain = await chainOf(source.blockstore, source.store.heads()[0].cid)
+      await r.datastore.put(new Key(`/crdt/w${blockKey(chain[2])}`), Uint8Array.of(0))
+      const events = record(r.store)
+      await r.store.markDirty()
+      await r.store.repair()
+      expect(await r.store.pendingBranches()).to.deep.equal([])
+      expect(events).to.deep.equal([])
+    } finally {
+      await Promise.all([source.store.stop(), r.store.stop()])
+    }
+  })
+
   describe('property: batched merges equal merges one node at a time', () => {
     const KEYS = ['/a', '/b', '/c/d', '/ü', '/日本/語', '/😀', '/e\u0301']
     const VALUES = ['x', 'y', '', 'ü', '語', '😀']

@@ -583,7 +583,8 @@ export class Engine {
 
   private async applyRun (first: DecodedNode, excluded: Set<string>, options?: RunOptions): Promise<RunResult> {
     const tx = new WriteSet(this.datastore)
-    const merged: Array<{ node: DecodedNode, changes: SetChange[] }> = []
+    // `skipped`: processed already (only the first can be), no event
+    const merged: Array<{ node: DecodedNode, changes: SetChange[], skipped: boolean }> = []
     // reserved by this run: handed back, or merged (released after the commit)
     const children: CID[] = []
     const stack: CID[] = []
@@ -592,7 +593,7 @@ export class Engine {
     let current: CID | undefined
     const stage = async (node: DecodedNode): Promise<void> => {
       const result = await this.stage(tx, node, false, options)
-      merged.push({ node, changes: result.changes })
+      merged.push({ node, changes: result.changes, skipped: result.skipped === true })
       // popped in link order
       for (let i = result.children.length - 1; i >= 0; i--) stack.push(result.children[i])
     }
@@ -629,11 +630,12 @@ export class Engine {
     // merged and marked processed: no walk needs them reserved any more
     for (const { node } of merged.slice(1)) this.release(node.cid)
     const changes: SetChange[] = []
-    for (const { node, changes: nodeChanges } of merged) {
+    for (const { node, changes: nodeChanges, skipped } of merged) {
+      if (skipped) continue
       changes.push(...nodeChanges)
       this.onChanges(nodeChanges, { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, local: false })
     }
-    return { children, changes, merged: merged.length }
+    return { children, changes, merged: merged.filter(m => !m.skipped).length }
   }
 
   /** Runs `fn` under the merge lock */
@@ -689,13 +691,14 @@ export class Engine {
    * `before` (the local block being stored) must settle before the commit.
    */
   private async apply (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>): Promise<ProcessResult> {
-    const { changes, children } = await this.stage(tx, node, local, options, before)
+    const { changes, children, skipped } = await this.stage(tx, node, local, options, before)
     try {
       await tx.commit(options)
     } catch (err) {
       for (const child of children) this.release(child)
       throw err
     }
+    if (skipped === true) return { children, changes }
     this.onChanges(changes, { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, local })
     return { children, changes }
   }
@@ -705,14 +708,14 @@ export class Engine {
    * staged before in the same WriteSet count as merged). Children returned
    * are reserved; the caller commits, then releases them or hands them on.
    */
-  private async stage (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>): Promise<ProcessResult> {
+  private async stage (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>): Promise<ProcessResult & { skipped?: boolean }> {
     const id = blockKey(node.cid)
     const { delta } = node
     const pendingKey = this.layout.pendingKey(id)
 
     if (!local && await tx.has(this.layout.processedKey(id), options)) {
       tx.delete(pendingKey)
-      return { children: [], changes: [] }
+      return { children: [], changes: [], skipped: true }
     }
 
     // What is read below is read concurrently with the merge's own reads
