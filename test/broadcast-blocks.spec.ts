@@ -12,6 +12,7 @@ import { decodeBroadcast } from '../src/index.js'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
 import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
+import { PayloadQueue } from '../src/engine/payload-queue.js'
 
 async function blockOf (blockstore: { get(cid: CID): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }, cid: CID): Promise<Uint8Array> {
   const chunks: Uint8Array[] = []
@@ -125,4 +126,28 @@ describe('blocks in broadcasts', function () {
     expect(await blockOf(reader.blockstore.local, head.cid)).to.deep.equal(real)
   })
 
+  it('takes the heads and carried blocks a transport decoded as given, without decoding the payload again', async () => {
+    const source = await memoryReplica({ repairInterval: 0 })
+    await source.store.put(new Key('/once'), enc('decoded'))
+    const [head] = source.store.heads()
+    const bytes = await blockOf(source.blockstore, head.cid)
+    const queue = new PayloadQueue(10, 1024 * 1024)
+    const broadcaster = {
+      broadcast: async () => {},
+      next: async (options?: { signal?: AbortSignal }) => queue.next(options),
+      nextPayload: async (options?: { signal?: AbortSignal }) => queue.nextPayload(options)
+    }
+    // the reader's blockstore has nothing and cannot fetch: the block can only come from the decoded payload
+    const reader = await memoryReplica({ repairInterval: 0, dagSyncerTimeout: 1000, headTimeout: 1000 }, { broadcaster })
+    try {
+      // bytes that do not decode: decoding them again would lose the head and its block
+      queue.push(Uint8Array.of(0xde, 0xad, 0xbe, 0xef), { from: 'peer', heads: new Map([['', [head.cid]]]), blocks: [{ cid: head.cid, bytes }] })
+      await waitFor(async () => reader.store.hasMerged(head.cid), 10_000, 'the head merged')
+      expect(await stateOf(reader.store)).to.deep.equal(['/once=decoded'])
+    } finally {
+      queue.close()
+      await reader.store.stop()
+      await source.store.stop()
+    }
+  })
 })

@@ -111,4 +111,7 @@ function checkSummary (s: ChaosReport['summary'], summary: string): void {
   expect(s.arrivalMs.count, summary).to.be.greaterThan(0)
   expect(s.peakRssBytes, summary).to.be.greaterThan(0)
   expect(s.blockstoreBytes, summary).to.be.greaterThan(0)
+  // a mixed cluster: the replicas with the protocol synced through it, the last one by bitswap alone
+  expect(quickOptions(0).withoutSync, summary).to.equal(1)
+  expect(s.syncBlocks, summary).to.be.greaterThan(0)
 }

@@ -406,8 +406,13 @@ describe('hostile network input', function () {
     const source = new MemoryBlockstore()
     const top = await buildChain(source, 30, '/chain')
     let sessionGets = 0
-    // a blockstore whose sessions never answer (their providers are gone)
+    // a blockstore whose sessions never answer (their providers are gone),
+    // and whose blocks count as remote (a walk cannot merge them as local)
     class DeadSessions extends MemoryBlockstore {
+      override has (): boolean {
+        return false
+      }
+
       createSession (): { get(cid: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> } {
         return {
           async * get (_cid, options) {

@@ -10,10 +10,12 @@ import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { encodeBroadcast } from '../src/index.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { createReplicaNode } from '../src/node/index.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc } from './fixtures/stores.js'
+import { goNode } from './fixtures/go-nodes.js'
 import { hostileServer } from './fixtures/sync-peers.js'
 import type { HostileMode } from './fixtures/sync-peers.js'
 import type { HeliaCRDTDatastore } from '../src/helia/index.js'
@@ -84,4 +86,29 @@ describe('sync protocol against hostile servers', function () {
       }
     })
   }
+
+  it('cuts off a peer that streams a hash-valid block that is no node, and leaves nothing of it on disk', async () => {
+    const hNode = await createReplicaNode({ listen: [`/memory/hostile-${process.pid}-${seq++}`] })
+    const hStore: HeliaCRDTDatastore = await createHeliaCRDT(hNode, { topic: TOPIC, ...STORE_OPTIONS, dagSyncerTimeout: 1000, syncProtocol: false })
+    cleanup.push(async () => { await hStore.stop(); await hNode.stop() })
+    // a node linking a block whose bytes hash to its dag-pb CID but do not decode
+    const junk = Uint8Array.of(0xff, 0xff, 0xff, 0x0f, seq)
+    const junkCid = CID.createV1(0x70, await sha256.digest(junk))
+    const top = await goNode({ elements: [{ key: '/u', value: '1' }], priority: 2, links: [junkCid] })
+    await hNode.blockstore.put(top.cid, top.bytes)
+    await hStore.receive(encodeBroadcast([{ cid: top.cid, dagName: '' }]))
+    expect(hStore.heads().map(h => h.cid.toString())).to.deep.equal([top.cid.toString()])
+    const hostile = await hostileServer(hNode, 'undecodable', { get: async cid => cid.equals(junkCid) ? junk : blockOf(hNode, cid), other: junkCid })
+    cleanup.push(async () => { await hostile.stop() })
+
+    const bNode = await createReplicaNode({ listen: [`/memory/asker-${process.pid}-${seq++}`] })
+    const bStore: HeliaCRDTDatastore = await createHeliaCRDT(bNode, { topic: TOPIC, ...STORE_OPTIONS, dagSyncerTimeout: 1000, syncProtocol: { idleTimeout: 500 } })
+    cleanup.unshift(async () => { await bStore.stop(); await bNode.stop() })
+    await bNode.libp2p.dial(hNode.libp2p.getMultiaddrs()[0])
+
+    await waitFor(async () => (await stateOf(bStore)).includes('/u=1') && (bStore.sync?.blockstore.stats.cut ?? 0) > 0, 30_000, 'the node merged and the peer cut off', 100)
+    expect(hostile.requests).to.be.at.least(1)
+    expect(await bNode.blockstore.has(top.cid)).to.equal(true)
+    expect(await bNode.blockstore.has(junkCid)).to.equal(false)
+  })
 })

@@ -11,7 +11,7 @@ import { createReplicaNode } from '../src/node/index.js'
 import { SYNC_PROTOCOL } from '../src/helia/sync/protocol.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, tempDir } from './fixtures/stores.js'
-import { openSyncStream, readFrames } from './fixtures/sync-peers.js'
+import { hostileServer, openSyncStream, readFrames } from './fixtures/sync-peers.js'
 import type { HeliaCRDTDatastore, HeliaCRDTInit } from '../src/helia/index.js'
 import type { ReplicaNode } from '../src/node/index.js'
 
@@ -82,6 +82,8 @@ describe('sync protocol', function () {
     expect(stats?.blocks).to.be.at.least(299)
     expect(stats?.fallbacks).to.be.at.most(1)
     expect(stats?.cut).to.equal(0)
+    // streamed blocks reach the walker decoded, most without a read back from disk
+    expect(stats?.handedOver).to.be.greaterThan(150)
   })
 
   it('a fresh replica catches up a wide DAG written by several replicas', async () => {
@@ -102,6 +104,48 @@ describe('sync protocol', function () {
     const stats = b.store.sync?.blockstore.stats
     expect(stats?.blocks).to.be.at.least(100)
     expect(stats?.cut).to.equal(0)
+  })
+
+  it('asks the announcer of a head first, before other peers that speak the protocol', async () => {
+    // X speaks the protocol but never answers: asking it first would cost an idle timeout and a cut
+    const x = await createReplicaNode({ listen: [`/memory/sync-${process.pid}-${seq++}`] })
+    const silent = await hostileServer(x, 'silent', { get: async () => new Uint8Array(0), other: undefined as any })
+    try {
+      const c = await startPeer()
+      peers.push(c)
+      for (let i = 0; i < 40; i++) await c.store.put(new Key(`/announced/${i}`), enc(`v${i}`))
+      const b = await startPeer({ syncProtocol: { idleTimeout: 2000 } })
+      peers.push(b)
+      // X is B's first connection, and B knows it speaks the protocol, before B hears of C's heads
+      await b.node.libp2p.dial(x.libp2p.getMultiaddrs()[0])
+      await waitFor(async () => (await b.node.libp2p.peerStore.get(x.libp2p.peerId)).protocols.includes(SYNC_PROTOCOL), 10_000, 'identify of X')
+      await connect(b, c)
+      await converge([b, c], 40)
+      const stats = b.store.sync?.blockstore.stats
+      expect(silent.requests).to.equal(0)
+      expect(stats?.preferred).to.be.at.least(1)
+      expect(stats?.requests).to.equal(stats?.preferred)
+      expect(stats?.cut).to.equal(0)
+    } finally {
+      await silent.stop()
+      await x.stop()
+    }
+  })
+
+  it('deletes a streamed block that the store then refuses (over its own maxBlockSize)', async () => {
+    const a = await startPeer()
+    peers.push(a)
+    await a.store.put(new Key('/big'), new Uint8Array(4096).fill(7))
+    const [big] = a.store.heads()
+    await a.store.put(new Key('/small'), enc('s'))
+    const b = await startPeer({ maxBlockSize: 1024 })
+    peers.push(b)
+    await connect(a, b)
+    await waitFor(async () => (await stateOf(b.store)).includes('/small=s') && b.store.stats().givenUpBranches > 0, 30_000, 'the small node merged and the big one given up', 100)
+    // it came by stream, and is gone again
+    expect(b.store.sync?.blockstore.stats.blocks).to.be.at.least(1)
+    expect(await b.node.blockstore.has(big.cid)).to.equal(false)
+    expect(await stateOf(b.store)).to.deep.equal(['/small=s'])
   })
 
   it('falls back to bitswap for a peer without the protocol', async () => {

@@ -20,7 +20,8 @@
  * The clock starts at 'go' or, without waitForGo, just before dialling.
  * `ms` ends when the store holds `expected` keys, counted by onKey and
  * confirmed with countKeys(). `rss.hwm` is the kernel's peak RSS (VmHWM) of
- * this process; `rss.sampled` the largest of 100 ms samples.
+ * this process; `rss.sampled` the largest of 100 ms samples; `rss.idle` the
+ * RSS once connected and subscribed, before anything was synced.
  */
 
 import { now, rssSampler, waitFor } from './common.mjs'
@@ -67,6 +68,8 @@ export function runChild (open) {
     t0 = now()
     await replica.dial(dial)
     await waitFor(() => replica.subscribers(topic) > 0, 20_000, 'the gossipsub subscription')
+    // idle: the replica up, connected and subscribed, before it has synced anything
+    const idleRss = process.memoryUsage().rss
     process.send({ type: 'ready' })
     if (init.waitForGo === true) await go
 
@@ -89,7 +92,7 @@ export function runChild (open) {
     const ms = now() - t0
     clearInterval(progress)
     await (await heap)?.()
-    process.send({ type: 'done', count, ms, rss: await rss.stop(), stats: await replica.stats?.(), error })
+    process.send({ type: 'done', count, ms, rss: { ...(await rss.stop()), idle: idleRss }, stats: await replica.stats?.(), error })
   }
 
   async function exit (code) {

@@ -67,12 +67,31 @@ export async function decodeCarriedBlocks (data: Uint8Array, options: DecodeCarr
   for (const head of message.Heads) {
     if (head.Block == null || head.Block.byteLength === 0) continue
     const cid = tryCID(head.Cid)
-    if (cid != null && await options.skip?.(cid) === true) continue
-    if (cid == null || !(await verifyBlock(cid, head.Block))) {
+    if (cid == null) {
       rejected++
       continue
     }
     blocks.push({ cid, bytes: head.Block })
+  }
+  const verified = await verifyCarriedBlocks(blocks, options)
+  return { blocks: verified.blocks, rejected: rejected + verified.rejected }
+}
+
+/**
+ * Checks carried blocks (as `decodeBroadcastPayload()` returns them)
+ * against their CIDs: those whose bytes do not hash to their CID are
+ * counted as rejected and left out
+ */
+export async function verifyCarriedBlocks (carried: CarriedBlock[], options: DecodeCarriedOptions = {}): Promise<CarriedBlocks> {
+  const blocks: CarriedBlock[] = []
+  let rejected = 0
+  for (const { cid, bytes } of carried) {
+    if (await options.skip?.(cid) === true) continue
+    if (!(await verifyBlock(cid, bytes))) {
+      rejected++
+      continue
+    }
+    blocks.push({ cid, bytes })
   }
   return { blocks, rejected }
 }

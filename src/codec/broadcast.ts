@@ -16,6 +16,7 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { DAG_PB_CODE } from './block-key.js'
 import { MalformedBroadcastError } from '../errors.js'
 import { CRDTBroadcast } from './pb/broadcast.js'
+import type { CarriedBlock } from './broadcast-blocks.js'
 
 /** A head as announced on the wire */
 export interface BroadcastHead {
@@ -84,13 +85,29 @@ export function splitBroadcast (heads: BroadcastHead[]): Uint8Array[] {
  * within the limits above, naming only usable CIDs, nor a bare binary CID.
  */
 export function decodeBroadcast (data: Uint8Array): Map<string, CID[]> {
+  return decodeBroadcastPayload(data).heads
+}
+
+/** A broadcast payload decoded: its heads, and the head blocks it carries (not yet checked against their CIDs) */
+export interface DecodedBroadcast {
+  heads: Map<string, CID[]>
+  blocks: CarriedBlock[]
+}
+
+/**
+ * Like `decodeBroadcast()`, also returning the head blocks the payload
+ * carries (`Head.Block`, see broadcast-blocks.ts), in one decode. The
+ * blocks are views into `data`, unverified: `verifyCarriedBlocks()` checks
+ * them.
+ */
+export function decodeBroadcastPayload (data: Uint8Array): DecodedBroadcast {
   if (data.byteLength > MAX_BROADCAST_SIZE) {
     throw new MalformedBroadcastError(`Broadcast of ${data.byteLength} bytes exceeds the limit of ${MAX_BROADCAST_SIZE}`)
   }
   if (data.byteLength <= CID_BYTES) {
     const legacy = tryDecodeCID(data)
     if (legacy != null && usable(legacy)) {
-      return new Map([['', [legacy]]])
+      return { heads: new Map([['', [legacy]]]), blocks: [] }
     }
   }
 
@@ -108,6 +125,8 @@ export function decodeBroadcast (data: Uint8Array): Map<string, CID[]> {
 
   const byDag = new Map<string, CID[]>()
   const seen = new Set<string>()
+  const blocks: CarriedBlock[] = []
+  const carried = new Set<string>()
   for (const [i, head] of message.Heads.entries()) {
     const cid = tryDecodeCID(head.Cid)
     if (cid == null) {
@@ -131,8 +150,12 @@ export function decodeBroadcast (data: Uint8Array): Map<string, CID[]> {
     if (seen.has(id)) continue
     seen.add(id)
     list.push(cid)
+    if (head.Block != null && head.Block.byteLength > 0 && !carried.has(cid.toString())) {
+      carried.add(cid.toString())
+      blocks.push({ cid, bytes: head.Block })
+    }
   }
-  return byDag
+  return { heads: byDag, blocks }
 }
 
 /** Whether a replica can fetch and check the node a CID names */

@@ -11,7 +11,7 @@ import { TypedEventEmitter } from 'main-event'
 import * as varint from 'uint8-varint'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
-import { Engine } from './engine.js'
+import { DEFAULT_MAX_MERGE_BYTES, DEFAULT_MAX_MERGE_NODES, Engine } from './engine.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from '../crdt/layout.js'
 import { Replicator } from './replicator.js'
 import { dotDAG, printDAG } from './debug.js'
@@ -114,6 +114,20 @@ export interface CRDTDatastoreInit {
    * @default 1_048_576
    */
   maxBatchDeltaSize?: number
+  /**
+   * While syncing, a fetched node and the nodes below it whose blocks are
+   * already local (a sync stream brought them) are merged in one datastore
+   * batch of at most this many nodes
+   *
+   * @default 256
+   */
+  maxMergeNodes?: number
+  /**
+   * Block bytes merged in one datastore batch at most (see `maxMergeNodes`)
+   *
+   * @default 4_194_304
+   */
+  maxMergeBytes?: number
   /**
    * How often (ms) to resume unfinished walks when the store is dirty; 0 = never
    *
@@ -248,6 +262,14 @@ function countingBlockstore (blockstore: DAGBlockstore, onBlock: () => void): DA
     put: (cid, bytes, options) => blockstore.put(cid, bytes, options),
     has: (cid, options) => blockstore.has(cid, options)
   }
+  const getLocal = blockstore.getLocal?.bind(blockstore)
+  if (getLocal != null) {
+    counted.getLocal = async (cid, options) => {
+      const found = await getLocal(cid, options)
+      if (found != null) onBlock()
+      return found
+    }
+  }
   const createSession = blockstore.createSession?.bind(blockstore)
   if (createSession != null) {
     counted.createSession = (root, options) => ({ get: countedGet(createSession(root, options), onBlock) })
@@ -345,6 +367,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxDeltaSize: this.maxBatchDeltaSize,
       maxBlockSize,
       maxFetchAttempts,
+      maxMergeNodes: checkNumber('maxMergeNodes', init.maxMergeNodes ?? DEFAULT_MAX_MERGE_NODES, 1, true),
+      maxMergeBytes: checkNumber('maxMergeBytes', init.maxMergeBytes ?? DEFAULT_MAX_MERGE_BYTES, 0, true),
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
     // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received

@@ -1,14 +1,20 @@
 /**
  * The engine: turns local writes into DAG nodes and merges DAG nodes (local
- * or fetched) into the OR-set, the heads and the walk bookkeeping, one node
- * per atomic datastore batch.
+ * or fetched) into the OR-set, the heads and the walk bookkeeping in atomic
+ * datastore batches: one per local write, and one per run of fetched nodes
+ * (`processRun()`: a node, then the children below it whose blocks are
+ * already at hand, up to `maxMergeNodes` nodes / `maxMergeBytes` bytes).
  *
  * Bookkeeping of unfinished walks (our fix for go-ds-crdt #279/#350):
  * a node's unprocessed children are recorded under `w/<block key>` in the
  * same batch that merges the node and marks it processed, and that record is
  * removed in the batch that processes the child. The `w/` entries are
  * therefore always exactly the frontier of every interrupted walk, whatever
- * failed or crashed, and `repair()` resumes from them. A `w/` entry is
+ * failed or crashed, and `repair()` resumes from them. A run merges its
+ * nodes parents first into one WriteSet, which reads through its own
+ * pending writes, so the batch it commits is exactly what committing its
+ * nodes one at a time would have left: a crash between two runs leaves the
+ * frontier of the last one committed, and nothing of a run is half applied. A `w/` entry is
  * flagged ROOT when it was written for a broadcast head that nothing links
  * to yet (it becomes a head once processed) and COVERED when a processed
  * node links to it (it must not become a head).
@@ -74,7 +80,33 @@ export interface DAGBlockstore {
    * blockstore persists what it fetches) removes it here
    */
   discard?(cid: CID, options?: AbortOptions): unknown
+  /**
+   * The block when it is at hand without the network (stored locally, or
+   * just delivered by a sync stream, possibly decoded already); undefined
+   * otherwise. Without it the engine asks `has()` then `get()`.
+   */
+  getLocal?(cid: CID, options?: AbortOptions): Promise<LocalBlock | undefined>
 }
+
+/** A block at hand locally; `node` when the one who had it decoded it already (checked against its CID) */
+export interface LocalBlock {
+  bytes: Uint8Array
+  node?: DecodedNode
+}
+
+/** Options of `processRun()` */
+export interface RunOptions extends AbortOptions {
+  /**
+   * Where the run finds the blocks of children without the network;
+   * without it only the given node is merged
+   */
+  local?: Pick<DAGBlockstore, 'has' | 'get' | 'getLocal'>
+}
+
+/** Nodes merged in one datastore batch by `processRun()` at most */
+export const DEFAULT_MAX_MERGE_NODES = 256
+/** Block bytes merged in one datastore batch by `processRun()` at most (the node that starts a run always is) */
+export const DEFAULT_MAX_MERGE_BYTES = 4 * 1024 * 1024
 
 /** Options of a block fetch */
 export interface FetchOptions extends AbortOptions {
@@ -99,6 +131,19 @@ export interface ProcessResult {
   children: CID[]
   /** Visible-value changes the node caused */
   changes: SetChange[]
+}
+
+/** What happened when a run of nodes was processed */
+export interface RunResult extends ProcessResult {
+  /** Nodes merged by the run, the given one included */
+  merged: number
+}
+
+/** A node of a run (not its first) refused as malformed: the run is redone without it */
+class RunNodeRefused extends Error {
+  constructor (readonly cid: CID, readonly error: Error) {
+    super(error.message)
+  }
 }
 
 /** A committed local write */
@@ -131,6 +176,18 @@ export interface EngineInit {
   maxBlockSize: number
   /** Fetch failures after which an unfinished branch is given up (its `w/` record moved to `g/`) */
   maxFetchAttempts: number
+  /**
+   * Nodes merged in one datastore batch at most
+   *
+   * @default 256
+   */
+  maxMergeNodes?: number
+  /**
+   * Block bytes merged in one datastore batch at most
+   *
+   * @default 4_194_304
+   */
+  maxMergeBytes?: number
   /** Called after every committed node with the value changes it caused */
   onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
 }
@@ -146,6 +203,8 @@ export class Engine {
   private readonly maxDeltaSize: number
   private readonly maxBlockSize: number
   private readonly maxFetchAttempts: number
+  private readonly maxMergeNodes: number
+  private readonly maxMergeBytes: number
   private readonly onChanges: EngineInit['onChanges']
   /** Serialises every read-modify-write of the set, heads and walk records */
   private readonly lock = new PQueue({ concurrency: 1 })
@@ -163,6 +222,8 @@ export class Engine {
     this.maxDeltaSize = init.maxDeltaSize ?? Number.POSITIVE_INFINITY
     this.maxBlockSize = init.maxBlockSize
     this.maxFetchAttempts = init.maxFetchAttempts
+    this.maxMergeNodes = Math.max(1, init.maxMergeNodes ?? DEFAULT_MAX_MERGE_NODES)
+    this.maxMergeBytes = init.maxMergeBytes ?? DEFAULT_MAX_MERGE_BYTES
     this.onChanges = init.onChanges
     this.set = new ORSet(init.datastore, init.layout)
     this.heads = new Heads(init.datastore, init.layout)
@@ -356,6 +417,10 @@ export class Engine {
    * `discard()`, so a DAG syncer that stored it on the way removes it.
    */
   async fetchNode (cid: CID, getter: BlockGetter, options?: FetchOptions): Promise<DecodedNode> {
+    return this.checkNode(cid, await this.fetchBytes(cid, getter, options))
+  }
+
+  private async fetchBytes (cid: CID, getter: BlockGetter, options?: FetchOptions): Promise<Uint8Array> {
     let chunks: Uint8Array[]
     const timeout = options?.timeout ?? this.dagSyncerTimeout
     try {
@@ -378,7 +443,11 @@ export class Engine {
       }
       throw new BlockFetchError(`Could not fetch block ${cid}: ${err.message}`, { cause: err })
     }
-    const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+    return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+  }
+
+  /** Checks a block against its CID's digest and decodes it; a refused block is discarded */
+  private async checkNode (cid: CID, bytes: Uint8Array): Promise<DecodedNode> {
     if (cid.multihash.code === sha256.code) {
       const digest = await sha256.digest(bytes)
       if (!uint8ArrayEquals(digest.bytes, cid.multihash.bytes)) {
@@ -392,6 +461,28 @@ export class Engine {
     } catch (err) {
       await this.discard(cid)
       throw err
+    }
+  }
+
+  /**
+   * A node whose block is at hand without the network, with its size;
+   * undefined when it is not, or is not usable as it is (too large, not
+   * decoding: left to a fetch, which reports it as usual)
+   */
+  private async localNode (cid: CID, store: NonNullable<RunOptions['local']>, options?: AbortOptions): Promise<{ node: DecodedNode, size: number } | undefined> {
+    try {
+      if (store.getLocal != null) {
+        const found = await store.getLocal(cid, options)
+        if (found == null || found.bytes.byteLength > this.maxBlockSize) return undefined
+        return { node: found.node ?? await this.checkNode(cid, found.bytes), size: found.bytes.byteLength }
+      }
+      if (!(await store.has(cid, options))) return undefined
+      const bytes = await this.fetchBytes(cid, store, options)
+      return { node: await this.checkNode(cid, bytes), size: bytes.byteLength }
+    } catch (err: any) {
+      options?.signal?.throwIfAborted()
+      this.log('block of %c at hand but not merged in a run - %e', cid, err)
+      return undefined
     }
   }
 
@@ -488,20 +579,97 @@ export class Engine {
    * walk next.
    */
   async processNode (node: DecodedNode, options?: AbortOptions): Promise<ProcessResult> {
+    return this.processRun(node, options)
+  }
+
+  /**
+   * Merges a fetched node and, in the same datastore batch, the nodes below
+   * it whose blocks `options.local` has at hand (depth first, parents
+   * before children, up to `maxMergeNodes` nodes and `maxMergeBytes` bytes
+   * of blocks). Returns the children the caller reserved and must walk
+   * next: those the run did not reach. A node of the run refused as
+   * malformed is left out (the run is redone without it) and handed back
+   * as a child, so the walk meets it alone and gives it up as usual.
+   */
+  async processRun (node: DecodedNode, options?: RunOptions): Promise<RunResult> {
     return this.lock.add(async () => {
-      const tx = new WriteSet(this.datastore)
-      try {
-        return await this.apply(tx, node, false, options)
-      } catch (err) {
-        if (isMalformed(err) && this.heads.get(node.delta.dagName, node.cid) != null) {
-          // a head adopted before it was merged (adoptHead) that the merge refused is no head
-          const undo = new WriteSet(this.datastore)
-          this.heads.remove(undo, node.delta.dagName, node.cid)
-          await undo.commit()
+      const excluded = new Set<string>()
+      for (;;) {
+        try {
+          return await this.applyRun(node, excluded, options)
+        } catch (err: any) {
+          if (err instanceof RunNodeRefused) {
+            this.log('node %c of a run refused, merging the run without it - %e', err.cid, err.error)
+            excluded.add(err.cid.toString())
+            continue
+          }
+          if (isMalformed(err) && this.heads.get(node.delta.dagName, node.cid) != null) {
+            // a head adopted before it was merged (adoptHead) that the merge refused is no head
+            const undo = new WriteSet(this.datastore)
+            this.heads.remove(undo, node.delta.dagName, node.cid)
+            await undo.commit()
+          }
+          throw err
         }
-        throw err
       }
-    }) as Promise<ProcessResult>
+    }) as Promise<RunResult>
+  }
+
+  private async applyRun (first: DecodedNode, excluded: Set<string>, options?: RunOptions): Promise<RunResult> {
+    const tx = new WriteSet(this.datastore)
+    // `skipped`: processed already (only the first can be), no event
+    const merged: Array<{ node: DecodedNode, changes: SetChange[], skipped: boolean }> = []
+    // reserved by this run: handed back, or merged (released after the commit)
+    const children: CID[] = []
+    const stack: CID[] = []
+    let bytes = 0
+    // taken off the stack and being staged
+    let current: CID | undefined
+    const stage = async (node: DecodedNode): Promise<void> => {
+      const result = await this.stage(tx, node, false, options)
+      merged.push({ node, changes: result.changes, skipped: result.skipped === true })
+      // popped in link order
+      for (let i = result.children.length - 1; i >= 0; i--) stack.push(result.children[i])
+    }
+    try {
+      await stage(first)
+      while (stack.length > 0) {
+        const cid = stack.pop() as CID
+        current = cid
+        const local = options?.local
+        const found = local == null || merged.length >= this.maxMergeNodes || bytes >= this.maxMergeBytes || excluded.has(cid.toString())
+          ? undefined
+          : await this.localNode(cid, local, options)
+        if (found == null) {
+          children.push(cid)
+          current = undefined
+          continue
+        }
+        bytes += found.size
+        try {
+          await stage(found.node)
+        } catch (err: any) {
+          if (isMalformed(err)) throw new RunNodeRefused(cid, err)
+          throw err
+        }
+        current = undefined
+      }
+      await tx.commit(options)
+    } catch (err) {
+      for (const cid of [...children, ...stack]) this.release(cid)
+      if (current != null) this.release(current)
+      for (const { node } of merged.slice(1)) this.release(node.cid)
+      throw err
+    }
+    // merged and marked processed: no walk needs them reserved any more
+    for (const { node } of merged.slice(1)) this.release(node.cid)
+    const changes: SetChange[] = []
+    for (const { node, changes: nodeChanges, skipped } of merged) {
+      if (skipped) continue
+      changes.push(...nodeChanges)
+      this.onChanges(nodeChanges, { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, local: false })
+    }
+    return { children, changes, merged: merged.filter(m => !m.skipped).length }
   }
 
   /** Runs `fn` under the merge lock */
@@ -557,14 +725,31 @@ export class Engine {
    * `before` (the local block being stored) must settle before the commit.
    */
   private async apply (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>): Promise<ProcessResult> {
+    const { changes, children, skipped } = await this.stage(tx, node, local, options, before)
+    try {
+      await tx.commit(options)
+    } catch (err) {
+      for (const child of children) this.release(child)
+      throw err
+    }
+    if (skipped === true) return { children, changes }
+    this.onChanges(changes, { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, local })
+    return { children, changes }
+  }
+
+  /**
+   * Writes the merge of a node into `tx`, reading through it (so nodes
+   * staged before in the same WriteSet count as merged). Children returned
+   * are reserved; the caller commits, then releases them or hands them on.
+   */
+  private async stage (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>): Promise<ProcessResult & { skipped?: boolean }> {
     const id = blockKey(node.cid)
     const { delta } = node
     const pendingKey = this.layout.pendingKey(id)
 
-    if (!local && await this.datastore.has(this.layout.processedKey(id), options)) {
+    if (!local && await tx.has(this.layout.processedKey(id), options)) {
       tx.delete(pendingKey)
-      await tx.commit(options)
-      return { children: [], changes: [] }
+      return { children: [], changes: [], skipped: true }
     }
 
     // What is read below is read concurrently with the merge's own reads
@@ -600,15 +785,6 @@ export class Engine {
       tx.put(this.layout.pendingKey(blockKey(link)), COVERED)
       if (this.reserve(link)) children.push(link)
     }
-
-    try {
-      await tx.commit(options)
-    } catch (err) {
-      for (const child of children) this.release(child)
-      throw err
-    }
-
-    this.onChanges(changes, { cid: node.cid, priority: delta.priority, dagName: delta.dagName, local })
     return { children, changes }
   }
 }

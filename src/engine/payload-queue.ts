@@ -11,6 +11,7 @@
  */
 
 import { AbortError } from 'abort-error'
+import type { CarriedBlock } from '../codec/broadcast-blocks.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
@@ -21,6 +22,23 @@ export interface ReceivedPayload {
   from?: string
   /** Its heads by DAG name, when the transport decoded it already */
   heads?: Map<string, CID[]>
+  /**
+   * The head blocks it carries, not yet checked against their CIDs, when
+   * the transport decoded it already (with `heads`); views into `data`, so
+   * they cost no memory beside it
+   */
+  blocks?: CarriedBlock[]
+}
+
+/** The part of a Broadcaster that delivers payloads */
+export interface PayloadSource {
+  next(options?: AbortOptions): Promise<Uint8Array>
+  nextPayload?(options?: AbortOptions): Promise<ReceivedPayload>
+}
+
+/** The next payload of `source`: `nextPayload()` when it has one, else the bytes of `next()` alone */
+export async function nextPayloadOf (source: PayloadSource, options?: AbortOptions): Promise<ReceivedPayload> {
+  return source.nextPayload != null ? source.nextPayload(options) : { data: await source.next(options) }
 }
 
 interface Waiter {

@@ -6,13 +6,15 @@
  */
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
-import { decodeBroadcast, MAX_BROADCAST_SIZE, splitBroadcast } from '../codec/broadcast.js'
-import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../codec/broadcast-blocks.js'
+import { decodeBroadcast, decodeBroadcastPayload, MAX_BROADCAST_SIZE, splitBroadcast } from '../codec/broadcast.js'
+import { encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../codec/broadcast-blocks.js'
 import { isMalformed } from '../errors.js'
 import { MALFORMED_REASON } from './engine.js'
 import { HeadQueue } from './head-queue.js'
 import { delay, jitter } from '../utils.js'
-import type { BroadcastHead } from '../codec/broadcast.js'
+import { nextPayloadOf } from './payload-queue.js'
+import type { BroadcastHead, DecodedBroadcast } from '../codec/broadcast.js'
+import type { CarriedBlock } from '../codec/broadcast-blocks.js'
 import type { DAGBlockstore, Engine } from './engine.js'
 import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { Head } from '../crdt/heads.js'
@@ -234,8 +236,24 @@ export class Replicator {
 
   /** Handles a payload handed over directly: stores the blocks it carries, then handles it */
   async receive (data: Uint8Array): Promise<void> {
-    await this.storeCarriedBlocks(data)
-    await this.handleBroadcast(data)
+    const decoded = this.decode({ data })
+    if (decoded == null) return
+    await this.storeCarriedBlocks(decoded.blocks)
+    await this.handleBroadcast(data, '', decoded.heads)
+  }
+
+  /**
+   * A payload's heads and carried blocks: as the transport decoded them,
+   * or decoded here (once); undefined, logged, when it is malformed
+   */
+  private decode (payload: ReceivedPayload): DecodedBroadcast | undefined {
+    if (payload.heads != null) return { heads: payload.heads, blocks: payload.blocks ?? [] }
+    try {
+      return decodeBroadcastPayload(payload.data)
+    } catch (err: any) {
+      this.log.error('skipping broadcast - %e', err)
+      return undefined
+    }
   }
 
   /**
@@ -402,9 +420,7 @@ export class Replicator {
     while (!signal.aborted) {
       let payload: ReceivedPayload
       try {
-        payload = broadcaster.nextPayload != null
-          ? await broadcaster.nextPayload({ signal })
-          : { data: await broadcaster.next({ signal }) }
+        payload = await nextPayloadOf(broadcaster, { signal })
       } catch (err: any) {
         if (signal.aborted) return
         this.log.error('broadcaster failed to deliver - %e', err)
@@ -412,9 +428,15 @@ export class Replicator {
         continue
       }
       this.received++
+      const decoded = this.decode(payload)
+      if (decoded == null) {
+        this.handled++
+        this.notifyProgress()
+        continue
+      }
       // carried blocks land before the heads are queued, so their walks find them stored
-      await this.storeCarriedBlocks(payload.data)
-      this.handleBroadcast(payload.data, payload.from ?? '', payload.heads).catch((err: any) => {
+      await this.storeCarriedBlocks(decoded.blocks)
+      this.handleBroadcast(payload.data, payload.from ?? '', decoded.heads).catch((err: any) => {
         if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
       }).finally(() => {
         // every head of the payload had its turn: walked and merged, or given up
@@ -474,8 +496,9 @@ export class Replicator {
    * without a fetch; blocks that are not its heads or fail their hash are
    * logged and dropped (the heads are then fetched as usual)
    */
-  private async storeCarriedBlocks (data: Uint8Array): Promise<void> {
-    const { blocks, rejected } = await decodeCarriedBlocks(data, { skip: async cid => this.init.blockstore.has(cid) })
+  private async storeCarriedBlocks (carried: CarriedBlock[]): Promise<void> {
+    if (carried.length === 0) return
+    const { blocks, rejected } = await verifyCarriedBlocks(carried, { skip: async cid => this.init.blockstore.has(cid) })
     if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash', rejected)
     for (const { cid, bytes } of blocks) {
       try {

@@ -1,7 +1,11 @@
 /**
  * The DAG walker: fetches the nodes below a head, merges each one through
  * the engine and descends into the children the engine hands back (those
- * not processed and not claimed by another walk). Deeper nodes are taken
+ * not processed and not claimed by another walk). Each merge is a run
+ * (`Engine.processRun`): the fetched node and, in the same datastore batch,
+ * the nodes below it whose blocks are already local (a sync stream brought
+ * them, or an earlier walk stored them), so a walk costs one batch per run,
+ * not per node. Deeper nodes are taken
  * first within a walk, so its queue holds about one DAG level's width
  * rather than the whole DAG.
  *
@@ -132,7 +136,8 @@ export class Walker {
           try {
             options?.signal?.throwIfAborted()
             const node = known ?? await this.fetchSibling(cid, via, siblings, options)
-            const { children } = await this.engine.processNode(node, options)
+            // the nodes below it already at hand are merged in the same batch
+            const { children } = await this.engine.processRun(node, { signal: options?.signal, local: this.blockstore })
             const group = this.siblings()
             for (const child of children) {
               schedule(child, depth + 1, undefined, group)

@@ -13,6 +13,7 @@ import { cleanKey } from '../crdt/layout.js'
 import { serveMerged } from './merged-protocol.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
 import { TopicWatch } from './topic-watch.js'
+import { nextPayloadOf } from '../engine/payload-queue.js'
 import type { WatchedPubSub } from './topic-watch.js'
 import type { CRDTDatastoreComponents, CRDTDatastoreInit } from '../engine/crdt-datastore.js'
 import type { HeliaDAGSyncerComponents } from './dag-syncer.js'
@@ -110,8 +111,7 @@ class TopicBroadcaster implements PubSubBroadcaster {
 
   /** The next payload with its announcer and the heads the topic validator decoded */
   async nextPayload (options?: AbortOptions): Promise<ReceivedPayload> {
-    const current = this.subscribed()
-    return current.nextPayload != null ? current.nextPayload(options) : { data: await current.next(options) }
+    return nextPayloadOf(this.subscribed(), options)
   }
 
   async stop (): Promise<void> {

@@ -12,14 +12,14 @@
 
 import { defaultLogger } from '@libp2p/logger'
 import { AbortError } from 'abort-error'
-import { decodeBroadcast, MAX_BROADCAST_SIZE } from '../codec/broadcast.js'
+import { decodeBroadcastPayload, MAX_BROADCAST_SIZE } from '../codec/broadcast.js'
 import { InvalidOptionsError } from '../errors.js'
 import { DEFAULT_MAX_QUEUED_BYTES, PayloadQueue } from '../engine/payload-queue.js'
+import type { DecodedBroadcast } from '../codec/broadcast.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
 import type { Broadcaster } from '../engine/replicator.js'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
-import type { CID } from 'multiformats/cid'
 
 /** A message as pubsub implementations deliver it */
 export interface PubSubMessage {
@@ -106,8 +106,8 @@ class GossipBroadcaster implements PubSubBroadcaster {
   private readonly log: Logger
   private readonly queue: PayloadQueue
   private readonly validator?: TopicValidator
-  /** Heads the validator decoded, by the message's data, until the message is delivered */
-  private readonly decoded = new WeakMap<Uint8Array, Map<string, CID[]>>()
+  /** What the validator decoded (heads and carried blocks), by the message's data, until the message is delivered */
+  private readonly decoded = new WeakMap<Uint8Array, DecodedBroadcast>()
   private stopped = false
 
   constructor (components: PubSubBroadcasterComponents, init: PubSubBroadcasterInit) {
@@ -119,7 +119,8 @@ class GossipBroadcaster implements PubSubBroadcaster {
       this.validator = (_peer, message) => {
         if (message.data.byteLength > MAX_BROADCAST_SIZE) return 'reject'
         try {
-          this.decoded.set(message.data, decodeBroadcast(message.data))
+          // decoded once, here: the replicator takes the heads and carried blocks as they are
+          this.decoded.set(message.data, decodeBroadcastPayload(message.data))
           return 'accept'
         } catch {
           return 'reject'
@@ -138,9 +139,9 @@ class GossipBroadcaster implements PubSubBroadcaster {
   private readonly onMessage = (evt: CustomEvent<PubSubMessage>): void => {
     const { topic, data, from } = evt.detail
     if (topic !== this.topic || this.stopped) return
-    const heads = this.decoded.get(data)
+    const decoded = this.decoded.get(data)
     this.decoded.delete(data)
-    this.queue.push(data, { from: from?.toString(), heads })
+    this.queue.push(data, { from: from?.toString(), heads: decoded?.heads, blocks: decoded?.blocks })
   }
 
   async broadcast (data: Uint8Array, options?: AbortOptions): Promise<void> {

@@ -40,6 +40,8 @@ export interface ChaosOptions {
   partitions: number
   /** Junk blocks and heads to publish */
   junk: number
+  /** Replicas (the last ones) running without the block-sync protocol, bitswap only as go-ds-crdt would */
+  withoutSync?: number
   /** How long (ms) the replicas may take to converge once the faults stop */
   convergeTimeout: number
   faults: BroadcastFaults
@@ -58,12 +60,12 @@ const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInte
  * traffic, not the store, is what starves the replicas of CPU).
  */
 export function fullOptions (seed: number): ChaosOptions {
-  return { seed, replicas: 10, duration: 90_000, opsPerSecond: 10, kills: 20, partitions: 3, junk: 18, convergeTimeout: 420_000, faults: DEFAULT_FAULTS, store: { ...DEFAULT_STORE, rebroadcastInterval: 4000, repairInterval: 2000 } }
+  return { seed, replicas: 10, duration: 90_000, opsPerSecond: 10, kills: 20, partitions: 3, junk: 18, withoutSync: 3, convergeTimeout: 420_000, faults: DEFAULT_FAULTS, store: { ...DEFAULT_STORE, rebroadcastInterval: 4000, repairInterval: 2000 } }
 }
 
 /** The quick run for CI: 3 replicas, 4 kills */
 export function quickOptions (seed: number): ChaosOptions {
-  return { seed, replicas: 3, duration: 20_000, opsPerSecond: 12, kills: 4, partitions: 1, junk: 9, convergeTimeout: 60_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
+  return { seed, replicas: 3, duration: 20_000, opsPerSecond: 12, kills: 4, partitions: 1, junk: 9, withoutSync: 1, convergeTimeout: 60_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
 }
 
 export interface WriteRecord {
@@ -84,6 +86,8 @@ export interface ChaosSummary {
   faults: FaultCounts & { partitions: number, junk: Record<string, number> }
   kills: { random: number, midBatch: number, midCatchUp: number, total: number }
   restarts: number
+  /** Blocks received through the block-sync protocol, over every replica */
+  syncBlocks: number
   finalKeys: number
   convergeMs: number
   totalMs: number
@@ -162,6 +166,9 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
   }
   let arrivalMs = { count: 0, p50: -1, p99: -1, max: -1 }
   let givenUpLeft = 0
+  /** Blocks each incarnation received through sync streams, as last reported */
+  const latestSyncBlocks = new Map<string, number>()
+  const noteSync = (r: ReplicaProcess, status: ReplicaStatus): void => { latestSyncBlocks.set(`${r.index}.${r.incarnation}`, status.syncBlocks) }
 
   for (const r of procs) {
     r.onUnexpectedExit = (code, signal, stderr) => {
@@ -182,7 +189,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       seed: (options.seed * 7919 + r.index * 104_729 + r.incarnation * 1_299_709) >>> 0,
       faults: chaosOver ? { ...options.faults, corrupt: 0, corruptOutgoing: 0 } : options.faults,
       store: options.store,
-      blocked: blockedFor(r.index)
+      blocked: blockedFor(r.index),
+      syncProtocol: r.index < options.replicas - (options.withoutSync ?? 0)
     })
     // the peer id is known only after the first start: tell the others about partitions again
     await r.request({ cmd: 'block', peers: blockedFor(r.index) })
@@ -480,7 +488,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       while (!chaosOver) {
         await Promise.all(procs.filter(p => p.alive).map(async p => {
           const s = await p.request<ReplicaStatus>({ cmd: 'status' }, 10_000).catch(() => undefined)
-          if (s != null) noteStatus(p, s)
+          if (s != null) {
+            noteStatus(p, s)
+            noteSync(p, s)
+          }
         }))
         await sleep(1000)
       }
@@ -508,7 +519,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     let stableRounds = 0
     for (let round = 0; round < 100_000 && Date.now() < convergeStart + options.convergeTimeout; round++) {
       statuses = await Promise.all(procs.map(async p => p.request<ReplicaStatus>({ cmd: 'status' }, 30_000)))
-      procs.forEach((p, i) => { noteStatus(p, statuses[i]) })
+      procs.forEach((p, i) => {
+        noteStatus(p, statuses[i])
+        noteSync(p, statuses[i])
+      })
       const same = statuses.every(s => s.hash === statuses[0].hash && s.heads.join() === statuses[0].heads.join())
       const clean = statuses.every(s => !s.dirty && s.pending === 0)
       stableRounds = same && clean ? stableRounds + 1 : 0
@@ -578,6 +592,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         faults: { ...faultTotals, partitions: counts.partitions, junk: counts.junk },
         kills: counts.kills,
         restarts: counts.restarts,
+        syncBlocks: [...latestSyncBlocks.values()].reduce((a, b) => a + b, 0),
         finalKeys: final.size,
         convergeMs,
         totalMs: Date.now() - started,
@@ -598,6 +613,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         faults: { ...faultTotals, partitions: counts.partitions, junk: counts.junk },
         kills: counts.kills,
         restarts: counts.restarts,
+        syncBlocks: [...latestSyncBlocks.values()].reduce((a, b) => a + b, 0),
         finalKeys: -1,
         convergeMs,
         totalMs: Date.now() - started,
@@ -759,7 +775,7 @@ export function formatSummary (s: ChaosSummary): string {
     `  ops: ${s.ops.puts} puts, ${s.ops.deletes} deletes, ${s.ops.batches} batches = ${s.ops.writes} key writes (${s.ops.acked} acknowledged, ${s.ops.unknown} cut off by kills, ${s.ops.failed} failed)`,
     `  broadcasts: ${s.faults.received} received, ${s.faults.dropped} dropped, ${s.faults.duplicated} duplicated, ${s.faults.delayed} delayed, ${s.faults.corrupted} corrupted`,
     `  partitions: ${s.faults.partitions}; junk published: ${junk === '' ? 'none' : junk}`,
-    `  SIGKILLs: ${s.kills.total} (${s.kills.midBatch} mid-batch-commit, ${s.kills.midCatchUp} mid-catch-up, ${s.kills.random} other), ${s.restarts} restarts`,
+    `  SIGKILLs: ${s.kills.total} (${s.kills.midBatch} mid-batch-commit, ${s.kills.midCatchUp} mid-catch-up, ${s.kills.random} other), ${s.restarts} restarts, ${s.syncBlocks} blocks by sync streams`,
     `  converged in ${s.convergeMs} ms on ${s.finalKeys} keys`,
     `  honest writes arrived elsewhere in p50 ${s.arrivalMs.p50} ms, p99 ${s.arrivalMs.p99} ms, max ${s.arrivalMs.max} ms (${s.arrivalMs.count} arrivals)`,
     `  peak RSS ${mb(s.peakRssBytes)} MB, largest blockstore ${mb(s.blockstoreBytes)} MB on disk, ${s.givenUp} branches given up at the end`

@@ -19,6 +19,8 @@ export interface ReplicaConfig {
   store: CRDTDatastoreInit
   /** Peer ids this replica must not be connected to */
   blocked: string[]
+  /** Serves and syncs through the block-sync protocol (else bitswap only, as a go-ds-crdt replica) */
+  syncProtocol: boolean
 }
 
 export type JunkKind = 'garbage-payload' | 'missing-head' | 'raw-head' | 'random-block' | 'bad-delta' | 'huge-priority' | 'valid-over-junk' | 'head-flood' | 'missing-links'
@@ -93,4 +95,6 @@ export interface ReplicaStatus {
   peakRssBytes: number
   /** Bytes of the LevelDB blockstore's files on disk */
   blockstoreBytes: number
+  /** Blocks received through sync streams since this incarnation started */
+  syncBlocks: number
 }

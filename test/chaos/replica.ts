@@ -1,7 +1,8 @@
 /**
  * One replica of a chaos run, as a child process: a Helia node on
  * 127.0.0.1 with LevelDB stores in its data directory, a CRDT store whose
- * broadcaster injects faults, driven by JSON messages over the IPC channel
+ * broadcaster injects faults, syncing through the block-sync protocol in
+ * front of bitswap (or bitswap alone when `config.syncProtocol` is false), driven by JSON messages over the IPC channel
  * (see `ReplicaRequest` in protocol.ts). The parent kills it with SIGKILL
  * whenever it likes and restarts it from the same directory.
  */
@@ -18,12 +19,13 @@ import { createCRDTDatastore, encodeBroadcast, encodeNode } from '../../src/inde
 import { pubsubBroadcaster } from '../../src/helia/index.js'
 import { createReplicaNode } from '../../src/node/index.js'
 import { heliaDAGSyncer } from '../../src/helia/dag-syncer.js'
+import { heliaSync } from '../../src/helia/sync/helia-sync.js'
 import { FaultyBroadcaster } from '../fixtures/faulty-broadcaster.js'
 import { rng } from '../fixtures/network.js'
 import { dagPbNode, delta, element } from '../fixtures/pb-writer.js'
 import { CHAOS_NAMESPACE } from './protocol.js'
 import type { JunkKind, ReplicaConfig, ReplicaEvent, ReplicaReply, ReplicaRequest, ReplicaStatus } from './protocol.js'
-import type { CRDTDatastore } from '../../src/index.js'
+import type { CRDTDatastore, DAGBlockstore } from '../../src/index.js'
 
 const config: ReplicaConfig = JSON.parse(process.argv[2])
 const random = rng(config.seed)
@@ -43,9 +45,15 @@ const inner = pubsubBroadcaster({ pubsub: node.libp2p.services.pubsub }, { topic
 const broadcaster = new FaultyBroadcaster(inner, config.faults, random)
 // fetch timings and event-loop delay, for the status report
 const fetchStats = { count: 0, totalMs: 0, maxMs: 0 }
-const syncer = heliaDAGSyncer(node)
-const timedSyncer = {
-  ...syncer,
+const bitswap = heliaDAGSyncer(node)
+// the block-sync protocol in front of bitswap, as createHeliaCRDT sets it up, unless this replica plays one without it
+const sync = config.syncProtocol ? heliaSync({ libp2p: node.libp2p, blockstore: node.blockstore, fallback: bitswap, logger: node.logger }) : undefined
+const syncer: DAGBlockstore = sync?.blockstore ?? bitswap
+const timedSyncer: DAGBlockstore = {
+  has: async (cid, options) => syncer.has(cid, options),
+  put: async (cid, bytes, options) => syncer.put(cid, bytes, options),
+  discard: async (cid, options) => syncer.discard?.(cid, options),
+  getLocal: syncer.getLocal == null ? undefined : async (cid, options) => syncer.getLocal?.(cid, options),
   async * get (cid: any, options?: any) {
     const start = performance.now()
     const local = await node.blockstore.has(cid)
@@ -63,10 +71,12 @@ const timedSyncer = {
 }
 const loopDelay = monitorEventLoopDelay({ resolution: 20 })
 loopDelay.enable()
+await sync?.start()
 const store: CRDTDatastore = await createCRDTDatastore({ datastore: node.datastore, blockstore: timedSyncer, broadcaster }, {
   namespace: CHAOS_NAMESPACE,
   ...config.store
 })
+sync?.blockstore.setHave(() => store.heads().map(h => h.cid))
 
 const startedAt = Date.now()
 // peak memory, sampled: the hostile kinds must not make an honest replica grow without bound
@@ -133,7 +143,8 @@ async function status (): Promise<ReplicaStatus> {
     startedAt,
     rssBytes: process.memoryUsage().rss,
     peakRssBytes: (peakRss = Math.max(peakRss, process.memoryUsage().rss)),
-    blockstoreBytes: await dirBytes(join(config.dir, 'blocks'))
+    blockstoreBytes: await dirBytes(join(config.dir, 'blocks')),
+    syncBlocks: sync?.blockstore.stats.blocks ?? 0
   }
 }
 
@@ -281,6 +292,7 @@ async function handle (req: ReplicaRequest): Promise<unknown> {
     }
     case 'stop':
       await store.stop()
+      await sync?.stop()
       await broadcaster.stop()
       await node.stop()
       return undefined

@@ -7,7 +7,8 @@
  * - its CID is expected: one of the wanted CIDs, or a link of a block
  *   accepted earlier on this stream (so everything accepted is reachable
  *   from what was asked for, and nothing is accepted twice),
- * - its bytes hash to its CID,
+ * - its bytes hash to its CID and decode as a CRDT node (junk is never
+ *   stored: the walker could only refuse it),
  * - and the stream is still within the request's block and byte limits.
  * The first block that fails any of these cuts the stream with a
  * `SyncProtocolError`; it and everything after it are dropped. Blocks
@@ -26,6 +27,7 @@ import { FrameReader, writeFrame } from './frames.js'
 import { decodeBlock, encodeRequest } from './protocol.js'
 import type { FrameStream } from './frames.js'
 import type { BlockRequest } from './protocol.js'
+import type { DecodedNode } from '../../codec/dag-node.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
@@ -36,12 +38,19 @@ export interface StreamBlocksInit {
   idleTimeout: number
   /**
    * Stores accepted blocks, in arrival order (parents before children):
-   * those that arrived together, up to `ACCEPT_BATCH`, in one call. Reading
-   * goes on once it settles.
+   * those that arrived together, up to `ACCEPT_BATCH`, in one call, each
+   * with its decoded node. Reading goes on once it settles.
    */
-  accept(blocks: Array<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): Promise<void>
+  accept(blocks: AcceptedBlock[], options?: AbortOptions): Promise<void>
   /** Called when a CID becomes expected from this stream */
   expect?(cid: CID): void
+}
+
+/** A block accepted from a stream: checked against its CID, and decoded */
+export interface AcceptedBlock {
+  cid: CID
+  bytes: Uint8Array
+  node: DecodedNode
 }
 
 export interface StreamBlocksResult {
@@ -79,7 +88,7 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
   })
   let blocks = 0
   let bytes = 0
-  let batch: Array<{ cid: CID, bytes: Uint8Array }> = []
+  let batch: AcceptedBlock[] = []
   const flush = async (): Promise<void> => {
     if (batch.length === 0) return
     const taken = batch
@@ -101,9 +110,10 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
       bytes += block.bytes.byteLength
       if (bytes > request.maxBytes && blocks > 1) throw new SyncProtocolError(`Peer sent more than the ${request.maxBytes} bytes asked for`)
       if (!(await verifyBlock(cid, block.bytes))) throw new SyncProtocolError(`Peer sent block ${cid} whose bytes do not match its hash`)
+      const node = decodeSent(cid, block.bytes)
       expected.delete(key)
-      for (const link of linksOf(cid, block.bytes)) expect(link)
-      batch.push({ cid, bytes: block.bytes })
+      for (const link of node.links) expect(link)
+      batch.push({ cid, bytes: block.bytes, node })
       // stored together while more are already here, so the disk sees batches
       if (batch.length >= ACCEPT_BATCH || !reader.hasFrame()) await flush()
     }
@@ -114,11 +124,11 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
   return { blocks, bytes, undelivered: [...expected.values()] }
 }
 
-/** The links of a CRDT node; none for a block that is not one (the walker reports it) */
-function linksOf (cid: CID, bytes: Uint8Array): CID[] {
+/** Decodes a block a peer sent; one that is no CRDT node cuts the stream */
+function decodeSent (cid: CID, bytes: Uint8Array): DecodedNode {
   try {
-    return decodeNode(cid, bytes).links
-  } catch {
-    return []
+    return decodeNode(cid, bytes)
+  } catch (err: any) {
+    throw new SyncProtocolError(`Peer sent block ${cid} that is not a CRDT node: ${err.message}`)
   }
 }

@@ -15,15 +15,25 @@
  *   the engine merges them as it walks. A stream cut by a crash leaves the
  *   engine's `w/` frontier as it was; the next fetch below it starts a new
  *   request from there.
+ * - A fetch that names a peer (`preferPeer`: the announcer of the head
+ *   being walked) asks that peer first, then the others that speak the
+ *   protocol (the one that served last first), then the fallback.
  * - A peer that breaks the protocol or fails to open a stream is not asked
  *   again for `badPeerTimeout` ms; at most `maxStreamsPerPeer` streams are
  *   open with one peer.
+ * - Memory is bounded whatever the DAG's size: the blocks expected from
+ *   running streams (their frontier), up to `MAX_HANDOFF_BLOCKS` decoded
+ *   blocks waiting for the walker (`getLocal()` hands them over without a
+ *   disk read; when full, later blocks are read back from disk) and the last `MAX_DELIVERED` CIDs delivered (so `discard()`
+ *   can delete a delivered block the store refused).
  * - `stop()` aborts every stream and waits for them.
  */
 
+import { concat } from 'uint8arrays/concat'
 import { streamBlocks } from './client.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_HAVE, SYNC_PROTOCOL } from './protocol.js'
-import type { DAGBlockstore } from '../../engine/engine.js'
+import type { AcceptedBlock } from './client.js'
+import type { DAGBlockstore, LocalBlock } from '../../engine/engine.js'
 import type { ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
@@ -38,6 +48,10 @@ export interface SyncingBlockstoreLibp2p {
 export interface SyncingBlockstoreComponents {
   /** The local blockstore; `offline` keeps Helia's from going to the network */
   local: Pick<DAGBlockstore, 'has' | 'put'> & {
+    /** Removes a delivered block the store refused */
+    delete?(cid: CID, options?: AbortOptions): unknown
+    /** Helia's wrapping blockstores hand out the store they wrap */
+    unwrap?(): SyncingBlockstoreComponents['local']
     get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
     /** Stores many blocks in one batch (interface-blockstore's `putMany`) */
     putMany?(blocks: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncIterable<CID>
@@ -94,6 +108,13 @@ const PROTOCOLS_TTL = 5_000
 const NO_PROTOCOL_TTL = 500
 /** Times a miss looks for a stream before it is left to the fallback */
 const MAX_ROUNDS = 4
+/** Decoded blocks kept for the walker to take (`getLocal()`), at most, by count and bytes */
+const MAX_HANDOFF_BLOCKS = 1024
+const MAX_HANDOFF_BYTES = 8 * 1024 * 1024
+/** A handed-off block nobody took for this long (ms) may make room for a newer one */
+const HANDOFF_STALE = 10_000
+/** CIDs of delivered blocks remembered for `discard()` */
+const MAX_DELIVERED = 4096
 
 /** Figures of the syncing blockstore since start */
 export interface SyncStats {
@@ -107,6 +128,10 @@ export interface SyncStats {
   cut: number
   /** Blocks fetched through the fallback */
   fallbacks: number
+  /** Requests made to the peer a fetch named first (the announcer of the head) */
+  preferred: number
+  /** Blocks handed to the walker decoded, without a read from disk */
+  handedOver: number
 }
 
 /** A DAG blockstore that syncs through the block-sync protocol first */
@@ -149,7 +174,12 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private readonly sessions = new Set<Promise<void>>()
   private ended?: Waiter
   private lastGood?: string
-  public readonly stats: SyncStats = { requests: 0, blocks: 0, bytes: 0, cut: 0, fallbacks: 0 }
+  /** CID → a decoded block a stream delivered, until the walker takes it (oldest first) */
+  private readonly handoff = new Map<string, LocalBlock & { at: number }>()
+  private handoffBytes = 0
+  /** CIDs delivered by streams lately (oldest first) */
+  private readonly delivered = new Set<string>()
+  public readonly stats: SyncStats = { requests: 0, blocks: 0, bytes: 0, cut: 0, fallbacks: 0, preferred: 0, handedOver: 0 }
 
   constructor (components: SyncingBlockstoreComponents, init: SyncingBlockstoreInit) {
     this.components = components
@@ -166,9 +196,20 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     this.have = have
   }
 
-  async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+  async * get (cid: CID, options?: AbortOptions & { preferPeer?: string }): AsyncGenerator<Uint8Array> {
     const { local, fallback } = this.components
+    const handed = this.take(cid)
+    if (handed != null) {
+      yield handed.bytes
+      return
+    }
     if (await local.has(cid, options) || await this.viaSync(cid, options)) {
+      // a stream may just have brought it
+      const delivered = this.take(cid)
+      if (delivered != null) {
+        yield delivered.bytes
+        return
+      }
       yield * local.get(cid, { ...options, offline: true })
       return
     }
@@ -181,12 +222,36 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   }
 
   /**
+   * The block at hand without the network: decoded, when a stream just
+   * delivered it (taken out of the hand-off, no disk read), else read from
+   * the local blockstore; undefined when it is not local
+   */
+  async getLocal (cid: CID, options?: AbortOptions): Promise<LocalBlock | undefined> {
+    const handed = this.take(cid)
+    if (handed != null) return handed
+    const { local } = this.components
+    if (!(await local.has(cid, options))) return undefined
+    const chunks: Uint8Array[] = []
+    for await (const chunk of local.get(cid, { ...options, offline: true })) chunks.push(chunk)
+    return { bytes: chunks.length === 1 ? chunks[0] : concat(chunks) }
+  }
+
+  /**
    * The store refused a block it fetched (too large, or not a node): the
-   * fallback DAG syncer removes it if it stored it. Blocks a stream
-   * delivered were checked against their CID and reached through links of
-   * accepted blocks, but may still not decode; those stay (see the README).
+   * fallback DAG syncer removes it if it stored it, and a block a stream
+   * delivered lately is deleted here (streams refuse blocks that do not
+   * decode, but the store may have a smaller size limit)
    */
   async discard (cid: CID, options?: AbortOptions): Promise<void> {
+    const key = cid.toString()
+    this.dropHandoff(key)
+    if (this.delivered.delete(key)) {
+      try {
+        await deleteBlock(this.components.local, cid, options)
+      } catch (err: any) {
+        this.log.error('could not delete refused block %c - %e', cid, err)
+      }
+    }
     await this.components.fallback.discard?.(cid, options)
   }
 
@@ -202,10 +267,52 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   async stop (): Promise<void> {
     this.controller.abort()
     while (this.sessions.size > 0) await Promise.allSettled([...this.sessions])
+    this.handoff.clear()
+    this.handoffBytes = 0
+  }
+
+  /** Takes a delivered block out of the hand-off */
+  private take (cid: CID): LocalBlock | undefined {
+    const key = cid.toString()
+    const found = this.handoff.get(key)
+    if (found == null) return undefined
+    this.dropHandoff(key)
+    this.stats.handedOver++
+    return { bytes: found.bytes, node: found.node }
+  }
+
+  private dropHandoff (key: string): void {
+    const found = this.handoff.get(key)
+    if (found == null) return
+    this.handoff.delete(key)
+    this.handoffBytes -= found.bytes.byteLength
+  }
+
+  /** Keeps stored blocks for the walker and remembers them as delivered, within bounds */
+  private delivery (blocks: AcceptedBlock[]): void {
+    for (const { cid, bytes, node } of blocks) {
+      const key = cid.toString()
+      this.delivered.delete(key)
+      this.delivered.add(key)
+      if (this.delivered.size > MAX_DELIVERED) this.delivered.delete(this.delivered.values().next().value as string)
+      this.dropHandoff(key)
+      // full: make room only by dropping blocks nobody took for a while; the
+      // oldest are those a lagging walker needs next, so newer ones are the
+      // ones left to the disk
+      const now = Date.now()
+      while (this.handoff.size >= MAX_HANDOFF_BLOCKS || this.handoffBytes + bytes.byteLength > MAX_HANDOFF_BYTES) {
+        const [oldest, entry] = this.handoff.entries().next().value ?? []
+        if (oldest == null || entry == null || now - entry.at < HANDOFF_STALE) break
+        this.dropHandoff(oldest)
+      }
+      if (this.handoff.size >= MAX_HANDOFF_BLOCKS || this.handoffBytes + bytes.byteLength > MAX_HANDOFF_BYTES) continue
+      this.handoff.set(key, { bytes, node, at: now })
+      this.handoffBytes += bytes.byteLength
+    }
   }
 
   /** Gets `cid` into the local blockstore through a stream; false when none delivered it */
-  private async viaSync (cid: CID, options?: AbortOptions): Promise<boolean> {
+  private async viaSync (cid: CID, options?: AbortOptions & { preferPeer?: string }): Promise<boolean> {
     const key = cid.toString()
     const tried = new Set<string>()
     for (let round = 0; round < MAX_ROUNDS && !this.controller.signal.aborted; round++) {
@@ -216,20 +323,24 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       }
       // a stream may have brought it since the caller looked
       if (await this.components.local.has(cid, options)) return true
-      const peer = await this.pickPeer(tried, options)
+      const peer = await this.pickPeer(tried, options?.preferPeer, options)
       if (peer == null) return false
       if (peer === 'busy') {
         await this.wait(this.ended ??= deferred(), options)
         continue
       }
       tried.add(peer.toString())
+      if (peer.toString() === options?.preferPeer) this.stats.preferred++
       this.startSession(peer, cid)
     }
     return this.components.local.has(cid, options)
   }
 
-  /** A peer to ask: the last that served well first; 'busy' when all that could are at their stream limit */
-  private async pickPeer (tried: Set<string>, options?: AbortOptions): Promise<PeerId | 'busy' | undefined> {
+  /**
+   * A peer to ask: the preferred one (the announcer) first, then the last
+   * that served well; 'busy' when all that could are at their stream limit
+   */
+  private async pickPeer (tried: Set<string>, prefer?: string, options?: AbortOptions): Promise<PeerId | 'busy' | undefined> {
     const now = Date.now()
     const seen = new Set<string>()
     const peers: PeerId[] = []
@@ -239,7 +350,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       seen.add(id)
       if (await this.speaksSync(c.remotePeer, options)) peers.push(c.remotePeer)
     }
-    peers.sort((a, b) => Number(b.toString() === this.lastGood) - Number(a.toString() === this.lastGood))
+    const rank = (p: PeerId): number => p.toString() === prefer ? 2 : p.toString() === this.lastGood ? 1 : 0
+    peers.sort((a, b) => rank(b) - rank(a))
     const free = peers.find(p => (this.open.get(p.toString()) ?? 0) < this.maxStreams)
     if (free != null) return free
     return peers.length > 0 ? 'busy' : undefined
@@ -295,6 +407,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
           expect,
           accept: async (blocks) => {
             await this.store(blocks, signal)
+            this.delivery(blocks)
             for (const { cid, bytes } of blocks) {
               this.stats.blocks++
               this.stats.bytes += bytes.byteLength
@@ -325,7 +438,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   }
 
   /** Stores blocks, in one batch when the local blockstore can */
-  private async store (blocks: Array<{ cid: CID, bytes: Uint8Array }>, signal: AbortSignal): Promise<void> {
+  private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
     const { local } = this.components
     if (local.putMany == null || blocks.length === 1) {
       for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
@@ -356,6 +469,27 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
         resolve(found)
       })
     })
+  }
+}
+
+type Deletable = SyncingBlockstoreComponents['local']
+
+/**
+ * Deletes a block from the local blockstore. Helia's `delete` also cancels
+ * reproviding, which fails on a node without content routing: then the
+ * block is deleted from the store Helia wraps.
+ */
+async function deleteBlock (local: Deletable, cid: CID, options?: AbortOptions): Promise<void> {
+  if (local.delete == null) return
+  try {
+    await local.delete(cid, options)
+  } catch (err: any) {
+    // pinned meanwhile: the user wants it after all
+    if (err?.name === 'BlockPinnedError') return
+    let inner: Deletable | undefined = local.unwrap?.()
+    for (let depth = 0; inner?.unwrap != null && depth < 4; depth++) inner = inner.unwrap()
+    if (inner?.delete == null) throw err
+    await inner.delete(cid, options)
   }
 }
 
