@@ -59,21 +59,11 @@
 
 // first: fails fast, with a clear message, on a Node.js too old for libp2p and Helia
 import './node-check.js'
-import { CRDTDatastore } from './engine/crdt-datastore.js'
-import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './engine/crdt-datastore.js'
+import { DefaultCRDTDatastore } from './engine/crdt-datastore.js'
+import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreInit } from './interfaces.js'
 import type { AbortOptions } from 'interface-store'
 
-export { CRDTDatastore } from './engine/crdt-datastore.js'
-export type {
-  CRDTDatastoreComponents,
-  CRDTDatastoreInit,
-  CRDTDatastoreEvents,
-  CRDTStats,
-  WriteOptions,
-  PutEventDetail,
-  DeleteEventDetail,
-  ProcessedEventDetail
-} from './engine/crdt-datastore.js'
+export type * from './interfaces.js'
 export {
   DEFAULT_NAMESPACE,
   DEFAULT_REBROADCAST_INTERVAL,
@@ -85,11 +75,9 @@ export {
   DEFAULT_BROADCAST_BATCH_DELAY,
   DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
 } from './engine/crdt-datastore.js'
-export type { Broadcaster } from './engine/replicator.js'
 export type { BatchOptions, CRDTBatch } from './engine/batch.js'
 export type { Head } from './crdt/heads.js'
 export type { DAGViewOptions } from './engine/debug.js'
-export type { DAGBlockstore } from './engine/engine.js'
 export type { Delta, DeltaElement } from './codec/delta.js'
 export { encodeDelta, decodeDelta } from './codec/delta.js'
 export { encodeNode, decodeNode } from './codec/dag-node.js'
@@ -118,7 +106,7 @@ export type { SnapshotRoot, SnapshotHead, SnapshotElement, SnapshotTombstone } f
  * ```
  */
 export async function createCRDTDatastore (components: CRDTDatastoreComponents, init: CRDTDatastoreInit = {}, options?: AbortOptions): Promise<CRDTDatastore> {
-  const store = new CRDTDatastore(components, init)
+  const store = new DefaultCRDTDatastore(components, init)
   await store.start(options)
   return store
 }

@@ -26,124 +26,13 @@ import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
 import { MAX_DAG_NAME_BYTES } from '../codec/delta.js'
 import type { DeltaElement } from '../codec/delta.js'
-import type { DAGBlockstore } from './engine.js'
 import type { Head } from '../crdt/heads.js'
 import type { SetChange } from '../crdt/or-set.js'
-import type { Broadcaster } from './replicator.js'
-import type { ComponentLogger, Logger } from '@libp2p/interface'
+import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreEventListener, CRDTDatastoreEvents, CRDTDatastoreInit, CRDTStats, DAGBlockstore, ProcessedEventDetail, WriteOptions } from '../interfaces.js'
+import type { Logger } from '@libp2p/interface'
 import type { Datastore, KeyQuery, Pair, Query } from 'interface-datastore'
 import type { AbortOptions, AwaitGenerator, AwaitIterable } from 'interface-store'
 import type { CID } from 'multiformats/cid'
-import type { TypedEventTarget } from 'main-event'
-
-/** The collaborators a CRDT datastore is built from */
-export interface CRDTDatastoreComponents {
-  /** Where all CRDT state lives, under `init.namespace` */
-  datastore: Datastore
-  /** The DAG syncer: stores local blocks and fetches remote ones (Helia's blockstore fetches over bitswap) */
-  blockstore: DAGBlockstore
-  /** Announces and receives heads; absent = an offline replica */
-  broadcaster?: Broadcaster
-  /** Logger factory; defaults to `@libp2p/logger`'s */
-  logger?: ComponentLogger
-}
-
-/** Plain options of a CRDT datastore, each with a `DEFAULT_*` constant */
-export interface CRDTDatastoreInit {
-  /**
-   * Prefix under which the store keeps its state in `components.datastore`
-   *
-   * @default '/crdt'
-   */
-  namespace?: string
-  /**
-   * How often (ms, ±30%) to re-announce heads that no other replica announced
-   * in that time, so late joiners learn them
-   *
-   * @default 60_000
-   */
-  rebroadcastInterval?: number
-  /**
-   * How many DAG blocks are fetched and merged at once while syncing, shared
-   * fairly by every walk. Announced heads are handled up to four times as
-   * many at once, fairly between the peers that announced them
-   *
-   * @default 5
-   */
-  numWorkers?: number
-  /**
-   * How long (ms) to wait for the block of an announced head (asking the
-   * announcer first) before giving the head up until it is announced again.
-   * Shorter than `dagSyncerTimeout`, so a head nobody has costs little
-   *
-   * @default 10_000
-   */
-  headTimeout?: number
-  /**
-   * Fetched blocks larger than this (bytes) are refused and removed. Keep it
-   * above the `maxBatchDeltaSize` of every writer
-   *
-   * @default 2_097_152
-   */
-  maxBlockSize?: number
-  /**
-   * Failed fetches after which an unfinished branch is given up: recorded,
-   * counted in `stats().givenUpBranches`, no longer keeping the store dirty.
-   * A node linking it later, or a broadcast of it, revives it
-   *
-   * @default 5
-   */
-  maxFetchAttempts?: number
-  /**
-   * Announced heads kept waiting for their turn, in all; the oldest of the
-   * announcer with most waiting are dropped first (they come back with the
-   * writer's next rebroadcast)
-   *
-   * @default 4096
-   */
-  maxQueuedHeads?: number
-  /**
-   * How long (ms) to wait for one block from the DAG syncer; 0 waits forever
-   *
-   * @default 300_000
-   */
-  dagSyncerTimeout?: number
-  /**
-   * A batch commits by itself before its delta grows past this many bytes
-   *
-   * @default 1_048_576
-   */
-  maxBatchDeltaSize?: number
-  /**
-   * How often (ms) to resume unfinished walks when the store is dirty; 0 = never
-   *
-   * @default 3_600_000
-   */
-  repairInterval?: number
-  /**
-   * Walk several heads announced by one peer at once instead of one after
-   * the other (heads of different peers are always walked side by side,
-   * within the bounds above)
-   *
-   * @default false
-   */
-  multiHeadProcessing?: boolean
-  /**
-   * Gather local heads for this long (ms) and announce them in one broadcast,
-   * dropping heads a later write superseded; 0 announces each write at once
-   *
-   * @default 0
-   */
-  broadcastBatchDelay?: number
-  /**
-   * Carry the blocks of announced heads in broadcasts while they add up to
-   * at most this many bytes (larger heads are announced alone and fetched);
-   * 0 carries none. go-ds-crdt replicas ignore the carried blocks
-   *
-   * @default 262_144
-   */
-  broadcastBlocksMaxSize?: number
-}
 
 export const DEFAULT_NAMESPACE = '/crdt'
 export const DEFAULT_REBROADCAST_INTERVAL = 60_000
@@ -165,71 +54,6 @@ export const PENALTY_THRESHOLD = 3
 export const HEAD_SLOTS_PER_WORKER = 4
 export const DEFAULT_BROADCAST_BLOCKS_MAX_SIZE = 262_144
 
-/** Options of write methods */
-export interface WriteOptions extends AbortOptions {
-  /** Write to this named DAG instead of the default one */
-  dagName?: string
-}
-
-/** Detail of a `put` event */
-export interface PutEventDetail {
-  key: Key
-  value: Uint8Array
-}
-
-/** Detail of a `delete` event */
-export interface DeleteEventDetail {
-  key: Key
-}
-
-/** Detail of a `processed` event */
-export interface ProcessedEventDetail {
-  cid: CID
-  priority: number
-  dagName: string
-  /** True for nodes written by this replica */
-  local: boolean
-}
-
-/** Events of a CRDT datastore, in place of go-ds-crdt's hooks */
-export interface CRDTDatastoreEvents {
-  /** A key's visible value changed to `value`, through a local or a remote write */
-  put: CustomEvent<PutEventDetail>
-  /** A key disappeared, through a local or a remote delete */
-  delete: CustomEvent<DeleteEventDetail>
-  /** A DAG node was merged */
-  processed: CustomEvent<ProcessedEventDetail>
-}
-
-/** Counters returned by `stats()` */
-export interface CRDTStats {
-  /** Current heads of every DAG */
-  heads: Head[]
-  /** Greatest height among the heads */
-  maxHeight: number
-  /** DAG fetches waiting or in flight, merges waiting for the lock, and announced heads waiting or being handled */
-  queuedJobs: number
-  /**
-   * Blocks received in full from the DAG syncer since start: by walks, for
-   * announced heads and for heads fetched ahead of their turn, whether they
-   * then decoded or not. Local blocks the DAG syncer serves count too
-   */
-  fetchedBlocks: number
-  /** Announced heads waiting for their turn */
-  queuedHeads: number
-  /** Announced heads being fetched or walked */
-  headsInFlight: number
-  /** Announced heads dropped from full queues since start (they come back when rebroadcast) */
-  droppedHeads: number
-  /** Announcers deprioritised because their heads keep failing */
-  penalisedAnnouncers: number
-  /** Walks under way */
-  walks: number
-  /** Unfinished branches given up since start (malformed, or no block after `maxFetchAttempts` fetches) */
-  givenUpBranches: number
-  /** Broadcast payloads received from other replicas since start */
-  receivedBroadcasts: number
-}
 
 const EMPTY = new Uint8Array(0)
 
@@ -273,10 +97,12 @@ export function checkDagName (dagName: string | undefined): string {
 }
 
 /**
- * A Merkle-CRDT replicated `Datastore`. Build it with
- * `createCRDTDatastore()`.
+ * The implementation of `CRDTDatastore`. It is not exported from the
+ * package: `createCRDTDatastore()` builds it and hands out the interface,
+ * whose events callers can listen to but not dispatch (the emitter is
+ * private and this class has no `dispatchEvent`).
  */
-export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRDTDatastoreEvents> {
+export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore {
   private readonly events = new TypedEventEmitter<CRDTDatastoreEvents>()
   private readonly datastore: Datastore
   private readonly blockstore: DAGBlockstore
@@ -659,26 +485,16 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
 
   // --- events --------------------------------------------------------------
 
-  addEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener: ((evt: CRDTDatastoreEvents[K]) => void) | { handleEvent(evt: CRDTDatastoreEvents[K]): void } | null, options?: boolean | AddEventListenerOptions): void
-  addEventListener (type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void {
-    this.events.addEventListener(type as any, listener as any, options)
+  addEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener: CRDTDatastoreEventListener<K>, options?: boolean | AddEventListenerOptions): void {
+    this.events.addEventListener(type, listener, options)
   }
 
-  removeEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener?: ((evt: CRDTDatastoreEvents[K]) => void) | { handleEvent(evt: CRDTDatastoreEvents[K]): void } | null, options?: boolean | EventListenerOptions): void
-  removeEventListener (type: string, listener?: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void {
-    this.events.removeEventListener(type as any, listener as any, options)
+  removeEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener?: CRDTDatastoreEventListener<K>, options?: boolean | EventListenerOptions): void {
+    this.events.removeEventListener(type, listener, options)
   }
 
-  dispatchEvent (event: Event): boolean {
-    return this.events.dispatchEvent(event)
-  }
-
-  listenerCount (type: string): number {
+  listenerCount (type: keyof CRDTDatastoreEvents): number {
     return this.events.listenerCount(type)
-  }
-
-  safeDispatchEvent<Detail>(type: keyof CRDTDatastoreEvents, detail?: CustomEventInit<Detail>): boolean {
-    return this.events.safeDispatchEvent(type, detail)
   }
 
   // --- internals -----------------------------------------------------------

@@ -47,6 +47,7 @@ import type { Delta } from '../codec/delta.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Head } from '../crdt/heads.js'
 import type { Layout } from '../crdt/layout.js'
+import type { DAGBlockstore } from '../interfaces.js'
 import type { SetChange } from '../crdt/or-set.js'
 import type { Logger } from '@libp2p/interface'
 import type { Datastore, Pair } from 'interface-datastore'
@@ -58,21 +59,6 @@ const ROOT = Uint8Array.of(1)
 const COVERED = Uint8Array.of(0)
 /** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
 const GIVEN_UP = '/g'
-
-/** The part of a blockstore the engine needs: Helia's blockstore fits */
-export interface DAGBlockstore {
-  get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
-  put(cid: CID, bytes: Uint8Array, options?: AbortOptions): unknown
-  has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
-  /** Present on Helia's blockstore: a getter that asks the same peers for related blocks */
-  createSession?(root: CID, options?: AbortOptions): { get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
-  /**
-   * Called when a block fetched for `cid` was refused (too large, not the
-   * node it claims to be): a DAG syncer that stored it on the way (Helia's
-   * blockstore persists what it fetches) removes it here
-   */
-  discard?(cid: CID, options?: AbortOptions): unknown
-}
 
 /** Options of a block fetch */
 export interface FetchOptions extends AbortOptions {

@@ -12,7 +12,8 @@ import { isMalformed } from '../errors.js'
 import { HeadQueue } from './head-queue.js'
 import { delay, jitter } from '../utils.js'
 import type { BroadcastHead } from '../codec/broadcast.js'
-import type { DAGBlockstore, Engine } from './engine.js'
+import type { Engine } from './engine.js'
+import type { Broadcaster, DAGBlockstore } from '../interfaces.js'
 import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { Head } from '../crdt/heads.js'
 import type { ReceivedPayload } from './payload-queue.js'
@@ -20,22 +21,6 @@ import type { Walker } from './walker.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
-
-/**
- * Announces heads to other replicas and hands over what they announce.
- * `pubsubBroadcaster()` implements it over libp2p gossipsub.
- */
-export interface Broadcaster {
-  /** Sends a payload to every other replica */
-  broadcast(data: Uint8Array, options?: AbortOptions): Promise<void>
-  /** Resolves with the next payload from another replica; rejects when aborted */
-  next(options?: AbortOptions): Promise<Uint8Array>
-  /**
-   * Like `next()`, with the announcing peer and the decoded heads when the
-   * transport knows them; used instead of `next()` when present
-   */
-  nextPayload?(options?: AbortOptions): Promise<ReceivedPayload>
-}
 
 export interface ReplicatorInit {
   engine: Engine

@@ -27,7 +27,7 @@
  */
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
-import type { DAGBlockstore } from '../engine/engine.js'
+import type { DAGBlockstore } from '../interfaces.js'
 import type { AbortOptions } from 'interface-store'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { CID } from 'multiformats/cid'

@@ -23,7 +23,7 @@
 
 import { streamBlocks } from './client.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_HAVE, SYNC_PROTOCOL } from './protocol.js'
-import type { DAGBlockstore } from '../../engine/engine.js'
+import type { DAGBlockstore } from '../../interfaces.js'
 import type { ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
