@@ -75,7 +75,7 @@ export {
   DEFAULT_BROADCAST_BATCH_DELAY,
   DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
 } from './engine/crdt-datastore.js'
-export type { BatchOptions, CRDTBatch } from './engine/batch.js'
+export type { BatchOptions, CommitOptions, CRDTBatch } from './engine/batch.js'
 export type { Head } from './crdt/heads.js'
 export type { DAGViewOptions } from './engine/debug.js'
 export type { Delta, DeltaElement } from './codec/delta.js'

@@ -16,6 +16,7 @@ import type { ComponentLogger, Startable } from '@libp2p/interface'
 import type { Datastore, Key, Pair } from 'interface-datastore'
 import type { AbortOptions, AwaitIterable } from 'interface-store'
 import type { EventHandler } from 'main-event'
+import type { ProgressEvent, ProgressOptions } from 'progress-events'
 import type { CID } from 'multiformats/cid'
 
 /** The part of a blockstore the engine needs: Helia's blockstore fits */
@@ -159,10 +160,76 @@ export interface CRDTDatastoreInit {
 }
 
 /** Options of write methods */
-export interface WriteOptions extends AbortOptions {
+export interface WriteOptions extends AbortOptions, ProgressOptions<WriteProgressEvents> {
   /** Write to this named DAG instead of the default one */
   dagName?: string
 }
+
+/**
+ * Progress events of the DAG syncer the store fetches and stores blocks
+ * through, passed on untouched: the store forwards `onProgress` into the
+ * blockstore's `get` and `put`, so Helia's (`blocks:…`, `helia:…`) and
+ * bitswap's (`bitswap:…`) own events reach the caller
+ */
+export type DAGSyncerProgressEvents = ProgressEvent<`blocks:${string}` | `bitswap:${string}` | `helia:${string}`, unknown>
+
+/** Detail of a `crdt:write:node` or `crdt:write:announce` progress event */
+export interface WriteNodeDetail {
+  /** The DAG node written (the last one, when a write was split into several) */
+  cid: CID
+  height: number
+  dagName: string
+}
+
+/**
+ * Progress of a write (`put`, `delete`, `putMany`, `deleteMany`, a batch's
+ * `commit`): its node committed locally, then announced to other replicas
+ */
+export type WriteProgressEvents =
+  ProgressEvent<'crdt:write:node', WriteNodeDetail> |
+  ProgressEvent<'crdt:write:announce', WriteNodeDetail> |
+  DAGSyncerProgressEvents
+
+/** Detail of a `crdt:merge:node` progress event */
+export interface MergeNodeDetail {
+  /** The remote DAG node merged */
+  cid: CID
+  priority: number
+  dagName: string
+  /** Size of its block */
+  bytes: number
+}
+
+/**
+ * Detail of the store's `sync:progress` event and of `crdt:sync:progress`
+ * progress events: where a sync stands
+ */
+export interface SyncProgressDetail {
+  /** Remote DAG nodes merged since the store started */
+  nodesMerged: number
+  /** Bytes of those nodes' blocks */
+  bytesMerged: number
+  /**
+   * The known frontier left: DAG nodes waiting to be fetched or being
+   * fetched and merged, plus announced heads waiting or being handled.
+   * 0 once everything known so far is merged (or given up)
+   */
+  frontier: number
+  /** Greatest height among the heads */
+  maxHeight: number
+}
+
+/**
+ * Progress of a sync or a repair: each remote node merged, and where the
+ * sync stands after each step, with the DAG syncer's own events
+ */
+export type SyncProgressEvents =
+  ProgressEvent<'crdt:merge:node', MergeNodeDetail> |
+  ProgressEvent<'crdt:sync:progress', SyncProgressDetail> |
+  DAGSyncerProgressEvents
+
+/** Options of `synced()` and `repair()` */
+export interface SyncOptions extends AbortOptions, ProgressOptions<SyncProgressEvents> {}
 
 /** Detail of a `put` event */
 export interface PutEventDetail {
@@ -192,6 +259,11 @@ export interface CRDTDatastoreEvents {
   delete: CustomEvent<DeleteEventDetail>
   /** A DAG node was merged */
   processed: CustomEvent<ProcessedEventDetail>
+  /**
+   * Where a sync stands: sent after each remote node is merged (or fails)
+   * and after each announced head's turn, until `frontier` reaches 0
+   */
+  'sync:progress': CustomEvent<SyncProgressDetail>
 }
 
 /** Counters returned by `stats()` */
@@ -261,9 +333,11 @@ export interface CRDTDatastore extends Datastore, Startable {
 
   /**
    * Resolves once everything other replicas announced before the call has
-   * been merged (or given up, leaving the store dirty)
+   * been merged (or given up, leaving the store dirty). While it waits,
+   * `onProgress` hears every remote node merged (`crdt:merge:node`), where
+   * the sync stands (`crdt:sync:progress`) and the DAG syncer's own events
    */
-  synced(options?: AbortOptions): Promise<void>
+  synced(options?: SyncOptions): Promise<void>
   /** Counters for monitoring */
   stats(): CRDTStats
   /** The current heads, of every DAG or of one */
@@ -276,8 +350,11 @@ export interface CRDTDatastore extends Datastore, Startable {
   isDirty(options?: AbortOptions): Promise<boolean>
   /** Marks the store dirty so the repair loop runs */
   markDirty(options?: AbortOptions): Promise<void>
-  /** Resumes every unfinished walk; marks the store clean when none is left */
-  repair(options?: AbortOptions): Promise<void>
+  /**
+   * Resumes every unfinished walk; marks the store clean when none is left.
+   * `onProgress` hears the repair's merges, progress and block fetches
+   */
+  repair(options?: SyncOptions): Promise<void>
   /** Removes a named DAG; resolves to the number of DAG nodes removed */
   purgeDAG(dagName: string, options?: AbortOptions): Promise<number>
   /** Writes a snapshot of the current state and resolves to its root CID */

@@ -22,13 +22,15 @@ import { installSnapshot } from '../snapshot/install.js'
 import type { CreateSnapshotOptions } from '../snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
 import { Walker } from './walker.js'
+import { SyncMeter } from './sync-meter.js'
+import { CustomProgressEvent } from 'progress-events'
 import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
 import { MAX_DAG_NAME_BYTES } from '../codec/delta.js'
 import type { DeltaElement } from '../codec/delta.js'
 import type { Head } from '../crdt/heads.js'
 import type { SetChange } from '../crdt/or-set.js'
-import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreEventListener, CRDTDatastoreEvents, CRDTDatastoreInit, CRDTStats, DAGBlockstore, ProcessedEventDetail, WriteOptions } from '../interfaces.js'
+import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreEventListener, CRDTDatastoreEvents, CRDTDatastoreInit, CRDTStats, DAGBlockstore, ProcessedEventDetail, SyncOptions, WriteOptions } from '../interfaces.js'
 import type { Logger } from '@libp2p/interface'
 import type { Datastore, KeyQuery, Pair, Query } from 'interface-datastore'
 import type { AbortOptions, AwaitGenerator, AwaitIterable } from 'interface-store'
@@ -111,6 +113,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   private readonly engine: Engine
   private readonly walker: Walker
   private readonly replicator: Replicator
+  private readonly meter: SyncMeter
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -167,7 +170,13 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     })
     // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
     const fetcher = countingBlockstore(this.blockstore, () => { this.fetchedBlocks++ })
-    this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: this.log, numWorkers, dagSyncerTimeout })
+    this.meter = new SyncMeter({
+      frontier: () => this.walker.queued + this.replicator.headStats.queued + this.replicator.headStats.inFlight,
+      maxHeight: () => this.engine.heads.maxHeight(),
+      hasListeners: () => this.events.listenerCount('sync:progress') > 0,
+      emit: detail => { this.events.safeDispatchEvent('sync:progress', { detail }) }
+    })
+    this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: this.log, numWorkers, dagSyncerTimeout, progress: this.meter })
     this.replicator = new Replicator({
       engine: this.engine,
       walker: this.walker,
@@ -184,6 +193,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
+      progress: this.meter
     })
   }
 
@@ -220,6 +230,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     await this.datastore.put(this.layout.badShutdownKey, EMPTY, options)
     await this.engine.heads.load(options)
     this.fetchedBlocks = 0
+    this.meter.reset()
     this.state = 'started'
     await this.replicator.start()
     this.log('started with %d heads, max height %d', this.engine.heads.all().length, this.engine.heads.maxHeight())
@@ -263,9 +274,14 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    * await store.synced({ signal: AbortSignal.timeout(30_000) })
    * ```
    */
-  async synced (options?: AbortOptions): Promise<void> {
+  async synced (options?: SyncOptions): Promise<void> {
     this.checkOpen(options)
-    await this.replicator.synced(options)
+    const unlisten = this.meter.listen(options?.onProgress)
+    try {
+      await this.replicator.synced(options)
+    } finally {
+      unlisten()
+    }
   }
 
   // --- Datastore -----------------------------------------------------------
@@ -418,7 +434,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    * Resumes every unfinished walk and marks the store clean when none is
    * left. Rejects with the first error when a branch still cannot be synced.
    */
-  async repair (options?: AbortOptions): Promise<void> {
+  async repair (options?: SyncOptions): Promise<void> {
     this.checkOpen(options)
     await this.replicator.repair(options)
   }
@@ -534,7 +550,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     }
   }
 
-  private async writeOps (ops: Map<string, KeyOp>, dagName: string, options?: AbortOptions): Promise<void> {
+  private async writeOps (ops: Map<string, KeyOp>, dagName: string, options?: Omit<WriteOptions, 'dagName'>): Promise<void> {
     if (ops.size === 0) return
     const commit = await this.engine.commitLocal(async tx => {
       const elements: DeltaElement[] = []
@@ -547,7 +563,10 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     }, options)
     if (commit != null) {
       this.replicator.walkInBackground(commit.unprocessed)
+      const written = { cid: commit.head.cid, height: commit.head.height, dagName: commit.head.dagName }
+      options?.onProgress?.(new CustomProgressEvent('crdt:write:node', written))
       await this.replicator.announce(commit.head, commit.replaced)
+      options?.onProgress?.(new CustomProgressEvent('crdt:write:announce', written))
       // a write split into several nodes failed part way: the parts that landed are announced
       if (commit.failure != null) throw commit.failure
     }

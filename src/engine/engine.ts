@@ -48,6 +48,7 @@ import type { DecodedNode } from '../codec/dag-node.js'
 import type { Head } from '../crdt/heads.js'
 import type { Layout } from '../crdt/layout.js'
 import type { DAGBlockstore } from '../interfaces.js'
+import type { ProgressOptions } from 'progress-events'
 import type { SetChange } from '../crdt/or-set.js'
 import type { Logger } from '@libp2p/interface'
 import type { Datastore, Pair } from 'interface-datastore'
@@ -61,7 +62,7 @@ const COVERED = Uint8Array.of(0)
 const GIVEN_UP = '/g'
 
 /** Options of a block fetch */
-export interface FetchOptions extends AbortOptions {
+export interface FetchOptions extends AbortOptions, ProgressOptions {
   /** Time (ms) to wait for the block instead of `dagSyncerTimeout`; 0 = forever */
   timeout?: number
   /** A peer (id string) likely to have the block, asked first by DAG syncers that can */
@@ -314,7 +315,8 @@ export class Engine {
       chunks = await withTimeout(options?.signal, timeout, async signal => {
         const out: Uint8Array[] = []
         let size = 0
-        const opts = options?.preferPeer == null ? { signal } : { signal, preferPeer: options.preferPeer }
+        // onProgress goes into the DAG syncer's get, so its own events (bitswap's) reach the caller
+        const opts = { signal, onProgress: options?.onProgress, ...(options?.preferPeer == null ? {} : { preferPeer: options.preferPeer }) }
         for await (const chunk of getter.get(cid, opts)) {
           size += chunk.byteLength
           if (size > this.maxBlockSize) throw new BlockTooLargeError(`Block is larger than ${this.maxBlockSize} bytes`)

@@ -13,7 +13,8 @@ import { HeadQueue } from './head-queue.js'
 import { delay, jitter } from '../utils.js'
 import type { BroadcastHead } from '../codec/broadcast.js'
 import type { Engine } from './engine.js'
-import type { Broadcaster, DAGBlockstore } from '../interfaces.js'
+import type { Broadcaster, DAGBlockstore, SyncOptions } from '../interfaces.js'
+import type { SyncProgress } from './sync-meter.js'
 import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { Head } from '../crdt/heads.js'
 import type { ReceivedPayload } from './payload-queue.js'
@@ -44,6 +45,8 @@ export interface ReplicatorInit {
   penaltyThreshold: number
   /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
   broadcastBlocksMaxSize?: number
+  /** Told when a head's turn ends; its `onProgress` goes into background walks and fetches */
+  progress?: SyncProgress
 }
 
 /** Every this many repair intervals, branches given up are tried once more (daily at the default interval) */
@@ -167,6 +170,7 @@ export class Replicator {
 
   private notifyProgress (): void {
     for (const wake of [...this.progressWaiters]) wake()
+    this.init.progress?.settled(this.init.progress)
   }
 
   /** Announces a new local head, replacing the heads it links to in a pending batch */
@@ -194,7 +198,7 @@ export class Replicator {
   walkInBackground (cids: CID[]): void {
     if (cids.length === 0) return
     const signal = this.signal
-    this.track(this.walker.walk(cids.map(cid => ({ cid })), { signal }).catch(async () => {
+    this.track(this.walker.walk(cids.map(cid => ({ cid })), { signal, onProgress: this.init.progress?.onProgress }).catch(async () => {
       if (!signal.aborted) await this.engine.markDirty().catch(() => {})
     }))
   }
@@ -203,6 +207,7 @@ export class Replicator {
   async receive (data: Uint8Array): Promise<void> {
     await this.storeCarriedBlocks(data)
     await this.handleBroadcast(data)
+    this.notifyProgress()
   }
 
   /**
@@ -246,18 +251,18 @@ export class Replicator {
    * Walks every branch left unfinished (the `w/` records), then marks the
    * store clean if none is left.
    */
-  async repair (options?: AbortOptions): Promise<void> {
+  async repair (options?: SyncOptions): Promise<void> {
     this.repairing ??= this.runRepair(options).finally(() => { this.repairing = undefined })
     return this.repairing
   }
 
-  private async runRepair (options?: AbortOptions): Promise<void> {
+  private async runRepair (options?: SyncOptions): Promise<void> {
     const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
     const pending = await this.engine.pendingBranches({ signal })
     const starts = pending.filter(cid => this.engine.reserve(cid)).map(cid => ({ cid }))
     this.log('repairing from %d unfinished branches', starts.length)
     try {
-      await this.walker.walk(starts, { signal })
+      await this.walker.walk(starts, { signal, onProgress: options?.onProgress ?? this.init.progress?.onProgress })
     } catch (err) {
       if (!signal.aborted) await this.engine.markDirty()
       throw err
@@ -286,7 +291,7 @@ export class Replicator {
       // out of reach) leaves nothing behind. If the block exists, its writer
       // rebroadcasts it or a later node links to it.
       const preferPeer = announcer === '' ? undefined : announcer
-      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer })
+      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer, onProgress: this.init.progress?.onProgress })
       if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
       // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
       const alongside = head.adopt && node.delta.dagName === head.dagName
@@ -298,7 +303,7 @@ export class Replicator {
       }
       walking = true
       await this.serialised(announcer, async () => {
-        await this.walker.walk([{ cid, node }], { signal, preferPeer })
+        await this.walker.walk([{ cid, node }], { signal, preferPeer, onProgress: this.init.progress?.onProgress })
       })
       return 'ok'
     } catch (err: any) {

@@ -24,7 +24,9 @@ import PQueue from 'p-queue'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
 import type { BlockGetter, Engine, FetchOptions } from './engine.js'
-import type { DAGBlockstore } from '../interfaces.js'
+import type { DAGBlockstore, SyncProgressEvents } from '../interfaces.js'
+import type { SyncProgress } from './sync-meter.js'
+import type { ProgressOptions } from 'progress-events'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -37,7 +39,7 @@ export interface WalkStart {
 }
 
 /** Options of a walk */
-export interface WalkOptions extends AbortOptions {
+export interface WalkOptions extends AbortOptions, ProgressOptions<SyncProgressEvents> {
   /** A peer (id string) likely to hold the branch: asked first by DAG syncers that can */
   preferPeer?: string
 }
@@ -49,6 +51,8 @@ export interface WalkerInit {
   numWorkers: number
   /** The deadline (ms) shared by the children of one node; 0 = none */
   dagSyncerTimeout: number
+  /** Told of each node merged and each node done (sync progress) */
+  progress?: SyncProgress
 }
 
 /** Siblings: nodes linked by one node, sharing one fetch deadline (set when the first of them is fetched) */
@@ -62,6 +66,7 @@ export class Walker {
   private readonly log: Logger
   private readonly numWorkers: number
   private readonly timeout: number
+  private readonly progress?: SyncProgress
   private readonly slots: Slots
   private outstanding = 0
   private running = 0
@@ -72,6 +77,7 @@ export class Walker {
     this.log = init.log
     this.numWorkers = init.numWorkers
     this.timeout = init.dagSyncerTimeout
+    this.progress = init.progress
     this.slots = new Slots(init.numWorkers)
   }
 
@@ -118,6 +124,7 @@ export class Walker {
             options?.signal?.throwIfAborted()
             const node = known ?? await this.fetchSibling(cid, via, siblings, options)
             const { children } = await this.engine.processNode(node, options)
+            this.progress?.merged(node, options)
             const group = this.siblings()
             for (const child of children) {
               schedule(child, depth + 1, undefined, group)
@@ -147,6 +154,7 @@ export class Walker {
             this.engine.release(cid)
             outstanding--
             this.outstanding--
+            this.progress?.settled(options)
             if (outstanding === 0) resolve()
           })
       }
