@@ -12,7 +12,7 @@ import type { ReceivedPayload } from './engine/payload-queue.js'
 import type { Head } from './crdt/heads.js'
 import type { CreateSnapshotOptions } from './snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
-import type { ComponentLogger, Startable } from '@libp2p/interface'
+import type { ComponentLogger, Metrics, Startable } from '@libp2p/interface'
 import type { Datastore, Key, Pair } from 'interface-datastore'
 import type { AbortOptions, AwaitIterable } from 'interface-store'
 import type { EventHandler } from 'main-event'
@@ -58,8 +58,14 @@ export interface CRDTDatastoreComponents {
   blockstore: DAGBlockstore
   /** Announces and receives heads; absent = an offline replica */
   broadcaster?: Broadcaster
-  /** Logger factory; defaults to `@libp2p/logger`'s */
+  /** Logger factory; defaults to `@libp2p/logger`'s. Each part logs under its own name (`datastore-crdt:engine`, `:walker`, `:replicator`, …) */
   logger?: ComponentLogger
+  /**
+   * Where to register the store's metrics (libp2p's `Metrics`, e.g.
+   * `libp2p.metrics`): nodes merged, blocks fetched, bytes, heads, sync lag.
+   * `createHeliaCRDT()` passes the Helia node's libp2p metrics when it has them
+   */
+  metrics?: Metrics
 }
 
 /** Plain options of a CRDT datastore, each with a `DEFAULT_*` constant */

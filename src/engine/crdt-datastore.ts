@@ -23,6 +23,7 @@ import type { CreateSnapshotOptions } from '../snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
 import { Walker } from './walker.js'
 import { SyncMeter } from './sync-meter.js'
+import { StoreMetrics } from './store-metrics.js'
 import { CustomProgressEvent } from 'progress-events'
 import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
@@ -31,7 +32,7 @@ import type { DeltaElement } from '../codec/delta.js'
 import type { Head } from '../crdt/heads.js'
 import type { SetChange } from '../crdt/or-set.js'
 import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreEventListener, CRDTDatastoreEvents, CRDTDatastoreInit, CRDTStats, DAGBlockstore, ProcessedEventDetail, SyncOptions, WriteOptions } from '../interfaces.js'
-import type { Logger } from '@libp2p/interface'
+import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { Datastore, KeyQuery, Pair, Query } from 'interface-datastore'
 import type { AbortOptions, AwaitGenerator, AwaitIterable } from 'interface-store'
 import type { CID } from 'multiformats/cid'
@@ -59,16 +60,20 @@ export const DEFAULT_BROADCAST_BLOCKS_MAX_SIZE = 262_144
 
 const EMPTY = new Uint8Array(0)
 
-/** `get` of `getter` calling `onBlock` after each block is received in full */
-function countedGet (getter: Pick<DAGBlockstore, 'get'>, onBlock: () => void): DAGBlockstore['get'] {
+/** `get` of `getter` calling `onBlock` with its size after each block is received in full */
+function countedGet (getter: Pick<DAGBlockstore, 'get'>, onBlock: (bytes: number) => void): DAGBlockstore['get'] {
   return async function * (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
-    yield * getter.get(cid, options)
-    onBlock()
+    let bytes = 0
+    for await (const chunk of getter.get(cid, options)) {
+      bytes += chunk.byteLength
+      yield chunk
+    }
+    onBlock(bytes)
   }
 }
 
 /** The fetching side of `blockstore` (and of its sessions), counting every block received */
-function countingBlockstore (blockstore: DAGBlockstore, onBlock: () => void): DAGBlockstore {
+function countingBlockstore (blockstore: DAGBlockstore, onBlock: (bytes: number) => void): DAGBlockstore {
   const counted: DAGBlockstore = {
     get: countedGet(blockstore, onBlock),
     put: (cid, bytes, options) => blockstore.put(cid, bytes, options),
@@ -109,11 +114,13 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   private readonly datastore: Datastore
   private readonly blockstore: DAGBlockstore
   private readonly log: Logger
+  private readonly logger: ComponentLogger
   private readonly layout: Layout
   private readonly engine: Engine
   private readonly walker: Walker
   private readonly replicator: Replicator
   private readonly meter: SyncMeter
+  private readonly metrics: StoreMetrics
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -155,13 +162,15 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.datastore = components.datastore
     this.blockstore = components.blockstore
     this.layout = new Layout(namespace)
-    const logger = components.logger
-    this.log = (logger ?? defaultLogger()).forComponent('datastore-crdt')
+    // one logger per component: DEBUG=datastore-crdt:walker* shows the walks alone
+    const logger = components.logger ?? defaultLogger()
+    this.logger = logger
+    this.log = logger.forComponent('datastore-crdt')
     this.engine = new Engine({
       datastore: this.datastore,
       blockstore: this.blockstore,
       layout: this.layout,
-      log: this.log,
+      log: logger.forComponent('datastore-crdt:engine'),
       dagSyncerTimeout,
       maxDeltaSize: this.maxBatchDeltaSize,
       maxBlockSize,
@@ -169,20 +178,30 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
     // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
-    const fetcher = countingBlockstore(this.blockstore, () => { this.fetchedBlocks++ })
+    this.metrics = new StoreMetrics(components.metrics, {
+      heads: () => this.engine.heads.all().length,
+      maxHeight: () => this.engine.heads.maxHeight(),
+      syncLag: () => this.meter.detail().frontier,
+      queuedHeads: () => this.replicator.headStats.queued
+    })
+    const fetcher = countingBlockstore(this.blockstore, bytes => {
+      this.fetchedBlocks++
+      this.metrics.fetched(bytes)
+    })
     this.meter = new SyncMeter({
       frontier: () => this.walker.queued + this.replicator.headStats.queued + this.replicator.headStats.inFlight,
       maxHeight: () => this.engine.heads.maxHeight(),
       hasListeners: () => this.events.listenerCount('sync:progress') > 0,
-      emit: detail => { this.events.safeDispatchEvent('sync:progress', { detail }) }
+      emit: detail => { this.events.safeDispatchEvent('sync:progress', { detail }) },
+      onMerged: bytes => { this.metrics.merged(bytes) }
     })
-    this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: this.log, numWorkers, dagSyncerTimeout, progress: this.meter })
+    this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: logger.forComponent('datastore-crdt:walker'), numWorkers, dagSyncerTimeout, progress: this.meter })
     this.replicator = new Replicator({
       engine: this.engine,
       walker: this.walker,
       blockstore: fetcher,
       broadcaster: components.broadcaster,
-      log: this.log,
+      log: logger.forComponent('datastore-crdt:replicator'),
       rebroadcastInterval,
       repairInterval,
       multiHeadProcessing,
@@ -450,7 +469,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     if (name === '') {
       throw new InvalidOptionsError('purgeDAG needs the name of a named DAG')
     }
-    return purgeDAG({ engine: this.engine, blockstore: this.blockstore, datastore: this.datastore, log: this.log }, name, options)
+    return purgeDAG({ engine: this.engine, blockstore: this.blockstore, datastore: this.datastore, log: this.logger.forComponent('datastore-crdt:purge') }, name, options)
   }
 
   /**
@@ -462,7 +481,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
-    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, options))
+    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, options))
   }
 
   /**
@@ -475,7 +494,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    */
   async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
     this.checkOpen(options)
-    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options))
+    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, cid, options))
   }
 
   /** An indented listing of the DAG from local blocks, for debugging small DAGs */
@@ -563,6 +582,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     }, options)
     if (commit != null) {
       this.replicator.walkInBackground(commit.unprocessed)
+      this.metrics.written()
       const written = { cid: commit.head.cid, height: commit.head.height, dagName: commit.head.dagName }
       options?.onProgress?.(new CustomProgressEvent('crdt:write:node', written))
       await this.replicator.announce(commit.head, commit.replaced)

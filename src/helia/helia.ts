@@ -26,7 +26,7 @@ import type { AbortOptions } from 'interface-store'
 
 /** The parts of a Helia node the adapter uses */
 export interface HeliaLike extends HeliaDAGSyncerComponents {
-  libp2p: HeliaDAGSyncerComponents['libp2p'] & Partial<Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>> & {
+  libp2p: HeliaDAGSyncerComponents['libp2p'] & Partial<Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'metrics'>> & {
     services: Record<string, unknown>
   }
   datastore: Datastore
@@ -241,7 +241,9 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
       new TopicWatch(pubsub as WatchedPubSub, topic, (helia.logger ?? defaultLogger()).forComponent('datastore-crdt:topic'))
     ),
     libp2p: helia.libp2p,
-    logger: helia.logger
+    logger: helia.logger,
+    // the store's counters and gauges go where libp2p's own metrics go, when it has any
+    metrics: helia.libp2p.metrics
   }, {
     ...init,
     namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)
