@@ -74,16 +74,23 @@ export class SyncMeter implements SyncProgress {
     this.nodesMerged++
     this.bytesMerged += bytes
     this.components.onMerged?.(bytes)
-    options?.onProgress?.(new CustomProgressEvent('crdt:merge:node', { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, bytes }))
+    this.listenerOf(options)?.(new CustomProgressEvent('crdt:merge:node', { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, bytes }))
   }
 
   settled (options?: ProgressOptions<SyncProgressEvents>): void {
     const store = this.components.hasListeners()
-    if (!store && options?.onProgress == null && this.components.onSettled == null) return
+    const listener = this.listenerOf(options)
+    if (!store && listener == null && this.components.onSettled == null) return
     const detail = this.detail()
     this.components.onSettled?.(detail)
     if (store) this.components.emit(detail)
-    options?.onProgress?.(new CustomProgressEvent('crdt:sync:progress', detail))
+    listener?.(new CustomProgressEvent('crdt:sync:progress', detail))
+  }
+
+  /** The listener of `options`, unless it is the fan-out to `synced()` callers and none is waiting */
+  private listenerOf (options?: ProgressOptions<SyncProgressEvents>): ProgressEventListener<SyncProgressEvents> | undefined {
+    const listener = options?.onProgress
+    return listener === this.onProgress && this.listeners.size === 0 ? undefined : listener
   }
 
   detail (): SyncProgressDetail {
