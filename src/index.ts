@@ -52,8 +52,17 @@
  *   console.log('now', evt.detail.key.toString())
  * })
  *
- * // resolves once everything announced so far by other replicas is merged
- * await store.synced({ signal: AbortSignal.timeout(30_000) })
+ * // where a sync stands: remote nodes and bytes merged, known frontier left
+ * store.addEventListener('sync:progress', (evt) => {
+ *   console.log(evt.detail.nodesMerged, 'merged,', evt.detail.frontier, 'left')
+ * })
+ *
+ * // resolves once everything announced so far by other replicas is merged;
+ * // onProgress also hears each node merged and the DAG syncer's own events
+ * await store.synced({
+ *   signal: AbortSignal.timeout(30_000),
+ *   onProgress: (evt) => { if (evt.type === 'crdt:merge:node') console.log('merged', evt.detail.cid.toString()) }
+ * })
  * ```
  */
 

@@ -177,17 +177,19 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       maxFetchAttempts,
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
-    // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
+    // counters and gauges on components.metrics, when given (no-ops otherwise)
     this.metrics = new StoreMetrics(components.metrics, {
       heads: () => this.engine.heads.all().length,
       maxHeight: () => this.engine.heads.maxHeight(),
       syncLag: () => this.meter.detail().frontier,
       queuedHeads: () => this.replicator.headStats.queued
     })
+    // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
     const fetcher = countingBlockstore(this.blockstore, bytes => {
       this.fetchedBlocks++
       this.metrics.fetched(bytes)
     })
+    // where a sync stands: the walker and the replicator report each step to it
     this.meter = new SyncMeter({
       frontier: () => this.walker.queued + this.replicator.headStats.queued + this.replicator.headStats.inFlight,
       maxHeight: () => this.engine.heads.maxHeight(),
