@@ -170,7 +170,6 @@ export class Replicator {
 
   private notifyProgress (): void {
     for (const wake of [...this.progressWaiters]) wake()
-    this.init.progress?.settled(this.init.progress)
   }
 
   /** Announces a new local head, replacing the heads it links to in a pending batch */
@@ -207,7 +206,7 @@ export class Replicator {
   async receive (data: Uint8Array): Promise<void> {
     await this.storeCarriedBlocks(data)
     await this.handleBroadcast(data)
-    this.notifyProgress()
+    this.init.progress?.settled(this.init.progress)
   }
 
   /**
@@ -374,6 +373,7 @@ export class Replicator {
         // every head of the payload had its turn: walked and merged, or given up
         this.handled++
         this.notifyProgress()
+        this.init.progress?.settled(this.init.progress)
       })
     }
   }
