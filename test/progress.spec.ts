@@ -119,6 +119,10 @@ describe('progress events', function () {
       await b.store.synced()
       expect(after).to.deep.equal([])
       expect(storeEvents.at(-1)).to.include({ nodesMerged: CHAIN + 1, frontier: 0 })
+      // stopping is no sync step: no event
+      const sent = storeEvents.length
+      await b.store.stop()
+      expect(storeEvents).to.have.lengthOf(sent)
     } finally {
       await b.store.stop()
       await a.store.stop()
