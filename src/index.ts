@@ -52,28 +52,27 @@
  *   console.log('now', evt.detail.key.toString())
  * })
  *
- * // resolves once everything announced so far by other replicas is merged
- * await store.synced({ signal: AbortSignal.timeout(30_000) })
+ * // where a sync stands: remote nodes and bytes merged, known frontier left
+ * store.addEventListener('sync:progress', (evt) => {
+ *   console.log(evt.detail.nodesMerged, 'merged,', evt.detail.frontier, 'left')
+ * })
+ *
+ * // resolves once everything announced so far by other replicas is merged;
+ * // onProgress also hears each node merged and the DAG syncer's own events
+ * await store.synced({
+ *   signal: AbortSignal.timeout(30_000),
+ *   onProgress: (evt) => { if (evt.type === 'crdt:merge:node') console.log('merged', evt.detail.cid.toString()) }
+ * })
  * ```
  */
 
 // first: fails fast, with a clear message, on a Node.js too old for libp2p and Helia
 import './node-check.js'
-import { CRDTDatastore } from './engine/crdt-datastore.js'
-import type { CRDTDatastoreComponents, CRDTDatastoreInit } from './engine/crdt-datastore.js'
+import { DefaultCRDTDatastore } from './engine/crdt-datastore.js'
+import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreInit } from './interfaces.js'
 import type { AbortOptions } from 'interface-store'
 
-export { CRDTDatastore } from './engine/crdt-datastore.js'
-export type {
-  CRDTDatastoreComponents,
-  CRDTDatastoreInit,
-  CRDTDatastoreEvents,
-  CRDTStats,
-  WriteOptions,
-  PutEventDetail,
-  DeleteEventDetail,
-  ProcessedEventDetail
-} from './engine/crdt-datastore.js'
+export type * from './interfaces.js'
 export {
   DEFAULT_NAMESPACE,
   DEFAULT_REBROADCAST_INTERVAL,
@@ -85,11 +84,10 @@ export {
   DEFAULT_BROADCAST_BATCH_DELAY,
   DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
 } from './engine/crdt-datastore.js'
-export type { Broadcaster } from './engine/replicator.js'
-export type { BatchOptions, CRDTBatch } from './engine/batch.js'
+export type { BatchOptions, CommitOptions, CRDTBatch } from './engine/batch.js'
 export type { Head } from './crdt/heads.js'
 export type { DAGViewOptions } from './engine/debug.js'
-export type { DAGBlockstore, LocalBlock } from './engine/engine.js'
+export type { LocalBlock } from './interfaces.js'
 export { DEFAULT_MAX_MERGE_NODES, DEFAULT_MAX_MERGE_BYTES } from './engine/engine.js'
 export type { Delta, DeltaElement } from './codec/delta.js'
 export { encodeDelta, decodeDelta } from './codec/delta.js'
@@ -119,7 +117,7 @@ export type { SnapshotRoot, SnapshotHead, SnapshotElement, SnapshotTombstone } f
  * ```
  */
 export async function createCRDTDatastore (components: CRDTDatastoreComponents, init: CRDTDatastoreInit = {}, options?: AbortOptions): Promise<CRDTDatastore> {
-  const store = new CRDTDatastore(components, init)
+  const store = new DefaultCRDTDatastore(components, init)
   await store.start(options)
   return store
 }

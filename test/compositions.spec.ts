@@ -20,7 +20,8 @@ import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { CRDTDatastore } from '../src/index.js'
+// the implementation class, reached past the entry points: only a test builds a store without starting it
+import { DefaultCRDTDatastore } from '../src/engine/crdt-datastore.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { createReplicaNode } from '../src/node/index.js'
 import { waitFor } from './fixtures/network.js'
@@ -106,7 +107,7 @@ describe('the store inside other components (2 replicas on 127.0.0.1)', function
   })
 
   it('a store that was never started gives Helia an error saying to start it first', async () => {
-    const store = new CRDTDatastore({ datastore: new MemoryDatastore(), blockstore: new MemoryBlockstore() })
+    const store = new DefaultCRDTDatastore({ datastore: new MemoryDatastore(), blockstore: new MemoryBlockstore() })
     const helia = createHeliaLight({ datastore: store, blockstore: new MemoryBlockstore() })
     const err = await helia.start().then(() => undefined, (e: Error) => e)
     expect(err).to.have.property('name', 'DatastoreStoppedError')

@@ -3,17 +3,17 @@ import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import all from 'it-all'
-import { CRDTDatastore, createCRDTDatastore } from '../src/index.js'
+import { createCRDTDatastore } from '../src/index.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
 
 describe('bad input at the API', () => {
   it('refuses invalid options with InvalidOptionsError', async () => {
     const components = { datastore: new MemoryDatastore(), blockstore: new MemoryBlockstore() }
     for (const init of [{ numWorkers: 0 }, { numWorkers: 1.5 }, { rebroadcastInterval: 0 }, { dagSyncerTimeout: -1 }, { maxBatchDeltaSize: 0 }, { repairInterval: -5 }, { broadcastBatchDelay: -1 }, { namespace: 'no-slash' }, { multiHeadProcessing: 'yes' as any }]) {
-      expect(() => new CRDTDatastore(components, init)).to.throw().with.property('name', 'InvalidOptionsError')
+      await expect(createCRDTDatastore(components, init)).to.eventually.be.rejected.with.property('name', 'InvalidOptionsError')
     }
-    expect(() => new CRDTDatastore({ datastore: undefined as any, blockstore: new MemoryBlockstore() })).to.throw(/datastore/)
-    expect(() => new CRDTDatastore({ datastore: new MemoryDatastore(), blockstore: {} as any })).to.throw(/blockstore/)
+    await expect(createCRDTDatastore({ datastore: undefined as any, blockstore: new MemoryBlockstore() })).to.eventually.be.rejected.with.property('message').that.matches(/datastore/)
+    await expect(createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore: {} as any })).to.eventually.be.rejected.with.property('message').that.matches(/blockstore/)
   })
 
   it('refuses values that are not Uint8Array and keys that are not Keys, writing nothing', async () => {

@@ -10,7 +10,9 @@ import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import all from 'it-all'
-import { createCRDTDatastore, CRDTDatastore, encodeBroadcast, PayloadQueue } from '../src/index.js'
+import { createCRDTDatastore, encodeBroadcast, PayloadQueue } from '../src/index.js'
+// the implementation class, reached past the entry points: only a test builds a store without starting it
+import { DefaultCRDTDatastore } from '../src/engine/crdt-datastore.js'
 import { stateOf } from './fixtures/network.js'
 import { dec, enc, memoryReplica } from './fixtures/stores.js'
 import type { Broadcaster } from '../src/index.js'
@@ -54,7 +56,7 @@ describe('lifecycle, synced() and stats()', function () {
 
   it('start() is idempotent, concurrent starts share one, and stop()/start() cycles keep the data', async () => {
     const datastore = new MemoryDatastore()
-    const store = new CRDTDatastore({ datastore, blockstore: new MemoryBlockstore() })
+    const store = new DefaultCRDTDatastore({ datastore, blockstore: new MemoryBlockstore() })
     await store.stop() // stopping a store that never ran does nothing
     await Promise.all([store.start(), store.start()])
     await store.start()
@@ -92,7 +94,7 @@ describe('lifecycle, synced() and stats()', function () {
     await first.stop()
 
     // what Helia does: construct, read, and only later start
-    const store = new CRDTDatastore({ datastore, blockstore })
+    const store = new DefaultCRDTDatastore({ datastore, blockstore })
     expect(dec(await store.get(new Key('/kept')))).to.equal('yes')
     expect(await store.has(new Key('/also'))).to.equal(true)
     expect(await stateOf(store)).to.deep.equal(['/also=too', '/kept=yes'])

@@ -21,7 +21,8 @@ import { Layout } from '../src/crdt/layout.js'
 import { Engine } from '../src/engine/engine.js'
 import { Walker } from '../src/engine/walker.js'
 import type { Delta } from '../src/codec/delta.js'
-import type { DAGBlockstore, FetchOptions } from '../src/engine/engine.js'
+import type { FetchOptions } from '../src/engine/engine.js'
+import type { DAGBlockstore } from '../src/interfaces.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const dec = (b: Uint8Array): string => new TextDecoder().decode(b)

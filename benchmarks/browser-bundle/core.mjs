@@ -5,7 +5,7 @@
  * index.mjs; built from dist/.
  */
 
-export { CRDTDatastore } from '../../dist/src/engine/crdt-datastore.js'
+export { DefaultCRDTDatastore } from '../../dist/src/engine/crdt-datastore.js'
 export { encodeDelta, decodeDelta } from '../../dist/src/codec/delta.js'
 export { encodeNode, decodeNode } from '../../dist/src/codec/dag-node.js'
 export { encodeBroadcast, decodeBroadcast } from '../../dist/src/codec/broadcast.js'

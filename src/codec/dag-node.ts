@@ -30,6 +30,8 @@ export interface DecodedNode {
    * The node itself is merged; the engine records the refusal.
    */
   refusedLinks?: number
+  /** Size (bytes) of the block it was decoded from */
+  size?: number
 }
 
 /**
@@ -101,7 +103,8 @@ export function decodeNode (cid: CID, bytes: Uint8Array): DecodedNode {
   const decoded: DecodedNode = {
     cid,
     delta: decodeDelta(node.Data ?? new Uint8Array(0)),
-    links
+    links,
+    size: bytes.byteLength
   }
   if (refusedLinks > 0) decoded.refusedLinks = refusedLinks
   return decoded

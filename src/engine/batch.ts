@@ -10,6 +10,8 @@ import type { Delta, DeltaElement } from '../codec/delta.js'
 import { InvalidValueError, ValueTooLargeError } from '../errors.js'
 import type { Batch, Key } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
+import type { WriteProgressEvents } from '../interfaces.js'
+import type { ProgressOptions } from 'progress-events'
 
 /** What a batch holds for one key: the value to put and/or a delete of what was there */
 export interface KeyOp {
@@ -18,7 +20,10 @@ export interface KeyOp {
 }
 
 /** Writes one delta made of the given operations */
-export type OpsWriter = (ops: Map<string, KeyOp>, dagName: string, options?: AbortOptions) => Promise<void>
+export type OpsWriter = (ops: Map<string, KeyOp>, dagName: string, options?: CommitOptions) => Promise<void>
+
+/** Options of a batch's `commit()`: `onProgress` hears each node written and announced */
+export interface CommitOptions extends AbortOptions, ProgressOptions<WriteProgressEvents> {}
 
 /** Options for `store.batch()` */
 export interface BatchOptions {
@@ -132,7 +137,7 @@ export class CRDTBatch implements Batch {
     this.enqueue(this.builder.delete(this.keyString(key)))
   }
 
-  async commit (options?: AbortOptions): Promise<void> {
+  async commit (options?: CommitOptions): Promise<void> {
     this.enqueue(this.builder.take(), options)
     await this.chain
     if (this.failure != null) {
@@ -142,7 +147,7 @@ export class CRDTBatch implements Batch {
     }
   }
 
-  private enqueue (ops: Map<string, KeyOp> | undefined, options?: AbortOptions): void {
+  private enqueue (ops: Map<string, KeyOp> | undefined, options?: CommitOptions): void {
     if (ops == null || ops.size === 0) return
     this.chain = this.chain.then(async () => {
       if (this.failure != null) return

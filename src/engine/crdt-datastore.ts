@@ -22,142 +22,20 @@ import { installSnapshot } from '../snapshot/install.js'
 import type { CreateSnapshotOptions } from '../snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
 import { Walker } from './walker.js'
+import { SyncMeter } from './sync-meter.js'
+import { StoreMetrics } from './store-metrics.js'
+import { CustomProgressEvent } from 'progress-events'
 import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
 import { MAX_DAG_NAME_BYTES } from '../codec/delta.js'
 import type { DeltaElement } from '../codec/delta.js'
-import type { DAGBlockstore } from './engine.js'
 import type { Head } from '../crdt/heads.js'
 import type { SetChange } from '../crdt/or-set.js'
-import type { Broadcaster } from './replicator.js'
+import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreEventListener, CRDTDatastoreEvents, CRDTDatastoreInit, CRDTStats, DAGBlockstore, ProcessedEventDetail, SyncOptions, WriteOptions } from '../interfaces.js'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { Datastore, KeyQuery, Pair, Query } from 'interface-datastore'
 import type { AbortOptions, AwaitGenerator, AwaitIterable } from 'interface-store'
 import type { CID } from 'multiformats/cid'
-import type { TypedEventTarget } from 'main-event'
-
-/** The collaborators a CRDT datastore is built from */
-export interface CRDTDatastoreComponents {
-  /** Where all CRDT state lives, under `init.namespace` */
-  datastore: Datastore
-  /** The DAG syncer: stores local blocks and fetches remote ones (Helia's blockstore fetches over bitswap) */
-  blockstore: DAGBlockstore
-  /** Announces and receives heads; absent = an offline replica */
-  broadcaster?: Broadcaster
-  /** Logger factory; defaults to `@libp2p/logger`'s */
-  logger?: ComponentLogger
-}
-
-/** Plain options of a CRDT datastore, each with a `DEFAULT_*` constant */
-export interface CRDTDatastoreInit {
-  /**
-   * Prefix under which the store keeps its state in `components.datastore`
-   *
-   * @default '/crdt'
-   */
-  namespace?: string
-  /**
-   * How often (ms, ±30%) to re-announce heads that no other replica announced
-   * in that time, so late joiners learn them
-   *
-   * @default 60_000
-   */
-  rebroadcastInterval?: number
-  /**
-   * How many DAG blocks are fetched and merged at once while syncing, shared
-   * fairly by every walk. Announced heads are handled up to four times as
-   * many at once, fairly between the peers that announced them
-   *
-   * @default 5
-   */
-  numWorkers?: number
-  /**
-   * How long (ms) to wait for the block of an announced head (asking the
-   * announcer first) before giving the head up until it is announced again.
-   * Shorter than `dagSyncerTimeout`, so a head nobody has costs little
-   *
-   * @default 10_000
-   */
-  headTimeout?: number
-  /**
-   * Fetched blocks larger than this (bytes) are refused and removed. Keep it
-   * above the `maxBatchDeltaSize` of every writer
-   *
-   * @default 2_097_152
-   */
-  maxBlockSize?: number
-  /**
-   * Failed fetches after which an unfinished branch is given up: recorded,
-   * counted in `stats().givenUpBranches`, no longer keeping the store dirty.
-   * A node linking it later, or a broadcast of it, revives it
-   *
-   * @default 5
-   */
-  maxFetchAttempts?: number
-  /**
-   * Announced heads kept waiting for their turn, in all; the oldest of the
-   * announcer with most waiting are dropped first (they come back with the
-   * writer's next rebroadcast)
-   *
-   * @default 4096
-   */
-  maxQueuedHeads?: number
-  /**
-   * How long (ms) to wait for one block from the DAG syncer; 0 waits forever
-   *
-   * @default 300_000
-   */
-  dagSyncerTimeout?: number
-  /**
-   * A batch commits by itself before its delta grows past this many bytes
-   *
-   * @default 1_048_576
-   */
-  maxBatchDeltaSize?: number
-  /**
-   * While syncing, a fetched node and the nodes below it whose blocks are
-   * already local (a sync stream brought them) are merged in one datastore
-   * batch of at most this many nodes
-   *
-   * @default 256
-   */
-  maxMergeNodes?: number
-  /**
-   * Block bytes merged in one datastore batch at most (see `maxMergeNodes`)
-   *
-   * @default 4_194_304
-   */
-  maxMergeBytes?: number
-  /**
-   * How often (ms) to resume unfinished walks when the store is dirty; 0 = never
-   *
-   * @default 3_600_000
-   */
-  repairInterval?: number
-  /**
-   * Walk several heads announced by one peer at once instead of one after
-   * the other (heads of different peers are always walked side by side,
-   * within the bounds above)
-   *
-   * @default false
-   */
-  multiHeadProcessing?: boolean
-  /**
-   * Gather local heads for this long (ms) and announce them in one broadcast,
-   * dropping heads a later write superseded; 0 announces each write at once
-   *
-   * @default 0
-   */
-  broadcastBatchDelay?: number
-  /**
-   * Carry the blocks of announced heads in broadcasts while they add up to
-   * at most this many bytes (larger heads are announced alone and fetched);
-   * 0 carries none. go-ds-crdt replicas ignore the carried blocks
-   *
-   * @default 262_144
-   */
-  broadcastBlocksMaxSize?: number
-}
 
 export const DEFAULT_NAMESPACE = '/crdt'
 export const DEFAULT_REBROADCAST_INTERVAL = 60_000
@@ -179,84 +57,23 @@ export const PENALTY_THRESHOLD = 3
 export const HEAD_SLOTS_PER_WORKER = 4
 export const DEFAULT_BROADCAST_BLOCKS_MAX_SIZE = 262_144
 
-/** Options of write methods */
-export interface WriteOptions extends AbortOptions {
-  /** Write to this named DAG instead of the default one */
-  dagName?: string
-}
-
-/** Detail of a `put` event */
-export interface PutEventDetail {
-  key: Key
-  value: Uint8Array
-}
-
-/** Detail of a `delete` event */
-export interface DeleteEventDetail {
-  key: Key
-}
-
-/** Detail of a `processed` event */
-export interface ProcessedEventDetail {
-  cid: CID
-  priority: number
-  dagName: string
-  /** True for nodes written by this replica */
-  local: boolean
-}
-
-/** Events of a CRDT datastore, in place of go-ds-crdt's hooks */
-export interface CRDTDatastoreEvents {
-  /** A key's visible value changed to `value`, through a local or a remote write */
-  put: CustomEvent<PutEventDetail>
-  /** A key disappeared, through a local or a remote delete */
-  delete: CustomEvent<DeleteEventDetail>
-  /** A DAG node was merged */
-  processed: CustomEvent<ProcessedEventDetail>
-}
-
-/** Counters returned by `stats()` */
-export interface CRDTStats {
-  /** Current heads of every DAG */
-  heads: Head[]
-  /** Greatest height among the heads */
-  maxHeight: number
-  /** DAG fetches waiting or in flight, merges waiting for the lock, and announced heads waiting or being handled */
-  queuedJobs: number
-  /**
-   * Blocks received in full from the DAG syncer since start: by walks, for
-   * announced heads and for heads fetched ahead of their turn, whether they
-   * then decoded or not. Local blocks the DAG syncer serves count too
-   */
-  fetchedBlocks: number
-  /** Announced heads waiting for their turn */
-  queuedHeads: number
-  /** Announced heads being fetched or walked */
-  headsInFlight: number
-  /** Announced heads dropped from full queues since start (they come back when rebroadcast) */
-  droppedHeads: number
-  /** Announcers deprioritised because their heads keep failing */
-  penalisedAnnouncers: number
-  /** Walks under way */
-  walks: number
-  /** Unfinished branches given up since start (malformed, or no block after `maxFetchAttempts` fetches) */
-  givenUpBranches: number
-  /** Broadcast payloads received from other replicas since start */
-  receivedBroadcasts: number
-}
 
 const EMPTY = new Uint8Array(0)
 
-/** `get` of `getter` calling `onBlock` after each block is received in full */
-function countedGet (getter: Pick<DAGBlockstore, 'get'>, onBlock: () => void): DAGBlockstore['get'] {
+/** `get` of `getter` calling `onBlock` with its size after each block is received in full */
+function countedGet (getter: Pick<DAGBlockstore, 'get'>, onBlock: (bytes: number) => void): DAGBlockstore['get'] {
   return async function * (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
-    yield * getter.get(cid, options)
-    onBlock()
+    let bytes = 0
+    for await (const chunk of getter.get(cid, options)) {
+      bytes += chunk.byteLength
+      yield chunk
+    }
+    onBlock(bytes)
   }
 }
 
 /** The fetching side of `blockstore` (and of its sessions), counting every block received */
-function countingBlockstore (blockstore: DAGBlockstore, onBlock: () => void): DAGBlockstore {
+function countingBlockstore (blockstore: DAGBlockstore, onBlock: (bytes: number) => void): DAGBlockstore {
   const counted: DAGBlockstore = {
     get: countedGet(blockstore, onBlock),
     put: (cid, bytes, options) => blockstore.put(cid, bytes, options),
@@ -266,7 +83,7 @@ function countingBlockstore (blockstore: DAGBlockstore, onBlock: () => void): DA
   if (getLocal != null) {
     counted.getLocal = async (cid, options) => {
       const found = await getLocal(cid, options)
-      if (found != null) onBlock()
+      if (found != null) onBlock(found.bytes.byteLength)
       return found
     }
   }
@@ -295,8 +112,10 @@ export function checkDagName (dagName: string | undefined): string {
 }
 
 /**
- * A Merkle-CRDT replicated `Datastore`. Build it with
- * `createCRDTDatastore()`.
+ * The implementation of `CRDTDatastore`. It is not exported from the
+ * package: `createCRDTDatastore()` builds it and hands out the interface,
+ * whose events callers can listen to but not dispatch (the emitter is
+ * private and this class has no `dispatchEvent`).
  *
  * Lifecycle contract: reads (`get`, `has`, `getMany`, `query`,
  * `queryKeys`) come from the local state and are served whether the store
@@ -306,15 +125,18 @@ export function checkDagName (dagName: string | undefined): string {
  * repair and DAG methods) throws `DatastoreStoppedError` unless the store
  * is started. `heads()` is empty until the first `start()` loads them.
  */
-export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRDTDatastoreEvents> {
+export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore {
   private readonly events = new TypedEventEmitter<CRDTDatastoreEvents>()
   private readonly datastore: Datastore
   private readonly blockstore: DAGBlockstore
   private readonly log: Logger
+  private readonly logger: ComponentLogger
   private readonly layout: Layout
   private readonly engine: Engine
   private readonly walker: Walker
   private readonly replicator: Replicator
+  private readonly meter: SyncMeter
+  private readonly metrics: StoreMetrics
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -356,13 +178,15 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     this.datastore = components.datastore
     this.blockstore = components.blockstore
     this.layout = new Layout(namespace)
-    const logger = components.logger
-    this.log = (logger ?? defaultLogger()).forComponent('datastore-crdt')
+    // one logger per component: DEBUG=datastore-crdt:walker* shows the walks alone
+    const logger = components.logger ?? defaultLogger()
+    this.logger = logger
+    this.log = logger.forComponent('datastore-crdt')
     this.engine = new Engine({
       datastore: this.datastore,
       blockstore: this.blockstore,
       layout: this.layout,
-      log: this.log,
+      log: logger.forComponent('datastore-crdt:engine'),
       dagSyncerTimeout,
       maxDeltaSize: this.maxBatchDeltaSize,
       maxBlockSize,
@@ -371,15 +195,33 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxMergeBytes: checkNumber('maxMergeBytes', init.maxMergeBytes ?? DEFAULT_MAX_MERGE_BYTES, 0, true),
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
+    // counters and gauges on components.metrics, when given (no-ops otherwise)
+    this.metrics = new StoreMetrics(components.metrics, {
+      heads: () => this.engine.heads.all().length,
+      maxHeight: () => this.engine.heads.maxHeight(),
+      syncLag: () => this.meter.detail().frontier,
+      queuedHeads: () => this.replicator.headStats.queued
+    })
     // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
-    const fetcher = countingBlockstore(this.blockstore, () => { this.fetchedBlocks++ })
-    this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: this.log, numWorkers, dagSyncerTimeout })
+    const fetcher = countingBlockstore(this.blockstore, bytes => {
+      this.fetchedBlocks++
+      this.metrics.fetched(bytes)
+    })
+    // where a sync stands: the walker and the replicator report each step to it
+    this.meter = new SyncMeter({
+      frontier: () => this.walker.queued + this.replicator.headStats.queued + this.replicator.headStats.inFlight,
+      maxHeight: () => this.engine.heads.maxHeight(),
+      hasListeners: () => this.events.listenerCount('sync:progress') > 0,
+      emit: detail => { this.events.safeDispatchEvent('sync:progress', { detail }) },
+      onMerged: bytes => { this.metrics.merged(bytes) }
+    })
+    this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: logger.forComponent('datastore-crdt:walker'), numWorkers, dagSyncerTimeout, progress: this.meter })
     this.replicator = new Replicator({
       engine: this.engine,
       walker: this.walker,
       blockstore: fetcher,
       broadcaster: components.broadcaster,
-      log: this.log,
+      log: logger.forComponent('datastore-crdt:replicator'),
       rebroadcastInterval,
       repairInterval,
       multiHeadProcessing,
@@ -390,6 +232,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
+      progress: this.meter
     })
   }
 
@@ -426,6 +269,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     await this.datastore.put(this.layout.badShutdownKey, EMPTY, options)
     await this.engine.heads.load(options)
     this.fetchedBlocks = 0
+    this.meter.reset()
     this.state = 'started'
     await this.replicator.start()
     this.log('started with %d heads, max height %d', this.engine.heads.all().length, this.engine.heads.maxHeight())
@@ -469,9 +313,14 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    * await store.synced({ signal: AbortSignal.timeout(30_000) })
    * ```
    */
-  async synced (options?: AbortOptions): Promise<void> {
+  async synced (options?: SyncOptions): Promise<void> {
     this.checkOpen(options)
-    await this.replicator.synced(options)
+    const unlisten = this.meter.listen(options?.onProgress)
+    try {
+      await this.replicator.synced(options)
+    } finally {
+      unlisten()
+    }
   }
 
   // --- Datastore -----------------------------------------------------------
@@ -634,7 +483,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    * Resumes every unfinished walk and marks the store clean when none is
    * left. Rejects with the first error when a branch still cannot be synced.
    */
-  async repair (options?: AbortOptions): Promise<void> {
+  async repair (options?: SyncOptions): Promise<void> {
     this.checkOpen(options)
     await this.replicator.repair(options)
   }
@@ -650,7 +499,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     if (name === '') {
       throw new InvalidOptionsError('purgeDAG needs the name of a named DAG')
     }
-    return purgeDAG({ engine: this.engine, blockstore: this.blockstore, datastore: this.datastore, log: this.log }, name, options)
+    return purgeDAG({ engine: this.engine, blockstore: this.blockstore, datastore: this.datastore, log: this.logger.forComponent('datastore-crdt:purge') }, name, options)
   }
 
   /**
@@ -662,7 +511,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
-    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, options))
+    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, options))
   }
 
   /**
@@ -675,7 +524,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    */
   async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
     this.checkOpen(options)
-    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options))
+    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, cid, options))
   }
 
   /** An indented listing of the DAG from local blocks, for debugging small DAGs */
@@ -701,26 +550,16 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
 
   // --- events --------------------------------------------------------------
 
-  addEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener: ((evt: CRDTDatastoreEvents[K]) => void) | { handleEvent(evt: CRDTDatastoreEvents[K]): void } | null, options?: boolean | AddEventListenerOptions): void
-  addEventListener (type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void {
-    this.events.addEventListener(type as any, listener as any, options)
+  addEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener: CRDTDatastoreEventListener<K>, options?: boolean | AddEventListenerOptions): void {
+    this.events.addEventListener(type, listener, options)
   }
 
-  removeEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener?: ((evt: CRDTDatastoreEvents[K]) => void) | { handleEvent(evt: CRDTDatastoreEvents[K]): void } | null, options?: boolean | EventListenerOptions): void
-  removeEventListener (type: string, listener?: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void {
-    this.events.removeEventListener(type as any, listener as any, options)
+  removeEventListener<K extends keyof CRDTDatastoreEvents>(type: K, listener?: CRDTDatastoreEventListener<K>, options?: boolean | EventListenerOptions): void {
+    this.events.removeEventListener(type, listener, options)
   }
 
-  dispatchEvent (event: Event): boolean {
-    return this.events.dispatchEvent(event)
-  }
-
-  listenerCount (type: string): number {
+  listenerCount (type: keyof CRDTDatastoreEvents): number {
     return this.events.listenerCount(type)
-  }
-
-  safeDispatchEvent<Detail>(type: keyof CRDTDatastoreEvents, detail?: CustomEventInit<Detail>): boolean {
-    return this.events.safeDispatchEvent(type, detail)
   }
 
   // --- internals -----------------------------------------------------------
@@ -760,7 +599,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     }
   }
 
-  private async writeOps (ops: Map<string, KeyOp>, dagName: string, options?: AbortOptions): Promise<void> {
+  private async writeOps (ops: Map<string, KeyOp>, dagName: string, options?: Omit<WriteOptions, 'dagName'>): Promise<void> {
     if (ops.size === 0) return
     const commit = await this.engine.commitLocal(async tx => {
       const elements: DeltaElement[] = []
@@ -773,7 +612,11 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     }, options)
     if (commit != null) {
       this.replicator.walkInBackground(commit.unprocessed)
+      this.metrics.written()
+      const written = { cid: commit.head.cid, height: commit.head.height, dagName: commit.head.dagName }
+      options?.onProgress?.(new CustomProgressEvent('crdt:write:node', written))
       await this.replicator.announce(commit.head, commit.replaced)
+      options?.onProgress?.(new CustomProgressEvent('crdt:write:announce', written))
       // a write split into several nodes failed part way: the parts that landed are announced
       if (commit.failure != null) throw commit.failure
     }

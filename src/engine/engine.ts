@@ -53,6 +53,8 @@ import type { Delta } from '../codec/delta.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Head } from '../crdt/heads.js'
 import type { Layout } from '../crdt/layout.js'
+import type { DAGBlockstore } from '../interfaces.js'
+import type { ProgressOptions } from 'progress-events'
 import type { SetChange } from '../crdt/or-set.js'
 import type { Logger } from '@libp2p/interface'
 import type { Datastore, Pair } from 'interface-datastore'
@@ -67,35 +69,8 @@ const COVERED = Uint8Array.of(0)
 /** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
 const GIVEN_UP = '/g'
 
-/** The part of a blockstore the engine needs: Helia's blockstore fits */
-export interface DAGBlockstore {
-  get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
-  put(cid: CID, bytes: Uint8Array, options?: AbortOptions): unknown
-  has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
-  /** Present on Helia's blockstore: a getter that asks the same peers for related blocks */
-  createSession?(root: CID, options?: AbortOptions): { get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
-  /**
-   * Called when a block fetched for `cid` was refused (too large, not the
-   * node it claims to be): a DAG syncer that stored it on the way (Helia's
-   * blockstore persists what it fetches) removes it here
-   */
-  discard?(cid: CID, options?: AbortOptions): unknown
-  /**
-   * The block when it is at hand without the network (stored locally, or
-   * just delivered by a sync stream, possibly decoded already); undefined
-   * otherwise. Without it the engine asks `has()` then `get()`.
-   */
-  getLocal?(cid: CID, options?: AbortOptions): Promise<LocalBlock | undefined>
-}
-
-/** A block at hand locally; `node` when the one who had it decoded it already (checked against its CID) */
-export interface LocalBlock {
-  bytes: Uint8Array
-  node?: DecodedNode
-}
-
 /** Options of `processRun()` */
-export interface RunOptions extends AbortOptions {
+export interface RunOptions extends AbortOptions, ProgressOptions {
   /**
    * Where the run finds the blocks of children without the network;
    * without it only the given node is merged
@@ -109,7 +84,7 @@ export const DEFAULT_MAX_MERGE_NODES = 256
 export const DEFAULT_MAX_MERGE_BYTES = 4 * 1024 * 1024
 
 /** Options of a block fetch */
-export interface FetchOptions extends AbortOptions {
+export interface FetchOptions extends AbortOptions, ProgressOptions {
   /** Time (ms) to wait for the block instead of `dagSyncerTimeout`; 0 = forever */
   timeout?: number
   /** A peer (id string) likely to have the block, asked first by DAG syncers that can */
@@ -137,6 +112,8 @@ export interface ProcessResult {
 export interface RunResult extends ProcessResult {
   /** Nodes merged by the run, the given one included */
   merged: number
+  /** Those nodes, in the order they were merged */
+  nodes: DecodedNode[]
 }
 
 /** A node of a run (not its first) refused as malformed: the run is redone without it */
@@ -427,7 +404,8 @@ export class Engine {
       chunks = await withTimeout(options?.signal, timeout, async signal => {
         const out: Uint8Array[] = []
         let size = 0
-        const opts = { signal, ...(options?.preferPeer == null ? {} : { preferPeer: options.preferPeer }), ...(options?.probe === true ? { probe: true } : {}) }
+        // onProgress goes into the DAG syncer's get, so its own events (bitswap's) reach the caller
+        const opts = { signal, onProgress: options?.onProgress, ...(options?.preferPeer == null ? {} : { preferPeer: options.preferPeer }), ...(options?.probe === true ? { probe: true } : {}) }
         for await (const chunk of getter.get(cid, opts)) {
           size += chunk.byteLength
           if (size > this.maxBlockSize) throw new BlockTooLargeError(`Block is larger than ${this.maxBlockSize} bytes`)
@@ -669,7 +647,8 @@ export class Engine {
       changes.push(...nodeChanges)
       this.onChanges(nodeChanges, { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, local: false })
     }
-    return { children, changes, merged: merged.filter(m => !m.skipped).length }
+    const nodes = merged.filter(m => !m.skipped).map(m => m.node)
+    return { children, changes, merged: nodes.length, nodes }
   }
 
   /** Runs `fn` under the merge lock */

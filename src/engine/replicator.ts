@@ -15,7 +15,9 @@ import { delay, jitter } from '../utils.js'
 import { nextPayloadOf } from './payload-queue.js'
 import type { BroadcastHead, DecodedBroadcast } from '../codec/broadcast.js'
 import type { CarriedBlock } from '../codec/broadcast-blocks.js'
-import type { DAGBlockstore, Engine } from './engine.js'
+import type { Engine } from './engine.js'
+import type { Broadcaster, DAGBlockstore, SyncOptions } from '../interfaces.js'
+import type { SyncProgress } from './sync-meter.js'
 import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { Head } from '../crdt/heads.js'
 import type { ReceivedPayload } from './payload-queue.js'
@@ -23,22 +25,6 @@ import type { Walker } from './walker.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
-
-/**
- * Announces heads to other replicas and hands over what they announce.
- * `pubsubBroadcaster()` implements it over libp2p gossipsub.
- */
-export interface Broadcaster {
-  /** Sends a payload to every other replica */
-  broadcast(data: Uint8Array, options?: AbortOptions): Promise<void>
-  /** Resolves with the next payload from another replica; rejects when aborted */
-  next(options?: AbortOptions): Promise<Uint8Array>
-  /**
-   * Like `next()`, with the announcing peer and the decoded heads when the
-   * transport knows them; used instead of `next()` when present
-   */
-  nextPayload?(options?: AbortOptions): Promise<ReceivedPayload>
-}
 
 export interface ReplicatorInit {
   engine: Engine
@@ -62,6 +48,8 @@ export interface ReplicatorInit {
   penaltyThreshold: number
   /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
   broadcastBlocksMaxSize?: number
+  /** Told when a head's turn ends; its `onProgress` goes into background walks and fetches */
+  progress?: SyncProgress
 }
 
 /** Every this many repair intervals, branches given up are tried once more (daily at the default interval) */
@@ -229,7 +217,7 @@ export class Replicator {
   walkInBackground (cids: CID[]): void {
     if (cids.length === 0) return
     const signal = this.signal
-    this.track(this.walker.walk(cids.map(cid => ({ cid })), { signal }).catch(async () => {
+    this.track(this.walker.walk(cids.map(cid => ({ cid })), { signal, onProgress: this.init.progress?.onProgress }).catch(async () => {
       if (!signal.aborted) await this.engine.markDirty().catch(() => {})
     }))
   }
@@ -240,6 +228,7 @@ export class Replicator {
     if (decoded == null) return
     await this.storeCarriedBlocks(decoded.blocks)
     await this.handleBroadcast(data, '', decoded.heads)
+    this.init.progress?.settled(this.init.progress)
   }
 
   /**
@@ -314,19 +303,19 @@ export class Replicator {
    * Walks every branch left unfinished (the `w/` records), then marks the
    * store clean if none is left.
    */
-  async repair (options?: AbortOptions): Promise<void> {
+  async repair (options?: SyncOptions): Promise<void> {
     this.repairing ??= this.runRepair(options).finally(() => { this.repairing = undefined })
     return this.repairing
   }
 
-  private async runRepair (options?: AbortOptions): Promise<void> {
+  private async runRepair (options?: SyncOptions): Promise<void> {
     const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
     const pending = await this.engine.pendingByAttempts({ signal })
     const starts = pending.filter(cid => this.engine.reserve(cid)).map(cid => ({ cid }))
     this.log('repairing from %d unfinished branches', starts.length)
     try {
       // a repair comes again: a branch nobody connected has fails at once rather than holding a slot
-      await this.walker.walk(starts, { signal, probe: true })
+      await this.walker.walk(starts, { signal, probe: true, onProgress: options?.onProgress ?? this.init.progress?.onProgress })
     } catch (err) {
       if (!signal.aborted) await this.engine.markDirty()
       throw err
@@ -355,7 +344,7 @@ export class Replicator {
       // out of reach) leaves nothing behind. If the block exists, its writer
       // rebroadcasts it or a later node links to it.
       const preferPeer = announcer === '' ? undefined : announcer
-      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer })
+      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer, onProgress: this.init.progress?.onProgress })
       if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
       // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
       const alongside = head.adopt && node.delta.dagName === head.dagName
@@ -367,7 +356,7 @@ export class Replicator {
       }
       walking = true
       await this.serialised(announcer, async () => {
-        await this.walker.walk([{ cid, node }], { signal, preferPeer })
+        await this.walker.walk([{ cid, node }], { signal, preferPeer, onProgress: this.init.progress?.onProgress })
       })
       return 'ok'
     } catch (err: any) {
@@ -442,6 +431,7 @@ export class Replicator {
         // every head of the payload had its turn: walked and merged, or given up
         this.handled++
         this.notifyProgress()
+        this.init.progress?.settled(this.init.progress)
       })
     }
   }

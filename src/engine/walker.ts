@@ -32,7 +32,10 @@ import PQueue from 'p-queue'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
 import { MALFORMED_REASON } from './engine.js'
-import type { BlockGetter, DAGBlockstore, Engine, FetchOptions } from './engine.js'
+import type { BlockGetter, Engine, FetchOptions } from './engine.js'
+import type { DAGBlockstore, SyncProgressEvents } from '../interfaces.js'
+import type { SyncProgress } from './sync-meter.js'
+import type { ProgressOptions } from 'progress-events'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -54,7 +57,7 @@ export interface WalkStart {
 }
 
 /** Options of a walk */
-export interface WalkOptions extends AbortOptions {
+export interface WalkOptions extends AbortOptions, ProgressOptions<SyncProgressEvents> {
   /** A peer (id string) likely to hold the branch: asked first by DAG syncers that can */
   preferPeer?: string
   /** Fetches end once every connected peer said it lacks the block (see `FetchOptions.probe`) */
@@ -68,6 +71,8 @@ export interface WalkerInit {
   numWorkers: number
   /** The deadline (ms) shared by the children of one node; 0 = none */
   dagSyncerTimeout: number
+  /** Told of each node merged and each node done (sync progress) */
+  progress?: SyncProgress
 }
 
 /** Siblings: nodes linked by one node, sharing one fetch deadline (set when the first of them is fetched) */
@@ -81,6 +86,7 @@ export class Walker {
   private readonly log: Logger
   private readonly numWorkers: number
   private readonly timeout: number
+  private readonly progress?: SyncProgress
   private readonly slots: Slots
   private outstanding = 0
   private running = 0
@@ -91,6 +97,7 @@ export class Walker {
     this.log = init.log
     this.numWorkers = init.numWorkers
     this.timeout = init.dagSyncerTimeout
+    this.progress = init.progress
     this.slots = new Slots(init.numWorkers)
   }
 
@@ -137,7 +144,9 @@ export class Walker {
             options?.signal?.throwIfAborted()
             const node = known ?? await this.fetchSibling(cid, via, siblings, options)
             // the nodes below it already at hand are merged in the same batch
-            const { children } = await this.engine.processRun(node, { signal: options?.signal, local: this.blockstore })
+            const run = await this.engine.processRun(node, { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore })
+            const { children } = run
+            for (const merged of run.nodes) this.progress?.merged(merged, options)
             const group = this.siblings()
             for (const child of children) {
               schedule(child, depth + 1, undefined, group)
@@ -167,6 +176,7 @@ export class Walker {
             this.engine.release(cid)
             outstanding--
             this.outstanding--
+            this.progress?.settled(options)
             if (outstanding === 0) resolve()
           })
       }

@@ -39,28 +39,33 @@
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { decodeNode } from '../codec/dag-node.js'
 import { DEFAULT_MAX_BLOCK_SIZE } from '../engine/crdt-datastore.js'
-import type { DAGBlockstore } from '../engine/engine.js'
+import type { DAGBlockstore } from '../interfaces.js'
+import type { ComponentLogger } from '@libp2p/interface'
+import { defaultLogger } from '@libp2p/logger'
+import type { ProgressOptions } from 'progress-events'
 import type { AbortOptions } from 'interface-store'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { CID } from 'multiformats/cid'
 
 /** A single-provider session as Helia's blockstore makes it */
 interface Session {
-  get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  get(cid: CID, options?: AbortOptions & ProgressOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
   close?(): void
 }
 
 /** What a Helia block broker (bitswap) offers: fetches that store nothing */
 interface BlockBroker {
   name?: string
-  retrieve?(cid: CID, options?: AbortOptions): Promise<Uint8Array>
+  retrieve?(cid: CID, options?: AbortOptions & ProgressOptions): Promise<Uint8Array>
   createSession?(options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): {
-    retrieve(cid: CID, options?: AbortOptions): Promise<Uint8Array>
+    retrieve(cid: CID, options?: AbortOptions & ProgressOptions): Promise<Uint8Array>
   }
 }
 
 /** The parts of a Helia node the DAG syncer uses */
 export interface HeliaDAGSyncerComponents {
+  /** Logs under `datastore-crdt:dag-syncer`; defaults to `@libp2p/logger`'s */
+  logger?: ComponentLogger
   libp2p: {
     getConnections?(): Array<{ remoteAddr: Multiaddr, remotePeer: { toString(): string, toCID?(): CID } }>
   }
@@ -128,6 +133,7 @@ const MAX_FETCHED = 4096
  */
 export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGSyncerInit = {}): DAGBlockstore {
   const blockstore = helia.blockstore
+  const log = (helia.logger ?? defaultLogger()).forComponent('datastore-crdt:dag-syncer')
   const createSession = blockstore.createSession?.bind(blockstore)
   const getConnections = helia.libp2p.getConnections?.bind(helia.libp2p)
   const put: DAGBlockstore['put'] = (cid, b, o) => blockstore.put(cid, b, o)
@@ -144,6 +150,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   }
   const discard: DAGBlockstore['discard'] = async (cid, o) => {
     if (!fetched.delete(cid.toString()) || remove == null) return
+    log('removing refused block %c fetched from the network', cid)
     try {
       await remove(cid, o)
     } catch (err: any) {
@@ -225,21 +232,21 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   }
 
   /** Asks one peer; rejects when it does not have the block or does not answer */
-  async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal): Promise<Uint8Array> {
+  async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal, onProgress?: ProgressOptions['onProgress']): Promise<Uint8Array> {
     // a timer cleared when the ask ends: AbortSignal.timeout() would keep every ask's signal alive for ASK_LIFETIME
     const lifetime = new AbortController()
     const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${ASK_LIFETIME} ms`)) }, ASK_LIFETIME)
     const combined = AbortSignal.any([signal, lifetime.signal])
     try {
       if (sessionBroker?.createSession != null) {
-        // into memory only: nothing is stored before it decodes
-        return await sessionBroker.createSession({ signal: combined, providers: [provider], maxProviders: 1 }).retrieve(cid, { signal: combined })
+        // into memory only (the caller's onProgress goes in, so bitswap's own events reach it): nothing is stored before it decodes
+        return await sessionBroker.createSession({ signal: combined, providers: [provider], maxProviders: 1 }).retrieve(cid, { signal: combined, onProgress })
       }
       let session: Session | undefined
       try {
         session = createSession?.(cid, { signal: combined, providers: [provider], maxProviders: 1 })
         const chunks: Uint8Array[] = []
-        for await (const chunk of session?.get(cid, { signal: combined }) ?? []) chunks.push(chunk)
+        for await (const chunk of session?.get(cid, { signal: combined, onProgress }) ?? []) chunks.push(chunk)
         return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
       } finally {
         session?.close?.()
@@ -251,7 +258,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     }
   }
 
-  async function fetchBlock (cid: CID, options?: AbortOptions & { preferPeer?: string, probe?: boolean }): Promise<Uint8Array> {
+  async function fetchBlock (cid: CID, options?: AbortOptions & ProgressOptions & { preferPeer?: string, probe?: boolean }): Promise<Uint8Array> {
     const done = new AbortController()
     const signal = options?.signal == null ? done.signal : AbortSignal.any([options.signal, done.signal])
     const asks = new Set<Promise<void>>()
@@ -296,13 +303,16 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         const wanted = asked.size > 0 ? LATER_ASKS : goodPeers.includes(fresh[0]) || fresh[0] === options?.preferPeer ? 1 : FIRST_ASKS
         for (const id of fresh.slice(0, Math.max(0, Math.min(wanted, MAX_ASKS - asks.size)))) {
           asked.add(id)
-          const attempt: Promise<void> = ask(cid, peers.get(id) as CID | Multiaddr, signal)
+          const attempt: Promise<void> = ask(cid, peers.get(id) as CID | Multiaddr, signal, options?.onProgress)
             .then(bytes => {
               if (found == null) {
                 found = bytes
                 served(id)
               }
-            }, () => { refused.add(id) })
+            }, (err: any) => {
+              refused.add(id)
+              log.trace('%s did not serve %c - %s', id, cid, err?.message)
+            })
             .finally(() => {
               asks.delete(attempt)
               wake?.()

@@ -6,7 +6,7 @@
  */
 
 import { defaultLogger } from '@libp2p/logger'
-import { CRDTDatastore } from '../engine/crdt-datastore.js'
+import { DefaultCRDTDatastore } from '../engine/crdt-datastore.js'
 import { DatastoreStoppedError, InvalidOptionsError, MissingServiceError } from '../errors.js'
 import { DEFAULT_SESSIONS, heliaDAGSyncer } from './dag-syncer.js'
 import { cleanKey } from '../crdt/layout.js'
@@ -15,7 +15,7 @@ import { pubsubBroadcaster } from './pubsub-broadcaster.js'
 import { TopicWatch } from './topic-watch.js'
 import { nextPayloadOf } from '../engine/payload-queue.js'
 import type { WatchedPubSub } from './topic-watch.js'
-import type { CRDTDatastoreComponents, CRDTDatastoreInit } from '../engine/crdt-datastore.js'
+import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreInit } from '../interfaces.js'
 import type { HeliaDAGSyncerComponents } from './dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
@@ -27,7 +27,7 @@ import type { AbortOptions } from 'interface-store'
 
 /** The parts of a Helia node the adapter uses */
 export interface HeliaLike extends HeliaDAGSyncerComponents {
-  libp2p: HeliaDAGSyncerComponents['libp2p'] & Partial<Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>> & {
+  libp2p: HeliaDAGSyncerComponents['libp2p'] & Partial<Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'metrics'>> & {
     services: Record<string, unknown>
   }
   datastore: Datastore
@@ -130,10 +130,19 @@ class TopicBroadcaster implements PubSubBroadcaster {
 }
 
 /**
- * A CRDT datastore on a Helia node: subscribes to its topic when started,
- * unsubscribes when stopped, and can be started again
+ * A CRDT datastore on a Helia node, as returned by `createHeliaCRDT()`:
+ * subscribes to its topic when started, unsubscribes when stopped, and can
+ * be started again
  */
-export class HeliaCRDTDatastore extends CRDTDatastore {
+export interface HeliaCRDTDatastore extends CRDTDatastore {
+  /** The topic subscription, present while the store runs */
+  readonly broadcaster: PubSubBroadcaster
+  /** The block-sync protocol's parts, when it is on */
+  readonly sync?: HeliaSync
+}
+
+/** The implementation of `HeliaCRDTDatastore` (not exported from the package) */
+class DefaultHeliaCRDTDatastore extends DefaultCRDTDatastore implements HeliaCRDTDatastore {
   /** The topic subscription, present while the store runs */
   public readonly broadcaster: PubSubBroadcaster
   /** The block-sync protocol's parts, when it is on */
@@ -222,7 +231,7 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   const bitswap = heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS, maxBlockSize: init.maxBlockSize })
   const syncInit = init.syncProtocol ?? DEFAULT_SYNC_PROTOCOL
   const sync = syncInit === false ? undefined : heliaSync({ libp2p: helia.libp2p, blockstore: helia.blockstore, fallback: bitswap, logger: helia.logger }, syncInit === true ? {} : syncInit)
-  const store = new HeliaCRDTDatastore({
+  const store = new DefaultHeliaCRDTDatastore({
     datastore: init.datastore ?? helia.datastore,
     blockstore: sync?.blockstore ?? bitswap,
     sync,
@@ -232,7 +241,9 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
       new TopicWatch(pubsub as WatchedPubSub, topic, (helia.logger ?? defaultLogger()).forComponent('datastore-crdt:topic'))
     ),
     libp2p: helia.libp2p,
-    logger: helia.logger
+    logger: helia.logger,
+    // the store's counters and gauges go where libp2p's own metrics go, when it has any
+    metrics: helia.libp2p.metrics
   }, {
     ...init,
     namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)

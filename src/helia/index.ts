@@ -19,10 +19,10 @@
 
 export { pubsubBroadcaster, DEFAULT_MAX_QUEUED, DEFAULT_VALIDATE } from './pubsub-broadcaster.js'
 export type { PubSub, PubSubMessage, PubSubBroadcaster, PubSubBroadcasterComponents, PubSubBroadcasterInit, ValidatorResult, TopicValidator, TopicValidators } from './pubsub-broadcaster.js'
-export { createHeliaCRDT, HeliaCRDTDatastore, DEFAULT_PUBSUB_SERVICE, DEFAULT_NAMESPACE_PREFIX } from './helia.js'
+export { createHeliaCRDT, DEFAULT_PUBSUB_SERVICE, DEFAULT_NAMESPACE_PREFIX } from './helia.js'
 export { heliaDAGSyncer, DEFAULT_SESSIONS } from './dag-syncer.js'
 export type { HeliaDAGSyncerComponents, HeliaDAGSyncerInit } from './dag-syncer.js'
-export type { HeliaLike, HeliaCRDTInit } from './helia.js'
+export type { HeliaLike, HeliaCRDTInit, HeliaCRDTDatastore } from './helia.js'
 export { askMerged, MERGED_PROTOCOL } from './merged-protocol.js'
 export { DEFAULT_TOPIC_CHECK_INTERVAL } from './topic-watch.js'
 export { DEFAULT_SYNC_PROTOCOL } from './helia.js'

@@ -17,7 +17,7 @@ import { InvalidOptionsError } from '../errors.js'
 import { DEFAULT_MAX_QUEUED_BYTES, PayloadQueue } from '../engine/payload-queue.js'
 import type { DecodedBroadcast } from '../codec/broadcast.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
-import type { Broadcaster } from '../engine/replicator.js'
+import type { Broadcaster } from '../interfaces.js'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 

@@ -35,6 +35,7 @@ import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import type { HeliaWithLibp2p } from '@helia/libp2p'
+import type { Libp2pOptions } from 'libp2p'
 
 /** The services of a replica node's libp2p */
 export interface ReplicaNodeServices extends Record<string, unknown> {
@@ -46,6 +47,12 @@ export interface ReplicaNodeServices extends Record<string, unknown> {
 export type ReplicaNode = HeliaWithLibp2p<ReplicaNodeServices>
 
 export interface ReplicaNodeInit {
+  /**
+   * Collect metrics on the node's libp2p (as libp2p's own `metrics` option,
+   * e.g. `prometheusMetrics()`); `createHeliaCRDT()` registers the store's
+   * metrics there too
+   */
+  metrics?: Libp2pOptions['metrics']
   /**
    * Keep blocks, the node's datastore and its identity (`peer.key`) here;
    * without one everything is in memory and the identity is new each time
@@ -178,6 +185,7 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       peerDiscovery: [],
+      ...(init.metrics == null ? {} : { metrics: init.metrics }),
       connectionManager: {
         allow: init.allow ?? DEFAULT_ALLOW,
         inboundConnectionThreshold: init.inboundConnectionThreshold ?? DEFAULT_INBOUND_CONNECTION_THRESHOLD,
@@ -192,9 +200,12 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       sendWantlistDebounce: debounce
     }) as unknown as ReplicaNode
     await helia.start()
+    const log = helia.logger.forComponent('datastore-crdt:node')
+    log('replica node %s started (%s), listening on %s', helia.libp2p.peerId, init.directory ?? 'in memory', helia.libp2p.getMultiaddrs().map(String).join(', '))
 
     const stop = helia.stop.bind(helia)
     helia.stop = (async (options?: Parameters<typeof stop>[0]) => {
+      log('stopping replica node %s', helia.libp2p.peerId)
       await stop(options)
       if (datastore instanceof LevelDatastore && datastore.db.status === 'open') await datastore.close()
       if (blockstore instanceof LevelBlockstore && blockstore.db.status === 'open') await blockstore.close()

@@ -6,7 +6,7 @@
 import { interfaceDatastoreTests } from 'interface-datastore-tests'
 import { idbReplica } from './fixtures/stores.js'
 import type { Replica } from './fixtures/stores.js'
-import type { CRDTDatastore } from '../../src/engine/crdt-datastore.js'
+import type { CRDTDatastore } from '../../src/interfaces.js'
 
 describe('interface-datastore compliance on IndexedDB', () => {
   const open = new Map<CRDTDatastore, Replica>()
