@@ -93,8 +93,8 @@ describe('sync progress', () => {
     try {
       // three rebroadcasts of heads the replica has: each is queued (frontier 1), then found known
       for (let i = 0; i < 3; i++) {
-        store.progress(5, 1, 9)
-        store.progress(5, 0, 9)
+        store.progress(0, 1, 9)
+        store.progress(0, 0, 9)
       }
     } finally {
       progress.stop()
