@@ -129,6 +129,25 @@ describe('progress events', function () {
     }
   })
 
+  it('an onProgress that throws breaks neither a sync nor a write', async () => {
+    const a = await writer()
+    const b = await reader(a)
+    try {
+      const boom = (): void => { throw new Error('listener failed') }
+      b.broadcaster.push(headsOf(a))
+      await b.store.synced({ onProgress: boom, signal: AbortSignal.timeout(20_000) })
+      expect(dec(await b.store.get(new Key(`/k${CHAIN - 1}`)))).to.equal(`v${CHAIN - 1}`)
+      expect(await b.store.isDirty()).to.equal(false)
+      expect(await b.store.pendingBranches()).to.deep.equal([])
+      // (the blockstore's own events go to the blockstore's caller as the blockstore handles them)
+      await b.store.put(new Key('/mine'), enc('1'), { onProgress: evt => { if (evt.type.startsWith('crdt:')) boom() } })
+      expect(b.store.heads()[0].height).to.equal(CHAIN + 1)
+    } finally {
+      await b.store.stop()
+      await a.store.stop()
+    }
+  })
+
   it('repair({ onProgress }) reports the nodes it merges and the DAG syncer\'s fetches', async () => {
     const a = await writer()
     const b = await reader(a)

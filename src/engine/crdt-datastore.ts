@@ -22,7 +22,7 @@ import { installSnapshot } from '../snapshot/install.js'
 import type { CreateSnapshotOptions } from '../snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
 import { Walker } from './walker.js'
-import { SyncMeter } from './sync-meter.js'
+import { report, SyncMeter } from './sync-meter.js'
 import { StoreMetrics } from './store-metrics.js'
 import { CustomProgressEvent } from 'progress-events'
 import type { BatchOptions, KeyOp } from './batch.js'
@@ -614,9 +614,9 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       this.replicator.walkInBackground(commit.unprocessed)
       this.metrics.written()
       const written = { cid: commit.head.cid, height: commit.head.height, dagName: commit.head.dagName }
-      options?.onProgress?.(new CustomProgressEvent('crdt:write:node', written))
+      if (options?.onProgress != null) report(options.onProgress, new CustomProgressEvent('crdt:write:node', written))
       await this.replicator.announce(commit.head, commit.replaced)
-      options?.onProgress?.(new CustomProgressEvent('crdt:write:announce', written))
+      if (options?.onProgress != null) report(options.onProgress, new CustomProgressEvent('crdt:write:announce', written))
       // a write split into several nodes failed part way: the parts that landed are announced
       if (commit.failure != null) throw commit.failure
     }

@@ -59,13 +59,13 @@ export const GIVEN_UP_RETRY_EVERY = 24
  * An announcer not heard from for this many rebroadcast intervals (or never)
  * counts as (re)appearing: a partition healed or a peer came back
  */
-const RETURN_GAP_INTERVALS = 3
+const RETURN_GAP_INTERVALS = 10
 
 /** Announcers remembered with the time they were last heard from */
 const MAX_ANNOUNCERS = 1024
 
 /** Repair ticks between two revivals an (re)appearing announcer triggers, at least */
-const REVIVE_MIN_TICKS = 4
+const REVIVE_MIN_TICKS = 6
 
 /** Heads announced by others remembered until the next rebroadcast */
 const MAX_SEEN = 65_536

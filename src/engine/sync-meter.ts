@@ -42,6 +42,13 @@ export interface SyncMeterComponents {
   onSettled?(detail: SyncProgressDetail): void
 }
 
+/** Calls a caller's listener; what it throws is its own business and never stops a sync */
+export function report <E> (listener: (evt: E) => void, evt: E): void {
+  try {
+    listener(evt)
+  } catch {}
+}
+
 export class SyncMeter implements SyncProgress {
   public nodesMerged = 0
   public bytesMerged = 0
@@ -53,7 +60,7 @@ export class SyncMeter implements SyncProgress {
   }
 
   readonly onProgress = (evt: SyncProgressEvents): void => {
-    for (const listener of this.listeners) listener(evt)
+    for (const listener of this.listeners) report(listener, evt)
   }
 
   /** Counts from zero again (at start) */
@@ -74,7 +81,8 @@ export class SyncMeter implements SyncProgress {
     this.nodesMerged++
     this.bytesMerged += bytes
     this.components.onMerged?.(bytes)
-    this.listenerOf(options)?.(new CustomProgressEvent('crdt:merge:node', { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, bytes }))
+    const listener = this.listenerOf(options)
+    if (listener != null) report(listener, new CustomProgressEvent('crdt:merge:node', { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, bytes }))
   }
 
   settled (options?: ProgressOptions<SyncProgressEvents>): void {
@@ -84,7 +92,7 @@ export class SyncMeter implements SyncProgress {
     const detail = this.detail()
     this.components.onSettled?.(detail)
     if (store) this.components.emit(detail)
-    listener?.(new CustomProgressEvent('crdt:sync:progress', detail))
+    if (listener != null) report(listener, new CustomProgressEvent('crdt:sync:progress', detail))
   }
 
   /** The listener of `options`, unless it is the fan-out to `synced()` callers and none is waiting */

@@ -176,8 +176,8 @@ export class Walker {
             this.engine.release(cid)
             outstanding--
             this.outstanding--
-            this.progress?.settled(options)
             if (outstanding === 0) resolve()
+            this.progress?.settled(options)
           })
       }
 
