@@ -11,6 +11,8 @@ import { TypedEventEmitter } from 'main-event'
 import * as varint from 'uint8-varint'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
+import { TrustGate } from '../trust/gate.js'
+import type { WriterId } from '../trust/writers.js'
 import { Engine } from './engine.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from '../crdt/layout.js'
 import { Replicator } from './replicator.js'
@@ -30,7 +32,7 @@ import type { DAGBlockstore } from './engine.js'
 import type { Head } from '../crdt/heads.js'
 import type { SetChange } from '../crdt/or-set.js'
 import type { Broadcaster } from './replicator.js'
-import type { ComponentLogger, Logger } from '@libp2p/interface'
+import type { ComponentLogger, Logger, PrivateKey } from '@libp2p/interface'
 import type { Datastore, KeyQuery, Pair, Query } from 'interface-datastore'
 import type { AbortOptions, AwaitGenerator, AwaitIterable } from 'interface-store'
 import type { CID } from 'multiformats/cid'
@@ -46,6 +48,12 @@ export interface CRDTDatastoreComponents {
   broadcaster?: Broadcaster
   /** Logger factory; defaults to `@libp2p/logger`'s */
   logger?: ComponentLogger
+  /**
+   * This replica's Ed25519 libp2p key. In trusted mode (`init.writers`) it
+   * signs what this replica broadcasts; without it, or when its peer ID is
+   * not a writer, the replica is read-only
+   */
+  privateKey?: PrivateKey
 }
 
 /** Plain options of a CRDT datastore, each with a `DEFAULT_*` constant */
@@ -143,6 +151,24 @@ export interface CRDTDatastoreInit {
    * @default 262_144
    */
   broadcastBlocksMaxSize?: number
+  /**
+   * Trusted mode: the replicas allowed to write, as Ed25519 peer IDs
+   * (`12D3KooW…`), `PeerId`s or `PublicKey`s. Only heads signed by one of
+   * them are accepted; other replicas are read-only. A list stored by
+   * `setWriters()` wins over this one. Absent (and none stored) is open
+   * mode, go-ds-crdt-compatible
+   *
+   * @default undefined
+   */
+  writers?: WriterId[]
+  /**
+   * The name trusted-mode signatures are bound to, so a signed broadcast
+   * cannot be replayed on another topic. Every replica of a store must use
+   * the same
+   *
+   * @default the broadcaster's `topic` when it has one, else ''
+   */
+  topic?: string
 }
 
 export const DEFAULT_NAMESPACE = '/crdt'
@@ -229,6 +255,12 @@ export interface CRDTStats {
   givenUpBranches: number
   /** Broadcast payloads received from other replicas since start */
   receivedBroadcasts: number
+  /** Trusted mode: the current writers' peer IDs; absent in open mode */
+  writers?: string[]
+  /** False when trusted mode makes this replica read-only */
+  canWrite: boolean
+  /** Trusted mode: broadcasts refused since start (unsigned, not from a writer, or a bad signature) */
+  rejectedBroadcasts: number
 }
 
 const EMPTY = new Uint8Array(0)
@@ -285,6 +317,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   private readonly engine: Engine
   private readonly walker: Walker
   private readonly replicator: Replicator
+  private readonly gate: TrustGate
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -340,6 +373,15 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       onChanges: (changes, node) => { this.emitChanges(changes, node) }
     })
     // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
+    const topic = init.topic ?? (components.broadcaster as { topic?: unknown } | undefined)?.topic
+    this.gate = new TrustGate({
+      datastore: this.datastore,
+      namespace: this.layout.namespace,
+      topic: typeof topic === 'string' ? topic : '',
+      writers: init.writers,
+      privateKey: components.privateKey,
+      log: this.log.newScope?.('trust') ?? this.log
+    })
     const fetcher = countingBlockstore(this.blockstore, () => { this.fetchedBlocks++ })
     this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: this.log, numWorkers, dagSyncerTimeout })
     this.replicator = new Replicator({
@@ -358,6 +400,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
+      gate: this.gate
     })
   }
 
@@ -393,6 +436,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     }
     await this.datastore.put(this.layout.badShutdownKey, EMPTY, options)
     await this.engine.heads.load(options)
+    await this.gate.load(options)
+    this.gate.rejected = 0
     this.fetchedBlocks = 0
     this.state = 'started'
     await this.replicator.start()
@@ -483,6 +528,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   /** Streams items into deltas, writing each one as it fills and yielding its keys once written */
   private async * writeMany <T> (source: AwaitIterable<T>, add: (builder: DeltaBuilder, item: T) => Map<string, KeyOp> | undefined, keyOf: (item: T) => Key, options?: WriteOptions): AsyncGenerator<Key> {
     this.checkOpen(options)
+    this.gate.checkWriter()
     const dagName = checkDagName(options?.dagName)
     const builder = new DeltaBuilder(this.maxBatchDeltaSize, dagName)
     let keys: Key[] = []
@@ -555,8 +601,45 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       penalisedAnnouncers: heads.penalisedAnnouncers,
       walks: heads.walks,
       givenUpBranches: this.engine.gaveUp,
-      receivedBroadcasts: this.replicator.received
+      receivedBroadcasts: this.replicator.received,
+      writers: this.gate.list(),
+      canWrite: this.gate.canWrite,
+      rejectedBroadcasts: this.gate.rejected
     }
+  }
+
+  // --- trusted mode ----------------------------------------------------------
+
+  /**
+   * Replaces the writers of trusted mode, persisted before it takes effect
+   * (and kept over `init.writers` at the next start). Heads signed by a
+   * writer removed here are refused from now on; what it wrote before stays
+   * merged. `null` returns the store to open mode. Throws
+   * `InvalidOptionsError` for anything that is not an Ed25519 peer ID or key.
+   *
+   * @example
+   * ```ts
+   * await store.setWriters([alice.toString(), bob.toString()])
+   * ```
+   */
+  async setWriters (writers: WriterId[] | null, options?: AbortOptions): Promise<void> {
+    this.checkOpen(options)
+    await this.gate.set(writers, options)
+    this.log('writers set: %s', writers == null ? 'open mode' : `${this.gate.list()?.length ?? 0} writers`)
+  }
+
+  /** This replica's peer ID as a writer (from `components.privateKey`), when it has a key */
+  writerId (): string | undefined {
+    return this.gate.self
+  }
+
+  /**
+   * Whether a payload passes this store's trusted-mode rules (always in open
+   * mode): signed for this store's topic by a current writer. Transports
+   * use it to drop foreign payloads before relaying them
+   */
+  async admitsBroadcast (data: Uint8Array): Promise<boolean> {
+    return this.gate.check(data)
   }
 
   /** The current heads, of every DAG or of one */
@@ -719,6 +802,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   }
 
   private async writeOps (ops: Map<string, KeyOp>, dagName: string, options?: AbortOptions): Promise<void> {
+    // before anything is built: a read-only replica changes nothing
+    this.gate.checkWriter()
     if (ops.size === 0) return
     const commit = await this.engine.commitLocal(async tx => {
       const elements: DeltaElement[] = []
