@@ -18,7 +18,7 @@ import type { CRDTDatastoreComponents, CRDTDatastoreInit } from '../engine/crdt-
 import type { HeliaDAGSyncerComponents } from './dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
-import type { ComponentLogger, Libp2p } from '@libp2p/interface'
+import type { ComponentLogger, Libp2p, PrivateKey } from '@libp2p/interface'
 import { heliaSync } from './sync/helia-sync.js'
 import type { HeliaSync, SyncInit } from './sync/helia-sync.js'
 import type { Datastore } from 'interface-datastore'
@@ -64,6 +64,14 @@ export interface HeliaCRDTInit extends CRDTDatastoreInit, Omit<PubSubBroadcaster
    * @default true
    */
   syncProtocol?: boolean | SyncInit
+  /**
+   * Trusted mode: the Ed25519 key this replica signs its broadcasts with.
+   * When absent and `writers` is set, the node's own key is used if its
+   * libp2p exposes it (a `keychain` service holding the `self` key, as
+   * Helia's default node has); otherwise the replica is read-only and its
+   * writes throw `NotAWriterError` saying so
+   */
+  privateKey?: PrivateKey
 }
 
 export const DEFAULT_SYNC_PROTOCOL = true
@@ -83,6 +91,7 @@ class TopicBroadcaster implements PubSubBroadcaster {
   private readonly watch: TopicWatch
   private current?: PubSubBroadcaster
   private droppedBefore = 0
+  private refusedBefore = 0
 
   constructor (topic: string, make: () => PubSubBroadcaster, watch: TopicWatch) {
     this.topic = topic
@@ -92,6 +101,11 @@ class TopicBroadcaster implements PubSubBroadcaster {
 
   get dropped (): number {
     return this.droppedBefore + (this.current?.dropped ?? 0)
+  }
+
+  /** Payloads the topic validator rejected for trusted mode, since the store was made */
+  get refused (): number {
+    return this.refusedBefore + (this.current?.refused ?? 0)
   }
 
   /** Subscribes, unless subscribed already */
@@ -120,6 +134,7 @@ class TopicBroadcaster implements PubSubBroadcaster {
     this.current = undefined
     if (current == null) return
     this.droppedBefore += current.dropped
+    this.refusedBefore += current.refused ?? 0
     await current.stop()
   }
 
@@ -189,6 +204,23 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
 }
 
 /**
+ * The node's own private key, when its libp2p exposes it: Helia keeps it in
+ * the keychain service as `self`. libp2p 3 has no public accessor for it.
+ */
+async function nodeKey (helia: HeliaLike): Promise<PrivateKey | undefined> {
+  const keychain = helia.libp2p.services.keychain as { exportKey?(name: string): Promise<PrivateKey> } | undefined
+  if (typeof keychain?.exportKey !== 'function') return undefined
+  try {
+    const key = await keychain.exportKey('self')
+    // only the key of this node's own identity
+    const peerId = (helia.libp2p as { peerId?: unknown }).peerId
+    return peerId != null && String(peerId) === key.publicKey.toString() ? key : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * Creates and starts a CRDT datastore replicating over a started Helia node
  * that has a gossipsub service. The store can stop and start again; when it
  * is the datastore of another Helia node or libp2p, their `start()` and
@@ -222,17 +254,19 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   const bitswap = heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS })
   const syncInit = init.syncProtocol ?? DEFAULT_SYNC_PROTOCOL
   const sync = syncInit === false ? undefined : heliaSync({ libp2p: helia.libp2p, blockstore: helia.blockstore, fallback: bitswap, logger: helia.logger }, syncInit === true ? {} : syncInit)
-  const store = new HeliaCRDTDatastore({
+  const store: HeliaCRDTDatastore = new HeliaCRDTDatastore({
     datastore: init.datastore ?? helia.datastore,
     blockstore: sync?.blockstore ?? bitswap,
     sync,
     broadcaster: new TopicBroadcaster(
       topic,
-      () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate }),
+      // the validator drops what trusted mode refuses before gossipsub forwards it
+      () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate, admit: async (data: Uint8Array): Promise<boolean> => store.admitsBroadcast(data) }),
       new TopicWatch(pubsub as WatchedPubSub, topic, (helia.logger ?? defaultLogger()).forComponent('datastore-crdt:topic'))
     ),
     libp2p: helia.libp2p,
-    logger: helia.logger
+    logger: helia.logger,
+    privateKey: init.privateKey ?? (init.writers == null ? undefined : await nodeKey(helia))
   }, {
     ...init,
     namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)
