@@ -6,6 +6,7 @@
  * and the block-sync protocol, with a rogue replica among them.
  */
 
+import { spawn } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
@@ -16,6 +17,8 @@ import { encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { createReplicaNode } from '../src/node/index.js'
 import { encodeBroadcast, encodeNode, parseWriter, parseWriters, signBroadcast, verifyBroadcast } from '../src/index.js'
+import { CLI_PATH } from '../src/cli/process.js'
+import { promptOf } from '../src/cli/commands.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { hostileServer } from './fixtures/sync-peers.js'
 import { stateOf, waitFor } from './fixtures/network.js'
@@ -398,5 +401,49 @@ describe('trusted writers: replicas over libp2p (memory transport)', function ()
     expect(reader.store.sync?.blockstore.stats.cut).to.be.at.least(1)
     expect(await reader.node.blockstore.has(rogue?.cid as CID)).to.equal(false)
     expect(await has(reader, '/rogue=evil')).to.equal(false)
+  })
+})
+
+describe('trusted writers: the command line', function () {
+  // each run starts a whole replica process: slow on a loaded machine
+  this.timeout(180_000)
+
+  async function cli (dir: string, args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+    const child = spawn(process.execPath, [CLI_PATH, '--data', dir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', d => { stdout += String(d) })
+    child.stderr.on('data', d => { stderr += String(d) })
+    const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+    return { code, stdout, stderr }
+  }
+
+  it('--writer makes a replica read-only unless it names it; the list is stored; whoami says so', async () => {
+    const dir = await tempDir('trusted-cli')
+    try {
+      const other = idOf(await generateKeyPair('Ed25519'))
+      const ro = JSON.parse((await cli(dir.path, ['--writer', other, '--json', 'whoami'])).stdout)
+      expect(ro).to.deep.include({ mode: 'trusted', canWrite: false, writers: [other] })
+      expect(ro.peerId).to.match(/^12D3KooW/)
+      // no --writer this time: the stored list still holds
+      const put = await cli(dir.path, ['put', '/a', '1'])
+      expect(put.code).to.equal(1)
+      expect(put.stderr).to.include(`NotAWriterError: This replica is read-only: its key ${String(ro.peerId)} is not one of the store's writers`)
+
+      const rw = await cli(dir.path, ['--writer', other, '--writer', ro.peerId, '--json', 'put', '/a', '1'])
+      expect(rw.code).to.equal(0)
+      expect(JSON.parse(rw.stdout.split('\n')[0])).to.include({ ok: true, key: '/a' })
+
+      const bad = await cli(dir.path, ['--writer', 'junk', 'whoami'])
+      expect(bad.code).to.equal(2)
+      expect(bad.stderr).to.match(/--writer: Not a peer ID/)
+    } finally {
+      await dir.remove()
+    }
+  })
+
+  it('the shell prompt shows a read-only replica', () => {
+    expect(promptOf({ stats: () => ({ canWrite: true }) } as any)).to.equal('crdt> ')
+    expect(promptOf({ stats: () => ({ canWrite: false }) } as any)).to.equal('crdt (read-only)> ')
   })
 })
