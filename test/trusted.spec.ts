@@ -254,6 +254,21 @@ describe('trusted writers: one replica', function () {
     expect((await stateOf(r.store)).some(s => s.includes('tw'))).to.equal(false)
   })
 
+  it('a payload the transport checked is not verified again, but a writer revoked in between is still refused', async () => {
+    const r = await replica({ writers: [idOf(alice), idOf(mallory)] }, { privateKey: reader })
+    const node = await encodeNode({ elements: [{ key: '/m', id: '', value: enc('1') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const signed = await signBroadcast(announce(node.cid, node.bytes), mallory, TOPIC)
+    expect(await r.store.admitsBroadcast(signed)).to.equal(true)
+    await r.store.setWriters([idOf(alice)])
+    await r.store.receive(signed)
+    expect(r.store.stats().rejectedBroadcasts).to.equal(1)
+    expect(await stateOf(r.store)).to.deep.equal([])
+    // in open mode every payload passes
+    await r.store.setWriters(null)
+    expect(await r.store.admitsBroadcast(announce(node.cid))).to.equal(true)
+    expect(r.store.stats().writers).to.equal(undefined)
+  })
+
   it('setWriters refuses a bad list and keeps the old one', async () => {
     const r = await replica({ writers: [idOf(alice)] }, { privateKey: alice })
     await expect(r.store.setWriters(['junk'])).to.eventually.be.rejected.with.property('name', 'InvalidOptionsError')

@@ -52,6 +52,13 @@ export class TrustGate {
   private readonly init: TrustGateInit
   private readonly key: Key
   private writers?: Set<string>
+  /**
+   * Payloads `check` verified (the transport's validator), with their
+   * writer: `admit` then checks only that the writer is still on the list,
+   * not the signature again. Keyed by the payload object, so only the very
+   * bytes that were verified are let through, and forgotten with them
+   */
+  private readonly verified = new WeakMap<Uint8Array, string>()
 
   constructor (init: TrustGateInit) {
     this.init = init
@@ -133,6 +140,8 @@ export class TrustGate {
   async admit (payload: Uint8Array, options?: AbortOptions): Promise<boolean> {
     const writers = this.writers
     if (writers == null) return true
+    const checked = this.verified.get(payload)
+    if (checked != null && writers.has(checked)) return true
     try {
       await verifyBroadcast(payload, this.init.topic, id => writers.has(id), options)
       return true
@@ -143,12 +152,17 @@ export class TrustGate {
     }
   }
 
-  /** Like `admit` without counting or logging: for transports that drop early (gossipsub validators) */
+  /**
+   * Like `admit` without counting or logging: for transports that drop
+   * early (gossipsub validators). A payload it passes is remembered, so
+   * when the transport hands the same bytes to the replicator the
+   * signature is not verified twice
+   */
   async check (payload: Uint8Array): Promise<boolean> {
     const writers = this.writers
     if (writers == null) return true
     try {
-      await verifyBroadcast(payload, this.init.topic, id => writers.has(id))
+      this.verified.set(payload, await verifyBroadcast(payload, this.init.topic, id => writers.has(id)))
       return true
     } catch {
       return false
