@@ -16,7 +16,7 @@ import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
 import { encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { createReplicaNode } from '../src/node/index.js'
-import { encodeBroadcast, encodeNode, parseWriter, parseWriters, signBroadcast, verifyBroadcast } from '../src/index.js'
+import { encodeBroadcast, encodeNode, parseWriter, parseWriters, signBroadcast, signedBytes, verifyBroadcast } from '../src/index.js'
 import { CLI_PATH } from '../src/cli/process.js'
 import { promptOf } from '../src/cli/commands.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
@@ -81,6 +81,12 @@ describe('trusted writers: signatures and writer lists', function () {
     await expect(verifyBroadcast(signed, TOPIC, id => id === idOf(mallory))).to.be.rejectedWith(/not a writer/)
     // unsigned
     await expect(verifyBroadcast(announce(cid), TOPIC, () => true)).to.be.rejectedWith(/not signed/)
+    // what WebCrypto accepts, libp2p's own verification accepts too
+    const msg = CRDTBroadcast.decode(signed)
+    expect(await alice.publicKey.verify(signedBytes(TOPIC, msg), msg.Signature?.Signature ?? new Uint8Array())).to.equal(true)
+    // a key of another type is refused, whatever it signed
+    const secp = await generateKeyPair('secp256k1')
+    await expect(verifyBroadcast(await signBroadcast(announce(cid), secp, TOPIC), TOPIC, () => true)).to.be.rejectedWith(/secp256k1 key; writers use Ed25519/)
   })
 
   it('the signature covers every announced head and the CIDs of carried blocks', async () => {

@@ -19,12 +19,13 @@
  * untrusted bytes in its errors.
  */
 
-import { publicKeyFromProtobuf } from '@libp2p/crypto/keys'
+import { identity } from 'multiformats/hashes/identity'
 import * as varint from 'uint8-varint'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE } from '../codec/broadcast.js'
 import { CRDTBroadcast } from '../codec/pb/broadcast.js'
 import { UntrustedBroadcastError } from '../errors.js'
+import { ed25519Raw, keyTypeOf, verifyEd25519 } from './ed25519.js'
 import { peerIdOf } from './writers.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -32,8 +33,6 @@ import type { AbortOptions } from 'interface-store'
 /** The domain-separation prefix of every signed broadcast */
 export const BROADCAST_SIGNATURE_DOMAIN = 'datastore-crdt/broadcast-signature/v1'
 
-/** Longest protobuf-encoded public key accepted in a payload (Ed25519's is 36 bytes) */
-const MAX_PUBLIC_KEY_BYTES = 64
 /** Length of an Ed25519 signature */
 const SIGNATURE_BYTES = 64
 
@@ -90,26 +89,23 @@ export async function verifyBroadcast (payload: Uint8Array, topic: string, isWri
   if (sig == null || sig.PublicKey.byteLength === 0) {
     throw new UntrustedBroadcastError('Broadcast is not signed')
   }
-  if (sig.PublicKey.byteLength > MAX_PUBLIC_KEY_BYTES || sig.Signature.byteLength !== SIGNATURE_BYTES) {
-    throw new UntrustedBroadcastError('Broadcast signature has the wrong size for an Ed25519 key')
+  const raw = ed25519Raw(sig.PublicKey)
+  if (raw == null) {
+    const type = keyTypeOf(sig.PublicKey)
+    throw new UntrustedBroadcastError(type === 'unknown' ? 'Broadcast signature names no valid public key' : `Broadcast is signed with a ${type} key; writers use Ed25519`)
   }
-  let writer: string
-  let key: ReturnType<typeof publicKeyFromProtobuf>
-  try {
-    key = publicKeyFromProtobuf(sig.PublicKey)
-    writer = peerIdOf(key.toMultihash())
-  } catch {
-    throw new UntrustedBroadcastError('Broadcast signature names no valid public key')
+  if (sig.Signature.byteLength !== SIGNATURE_BYTES) {
+    throw new UntrustedBroadcastError('Broadcast signature has the wrong size for Ed25519')
   }
-  if (key.type !== 'Ed25519') {
-    throw new UntrustedBroadcastError(`Broadcast is signed with a ${key.type} key; writers use Ed25519`)
-  }
+  // the peer ID of an Ed25519 key is the identity multihash of its protobuf bytes
+  const writer = peerIdOf(identity.digest(sig.PublicKey))
   if (!isWriter(writer)) {
     throw new UntrustedBroadcastError(`Broadcast is signed by ${writer}, which is not a writer`)
   }
+  options?.signal?.throwIfAborted()
   let valid = false
   try {
-    valid = await key.verify(signedBytes(topic, message), sig.Signature, options)
+    valid = await verifyEd25519(raw, sig.Signature, signedBytes(topic, message))
   } catch {
     valid = false
   }

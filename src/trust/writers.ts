@@ -9,12 +9,12 @@
  * `InvalidOptionsError`, so a list can be compared by string.
  */
 
-import { publicKeyFromMultihash } from '@libp2p/crypto/keys'
 import { base36 } from 'multiformats/bases/base36'
 import { base58btc } from 'multiformats/bases/base58'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { InvalidOptionsError } from '../errors.js'
+import { ed25519Raw, keyTypeOf } from './ed25519.js'
 import type { MultihashDigest } from 'multiformats/hashes/interface'
 
 /** Multicodec of the identity hash */
@@ -43,14 +43,9 @@ export function parseWriter (writer: WriterId): string {
   if (multihash.code !== IDENTITY) {
     throw new InvalidOptionsError('A writer must be an Ed25519 peer ID (12D3KooW…): its ID must carry its public key')
   }
-  let type: string
-  try {
-    type = publicKeyFromMultihash(multihash as MultihashDigest<0x0>).type
-  } catch {
-    throw new InvalidOptionsError('A writer\'s peer ID does not hold a valid public key')
-  }
-  if (type !== 'Ed25519') {
-    throw new InvalidOptionsError(`A writer must have an Ed25519 key, got ${type}`)
+  if (ed25519Raw(multihash.digest) == null) {
+    const type = keyTypeOf(multihash.digest)
+    throw new InvalidOptionsError(type === 'unknown' ? 'A writer\'s peer ID does not hold a valid public key' : `A writer must have an Ed25519 key, got ${type}`)
   }
   return peerIdOf(multihash)
 }
