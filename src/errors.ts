@@ -33,7 +33,11 @@ export class ValueTooLargeError extends Error {
   override name = 'ValueTooLargeError'
 }
 
-/** The store was used after `stop()` */
+/**
+ * A write (or a replication or DAG method) on a store that is not started:
+ * before its first `start()` or after `stop()`. Reads never throw it: they
+ * are served from the local state whether the store runs or not.
+ */
 export class DatastoreStoppedError extends Error {
   static override name = 'DatastoreStoppedError'
   override name = 'DatastoreStoppedError'

@@ -56,4 +56,42 @@ describe('sync progress', () => {
       progress.stop()
     }
   })
+
+  it('a re-announcement that queues a job but merges nothing writes nothing over the prompt', async () => {
+    const store = new FakeStore()
+    let out = ''
+    let redrawn = 0
+    const progress = new SyncProgress(store as any, { write: t => { out += t }, tty: true, interval: 10, onNotice: () => { redrawn++ } })
+    progress.start()
+    try {
+      // three rebroadcasts of heads the replica has: each is queued, then found known
+      for (let i = 0; i < 3; i++) {
+        store.queuedJobs = 1
+        await new Promise(resolve => setTimeout(resolve, 40))
+        store.queuedJobs = 0
+        await new Promise(resolve => setTimeout(resolve, 40))
+      }
+    } finally {
+      progress.stop()
+    }
+    expect(out).to.equal('')
+    expect(redrawn).to.equal(0)
+  })
+
+  it('the first catch-up after start reports its duration from start, not from 1970', async () => {
+    const store = new FakeStore()
+    let out = ''
+    const progress = new SyncProgress(store as any, { write: t => { out += t }, tty: true, interval: 10 })
+    progress.start()
+    try {
+      // merged before the first poll
+      store.safeDispatchEvent('processed', { detail: { local: false } })
+      await waitFor(() => out.includes('in sync: merged 1 blocks'), 2000, 'the in-sync notice')
+    } finally {
+      progress.stop()
+    }
+    const secs = Number(/in ([\d.]+) s/.exec(out)?.[1])
+    // the test itself is bounded by mocha's timeout: an hour is far from both
+    expect(secs).to.be.at.least(0).and.below(3600)
+  })
 })

@@ -4,7 +4,9 @@
  * broadcaster or on 127.0.0.1, and the limits that now hold.
  */
 
+import { readdir, stat } from 'node:fs/promises'
 import { connect } from 'node:net'
+import { join } from 'node:path'
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
@@ -20,7 +22,7 @@ import { pubsubBroadcaster } from '../src/helia/pubsub-broadcaster.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { missingCid, StallingBlockstore } from './fixtures/hostile-blocks.js'
 import { stateOf, waitFor } from './fixtures/network.js'
-import { dec, enc, memoryReplica, readBlock } from './fixtures/stores.js'
+import { dec, enc, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
 import type { CRDTDatastoreInit } from '../src/index.js'
 import type { ReplicaNode } from '../src/node/index.js'
 import type { MemoryReplica } from './fixtures/stores.js'
@@ -32,6 +34,15 @@ async function storedNode (blockstore: { put(cid: CID, bytes: Uint8Array): unkno
   const node = await encodeNode({ elements: [{ key: k, id: '', value: enc(v) }], tombstones: [], priority, dagName: '' }, links)
   await blockstore.put(node.cid, node.bytes)
   return node.cid
+}
+
+/** Bytes of every file under `dir` */
+async function dirSize (dir: string): Promise<number> {
+  let total = 0
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size
+  }
+  return total
 }
 
 const announce = (cids: CID[], dagName = ''): Uint8Array => encodeBroadcast(cids.map(cid => ({ cid, dagName })))
@@ -274,6 +285,53 @@ describe('hostile peers: the receive path', function () {
     await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean')
   })
 
+  it('#20.8: a branch given up is tried again soon after an announcer (re)appears, not only every GIVEN_UP_RETRY_EVERY ticks', async () => {
+    // the periodic retry would come after 24 ticks of 250 ms: 6 s
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 250 })
+    const lostNode = await encodeNode({ elements: [{ key: '/late', id: '', value: enc('back') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    expect((await r.store.givenUpBranches()).map(b => b.cid.toString())).to.deep.equal([lostNode.cid.toString()])
+    // the partition heals: the writer is reachable again and announces its heads
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    r.net.deliver(announce([top]), 'writer')
+    await waitFor(async () => (await stateOf(r.store)).includes('/late=back'), 4000, 'the given-up branch to be retried')
+    expect(await r.store.givenUpBranches()).to.have.lengthOf(0)
+  })
+
+  it('#20.8: a branch given up as malformed is not revived', async () => {
+    const r = await replica({ dagSyncerTimeout: 100, repairInterval: 20 })
+    const junkBytes = new Uint8Array(100).fill(7)
+    const junk = CID.createV1(0x70, await sha256.digest(junkBytes))
+    await r.blockstore.put(junk, junkBytes)
+    const top = await storedNode(r.blockstore, '/top', 't', [junk], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the malformed branch to be given up')
+    r.net.deliver(announce([top]), 'writer')
+    // well past GIVEN_UP_RETRY_EVERY ticks (480 ms) and the announcer's return: a revival would give it up again
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    expect(r.store.stats().givenUpBranches).to.equal(1)
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+  })
+
+  it('#20.8: an honest branch queued behind many missing siblings is not given up for them', async () => {
+    const r = await replica({ numWorkers: 2, dagSyncerTimeout: 150, maxFetchAttempts: 3 })
+    const missing = await Promise.all(Array.from({ length: 20 }, async (_, i) => missingCid(`sibling-${i}`)))
+    // the honest child arrives late (its writer was out of reach), listed after the junk links
+    const child = await encodeNode({ elements: [{ key: '/honest', id: '', value: enc('late') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [...missing, child.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().walks === 0 && r.store.stats().headsInFlight === 0, 10_000, 'the first walk to end')
+    await r.blockstore.put(child.cid, child.bytes)
+    for (let i = 0; i < 15 && !(await stateOf(r.store)).includes('/honest=late'); i++) await r.store.repair().catch(() => {})
+    expect(await stateOf(r.store)).to.include('/honest=late')
+    // the junk siblings still get their failed fetches counted, and are given up in time
+    for (let i = 0; i < 40 && (await r.store.pendingBranches()).length > 0; i++) await r.store.repair().catch(() => {})
+    expect(await r.store.pendingBranches()).to.have.lengthOf(0)
+    expect(r.store.stats().givenUpBranches).to.equal(20)
+  })
+
   it('#20.10: more than 1,024 heads are announced in broadcasts every replica accepts', async () => {
     const r = await replica({ rebroadcastInterval: 100 })
     const roots: CID[] = []
@@ -351,6 +409,46 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
       expect(await stateOf(store)).to.deep.equal([])
     } finally {
       await store.stop()
+    }
+  })
+
+  it('#20.7: a 1 MiB junk block a peer serves under a CID we asked for never reaches the disk', async () => {
+    const dir = await tempDir('hostile-disk')
+    const evil = await createReplicaNode({ listen: ['/memory/hostile-disk2-evil'] })
+    const honest = await createReplicaNode({ listen: ['/memory/hostile-disk2-honest'], directory: dir.path })
+    nodes.push(evil, honest)
+    const store = await createHeliaCRDT(honest, { topic: 'hostile-disk2', repairInterval: 0, dagSyncerTimeout: 5000, maxBlockSize: 256 * 1024, syncProtocol: false })
+    try {
+      await honest.libp2p.dial(evil.libp2p.getMultiaddrs()[0])
+      // not a node, under the size limit of the store's default but over this one
+      const junkBytes = new Uint8Array(1024 * 1024).map((_, j) => (j * 131 + 17) & 0xff)
+      const junk = CID.createV1(0x70, await sha256.digest(junkBytes))
+      await evil.blockstore.put(junk, junkBytes)
+      // not a node, small
+      const smallBytes = new Uint8Array(3000).fill(0x42)
+      const small = CID.createV1(0x70, await sha256.digest(smallBytes))
+      await evil.blockstore.put(small, smallBytes)
+      // a real node over the limit, and a real node within it
+      const big = await storedNode(evil.blockstore, '/big', 'x'.repeat(300 * 1024))
+      const good = await storedNode(evil.blockstore, '/good', 'ok')
+      const before = await dirSize(join(dir.path, 'blocks'))
+      await store.receive(announce([junk, small, big, good]))
+      const settled = async (): Promise<boolean> => {
+        const st = store.stats()
+        return st.queuedHeads === 0 && st.headsInFlight === 0 && st.queuedJobs === 0 && (await stateOf(store)).length === 1
+      }
+      await waitFor(settled, 30_000, 'every announced head to be handled')
+      expect(await stateOf(store)).to.deep.equal(['/good=ok'])
+      for (const cid of [junk, small, big]) expect(await honest.blockstore.has(cid), cid.toString()).to.equal(false)
+      expect(await honest.blockstore.has(good)).to.equal(true)
+      // LevelDB appends every put to its log: a block stored and deleted again would still show
+      const grown = await dirSize(join(dir.path, 'blocks')) - before
+      expect(grown).to.be.below(64 * 1024)
+    } finally {
+      await store.stop()
+      nodes = nodes.filter(n => n !== honest)
+      await honest.stop()
+      await dir.remove()
     }
   })
 

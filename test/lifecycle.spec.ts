@@ -9,6 +9,7 @@ import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
+import all from 'it-all'
 import { createCRDTDatastore, CRDTDatastore, encodeBroadcast, PayloadQueue } from '../src/index.js'
 import { stateOf } from './fixtures/network.js'
 import { dec, enc, memoryReplica } from './fixtures/stores.js'
@@ -80,6 +81,38 @@ describe('lifecycle, synced() and stats()', function () {
     const err = await store.delete(new Key('/kept')).then(() => undefined, (e: Error) => e)
     expect(err?.name).to.equal('DatastoreStoppedError')
     expect(err?.message).to.include('start()')
+  })
+
+  it('a store not started yet serves reads from the state already in its datastore; writes and replication methods throw until start()', async () => {
+    const datastore = new MemoryDatastore()
+    const blockstore = new MemoryBlockstore()
+    const first = await createCRDTDatastore({ datastore, blockstore })
+    await first.put(new Key('/kept'), enc('yes'))
+    await first.put(new Key('/also'), enc('too'))
+    await first.stop()
+
+    // what Helia does: construct, read, and only later start
+    const store = new CRDTDatastore({ datastore, blockstore })
+    expect(dec(await store.get(new Key('/kept')))).to.equal('yes')
+    expect(await store.has(new Key('/also'))).to.equal(true)
+    expect(await stateOf(store)).to.deep.equal(['/also=too', '/kept=yes'])
+    expect((await all(store.getMany([new Key('/kept')]))).map(p => dec(p.value))).to.deep.equal(['yes'])
+    expect(store.heads()).to.deep.equal([])
+    for (const [name, call] of [
+      ['put', async () => store.put(new Key('/new'), enc('x'))],
+      ['delete', async () => store.delete(new Key('/kept'))],
+      ['batch', () => store.batch()],
+      ['synced', async () => store.synced()]
+    ] as Array<[string, () => unknown]>) {
+      const err = await (async () => call())().then(() => undefined, (e: Error) => e)
+      expect(err?.name, name).to.equal('DatastoreStoppedError')
+      expect(err?.message, name).to.include('has not been started')
+    }
+    await store.start()
+    expect(store.heads()).to.have.lengthOf(1)
+    await store.put(new Key('/new'), enc('x'))
+    expect(await stateOf(store)).to.deep.equal(['/also=too', '/kept=yes', '/new=x'])
+    await store.stop()
   })
 
   it('synced() waits until every announced head is merged, counts heads fetched for broadcasts in fetchedBlocks, and honours its signal', async () => {

@@ -4,6 +4,11 @@
  * replica has nothing left to fetch it prints a one-line "in sync" notice,
  * also after a catch-up too short to be seen running, then lets the shell
  * redraw its prompt.
+ *
+ * Invariants: only a catch-up that merged something shows anything (a
+ * re-announcement of heads we have queues a job too, and must not write
+ * over the prompt every rebroadcast); a catch-up's duration counts from the
+ * last idle poll, or from `start()` for the first one.
  */
 
 import type { HeliaCRDTDatastore } from '../helia/index.js'
@@ -24,7 +29,6 @@ export class SyncProgress {
   private readonly init: ProgressInit
   private timer?: ReturnType<typeof setInterval>
   private merged = 0
-  private syncing = false
   private startedAt = 0
   private mergedAtStart = 0
   private drawn = false
@@ -38,6 +42,8 @@ export class SyncProgress {
   }
 
   start (): void {
+    this.startedAt = Date.now()
+    this.mergedAtStart = this.merged
     this.store.addEventListener('processed', this.onProcessed)
     this.timer = setInterval(() => { void this.tick() }, this.init.interval ?? 250)
   }
@@ -54,22 +60,20 @@ export class SyncProgress {
     const done = this.merged - this.mergedAtStart
     if (!busy) {
       // a catch-up shorter than one poll is never seen busy: the merged count shows it happened
-      if (this.syncing || done > 0) {
+      if (done > 0) {
         this.clearLine()
         const secs = ((Date.now() - this.startedAt) / 1000).toFixed(1)
         this.init.write(`in sync: merged ${done} blocks in ${secs} s, height ${stats.maxHeight}\n`)
         this.init.onNotice?.()
       }
       // idle: the next catch-up counts from here
-      this.syncing = false
       this.mergedAtStart = this.merged
       this.startedAt = Date.now()
       return
     }
-    this.syncing = true
     const secs = (Date.now() - this.startedAt) / 1000
     const rate = secs > 0 ? Math.round(done / secs) : 0
-    if (this.init.tty) {
+    if (this.init.tty && done > 0) {
       this.init.write(`\r\x1b[2Ksyncing: ${done} blocks merged, ${stats.queuedJobs} queued, height ${stats.maxHeight} (${rate} blocks/s)`)
       this.drawn = true
     }

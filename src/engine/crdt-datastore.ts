@@ -307,6 +307,14 @@ export function checkDagName (dagName: string | undefined): string {
 /**
  * A Merkle-CRDT replicated `Datastore`. Build it with
  * `createCRDTDatastore()`.
+ *
+ * Lifecycle contract: reads (`get`, `has`, `getMany`, `query`,
+ * `queryKeys`) come from the local state and are served whether the store
+ * runs or not — before the first `start()` and after `stop()` — as long as
+ * the underlying datastore is open (Helia reads its datastore before it
+ * starts it). Everything else (writes, batches, `synced()`, `receive()`,
+ * repair and DAG methods) throws `DatastoreStoppedError` unless the store
+ * is started. `heads()` is empty until the first `start()` loads them.
  */
 export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRDTDatastoreEvents> {
   private readonly events = new TypedEventEmitter<CRDTDatastoreEvents>()
@@ -659,6 +667,16 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     return this.engine.pendingBranches(options)
   }
 
+  /**
+   * DAG nodes whose branch was given up (malformed, or no block after
+   * `maxFetchAttempts` fetches), with the reason; they are tried again now
+   * and then and whenever an announcer is heard from again
+   */
+  async givenUpBranches (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>> {
+    this.checkOpen(options)
+    return this.engine.givenUp(options)
+  }
+
   /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
   async isDirty (options?: AbortOptions): Promise<boolean> {
     this.checkOpen(options)
@@ -786,7 +804,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   private checkOpen (options?: AbortOptions): void {
     if (this.state !== 'started') {
       throw new DatastoreStoppedError(this.state === 'new'
-        ? 'The CRDT datastore has not been started: call start() (createCRDTDatastore() and createHeliaCRDT() do) before using it or handing it to Helia or libp2p'
+        ? 'The CRDT datastore has not been started: call start() (createCRDTDatastore() and createHeliaCRDT() do) before writing to it or handing it to Helia or libp2p'
         : 'The CRDT datastore has been stopped: start() it again to use it')
     }
     options?.signal?.throwIfAborted()

@@ -55,6 +55,8 @@ import type { CID } from 'multiformats/cid'
 
 const EMPTY = new Uint8Array(0)
 const ROOT = Uint8Array.of(1)
+/** How the reason of a branch given up for a malformed block starts */
+export const MALFORMED_REASON = 'malformed block'
 const COVERED = Uint8Array.of(0)
 /** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
 const GIVEN_UP = '/g'
@@ -241,12 +243,16 @@ export class Engine {
 
   /**
    * Counts a failed fetch against an unfinished branch (in its `w/` record)
-   * and gives the branch up once it failed `maxFetchAttempts` times. Returns
+   * and gives the branch up once it failed `maxFetchAttempts` times. A
+   * fetch that was never really asked (`asked: false`: the deadline it
+   * shared with its siblings ran out while it waited for a slot) counts too,
+   * but never gives a branch up: only a fetch that was asked does. Returns
    * true when it was given up.
    */
-  async recordFetchFailure (cid: CID, options?: AbortOptions): Promise<boolean> {
+  async recordFetchFailure (cid: CID, options?: AbortOptions & { asked?: boolean }): Promise<boolean> {
     const id = blockKey(cid)
     const pending = this.layout.pendingKey(id)
+    const asked = options?.asked ?? true
     const attempts = await this.lock.add(async () => {
       let mark: Uint8Array
       try {
@@ -255,10 +261,12 @@ export class Engine {
         if (err.name === 'NotFoundError') return 0
         throw err
       }
-      // byte 0: ROOT or COVERED, byte 1: failed fetches so far
-      const failed = Math.min(255, (mark[1] ?? 0) + 1)
+      // byte 0: ROOT or COVERED, byte 1: failed fetches so far, byte 2: of those, fetches really asked
+      let failed = Math.min(255, (mark[1] ?? 0) + 1)
+      if (!asked) failed = Math.min(failed, Math.max(0, this.maxFetchAttempts - 1))
+      const tried = Math.min(255, (mark[2] ?? 0) + (asked ? 1 : 0))
       if (failed < this.maxFetchAttempts) {
-        await this.datastore.put(pending, Uint8Array.of(mark[0] ?? COVERED[0], failed), options)
+        await this.datastore.put(pending, Uint8Array.of(mark[0] ?? COVERED[0], failed, tried), options)
       }
       return failed
     }) as number
@@ -268,13 +276,33 @@ export class Engine {
   }
 
   /**
-   * Puts given-up branches back on the frontier (`w/`, one fetch attempt
-   * left), so a repair tries each once more: a branch given up while its
+   * The unfinished branches, those asked for least often first, then those
+   * with the fewest failed fetches: a repair asks for branches not tried yet
+   * before those that keep failing, so an honest branch is not left behind
+   * many junk ones
+   */
+  async pendingByAttempts (options?: AbortOptions): Promise<CID[]> {
+    const out: Array<{ cid: CID, failed: number, tried: number, at: number }> = []
+    const prefix = this.layout.pendingPrefix
+    for await (const { key, value } of this.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<{ key: { toString(): string }, value: Uint8Array }>) {
+      try {
+        out.push({ cid: cidFromBlockKey(key.toString().slice(prefix.length)), failed: value[1] ?? 0, tried: value[2] ?? 0, at: out.length })
+      } catch {
+        // unreadable: pendingBranches() drops it
+      }
+    }
+    return out.sort((a, b) => a.tried - b.tried || a.failed - b.failed || a.at - b.at).map(b => b.cid)
+  }
+
+  /**
+   * Puts branches given up for lack of their block back on the frontier
+   * (`w/`, one fetch attempt left), so a repair tries each once more: a branch given up while its
    * holders were out of reach (a long partition) is not lost for good.
    * Returns how many were revived.
    */
   async reviveGivenUp (options?: AbortOptions): Promise<number> {
-    const branches = await this.givenUp(options)
+    // a malformed block stays malformed: only branches whose block did not arrive come back
+    const branches = (await this.givenUp(options)).filter(b => !b.reason.startsWith(MALFORMED_REASON))
     await this.lock.add(async () => {
       const batch = this.datastore.batch()
       for (const { cid } of branches) {

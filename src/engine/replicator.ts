@@ -9,6 +9,7 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { decodeBroadcast, MAX_BROADCAST_SIZE, splitBroadcast } from '../codec/broadcast.js'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../codec/broadcast-blocks.js'
 import { isMalformed } from '../errors.js'
+import { MALFORMED_REASON } from './engine.js'
 import { HeadQueue } from './head-queue.js'
 import { delay, jitter } from '../utils.js'
 import type { BroadcastHead } from '../codec/broadcast.js'
@@ -79,6 +80,18 @@ export interface ReplicatorInit {
 /** Every this many repair intervals, branches given up are tried once more (daily at the default interval) */
 export const GIVEN_UP_RETRY_EVERY = 24
 
+/**
+ * An announcer not heard from for this many rebroadcast intervals (or never)
+ * counts as (re)appearing: a partition healed or a peer came back
+ */
+const RETURN_GAP_INTERVALS = 3
+
+/** Announcers remembered with the time they were last heard from */
+const MAX_ANNOUNCERS = 1024
+
+/** Repair ticks between two revivals an (re)appearing announcer triggers, at least */
+const REVIVE_MIN_TICKS = 4
+
 /** Heads announced by others remembered until the next rebroadcast */
 const MAX_SEEN = 65_536
 
@@ -103,6 +116,11 @@ export class Replicator {
   private batchTimer?: ReturnType<typeof setTimeout>
   private repairing?: Promise<void>
   private repairTicks = 0
+  /** When each announcer was last heard from (ms), oldest first */
+  private readonly lastHeard = new Map<string, number>()
+  /** Set when an announcer (re)appears: given-up branches are tried again at the next repair tick */
+  private reviveDue = false
+  private lastRevivalTick = -Infinity
   private readonly queue: HeadQueue
   /** The last walk of each announcer, when walks of one announcer run one at a time */
   private readonly walking = new Map<string, Promise<void>>()
@@ -250,6 +268,7 @@ export class Replicator {
       this.log.error('skipping broadcast - %e', err)
       return
     }
+    this.heard(from)
     const turns: Array<Promise<void>> = []
     for (const [dagName, cids] of byDag) {
       // a replica with no heads for a DAG builds on every head it hears of
@@ -260,6 +279,22 @@ export class Replicator {
       }
     }
     await Promise.all(turns)
+  }
+
+  /**
+   * Notes that `from` announced something. An announcer heard for the first
+   * time, or again after a silence (a partition that healed, a replica that
+   * restarted), may hold branches given up while it was out of reach: they
+   * are tried again at the next repair tick.
+   */
+  private heard (from: string): void {
+    if (from === '') return
+    const now = Date.now()
+    const last = this.lastHeard.get(from)
+    if (last == null || now - last > RETURN_GAP_INTERVALS * this.init.rebroadcastInterval) this.reviveDue = true
+    this.lastHeard.delete(from)
+    this.lastHeard.set(from, now)
+    if (this.lastHeard.size > MAX_ANNOUNCERS) this.lastHeard.delete(this.lastHeard.keys().next().value as string)
   }
 
   /** Heads waiting for their turn, handled, and dropped from full queues */
@@ -284,7 +319,7 @@ export class Replicator {
 
   private async runRepair (options?: AbortOptions): Promise<void> {
     const signal = options?.signal == null ? this.signal : AbortSignal.any([options.signal, this.signal])
-    const pending = await this.engine.pendingBranches({ signal })
+    const pending = await this.engine.pendingByAttempts({ signal })
     const starts = pending.filter(cid => this.engine.reserve(cid)).map(cid => ({ cid }))
     this.log('repairing from %d unfinished branches', starts.length)
     try {
@@ -336,7 +371,7 @@ export class Replicator {
       if (signal.aborted) return 'skipped'
       if (isMalformed(err)) {
         this.log.error('skipping malformed head %c - %e', cid, err)
-        await this.engine.giveUp(cid, `malformed block (${String(err.name)})`).catch(() => {})
+        await this.engine.giveUp(cid, `${MALFORMED_REASON} (${String(err.name)})`).catch(() => {})
         return 'failed'
       }
       this.log.error('could not sync head %c - %e', cid, err)
@@ -501,10 +536,16 @@ export class Replicator {
   private scheduleRepair (): void {
     if (this.init.repairInterval <= 0) return
     this.schedule(this.init.repairInterval, async () => {
-      // now and then, branches given up are tried once more
-      if (++this.repairTicks % GIVEN_UP_RETRY_EVERY === 0 && await this.engine.reviveGivenUp({ signal: this.signal }) > 0) {
-        this.log('retrying branches given up earlier')
-        await this.engine.markDirty()
+      // now and then, and soon after an announcer (re)appears, branches given up are tried once more
+      const tick = ++this.repairTicks
+      const returned = this.reviveDue && tick - this.lastRevivalTick >= REVIVE_MIN_TICKS
+      if (tick % GIVEN_UP_RETRY_EVERY === 0 || returned) {
+        this.reviveDue = false
+        this.lastRevivalTick = tick
+        if (await this.engine.reviveGivenUp({ signal: this.signal }) > 0) {
+          this.log('retrying branches given up earlier')
+          await this.engine.markDirty()
+        }
       }
       if (await this.engine.isDirty()) {
         await this.repair().catch(() => {})

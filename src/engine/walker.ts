@@ -14,7 +14,11 @@
  * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
  *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
- * against it; a branch that failed `maxFetchAttempts` times, or whose block
+ * against it; one the shared deadline ran out on before it was asked (it
+ * waited for a slot behind siblings nobody has) counts too but cannot give
+ * the branch up, and repairs ask branches asked least often first: an
+ * honest branch queued behind junk links is not given up for junk's sake,
+ * while the junk is given up after a few repairs. A branch that failed `maxFetchAttempts` times, or whose block
  * is malformed, is given up (recorded under `g/`). The walk goes on with its
  * other branches and rejects at the end with the first error, so the caller
  * can mark the store dirty and a repair can resume.
@@ -23,11 +27,21 @@
 import PQueue from 'p-queue'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
+import { MALFORMED_REASON } from './engine.js'
 import type { BlockGetter, DAGBlockstore, Engine, FetchOptions } from './engine.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
+
+/**
+ * A sibling with less than this share of `dagSyncerTimeout` left of the
+ * shared deadline is not asked for at all
+ */
+const MIN_SHARE = 0.1
+
+/** Fetch errors of siblings never asked for: they never give their branch up (see `recordFetchFailure`) */
+const NOT_ASKED = new WeakSet<Error>()
 
 /** A place to start walking: a reserved node, fetched already or not */
 export interface WalkStart {
@@ -129,13 +143,13 @@ export class Walker {
             if (isMalformed(err)) {
               // no retry can fix a malformed block: give it up, recorded
               this.log.error('giving up malformed node %c - %e', cid, err)
-              await this.engine.giveUp(cid, `malformed block (${err.name})`).catch(() => {})
+              await this.engine.giveUp(cid, `${MALFORMED_REASON} (${err.name})`).catch(() => {})
               return
             }
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
               if (err.name === 'BlockFetchError') {
-                await this.engine.recordFetchFailure(cid).then(gaveUp => {
+                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) }).then(gaveUp => {
                   if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
                 }, () => {})
               }
@@ -178,8 +192,11 @@ export class Walker {
     siblings.deadline ??= Date.now() + this.timeout
     if (siblings.deadline !== Infinity) {
       timeout = siblings.deadline - Date.now()
-      if (timeout <= 0) {
-        throw new BlockFetchError(`Could not fetch block ${cid}: the ${this.timeout} ms its siblings share ran out`)
+      if (timeout < this.timeout * MIN_SHARE) {
+        // never really asked for: not counted against the branch (see NOT_ASKED)
+        const err = new BlockFetchError(`Could not fetch block ${cid}: the ${this.timeout} ms its siblings share ran out before it was asked for`)
+        NOT_ASKED.add(err)
+        throw err
       }
     }
     const node = await this.fetch(cid, via, { ...options, timeout })

@@ -19,14 +19,24 @@
  * a whole walk: it would keep asking peers that have gone.
  *
  * A fetch may name a peer to ask first (`preferPeer`: the peer that
- * announced the head), when it is connected. Helia's blockstore stores a
- * block as soon as bitswap delivers it, before the store can decode it, so
- * the syncer remembers what it fetched lately and deletes it again when the
- * store refuses it (`discard()`: too large, or not a node): a hostile peer
- * cannot fill the disk with blocks nothing uses.
+ * announced the head), when it is connected.
+ *
+ * Nothing fetched reaches the persistent blockstore before it decodes as a
+ * node: Helia's own `get` and sessions store a block as soon as bitswap
+ * delivers it, so the syncer asks Helia's block brokers (bitswap, which
+ * checks every block against the CID it was sent for) directly, holds the
+ * bytes in memory, and `put`s them only when they are at most
+ * `maxBlockSize` bytes and decode as a delta node. Junk is handed to the
+ * store unstored, refused there, and never served to others. Where the
+ * brokers cannot be reached (a blockstore that is not Helia's), blocks go
+ * through the blockstore's `get`, which may store them; the syncer then
+ * remembers what it fetched lately and deletes it again when the store
+ * refuses it (`discard()`).
  */
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { decodeNode } from '../codec/dag-node.js'
+import { DEFAULT_MAX_BLOCK_SIZE } from '../engine/crdt-datastore.js'
 import type { DAGBlockstore } from '../engine/engine.js'
 import type { AbortOptions } from 'interface-store'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -36,6 +46,15 @@ import type { CID } from 'multiformats/cid'
 interface Session {
   get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
   close?(): void
+}
+
+/** What a Helia block broker (bitswap) offers: fetches that store nothing */
+interface BlockBroker {
+  name?: string
+  retrieve?(cid: CID, options?: AbortOptions): Promise<Uint8Array>
+  createSession?(options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): {
+    retrieve(cid: CID, options?: AbortOptions): Promise<Uint8Array>
+  }
 }
 
 /** The parts of a Helia node the DAG syncer uses */
@@ -59,6 +78,14 @@ export interface HeliaDAGSyncerInit {
    * @default true
    */
   sessions?: boolean
+
+  /**
+   * Fetched blocks larger than this (bytes) are never stored; the store
+   * refuses them too (its own `maxBlockSize`)
+   *
+   * @default DEFAULT_MAX_BLOCK_SIZE
+   */
+  maxBlockSize?: number
 }
 
 export const DEFAULT_SESSIONS = true
@@ -104,8 +131,10 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   const put: DAGBlockstore['put'] = (cid, b, o) => blockstore.put(cid, b, o)
   const has: DAGBlockstore['has'] = (cid, o) => blockstore.has(cid, o)
   const remove = blockstore.delete?.bind(blockstore)
+  const maxBlockSize = init.maxBlockSize ?? DEFAULT_MAX_BLOCK_SIZE
+  const brokers = blockBrokers(helia)
 
-  /** Blocks this syncer brought in from the network, oldest first */
+  /** Blocks this syncer brought in through the blockstore's `get`, oldest first */
   const fetched = new Set<string>()
   const fetchedOne = (cid: CID): void => {
     fetched.add(cid.toString())
@@ -127,11 +156,30 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     }
   }
 
+  /** Stores a block fetched into memory only when it is a node the store can take */
+  const keep = async (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void> => {
+    if (bytes.byteLength > maxBlockSize) return
+    try {
+      decodeNode(cid, bytes)
+    } catch {
+      // the store decodes it again and refuses it with the reason
+      return
+    }
+    await blockstore.put(cid, bytes, options)
+  }
+
   if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {
+    const retriever = brokers.find(b => typeof b.retrieve === 'function')
     return {
       async * get (cid, options) {
         if (await blockstore.has(cid, options)) {
           yield * blockstore.get(cid, options)
+          return
+        }
+        if (retriever?.retrieve != null) {
+          const bytes = await retriever.retrieve(cid, options)
+          await keep(cid, bytes, options)
+          yield bytes
           return
         }
         fetchedOne(cid)
@@ -142,6 +190,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       discard
     }
   }
+
+  const sessionBroker = brokers.find(b => typeof b.createSession === 'function')
 
   /** Peer ids that served blocks, most recent first */
   const goodPeers: string[] = []
@@ -178,15 +228,24 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     const lifetime = new AbortController()
     const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${ASK_LIFETIME} ms`)) }, ASK_LIFETIME)
     const combined = AbortSignal.any([signal, lifetime.signal])
-    let session: Session | undefined
     try {
-      session = createSession?.(cid, { signal: combined, providers: [provider], maxProviders: 1 })
-      const chunks: Uint8Array[] = []
-      for await (const chunk of session?.get(cid, { signal: combined }) ?? []) chunks.push(chunk)
-      return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+      if (sessionBroker?.createSession != null) {
+        // into memory only: nothing is stored before it decodes
+        return await sessionBroker.createSession({ signal: combined, providers: [provider], maxProviders: 1 }).retrieve(cid, { signal: combined })
+      }
+      let session: Session | undefined
+      try {
+        session = createSession?.(cid, { signal: combined, providers: [provider], maxProviders: 1 })
+        const chunks: Uint8Array[] = []
+        for await (const chunk of session?.get(cid, { signal: combined }) ?? []) chunks.push(chunk)
+        return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+      } finally {
+        session?.close?.()
+      }
     } finally {
       clearTimeout(timer)
-      session?.close?.()
+      // ends what the broker's session still does for this ask
+      lifetime.abort()
     }
   }
 
@@ -259,13 +318,32 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         yield * blockstore.get(cid, options)
         return
       }
-      fetchedOne(cid)
-      yield await fetchBlock(cid, options)
+      if (sessionBroker == null) fetchedOne(cid)
+      const bytes = await fetchBlock(cid, options)
+      if (sessionBroker != null) await keep(cid, bytes, options)
+      yield bytes
     },
     put,
     has,
     discard
   }
+}
+
+/**
+ * Helia's block brokers (bitswap). Helia keeps them private; a node built
+ * by `createHelia`/`createHeliaLight` holds them in `blockBrokers` and its
+ * networked blockstore (under `unwrap()`) shares the same list. Anything
+ * else found there is ignored.
+ */
+function blockBrokers (helia: HeliaDAGSyncerComponents): BlockBroker[] {
+  const lists: unknown[] = [(helia as { blockBrokers?: unknown }).blockBrokers]
+  let store: unknown = helia.blockstore
+  for (let depth = 0; store != null && depth < 4; depth++) {
+    lists.push((store as { blockBrokers?: unknown }).blockBrokers)
+    store = typeof (store as { unwrap?: unknown }).unwrap === 'function' ? (store as { unwrap(): unknown }).unwrap() : undefined
+  }
+  const list = lists.find(l => Array.isArray(l) && l.length > 0) as unknown[] | undefined
+  return (list ?? []).filter((b): b is BlockBroker => b != null && typeof b === 'object' && (typeof (b as BlockBroker).retrieve === 'function' || typeof (b as BlockBroker).createSession === 'function'))
 }
 
 function shuffle <T> (items: T[]): T[] {

@@ -251,7 +251,7 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
   if (typeof topic !== 'string' || topic === '') {
     throw new InvalidOptionsError('init.topic must be a non-empty string')
   }
-  const bitswap = heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS })
+  const bitswap = heliaDAGSyncer(helia, { sessions: init.sessions ?? DEFAULT_SESSIONS, maxBlockSize: init.maxBlockSize })
   const syncInit = init.syncProtocol ?? DEFAULT_SYNC_PROTOCOL
   const sync = syncInit === false ? undefined : heliaSync({ libp2p: helia.libp2p, blockstore: helia.blockstore, fallback: bitswap, logger: helia.logger }, syncInit === true ? {} : syncInit)
   const store: HeliaCRDTDatastore = new HeliaCRDTDatastore({

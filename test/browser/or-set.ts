@@ -1,11 +1,12 @@
 /**
- * OR-set and store basics in the browser, on IndexedDB: merge rules between
- * two replicas, deletes, and state that survives closing and reopening the
- * databases (what a page reload does).
+ * OR-set and store basics in the browser, on IndexedDB: the merge rules
+ * shared with the Node specs (test/fixtures/cases/or-set.ts), and state that
+ * survives closing and reopening the databases (what a page reload does).
  */
 
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
+import { orSetCases } from '../fixtures/cases/or-set.js'
 import { dec, enc, idbReplica, syncReplica } from './fixtures/stores.js'
 import type { Replica } from './fixtures/stores.js'
 
@@ -16,6 +17,8 @@ async function valueOf (r: Replica, key = k): Promise<string | undefined> {
 }
 
 describe('OR-set on IndexedDB', () => {
+  orSetCases<Replica>({ replica: async init => idbReplica(undefined, init), sync: syncReplica, close: async r => { await r.close() } })
+
   let open: Replica[] = []
 
   async function replica (name?: string): Promise<Replica & { name: string }> {
@@ -39,43 +42,6 @@ describe('OR-set on IndexedDB', () => {
     const listed = []
     for await (const e of a.store.query({})) listed.push([e.key.toString(), dec(e.value)])
     expect(listed).to.deep.equal([['/b', '2']])
-  })
-
-  it('equal priority goes to the byte-wise greatest value', async () => {
-    const a = await replica()
-    const b = await replica()
-    await a.store.put(k, enc('apple'))
-    await b.store.put(k, enc('banana'))
-    await syncReplica(a, b)
-    await syncReplica(b, a)
-    expect(await valueOf(a)).to.equal('banana')
-    expect(await valueOf(b)).to.equal('banana')
-  })
-
-  it('add wins over a concurrent remove', async () => {
-    const a = await replica()
-    const b = await replica()
-    await a.store.put(k, enc('v1'))
-    await syncReplica(a, b)
-    await a.store.delete(k)
-    await b.store.put(k, enc('v2'))
-    await syncReplica(a, b)
-    await syncReplica(b, a)
-    expect(await valueOf(a)).to.equal('v2')
-    expect(await valueOf(b)).to.equal('v2')
-  })
-
-  it('a delete reveals the next best live value', async () => {
-    const a = await replica()
-    const b = await replica()
-    await a.store.put(k, enc('a1'))
-    await a.store.put(k, enc('a2'))
-    await b.store.put(k, enc('b1'))
-    await syncReplica(a, b)
-    expect(await valueOf(b)).to.equal('a2')
-    await a.store.delete(k)
-    await syncReplica(a, b)
-    expect(await valueOf(b)).to.equal('b1')
   })
 
   it('keeps values, deletes and heads across closing and reopening IndexedDB', async () => {

@@ -9,7 +9,10 @@
  * 127.0.0.1 WebSockets address); the connection gater allows that loopback
  * address, which libp2p's browser defaults refuse as private; every wait
  * is bounded by its timeout; `stop()` stops the store, Helia and both
- * IndexedDB databases.
+ * IndexedDB databases. `writeMany` reports each write to Node (through the
+ * page function `__ack`, when the test exposed one) only once `put`
+ * resolved, so the test knows which writes were acknowledged when it kills
+ * the tab.
  */
 
 import { noise } from '@chainsafe/libp2p-noise'
@@ -30,6 +33,17 @@ import type { HeliaCRDTDatastore, HeliaLike } from '../../src/helia/helia.js'
 export interface PageReplica {
   /** Opens `<name>-data` / `<name>-blocks`, starts Helia and the store (not connected to anyone) */
   start(name: string, topic: string): Promise<string>
+  /**
+   * Puts `<prefix>/<i>` = `v<i>` for i = 0…count-1 one after the other,
+   * calling `__ack(key)` in the page after each put resolved
+   */
+  writeMany(prefix: string, count: number): Promise<void>
+  /** Every key under `prefix` */
+  keys(prefix: string): Promise<string[]>
+  /** Whether the store is marked dirty (an unclean stop was detected, or a walk is unfinished) */
+  isDirty(): Promise<boolean>
+  /** Runs one repair pass */
+  repair(): Promise<void>
   /** Dials a peer */
   dial(addr: string): Promise<void>
   put(key: string, value: string): Promise<void>
@@ -101,6 +115,21 @@ const replica: PageReplica = {
     }
     return false
   },
+  writeMany: async (prefix, count) => {
+    const ack = (globalThis as any).__ack as ((key: string) => Promise<void>) | undefined
+    for (let i = 0; i < count; i++) {
+      const key = `${prefix}/${i}`
+      await live().put(new Key(key), new TextEncoder().encode(`v${i}`))
+      await ack?.(key)
+    }
+  },
+  keys: async (prefix) => {
+    const out: string[] = []
+    for await (const key of live().queryKeys({ prefix })) out.push(key.toString())
+    return out
+  },
+  isDirty: async () => live().isDirty(),
+  repair: async () => { await live().repair() },
   stop: async () => {
     await running?.stop()
     running = undefined

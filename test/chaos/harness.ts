@@ -87,6 +87,17 @@ export interface ChaosSummary {
   finalKeys: number
   convergeMs: number
   totalMs: number
+  /**
+   * How long acknowledged puts took to become visible on the other replicas
+   * (from the acknowledgement; pairs of write and replica whose incarnation
+   * saw it arrive), while junk was published
+   */
+  arrivalMs: { count: number, p50: number, p99: number, max: number }
+  /** Highest peak RSS and largest blockstore on disk of any replica (bytes) */
+  peakRssBytes: number
+  blockstoreBytes: number
+  /** Branches given up at the end, over all replicas */
+  givenUp: number
 }
 
 export interface ChaosReport {
@@ -99,12 +110,11 @@ const sleep = async (ms: number): Promise<void> => { await new Promise(resolve =
 
 const ODD_KEYS = ['/odd/a b', '/odd/ü', '/odd/%00', '/odd/☃/x', '/odd/tab\tkey']
 const JUNK_KINDS: JunkKind[] = ['garbage-payload', 'head-flood', 'raw-head', 'random-block', 'missing-links', 'bad-delta', 'huge-priority', 'valid-over-junk', 'missing-head']
-/**
- * The quick run (in `npm test`) leaves out the receive-path attacks whose
- * given-up and revived branches still make its 60 s convergence window
- * flaky (see the hostile-peers issue notes); the full run has every kind
- */
-const QUICK_JUNK_KINDS: JunkKind[] = JUNK_KINDS.filter(k => k !== 'head-flood' && k !== 'missing-links')
+/** The quick run has every kind too */
+const QUICK_JUNK_KINDS: JunkKind[] = JUNK_KINDS
+/** Generous bounds on an honest replica under the junk kinds: peak RSS and blockstore bytes on disk */
+const MAX_PEAK_RSS = 1024 * 1024 * 1024
+const MAX_BLOCKSTORE = 256 * 1024 * 1024
 /** Junk kinds that write a key (a well-formed node over junk) */
 const WRITING_JUNK: Partial<Record<JunkKind, (tag: string) => string>> = {
   'missing-links': tag => `links-${tag}`,
@@ -144,6 +154,14 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
   let convergeMs = -1
 
   const noteFaults = (r: ReplicaProcess, faults: FaultCounts): void => { latestFaults.set(`${r.index}.${r.incarnation}`, faults) }
+  const resources = { peakRssBytes: 0, blockstoreBytes: 0 }
+  const noteStatus = (r: ReplicaProcess, s: ReplicaStatus): void => {
+    noteFaults(r, s.faults)
+    resources.peakRssBytes = Math.max(resources.peakRssBytes, s.peakRssBytes ?? 0)
+    resources.blockstoreBytes = Math.max(resources.blockstoreBytes, s.blockstoreBytes ?? 0)
+  }
+  let arrivalMs = { count: 0, p50: -1, p99: -1, max: -1 }
+  let givenUpLeft = 0
 
   for (const r of procs) {
     r.onUnexpectedExit = (code, signal, stderr) => {
@@ -462,7 +480,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       while (!chaosOver) {
         await Promise.all(procs.filter(p => p.alive).map(async p => {
           const s = await p.request<ReplicaStatus>({ cmd: 'status' }, 10_000).catch(() => undefined)
-          if (s != null) noteFaults(p, s.faults)
+          if (s != null) noteStatus(p, s)
         }))
         await sleep(1000)
       }
@@ -490,7 +508,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     let stableRounds = 0
     for (let round = 0; round < 100_000 && Date.now() < convergeStart + options.convergeTimeout; round++) {
       statuses = await Promise.all(procs.map(async p => p.request<ReplicaStatus>({ cmd: 'status' }, 30_000)))
-      procs.forEach((p, i) => { noteFaults(p, statuses[i].faults) })
+      procs.forEach((p, i) => { noteStatus(p, statuses[i]) })
       const same = statuses.every(s => s.hash === statuses[0].hash && s.heads.join() === statuses[0].heads.join())
       const clean = statuses.every(s => !s.dirty && s.pending === 0)
       stableRounds = same && clean ? stableRounds + 1 : 0
@@ -522,6 +540,12 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     }
     const final = new Map(states[0])
     checkWrites(records, final, violation)
+
+    // --- no honest branch left given up, honest writes arrived, resources bounded ---
+    givenUpLeft = await checkGivenUp(procs, statuses, violation)
+    arrivalMs = await checkArrivals(procs, statuses, records, final, violation)
+    if (resources.peakRssBytes > MAX_PEAK_RSS) violation(`a replica's peak RSS reached ${mb(resources.peakRssBytes)} MB (bound ${mb(MAX_PEAK_RSS)} MB)`)
+    if (resources.blockstoreBytes > MAX_BLOCKSTORE) violation(`a replica's blockstore reached ${mb(resources.blockstoreBytes)} MB on disk (bound ${mb(MAX_BLOCKSTORE)} MB)`)
 
     // --- clean stop, then every store reopens from its directory -------------
     const heads = statuses[0]?.heads ?? []
@@ -556,7 +580,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         restarts: counts.restarts,
         finalKeys: final.size,
         convergeMs,
-        totalMs: Date.now() - started
+        totalMs: Date.now() - started,
+        arrivalMs,
+        ...resources,
+        givenUp: givenUpLeft
       }
     }
   } catch (err: any) {
@@ -573,7 +600,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         restarts: counts.restarts,
         finalKeys: -1,
         convergeMs,
-        totalMs: Date.now() - started
+        totalMs: Date.now() - started,
+        arrivalMs,
+        ...resources,
+        givenUp: givenUpLeft
       }
     }
   } finally {
@@ -639,6 +669,53 @@ export function checkWrites (records: Array<{ key: string, value?: string, repli
   }
 }
 
+const mb = (bytes: number): string => (bytes / 1024 / 1024).toFixed(1)
+
+/**
+ * Branches given up must be junk: a branch one replica gave up that another
+ * merged is an honest branch left behind (its holder was reachable at the
+ * end, yet it was not revived and fetched). Returns how many are given up.
+ */
+async function checkGivenUp (procs: ReplicaProcess[], statuses: ReplicaStatus[], violation: (text: string) => void): Promise<number> {
+  const givenUp = new Map<string, number[]>()
+  statuses.forEach((s, i) => { for (const cid of s.givenUp ?? []) givenUp.set(cid, [...(givenUp.get(cid) ?? []), i]) })
+  if (givenUp.size === 0) return 0
+  const cids = [...givenUp.keys()]
+  for (const p of procs) {
+    const merged = await p.request<string[]>({ cmd: 'merged', cids }, 30_000).catch(() => [] as string[])
+    for (const cid of merged) {
+      violation(`replica(s) ${givenUp.get(cid)?.join(',')} gave up branch ${cid}, which replica ${p.index} merged: an honest branch left given up`)
+    }
+  }
+  return statuses.reduce((n, s) => n + (s.givenUpCount ?? 0), 0)
+}
+
+/**
+ * Every acknowledged put whose value is in the final state became visible
+ * on every other replica whose current incarnation was running when it was
+ * acknowledged; returns the delays (ms, from the acknowledgement) of every
+ * arrival seen
+ */
+async function checkArrivals (procs: ReplicaProcess[], statuses: ReplicaStatus[], records: WriteRecord[], final: Map<string, string>, violation: (text: string) => void): Promise<ChaosSummary['arrivalMs']> {
+  const arrivals = await Promise.all(procs.map(async p => new Map(await p.request<Array<[string, number]>>({ cmd: 'arrivals' }, 30_000).catch(() => []))))
+  const delays: number[] = []
+  for (const rec of records) {
+    if (rec.status !== 'acked' || rec.value == null || rec.endAt == null) continue
+    for (const p of procs) {
+      if (p.index === rec.replica) continue
+      const at = arrivals[p.index].get(rec.value)
+      if (at != null) {
+        delays.push(Math.max(0, at - rec.endAt))
+      } else if (final.get(rec.key) === rec.value && (statuses[p.index]?.startedAt ?? Infinity) < rec.sentAt) {
+        violation(`the acknowledged ${rec.key}=${rec.value.slice(0, 40)} (replica ${rec.replica}) never arrived on replica ${p.index}`)
+      }
+    }
+  }
+  delays.sort((a, b) => a - b)
+  const at = (q: number): number => delays.length === 0 ? -1 : delays[Math.min(delays.length - 1, Math.floor(q * delays.length))]
+  return { count: delays.length, p50: at(0.5), p99: at(0.99), max: delays.length === 0 ? -1 : delays[delays.length - 1] }
+}
+
 async function checkReopen (p: ReplicaProcess, expected: Array<[string, string]>, heads: string[], violation: (text: string) => void): Promise<void> {
   const datastore = new LevelDatastore(join(p.dir, 'datastore'))
   const blockstore = new LevelBlockstore(join(p.dir, 'blocks'))
@@ -683,6 +760,8 @@ export function formatSummary (s: ChaosSummary): string {
     `  broadcasts: ${s.faults.received} received, ${s.faults.dropped} dropped, ${s.faults.duplicated} duplicated, ${s.faults.delayed} delayed, ${s.faults.corrupted} corrupted`,
     `  partitions: ${s.faults.partitions}; junk published: ${junk === '' ? 'none' : junk}`,
     `  SIGKILLs: ${s.kills.total} (${s.kills.midBatch} mid-batch-commit, ${s.kills.midCatchUp} mid-catch-up, ${s.kills.random} other), ${s.restarts} restarts`,
-    `  converged in ${s.convergeMs} ms on ${s.finalKeys} keys`
+    `  converged in ${s.convergeMs} ms on ${s.finalKeys} keys`,
+    `  honest writes arrived elsewhere in p50 ${s.arrivalMs.p50} ms, p99 ${s.arrivalMs.p99} ms, max ${s.arrivalMs.max} ms (${s.arrivalMs.count} arrivals)`,
+    `  peak RSS ${mb(s.peakRssBytes)} MB, largest blockstore ${mb(s.blockstoreBytes)} MB on disk, ${s.givenUp} branches given up at the end`
   ].join('\n')
 }

@@ -42,6 +42,10 @@ export type ReplicaRequest = { id: number } & (
   | { cmd: 'block', peers: string[] }
   | { cmd: 'faults', faults: Partial<BroadcastFaults> }
   | { cmd: 'junk', kind: JunkKind, tag: string }
+  /** when each value was first seen in a `put` event of this incarnation (ms since the epoch) */
+  | { cmd: 'arrivals' }
+  /** which of `cids` this replica has merged */
+  | { cmd: 'merged', cids: string[] }
   | { cmd: 'stop' }
 )
 
@@ -79,4 +83,14 @@ export interface ReplicaStatus {
   processedLocal: number
   processedRemote: number
   faults: FaultCounts
+  /** Branches given up (the first hundred), and how many there are */
+  givenUp: string[]
+  givenUpCount: number
+  /** When this incarnation started (ms since the epoch) */
+  startedAt: number
+  /** Resident set size now and at most since this incarnation started, sampled every 250 ms */
+  rssBytes: number
+  peakRssBytes: number
+  /** Bytes of the LevelDB blockstore's files on disk */
+  blockstoreBytes: number
 }

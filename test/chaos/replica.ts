@@ -7,6 +7,8 @@
  */
 
 import { createHash } from 'node:crypto'
+import { readdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Key } from 'interface-datastore'
@@ -66,6 +68,26 @@ const store: CRDTDatastore = await createCRDTDatastore({ datastore: node.datasto
   ...config.store
 })
 
+const startedAt = Date.now()
+// peak memory, sampled: the hostile kinds must not make an honest replica grow without bound
+let peakRss = process.memoryUsage().rss
+const rssTimer = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss) }, 250)
+rssTimer.unref()
+/** When each value first became visible here (values are unique per write) */
+const arrivals = new Map<string, number>()
+store.addEventListener('put', (evt) => {
+  const value = dec(evt.detail.value)
+  if (!arrivals.has(value) && arrivals.size < 200_000) arrivals.set(value, Date.now())
+})
+
+async function dirBytes (dir: string): Promise<number> {
+  let total = 0
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (entry.isFile()) total += await stat(join(entry.parentPath, entry.name)).then(s => s.size, () => 0)
+  }
+  return total
+}
+
 let processedLocal = 0
 let processedRemote = 0
 /** Armed by the parent: send `armed` once this many more nodes are processed */
@@ -106,8 +128,18 @@ async function status (): Promise<ReplicaStatus> {
     loopDelayMs: { p50: Math.round(loopDelay.percentile(50) / 1e6), p99: Math.round(loopDelay.percentile(99) / 1e6) },
     processedLocal,
     processedRemote,
-    faults: { ...broadcaster.counts }
+    faults: { ...broadcaster.counts },
+    ...await givenUpStatus(),
+    startedAt,
+    rssBytes: process.memoryUsage().rss,
+    peakRssBytes: (peakRss = Math.max(peakRss, process.memoryUsage().rss)),
+    blockstoreBytes: await dirBytes(join(config.dir, 'blocks'))
   }
+}
+
+async function givenUpStatus (): Promise<{ givenUp: string[], givenUpCount: number }> {
+  const all = await store.givenUpBranches()
+  return { givenUp: all.slice(0, 100).map(b => b.cid.toString()), givenUpCount: all.length }
 }
 
 async function state (): Promise<Array<[string, string]>> {
@@ -240,6 +272,13 @@ async function handle (req: ReplicaRequest): Promise<unknown> {
       return undefined
     case 'junk':
       return junk(req.kind, req.tag)
+    case 'arrivals':
+      return [...arrivals]
+    case 'merged': {
+      const merged: string[] = []
+      for (const cid of req.cids) if (await store.hasMerged(CID.parse(cid))) merged.push(cid)
+      return merged
+    }
     case 'stop':
       await store.stop()
       await broadcaster.stop()

@@ -1,0 +1,513 @@
+/**
+ * Unit spec of the engine (src/engine/engine.ts) over memory stores, nodes
+ * built by hand: local commits (links, heights, the saturating priority,
+ * empty and aborted writes), the merge of fetched nodes and its `w/`
+ * bookkeeping (children recorded COVERED, ROOT records becoming heads,
+ * re-delivered nodes), heads replaced by the nodes linking them, the
+ * priority check of remote nodes, adoption of heads, block fetches (hash
+ * and size checks, chunks, deadlines, discards), failed-fetch counting,
+ * giving up and reviving branches, and the records the engine reads back.
+ */
+
+import { expect } from 'aegir/chai'
+import { logger } from '@libp2p/logger'
+import { MemoryBlockstore } from 'blockstore-core'
+import { MemoryDatastore } from 'datastore-core'
+import { Key } from 'interface-datastore'
+import { CID } from 'multiformats/cid'
+import { sha256, sha512 } from 'multiformats/hashes/sha2'
+import * as varint from 'uint8-varint'
+import { blockKey } from '../src/codec/block-key.js'
+import { decodeNode, encodeNode } from '../src/codec/dag-node.js'
+import { MAX_PRIORITY } from '../src/codec/delta.js'
+import { Layout } from '../src/crdt/layout.js'
+import { decodePriority } from '../src/crdt/or-set.js'
+import { Engine } from '../src/engine/engine.js'
+import type { DecodedNode } from '../src/codec/dag-node.js'
+import type { Delta } from '../src/codec/delta.js'
+import type { SetChange } from '../src/crdt/or-set.js'
+import type { EngineInit, FetchOptions } from '../src/engine/engine.js'
+import type { AbortOptions } from 'interface-store'
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
+const dec = (b: Uint8Array): string => new TextDecoder().decode(b)
+
+function delta (priority: number, puts: Array<[string, string]>, dagName = ''): Delta {
+  return { priority, dagName, elements: puts.map(([key, value]) => ({ key, id: '', value: enc(value) })), tombstones: [] }
+}
+
+/** A blockstore that records discards and can fail puts */
+class TestBlockstore extends MemoryBlockstore {
+  discarded: string[] = []
+  failPutAfter = Infinity
+  puts = 0
+  override async put (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<CID> {
+    if (++this.puts > this.failPutAfter) throw new Error('disk full')
+    return super.put(cid, bytes, options)
+  }
+
+  discard (cid: CID): void {
+    this.discarded.push(cid.toString())
+  }
+}
+
+/** Builds nodes as a remote writer would: encoded, stored in `source`, decoded */
+async function node (d: Delta, links: CID[] = []): Promise<DecodedNode & { bytes: Uint8Array }> {
+  const { cid, bytes } = await encodeNode(d, links)
+  return { ...decodeNode(cid, bytes), bytes }
+}
+
+describe('Engine', () => {
+  let ds: MemoryDatastore
+  let bs: TestBlockstore
+  let layout: Layout
+  let engine: Engine
+  let events: Array<{ changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean } }>
+
+  function make (init: Partial<EngineInit> = {}): Engine {
+    return new Engine({
+      datastore: ds,
+      blockstore: bs,
+      layout,
+      log: logger('test:engine'),
+      dagSyncerTimeout: 2000,
+      maxBlockSize: 1024 * 1024,
+      maxFetchAttempts: 3,
+      onChanges: (changes, node) => { events.push({ changes, node }) },
+      ...init
+    })
+  }
+
+  beforeEach(async () => {
+    ds = new MemoryDatastore()
+    bs = new TestBlockstore()
+    layout = new Layout('/ns')
+    events = []
+    engine = make()
+    await engine.heads.load()
+  })
+
+  async function put (key: string, value: string, dagName = ''): Promise<ReturnType<Engine['commitLocal']>> {
+    return engine.commitLocal(async () => delta(0, [[key, value]], dagName))
+  }
+
+  async function value (key: string): Promise<string | undefined> {
+    return await engine.set.has(key) ? dec(await engine.set.get(key)) : undefined
+  }
+
+  async function pendingMark (cid: CID): Promise<number[] | undefined> {
+    const k = layout.pendingKey(blockKey(cid))
+    return await ds.has(k) ? [...await ds.get(k)] : undefined
+  }
+
+  describe('local commits', () => {
+    it('writes a node on top of the heads of its DAG, one height up, and stores its block', async () => {
+      const first = await put('/a', '1')
+      expect(first?.head.height).to.equal(1)
+      expect(first?.replaced).to.deep.equal([])
+      expect(first?.changes.map(c => c.key)).to.deep.equal(['/a'])
+      expect(first?.unprocessed).to.deep.equal([])
+      const second = await put('/b', '2')
+      expect(second?.head.height).to.equal(2)
+      expect(second?.replaced.map(h => h.cid.toString())).to.deep.equal([first?.head.cid.toString()])
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([second?.head.cid.toString()])
+      const stored = decodeNode(second?.head.cid as CID, await readBlock(bs, second?.head.cid as CID))
+      expect(stored.links.map(String)).to.deep.equal([first?.head.cid.toString()])
+      expect(stored.delta.priority).to.equal(2)
+      expect(await engine.isProcessed(second?.head.cid as CID)).to.be.true()
+      expect(decodePriority(await ds.get(layout.processedKey(blockKey(second?.head.cid as CID))))).to.equal(2)
+      expect(await value('/b')).to.equal('2')
+      expect(events.map(e => [e.node?.local, e.node?.priority, e.node?.dagName])).to.deep.equal([[true, 1, ''], [true, 2, '']])
+    })
+
+    it('a named DAG has its own heads and heights', async () => {
+      await put('/a', '1')
+      await put('/a', '2')
+      const named = await put('/a', '3', 'docs')
+      expect(named?.head.height).to.equal(1)
+      expect(named?.head.dagName).to.equal('docs')
+      expect(named?.replaced).to.deep.equal([])
+      expect(engine.heads.count('')).to.equal(1)
+      expect(engine.heads.count('docs')).to.equal(1)
+    })
+
+    it('writes nothing for an empty or absent delta', async () => {
+      expect(await engine.commitLocal(async () => undefined)).to.be.undefined()
+      expect(await engine.commitLocal(async () => delta(0, []))).to.be.undefined()
+      expect(engine.heads.all()).to.deep.equal([])
+      expect(events).to.deep.equal([])
+      // a delta with tombstones only is written
+      const r = await engine.commitLocal(async () => ({ ...delta(0, []), tombstones: [{ key: '/a', id: '/AAAA', value: new Uint8Array(0) }] }))
+      expect(r?.head.height).to.equal(1)
+    })
+
+    it('an aborted signal fails the commit before the delta is built', async () => {
+      const controller = new AbortController()
+      controller.abort()
+      let built = false
+      await expect(engine.commitLocal(async () => { built = true; return delta(0, [['/a', '1']]) }, { signal: controller.signal }))
+        .to.eventually.be.rejected.with.property('name', 'AbortError')
+      expect(built).to.be.false()
+    })
+
+    it('saturates the priority at MAX_PRIORITY and reports linked heads never processed', async () => {
+      const top = await node(delta(MAX_PRIORITY, [['/a', 'far']]))
+      await engine.adoptHead(top)
+      const r = await put('/b', 'next')
+      expect(r?.head.height).to.equal(MAX_PRIORITY)
+      expect(r?.unprocessed.map(String)).to.deep.equal([top.cid.toString()])
+      // reserved for the caller
+      expect(engine.reserve(top.cid)).to.be.false()
+      expect(await pendingMark(top.cid)).to.deep.equal([0])
+    })
+
+    it('a write larger than maxDeltaSize becomes a chain of nodes; a failure after the first keeps what committed', async () => {
+      engine = make({ maxDeltaSize: 40 })
+      const puts: Array<[string, string]> = Array.from({ length: 6 }, (_, i) => [`/key${i}`, 'value-value'])
+      const r = await engine.commitLocal(async () => delta(0, puts))
+      expect(r?.head.height).to.be.greaterThan(1)
+      expect(r?.failure).to.be.undefined()
+      expect(r?.changes.map(c => c.key).sort()).to.deep.equal(puts.map(p => p[0]))
+      expect(engine.heads.count('')).to.equal(1)
+      for (const [k] of puts) expect(await value(k)).to.equal('value-value')
+
+      bs.failPutAfter = bs.puts + 1
+      const partial = await engine.commitLocal(async () => delta(0, puts.map(([k]) => [k, 'second'])))
+      expect(partial?.failure?.message).to.equal('disk full')
+      expect(partial?.head.height).to.equal((r?.head.height ?? 0) + 1)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([partial?.head.cid.toString()])
+      // a first node that fails fails the write
+      bs.failPutAfter = bs.puts
+      await expect(put('/z', 'z')).to.eventually.be.rejectedWith('disk full')
+    })
+  })
+
+  describe('merging fetched nodes', () => {
+    it('merges a node, makes it a head, records its unprocessed children COVERED and reserves them', async () => {
+      const child = await node(delta(1, [['/a', 'old']]))
+      const parent = await node(delta(2, [['/a', 'new']]), [child.cid])
+      expect(await engine.addRoot(parent.cid)).to.be.true()
+      expect(await pendingMark(parent.cid)).to.deep.equal([1])
+      const { children, changes } = await engine.processNode(parent)
+      expect(children.map(String)).to.deep.equal([child.cid.toString()])
+      expect(changes.map(c => c.key)).to.deep.equal(['/a'])
+      expect(engine.reserve(child.cid)).to.be.false()
+      expect(await pendingMark(parent.cid)).to.be.undefined()
+      expect(await pendingMark(child.cid)).to.deep.equal([0])
+      expect(engine.heads.list('').map(String)).to.have.length(1)
+      expect(engine.heads.get('', parent.cid)?.height).to.equal(2)
+      expect(events[0].node).to.deep.include({ priority: 2, local: false, dagName: '' })
+
+      // the child: merged, its record gone, not a head (something links it)
+      engine.release(child.cid)
+      const second = await engine.processNode(child)
+      expect(second.children).to.deep.equal([])
+      expect(await pendingMark(child.cid)).to.be.undefined()
+      expect(engine.heads.get('', child.cid)).to.be.undefined()
+      expect(await value('/a')).to.equal('new')
+      expect(await engine.pendingBranches()).to.deep.equal([])
+    })
+
+    it('a node linking a head replaces it; a processed link is neither recorded nor walked', async () => {
+      const mine = await put('/a', 'mine')
+      const remote = await node(delta(2, [['/b', 'theirs']]), [mine?.head.cid as CID])
+      const { children } = await engine.processNode(remote)
+      expect(children).to.deep.equal([])
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([remote.cid.toString()])
+      expect(await pendingMark(mine?.head.cid as CID)).to.be.undefined()
+    })
+
+    it('a child already reserved by another walk is recorded but not handed back', async () => {
+      const child = await node(delta(1, [['/a', 'x']]))
+      const parent = await node(delta(2, [['/b', 'y']]), [child.cid])
+      expect(engine.reserve(child.cid)).to.be.true()
+      const { children } = await engine.processNode(parent)
+      expect(children).to.deep.equal([])
+      expect(await pendingMark(child.cid)).to.deep.equal([0])
+    })
+
+    it('a re-delivered node changes nothing and clears its record', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.processNode(n)
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(1))
+      events = []
+      const again = await engine.processNode(n)
+      expect(again).to.deep.equal({ children: [], changes: [] })
+      expect(await pendingMark(n.cid)).to.be.undefined()
+      expect(events).to.deep.equal([])
+    })
+
+    it('addRoot keeps an existing record and refuses a processed node', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(0, 2))
+      expect(await engine.addRoot(n.cid)).to.be.true()
+      expect(await pendingMark(n.cid)).to.deep.equal([0, 2])
+      expect(await engine.isPending(n.cid)).to.be.true()
+      // COVERED: processing it does not make it a head
+      await engine.processNode(n)
+      expect(engine.heads.all()).to.deep.equal([])
+      expect(await engine.isPending(n.cid)).to.be.false()
+      expect(await engine.addRoot(n.cid)).to.be.false()
+      expect(await pendingMark(n.cid)).to.be.undefined()
+    })
+
+    it('refuses a remote node claiming more priority than its processed links allow, and accepts exactly that', async () => {
+      const base = await node(delta(1, [['/a', 'x']]))
+      await engine.processNode(base)
+      const liar = await node(delta(3, [['/a', 'y']]), [base.cid])
+      await expect(engine.processNode(liar)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      expect(await engine.isProcessed(liar.cid)).to.be.false()
+      expect(await value('/a')).to.equal('x')
+      const honest = await node(delta(2, [['/a', 'y']]), [base.cid])
+      await engine.processNode(honest)
+      expect(await value('/a')).to.equal('y')
+      // without links a node may claim 1
+      const loose = await node(delta(2, [['/c', 'z']]))
+      await expect(engine.processNode(loose)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      await engine.processNode(await node(delta(1, [['/c', 'z']])))
+      expect(await value('/c')).to.equal('z')
+    })
+
+    it('cannot check a node whose links are unprocessed, were processed without a priority, or were refused', async () => {
+      const unknown = await node(delta(1, [['/x', '1']]))
+      const high = await node(delta(50, [['/a', 'x']]), [unknown.cid])
+      await engine.processNode(high)
+      expect(await value('/a')).to.equal('x')
+      const old = await node(delta(1, [['/y', '1']]))
+      await ds.put(layout.processedKey(blockKey(old.cid)), new Uint8Array(0))
+      await engine.processNode(await node(delta(60, [['/b', 'x']]), [old.cid]))
+      expect(await value('/b')).to.equal('x')
+      const refused = { ...await node(delta(70, [['/c', 'x']]), []), refusedLinks: 2 }
+      await engine.processNode(refused)
+      expect(await value('/c')).to.equal('x')
+      expect((await engine.refusedLinks()).map(r => [r.cid.toString(), r.refused])).to.deep.equal([[refused.cid.toString(), 2]])
+    })
+
+    it('the priority check takes the greatest link, capped at MAX_PRIORITY', async () => {
+      const a = await node(delta(1, [['/a', '1']]))
+      const b = await node(delta(7, [['/b', '1']]))
+      await ds.put(layout.processedKey(blockKey(a.cid)), varint.encode(2))
+      await ds.put(layout.processedKey(blockKey(b.cid)), varint.encode(8))
+      await engine.processNode(await node(delta(8, [['/c', '1']]), [a.cid, b.cid]))
+      expect(await value('/c')).to.equal('1')
+      const top = await node(delta(MAX_PRIORITY, [['/t', '1']]))
+      await ds.put(layout.processedKey(blockKey(top.cid)), varint.encode(MAX_PRIORITY + 1))
+      await engine.processNode(await node(delta(MAX_PRIORITY, [['/d', '1']]), [top.cid]))
+      expect(await value('/d')).to.equal('1')
+    })
+  })
+
+  describe('adopted heads', () => {
+    it('adopts a head only into an empty DAG, unless alongside; never twice', async () => {
+      const a = await node(delta(4, [['/a', '1']]))
+      const b = await node(delta(5, [['/b', '1']]))
+      await engine.adoptHead(a)
+      await engine.adoptHead(b)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([a.cid.toString()])
+      await engine.adoptHead(b, { alongside: true })
+      await engine.adoptHead(a, { alongside: true })
+      expect(engine.heads.count('')).to.equal(2)
+      expect(engine.heads.get('', b.cid)?.height).to.equal(5)
+      await engine.adoptHead(await node(delta(1, [['/n', '1']], 'docs')))
+      expect(engine.heads.count('docs')).to.equal(1)
+    })
+
+    it('an adopted head whose merge is refused as malformed stops being a head', async () => {
+      const base = await node(delta(1, [['/a', '1']]))
+      await engine.processNode(base)
+      const liar = await node(delta(9, [['/a', '2']]), [base.cid])
+      await engine.adoptHead(liar, { alongside: true })
+      expect(engine.heads.get('', liar.cid)).to.not.be.undefined()
+      await expect(engine.processNode(liar)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      expect(engine.heads.get('', liar.cid)).to.be.undefined()
+      expect(engine.heads.get('', base.cid)).to.not.be.undefined()
+    })
+  })
+
+  describe('fetching blocks', () => {
+    it('fetches, joins chunks, and decodes a node', async () => {
+      const n = await node(delta(1, [['/a', 'x'.repeat(100)]]))
+      const third = Math.ceil(n.bytes.byteLength / 3)
+      const getter = { get: async function * () { for (let i = 0; i < n.bytes.byteLength; i += third) yield n.bytes.subarray(i, i + third) } }
+      const got = await engine.fetchNode(n.cid, getter)
+      expect(got.cid.equals(n.cid)).to.be.true()
+      expect(dec(got.delta.elements[0].value)).to.equal('x'.repeat(100))
+      const single = { get: function * () { yield n.bytes } }
+      expect((await engine.fetchNode(n.cid, single)).delta.priority).to.equal(1)
+    })
+
+    it('refuses bytes that do not match the CID hash, as a fetch error, and discards them', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const other = await node(delta(1, [['/a', 'forged']]))
+      const getter = { get: function * () { yield other.bytes } }
+      await expect(engine.fetchNode(n.cid, getter)).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(bs.discarded).to.deep.equal([n.cid.toString()])
+    })
+
+    it('a CID with another hash function is decoded without the sha2-256 check', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const cid = CID.createV1(0x70, await sha512.digest(n.bytes))
+      expect((await engine.fetchNode(cid, { get: function * () { yield n.bytes } })).delta.priority).to.equal(1)
+    })
+
+    it('refuses a block over maxBlockSize as malformed and discards it; exactly maxBlockSize passes', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      engine = make({ maxBlockSize: n.bytes.byteLength - 1 })
+      const getter = { get: function * () { yield n.bytes.subarray(0, 10); yield n.bytes.subarray(10) } }
+      const err = await engine.fetchNode(n.cid, getter).then(() => undefined, (e: Error) => e)
+      expect(err).to.have.property('name', 'MalformedBlockError')
+      expect(bs.discarded).to.deep.equal([n.cid.toString()])
+      engine = make({ maxBlockSize: n.bytes.byteLength })
+      expect((await engine.fetchNode(n.cid, getter)).cid.equals(n.cid)).to.be.true()
+    })
+
+    it('a block that does not decode is discarded and refused as malformed', async () => {
+      const bytes = enc('not a dag-pb node')
+      const cid = CID.createV1(0x70, await sha256.digest(bytes))
+      const err = await engine.fetchNode(cid, { get: function * () { yield bytes } }).then(() => undefined, (e: Error) => e)
+      expect(err?.name).to.match(/^Malformed/)
+      expect(bs.discarded).to.deep.equal([cid.toString()])
+    })
+
+    it('a getter that fails or never answers gives a BlockFetchError within the timeout', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const failing = { get: async function * (): AsyncGenerator<Uint8Array> { throw new Error('no route') } }
+      const err = await engine.fetchNode(n.cid, failing).then(() => undefined, (e: Error) => e)
+      expect(err).to.have.property('name', 'BlockFetchError')
+      expect(err?.message).to.include('no route')
+      const stalling = {
+        get: async function * (_: CID, opts?: AbortOptions): AsyncGenerator<Uint8Array> {
+          await new Promise((resolve, reject) => { opts?.signal?.addEventListener('abort', () => { reject(new Error('aborted')) }) })
+        }
+      }
+      await expect(engine.fetchNode(n.cid, stalling, { timeout: 50 })).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      engine = make({ dagSyncerTimeout: 50 })
+      await expect(engine.fetchNode(n.cid, stalling)).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      // the caller's abort is an abort, not a fetch error
+      const controller = new AbortController()
+      setTimeout(() => { controller.abort() }, 20)
+      await expect(engine.fetchNode(n.cid, stalling, { signal: controller.signal, timeout: 0 })).to.eventually.be.rejected.with.property('name', 'AbortError')
+    })
+
+    it('hands preferPeer to the getter only when given', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const seen: FetchOptions[] = []
+      const getter = { get: function * (_: CID, opts?: FetchOptions) { seen.push(opts ?? {}); yield n.bytes } }
+      await engine.fetchNode(n.cid, getter, { preferPeer: 'peer-1' })
+      await engine.fetchNode(n.cid, getter)
+      expect(seen[0].preferPeer).to.equal('peer-1')
+      expect('preferPeer' in seen[1]).to.be.false()
+    })
+
+    it('a discard that throws is logged, not thrown', async () => {
+      bs.discard = () => { throw new Error('cannot') }
+      const bytes = enc('junk')
+      const cid = CID.createV1(0x70, await sha256.digest(enc('other')))
+      await expect(engine.fetchNode(cid, { get: function * () { yield bytes } })).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+    })
+  })
+
+  describe('failed fetches and given-up branches', () => {
+    it('counts failed fetches in the w/ record and gives the branch up at maxFetchAttempts', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      expect(await engine.recordFetchFailure(n.cid)).to.be.false()
+      expect(await pendingMark(n.cid)).to.deep.equal([1, 1])
+      expect(await engine.recordFetchFailure(n.cid)).to.be.false()
+      expect(await pendingMark(n.cid)).to.deep.equal([1, 2])
+      expect(engine.gaveUp).to.equal(0)
+      expect(await engine.recordFetchFailure(n.cid)).to.be.true()
+      expect(await pendingMark(n.cid)).to.be.undefined()
+      expect(engine.gaveUp).to.equal(1)
+      const given = await engine.givenUp()
+      expect(given.map(g => g.cid.toString())).to.deep.equal([n.cid.toString()])
+      expect(given[0].reason).to.equal('no block after 3 fetches')
+      expect(await engine.pendingBranches()).to.deep.equal([])
+    })
+
+    it('a failure with no w/ record counts nothing; a one-byte record counts from zero', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      expect(await engine.recordFetchFailure(n.cid)).to.be.false()
+      expect(await pendingMark(n.cid)).to.be.undefined()
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(0))
+      await engine.recordFetchFailure(n.cid)
+      expect(await pendingMark(n.cid)).to.deep.equal([0, 1])
+      await ds.put(layout.pendingKey(blockKey(n.cid)), new Uint8Array(0))
+      await engine.recordFetchFailure(n.cid)
+      expect(await pendingMark(n.cid)).to.deep.equal([0, 1])
+    })
+
+    it('giveUp moves a w/ record to g/ with the reason (cut at 200 characters), and does nothing without one', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.giveUp(n.cid, 'why')
+      expect(await engine.givenUp()).to.deep.equal([])
+      expect(engine.gaveUp).to.equal(0)
+      await engine.addRoot(n.cid)
+      await engine.giveUp(n.cid, 'r'.repeat(300))
+      const given = await engine.givenUp()
+      expect(given[0].reason).to.equal('r'.repeat(200))
+      expect(await engine.isPending(n.cid)).to.be.false()
+    })
+
+    it('reviveGivenUp puts given-up branches back with one attempt left', async () => {
+      const a = await node(delta(1, [['/a', 'x']]))
+      const b = await node(delta(1, [['/b', 'x']]))
+      for (const n of [a, b]) {
+        await engine.addRoot(n.cid)
+        await engine.giveUp(n.cid, 'test')
+      }
+      expect(await engine.reviveGivenUp()).to.equal(2)
+      expect(await engine.givenUp()).to.deep.equal([])
+      expect(await pendingMark(a.cid)).to.deep.equal([0, 2])
+      expect((await engine.pendingBranches()).map(String).sort()).to.deep.equal([a.cid.toString(), b.cid.toString()].sort())
+      expect(await engine.recordFetchFailure(a.cid)).to.be.true()
+    })
+
+    it('a given-up branch merged since is dropped from the list; unreadable records are skipped', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      await engine.giveUp(n.cid, 'test')
+      await ds.put(new Key('/ns/g/not-a-cid'), enc('junk'))
+      await engine.processNode(n)
+      expect(await engine.givenUp()).to.deep.equal([])
+      expect(await ds.has(new Key(`/ns/g${blockKey(n.cid)}`))).to.be.false()
+    })
+
+    it('pendingBranches drops unreadable w/ records; dropPending forgets one', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      await ds.put(new Key('/ns/w/not-a-cid'), Uint8Array.of(0))
+      expect((await engine.pendingBranches()).map(String)).to.deep.equal([n.cid.toString()])
+      expect(await ds.has(new Key('/ns/w/not-a-cid'))).to.be.false()
+      await engine.dropPending(n.cid)
+      expect(await engine.pendingBranches()).to.deep.equal([])
+    })
+
+    it('refusedLinks skips unreadable records', async () => {
+      await ds.put(new Key('/ns/x/not-a-cid'), varint.encode(1))
+      expect(await engine.refusedLinks()).to.deep.equal([])
+    })
+  })
+
+  it('dirty marker, exclusive runs, announced changes, idle', async () => {
+    expect(await engine.isDirty()).to.be.false()
+    await engine.markDirty()
+    expect(await engine.isDirty()).to.be.true()
+    await engine.markClean()
+    expect(await engine.isDirty()).to.be.false()
+    expect(await engine.exclusive(async () => 42)).to.equal(42)
+    engine.announceChanges([{ key: '/a' }])
+    expect(events).to.deep.equal([{ changes: [{ key: '/a' }], node: undefined }])
+    const slow = engine.exclusive(async () => { await new Promise(resolve => setTimeout(resolve, 20)) })
+    expect(engine.queued).to.equal(1)
+    await engine.idle()
+    await slow
+    expect(engine.queued).to.equal(0)
+  })
+})
+
+async function readBlock (bs: MemoryBlockstore, cid: CID): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = []
+  for await (const c of bs.get(cid)) chunks.push(c)
+  return chunks.length === 1 ? chunks[0] : Uint8Array.from(chunks.flatMap(c => [...c]))
+}

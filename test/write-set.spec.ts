@@ -1,0 +1,405 @@
+/**
+ * Unit spec of the WriteSet (src/crdt/write-set.ts) over a memory datastore:
+ * reads see the pending writes, `commit()` lands them in one batch and only
+ * then runs the `onCommit` callbacks, reads are remembered until the commit,
+ * `prefetch()` and `prefetchByScan()` leave exactly the answers a plain read
+ * would give (with the datastore reads they promise), `list()` merges the
+ * pending writes into a prefix query in key order.
+ *
+ * The datastore is wrapped to count reads: the read cache and the prefetches
+ * exist to save datastore round trips, so how many happen is their contract.
+ */
+
+import { expect } from 'aegir/chai'
+import { MemoryDatastore } from 'datastore-core'
+import { Key } from 'interface-datastore'
+import { WriteSet } from '../src/crdt/write-set.js'
+import type { Query } from 'interface-datastore'
+import type { AbortOptions } from 'interface-store'
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
+const dec = (b: Uint8Array | undefined): string | undefined => b == null ? undefined : new TextDecoder().decode(b)
+
+/** A memory datastore that counts reads, queries and the reads in flight at once */
+class CountingDatastore extends MemoryDatastore {
+  gets = 0
+  hases = 0
+  queries: string[] = []
+  batches = 0
+  inFlight = 0
+  maxInFlight = 0
+  /** a read of a key listed here fails with this error */
+  failing = new Map<string, Error>()
+
+  override async get (key: Key, options?: AbortOptions): Promise<Uint8Array> {
+    this.gets++
+    this.inFlight++
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight)
+    try {
+      await new Promise(resolve => setImmediate(resolve))
+      const err = this.failing.get(key.toString())
+      if (err != null) throw err
+      return await super.get(key, options)
+    } finally {
+      this.inFlight--
+    }
+  }
+
+  override async has (key: Key, options?: AbortOptions): Promise<boolean> {
+    this.hases++
+    return super.has(key, options)
+  }
+
+  override query (q: Query, options?: AbortOptions): ReturnType<MemoryDatastore['query']> {
+    this.queries.push(q.prefix ?? '')
+    return super.query(q, options)
+  }
+
+  override batch (): ReturnType<MemoryDatastore['batch']> {
+    this.batches++
+    return super.batch()
+  }
+
+  reset (): void {
+    this.gets = 0
+    this.hases = 0
+    this.queries = []
+    this.batches = 0
+    this.maxInFlight = 0
+  }
+}
+
+async function stored (ds: MemoryDatastore, key: string): Promise<string | undefined> {
+  return await ds.has(new Key(key)) ? dec(await ds.get(new Key(key))) : undefined
+}
+
+describe('WriteSet', () => {
+  let ds: CountingDatastore
+
+  beforeEach(async () => {
+    ds = new CountingDatastore()
+    await ds.put(new Key('/k/a'), enc('A'))
+    await ds.put(new Key('/k/b'), enc('B'))
+    ds.reset()
+  })
+
+  describe('pending writes', () => {
+    it('counts distinct keys written, a key written twice once', () => {
+      const tx = new WriteSet(ds)
+      expect(tx.size).to.equal(0)
+      tx.put(new Key('/x'), enc('1'))
+      tx.put(new Key('/x'), enc('2'))
+      tx.delete(new Key('/y'))
+      expect(tx.size).to.equal(2)
+    })
+
+    it('get and has see a pending put and a pending delete, before any commit', async () => {
+      const tx = new WriteSet(ds)
+      tx.put(new Key('/k/c'), enc('C'))
+      tx.delete(new Key('/k/a'))
+      expect(dec(await tx.get(new Key('/k/c')))).to.equal('C')
+      expect(await tx.has(new Key('/k/c'))).to.be.true()
+      expect(await tx.get(new Key('/k/a'))).to.be.undefined()
+      expect(await tx.has(new Key('/k/a'))).to.be.false()
+      // an untouched key reads from the datastore
+      expect(dec(await tx.get(new Key('/k/b')))).to.equal('B')
+      expect(await tx.has(new Key('/k/b'))).to.be.true()
+      expect(await tx.has(new Key('/k/none'))).to.be.false()
+      // nothing reached the datastore
+      expect(await stored(ds, '/k/c')).to.be.undefined()
+      expect(await stored(ds, '/k/a')).to.equal('A')
+    })
+
+    it('the last write of a key wins: put after delete, delete after put', async () => {
+      const tx = new WriteSet(ds)
+      tx.delete(new Key('/k/a'))
+      tx.put(new Key('/k/a'), enc('A2'))
+      tx.put(new Key('/k/b'), enc('B2'))
+      tx.delete(new Key('/k/b'))
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A2')
+      expect(await tx.get(new Key('/k/b'))).to.be.undefined()
+      await tx.commit()
+      expect(await stored(ds, '/k/a')).to.equal('A2')
+      expect(await stored(ds, '/k/b')).to.be.undefined()
+    })
+  })
+
+  describe('commit', () => {
+    it('lands every write in one batch, then runs the callbacks in order, once', async () => {
+      const tx = new WriteSet(ds)
+      const seen: string[] = []
+      tx.put(new Key('/k/c'), enc('C'))
+      tx.delete(new Key('/k/a'))
+      tx.onCommit(() => { seen.push(`first saw c=${String(ds.batches)}`) })
+      tx.onCommit(() => { seen.push('second') })
+      expect(seen).to.deep.equal([])
+      await tx.commit()
+      expect(ds.batches).to.equal(1)
+      expect(seen).to.deep.equal(['first saw c=1', 'second'])
+      expect(await stored(ds, '/k/c')).to.equal('C')
+      expect(await stored(ds, '/k/a')).to.be.undefined()
+      expect(await stored(ds, '/k/b')).to.equal('B')
+      expect(tx.size).to.equal(0)
+      // a second commit has nothing to write and no callback to run again
+      await tx.commit()
+      expect(ds.batches).to.equal(1)
+      expect(seen).to.have.length(2)
+    })
+
+    it('with no writes opens no batch but still runs the callbacks', async () => {
+      const tx = new WriteSet(ds)
+      let ran = 0
+      tx.onCommit(() => { ran++ })
+      await tx.commit()
+      expect(ds.batches).to.equal(0)
+      expect(ran).to.equal(1)
+    })
+
+    it('an aborted signal fails the commit before anything is written or run', async () => {
+      const tx = new WriteSet(ds)
+      let ran = 0
+      tx.put(new Key('/k/c'), enc('C'))
+      tx.onCommit(() => { ran++ })
+      const controller = new AbortController()
+      controller.abort()
+      await expect(tx.commit({ signal: controller.signal })).to.eventually.be.rejected.with.property('name', 'AbortError')
+      expect(ds.batches).to.equal(0)
+      expect(ran).to.equal(0)
+      expect(await stored(ds, '/k/c')).to.be.undefined()
+      // the writes are still pending and land on a later commit
+      await tx.commit({ signal: new AbortController().signal })
+      expect(await stored(ds, '/k/c')).to.equal('C')
+      expect(ran).to.equal(1)
+    })
+
+    it('writes committed once are not written again by a later commit', async () => {
+      const tx = new WriteSet(ds)
+      tx.put(new Key('/k/c'), enc('C'))
+      await tx.commit()
+      await ds.delete(new Key('/k/c'))
+      await tx.commit()
+      expect(await stored(ds, '/k/c')).to.be.undefined()
+    })
+  })
+
+  describe('read cache', () => {
+    it('remembers a value read until commit, then reads the datastore again', async () => {
+      const tx = new WriteSet(ds)
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A')
+      expect(await tx.get(new Key('/k/none'))).to.be.undefined()
+      expect(ds.gets).to.equal(2)
+      // changed behind the WriteSet's back (cannot happen under the merge lock)
+      await ds.put(new Key('/k/a'), enc('A2'))
+      await ds.put(new Key('/k/none'), enc('N'))
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A')
+      expect(await tx.get(new Key('/k/none'))).to.be.undefined()
+      expect(await tx.has(new Key('/k/a'))).to.be.true()
+      expect(await tx.has(new Key('/k/none'))).to.be.false()
+      expect(ds.gets).to.equal(2)
+      expect(ds.hases).to.equal(0)
+      await tx.commit()
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A2')
+      expect(dec(await tx.get(new Key('/k/none')))).to.equal('N')
+      expect(ds.gets).to.equal(4)
+    })
+
+    it('has() does not fill the cache: get() after has() reads the value', async () => {
+      const tx = new WriteSet(ds)
+      expect(await tx.has(new Key('/k/a'))).to.be.true()
+      expect(ds.hases).to.equal(1)
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A')
+      expect(ds.gets).to.equal(1)
+    })
+
+    it('a read error other than not-found reaches the caller', async () => {
+      const tx = new WriteSet(ds)
+      const err = Object.assign(new Error('disk on fire'), { name: 'DiskError' })
+      ds.failing.set('/k/a', err)
+      await expect(tx.get(new Key('/k/a'))).to.eventually.be.rejectedWith('disk on fire')
+      ds.failing.delete('/k/a')
+      // the failure was not remembered as an absent key
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A')
+    })
+  })
+
+  describe('prefetch', () => {
+    it('reads each missing key once, so later gets and has read nothing', async () => {
+      const tx = new WriteSet(ds)
+      tx.put(new Key('/k/p'), enc('P'))
+      await tx.get(new Key('/k/b'))
+      ds.reset()
+      const keys = ['/k/a', '/k/a', '/k/b', '/k/p', '/k/none'].map(k => new Key(k))
+      await tx.prefetch(keys)
+      // /k/a once (deduplicated), /k/none; not /k/b (read) nor /k/p (pending)
+      expect(ds.gets).to.equal(2)
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A')
+      expect(dec(await tx.get(new Key('/k/b')))).to.equal('B')
+      expect(dec(await tx.get(new Key('/k/p')))).to.equal('P')
+      expect(await tx.get(new Key('/k/none'))).to.be.undefined()
+      expect(await tx.has(new Key('/k/a'))).to.be.true()
+      expect(await tx.has(new Key('/k/none'))).to.be.false()
+      expect(ds.gets).to.equal(2)
+      expect(ds.hases).to.equal(0)
+    })
+
+    it('keeps at most 1000 reads in flight and reads every key of a larger set', async () => {
+      const many = new CountingDatastore()
+      const keys: Key[] = []
+      for (let i = 0; i < 2500; i++) {
+        const key = new Key(`/m/${i}`)
+        keys.push(key)
+        if (i % 2 === 0) await many.put(key, enc(`v${i}`))
+      }
+      many.reset()
+      const tx = new WriteSet(many)
+      await tx.prefetch(keys)
+      expect(many.gets).to.equal(2500)
+      expect(many.maxInFlight).to.equal(1000)
+      expect(dec(await tx.get(keys[2498]))).to.equal('v2498')
+      expect(await tx.get(keys[2499])).to.be.undefined()
+      expect(dec(await tx.get(keys[0]))).to.equal('v0')
+      expect(many.gets).to.equal(2500)
+    })
+
+    it('with existence asks has() only; has() then reads nothing and get() still reads the value', async () => {
+      const tx = new WriteSet(ds)
+      await tx.prefetch([new Key('/k/a'), new Key('/k/none')], { existence: true })
+      expect(ds.hases).to.equal(2)
+      expect(ds.gets).to.equal(0)
+      expect(await tx.has(new Key('/k/a'))).to.be.true()
+      expect(await tx.has(new Key('/k/none'))).to.be.false()
+      expect(ds.hases).to.equal(2)
+      expect(await tx.get(new Key('/k/none'))).to.be.undefined()
+      expect(ds.gets).to.equal(0)
+      // known present, value not read yet: get() reads it, once
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A')
+      expect(dec(await tx.get(new Key('/k/a')))).to.equal('A')
+      expect(ds.gets).to.equal(1)
+    })
+
+    it('with existence: false reads values', async () => {
+      const tx = new WriteSet(ds)
+      await tx.prefetch([new Key('/k/a')], { existence: false })
+      expect(ds.gets).to.equal(1)
+      expect(ds.hases).to.equal(0)
+    })
+  })
+
+  describe('prefetchByScan', () => {
+    beforeEach(async () => {
+      for (const k of ['/p/x/1', '/p/x/2', '/p/x/3', '/p/y']) await ds.put(new Key(k), enc(k))
+      ds.reset()
+    })
+
+    it('one query over the common prefix decides found and absent keys alike', async () => {
+      const tx = new WriteSet(ds)
+      const complete = await tx.prefetchByScan(['/p/x/1', '/p/x/3', '/p/x/9'].map(k => new Key(k)), 10)
+      expect(complete).to.be.true()
+      expect(ds.queries).to.deep.equal(['/p/x/'])
+      expect(ds.gets + ds.hases).to.equal(0)
+      expect(dec(await tx.get(new Key('/p/x/1')))).to.equal('/p/x/1')
+      expect(dec(await tx.get(new Key('/p/x/3')))).to.equal('/p/x/3')
+      expect(await tx.get(new Key('/p/x/9'))).to.be.undefined()
+      expect(await tx.has(new Key('/p/x/9'))).to.be.false()
+      // the scan's other entry was kept too
+      expect(dec(await tx.get(new Key('/p/x/2')))).to.equal('/p/x/2')
+      expect(ds.gets + ds.hases).to.equal(0)
+    })
+
+    it('skips pending and already read keys, and does nothing when none is left', async () => {
+      const tx = new WriteSet(ds)
+      tx.put(new Key('/p/x/1'), enc('pending'))
+      tx.delete(new Key('/p/x/2'))
+      await tx.get(new Key('/p/y'))
+      ds.reset()
+      expect(await tx.prefetchByScan([new Key('/p/x/1'), new Key('/p/y')], 10)).to.be.true()
+      expect(ds.queries).to.deep.equal([])
+      expect(await tx.prefetchByScan([], 10)).to.be.true()
+      expect(ds.queries).to.deep.equal([])
+      // the prefix comes from the keys left (/p/x/3 alone), not the pending /p/x/1
+      expect(await tx.prefetchByScan([new Key('/p/x/1'), new Key('/p/x/3')], 10)).to.be.true()
+      expect(ds.queries).to.deep.equal(['/p/x/3'])
+      // a scanned entry never hides a pending write
+      await tx.prefetchByScan([new Key('/p/x/4'), new Key('/p/x/5')], 10)
+      expect(ds.queries).to.deep.equal(['/p/x/3', '/p/x/'])
+      expect(dec(await tx.get(new Key('/p/x/1')))).to.equal('pending')
+      expect(await tx.get(new Key('/p/x/2'))).to.be.undefined()
+    })
+
+    it('a scan cut short at maxEntries reads the undecided keys one by one', async () => {
+      const tx = new WriteSet(ds)
+      const keys = ['/p/x/1', '/p/x/3', '/p/x/9'].map(k => new Key(k))
+      expect(await tx.prefetchByScan(keys, 1)).to.be.false()
+      // /p/x/1 came with the scan; /p/x/3 and /p/x/9 were read
+      expect(ds.gets).to.equal(2)
+      expect(dec(await tx.get(keys[0]))).to.equal('/p/x/1')
+      expect(dec(await tx.get(keys[1]))).to.equal('/p/x/3')
+      expect(await tx.get(keys[2])).to.be.undefined()
+      expect(ds.gets).to.equal(2)
+    })
+
+    it('a scan exactly maxEntries long is complete', async () => {
+      const tx = new WriteSet(ds)
+      expect(await tx.prefetchByScan([new Key('/p/x/1'), new Key('/p/x/8')], 3)).to.be.true()
+      expect(ds.gets).to.equal(0)
+      expect(await tx.get(new Key('/p/x/8'))).to.be.undefined()
+    })
+
+    it('keys the prefix query cannot prove absent (next character U+00FF or above) are read', async () => {
+      // an absent key whose next character after the prefix is U+00FF must
+      // still be read, not assumed absent (datastore-level's range would miss it)
+      const tx = new WriteSet(ds)
+      const plain = new Key('/q/a')
+      const odd = new Key('/q/\u00ffz')
+      const lower = new Key('/q/\u00fez')
+      await tx.prefetchByScan([plain, odd, lower], 10)
+      // the common prefix is /q/; /q/\u00fez is below U+00FF and decided by the scan
+      expect(ds.queries).to.deep.equal(['/q/'])
+      expect(ds.gets).to.equal(1)
+      expect(await tx.get(odd)).to.be.undefined()
+      expect(await tx.get(lower)).to.be.undefined()
+      expect(await tx.get(plain)).to.be.undefined()
+      expect(ds.gets).to.equal(1)
+    })
+
+    it('a single key is its own prefix and is decided by the scan', async () => {
+      const tx = new WriteSet(ds)
+      expect(await tx.prefetchByScan([new Key('/p/x/7')], 5)).to.be.true()
+      expect(ds.queries).to.deep.equal(['/p/x/7'])
+      expect(await tx.get(new Key('/p/x/7'))).to.be.undefined()
+      expect(ds.gets).to.equal(0)
+    })
+
+    it('the common prefix stops at the first differing character', async () => {
+      const tx = new WriteSet(ds)
+      await tx.prefetchByScan([new Key('/p/x/1'), new Key('/p/y')], 10)
+      expect(ds.queries).to.deep.equal(['/p/'])
+      await new WriteSet(ds).prefetchByScan([new Key('/p/x/2/deeper'), new Key('/p/x/2')], 10)
+      expect(ds.queries).to.deep.equal(['/p/', '/p/x/2'])
+    })
+  })
+
+  describe('list', () => {
+    it('lists a prefix with the pending writes applied, in key order', async () => {
+      await ds.put(new Key('/l/b'), enc('b'))
+      await ds.put(new Key('/l/d'), enc('d'))
+      await ds.put(new Key('/la'), enc('outside'))
+      const tx = new WriteSet(ds)
+      tx.put(new Key('/l/a'), enc('a'))
+      tx.put(new Key('/l/d'), enc('d2'))
+      tx.delete(new Key('/l/b'))
+      tx.put(new Key('/m/z'), enc('outside'))
+      tx.put(new Key('/l/c'), enc('c'))
+      const listed = await tx.list('/l/')
+      expect(listed.map(e => [e.key, dec(e.value)])).to.deep.equal([['/l/a', 'a'], ['/l/c', 'c'], ['/l/d', 'd2']])
+    })
+
+    it('sorts by code unit, deleted pending keys absent even if never stored', async () => {
+      const tx = new WriteSet(ds)
+      for (const k of ['/s/b', '/s/B', '/s/a', '/s/ab', '/s/b']) tx.put(new Key(k), enc(k))
+      tx.delete(new Key('/s/zz'))
+      const listed = await tx.list('/s/')
+      expect(listed.map(e => e.key)).to.deep.equal(['/s/B', '/s/a', '/s/ab', '/s/b'])
+    })
+  })
+})
