@@ -121,3 +121,22 @@ export class SnapshotNotReadyError extends Error {
   static override name = 'SnapshotNotReadyError'
   override name = 'SnapshotNotReadyError'
 }
+
+/**
+ * A write on a replica in trusted mode whose key is not a current writer
+ * (or that has no signing key). Nothing was changed.
+ */
+export class NotAWriterError extends Error {
+  static override name = 'NotAWriterError'
+  override name = 'NotAWriterError'
+}
+
+/**
+ * A broadcast received in trusted mode is unsigned, signed by a key that is
+ * not a current writer, or carries a signature that does not verify. Its
+ * heads are not accepted and its carried blocks are not stored.
+ */
+export class UntrustedBroadcastError extends Error {
+  static override name = 'UntrustedBroadcastError'
+  override name = 'UntrustedBroadcastError'
+}

@@ -85,6 +85,10 @@ export {
   DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
 } from './engine/crdt-datastore.js'
 export type { BatchOptions, CommitOptions, CRDTBatch } from './engine/batch.js'
+export type { BroadcastGate } from './engine/replicator.js'
+export type { WriterId } from './trust/writers.js'
+export { parseWriter, parseWriters } from './trust/writers.js'
+export { signBroadcast, verifyBroadcast, signedBytes, BROADCAST_SIGNATURE_DOMAIN } from './trust/signature.js'
 export type { Head } from './crdt/heads.js'
 export type { DAGViewOptions } from './engine/debug.js'
 export type { LocalBlock } from './interfaces.js'

@@ -13,7 +13,8 @@ import type { Head } from './crdt/heads.js'
 import type { DecodedNode } from './codec/dag-node.js'
 import type { CreateSnapshotOptions } from './snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
-import type { ComponentLogger, Metrics, Startable } from '@libp2p/interface'
+import type { WriterId } from './trust/writers.js'
+import type { ComponentLogger, Metrics, PrivateKey, Startable } from '@libp2p/interface'
 import type { Datastore, Key, Pair } from 'interface-datastore'
 import type { AbortOptions, AwaitIterable } from 'interface-store'
 import type { EventHandler } from 'main-event'
@@ -79,6 +80,12 @@ export interface CRDTDatastoreComponents {
    * `createHeliaCRDT()` passes the Helia node's libp2p metrics when it has them
    */
   metrics?: Metrics
+  /**
+   * This replica's Ed25519 libp2p key. In trusted mode (`init.writers`) it
+   * signs what this replica broadcasts; without it, or when its peer ID is
+   * not a writer, the replica is read-only
+   */
+  privateKey?: PrivateKey
 }
 
 /** Plain options of a CRDT datastore, each with a `DEFAULT_*` constant */
@@ -190,6 +197,24 @@ export interface CRDTDatastoreInit {
    * @default 262_144
    */
   broadcastBlocksMaxSize?: number
+  /**
+   * Trusted mode: the replicas allowed to write, as Ed25519 peer IDs
+   * (`12D3KooW…`), `PeerId`s or `PublicKey`s. Only heads signed by one of
+   * them are accepted; other replicas are read-only. A list stored by
+   * `setWriters()` wins over this one. Absent (and none stored) is open
+   * mode, go-ds-crdt-compatible
+   *
+   * @default undefined
+   */
+  writers?: WriterId[]
+  /**
+   * The name trusted-mode signatures are bound to, so a signed broadcast
+   * cannot be replayed on another topic. Every replica of a store must use
+   * the same
+   *
+   * @default the broadcaster's `topic` when it has one, else ''
+   */
+  topic?: string
 }
 
 /** Options of write methods */
@@ -327,6 +352,12 @@ export interface CRDTStats {
   givenUpBranches: number
   /** Broadcast payloads received from other replicas since start */
   receivedBroadcasts: number
+  /** Trusted mode: the current writers' peer IDs; absent in open mode */
+  writers?: string[]
+  /** False when trusted mode makes this replica read-only */
+  canWrite: boolean
+  /** Trusted mode: broadcasts refused since start (unsigned, not from a writer, or a bad signature) */
+  rejectedBroadcasts: number
 }
 
 /** A listener of one of the store's events */
@@ -385,6 +416,27 @@ export interface CRDTDatastore extends Datastore, Startable {
    * and then and whenever an announcer is heard from again
    */
   givenUpBranches(options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>>
+  /**
+   * Replaces the writers of trusted mode, persisted before it takes effect
+   * (and kept over `init.writers` at the next start). Heads signed by a
+   * writer removed here are refused from now on; what it wrote before stays
+   * merged. `null` returns the store to open mode. Throws
+   * `InvalidOptionsError` for anything that is not an Ed25519 peer ID or key.
+   *
+   * @example
+   * ```ts
+   * await store.setWriters([alice.toString(), bob.toString()])
+   * ```
+   */
+  setWriters(writers: WriterId[] | null, options?: AbortOptions): Promise<void>
+  /** This replica's peer ID as a writer (from `components.privateKey`), when it has a key */
+  writerId(): string | undefined
+  /**
+   * Whether a payload passes this store's trusted-mode rules (always in open
+   * mode): signed for this store's topic by a current writer. Transports
+   * use it to drop foreign payloads before relaying them
+   */
+  admitsBroadcast(data: Uint8Array, options?: AbortOptions): Promise<boolean>
   /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
   isDirty(options?: AbortOptions): Promise<boolean>
   /** Marks the store dirty so the repair loop runs */

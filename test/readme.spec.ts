@@ -62,11 +62,11 @@ describe('README examples', function () {
 
   it('every TypeScript snippet has a name and a stated output', () => {
     const all = examples(readme)
-    expect(all.map(e => e.name)).to.deep.equal(['usage', 'helia', 'helia-datastore', 'synced', 'progress'])
+    expect(all.map(e => e.name)).to.deep.equal(['usage', 'helia', 'helia-datastore', 'synced', 'progress', 'trusted'])
     for (const example of all) expect(example.output, `output of ${example.name}`).to.be.a('string')
   })
 
-  for (const name of ['usage', 'helia-datastore', 'synced', 'helia', 'progress']) {
+  for (const name of ['usage', 'helia-datastore', 'synced', 'helia', 'progress', 'trusted']) {
     it(`the "${name}" example runs and prints what the README says`, async () => {
       const example = examples(readme).find(e => e.name === name)
       expect(example, `README has no example "${name}"`).to.not.equal(undefined)

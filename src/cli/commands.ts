@@ -224,6 +224,34 @@ export const COMMANDS: Record<string, CommandSpec> = {
       return ok(`connected to ${conn.remotePeer.toString()} at ${conn.remoteAddr.toString()} (${ms} ms${also})`, { peer: conn.remotePeer.toString(), addr: conn.remoteAddr.toString(), ms })
     }
   },
+  whoami: {
+    usage: 'whoami',
+    help: 'this replica\'s peer ID, and in trusted mode whether it may write and who may',
+    maxArgs: 0,
+    async run (ctx) {
+      const peerId = ctx.node.libp2p.peerId.toString()
+      const s = ctx.store.stats()
+      const mode = s.writers == null ? 'open' : 'trusted'
+      const lines = [`peer ID: ${peerId}`, `mode: ${mode}${s.writers == null ? ' (any replica on the topic may write)' : ''}`]
+      if (s.writers != null) {
+        lines.push(`this replica: ${s.canWrite ? 'writer' : 'read-only'}`)
+        lines.push(`writers (${s.writers.length}):`, ...s.writers.map(w => `  ${w}${w === peerId ? ' (this replica)' : ''}`))
+        lines.push(`refused broadcasts: ${s.rejectedBroadcasts + (ctx.store.broadcaster.refused ?? 0)}`)
+      }
+      return ok(lines.join('\n'), { peerId, mode, canWrite: s.canWrite, writers: s.writers ?? null })
+    }
+  },
+  writers: {
+    usage: 'writers [<peer id> ...]',
+    help: 'trusted mode: list the writers, or replace them (stored; heads later signed by a removed writer are refused)',
+    maxArgs: Infinity,
+    async run (ctx, ids) {
+      if (ids.length > 0) await ctx.store.setWriters(ids)
+      const writers = ctx.store.stats().writers
+      const text = writers == null ? '(open mode: any replica on the topic may write)' : writers.length === 0 ? '(no writers: nobody may write)' : writers.join('\n')
+      return ok(text, { writers: writers ?? null, canWrite: ctx.store.stats().canWrite })
+    }
+  },
   addrs: {
     usage: 'addrs',
     help: 'this replica\'s listen addresses',
@@ -277,6 +305,11 @@ export const COMMANDS: Record<string, CommandSpec> = {
       return { ok: true, text: 'bye', exit: true }
     }
   }
+}
+
+/** The shell's prompt: says so when trusted mode makes the replica read-only */
+export function promptOf (store: Pick<HeliaCRDTDatastore, 'stats'>): string {
+  return store.stats().canWrite ? 'crdt> ' : 'crdt (read-only)> '
 }
 
 /** Runs one command line; errors become failed results, never exceptions */

@@ -6,7 +6,7 @@
 import { appendFile, chmod, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { COMMANDS, runCommand, runWords } from './commands.js'
+import { COMMANDS, promptOf, runCommand, runWords } from './commands.js'
 import { EXIT, parseOptions, USAGE } from './options.js'
 import { SyncProgress } from './progress.js'
 import { confirmWrite, startReplica, waitForSync } from './replica.js'
@@ -35,6 +35,7 @@ function banner (replica: Replica): string {
     `replica ${replica.node.libp2p.peerId.toString()}`,
     'listening on (give one of these to another replica with --peer or connect):',
     ...addrs.map(a => `  ${a}`),
+    ...(stats.writers == null ? [] : [`trusted mode, ${stats.writers.length} writer(s): this replica ${stats.canWrite ? 'is a writer' : 'is READ-ONLY (it replicates, but cannot write)'}`]),
     `${stats.heads.length} heads, height ${stats.maxHeight}. Type help for commands.`
   ].join('\n')
 }
@@ -73,14 +74,17 @@ async function shell (ctx: CommandContext, replica: Replica, options: CLIOptions
     output: process.stdout,
     history,
     historySize: HISTORY_SIZE,
-    prompt: 'crdt> ',
+    prompt: promptOf(replica.store),
     completer: (line: string) => {
       const names = Object.keys(COMMANDS)
       const hits = names.filter(n => n.startsWith(line.trim()))
       return [hits.length > 0 ? hits : names, line.trim()]
     }
   })
-  redraw = () => { rl.prompt(true) }
+  redraw = () => {
+    rl.setPrompt(promptOf(replica.store))
+    rl.prompt(true)
+  }
   process.stdout.write(banner(replica) + '\n')
   progress.start()
   rl.prompt()
@@ -92,7 +96,10 @@ async function shell (ctx: CommandContext, replica: Replica, options: CLIOptions
         const result = await runCommand(ctx, line)
         print(result, false)
         if (result?.exit === true) rl.close()
-        else rl.prompt()
+        else {
+          rl.setPrompt(promptOf(replica.store))
+          rl.prompt()
+        }
       })
     })
     rl.on('SIGINT', () => { rl.close() })

@@ -4,6 +4,7 @@
 
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { parseWriter } from '../trust/writers.js'
 
 export interface CLIOptions {
   data: string
@@ -21,6 +22,8 @@ export interface CLIOptions {
   timeout: number
   /** A single command to run instead of a shell */
   command: string[]
+  /** Trusted mode: peer IDs allowed to write (empty = open mode) */
+  writers: string[]
 }
 
 export const DEFAULT_DATA_DIR = '.datastore-crdt'
@@ -55,6 +58,10 @@ Options:
   -p, --peer <addr>       multiaddr of a replica to dial at start, repeatable
   -n, --namespace <key>   where CRDT state lives in the datastore (default: /datastore-crdt/<topic>)
       --rebroadcast <ms>  how often to re-announce heads (default: ${DEFAULT_CLI_REBROADCAST})
+      --writer <peer id>  trusted mode: a replica allowed to write, repeatable; all
+                          others are read-only and heads they sign are refused. The
+                          list is stored: a later start without --writer keeps it
+                          (see the README, "Trusted writers")
   -w, --wait-sync         first wait until the heads peers announce are merged
       --timeout <ms>      bound of --wait-sync and of a one-shot write's wait for
                           a peer to fetch it; 0 = no wait (default: ${DEFAULT_CLI_TIMEOUT})
@@ -90,7 +97,8 @@ export function parseOptions (argv: string[]): CLIOptions {
       json: { type: 'boolean', short: 'j' },
       help: { type: 'boolean', short: 'h' },
       'wait-sync': { type: 'boolean', short: 'w' },
-      timeout: { type: 'string' }
+      timeout: { type: 'string' },
+      writer: { type: 'string', multiple: true }
     }
   })
   const rebroadcast = Number(values.rebroadcast ?? DEFAULT_CLI_REBROADCAST)
@@ -113,6 +121,14 @@ export function parseOptions (argv: string[]): CLIOptions {
     help: values.help ?? false,
     waitSync: values['wait-sync'] ?? false,
     timeout,
-    command: positionals
+    command: positionals,
+    // checked here so a bad peer ID is a usage error
+    writers: (values.writer ?? []).map(id => {
+      try {
+        return parseWriter(id)
+      } catch (err: any) {
+        throw new Error(`--writer: ${String(err.message)}`)
+      }
+    })
   }
 }

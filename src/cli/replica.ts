@@ -7,7 +7,8 @@
  * one-shot write for a peer that has it.
  */
 
-import { stat } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
+import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { askMerged } from '../helia/merged-protocol.js'
@@ -84,24 +85,31 @@ export async function startReplica (options: CLIOptions, notices: Pick<Notices, 
   }
   await checkKeyFile(options.data, notices)
   const node = await createReplicaNode({ directory: options.data, listen: options.listen })
-  let store: HeliaCRDTDatastore
+  let store: HeliaCRDTDatastore | undefined
   try {
     store = await createHeliaCRDT(node, {
       topic: options.topic,
       namespace: options.namespace,
-      rebroadcastInterval: options.rebroadcast
+      rebroadcastInterval: options.rebroadcast,
+      writers: options.writers.length > 0 ? options.writers : undefined,
+      // the replica's own identity signs its broadcasts in trusted mode
+      privateKey: privateKeyFromProtobuf(await readFile(join(options.data, 'peer.key')))
     })
+    // the flags are this run's writer list: stored, so a later run without them keeps it
+    if (options.writers.length > 0) await store.setWriters(options.writers)
   } catch (err) {
+    await store?.stop().catch(() => {})
     await node.stop()
     throw err
   }
+  const started = store
   let stopping: Promise<void> | undefined
   const replica: Replica = {
     node,
-    store,
+    store: started,
     stop: async () => {
       stopping ??= (async () => {
-        await store.stop()
+        await started.stop()
         await node.stop()
       })()
       await stopping

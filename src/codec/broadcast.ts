@@ -52,9 +52,10 @@ export function encodeBroadcast (heads: BroadcastHead[]): Uint8Array {
 /**
  * Cuts heads into as few payloads as the decoder's limits allow (heads, DAG
  * names and bytes per payload), keeping their order. Heads with a DAG name
- * over the name limit are left out: no replica would accept them.
+ * over the name limit are left out: no replica would accept them. `reserve`
+ * bytes of each payload are left free (for a signature added later).
  */
-export function splitBroadcast (heads: BroadcastHead[]): Uint8Array[] {
+export function splitBroadcast (heads: BroadcastHead[], reserve = 0): Uint8Array[] {
   const out: Uint8Array[] = []
   let current: BroadcastHead[] = []
   let names = new Set<string>()
@@ -65,7 +66,7 @@ export function splitBroadcast (heads: BroadcastHead[]): Uint8Array[] {
     // tag + length of Head, tag + length + CID, tag + length + name: at most 2 + 2 + CID + 3 + name
     const size = 7 + head.cid.bytes.byteLength + nameBytes
     const newName = !names.has(head.dagName)
-    if (current.length >= MAX_BROADCAST_HEADS || (newName && names.size >= MAX_BROADCAST_DAG_NAMES) || bytes + size > MAX_BROADCAST_SIZE) {
+    if (current.length >= MAX_BROADCAST_HEADS || (newName && names.size >= MAX_BROADCAST_DAG_NAMES) || bytes + size > MAX_BROADCAST_SIZE - reserve) {
       out.push(encodeBroadcast(current))
       current = []
       names = new Set()

@@ -12,6 +12,8 @@ import * as varint from 'uint8-varint'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
 import { DEFAULT_MAX_MERGE_BYTES, DEFAULT_MAX_MERGE_NODES, Engine } from './engine.js'
+import { TrustGate } from '../trust/gate.js'
+import type { WriterId } from '../trust/writers.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from '../crdt/layout.js'
 import { Replicator } from './replicator.js'
 import { dotDAG, printDAG } from './debug.js'
@@ -137,6 +139,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   private readonly replicator: Replicator
   private readonly meter: SyncMeter
   private readonly metrics: StoreMetrics
+  private readonly gate: TrustGate
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -203,6 +206,15 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       queuedHeads: () => this.replicator.headStats.queued
     })
     // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
+    const topic = init.topic ?? (components.broadcaster as { topic?: unknown } | undefined)?.topic
+    this.gate = new TrustGate({
+      datastore: this.datastore,
+      namespace: this.layout.namespace,
+      topic: typeof topic === 'string' ? topic : '',
+      writers: init.writers,
+      privateKey: components.privateKey,
+      log: this.log.newScope?.('trust') ?? this.log
+    })
     const fetcher = countingBlockstore(this.blockstore, bytes => {
       this.fetchedBlocks++
       this.metrics.fetched(bytes)
@@ -232,7 +244,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
-      progress: this.meter
+      progress: this.meter,
+      gate: this.gate
     })
   }
 
@@ -268,6 +281,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     }
     await this.datastore.put(this.layout.badShutdownKey, EMPTY, options)
     await this.engine.heads.load(options)
+    await this.gate.load(options)
+    this.gate.rejected = 0
     this.fetchedBlocks = 0
     this.meter.reset()
     this.state = 'started'
@@ -364,6 +379,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   /** Streams items into deltas, writing each one as it fills and yielding its keys once written */
   private async * writeMany <T> (source: AwaitIterable<T>, add: (builder: DeltaBuilder, item: T) => Map<string, KeyOp> | undefined, keyOf: (item: T) => Key, options?: WriteOptions): AsyncGenerator<Key> {
     this.checkOpen(options)
+    this.gate.checkWriter()
     const dagName = checkDagName(options?.dagName)
     const builder = new DeltaBuilder(this.maxBatchDeltaSize, dagName)
     let keys: Key[] = []
@@ -436,8 +452,45 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       penalisedAnnouncers: heads.penalisedAnnouncers,
       walks: heads.walks,
       givenUpBranches: this.engine.gaveUp,
-      receivedBroadcasts: this.replicator.received
+      receivedBroadcasts: this.replicator.received,
+      writers: this.gate.list(),
+      canWrite: this.gate.canWrite,
+      rejectedBroadcasts: this.gate.rejected
     }
+  }
+
+  // --- trusted mode ----------------------------------------------------------
+
+  /**
+   * Replaces the writers of trusted mode, persisted before it takes effect
+   * (and kept over `init.writers` at the next start). Heads signed by a
+   * writer removed here are refused from now on; what it wrote before stays
+   * merged. `null` returns the store to open mode. Throws
+   * `InvalidOptionsError` for anything that is not an Ed25519 peer ID or key.
+   *
+   * @example
+   * ```ts
+   * await store.setWriters([alice.toString(), bob.toString()])
+   * ```
+   */
+  async setWriters (writers: WriterId[] | null, options?: AbortOptions): Promise<void> {
+    this.checkOpen(options)
+    await this.gate.set(writers, options)
+    this.log('writers set: %s', writers == null ? 'open mode' : `${this.gate.list()?.length ?? 0} writers`)
+  }
+
+  /** This replica's peer ID as a writer (from `components.privateKey`), when it has a key */
+  writerId (): string | undefined {
+    return this.gate.self
+  }
+
+  /**
+   * Whether a payload passes this store's trusted-mode rules (always in open
+   * mode): signed for this store's topic by a current writer. Transports
+   * use it to drop foreign payloads before relaying them
+   */
+  async admitsBroadcast (data: Uint8Array): Promise<boolean> {
+    return this.gate.check(data)
   }
 
   /** The current heads, of every DAG or of one */
@@ -600,6 +653,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   }
 
   private async writeOps (ops: Map<string, KeyOp>, dagName: string, options?: Omit<WriteOptions, 'dagName'>): Promise<void> {
+    // before anything is built: a read-only replica changes nothing
+    this.gate.checkWriter()
     if (ops.size === 0) return
     const commit = await this.engine.commitLocal(async tx => {
       const elements: DeltaElement[] = []

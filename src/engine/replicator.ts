@@ -26,6 +26,19 @@ import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
+/**
+ * Decides which payloads are sent and acted on (trusted mode signs and
+ * checks them; see src/trust/gate.ts). Absent, everything passes.
+ */
+export interface BroadcastGate {
+  /** Bytes `seal` may add to a payload */
+  readonly overhead: number
+  /** The payload to send, or `undefined` to send nothing */
+  seal(payload: Uint8Array, options?: AbortOptions): Promise<Uint8Array | undefined>
+  /** Whether a received payload's heads and carried blocks may be taken */
+  admit(payload: Uint8Array, options?: AbortOptions): Promise<boolean>
+}
+
 export interface ReplicatorInit {
   engine: Engine
   walker: Walker
@@ -50,6 +63,8 @@ export interface ReplicatorInit {
   broadcastBlocksMaxSize?: number
   /** Told when a head's turn ends; its `onProgress` goes into background walks and fetches */
   progress?: SyncProgress
+  /** Signs outgoing and admits incoming payloads; absent admits all */
+  gate?: BroadcastGate
 }
 
 /** Every this many repair intervals, branches given up are tried once more (daily at the default interval) */
@@ -225,7 +240,7 @@ export class Replicator {
   /** Handles a payload handed over directly: stores the blocks it carries, then handles it */
   async receive (data: Uint8Array): Promise<void> {
     const decoded = this.decode({ data })
-    if (decoded == null) return
+    if (decoded == null || !(await this.admitted(data))) return
     await this.storeCarriedBlocks(decoded.blocks)
     await this.handleBroadcast(data, '', decoded.heads)
     this.init.progress?.settled(this.init.progress)
@@ -418,7 +433,7 @@ export class Replicator {
       }
       this.received++
       const decoded = this.decode(payload)
-      if (decoded == null) {
+      if (decoded == null || !(await this.admitted(payload.data))) {
         this.handled++
         this.notifyProgress()
         continue
@@ -444,8 +459,8 @@ export class Replicator {
    */
   private async send (heads: BroadcastHead[], carry = true): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
-    let payloads = splitBroadcast(heads)
-    const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, MAX_BROADCAST_SIZE - (payloads[0]?.byteLength ?? 0) - CARRY_SLACK)
+    let payloads = splitBroadcast(heads, this.init.gate?.overhead ?? 0)
+    const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, MAX_BROADCAST_SIZE - (payloads[0]?.byteLength ?? 0) - CARRY_SLACK - (this.init.gate?.overhead ?? 0))
     if (carry && payloads.length === 1 && maxBlocks > 0) {
       try {
         payloads = [encodeBroadcastWithBlocks(heads, await this.headBlocks(heads), maxBlocks)]
@@ -453,8 +468,10 @@ export class Replicator {
         this.log('could not carry head blocks, announcing heads only - %e', err)
       }
     }
-    for (const payload of payloads) {
+    for (const unsealed of payloads) {
       try {
+        const payload = await this.sealed(unsealed)
+        if (payload == null) return
         await this.init.broadcaster.broadcast(payload, { signal: this.signal })
       } catch (err: any) {
         // not fatal: heads are rebroadcast every rebroadcastInterval
@@ -462,6 +479,16 @@ export class Replicator {
         return
       }
     }
+  }
+
+  /** The payload as the gate lets it out (signed in trusted mode); undefined when this replica may not announce */
+  private async sealed (payload: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.init.gate == null ? payload : this.init.gate.seal(payload, { signal: this.signal })
+  }
+
+  /** Whether the gate admits a received payload (trusted mode: signed by a current writer) */
+  private async admitted (payload: Uint8Array): Promise<boolean> {
+    return this.init.gate == null || this.init.gate.admit(payload, { signal: this.signal })
   }
 
   /** The blocks of heads to carry in a broadcast: those stored locally, while they fit the cap */

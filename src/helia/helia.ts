@@ -19,7 +19,7 @@ import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreInit } from '
 import type { HeliaDAGSyncerComponents } from './dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
-import type { ComponentLogger, Libp2p } from '@libp2p/interface'
+import type { ComponentLogger, Libp2p, PrivateKey } from '@libp2p/interface'
 import { heliaSync } from './sync/helia-sync.js'
 import type { HeliaSync, SyncInit } from './sync/helia-sync.js'
 import type { Datastore } from 'interface-datastore'
@@ -65,6 +65,14 @@ export interface HeliaCRDTInit extends CRDTDatastoreInit, Omit<PubSubBroadcaster
    * @default true
    */
   syncProtocol?: boolean | SyncInit
+  /**
+   * Trusted mode: the Ed25519 key this replica signs its broadcasts with.
+   * When absent and `writers` is set, the node's own key is used if its
+   * libp2p exposes it (a `keychain` service holding the `self` key, as
+   * Helia's default node has); otherwise the replica is read-only and its
+   * writes throw `NotAWriterError` saying so
+   */
+  privateKey?: PrivateKey
 }
 
 export const DEFAULT_SYNC_PROTOCOL = true
@@ -84,6 +92,7 @@ class TopicBroadcaster implements PubSubBroadcaster {
   private readonly watch: TopicWatch
   private current?: PubSubBroadcaster
   private droppedBefore = 0
+  private refusedBefore = 0
 
   constructor (topic: string, make: () => PubSubBroadcaster, watch: TopicWatch) {
     this.topic = topic
@@ -93,6 +102,11 @@ class TopicBroadcaster implements PubSubBroadcaster {
 
   get dropped (): number {
     return this.droppedBefore + (this.current?.dropped ?? 0)
+  }
+
+  /** Payloads the topic validator rejected for trusted mode, since the store was made */
+  get refused (): number {
+    return this.refusedBefore + (this.current?.refused ?? 0)
   }
 
   /** Subscribes, unless subscribed already */
@@ -120,6 +134,7 @@ class TopicBroadcaster implements PubSubBroadcaster {
     this.current = undefined
     if (current == null) return
     this.droppedBefore += current.dropped
+    this.refusedBefore += current.refused ?? 0
     await current.stop()
   }
 
@@ -198,6 +213,23 @@ class DefaultHeliaCRDTDatastore extends DefaultCRDTDatastore implements HeliaCRD
 }
 
 /**
+ * The node's own private key, when its libp2p exposes it: Helia keeps it in
+ * the keychain service as `self`. libp2p 3 has no public accessor for it.
+ */
+async function nodeKey (helia: HeliaLike): Promise<PrivateKey | undefined> {
+  const keychain = helia.libp2p.services.keychain as { exportKey?(name: string): Promise<PrivateKey> } | undefined
+  if (typeof keychain?.exportKey !== 'function') return undefined
+  try {
+    const key = await keychain.exportKey('self')
+    // only the key of this node's own identity
+    const peerId = (helia.libp2p as { peerId?: unknown }).peerId
+    return peerId != null && String(peerId) === key.publicKey.toString() ? key : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * Creates and starts a CRDT datastore replicating over a started Helia node
  * that has a gossipsub service. The store can stop and start again; when it
  * is the datastore of another Helia node or libp2p, their `start()` and
@@ -237,13 +269,15 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
     sync,
     broadcaster: new TopicBroadcaster(
       topic,
-      () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate }),
+      // the validator drops what trusted mode refuses before gossipsub forwards it
+      () => pubsubBroadcaster({ pubsub, logger: helia.logger }, { topic, maxQueued, maxQueuedBytes, validate, admit: async (data: Uint8Array): Promise<boolean> => store.admitsBroadcast(data) }),
       new TopicWatch(pubsub as WatchedPubSub, topic, (helia.logger ?? defaultLogger()).forComponent('datastore-crdt:topic'))
     ),
     libp2p: helia.libp2p,
     logger: helia.logger,
     // the store's counters and gauges go where libp2p's own metrics go, when it has any
-    metrics: helia.libp2p.metrics
+    metrics: helia.libp2p.metrics,
+    privateKey: init.privateKey ?? (init.writers == null ? undefined : await nodeKey(helia))
   }, {
     ...init,
     namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)

@@ -85,6 +85,13 @@ export interface PubSubBroadcasterInit {
    * @default true
    */
   validate?: boolean
+  /**
+   * A further check run by the topic validator on payloads that decode:
+   * those it refuses are rejected (not delivered, not forwarded). Trusted
+   * mode passes the store's `admitsBroadcast`, so payloads not signed by a
+   * current writer stop at the first replica
+   */
+  admit?: (data: Uint8Array) => boolean | Promise<boolean>
 }
 
 export const DEFAULT_MAX_QUEUED = 1024
@@ -96,6 +103,8 @@ export interface PubSubBroadcaster extends Broadcaster {
   readonly topic: string
   /** Payloads dropped because the receive buffer was full */
   readonly dropped: number
+  /** Payloads the topic validator rejected because `admit` refused them (trusted mode) */
+  readonly refused?: number
   /** Unsubscribes and rejects pending `next()` calls */
   stop(): Promise<void>
 }
@@ -109,6 +118,8 @@ class GossipBroadcaster implements PubSubBroadcaster {
   /** What the validator decoded (heads and carried blocks), by the message's data, until the message is delivered */
   private readonly decoded = new WeakMap<Uint8Array, DecodedBroadcast>()
   private stopped = false
+  /** Payloads the `admit` check refused in the validator */
+  public refused = 0
 
   constructor (components: PubSubBroadcasterComponents, init: PubSubBroadcasterInit) {
     this.pubsub = components.pubsub
@@ -116,16 +127,26 @@ class GossipBroadcaster implements PubSubBroadcaster {
     this.queue = new PayloadQueue(init.maxQueued ?? DEFAULT_MAX_QUEUED, init.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES)
     this.log = (components.logger ?? defaultLogger()).forComponent('datastore-crdt:pubsub-broadcaster')
     if ((init.validate ?? DEFAULT_VALIDATE) && this.pubsub.topicValidators != null) {
-      this.validator = (_peer, message) => {
-        if (message.data.byteLength > MAX_BROADCAST_SIZE) return 'reject'
+      const decode = (message: PubSubMessage): boolean => {
+        if (message.data.byteLength > MAX_BROADCAST_SIZE) return false
         try {
           // decoded once, here: the replicator takes the heads and carried blocks as they are
           this.decoded.set(message.data, decodeBroadcastPayload(message.data))
-          return 'accept'
+          return true
         } catch {
-          return 'reject'
+          return false
         }
       }
+      const admit = init.admit
+      this.validator = admit == null
+        ? (_peer, message) => decode(message) ? 'accept' : 'reject'
+        : async (_peer, message) => {
+          if (!decode(message)) return 'reject'
+          if (await admit(message.data)) return 'accept'
+          this.decoded.delete(message.data)
+          this.refused++
+          return 'reject'
+        }
       this.pubsub.topicValidators.set(this.topic, this.validator)
     }
     this.pubsub.addEventListener('message', this.onMessage)

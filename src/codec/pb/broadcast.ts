@@ -5,6 +5,7 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 
 export interface CRDTBroadcast {
   Heads: Head[]
+  Signature?: WriterSignature
 }
 
 export namespace CRDTBroadcast {
@@ -22,6 +23,11 @@ export namespace CRDTBroadcast {
             w.uint32(10)
             Head.codec().encode(value, w)
           }
+        }
+
+        if (obj.Signature != null) {
+          w.uint32(882)
+          WriterSignature.codec().encode(obj.Signature, w)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -46,6 +52,12 @@ export namespace CRDTBroadcast {
               obj.Heads.push(Head.codec().decode(reader, reader.uint32(), {
                 limits: opts.limits?.Heads$
               }))
+              break
+            }
+            case 110: {
+              obj.Signature = WriterSignature.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.Signature
+              })
               break
             }
             default: {
@@ -85,6 +97,13 @@ export namespace CRDTBroadcast {
 
               break
             }
+            case 110: {
+              yield * WriterSignature.codec().stream(reader, reader.uint32(), `${prefix}.Signature`, {
+                limits: opts.limits?.Signature
+              })
+
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -115,6 +134,16 @@ export namespace CRDTBroadcast {
     index: number
   }
 
+  export interface CRDTBroadcastSignaturePublicKeyFieldEvent {
+    field: '$.Signature.PublicKey'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface CRDTBroadcastSignatureSignatureFieldEvent {
+    field: '$.Signature.Signature'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<CRDTBroadcast>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, CRDTBroadcast.codec())
   }
@@ -123,7 +152,7 @@ export namespace CRDTBroadcast {
     return decodeMessage(buf, CRDTBroadcast.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent | CRDTBroadcastSignaturePublicKeyFieldEvent | CRDTBroadcastSignatureSignatureFieldEvent> {
     return streamMessage(buf, CRDTBroadcast.codec(), opts)
   }
 }
@@ -259,5 +288,117 @@ export namespace Head {
 
   export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent | HeadBlockFieldEvent> {
     return streamMessage(buf, Head.codec(), opts)
+  }
+}
+
+export interface WriterSignature {
+  PublicKey: Uint8Array<ArrayBuffer>
+  Signature: Uint8Array<ArrayBuffer>
+}
+
+export namespace WriterSignature {
+  let _codec: Codec<WriterSignature>
+
+  export const codec = (): Codec<WriterSignature> => {
+    if (_codec == null) {
+      _codec = message<WriterSignature>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.PublicKey != null && obj.PublicKey.byteLength > 0)) {
+          w.uint32(10)
+          w.bytes(obj.PublicKey)
+        }
+
+        if ((obj.Signature != null && obj.Signature.byteLength > 0)) {
+          w.uint32(18)
+          w.bytes(obj.Signature)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          PublicKey: uint8ArrayAlloc(0),
+          Signature: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.PublicKey = reader.bytes()
+              break
+            }
+            case 2: {
+              obj.Signature = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.PublicKey`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.Signature`,
+                value: reader.bytes()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface WriterSignaturePublicKeyFieldEvent {
+    field: '$.PublicKey'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface WriterSignatureSignatureFieldEvent {
+    field: '$.Signature'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export function encode (obj: Partial<WriterSignature>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, WriterSignature.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WriterSignature>): WriterSignature {
+    return decodeMessage(buf, WriterSignature.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<WriterSignature>): Generator<WriterSignaturePublicKeyFieldEvent | WriterSignatureSignatureFieldEvent> {
+    return streamMessage(buf, WriterSignature.codec(), opts)
   }
 }
