@@ -18,7 +18,11 @@ import { dotDAG, printDAG } from './debug.js'
 import { migrateLayout } from '../crdt/migrate.js'
 import { purgeDAG } from './purge.js'
 import { createSnapshot } from '../snapshot/create.js'
+import { blockKey } from '../codec/block-key.js'
 import { installSnapshot } from '../snapshot/install.js'
+import { coveredHeads, coverWalk } from '../snapshot/cover.js'
+import type { DecodedNode } from '../codec/dag-node.js'
+import type { SnapshotComponents } from '../snapshot/create.js'
 import type { CreateSnapshotOptions } from '../snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
 import { Walker } from './walker.js'
@@ -287,6 +291,10 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   private readonly replicator: Replicator
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
+  /** The blockstore as walks use it (fetches counted) */
+  private readonly fetcher: DAGBlockstore
+  /** Whether an installed snapshot recorded covered heads (undefined: not looked up yet) */
+  private hasCovered?: boolean
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
   private starting?: Promise<void>
   private stopping?: Promise<void>
@@ -341,6 +349,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     })
     // every fetch (walks, heads, heads fetched ahead) goes through this wrapper, which counts blocks received
     const fetcher = countingBlockstore(this.blockstore, () => { this.fetchedBlocks++ })
+    this.fetcher = fetcher
     this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: this.log, numWorkers, dagSyncerTimeout })
     this.replicator = new Replicator({
       engine: this.engine,
@@ -357,6 +366,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxQueuedHeadsPerAnnouncer: Math.min(MAX_QUEUED_HEADS_PER_ANNOUNCER, maxQueuedHeads),
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
+      isCovered: async (node, options) => this.isCovered(node, options),
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
     })
   }
@@ -633,7 +643,28 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
    */
   async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
     this.checkOpen(options)
-    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options))
+    const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options))
+    this.hasCovered = true
+    return result
+  }
+
+  /**
+   * Whether an announced node that is not processed here lies below the
+   * covered heads of an installed snapshot (merged already): see
+   * src/snapshot/cover.ts. Answers false at once on a replica that never
+   * installed a snapshot.
+   */
+  private async isCovered (node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+    const components = this.snapshotComponents()
+    if (this.hasCovered == null) this.hasCovered = (await coveredHeads(components, options)).length > 0
+    if (!this.hasCovered) return false
+    const id = blockKey(node.cid)
+    const found = await coverWalk(components, node.delta.dagName, new Map([[id, node.delta.priority]]), options)
+    return found.has(id)
+  }
+
+  private snapshotComponents (): SnapshotComponents {
+    return { engine: this.engine, datastore: this.datastore, blockstore: this.fetcher, log: this.log }
   }
 
   /** An indented listing of the DAG from local blocks, for debugging small DAGs */

@@ -12,6 +12,7 @@ import { isMalformed } from '../errors.js'
 import { HeadQueue } from './head-queue.js'
 import { delay, jitter } from '../utils.js'
 import type { BroadcastHead } from '../codec/broadcast.js'
+import type { DecodedNode } from '../codec/dag-node.js'
 import type { DAGBlockstore, Engine } from './engine.js'
 import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { Head } from '../crdt/heads.js'
@@ -57,6 +58,12 @@ export interface ReplicatorInit {
   maxQueuedHeads: number
   /** Failed heads in a row after which an announcer is deprioritised */
   penaltyThreshold: number
+  /**
+   * Whether an announced head that is not processed here is nonetheless
+   * merged already (it lies below a snapshot's covered heads); such a head
+   * is skipped (see src/snapshot/cover.ts)
+   */
+  isCovered?(node: DecodedNode, options?: AbortOptions): Promise<boolean>
   /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
   broadcastBlocksMaxSize?: number
 }
@@ -302,6 +309,7 @@ export class Replicator {
       // rebroadcasts it or a later node links to it.
       const preferPeer = announcer === '' ? undefined : announcer
       const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer })
+      if (this.init.isCovered != null && await this.init.isCovered(node, { signal })) return 'skipped'
       if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
       // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
       const alongside = head.adopt && node.delta.dagName === head.dagName
