@@ -21,6 +21,9 @@ import { createSnapshot } from '../snapshot/create.js'
 import { blockKey } from '../codec/block-key.js'
 import { installSnapshot } from '../snapshot/install.js'
 import { coveredHeads, coverWalk } from '../snapshot/cover.js'
+import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
+import { addSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
+import type { CompactionInit, CompactResult, HistoryStats } from '../snapshot/compaction.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { SnapshotComponents } from '../snapshot/create.js'
 import type { CreateSnapshotOptions } from '../snapshot/create.js'
@@ -147,6 +150,13 @@ export interface CRDTDatastoreInit {
    * @default 262_144
    */
   broadcastBlocksMaxSize?: number
+  /**
+   * Bounded history (issue #16): when given, this replica announces the
+   * snapshots it has passed (so others may compact) and compacts every
+   * `interval` ms when it keeps at least `minNodes` nodes. Off by default;
+   * `compact()` can be called either way. See README, "Bounded history"
+   */
+  compaction?: CompactionInit
 }
 
 export const DEFAULT_NAMESPACE = '/crdt'
@@ -233,6 +243,12 @@ export interface CRDTStats {
   givenUpBranches: number
   /** Broadcast payloads received from other replicas since start */
   receivedBroadcasts: number
+  /**
+   * History kept (issue #16): `nodes` is the count of the last scan
+   * (`compact()` or `historyStats()`) plus the nodes merged since;
+   * `blocksBytes` is the last scan's
+   */
+  history: HistoryStats
 }
 
 const EMPTY = new Uint8Array(0)
@@ -293,6 +309,11 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   private readonly writes = new Set<Promise<unknown>>()
   /** The blockstore as walks use it (fetches counted) */
   private readonly fetcher: DAGBlockstore
+  private readonly compaction: Compaction
+  private readonly compactionInit?: CompactionInit
+  private compactionTimer?: ReturnType<typeof setTimeout>
+  /** Merged nodes whose blocks are kept: last scan plus nodes merged since */
+  private historyNodes = 0
   /** Whether an installed snapshot recorded covered heads (undefined: not looked up yet) */
   private hasCovered?: boolean
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
@@ -367,8 +388,27 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
       isCovered: async (node, options) => this.isCovered(node, options),
+      decorate: payload => this.compaction.announcing ? addSnapshotAnnouncement(payload, this.compaction.announced) : payload,
+      onPayload: (data, from) => {
+        this.compaction.onPayload(data, from, p => { this.track(p).catch(() => {}) })
+      },
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
     })
+    if (init.compaction != null && (typeof init.compaction !== 'object')) {
+      throw new InvalidOptionsError('compaction must be an object { interval, minNodes, membershipWindow }')
+    }
+    this.compactionInit = init.compaction == null
+      ? undefined
+      : {
+          interval: checkNumber('compaction.interval', init.compaction.interval ?? DEFAULT_COMPACTION_INTERVAL, 0),
+          minNodes: checkNumber('compaction.minNodes', init.compaction.minNodes ?? DEFAULT_COMPACTION_MIN_NODES, 0, true),
+          membershipWindow: checkNumber('compaction.membershipWindow', init.compaction.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW, 1)
+        }
+    this.compaction = new Compaction({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, {
+      membershipWindow: this.compactionInit?.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW,
+      settle: components.broadcaster == null ? 0 : 2 * rebroadcastInterval,
+      onPassed: () => { this.track(this.replicator.announceHeads()).catch(() => {}) }
+    }, this.compactionInit != null)
   }
 
   /**
@@ -404,8 +444,10 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     await this.datastore.put(this.layout.badShutdownKey, EMPTY, options)
     await this.engine.heads.load(options)
     this.fetchedBlocks = 0
+    await this.compaction.start(options)
     this.state = 'started'
     await this.replicator.start()
+    this.scheduleCompaction()
     this.log('started with %d heads, max height %d', this.engine.heads.all().length, this.engine.heads.maxHeight())
   }
 
@@ -426,6 +468,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
 
   private async close (): Promise<void> {
     this.state = 'stopping'
+    clearTimeout(this.compactionTimer)
+    this.compactionTimer = undefined
     await Promise.allSettled([...this.writes])
     await this.replicator.stop()
     await this.engine.idle()
@@ -565,7 +609,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       penalisedAnnouncers: heads.penalisedAnnouncers,
       walks: heads.walks,
       givenUpBranches: this.engine.gaveUp,
-      receivedBroadcasts: this.replicator.received
+      receivedBroadcasts: this.replicator.received,
+      history: { nodes: this.historyNodes, ...this.compaction.summary() }
     }
   }
 
@@ -646,6 +691,52 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, cid, options))
     this.hasCovered = true
     return result
+  }
+
+  /**
+   * Makes a snapshot of the current heads and, once every known replica has
+   * passed it (announced it in its broadcasts), deletes the blocks of the
+   * DAG nodes it covers and the set entries it no longer needs (element
+   * markers of tombstoned elements; tombstones and processed markers stay).
+   * Resolves once this replica has compacted what it may: with nothing
+   * removed and `waiting` set while a known replica has not passed it or
+   * announces no snapshot support (go-ds-crdt). Atomic across crashes: an
+   * interrupted compaction is finished by the next `start()`. Rejects with
+   * `SnapshotNotReadyError` while a sync is unfinished.
+   */
+  async compact (options?: AbortOptions): Promise<CompactResult> {
+    this.checkOpen(options)
+    const result = await this.track(this.compaction.compact(options))
+    if (result.removed.blocks > 0 || result.removed.entries > 0) await this.historyStats(options)
+    return result
+  }
+
+  /** Scans the history kept (merged nodes whose blocks are here, and their bytes); updates `stats().history` */
+  async historyStats (options?: AbortOptions): Promise<HistoryStats> {
+    this.checkOpen(options)
+    const history = await this.track(this.compaction.history(options))
+    this.historyNodes = history.nodes
+    return history
+  }
+
+  /** Runs the compaction policy (`init.compaction`) every `interval` ms */
+  private scheduleCompaction (): void {
+    const interval = this.compactionInit?.interval ?? 0
+    if (interval <= 0 || this.state !== 'started') return
+    this.compactionTimer = setTimeout(() => {
+      this.compactionTimer = undefined
+      if (this.state !== 'started') return
+      this.track((async () => {
+        const history = await this.compaction.history()
+        this.historyNodes = history.nodes
+        if (history.nodes >= (this.compactionInit?.minNodes ?? 0)) {
+          const result = await this.compaction.compact()
+          if (result.waiting != null) this.log('compaction on interval waits: %s', result.waiting)
+        }
+      })()).catch((err: any) => {
+        this.log('compaction on interval failed - %e', err)
+      }).finally(() => { this.scheduleCompaction() })
+    }, interval)
   }
 
   /**
@@ -769,6 +860,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   }
 
   private emitChanges (changes: SetChange[], node?: ProcessedEventDetail): void {
+    if (node != null) this.historyNodes++
     for (const change of changes) {
       const key = new Key(change.key, false)
       if (change.value == null) {

@@ -64,6 +64,10 @@ export interface ReplicatorInit {
    * is skipped (see src/snapshot/cover.ts)
    */
   isCovered?(node: DecodedNode, options?: AbortOptions): Promise<boolean>
+  /** Rewrites each payload before it is sent (adds the snapshot announcement) */
+  decorate?(payload: Uint8Array): Uint8Array
+  /** Sees every payload received from the broadcaster, with its announcer ('' when unknown) */
+  onPayload?(data: Uint8Array, from: string): void
   /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
   broadcastBlocksMaxSize?: number
 }
@@ -207,6 +211,12 @@ export class Replicator {
         this.track(this.flushBatch())
       }, this.init.broadcastBatchDelay)
     }
+  }
+
+  /** Announces every current head once (e.g. after passing a snapshot, to say so) */
+  async announceHeads (): Promise<void> {
+    if (this.init.broadcaster == null || this.signal.aborted) return
+    await this.send(this.engine.heads.all().map(h => ({ cid: h.cid, dagName: h.dagName })), false)
   }
 
   /**
@@ -384,6 +394,7 @@ export class Replicator {
         continue
       }
       this.received++
+      this.init.onPayload?.(payload.data, payload.from ?? '')
       // carried blocks land before the heads are queued, so their walks find them stored
       await this.storeCarriedBlocks(payload.data)
       this.handleBroadcast(payload.data, payload.from ?? '', payload.heads).catch((err: any) => {
@@ -415,7 +426,7 @@ export class Replicator {
     }
     for (const payload of payloads) {
       try {
-        await this.init.broadcaster.broadcast(payload, { signal: this.signal })
+        await this.init.broadcaster.broadcast(this.init.decorate?.(payload) ?? payload, { signal: this.signal })
       } catch (err: any) {
         // not fatal: heads are rebroadcast every rebroadcastInterval
         this.log('broadcast failed, heads will be rebroadcast - %e', err)
