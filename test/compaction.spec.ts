@@ -14,9 +14,9 @@ import { Key } from 'interface-datastore'
 import { encodeBroadcast } from '../src/index.js'
 import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
-import { stateOf, waitFor } from './fixtures/network.js'
+import { convergeHeads, stateOf, TestNetwork, waitFor } from './fixtures/network.js'
 import { dec, enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
-import type { CRDTDatastore } from '../src/index.js'
+import type { CRDTDatastore, CompactResult } from '../src/index.js'
 import type { Datastore } from 'interface-datastore'
 
 const crasher = fileURLToPath(new URL('./fixtures/compact-crasher.js', import.meta.url))
@@ -131,6 +131,67 @@ describe('compaction', function () {
     } finally {
       await r.store.stop()
       broadcaster.close()
+    }
+  })
+
+  it('over a network: waits for a replica that has not passed the snapshot, compacts once every replica has; a fresh replica joins from the snapshot and a replica partitioned during the compaction catches up from it keeping its own write (no delete resurrected)', async () => {
+    const net = new TestNetwork({ announcers: true, init: { compaction: { interval: 0, membershipWindow: 1500 }, rebroadcastInterval: 100, repairInterval: 200 } })
+    /** compact() until it removes something or says why not `rounds` times */
+    const compactWhen = async (store: CRDTDatastore, done: (r: CompactResult) => boolean, what: string): Promise<CompactResult> => {
+      let result: CompactResult | undefined
+      for (let i = 0; i < 300; i++) {
+        result = await store.compact()
+        if (done(result)) return result
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      throw new Error(`${what}: last result ${JSON.stringify(result?.waiting)}`)
+    }
+    try {
+      const [a, b, d] = await net.addMany(3)
+      await churn(a.store, 4, 6)
+      // a replica is known once heard: d writes (a silent replica is not known, and needs not be:
+      // with nothing of its own to lose, it catches up from the snapshot like d below)
+      await d.store.put(new Key('/d-first'), enc('1'))
+      await net.converge()
+      await convergeHeads(net)
+
+      // d goes away with a write of its own, and a delete of a key the others keep rewriting
+      net.partition([0, 1], [2])
+      await d.store.put(new Key('/d-own'), enc('kept'))
+      await churn(a.store, 4, 2)
+      await waitFor(async () => JSON.stringify(await stateOf(b.store)) === JSON.stringify(await stateOf(a.store)), 10_000, 'b to follow a')
+      // while d is a known replica it has not passed the snapshot: a waits and says so
+      const first = await compactWhen(a.store, r => (r.waiting ?? '').includes('replica-2'), 'waiting for d')
+      expect(first.waiting).to.include('has not passed')
+      expect(first.removed).to.deep.equal({ blocks: 0, entries: 0 })
+      // d drops out of the membership window; b passes a's snapshot and says so: a compacts
+      const done = await compactWhen(a.store, r => r.removed.blocks > 0, 'a compacting')
+      const bDone = await compactWhen(b.store, r => r.waiting == null, 'b compacting')
+      expect(bDone.snapshot.equals(done.snapshot)).to.equal(true)
+      expect(bDone.removed.blocks).to.be.greaterThan(0)
+      const oldBlocks = (await a.store.historyStats()).nodes
+
+      // a fresh replica joins from the snapshot: it fetches no block below the covered heads
+      await a.store.put(new Key('/after'), enc('1'))
+      const c = await net.add()
+      net.partition([0, 1, 3], [2])
+      await a.store.put(new Key('/after'), enc('2'))
+      await waitFor(async () => (await stateOf(c.store)).includes('/after=2'), 20_000, 'c to join')
+      expect(c.store.stats().fetchedBlocks).to.be.lessThan(10)
+      expect(await c.store.isDirty()).to.equal(false)
+      expect(await stateOf(c.store)).to.deep.equal(await stateOf(a.store))
+
+      // d comes back: its walk into compacted history fails, it installs the snapshot, keeps its write
+      net.heal()
+      await a.store.put(new Key('/after'), enc('3'))
+      const state = await net.converge({ timeout: 30_000, check: s => s.includes('/d-own=kept') && s.includes('/after=3') })
+      expect(state).to.not.include.members(['/c/0=v7-0'])
+      expect(state.some(e => e.startsWith('/c/0='))).to.equal(false)
+      expect(oldBlocks).to.be.greaterThan(0)
+      // d's walk into the compacted history is over: the install found its frontier below the covered heads
+      await waitFor(async () => (await d.store.pendingBranches()).length === 0 && !(await d.store.isDirty()), 10_000, 'd clean')
+    } finally {
+      await net.stop()
     }
   })
 

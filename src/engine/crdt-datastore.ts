@@ -22,7 +22,7 @@ import { blockKey } from '../codec/block-key.js'
 import { installSnapshot } from '../snapshot/install.js'
 import { coveredHeads, coverWalk } from '../snapshot/cover.js'
 import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
-import { addSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
+import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import type { CompactionInit, CompactResult, HistoryStats } from '../snapshot/compaction.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { SnapshotComponents } from '../snapshot/create.js'
@@ -312,6 +312,8 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
   private readonly compaction: Compaction
   private readonly compactionInit?: CompactionInit
   private compactionTimer?: ReturnType<typeof setTimeout>
+  /** Announced snapshots installed (or being installed) by `joinFromSnapshot` */
+  private readonly joined = new Set<string>()
   /** Merged nodes whose blocks are kept: last scan plus nodes merged since */
   private historyNodes = 0
   /** Whether an installed snapshot recorded covered heads (undefined: not looked up yet) */
@@ -389,8 +391,9 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       penaltyThreshold: PENALTY_THRESHOLD,
       isCovered: async (node, options) => this.isCovered(node, options),
       decorate: payload => this.compaction.announcing ? addSnapshotAnnouncement(payload, this.compaction.announced) : payload,
-      onPayload: (data, from) => {
+      onPayload: async (data, from, options) => {
         this.compaction.onPayload(data, from, p => { this.track(p).catch(() => {}) })
+        await this.joinFromSnapshot(data, options)
       },
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
     })
@@ -717,6 +720,30 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     const history = await this.track(this.compaction.history(options))
     this.historyNodes = history.nodes
     return history
+  }
+
+  /**
+   * Installs the snapshot a payload announces, before its heads are walked,
+   * when this replica has no heads yet (a fresh replica joins from it and
+   * then syncs only the DAG above it) or is dirty (a sync failed: a replica
+   * back from a long absence whose peers compacted the history it lacks).
+   * The install is a merge, so the replica's own writes stay. A snapshot
+   * whose covered heads are all merged here already is skipped.
+   */
+  private async joinFromSnapshot (data: Uint8Array, options: AbortOptions): Promise<void> {
+    const { snapshot } = readSnapshotAnnouncement(data)
+    if (snapshot == null || this.joined.has(snapshot.toString())) return
+    if (this.engine.heads.all().length > 0 && !(await this.engine.isDirty(options))) return
+    this.joined.add(snapshot.toString())
+    try {
+      const result = await this.installSnapshot(snapshot, options)
+      this.log('joined from snapshot %c: %d new heads, %d keys changed', snapshot, result.newHeads, result.changes)
+      await this.compaction.consider(snapshot, options)
+    } catch (err: any) {
+      options.signal?.throwIfAborted()
+      this.joined.delete(snapshot.toString())
+      this.log.error('could not install announced snapshot %c, syncing the DAG instead - %e', snapshot, err)
+    }
   }
 
   /** Runs the compaction policy (`init.compaction`) every `interval` ms */

@@ -66,8 +66,12 @@ export interface ReplicatorInit {
   isCovered?(node: DecodedNode, options?: AbortOptions): Promise<boolean>
   /** Rewrites each payload before it is sent (adds the snapshot announcement) */
   decorate?(payload: Uint8Array): Uint8Array
-  /** Sees every payload received from the broadcaster, with its announcer ('' when unknown) */
-  onPayload?(data: Uint8Array, from: string): void
+  /**
+   * Sees every payload received from the broadcaster, with its announcer
+   * ('' when unknown), before its heads are queued; receiving waits for it
+   * (a fresh replica installs an announced snapshot here first)
+   */
+  onPayload?(data: Uint8Array, from: string, options: AbortOptions): Promise<void> | void
   /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
   broadcastBlocksMaxSize?: number
 }
@@ -394,7 +398,12 @@ export class Replicator {
         continue
       }
       this.received++
-      this.init.onPayload?.(payload.data, payload.from ?? '')
+      try {
+        await this.init.onPayload?.(payload.data, payload.from ?? '', { signal })
+      } catch (err: any) {
+        if (signal.aborted) return
+        this.log.error('could not look at a payload\'s snapshot announcement - %e', err)
+      }
       // carried blocks land before the heads are queued, so their walks find them stored
       await this.storeCarriedBlocks(payload.data)
       this.handleBroadcast(payload.data, payload.from ?? '', payload.heads).catch((err: any) => {

@@ -196,7 +196,7 @@ export class Compaction {
   }
 
   /** Adopts an announced snapshot as passed when every covered head is merged here and it is newer */
-  private async consider (cid: CID, options?: AbortOptions): Promise<void> {
+  async consider (cid: CID, options?: AbortOptions): Promise<void> {
     const root = await this.readRoot(cid, options)
     for (const head of root.heads) {
       if (!(await this.components.engine.isProcessed(head.cid, options))) return

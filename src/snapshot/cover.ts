@@ -14,8 +14,12 @@
  *   that is not an ancestor is never reached and is merged as usual.
  * - Bounded: the walk visits nodes in decreasing height (heights strictly
  *   decrease along links), never below the lowest target, and at most
- *   `budget` nodes; past that it gives up and the caller merges the node as
- *   before (it then stays an extra head until the next write links it).
+ *   `budget` nodes; past that, or when a block cannot be fetched, it stops,
+ *   keeps what it marked, and a target not reached is merged as before (it
+ *   then stays an extra head until the next write links it).
+ * - A target met as a link of a walked node is reached without fetching its
+ *   block (after a compaction no peer may have it); it gets an empty
+ *   processed marker (priority unknown).
  * - What a walk marks is committed in one batch under the merge lock.
  */
 
@@ -107,11 +111,12 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
   const queue: Array<{ cid: CID, node?: DecodedNode }> = starts.map(h => ({ cid: h.cid }))
   const seen = new Set<string>(starts.map(h => blockKey(h.cid)))
   const visited: Array<{ id: string, node: DecodedNode }> = []
+  const linked: CID[] = []
   try {
     while (queue.length > 0) {
       if (visited.length >= budget) {
         log('cover walk gave up after %d nodes', visited.length)
-        return new Set()
+        break
       }
       const next = queue.shift() as { cid: CID, node?: DecodedNode }
       const node = next.node ?? await fetchNode(blockstore, next.cid, options)
@@ -121,12 +126,20 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
       if (targets.has(id)) found.add(id)
       if (found.size === targets.size) break
       if (node.delta.priority <= floor) continue
-      const children = await Promise.all(node.links.filter(link => {
+      const links = node.links.filter(link => {
         const k = blockKey(link)
         if (seen.has(k)) return false
         seen.add(k)
+        // a target met as a link is reached without its block (which may be gone from every peer)
+        if (targets.has(k)) {
+          found.add(k)
+          linked.push(link)
+          return false
+        }
         return true
-      }).map(async link => ({ cid: link, node: await fetchNode(blockstore, link, options) })))
+      })
+      if (found.size === targets.size) break
+      const children = await Promise.all(links.map(async link => ({ cid: link, node: await fetchNode(blockstore, link, options) })))
       for (const child of children) {
         if ((child.node.delta.priority) < floor) continue
         queue.push(child)
@@ -136,9 +149,9 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
   } catch (err: any) {
     options.signal?.throwIfAborted()
     log('cover walk could not fetch a block below a covered head - %e', err)
-    return new Set()
   }
-  if (found.size === 0) return found
+  // every node walked is below a covered head, hence merged: marking it is sound whatever was found
+  if (visited.length === 0 && linked.length === 0) return found
 
   await engine.exclusive(async () => {
     const tx = new WriteSet(components.datastore)
@@ -150,6 +163,15 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
       if (engine.heads.get(dagName, node.cid) != null && !starts.some(s => s.cid.equals(node.cid))) {
         engine.heads.remove(tx, dagName, node.cid)
       }
+    }
+    for (const cid of linked) {
+      const id = blockKey(cid)
+      const processed = engine.layout.processedKey(id)
+      // its priority is unknown here: an empty marker, as releases that stored none wrote
+      if (!(await tx.has(processed, options))) tx.put(processed, new Uint8Array(0))
+      const pending = engine.layout.pendingKey(id)
+      if (await tx.has(pending, options)) tx.delete(pending)
+      if (engine.heads.get(dagName, cid) != null) engine.heads.remove(tx, dagName, cid)
     }
     await tx.commit(options)
   })

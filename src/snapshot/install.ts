@@ -171,6 +171,15 @@ export async function installSnapshot (components: SnapshotComponents, cid: CID,
     targets.set(blockKey(head.cid), head.height)
     byDag.set(head.dagName, targets)
   }
+  // so are unfinished walks below them (a replica whose walk into compacted history failed)
+  for (const cid of await engine.pendingBranches(options)) {
+    if (covered.has(blockKey(cid))) continue
+    for (const dagName of new Set(['', ...before.map(h => h.dagName)])) {
+      const targets = byDag.get(dagName) ?? new Map<string, number>()
+      targets.set(blockKey(cid), 1)
+      byDag.set(dagName, targets)
+    }
+  }
   for (const [dagName, targets] of byDag) {
     await coverWalk({ engine, datastore, blockstore, log }, dagName, targets, options)
   }
