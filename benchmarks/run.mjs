@@ -33,6 +33,7 @@ const BENCHMARKS = [
   { name: 'replication', limitS: 600 },
   { name: 'deep-catch-up', limitS: 720 },
   { name: 'listing', limitS: 600 },
+  { name: 'history', limitS: 900 },
   { name: 'browser-bundle', limitS: 120 }
 ]
 /** The peers: npm packages installed on first use, or a Go program built on each run (cached by Go) */
@@ -52,7 +53,11 @@ const TARGETS = {
   'listing: query() keys+values': { minRatio: 0.5 },
   'peak RSS, replicating B': { max: 300 },
   'peak RSS, catching-up B': { max: 300 },
-  'browser bundle: core, minified': { max: 250 }
+  'browser bundle: core, minified': { max: 250 },
+  // issue #16
+  'history: churn, compacted vs fresh': { max: 3 },
+  'history: join from snapshot vs full sync': { max: 0.2 },
+  'history: compact() with reads and writes': { max: 10 }
 }
 
 /** Which of our rows a peer row is compared with (peer rows are named "<peer>: <row>") */
