@@ -205,9 +205,12 @@ export class Compaction {
   }
 
   /** Records `cid` as the snapshot passed when newer than the current one; true when it is */
-  private async pass (cid: CID, root: SnapshotRoot, options?: AbortOptions): Promise<boolean> {
+  private async pass (cid: CID, root: SnapshotRoot, options?: AbortOptions, own = false): Promise<boolean> {
     const height = Math.max(0, ...root.heads.map(h => h.height))
-    if (this.passed != null && (this.passed.height > height || (this.passed.height === height && this.passed.cid.toString() >= cid.toString()))) return false
+    if (this.passed?.cid.equals(cid) === true) return false
+    // a snapshot this replica just made of its heads replaces one of the same height (it may be
+    // smaller: an earlier compaction dropped superseded elements)
+    if (this.passed != null && (this.passed.height > height || (this.passed.height === height && !own && this.passed.cid.toString() >= cid.toString()))) return false
     this.passed = { cid, height }
     await this.components.datastore.put(this.key('p'), this.record(cid, height), options)
     return true
@@ -231,7 +234,7 @@ export class Compaction {
     this.announcing = true
     const snapshot = await createSnapshot(this.components, options)
     const root = await this.readRoot(snapshot, options)
-    await this.pass(snapshot, root, options)
+    await this.pass(snapshot, root, options, true)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
     const target = this.passed?.cid ?? snapshot
     const waiting = this.gate(target)
