@@ -33,6 +33,7 @@ const BENCHMARKS = [
   { name: 'replication', limitS: 600 },
   { name: 'deep-catch-up', limitS: 720 },
   { name: 'listing', limitS: 600 },
+  { name: 'history', limitS: 900 },
   { name: 'browser-bundle', limitS: 120 },
   { name: 'trusted', limitS: 600 }
 ]
@@ -56,7 +57,11 @@ const TARGETS = {
   'browser bundle: core, minified': { max: 250 },
   // issue #17: trusted mode costs at most a fifth
   'single puts A→B, trusted mode': { minRatio: 0.8 },
-  'catch-up A→B, trusted mode': { minRatio: 0.8 }
+  'catch-up A→B, trusted mode': { minRatio: 0.8 },
+  // issue #16
+  'history: churn, compacted vs fresh': { max: 3 },
+  'history: join from snapshot vs full sync': { max: 0.2 },
+  'history: compact() with reads and writes': { max: 10 }
 }
 
 /** Which of our rows a peer row is compared with (peer rows are named "<peer>: <row>") */

@@ -13,6 +13,7 @@ import type { Head } from './crdt/heads.js'
 import type { DecodedNode } from './codec/dag-node.js'
 import type { CreateSnapshotOptions } from './snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
+import type { CompactionInit, CompactResult, HistoryStats } from './snapshot/compaction.js'
 import type { WriterId } from './trust/writers.js'
 import type { ComponentLogger, Metrics, PrivateKey, Startable } from '@libp2p/interface'
 import type { Datastore, Key, Pair } from 'interface-datastore'
@@ -215,6 +216,13 @@ export interface CRDTDatastoreInit {
    * @default the broadcaster's `topic` when it has one, else ''
    */
   topic?: string
+  /**
+   * Bounded history (issue #16): when given, this replica announces the
+   * snapshots it has passed (so others may compact) and compacts every
+   * `interval` ms when it keeps at least `minNodes` nodes. Off by default;
+   * `compact()` can be called either way. See README, "Bounded history"
+   */
+  compaction?: CompactionInit
 }
 
 /** Options of write methods */
@@ -358,6 +366,12 @@ export interface CRDTStats {
   canWrite: boolean
   /** Trusted mode: broadcasts refused since start (unsigned, not from a writer, or a bad signature) */
   rejectedBroadcasts: number
+  /**
+   * History kept (issue #16): `nodes` is the count of the last scan
+   * (`compact()` or `historyStats()`) plus the nodes merged since;
+   * `blocksBytes` is the last scan's
+   */
+  history: HistoryStats
 }
 
 /** A listener of one of the store's events */
@@ -452,6 +466,17 @@ export interface CRDTDatastore extends Datastore, Startable {
   snapshot(options?: CreateSnapshotOptions): Promise<CID>
   /** Fetches, verifies and merges the snapshot `cid` */
   installSnapshot(cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult>
+  /**
+   * Makes a snapshot of the current heads and, once every known replica has
+   * passed it (announced it in its broadcasts), deletes the blocks of the
+   * DAG nodes it covers and the set entries it no longer needs. Resolves
+   * with nothing removed and `waiting` set while a known replica has not
+   * passed it or announces no snapshot support (go-ds-crdt). Atomic across
+   * crashes. See README, "Bounded history"
+   */
+  compact(options?: AbortOptions): Promise<CompactResult>
+  /** Scans the history kept (merged nodes whose blocks are here, and their bytes); updates `stats().history` */
+  historyStats(options?: AbortOptions): Promise<HistoryStats>
   /** An indented listing of the DAG from local blocks, for debugging small DAGs */
   printDAG(options?: DAGViewOptions): Promise<string>
   /** The DAG as a Graphviz digraph, from local blocks */

@@ -81,7 +81,15 @@ describe('command-line replica', function () {
     expect(la).to.deep.equal([['/batch/x', 'x'], ['/batch/y', 'y'], ['/from/b', '2']])
     expect(lb).to.deep.equal(la)
     expect((await a.run('nonsense')).ok).to.equal(false)
-    expect((await b.must('stats')).dirty).to.equal(false)
+    const stats = await b.must('stats')
+    expect(stats.dirty).to.equal(false)
+    expect(stats.historyNodes).to.be.greaterThan(0)
+    expect(stats.historyBytes).to.be.greaterThan(0)
+    expect((await a.must('snapshot')).snapshot).to.match(/^bafyrei/)
+    // b (compaction not configured) announces no snapshot support: a keeps its history and says why
+    const compacted = await a.must('compact')
+    expect(compacted.waiting).to.include('no snapshot support')
+    expect(compacted.blocks).to.equal(0)
   })
 
   it('the interactive shell works on a pseudo-terminal', async function () {

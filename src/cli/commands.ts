@@ -187,14 +187,44 @@ export const COMMANDS: Record<string, CommandSpec> = {
   },
   stats: {
     usage: 'stats',
-    help: 'heads, height, queued jobs, dirty flag',
+    help: 'heads, height, queued jobs, dirty flag, history size',
     maxArgs: 0,
     async run (ctx) {
       const s = ctx.store.stats()
       const dirty = await ctx.store.isDirty()
       const pending = (await ctx.store.pendingBranches()).length
-      const data = { heads: s.heads.length, maxHeight: s.maxHeight, queuedJobs: s.queuedJobs, fetchedBlocks: s.fetchedBlocks, receivedBroadcasts: s.receivedBroadcasts, pendingBranches: pending, dirty }
+      const history = await ctx.store.historyStats()
+      const data: Record<string, unknown> = { heads: s.heads.length, maxHeight: s.maxHeight, queuedJobs: s.queuedJobs, fetchedBlocks: s.fetchedBlocks, receivedBroadcasts: s.receivedBroadcasts, pendingBranches: pending, dirty, historyNodes: history.nodes, historyBytes: history.blocksBytes }
+      if (history.snapshot != null) data.snapshot = history.snapshot.toString()
+      if (history.waiting != null) data.compactionWaiting = esc(history.waiting)
       return ok(Object.entries(data).map(([k, v]) => `${k}: ${String(v)}`).join('\n'), data)
+    }
+  },
+  snapshot: {
+    usage: 'snapshot',
+    help: 'write a snapshot of the current heads, print its CID',
+    maxArgs: 0,
+    async run (ctx) {
+      const start = performance.now()
+      const cid = await ctx.store.snapshot()
+      const ms = Math.round(performance.now() - start)
+      return ok(`snapshot ${cid.toString()} (${ms} ms)`, { snapshot: cid.toString(), ms })
+    }
+  },
+  compact: {
+    usage: 'compact',
+    help: 'snapshot, then delete the history every known replica has passed',
+    maxArgs: 0,
+    async run (ctx) {
+      const start = performance.now()
+      const result = await ctx.store.compact()
+      const ms = Math.round(performance.now() - start)
+      const data: Record<string, unknown> = { snapshot: result.snapshot.toString(), blocks: result.removed.blocks, entries: result.removed.entries, ms }
+      if (result.waiting != null) data.waiting = esc(result.waiting)
+      const text = result.waiting != null
+        ? `snapshot ${result.snapshot.toString()}; nothing removed: ${esc(result.waiting)}`
+        : `snapshot ${result.snapshot.toString()}; removed ${result.removed.blocks} blocks, ${result.removed.entries} entries (${ms} ms)`
+      return ok(text, data)
     }
   },
   peers: {

@@ -20,7 +20,14 @@ import { dotDAG, printDAG } from './debug.js'
 import { migrateLayout } from '../crdt/migrate.js'
 import { purgeDAG } from './purge.js'
 import { createSnapshot } from '../snapshot/create.js'
+import { blockKey } from '../codec/block-key.js'
 import { installSnapshot } from '../snapshot/install.js'
+import { coveredHeads, coverWalk } from '../snapshot/cover.js'
+import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
+import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
+import type { CompactionInit, CompactResult, HistoryStats } from '../snapshot/compaction.js'
+import type { DecodedNode } from '../codec/dag-node.js'
+import type { SnapshotComponents } from '../snapshot/create.js'
 import type { CreateSnapshotOptions } from '../snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
 import { Walker } from './walker.js'
@@ -142,6 +149,17 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   private readonly gate: TrustGate
   private readonly maxBatchDeltaSize: number
   private readonly writes = new Set<Promise<unknown>>()
+  /** The blockstore as walks use it (fetches counted) */
+  private readonly fetcher: DAGBlockstore
+  private readonly compaction: Compaction
+  private readonly compactionInit?: CompactionInit
+  private compactionTimer?: ReturnType<typeof setTimeout>
+  /** Announced snapshots installed (or being installed) by `joinFromSnapshot` */
+  private readonly joined = new Set<string>()
+  /** Merged nodes whose blocks are kept: last scan plus nodes merged since */
+  private historyNodes = 0
+  /** Whether an installed snapshot recorded covered heads (undefined: not looked up yet) */
+  private hasCovered?: boolean
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
   private starting?: Promise<void>
   private stopping?: Promise<void>
@@ -227,6 +245,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       emit: detail => { this.events.safeDispatchEvent('sync:progress', { detail }) },
       onMerged: bytes => { this.metrics.merged(bytes) }
     })
+    this.fetcher = fetcher
     this.walker = new Walker({ engine: this.engine, blockstore: fetcher, log: logger.forComponent('datastore-crdt:walker'), numWorkers, dagSyncerTimeout, progress: this.meter })
     this.replicator = new Replicator({
       engine: this.engine,
@@ -243,10 +262,31 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       maxQueuedHeadsPerAnnouncer: Math.min(MAX_QUEUED_HEADS_PER_ANNOUNCER, maxQueuedHeads),
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
+      isCovered: async (node, options) => this.isCovered(node, options),
+      decorate: payload => this.compaction.announcing ? addSnapshotAnnouncement(payload, this.compaction.announced) : payload,
+      onPayload: async (data, from, options) => {
+        this.compaction.onPayload(data, from, p => { this.track(p).catch(() => {}) })
+        await this.joinFromSnapshot(data, options)
+      },
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
       progress: this.meter,
       gate: this.gate
     })
+    if (init.compaction != null && (typeof init.compaction !== 'object')) {
+      throw new InvalidOptionsError('compaction must be an object { interval, minNodes, membershipWindow }')
+    }
+    this.compactionInit = init.compaction == null
+      ? undefined
+      : {
+          interval: checkNumber('compaction.interval', init.compaction.interval ?? DEFAULT_COMPACTION_INTERVAL, 0),
+          minNodes: checkNumber('compaction.minNodes', init.compaction.minNodes ?? DEFAULT_COMPACTION_MIN_NODES, 0, true),
+          membershipWindow: checkNumber('compaction.membershipWindow', init.compaction.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW, 1)
+        }
+    this.compaction = new Compaction({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, {
+      membershipWindow: this.compactionInit?.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW,
+      settle: components.broadcaster == null ? 0 : 2 * rebroadcastInterval,
+      onPassed: () => { this.track(this.replicator.announceHeads()).catch(() => {}) }
+    }, this.compactionInit != null)
   }
 
   /**
@@ -285,8 +325,10 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.gate.rejected = 0
     this.fetchedBlocks = 0
     this.meter.reset()
+    await this.compaction.start(options)
     this.state = 'started'
     await this.replicator.start()
+    this.scheduleCompaction()
     this.log('started with %d heads, max height %d', this.engine.heads.all().length, this.engine.heads.maxHeight())
   }
 
@@ -307,6 +349,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
 
   private async close (): Promise<void> {
     this.state = 'stopping'
+    clearTimeout(this.compactionTimer)
+    this.compactionTimer = undefined
     await Promise.allSettled([...this.writes])
     await this.replicator.stop()
     await this.engine.idle()
@@ -455,7 +499,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       receivedBroadcasts: this.replicator.received,
       writers: this.gate.list(),
       canWrite: this.gate.canWrite,
-      rejectedBroadcasts: this.gate.rejected
+      rejectedBroadcasts: this.gate.rejected,
+      history: { nodes: this.historyNodes, ...this.compaction.summary() }
     }
   }
 
@@ -577,7 +622,98 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    */
   async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
     this.checkOpen(options)
-    return this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, cid, options))
+    const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, cid, options))
+    this.hasCovered = true
+    return result
+  }
+
+  /**
+   * Makes a snapshot of the current heads and, once every known replica has
+   * passed it (announced it in its broadcasts), deletes the blocks of the
+   * DAG nodes it covers and the set entries it no longer needs (element
+   * markers of tombstoned elements; tombstones and processed markers stay).
+   * Resolves once this replica has compacted what it may: with nothing
+   * removed and `waiting` set while a known replica has not passed it or
+   * announces no snapshot support (go-ds-crdt). Atomic across crashes: an
+   * interrupted compaction is finished by the next `start()`. Rejects with
+   * `SnapshotNotReadyError` while a sync is unfinished.
+   */
+  async compact (options?: AbortOptions): Promise<CompactResult> {
+    this.checkOpen(options)
+    const result = await this.track(this.compaction.compact(options))
+    if (result.removed.blocks > 0 || result.removed.entries > 0) await this.historyStats(options)
+    return result
+  }
+
+  /** Scans the history kept (merged nodes whose blocks are here, and their bytes); updates `stats().history` */
+  async historyStats (options?: AbortOptions): Promise<HistoryStats> {
+    this.checkOpen(options)
+    const history = await this.track(this.compaction.history(options))
+    this.historyNodes = history.nodes
+    return history
+  }
+
+  /**
+   * Installs the snapshot a payload announces, before its heads are walked,
+   * when this replica has no heads yet (a fresh replica joins from it and
+   * then syncs only the DAG above it) or is dirty (a sync failed: a replica
+   * back from a long absence whose peers compacted the history it lacks).
+   * The install is a merge, so the replica's own writes stay. A snapshot
+   * whose covered heads are all merged here already is skipped.
+   */
+  private async joinFromSnapshot (data: Uint8Array, options: AbortOptions): Promise<void> {
+    const { snapshot } = readSnapshotAnnouncement(data)
+    if (snapshot == null || this.joined.has(snapshot.toString())) return
+    if (this.engine.heads.all().length > 0 && !(await this.engine.isDirty(options))) return
+    this.joined.add(snapshot.toString())
+    try {
+      const result = await this.installSnapshot(snapshot, options)
+      this.log('joined from snapshot %c: %d new heads, %d keys changed', snapshot, result.newHeads, result.changes)
+      await this.compaction.consider(snapshot, options)
+    } catch (err: any) {
+      options.signal?.throwIfAborted()
+      this.joined.delete(snapshot.toString())
+      this.log.error('could not install announced snapshot %c, syncing the DAG instead - %e', snapshot, err)
+    }
+  }
+
+  /** Runs the compaction policy (`init.compaction`) every `interval` ms */
+  private scheduleCompaction (): void {
+    const interval = this.compactionInit?.interval ?? 0
+    if (interval <= 0 || this.state !== 'started') return
+    this.compactionTimer = setTimeout(() => {
+      this.compactionTimer = undefined
+      if (this.state !== 'started') return
+      this.track((async () => {
+        const history = await this.compaction.history()
+        this.historyNodes = history.nodes
+        if (history.nodes >= (this.compactionInit?.minNodes ?? 0)) {
+          const result = await this.compaction.compact()
+          if (result.waiting != null) this.log('compaction on interval waits: %s', result.waiting)
+        }
+      })()).catch((err: any) => {
+        this.log('compaction on interval failed - %e', err)
+      }).finally(() => { this.scheduleCompaction() })
+    }, interval)
+  }
+
+  /**
+   * Whether an announced node that is not processed here lies below the
+   * covered heads of an installed snapshot (merged already): see
+   * src/snapshot/cover.ts. Answers false at once on a replica that never
+   * installed a snapshot.
+   */
+  private async isCovered (node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+    const components = this.snapshotComponents()
+    if (this.hasCovered == null) this.hasCovered = (await coveredHeads(components, options)).length > 0
+    if (!this.hasCovered) return false
+    const id = blockKey(node.cid)
+    const found = await coverWalk(components, node.delta.dagName, new Map([[id, node.delta.priority]]), options)
+    return found.has(id)
+  }
+
+  private snapshotComponents (): SnapshotComponents {
+    return { engine: this.engine, datastore: this.datastore, blockstore: this.fetcher, log: this.log }
   }
 
   /** An indented listing of the DAG from local blocks, for debugging small DAGs */
@@ -678,6 +814,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   }
 
   private emitChanges (changes: SetChange[], node?: ProcessedEventDetail): void {
+    if (node != null) this.historyNodes++
     for (const change of changes) {
       const key = new Key(change.key, false)
       if (change.value == null) {

@@ -18,6 +18,7 @@ import type { CarriedBlock } from '../codec/broadcast-blocks.js'
 import type { Engine } from './engine.js'
 import type { Broadcaster, DAGBlockstore, SyncOptions } from '../interfaces.js'
 import type { SyncProgress } from './sync-meter.js'
+import type { DecodedNode } from '../codec/dag-node.js'
 import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { Head } from '../crdt/heads.js'
 import type { ReceivedPayload } from './payload-queue.js'
@@ -59,6 +60,20 @@ export interface ReplicatorInit {
   maxQueuedHeads: number
   /** Failed heads in a row after which an announcer is deprioritised */
   penaltyThreshold: number
+  /**
+   * Whether an announced head that is not processed here is nonetheless
+   * merged already (it lies below a snapshot's covered heads); such a head
+   * is skipped (see src/snapshot/cover.ts)
+   */
+  isCovered?(node: DecodedNode, options?: AbortOptions): Promise<boolean>
+  /** Rewrites each payload before it is sent (adds the snapshot announcement) */
+  decorate?(payload: Uint8Array): Uint8Array
+  /**
+   * Sees every payload received from the broadcaster, with its announcer
+   * ('' when unknown), before its heads are queued; receiving waits for it
+   * (a fresh replica installs an announced snapshot here first)
+   */
+  onPayload?(data: Uint8Array, from: string, options: AbortOptions): Promise<void> | void
   /** Bytes of head blocks carried in a broadcast at most; 0 carries none */
   broadcastBlocksMaxSize?: number
   /** Told when a head's turn ends; its `onProgress` goes into background walks and fetches */
@@ -225,6 +240,12 @@ export class Replicator {
     }
   }
 
+  /** Announces every current head once (e.g. after passing a snapshot, to say so) */
+  async announceHeads (): Promise<void> {
+    if (this.init.broadcaster == null || this.signal.aborted) return
+    await this.send(this.engine.heads.all().map(h => ({ cid: h.cid, dagName: h.dagName })), false)
+  }
+
   /**
    * Walks, in the background, nodes the caller has reserved (heads a local
    * write linked to before anyone had processed them)
@@ -360,6 +381,7 @@ export class Replicator {
       // rebroadcasts it or a later node links to it.
       const preferPeer = announcer === '' ? undefined : announcer
       const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer, onProgress: this.init.progress?.onProgress })
+      if (this.init.isCovered != null && await this.init.isCovered(node, { signal })) return 'skipped'
       if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
       // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
       const alongside = head.adopt && node.delta.dagName === head.dagName
@@ -438,6 +460,13 @@ export class Replicator {
         this.notifyProgress()
         continue
       }
+      try {
+        // admitted payloads only: in trusted mode a snapshot announced by a non-writer is never installed
+        await this.init.onPayload?.(payload.data, payload.from ?? '', { signal })
+      } catch (err: any) {
+        if (signal.aborted) return
+        this.log.error('could not look at a payload\'s snapshot announcement - %e', err)
+      }
       // carried blocks land before the heads are queued, so their walks find them stored
       await this.storeCarriedBlocks(decoded.blocks)
       this.handleBroadcast(payload.data, payload.from ?? '', decoded.heads).catch((err: any) => {
@@ -470,7 +499,8 @@ export class Replicator {
     }
     for (const unsealed of payloads) {
       try {
-        const payload = await this.sealed(unsealed)
+        // the snapshot announcement goes in first, so the trusted-mode seal covers the final payload
+        const payload = await this.sealed(this.init.decorate?.(unsealed) ?? unsealed)
         if (payload == null) return
         await this.init.broadcaster.broadcast(payload, { signal: this.signal })
       } catch (err: any) {

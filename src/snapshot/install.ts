@@ -24,6 +24,7 @@ import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { withTimeout } from '../utils.js'
 import { WriteSet } from '../crdt/write-set.js'
+import { coveredKey, coverWalk, encodeHeight } from './cover.js'
 import { compareRecords, decodeElementChunk, decodeRoot, decodeTombstoneChunk, verifyBlock } from './format.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotElement, SnapshotRoot, SnapshotTombstone } from './format.js'
@@ -123,7 +124,8 @@ export async function installSnapshot (components: SnapshotComponents, cid: CID,
     }
   }
 
-  return engine.exclusive(async () => {
+  const before = engine.heads.all()
+  const result = await engine.exclusive(async () => {
     const tx = new WriteSet(datastore)
     const changed = new Map<string, SetChange>()
     const note = (changes: SetChange[]): void => {
@@ -152,10 +154,34 @@ export async function installSnapshot (components: SnapshotComponents, cid: CID,
       tx.put(processedKey, encodePriority(head.height))
       if (mark != null) tx.delete(pendingKey)
     }
+    for (const head of root.heads) tx.put(coveredKey(engine.layout, head.cid), encodeHeight(head.height))
     await tx.commit(options)
     const changes = [...changed.values()]
     engine.announceChanges(changes)
     log('installed snapshot %c: %d elements, %d tombstones, %d new heads, %d keys changed', cid, elements.length, tombstones.length, newHeads, changes.length)
     return { root, newHeads, changes: changes.length }
   })
+
+  // heads this replica had before that lie below the covered heads are merged already
+  const covered = new Set(root.heads.map(h => blockKey(h.cid)))
+  const byDag = new Map<string, Map<string, number>>()
+  for (const head of before) {
+    if (covered.has(blockKey(head.cid))) continue
+    const targets = byDag.get(head.dagName) ?? new Map<string, number>()
+    targets.set(blockKey(head.cid), head.height)
+    byDag.set(head.dagName, targets)
+  }
+  // so are unfinished walks below them (a replica whose walk into compacted history failed)
+  for (const cid of await engine.pendingBranches(options)) {
+    if (covered.has(blockKey(cid))) continue
+    for (const dagName of new Set(['', ...before.map(h => h.dagName)])) {
+      const targets = byDag.get(dagName) ?? new Map<string, number>()
+      targets.set(blockKey(cid), 1)
+      byDag.set(dagName, targets)
+    }
+  }
+  for (const [dagName, targets] of byDag) {
+    await coverWalk({ engine, datastore, blockstore, log }, dagName, targets, options)
+  }
+  return result
 }

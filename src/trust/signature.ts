@@ -54,6 +54,17 @@ export function signedBytes (topic: string, message: CRDTBroadcast): Uint8Array 
   const carried = message.Heads.filter(h => h.Block != null && h.Block.byteLength > 0)
   parts.push(varint.encode(carried.length))
   for (const head of carried) field(head.Cid)
+  // snapshot announcements (Head field 101) are signed too, so nobody can
+  // attach a snapshot of their own to a writer's heads; a payload without
+  // any signs exactly the bytes above
+  const snapshots = message.Heads.filter(h => h.Snapshot != null && h.Snapshot.byteLength > 0)
+  if (snapshots.length > 0) {
+    parts.push(varint.encode(snapshots.length))
+    for (const head of snapshots) {
+      field(head.Cid)
+      field(head.Snapshot as Uint8Array)
+    }
+  }
   return uint8ArrayConcat(parts)
 }
 

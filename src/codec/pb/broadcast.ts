@@ -134,6 +134,12 @@ export namespace CRDTBroadcast {
     index: number
   }
 
+  export interface CRDTBroadcastHeadsSnapshotFieldEvent {
+    field: '$.Heads[].Snapshot'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
   export interface CRDTBroadcastSignaturePublicKeyFieldEvent {
     field: '$.Signature.PublicKey'
     value: Uint8Array<ArrayBuffer>
@@ -152,7 +158,7 @@ export namespace CRDTBroadcast {
     return decodeMessage(buf, CRDTBroadcast.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent | CRDTBroadcastSignaturePublicKeyFieldEvent | CRDTBroadcastSignatureSignatureFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent | CRDTBroadcastHeadsSnapshotFieldEvent | CRDTBroadcastSignaturePublicKeyFieldEvent | CRDTBroadcastSignatureSignatureFieldEvent> {
     return streamMessage(buf, CRDTBroadcast.codec(), opts)
   }
 }
@@ -161,6 +167,7 @@ export interface Head {
   Cid: Uint8Array<ArrayBuffer>
   DagName: string
   Block?: Uint8Array<ArrayBuffer>
+  Snapshot?: Uint8Array<ArrayBuffer>
 }
 
 export namespace Head {
@@ -188,6 +195,11 @@ export namespace Head {
           w.bytes(obj.Block)
         }
 
+        if (obj.Snapshot != null) {
+          w.uint32(810)
+          w.bytes(obj.Snapshot)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -213,6 +225,10 @@ export namespace Head {
             }
             case 100: {
               obj.Block = reader.bytes()
+              break
+            }
+            case 101: {
+              obj.Snapshot = reader.bytes()
               break
             }
             default: {
@@ -251,6 +267,13 @@ export namespace Head {
               }
               break
             }
+            case 101: {
+              yield {
+                field: `${prefix}.Snapshot`,
+                value: reader.bytes()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -278,6 +301,11 @@ export namespace Head {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface HeadSnapshotFieldEvent {
+    field: '$.Snapshot'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<Head>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Head.codec())
   }
@@ -286,7 +314,7 @@ export namespace Head {
     return decodeMessage(buf, Head.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent | HeadBlockFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent | HeadBlockFieldEvent | HeadSnapshotFieldEvent> {
     return streamMessage(buf, Head.codec(), opts)
   }
 }

@@ -1,0 +1,180 @@
+/**
+ * What a snapshot covers below its heads. An installed snapshot is the
+ * state at its covered heads, so every node reachable from them is already
+ * merged, although this replica never processed it. Install records the
+ * covered heads under `z/c<block key>` (value: varint height); when a node
+ * that is not processed here shows up as a head (one this replica already
+ * had, or one a stale replica announces), `coverWalk` walks down from the
+ * covered heads of its DAG to its height and, if it is reached, marks every
+ * node passed on the way processed (their effects are in the snapshot) and
+ * drops them from the heads and from unfinished-walk records.
+ *
+ * Invariants:
+ * - Only nodes reachable from a covered head are marked: a concurrent node
+ *   that is not an ancestor is never reached and is merged as usual.
+ * - Bounded: the walk visits nodes in decreasing height (heights strictly
+ *   decrease along links), never below the lowest target, and at most
+ *   `budget` nodes; past that, or when a block cannot be fetched, it stops,
+ *   keeps what it marked, and a target not reached is merged as before (it
+ *   then stays an extra head until the next write links it).
+ * - A target met as a link of a walked node is reached without fetching its
+ *   block (after a compaction no peer may have it); it gets an empty
+ *   processed marker (priority unknown).
+ * - What a walk marks is committed in one batch under the merge lock.
+ */
+
+import * as varint from 'uint8-varint'
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { Key } from 'interface-datastore'
+import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
+import { decodeNode } from '../codec/dag-node.js'
+import { encodePriority } from '../crdt/or-set.js'
+import { WriteSet } from '../crdt/write-set.js'
+import { withTimeout } from '../utils.js'
+import type { SnapshotComponents } from './create.js'
+import type { DecodedNode } from '../codec/dag-node.js'
+import type { Layout } from '../crdt/layout.js'
+import type { BlockGetter } from '../engine/engine.js'
+import type { Pair } from 'interface-datastore'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+/** Nodes a cover walk visits at most */
+export const DEFAULT_COVER_WALK_BUDGET = 10_000
+
+/** Time (ms) a cover walk waits for one block */
+export const DEFAULT_COVER_BLOCK_TIMEOUT = 30_000
+
+/** A covered head recorded by an install */
+export interface CoveredHead {
+  cid: CID
+  height: number
+}
+
+/** Prefix of the covered-head records */
+export function coveredPrefix (layout: Layout): string {
+  return `${layout.namespace}/z/c`
+}
+
+export function coveredKey (layout: Layout, cid: CID): Key {
+  return new Key(`${coveredPrefix(layout)}${blockKey(cid)}`, false)
+}
+
+export function encodeHeight (height: number): Uint8Array {
+  return varint.encode(height)
+}
+
+/** Every covered head recorded by installs */
+export async function coveredHeads (components: SnapshotComponents, options?: AbortOptions): Promise<CoveredHead[]> {
+  const prefix = coveredPrefix(components.engine.layout)
+  const out: CoveredHead[] = []
+  for await (const pair of components.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<Pair>) {
+    try {
+      out.push({ cid: cidFromBlockKey(pair.key.toString().slice(prefix.length)), height: varint.decode(pair.value) })
+    } catch (err: any) {
+      components.log.error('unreadable covered-head record %s - %e', pair.key, err)
+    }
+  }
+  return out
+}
+
+async function fetchNode (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<DecodedNode> {
+  const chunks = await withTimeout(options?.signal, DEFAULT_COVER_BLOCK_TIMEOUT, async signal => {
+    const out: Uint8Array[] = []
+    for await (const chunk of getter.get(cid, { signal })) out.push(chunk)
+    return out
+  })
+  return decodeNode(cid, chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks))
+}
+
+export interface CoverWalkOptions extends AbortOptions {
+  /** Nodes visited at most */
+  budget?: number
+}
+
+/**
+ * Walks down from the covered heads of `dagName` looking for `targets`
+ * (block keys); if any is reached, marks every node on the walk down to the
+ * lowest target's height processed and drops those nodes from the heads.
+ * Returns the targets reached (empty when none or the budget ran out).
+ */
+export async function coverWalk (components: SnapshotComponents, dagName: string, targets: Map<string, number>, options: CoverWalkOptions = {}): Promise<Set<string>> {
+  const found = new Set<string>()
+  if (targets.size === 0) return found
+  const floor = Math.min(...targets.values())
+  const starts = (await coveredHeads(components, options)).filter(h => h.height > floor)
+  if (starts.length === 0) return found
+  const budget = options.budget ?? DEFAULT_COVER_WALK_BUDGET
+  const { blockstore, engine, log } = components
+
+  // max-heap by height, kept as a sorted list: the walk is narrow (DAG width)
+  const queue: Array<{ cid: CID, node?: DecodedNode }> = starts.map(h => ({ cid: h.cid }))
+  const seen = new Set<string>(starts.map(h => blockKey(h.cid)))
+  const visited: Array<{ id: string, node: DecodedNode }> = []
+  const linked: CID[] = []
+  try {
+    while (queue.length > 0) {
+      if (visited.length >= budget) {
+        log('cover walk gave up after %d nodes', visited.length)
+        break
+      }
+      const next = queue.shift() as { cid: CID, node?: DecodedNode }
+      const node = next.node ?? await fetchNode(blockstore, next.cid, options)
+      if (node.delta.dagName !== dagName) continue
+      const id = blockKey(node.cid)
+      visited.push({ id, node })
+      if (targets.has(id)) found.add(id)
+      if (found.size === targets.size) break
+      if (node.delta.priority <= floor) continue
+      const links = node.links.filter(link => {
+        const k = blockKey(link)
+        if (seen.has(k)) return false
+        seen.add(k)
+        // a target met as a link is reached without its block (which may be gone from every peer)
+        if (targets.has(k)) {
+          found.add(k)
+          linked.push(link)
+          return false
+        }
+        return true
+      })
+      if (found.size === targets.size) break
+      const children = await Promise.all(links.map(async link => ({ cid: link, node: await fetchNode(blockstore, link, options) })))
+      for (const child of children) {
+        if ((child.node.delta.priority) < floor) continue
+        queue.push(child)
+      }
+      queue.sort((a, b) => (b.node?.delta.priority ?? Infinity) - (a.node?.delta.priority ?? Infinity))
+    }
+  } catch (err: any) {
+    options.signal?.throwIfAborted()
+    log('cover walk could not fetch a block below a covered head - %e', err)
+  }
+  // every node walked is below a covered head, hence merged: marking it is sound whatever was found
+  if (visited.length === 0 && linked.length === 0) return found
+
+  await engine.exclusive(async () => {
+    const tx = new WriteSet(components.datastore)
+    for (const { id, node } of visited) {
+      const processed = engine.layout.processedKey(id)
+      if (!(await tx.has(processed, options))) tx.put(processed, encodePriority(node.delta.priority))
+      const pending = engine.layout.pendingKey(id)
+      if (await tx.has(pending, options)) tx.delete(pending)
+      if (engine.heads.get(dagName, node.cid) != null && !starts.some(s => s.cid.equals(node.cid))) {
+        engine.heads.remove(tx, dagName, node.cid)
+      }
+    }
+    for (const cid of linked) {
+      const id = blockKey(cid)
+      const processed = engine.layout.processedKey(id)
+      // its priority is unknown here: an empty marker, as releases that stored none wrote
+      if (!(await tx.has(processed, options))) tx.put(processed, new Uint8Array(0))
+      const pending = engine.layout.pendingKey(id)
+      if (await tx.has(pending, options)) tx.delete(pending)
+      if (engine.heads.get(dagName, cid) != null) engine.heads.remove(tx, dagName, cid)
+    }
+    await tx.commit(options)
+  })
+  log('cover walk marked %d nodes below covered heads processed (%d of %d targets reached)', visited.length, found.size, targets.size)
+  return found
+}

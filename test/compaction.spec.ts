@@ -1,0 +1,246 @@
+/**
+ * Compaction (#16): `compact()` deletes the blocks of the nodes below the
+ * snapshot's covered heads and the element markers of tombstoned elements,
+ * keeps tombstones and processed markers (a covered node that comes again
+ * changes nothing, a deleted key stays deleted), waits while a known
+ * replica announces no snapshot support or has not passed the snapshot,
+ * and is atomic across a kill.
+ */
+
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { expect } from 'aegir/chai'
+import { Key } from 'interface-datastore'
+import { encodeBroadcast } from '../src/index.js'
+import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
+import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
+import { convergeHeads, stateOf, TestNetwork, waitFor } from './fixtures/network.js'
+import { dec, enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
+import type { CRDTDatastore, CompactResult } from '../src/index.js'
+import type { Datastore } from 'interface-datastore'
+
+const crasher = fileURLToPath(new URL('./fixtures/compact-crasher.js', import.meta.url))
+
+/** Rewrites `keys` keys `rounds` times (one batch per round) and deletes the first key */
+async function churn (store: CRDTDatastore, keys: number, rounds: number): Promise<void> {
+  for (let r = 0; r < rounds; r++) {
+    const batch = store.batch()
+    for (let k = 0; k < keys; k++) batch.put(new Key(`/c/${k}`), enc(`v${r}-${k}`))
+    await batch.commit()
+  }
+  await store.delete(new Key('/c/0'))
+}
+
+async function count (datastore: Datastore, prefix: string): Promise<number> {
+  let n = 0
+  for await (const _ of datastore.queryKeys({ prefix })) n++ // eslint-disable-line @typescript-eslint/no-unused-vars
+  return n
+}
+
+describe('compaction', function () {
+  this.timeout(60_000)
+
+  it('removes the blocks below the covered heads and the tombstoned element markers; state, tombstones and processed markers stay, and an old node coming again changes nothing', async () => {
+    const r = await memoryReplica()
+    try {
+      await churn(r.store, 5, 4)
+      const first = r.store.heads()[0].cid
+      const firstBytes = await readBlock(r.blockstore, first)
+      await churn(r.store, 5, 2)
+      const before = await stateOf(r.store)
+      const history = await r.store.historyStats()
+      expect(history.nodes).to.equal(8)
+      const tombstones = await count(r.datastore, '/crdt/s/t')
+      const elements = await count(r.datastore, '/crdt/s/s')
+
+      const result = await r.store.compact()
+      expect(result.waiting).to.equal(undefined)
+      // 8 nodes, the head (the covered head) stays
+      expect(result.removed.blocks).to.equal(7)
+      // 30 elements written, 5 live (one deleted): 26 tombstoned markers go
+      expect(result.removed.entries).to.equal(elements - 4)
+      expect(await count(r.datastore, '/crdt/s/s')).to.equal(4)
+      expect(await count(r.datastore, '/crdt/s/t')).to.equal(tombstones)
+      expect(await stateOf(r.store)).to.deep.equal(before)
+      expect(await r.blockstore.has(first)).to.equal(false)
+      expect(await r.store.hasMerged(first)).to.equal(true)
+      expect(r.store.stats().history.nodes).to.equal(1)
+      expect(r.store.stats().history.compacted?.equals(result.snapshot)).to.equal(true)
+
+      // an old node delivered again (a stale replica) is skipped: /c/0 stays deleted, heads unchanged
+      const heads = r.store.heads().map(h => h.cid.toString())
+      await r.blockstore.put(first, firstBytes)
+      await r.store.receive(encodeBroadcast([{ cid: first, dagName: '' }]))
+      expect(await stateOf(r.store)).to.deep.equal(before)
+      expect(r.store.heads().map(h => h.cid.toString())).to.deep.equal(heads)
+      await r.blockstore.delete(first)
+
+      // writes go on; a second compaction removes the first snapshot's blocks and the old covered head
+      await r.store.put(new Key('/c/1'), enc('after'))
+      const second = await r.store.compact()
+      expect(second.snapshot.equals(result.snapshot)).to.equal(false)
+      expect(await r.blockstore.has(result.snapshot)).to.equal(false)
+      expect(await r.blockstore.has(second.snapshot)).to.equal(true)
+      expect(second.removed.blocks).to.be.greaterThan(1)
+      expect(dec(await r.store.get(new Key('/c/1')))).to.equal('after')
+      expect(await r.store.has(new Key('/c/0'))).to.equal(false)
+    } finally {
+      await r.store.stop()
+    }
+  })
+
+  it('waits, and says why, while a known replica announces no snapshot support (go-ds-crdt); compacts once it announces the snapshot', async () => {
+    const broadcaster = new AnnouncerBroadcaster()
+    const r = await memoryReplica({ compaction: { interval: 0 }, rebroadcastInterval: 20 }, { broadcaster })
+    try {
+      await churn(r.store, 3, 3)
+      const payload = encodeBroadcast(r.store.heads().map(h => ({ cid: h.cid, dagName: h.dagName })))
+      broadcaster.deliver(payload, 'go-peer')
+      await waitFor(() => r.store.stats().receivedBroadcasts === 1, 10_000, 'the go payload')
+      let result = await r.store.compact()
+      // the settle period (two rebroadcast intervals) passes first
+      for (let i = 0; i < 100 && (result.waiting ?? '').startsWith('learning'); i++) {
+        await new Promise(resolve => setTimeout(resolve, 20))
+        result = await r.store.compact()
+      }
+      expect(result.waiting).to.include('go-peer').and.to.include('no snapshot support')
+      expect(result.removed).to.deep.equal({ blocks: 0, entries: 0 })
+      expect(r.store.stats().history.waiting).to.equal(result.waiting)
+      expect((await r.store.historyStats()).nodes).to.equal(4)
+
+      // what this replica sends announces the snapshot it passed
+      await r.store.put(new Key('/x'), enc('1'))
+      await waitFor(() => broadcaster.sent.some(p => readSnapshotAnnouncement(p).snapshot != null), 10_000, 'an announcement')
+      const announced = broadcaster.sent.map(p => readSnapshotAnnouncement(p)).filter(a => a.snapshot != null).at(-1)
+      expect(announced?.supported).to.equal(true)
+      expect(announced?.snapshot?.equals(result.snapshot)).to.equal(true)
+
+      // the peer reads snapshots but has passed none yet
+      broadcaster.deliver(addSnapshotAnnouncement(payload), 'go-peer')
+      await waitFor(() => r.store.stats().receivedBroadcasts === 2, 10_000, 'the supporting payload')
+      result = await r.store.compact()
+      expect(result.waiting).to.include('go-peer').and.to.include('has not passed')
+      // it announces the newest snapshot
+      broadcaster.deliver(addSnapshotAnnouncement(payload, result.snapshot), 'go-peer')
+      await waitFor(() => r.store.stats().receivedBroadcasts === 3, 10_000, 'the announcing payload')
+      const done = await r.store.compact()
+      expect(done.waiting).to.equal(undefined)
+      expect(done.snapshot.equals(result.snapshot)).to.equal(true)
+      expect(done.removed.blocks).to.equal(4)
+      expect(r.store.stats().history.waiting).to.equal(undefined)
+    } finally {
+      await r.store.stop()
+      broadcaster.close()
+    }
+  })
+
+  it('over a network: waits for a replica that has not passed the snapshot, compacts once every replica has; a fresh replica joins from the snapshot and a replica partitioned during the compaction catches up from it keeping its own write (no delete resurrected)', async () => {
+    const net = new TestNetwork({ announcers: true, init: { compaction: { interval: 0, membershipWindow: 1500 }, rebroadcastInterval: 100, repairInterval: 200 } })
+    /** compact() until it removes something or says why not `rounds` times */
+    const compactWhen = async (store: CRDTDatastore, done: (r: CompactResult) => boolean, what: string): Promise<CompactResult> => {
+      let result: CompactResult | undefined
+      for (let i = 0; i < 300; i++) {
+        result = await store.compact()
+        if (done(result)) return result
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      throw new Error(`${what}: last result ${JSON.stringify(result?.waiting)}`)
+    }
+    try {
+      const [a, b, d] = await net.addMany(3)
+      await churn(a.store, 4, 6)
+      // a replica is known once heard: d writes (a silent replica is not known, and needs not be:
+      // with nothing of its own to lose, it catches up from the snapshot like d below)
+      await d.store.put(new Key('/d-first'), enc('1'))
+      await net.converge()
+      await convergeHeads(net)
+
+      // d goes away with a write of its own, and a delete of a key the others keep rewriting
+      net.partition([0, 1], [2])
+      await d.store.put(new Key('/d-own'), enc('kept'))
+      await churn(a.store, 4, 2)
+      await waitFor(async () => JSON.stringify(await stateOf(b.store)) === JSON.stringify(await stateOf(a.store)), 10_000, 'b to follow a')
+      // while d is a known replica it has not passed the snapshot: a waits and says so
+      const first = await compactWhen(a.store, r => (r.waiting ?? '').includes('replica-2'), 'waiting for d')
+      expect(first.waiting).to.include('has not passed')
+      expect(first.removed).to.deep.equal({ blocks: 0, entries: 0 })
+      // d drops out of the membership window; b passes a's snapshot and says so: a compacts
+      const done = await compactWhen(a.store, r => r.removed.blocks > 0, 'a compacting')
+      const bDone = await compactWhen(b.store, r => r.waiting == null, 'b compacting')
+      expect(bDone.snapshot.equals(done.snapshot)).to.equal(true)
+      expect(bDone.removed.blocks).to.be.greaterThan(0)
+      const oldBlocks = (await a.store.historyStats()).nodes
+
+      // a fresh replica joins from the snapshot: it fetches no block below the covered heads
+      await a.store.put(new Key('/after'), enc('1'))
+      const c = await net.add()
+      net.partition([0, 1, 3], [2])
+      await a.store.put(new Key('/after'), enc('2'))
+      await waitFor(async () => (await stateOf(c.store)).includes('/after=2'), 20_000, 'c to join')
+      expect(c.store.stats().fetchedBlocks).to.be.lessThan(10)
+      expect(await c.store.isDirty()).to.equal(false)
+      expect(await stateOf(c.store)).to.deep.equal(await stateOf(a.store))
+
+      // d comes back: its walk into compacted history fails, it installs the snapshot, keeps its write
+      net.heal()
+      await a.store.put(new Key('/after'), enc('3'))
+      const state = await net.converge({ timeout: 30_000, check: s => s.includes('/d-own=kept') && s.includes('/after=3') })
+      expect(state).to.not.include.members(['/c/0=v7-0'])
+      expect(state.some(e => e.startsWith('/c/0='))).to.equal(false)
+      expect(oldBlocks).to.be.greaterThan(0)
+      // d's walk into the compacted history is over: the install found its frontier below the covered heads
+      await waitFor(async () => (await d.store.pendingBranches()).length === 0 && !(await d.store.isDirty()), 10_000, 'd clean')
+    } finally {
+      await net.stop()
+    }
+  })
+
+  for (const [point, after] of [['walk', 3], ['delete', 4]] as const) {
+    it(`a kill during compaction (${point === 'walk' ? 'before its batch' : 'while deleting blocks'}) leaves no half-compacted state after reopening`, async () => {
+      const dir = await tempDir('compact-kill')
+      try {
+        let r = await levelReplica(dir.path)
+        await churn(r.store, 4, 10)
+        const state = await stateOf(r.store)
+        const nodes = (await r.store.historyStats()).nodes
+        const elements = await count(r.datastore, '/crdt/s/s')
+        await r.close()
+
+        const child = spawn(process.execPath, [crasher, dir.path, point, String(after)], { stdio: ['ignore', 'pipe', 'inherit'] })
+        let out = ''
+        child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+        const signal = await new Promise(resolve => child.on('exit', (_code, sig) => { resolve(sig) }))
+        expect(signal).to.equal('SIGKILL')
+        expect(out).to.not.include('compacted')
+
+        r = await levelReplica(dir.path, { repairInterval: 0 })
+        try {
+          expect(await stateOf(r.store)).to.deep.equal(state)
+          expect(await count(r.datastore, '/crdt/z/j')).to.equal(0)
+          const history = await r.store.historyStats()
+          if (point === 'walk') {
+            // killed before the batch: nothing compacted
+            expect(history.compacted).to.equal(undefined)
+            expect(history.nodes).to.equal(nodes)
+            expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements)
+          } else {
+            // killed after it: start() finished the deletion
+            expect(history.compacted).to.not.equal(undefined)
+            expect(history.nodes).to.equal(1)
+            expect(await count(r.datastore, '/crdt/s/s')).to.equal(3)
+          }
+          // and it compacts (again) to the same end
+          const result = await r.store.compact()
+          expect(result.waiting).to.equal(undefined)
+          expect((await r.store.historyStats()).nodes).to.equal(1)
+          expect(await stateOf(r.store)).to.deep.equal(state)
+        } finally {
+          await r.close()
+        }
+      } finally {
+        await dir.remove()
+      }
+    })
+  }
+})
+
