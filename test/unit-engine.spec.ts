@@ -380,6 +380,8 @@ describe('Engine', () => {
           await new Promise((resolve, reject) => { opts?.signal?.addEventListener('abort', () => { reject(new Error('aborted')) }) })
         }
       }
+      // the fetch's own timeout overrides dagSyncerTimeout (0 here: wait forever)
+      engine = make({ dagSyncerTimeout: 0 })
       await expect(engine.fetchNode(n.cid, stalling, { timeout: 50 })).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
       engine = make({ dagSyncerTimeout: 50 })
       await expect(engine.fetchNode(n.cid, stalling)).to.eventually.be.rejected.with.property('name', 'BlockFetchError')

@@ -181,6 +181,22 @@ describe('Walker', () => {
     expect(engine.reserve(bad)).to.be.true()
   })
 
+  it('a failure other than a fetch (the datastore refusing a commit) fails the walk without counting against the branch', async () => {
+    const top = await add(delta(1, [['/t', '1']]))
+    await engine.addRoot(top)
+    const batch = ds.batch.bind(ds)
+    ds.batch = () => {
+      const b = batch()
+      return { put: b.put.bind(b), delete: b.delete.bind(b), commit: async () => { throw Object.assign(new Error('disk full'), { name: 'IOError' }) } }
+    }
+    engine.reserve(top)
+    await expect(makeWalker().walk([{ cid: top }])).to.eventually.be.rejected.with.property('name', 'IOError')
+    ds.batch = batch
+    expect([...await ds.get(engine.layout.pendingKey(blockKey(top)))]).to.deep.equal([1])
+    expect(await engine.isProcessed(top)).to.be.false()
+    expect(engine.reserve(top)).to.be.true()
+  })
+
   it('an aborted walk rejects and counts no failed fetch', async () => {
     const missing = await add(delta(1, [['/m', '1']]), [], false)
     const top = await add(delta(2, [['/t', '1']]), [missing])
