@@ -444,7 +444,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
       return
     }
-    for await (const _ of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) {} // eslint-disable-line no-unused-vars
+    // putMany is lazy: pulling it to the end stores the blocks
+    for await (const stored of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) void stored
   }
 
   private waiterFor (key: string): Waiter {
@@ -495,7 +496,7 @@ async function deleteBlock (local: Deletable, cid: CID, options?: AbortOptions):
 
 function deferred (): Waiter {
   let resolve!: (found: boolean) => void
-  const promise = new Promise<boolean>(r => { resolve = r })
+  const promise = new Promise<boolean>(_resolve => { resolve = _resolve })
   return { promise, resolve }
 }
 
