@@ -6,7 +6,9 @@
 export default {
   dependencyCheck: {
     // stryker loads these plugins by name from stryker.config.mjs
-    ignore: ['@stryker-mutator/mocha-runner', '@stryker-mutator/typescript-checker'],
+    // stryker loads these plugins by name from stryker.config.mjs; the browser
+    // tests load @sparticuz/chromium by a computed specifier (test/browser/chromium.ts)
+    ignore: ['@stryker-mutator/mocha-runner', '@stryker-mutator/typescript-checker', '@sparticuz/chromium'],
     // the examples run from a clone with the dev dependencies installed, like the tests
     productionIgnorePatterns: ['/benchmark', '/benchmarks', '/dist', '/test', '/examples', '.aegir.js', 'eslint.config.js', 'stryker.config.mjs']
   },

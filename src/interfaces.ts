@@ -6,21 +6,21 @@
  * entry point can re-export it without import cycles.
  */
 
+import type { DecodedNode } from './codec/dag-node.js'
+import type { Head } from './crdt/heads.js'
 import type { CRDTBatch, BatchOptions } from './engine/batch.js'
 import type { DAGViewOptions } from './engine/debug.js'
 import type { ReceivedPayload } from './engine/payload-queue.js'
-import type { Head } from './crdt/heads.js'
-import type { DecodedNode } from './codec/dag-node.js'
+import type { CompactionInit, CompactResult, HistoryStats } from './snapshot/compaction.js'
 import type { CreateSnapshotOptions } from './snapshot/create.js'
 import type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
-import type { CompactionInit, CompactResult, HistoryStats } from './snapshot/compaction.js'
 import type { WriterId } from './trust/writers.js'
 import type { ComponentLogger, Metrics, PrivateKey, Startable } from '@libp2p/interface'
 import type { Datastore, Key, Pair } from 'interface-datastore'
 import type { AbortOptions, AwaitIterable } from 'interface-store'
 import type { EventHandler } from 'main-event'
-import type { ProgressEvent, ProgressOptions } from 'progress-events'
 import type { CID } from 'multiformats/cid'
+import type { ProgressEvent, ProgressOptions } from 'progress-events'
 
 /** The part of a blockstore the engine needs: Helia's blockstore fits */
 export interface DAGBlockstore {

@@ -9,12 +9,12 @@ import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
-import * as core from '../src/index.js'
 import * as helia from '../src/helia/index.js'
-import * as node from '../src/node/index.js'
+import * as core from '../src/index.js'
 import { createCRDTDatastore } from '../src/index.js'
-import type { CRDTDatastore, PutEventDetail } from '../src/index.js'
+import * as node from '../src/node/index.js'
 import type { HeliaCRDTDatastore } from '../src/helia/index.js'
+import type { CRDTDatastore, PutEventDetail } from '../src/index.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 

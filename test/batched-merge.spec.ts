@@ -15,15 +15,15 @@
  *   few per batch or up to the default.
  */
 
+import { join } from 'node:path'
 import { expect } from 'aegir/chai'
-import fc from 'fast-check'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
+import fc from 'fast-check'
 import { Key } from 'interface-datastore'
-import { join } from 'node:path'
-import { createCRDTDatastore, decodeNode, encodeBroadcast } from '../src/index.js'
 import { blockKey } from '../src/codec/block-key.js'
+import { createCRDTDatastore, decodeNode, encodeBroadcast } from '../src/index.js'
 import { goNode } from './fixtures/go-nodes.js'
 import { dec, enc, memoryReplica, readBlock, syncReplica, tempDir } from './fixtures/stores.js'
 import type { CRDTDatastore, CRDTDatastoreInit } from '../src/index.js'

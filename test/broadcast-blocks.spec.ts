@@ -7,12 +7,12 @@
 
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
-import type { CID } from 'multiformats/cid'
-import { decodeBroadcast } from '../src/index.js'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
+import { PayloadQueue } from '../src/engine/payload-queue.js'
+import { decodeBroadcast } from '../src/index.js'
 import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
-import { PayloadQueue } from '../src/engine/payload-queue.js'
+import type { CID } from 'multiformats/cid'
 
 async function blockOf (blockstore: { get(cid: CID): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }, cid: CID): Promise<Uint8Array> {
   const chunks: Uint8Array[] = []

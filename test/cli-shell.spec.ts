@@ -31,7 +31,7 @@ describe('interactive shell on a pseudo-terminal', function () {
     let raw = ''
     child.stdout.on('data', (d: Buffer) => { raw += d.toString() })
     // the text of what the terminal shows, without readline's cursor moves and line clears
-    const screen = (): string => raw.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+    const screen = (): string => raw.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '') // eslint-disable-line no-control-regex -- strips the terminal's escape sequences
     const exited = new Promise<number | null>(resolve => child.on('exit', resolve))
     const killer = setTimeout(() => child.kill('SIGKILL'), 80_000)
     const waitFor = async (test: () => boolean, what: string): Promise<void> => {

@@ -11,8 +11,8 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
-import { encodeBroadcast } from '../src/index.js'
 import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
+import { encodeBroadcast } from '../src/index.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { convergeHeads, stateOf, TestNetwork, waitFor } from './fixtures/network.js'
 import { dec, enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
@@ -243,4 +243,3 @@ describe('compaction', function () {
     })
   }
 })
-

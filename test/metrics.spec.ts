@@ -10,15 +10,15 @@
 import { expect } from 'aegir/chai'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
-import { createCRDTDatastore, encodeBroadcast } from '../src/index.js'
-import { createHeliaCRDT, heliaDAGSyncer } from '../src/helia/index.js'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { createReplicaNode } from '../src/node/index.js'
 import { METRIC_NAMES } from '../src/engine/store-metrics.js'
-import { blockSizes, HandFedBroadcaster, RemoteBlockstore } from './fixtures/progress.js'
+import { createHeliaCRDT, heliaDAGSyncer } from '../src/helia/index.js'
+import { createCRDTDatastore, encodeBroadcast } from '../src/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { waitFor } from './fixtures/network.js'
+import { blockSizes, HandFedBroadcaster, RemoteBlockstore } from './fixtures/progress.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
 import type { Counter, Metric, Metrics } from '@libp2p/interface'
 
@@ -28,7 +28,7 @@ class RecordingMetrics {
   public readonly calculated = new Map<string, () => number | Promise<number>>()
   public readonly registered: string[] = []
 
-  private register (name: string, options?: { calculate?: () => number | Promise<number> }): Metric & Counter | undefined {
+  private register (name: string, options?: { calculate?(): number | Promise<number> }): Metric & Counter | undefined {
     this.registered.push(name)
     if (options?.calculate != null) {
       this.calculated.set(name, options.calculate)

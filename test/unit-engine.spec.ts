@@ -9,8 +9,8 @@
  * giving up and reviving branches, and the records the engine reads back.
  */
 
-import { expect } from 'aegir/chai'
 import { logger } from '@libp2p/logger'
+import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
@@ -371,11 +371,13 @@ describe('Engine', () => {
 
     it('a getter that fails or never answers gives a BlockFetchError within the timeout', async () => {
       const n = await node(delta(1, [['/a', 'x']]))
+      // eslint-disable-next-line require-yield -- a getter that fails before its first chunk
       const failing = { get: async function * (): AsyncGenerator<Uint8Array> { throw new Error('no route') } }
       const err = await engine.fetchNode(n.cid, failing).then(() => undefined, (e: Error) => e)
       expect(err).to.have.property('name', 'BlockFetchError')
       expect(err?.message).to.include('no route')
       const stalling = {
+        // eslint-disable-next-line require-yield -- a getter that fails before its first chunk
         get: async function * (_: CID, opts?: AbortOptions): AsyncGenerator<Uint8Array> {
           await new Promise((resolve, reject) => { opts?.signal?.addEventListener('abort', () => { reject(new Error('aborted')) }) })
         }

@@ -9,8 +9,8 @@
  * rest of the walk; `preferPeer` reaches the block getter.
  */
 
-import { expect } from 'aegir/chai'
 import { logger } from '@libp2p/logger'
+import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { CID } from 'multiformats/cid'
@@ -256,6 +256,7 @@ describe('Walker', () => {
       createSession: (root) => {
         roots.push(root.toString())
         return {
+          // eslint-disable-next-line require-yield -- a getter that fails before its first chunk
           get: async function * (): AsyncGenerator<Uint8Array> { sessionGets++; throw new Error('session lost its peers') }
         }
       }

@@ -8,11 +8,11 @@
  */
 
 import { readFile, stat } from 'node:fs/promises'
-import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { join } from 'node:path'
+import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { askMerged } from '../helia/merged-protocol.js'
 import { createHeliaCRDT } from '../helia/index.js'
+import { askMerged } from '../helia/merged-protocol.js'
 import { createReplicaNode } from '../node/index.js'
 import type { CommandResult } from './commands.js'
 import type { CLIOptions } from './options.js'

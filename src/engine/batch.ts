@@ -6,11 +6,11 @@
  */
 
 import { elementSize } from '../codec/delta.js'
-import type { Delta, DeltaElement } from '../codec/delta.js'
 import { InvalidValueError, ValueTooLargeError } from '../errors.js'
+import type { Delta, DeltaElement } from '../codec/delta.js'
+import type { WriteProgressEvents } from '../interfaces.js'
 import type { Batch, Key } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
-import type { WriteProgressEvents } from '../interfaces.js'
 import type { ProgressOptions } from 'progress-events'
 
 /** What a batch holds for one key: the value to put and/or a delete of what was there */

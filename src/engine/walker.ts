@@ -35,11 +35,11 @@ import { MALFORMED_REASON } from './engine.js'
 import type { BlockGetter, Engine, FetchOptions } from './engine.js'
 import type { DAGBlockstore, SyncProgressEvents } from '../interfaces.js'
 import type { SyncProgress } from './sync-meter.js'
-import type { ProgressOptions } from 'progress-events'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
+import type { ProgressOptions } from 'progress-events'
 
 /**
  * A sibling with less than this share of `dagSyncerTimeout` left of the
@@ -245,7 +245,7 @@ export class Walker {
       return this.blockstore
     }
     try {
-      return await this.blockstore.createSession(root, options)
+      return this.blockstore.createSession(root, options)
     } catch (err: any) {
       this.log('no session for %c, fetching without one - %e', root, err)
       return this.blockstore

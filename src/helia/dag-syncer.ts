@@ -36,16 +36,16 @@
  * refuses it (`discard()`).
  */
 
+import { defaultLogger } from '@libp2p/logger'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { decodeNode } from '../codec/dag-node.js'
 import { DEFAULT_MAX_BLOCK_SIZE } from '../engine/crdt-datastore.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { ComponentLogger } from '@libp2p/interface'
-import { defaultLogger } from '@libp2p/logger'
-import type { ProgressOptions } from 'progress-events'
-import type { AbortOptions } from 'interface-store'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
+import type { ProgressOptions } from 'progress-events'
 
 /** A single-provider session as Helia's blockstore makes it */
 interface Session {

@@ -6,22 +6,22 @@
  */
 
 import { defaultLogger } from '@libp2p/logger'
+import { cleanKey } from '../crdt/layout.js'
 import { DefaultCRDTDatastore } from '../engine/crdt-datastore.js'
+import { nextPayloadOf } from '../engine/payload-queue.js'
 import { DatastoreStoppedError, InvalidOptionsError, MissingServiceError } from '../errors.js'
 import { DEFAULT_SESSIONS, heliaDAGSyncer } from './dag-syncer.js'
-import { cleanKey } from '../crdt/layout.js'
 import { serveMerged } from './merged-protocol.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
+import { heliaSync } from './sync/helia-sync.js'
 import { TopicWatch } from './topic-watch.js'
-import { nextPayloadOf } from '../engine/payload-queue.js'
 import type { WatchedPubSub } from './topic-watch.js'
 import type { CRDTDatastore, CRDTDatastoreComponents, CRDTDatastoreInit } from '../interfaces.js'
 import type { HeliaDAGSyncerComponents } from './dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
-import type { ComponentLogger, Libp2p, PrivateKey } from '@libp2p/interface'
-import { heliaSync } from './sync/helia-sync.js'
 import type { HeliaSync, SyncInit } from './sync/helia-sync.js'
+import type { ComponentLogger, Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
@@ -178,7 +178,7 @@ class DefaultHeliaCRDTDatastore extends DefaultCRDTDatastore implements HeliaCRD
 
   override async start (options?: AbortOptions): Promise<void> {
     await this.serially(async () => {
-      ;(this.broadcaster as TopicBroadcaster).open()
+      (this.broadcaster as TopicBroadcaster).open()
       try {
         await this.sync?.start(options)
         await super.start(options)

@@ -13,8 +13,8 @@
 import { defaultLogger } from '@libp2p/logger'
 import { AbortError } from 'abort-error'
 import { decodeBroadcastPayload, MAX_BROADCAST_SIZE } from '../codec/broadcast.js'
-import { InvalidOptionsError } from '../errors.js'
 import { DEFAULT_MAX_QUEUED_BYTES, PayloadQueue } from '../engine/payload-queue.js'
+import { InvalidOptionsError } from '../errors.js'
 import type { DecodedBroadcast } from '../codec/broadcast.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
 import type { Broadcaster } from '../interfaces.js'
@@ -91,7 +91,7 @@ export interface PubSubBroadcasterInit {
    * mode passes the store's `admitsBroadcast`, so payloads not signed by a
    * current writer stop at the first replica
    */
-  admit?: (data: Uint8Array) => boolean | Promise<boolean>
+  admit?(data: Uint8Array): boolean | Promise<boolean>
 }
 
 export const DEFAULT_MAX_QUEUED = 1024

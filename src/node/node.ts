@@ -13,8 +13,8 @@
  * `DEFAULT_MAX_PUBSUB_MESSAGE_SIZE`.
  */
 
-import { join } from 'node:path'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { withBitswap } from '@helia/bitswap'
@@ -31,11 +31,10 @@ import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
 import { createHeliaLight } from 'helia'
 import { DirectoryLockedError } from '../errors.js'
+import type { HeliaWithLibp2p } from '@helia/libp2p'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
-import type { PrivateKey } from '@libp2p/interface'
-import type { HeliaWithLibp2p } from '@helia/libp2p'
-import type { Libp2pOptions } from 'libp2p'
+import type { Metrics, PrivateKey } from '@libp2p/interface'
 
 /** The services of a replica node's libp2p */
 export interface ReplicaNodeServices extends Record<string, unknown> {
@@ -52,7 +51,7 @@ export interface ReplicaNodeInit {
    * e.g. `prometheusMetrics()`); `createHeliaCRDT()` registers the store's
    * metrics there too
    */
-  metrics?: Libp2pOptions['metrics']
+  metrics?: (components: any) => Metrics
   /**
    * Keep blocks, the node's datastore and its identity (`peer.key`) here;
    * without one everything is in memory and the identity is new each time

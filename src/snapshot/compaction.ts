@@ -9,7 +9,7 @@
  *
  * Membership: a *known replica* is an announcer heard on the topic within
  * `membershipWindow` (default one day) since this store started. A replica
- * *has passed* a snapshot when it announces it (Head field 101,
+ * has passed* a snapshot when it announces it (Head field 101,
  * src/codec/broadcast-snapshot.ts). Every replica announces the newest
  * snapshot it has passed: one it made, or one it heard of whose covered
  * heads it has all merged. A known replica whose broadcasts lack the field
@@ -30,13 +30,13 @@ import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
-import { decodeNode } from '../codec/dag-node.js'
 import { readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
+import { decodeNode } from '../codec/dag-node.js'
+import { decodeMarker } from '../crdt/or-set.js'
+import { WriteSet } from '../crdt/write-set.js'
+import { coveredPrefix } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
-import { coveredPrefix } from './cover.js'
-import { WriteSet } from '../crdt/write-set.js'
-import { decodeMarker } from '../crdt/or-set.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { DAGBlockstore } from '../interfaces.js'

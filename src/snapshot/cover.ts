@@ -23,9 +23,9 @@
  * - What a walk marks is committed in one batch under the merge lock.
  */
 
+import { Key } from 'interface-datastore'
 import * as varint from 'uint8-varint'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
-import { Key } from 'interface-datastore'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { encodePriority } from '../crdt/or-set.js'

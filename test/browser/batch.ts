@@ -5,8 +5,8 @@
 
 import { batchCases, eventCases } from '../fixtures/cases/batch.js'
 import { idbReplica, syncReplica } from './fixtures/stores.js'
-import type { CaseHarness } from '../fixtures/cases/harness.js'
 import type { Replica } from './fixtures/stores.js'
+import type { CaseHarness } from '../fixtures/cases/harness.js'
 
 const indexedDB: CaseHarness<Replica> = {
   replica: async init => idbReplica(undefined, init),
