@@ -10,23 +10,24 @@ import { spawn } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
-import type { MemoryBlockstore } from 'blockstore-core'
-import type { CID } from 'multiformats/cid'
-import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
-import { encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
-import { createHeliaCRDT } from '../src/helia/index.js'
-import { createReplicaNode } from '../src/node/index.js'
-import { encodeBroadcast, encodeNode, parseWriter, parseWriters, signBroadcast, signedBytes, verifyBroadcast } from '../src/index.js'
-import { CLI_PATH } from '../src/cli/process.js'
+import all from 'it-all'
 import { promptOf } from '../src/cli/commands.js'
+import { CLI_PATH } from '../src/cli/process.js'
+import { encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
+import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
+import { encodeBroadcast, encodeNode, parseWriter, parseWriters, signBroadcast, signedBytes, verifyBroadcast } from '../src/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
-import { hostileServer } from './fixtures/sync-peers.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
-import type { CRDTDatastoreInit, CRDTDatastoreComponents, CRDTDatastore } from '../src/index.js'
+import { hostileServer } from './fixtures/sync-peers.js'
 import type { HeliaCRDTDatastore, HeliaCRDTInit } from '../src/helia/index.js'
+import type { CRDTDatastoreInit, CRDTDatastoreComponents, CRDTDatastore } from '../src/index.js'
 import type { ReplicaNode } from '../src/node/index.js'
 import type { Ed25519PrivateKey } from '@libp2p/interface'
+import type { MemoryBlockstore } from 'blockstore-core'
+import type { CID } from 'multiformats/cid'
 
 const TOPIC = 'trusted-test'
 const key = (s: string): Key => new Key(s)
@@ -165,7 +166,7 @@ describe('trusted writers: one replica', function () {
     const batch = r.store.batch()
     batch.put(key('/b'), enc('2'))
     await expect(batch.commit()).to.eventually.be.rejected.with.property('name', 'NotAWriterError')
-    const many = async (): Promise<void> => { for await (const _ of r.store.putMany([{ key: key('/c'), value: enc('3') }])) {} } // eslint-disable-line no-empty
+    const many = async (): Promise<void> => { await all(r.store.putMany([{ key: key('/c'), value: enc('3') }])) }
     await expect(many()).to.eventually.be.rejected.with.property('name', 'NotAWriterError')
     expect(r.store.heads()).to.have.lengthOf(0)
     expect(await stateOf(r.store)).to.deep.equal([])

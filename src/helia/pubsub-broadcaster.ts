@@ -91,7 +91,7 @@ export interface PubSubBroadcasterInit {
    * mode passes the store's `admitsBroadcast`, so payloads not signed by a
    * current writer stop at the first replica
    */
-  admit?: (data: Uint8Array) => boolean | Promise<boolean>
+  admit?(data: Uint8Array): boolean | Promise<boolean>
 }
 
 export const DEFAULT_MAX_QUEUED = 1024
