@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
+import all from 'it-all'
 import { promptOf } from '../src/cli/commands.js'
 import { CLI_PATH } from '../src/cli/process.js'
 import { encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
@@ -165,7 +166,7 @@ describe('trusted writers: one replica', function () {
     const batch = r.store.batch()
     batch.put(key('/b'), enc('2'))
     await expect(batch.commit()).to.eventually.be.rejected.with.property('name', 'NotAWriterError')
-    const many = async (): Promise<void> => { for await (const stored of r.store.putMany([{ key: key('/c'), value: enc('3') }])) void stored }
+    const many = async (): Promise<void> => { await all(r.store.putMany([{ key: key('/c'), value: enc('3') }])) }
     await expect(many()).to.eventually.be.rejected.with.property('name', 'NotAWriterError')
     expect(r.store.heads()).to.have.lengthOf(0)
     expect(await stateOf(r.store)).to.deep.equal([])
