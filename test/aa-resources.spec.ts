@@ -29,4 +29,4 @@ export function liveTimers (): TrackedTimer[] {
   return [...timers.values()].filter(t => t.resource._destroyed !== true && t.resource.hasRef?.() === true)
 }
 
-;(globalThis as any).__crdtLiveTimers = liveTimers
+(globalThis as any).__crdtLiveTimers = liveTimers

@@ -7,11 +7,11 @@
 
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
-import type { CID } from 'multiformats/cid'
-import { decodeBroadcast } from '../src/index.js'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
+import { decodeBroadcast } from '../src/index.js'
 import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
+import type { CID } from 'multiformats/cid'
 
 async function blockOf (blockstore: { get(cid: CID): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }, cid: CID): Promise<Uint8Array> {
   const chunks: Uint8Array[] = []
@@ -124,5 +124,4 @@ describe('blocks in broadcasts', function () {
     expect(net.fetches).to.be.greaterThan(before)
     expect(await blockOf(reader.blockstore.local, head.cid)).to.deep.equal(real)
   })
-
 })

@@ -1,7 +1,7 @@
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
-import { dec, enc, memoryReplica, readBlock, syncReplica } from './fixtures/stores.js'
 import { decodeNode } from '../src/index.js'
+import { dec, enc, memoryReplica, readBlock, syncReplica } from './fixtures/stores.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 
 const k = new Key('/k')

@@ -2,12 +2,12 @@ import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { PayloadQueue } from '../src/engine/payload-queue.js'
 import { encodeBroadcast } from '../src/index.js'
-import type { Broadcaster } from '../src/index.js'
 import { TestNetwork, convergeHeads, stateOf, waitFor } from './fixtures/network.js'
 import { dagPbNode, delta, element } from './fixtures/pb-writer.js'
 import { dec, enc, memoryReplica, tempDir } from './fixtures/stores.js'
-import { PayloadQueue } from '../src/engine/payload-queue.js'
+import type { Broadcaster } from '../src/index.js'
 
 const key = (s: string): Key => new Key(s)
 

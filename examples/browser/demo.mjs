@@ -21,7 +21,13 @@ import { createReplicaNode } from '../../dist/src/node/index.js'
 
 export const DEFAULT_TOPIC = 'datastore-crdt-browser-example'
 
-/** Starts the Node replica and the page server; `stop()` stops both */
+/**
+ * Starts the Node replica and the page server; `stop()` stops both
+ *
+ * @param root0
+ * @param root0.port
+ * @param root0.topic
+ */
 export async function startDemo ({ port = 0, topic = DEFAULT_TOPIC } = {}) {
   const node = await createReplicaNode({ listen: ['/ip4/127.0.0.1/tcp/0/ws'] })
   const store = await createHeliaCRDT(node, { topic, rebroadcastInterval: 1000 })

@@ -9,8 +9,8 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { Key } from 'interface-datastore'
 import { escapeControl as esc } from './escape.js'
-import type { CRDTBatch } from '../index.js'
 import type { HeliaCRDTDatastore } from '../helia/index.js'
+import type { CRDTBatch } from '../index.js'
 import type { ReplicaNode } from '../node/index.js'
 
 export interface CommandContext {

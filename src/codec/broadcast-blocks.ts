@@ -9,9 +9,9 @@
  */
 
 import { CID } from 'multiformats/cid'
+import { MAX_BROADCAST_HEADS } from './broadcast.js'
 import { CRDTBroadcast } from './pb/broadcast.js'
 import { verifyBlock } from './verify-block.js'
-import { MAX_BROADCAST_HEADS } from './broadcast.js'
 import type { BroadcastHead } from './broadcast.js'
 
 /** A block as carried in a broadcast */

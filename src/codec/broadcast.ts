@@ -13,8 +13,8 @@
 
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { DAG_PB_CODE } from './block-key.js'
 import { MalformedBroadcastError } from '../errors.js'
+import { DAG_PB_CODE } from './block-key.js'
 import { CRDTBroadcast } from './pb/broadcast.js'
 
 /** A head as announced on the wire */

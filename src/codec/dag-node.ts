@@ -7,9 +7,9 @@
 import * as dagPB from '@ipld/dag-pb'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { MalformedBlockError } from '../errors.js'
 import { DAG_PB_CODE } from './block-key.js'
 import { decodeDelta, encodeDelta } from './delta.js'
-import { MalformedBlockError } from '../errors.js'
 import type { Delta } from './delta.js'
 
 /** A DAG node ready to be stored */

@@ -8,10 +8,10 @@
  * ones saturate, see `decodeDelta`).
  */
 
-import { Delta as PBDelta } from './pb/delta.js'
-import { isBlockKey } from './block-key.js'
-import { MalformedDeltaError } from '../errors.js'
 import { cleanKey } from '../crdt/layout.js'
+import { MalformedDeltaError } from '../errors.js'
+import { isBlockKey } from './block-key.js'
+import { Delta as PBDelta } from './pb/delta.js'
 import type { Element as PBElement } from './pb/delta.js'
 
 /** One element of a delta: a key and its value, or a tombstone naming an element id */

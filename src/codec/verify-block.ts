@@ -5,8 +5,8 @@
  * it is the hash every replica (ours and go-ds-crdt's) writes.
  */
 
-import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import type { CID } from 'multiformats/cid'
 
 /** True when `bytes` hash (sha2-256) to the digest in `cid` */

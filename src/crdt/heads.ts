@@ -8,8 +8,8 @@
  * cache only once that WriteSet commits.
  */
 
-import { compare as compareBytes } from 'uint8arrays/compare'
 import * as varint from 'uint8-varint'
+import { compare as compareBytes } from 'uint8arrays/compare'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { CorruptStateError } from '../errors.js'
 import { unescapeSegment } from './layout.js'

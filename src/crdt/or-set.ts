@@ -15,16 +15,16 @@
  * The set knows nothing about DAGs: it merges deltas given an id.
  */
 
-import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
-import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
-import * as varint from 'uint8-varint'
 import { Key } from 'interface-datastore'
 import { NotFoundError } from 'interface-store'
+import * as varint from 'uint8-varint'
+import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { CorruptStateError } from '../errors.js'
 import { cleanKey, escapeSegment, unescapeSegment } from './layout.js'
-import type { DeltaElement, Delta } from '../codec/delta.js'
 import type { Layout } from './layout.js'
 import type { WriteSet } from './write-set.js'
+import type { DeltaElement, Delta } from '../codec/delta.js'
 import type { Datastore, Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 

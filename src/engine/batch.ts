@@ -6,8 +6,8 @@
  */
 
 import { elementSize } from '../codec/delta.js'
-import type { Delta, DeltaElement } from '../codec/delta.js'
 import { InvalidValueError, ValueTooLargeError } from '../errors.js'
+import type { Delta, DeltaElement } from '../codec/delta.js'
 import type { Batch, Key } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 

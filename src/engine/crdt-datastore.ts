@@ -9,32 +9,32 @@ import { BaseDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import { TypedEventEmitter } from 'main-event'
 import * as varint from 'uint8-varint'
-import { CRDTBatch, DeltaBuilder } from './batch.js'
-import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
-import { Engine } from './engine.js'
+import { MAX_DAG_NAME_BYTES } from '../codec/delta.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from '../crdt/layout.js'
-import { Replicator } from './replicator.js'
-import { dotDAG, printDAG } from './debug.js'
 import { migrateLayout } from '../crdt/migrate.js'
-import { purgeDAG } from './purge.js'
+import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
 import { createSnapshot } from '../snapshot/create.js'
 import { installSnapshot } from '../snapshot/install.js'
-import type { CreateSnapshotOptions } from '../snapshot/create.js'
-import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
+import { CRDTBatch, DeltaBuilder } from './batch.js'
+import { dotDAG, printDAG } from './debug.js'
+import { Engine } from './engine.js'
+import { purgeDAG } from './purge.js'
+import { Replicator } from './replicator.js'
 import { Walker } from './walker.js'
 import type { BatchOptions, KeyOp } from './batch.js'
 import type { DAGViewOptions } from './debug.js'
-import { MAX_DAG_NAME_BYTES } from '../codec/delta.js'
-import type { DeltaElement } from '../codec/delta.js'
 import type { DAGBlockstore } from './engine.js'
+import type { Broadcaster } from './replicator.js'
+import type { DeltaElement } from '../codec/delta.js'
 import type { Head } from '../crdt/heads.js'
 import type { SetChange } from '../crdt/or-set.js'
-import type { Broadcaster } from './replicator.js'
+import type { CreateSnapshotOptions } from '../snapshot/create.js'
+import type { InstallResult, InstallSnapshotOptions } from '../snapshot/install.js'
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import type { Datastore, KeyQuery, Pair, Query } from 'interface-datastore'
 import type { AbortOptions, AwaitGenerator, AwaitIterable } from 'interface-store'
-import type { CID } from 'multiformats/cid'
 import type { TypedEventTarget } from 'main-event'
+import type { CID } from 'multiformats/cid'
 
 /** The collaborators a CRDT datastore is built from */
 export interface CRDTDatastoreComponents {
@@ -357,7 +357,7 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
       maxQueuedHeadsPerAnnouncer: Math.min(MAX_QUEUED_HEADS_PER_ANNOUNCER, maxQueuedHeads),
       maxQueuedHeads,
       penaltyThreshold: PENALTY_THRESHOLD,
-      broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
+      broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0)
     })
   }
 
@@ -751,4 +751,3 @@ export class CRDTDatastore extends BaseDatastore implements TypedEventTarget<CRD
     }
   }
 }
-

@@ -211,7 +211,7 @@ export class Walker {
       return this.blockstore
     }
     try {
-      return await this.blockstore.createSession(root, options)
+      return this.blockstore.createSession(root, options)
     } catch (err: any) {
       this.log('no session for %c, fetching without one - %e', root, err)
       return this.blockstore

@@ -28,8 +28,8 @@
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import type { DAGBlockstore } from '../engine/engine.js'
-import type { AbortOptions } from 'interface-store'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
 /** A single-provider session as Helia's blockstore makes it */

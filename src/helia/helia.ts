@@ -6,21 +6,21 @@
  */
 
 import { defaultLogger } from '@libp2p/logger'
+import { cleanKey } from '../crdt/layout.js'
 import { CRDTDatastore } from '../engine/crdt-datastore.js'
 import { DatastoreStoppedError, InvalidOptionsError, MissingServiceError } from '../errors.js'
 import { DEFAULT_SESSIONS, heliaDAGSyncer } from './dag-syncer.js'
-import { cleanKey } from '../crdt/layout.js'
 import { serveMerged } from './merged-protocol.js'
 import { pubsubBroadcaster } from './pubsub-broadcaster.js'
+import { heliaSync } from './sync/helia-sync.js'
 import { TopicWatch } from './topic-watch.js'
-import type { WatchedPubSub } from './topic-watch.js'
-import type { CRDTDatastoreComponents, CRDTDatastoreInit } from '../engine/crdt-datastore.js'
 import type { HeliaDAGSyncerComponents } from './dag-syncer.js'
 import type { PubSub, PubSubBroadcaster, PubSubBroadcasterInit } from './pubsub-broadcaster.js'
+import type { WatchedPubSub } from './topic-watch.js'
+import type { CRDTDatastoreComponents, CRDTDatastoreInit } from '../engine/crdt-datastore.js'
 import type { ReceivedPayload } from '../engine/payload-queue.js'
-import type { ComponentLogger, Libp2p } from '@libp2p/interface'
-import { heliaSync } from './sync/helia-sync.js'
 import type { HeliaSync, SyncInit } from './sync/helia-sync.js'
+import type { ComponentLogger, Libp2p } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
@@ -154,7 +154,7 @@ export class HeliaCRDTDatastore extends CRDTDatastore {
 
   override async start (options?: AbortOptions): Promise<void> {
     await this.serially(async () => {
-      ;(this.broadcaster as TopicBroadcaster).open()
+      (this.broadcaster as TopicBroadcaster).open()
       try {
         await this.sync?.start(options)
         await super.start(options)

@@ -13,8 +13,8 @@
  * `DEFAULT_MAX_PUBSUB_MESSAGE_SIZE`.
  */
 
-import { join } from 'node:path'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { withBitswap } from '@helia/bitswap'
@@ -31,10 +31,10 @@ import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
 import { createHeliaLight } from 'helia'
 import { DirectoryLockedError } from '../errors.js'
+import type { HeliaWithLibp2p } from '@helia/libp2p'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
-import type { HeliaWithLibp2p } from '@helia/libp2p'
 
 /** The services of a replica node's libp2p */
 export interface ReplicaNodeServices extends Record<string, unknown> {

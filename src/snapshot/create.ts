@@ -21,9 +21,9 @@
  */
 
 import { blockKey } from '../codec/block-key.js'
-import { SnapshotNotReadyError } from '../errors.js'
 import { unescapeSegment } from '../crdt/layout.js'
 import { decodeMarker } from '../crdt/or-set.js'
+import { SnapshotNotReadyError } from '../errors.js'
 import { chunkRecords, compareHeads, compareRecords, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
 import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotTombstone } from './format.js'
 import type { DAGBlockstore, Engine } from '../engine/engine.js'

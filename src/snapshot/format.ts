@@ -28,8 +28,8 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { isBlockKey } from '../codec/block-key.js'
 import { canonicalDagName, MAX_PRIORITY } from '../codec/delta.js'
-import { InvalidSnapshotError } from '../errors.js'
 import { cleanKey, escapeSegment } from '../crdt/layout.js'
+import { InvalidSnapshotError } from '../errors.js'
 
 /** Version of the snapshot format written by this release */
 export const SNAPSHOT_VERSION = 1

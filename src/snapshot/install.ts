@@ -20,15 +20,15 @@
 
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { blockKey } from '../codec/block-key.js'
-import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
 import { encodePriority } from '../crdt/or-set.js'
-import { withTimeout } from '../utils.js'
 import { WriteSet } from '../crdt/write-set.js'
+import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
+import { withTimeout } from '../utils.js'
 import { compareRecords, decodeElementChunk, decodeRoot, decodeTombstoneChunk, verifyBlock } from './format.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotElement, SnapshotRoot, SnapshotTombstone } from './format.js'
-import type { BlockGetter } from '../engine/engine.js'
 import type { SetChange } from '../crdt/or-set.js'
+import type { BlockGetter } from '../engine/engine.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 

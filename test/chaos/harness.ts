@@ -22,9 +22,9 @@ import { createCRDTDatastore } from '../../src/index.js'
 import { rng } from '../fixtures/network.js'
 import { CHAOS_NAMESPACE } from './protocol.js'
 import { ReplicaProcess } from './replica-process.js'
-import type { BroadcastFaults, FaultCounts } from '../fixtures/faulty-broadcaster.js'
 import type { BatchOp, JunkKind, ReplicaStatus } from './protocol.js'
 import type { CRDTDatastoreInit } from '../../src/index.js'
+import type { BroadcastFaults, FaultCounts } from '../fixtures/faulty-broadcaster.js'
 
 export interface ChaosOptions {
   seed: number

@@ -64,7 +64,7 @@ describe('interop with go-ds-crdt v0.6.8 replicas', function () {
     const result = await ensureGoReplicaBinary()
     if (!result.ok) {
       const required = interopRequiredBy()
-      // eslint-disable-next-line no-console
+
       console.log(`      interop suite NOT RUN: ${result.reason}${required == null ? '' : ` (required by ${required}: failing)`}`)
       if (required != null) throw new Error(`interop suite NOT RUN: ${result.reason}; ${required} requires it`)
       this.skip()

@@ -8,7 +8,6 @@
  * makes the extensionless paths resolve; the helpers' API is unchanged.
  * Remove this once the runner supports mocha 12.
  */
-'use strict'
 
 const Module = require('node:module')
 

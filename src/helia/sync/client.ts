@@ -20,8 +20,8 @@
  */
 
 import { decodeNode } from '../../codec/dag-node.js'
-import { SyncProtocolError } from '../../errors.js'
 import { verifyBlock } from '../../codec/verify-block.js'
+import { SyncProtocolError } from '../../errors.js'
 import { FrameReader, writeFrame } from './frames.js'
 import { decodeBlock, encodeRequest } from './protocol.js'
 import type { FrameStream } from './frames.js'

@@ -13,8 +13,8 @@
  * buffer is full.
  */
 
-import { Uint8ArrayList } from 'uint8arraylist'
 import { decode as varintDecode, encode as varintEncode } from 'uint8-varint'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { SyncProtocolError } from '../../errors.js'
 import type { Stream } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'

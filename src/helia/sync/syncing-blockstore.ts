@@ -331,7 +331,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
       return
     }
-    for await (const _ of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) {} // eslint-disable-line no-unused-vars
+    for await (const _ of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) {}
   }
 
   private waiterFor (key: string): Waiter {
