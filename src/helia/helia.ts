@@ -77,7 +77,7 @@ export const DEFAULT_NAMESPACE_PREFIX = '/datastore-crdt'
  * The broadcaster of a Helia store: subscribes to the topic while the store
  * runs and unsubscribes when it stops, so the store can stop and start again
  */
-class TopicBroadcaster implements PubSubBroadcaster {
+export class TopicBroadcaster implements PubSubBroadcaster {
   public readonly topic: string
   private readonly make: () => PubSubBroadcaster
   private readonly watch: TopicWatch
