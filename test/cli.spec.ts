@@ -144,6 +144,7 @@ describe('command-line replica', function () {
     expect(text.stdout).to.equal('evil\\x1b[2J\\x07\\u202eend\\nline\n')
     const list = await run([CLI_PATH, '--data', data, 'list'])
     expect(list.stdout).to.equal('/k\\x1b]0;title\\x07 = evil\\x1b[2J\\x07\\u202eend\\nline\n')
+    // eslint-disable-next-line no-control-regex -- the point: no control character reaches the terminal
     expect(list.stdout).to.not.match(/[\x00-\x09\x0b-\x1f\x7f]/)
     const json = await run([CLI_PATH, '--data', data, '--json', 'get', '/k\x1b]0;title\x07'])
     expect(JSON.parse(json.stdout).value).to.equal(hostile)

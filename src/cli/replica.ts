@@ -17,6 +17,7 @@ import type { CommandResult } from './commands.js'
 import type { CLIOptions } from './options.js'
 import type { HeliaCRDTDatastore } from '../helia/index.js'
 import type { ReplicaNode } from '../node/index.js'
+import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 
 export interface Replica {
@@ -157,7 +158,7 @@ export async function waitForSync (replica: Replica, options: CLIOptions, notice
  * write is stored locally only.
  */
 export async function confirmWrite (replica: Replica, options: CLIOptions, result: CommandResult, head: CID): Promise<void> {
-  const peers = () => [...new Map(replica.node.libp2p.getConnections().map(c => [c.remotePeer.toString(), c.remotePeer])).values()]
+  const peers = (): PeerId[] => [...new Map(replica.node.libp2p.getConnections().map(c => [c.remotePeer.toString(), c.remotePeer])).values()]
   const start = Date.now()
   let holder: string | undefined
   if (options.timeout > 0 && peers().length > 0) {

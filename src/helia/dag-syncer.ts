@@ -211,7 +211,24 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         }
       })
     }
+    // asks one peer; the first block to arrive is kept, and every ask that ends wakes the loop below
+    const launch = (id: string, target: CID | Multiaddr): void => {
+      asked.add(id)
+      const attempt: Promise<void> = ask(cid, target, signal)
+        .then(bytes => {
+          if (found == null) {
+            found = bytes
+            served(id)
+          }
+        }, () => {})
+        .finally(() => {
+          asks.delete(attempt)
+          wake?.()
+        })
+      asks.add(attempt)
+    }
     try {
+      // eslint-disable-next-line no-unmodified-loop-condition -- launch()'s asks set found
       while (found == null) {
         signal.throwIfAborted()
         const peers = connected()
@@ -227,21 +244,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
           continue
         }
         const wanted = asked.size > 0 ? LATER_ASKS : goodPeers.includes(fresh[0]) || fresh[0] === options?.preferPeer ? 1 : FIRST_ASKS
-        for (const id of fresh.slice(0, Math.max(0, Math.min(wanted, MAX_ASKS - asks.size)))) {
-          asked.add(id)
-          const attempt: Promise<void> = ask(cid, peers.get(id) as CID | Multiaddr, signal)
-            .then(bytes => {
-              if (found == null) {
-                found = bytes
-                served(id)
-              }
-            }, () => {})
-            .finally(() => {
-              asks.delete(attempt)
-              wake?.()
-            })
-          asks.add(attempt)
-        }
+        for (const id of fresh.slice(0, Math.max(0, Math.min(wanted, MAX_ASKS - asks.size)))) launch(id, peers.get(id) as CID | Multiaddr)
         // an ask that ends (with the block or a no) wakes this at once; one
         // that is slow to answer lets more peers be asked after a while
         await sleep(ANSWER_WAIT)

@@ -180,6 +180,7 @@ async function junk (kind: JunkKind, tag: string): Promise<{ cid?: string, key?:
       payload = encodeBroadcast([{ cid, dagName: '' }])
       break
     }
+    // no default
   }
   await inner.broadcast(payload)
   await store.receive(payload)
@@ -245,6 +246,7 @@ async function handle (req: ReplicaRequest): Promise<unknown> {
       await broadcaster.stop()
       await node.stop()
       return undefined
+    // no default
   }
 }
 

@@ -331,7 +331,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
       return
     }
-    for await (const _ of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) {}
+    // putMany is lazy: pulling it to the end stores the blocks
+    for await (const stored of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) void stored
   }
 
   private waiterFor (key: string): Waiter {
@@ -361,7 +362,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
 
 function deferred (): Waiter {
   let resolve!: (found: boolean) => void
-  const promise = new Promise<boolean>(r => { resolve = r })
+  const promise = new Promise<boolean>(_resolve => { resolve = _resolve })
   return { promise, resolve }
 }
 
