@@ -13,10 +13,10 @@ import { pubsubBroadcaster } from '../src/helia/index.js'
 import { TopicWatch } from '../src/helia/topic-watch.js'
 import { createReplicaNode } from '../src/node/index.js'
 import { Inbox, waitFor } from './fixtures/network.js'
+import type { TestNetwork } from './fixtures/network.js'
 import type { PubSubBroadcaster } from '../src/helia/index.js'
 import type { WatchedPubSub } from '../src/helia/topic-watch.js'
 import type { ReplicaNode } from '../src/node/index.js'
-import type { TestNetwork } from './fixtures/network.js'
 
 let seq = 0
 

@@ -115,9 +115,9 @@ export function broadcasterTests <B extends Broadcaster> (test: BroadcasterTestS
     const signal = AbortSignal.timeout(deliveryTimeout)
     const received: Uint8Array[] = []
     const missing = (): Uint8Array[] => payloads.filter(p => !received.some(r => sameBytes(r, p)))
-    let done = false
+    const state = { done: false }
     const sending = (async () => {
-      for (let round = 0; round < 100_000 && !done && !signal.aborted; round++) {
+      for (let round = 0; round < 100_000 && !state.done && !signal.aborted; round++) {
         for (const p of missing()) await pair.sender.broadcast(p, { signal })
         await new Promise(resolve => setTimeout(resolve, every))
       }
@@ -129,7 +129,7 @@ export function broadcasterTests <B extends Broadcaster> (test: BroadcasterTestS
         }))
       }
     } finally {
-      done = true
+      state.done = true
       await sending.catch(() => {})
     }
     return received
