@@ -2,24 +2,15 @@
  * Small helpers shared by the engine's files.
  */
 
+import { TimeoutError } from '@libp2p/interface'
 import { AbortError } from 'abort-error'
 import type { AbortOptions } from 'interface-store'
 
-/** Resolves after `ms`, or rejects with an AbortError when the signal fires */
-export async function delay (ms: number, options?: AbortOptions): Promise<void> {
-  options?.signal?.throwIfAborted()
-  await new Promise<void>((resolve, reject) => {
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(new AbortError())
-    }
-    const timer = setTimeout(() => {
-      options?.signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    options?.signal?.addEventListener('abort', onAbort, { once: true })
-  })
-}
+/** Resolves after `ms`, or rejects with the signal's reason when it fires (the `delay` package) */
+export { default as delay } from 'delay'
+
+/** Thrown when `withTimeout` runs out of time: libp2p's, so callers match one `TimeoutError` */
+export { TimeoutError }
 
 /**
  * Runs `fn` with a signal that fires when the given one does or after `ms`
@@ -36,12 +27,6 @@ export async function withTimeout <T> (signal: AbortSignal | undefined, ms: numb
   } finally {
     clearTimeout(timer)
   }
-}
-
-/** Thrown when `withTimeout` runs out of time */
-export class TimeoutError extends Error {
-  static override name = 'TimeoutError'
-  override name = 'TimeoutError'
 }
 
 /** `d` ± 30%, as go-ds-crdt spreads its rebroadcasts */

@@ -8,6 +8,7 @@
  * ones saturate, see `decodeDelta`).
  */
 
+import { encodingLength } from 'uint8-varint'
 import { cleanKey } from '../crdt/layout.js'
 import { MalformedDeltaError } from '../errors.js'
 import { isBlockKey } from './block-key.js'
@@ -120,17 +121,8 @@ function toElement (e: PBElement): DeltaElement {
 
 const textEncoder = new TextEncoder()
 
-function varintLength (n: number): number {
-  let len = 1
-  while (n >= 0x80) {
-    n = Math.floor(n / 128)
-    len++
-  }
-  return len
-}
-
 function lengthDelimited (n: number): number {
-  return varintLength(n) + n
+  return encodingLength(n) + n
 }
 
 /**

@@ -5,7 +5,7 @@
  * announced lately, and resumes unfinished walks (repair).
  */
 
-import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import toBuffer from 'it-to-buffer'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks } from '../codec/broadcast-blocks.js'
 import { decodeBroadcast, MAX_BROADCAST_SIZE, splitBroadcast } from '../codec/broadcast.js'
 import { isMalformed } from '../errors.js'
@@ -423,9 +423,7 @@ export class Replicator {
     let size = 0
     for (const { cid } of heads) {
       if (size >= max || !(await this.init.blockstore.has(cid))) continue
-      const chunks: Uint8Array[] = []
-      for await (const chunk of this.init.blockstore.get(cid, { signal: this.signal })) chunks.push(chunk)
-      const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+      const bytes = await toBuffer(this.init.blockstore.get(cid, { signal: this.signal }))
       if (size + bytes.byteLength > max) continue
       size += bytes.byteLength
       out.push({ cid, bytes })

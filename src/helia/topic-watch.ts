@@ -7,7 +7,9 @@
  * not watched. The timer runs between `start()` and `stop()` only.
  */
 
+import { repeatingTask } from '@libp2p/utils'
 import type { Logger } from '@libp2p/interface'
+import type { RepeatingTask } from '@libp2p/utils'
 
 /** The parts of a pubsub service the watch reads */
 export interface WatchedPubSub {
@@ -22,7 +24,7 @@ export class TopicWatch {
   private readonly topic: string
   private readonly log: Logger
   private readonly interval: number
-  private timer?: ReturnType<typeof setInterval>
+  private task?: RepeatingTask
   private lonely = 0
 
   constructor (pubsub: WatchedPubSub, topic: string, log: Logger, interval = DEFAULT_TOPIC_CHECK_INTERVAL) {
@@ -33,13 +35,14 @@ export class TopicWatch {
   }
 
   start (): void {
-    if (this.timer != null || typeof this.pubsub.getPeers !== 'function' || typeof this.pubsub.getSubscribers !== 'function') return
-    this.timer = setInterval(() => { this.check() }, this.interval)
+    if (this.task != null || typeof this.pubsub.getPeers !== 'function' || typeof this.pubsub.getSubscribers !== 'function') return
+    this.task = repeatingTask(() => { this.check() }, this.interval)
+    this.task.start()
   }
 
   stop (): void {
-    clearInterval(this.timer)
-    this.timer = undefined
+    this.task?.stop()
+    this.task = undefined
     this.lonely = 0
   }
 

@@ -18,7 +18,7 @@
  *   processed marker with its height, so later walks stop at it.
  */
 
-import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import toBuffer from 'it-to-buffer'
 import { blockKey } from '../codec/block-key.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
@@ -60,18 +60,13 @@ export interface InstallSnapshotOptions extends AbortOptions {
  * `InvalidSnapshotError`.
  */
 async function fetchVerified (getter: BlockGetter, cid: CID, timeout: number, options?: AbortOptions): Promise<Uint8Array> {
-  let chunks: Uint8Array[]
+  let bytes: Uint8Array
   try {
-    chunks = await withTimeout(options?.signal, timeout, async signal => {
-      const out: Uint8Array[] = []
-      for await (const chunk of getter.get(cid, { signal })) out.push(chunk)
-      return out
-    })
+    bytes = await withTimeout(options?.signal, timeout, async signal => toBuffer(getter.get(cid, { signal })))
   } catch (err: any) {
     options?.signal?.throwIfAborted()
     throw new BlockFetchError(`Could not fetch snapshot block ${cid}: ${err.message}`, { cause: err })
   }
-  const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
   await verifyBlock(cid, bytes)
   return bytes
 }

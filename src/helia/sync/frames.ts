@@ -13,7 +13,7 @@
  * buffer is full.
  */
 
-import { decode as varintDecode, encode as varintEncode } from 'uint8-varint'
+import { decode as varintDecode, encode as varintEncode, encodingLength } from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { SyncProtocolError } from '../../errors.js'
 import type { Stream } from '@libp2p/interface'
@@ -87,7 +87,7 @@ export class FrameReader {
     if (this.buffer.byteLength === 0) return false
     try {
       const length = varintDecode(this.buffer)
-      return this.buffer.byteLength >= varintEncodingLength(length) + length
+      return this.buffer.byteLength >= encodingLength(length) + length
     } catch {
       return false
     }
@@ -106,7 +106,7 @@ export class FrameReader {
     if (length > this.init.maxFrame) {
       throw new SyncProtocolError(`Frame of ${length} bytes exceeds the limit of ${this.init.maxFrame}`)
     }
-    const prefix = varintEncodingLength(length)
+    const prefix = encodingLength(length)
     if (this.buffer.byteLength < prefix + length) return undefined
     const frame = this.buffer.subarray(prefix, prefix + length)
     this.buffer.consume(prefix + length)
@@ -157,15 +157,6 @@ export async function writeFrame (stream: FrameStream, bytes: Uint8Array, option
   if (!stream.send(new Uint8ArrayList(varintEncode(bytes.byteLength), bytes))) {
     await stream.onDrain(options)
   }
-}
-
-function varintEncodingLength (n: number): number {
-  let len = 1
-  while (n >= 0x80) {
-    n = Math.floor(n / 128)
-    len++
-  }
-  return len
 }
 
 /**

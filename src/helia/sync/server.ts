@@ -19,6 +19,7 @@
  *   whose request does not arrive within the idle timeout is reset.
  */
 
+import toBuffer from 'it-to-buffer'
 import { decodeNode } from '../../codec/dag-node.js'
 import { SyncProtocolError } from '../../errors.js'
 import { FrameReader, IdleWatchdog, writeFrame } from './frames.js'
@@ -183,14 +184,8 @@ class BlockSyncServer implements SyncServer {
     const { blockstore } = this.components
     const signal = this.controller.signal
     try {
-      const chunks: Uint8Array[] = []
-      let size = 0
-      for await (const chunk of blockstore.get(cid, { signal, offline: true })) {
-        chunks.push(chunk)
-        size += chunk.byteLength
-      }
-      if (size > DEFAULT_MAX_BLOCK_SIZE) return undefined
-      const bytes = chunks.length === 1 ? chunks[0] : concat(chunks, size)
+      const bytes = await toBuffer(blockstore.get(cid, { signal, offline: true }))
+      if (bytes.byteLength > DEFAULT_MAX_BLOCK_SIZE) return undefined
       const node = decodeNode(cid, bytes)
       return { cid, bytes, height: node.delta.priority, links: node.links }
     } catch (err: any) {
@@ -199,16 +194,6 @@ class BlockSyncServer implements SyncServer {
       return undefined
     }
   }
-}
-
-function concat (chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size)
-  let at = 0
-  for (const c of chunks) {
-    out.set(c, at)
-    at += c.byteLength
-  }
-  return out
 }
 
 /** A binary max-heap of queued nodes by height */
