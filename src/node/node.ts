@@ -102,32 +102,6 @@ export const DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS = 32
 export const DEFAULT_MAX_PUBSUB_MESSAGE_SIZE = 1024 * 1024
 
 /** Opens a LevelDB store, telling a directory held by another process from other failures */
-/**
- * LevelDB stores with Helia's component lifecycle: Helia stops its
- * blockstore and datastore (as Startable components) once its mixins, the
- * network among them, have stopped, and that closes the database. `start`
- * opens it again if needed; the first open is `openLevel`'s.
- */
-class HeliaLevelDatastore extends LevelDatastore {
-  async start (): Promise<void> {
-    if (this.db.status !== 'open') await this.open()
-  }
-
-  async stop (): Promise<void> {
-    if (this.db.status === 'open') await this.close()
-  }
-}
-
-class HeliaLevelBlockstore extends LevelBlockstore {
-  async start (): Promise<void> {
-    if (this.db.status !== 'open') await this.open()
-  }
-
-  async stop (): Promise<void> {
-    if (this.db.status === 'open') await this.close()
-  }
-}
-
 async function openLevel (store: { open(): Promise<void>, db: { open(): Promise<void> } }, directory: string): Promise<void> {
   try {
     await store.open()
@@ -179,8 +153,8 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
   if (init.directory != null) {
     // private: the directory holds the identity key and every value written
     await mkdir(init.directory, { recursive: true, mode: 0o700 })
-    const ds = new HeliaLevelDatastore(join(init.directory, 'datastore'))
-    const bs = new HeliaLevelBlockstore(join(init.directory, 'blocks'))
+    const ds = new LevelDatastore(join(init.directory, 'datastore'))
+    const bs = new LevelBlockstore(join(init.directory, 'blocks'))
     await openLevel(ds, init.directory)
     try {
       await openLevel(bs, init.directory)
@@ -217,8 +191,15 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       sendBlocksDebounce: debounce,
       sendWantlistDebounce: debounce
     }) as unknown as ReplicaNode
-    // the LevelDB stores are Startable: Helia's stop() closes them after its network parts have stopped
     await helia.start()
+
+    const stop = helia.stop.bind(helia)
+    helia.stop = (async (options?: Parameters<typeof stop>[0]) => {
+      await stop(options)
+      if (datastore instanceof LevelDatastore && datastore.db.status === 'open') await datastore.close()
+      if (blockstore instanceof LevelBlockstore && blockstore.db.status === 'open') await blockstore.close()
+      return helia
+    }) as typeof helia.stop
     return helia
   } catch (err) {
     if (datastore instanceof LevelDatastore) await datastore.close()
