@@ -51,7 +51,7 @@ export interface ReplicaNodeInit {
    * e.g. `prometheusMetrics()`); `createHeliaCRDT()` registers the store's
    * metrics there too
    */
-  metrics?: (components: any) => Metrics
+  metrics?(components: any): Metrics
   /**
    * Keep blocks, the node's datastore and its identity (`peer.key`) here;
    * without one everything is in memory and the identity is new each time
