@@ -50,7 +50,7 @@ describe('interactive shell on a pseudo-terminal', function () {
       // what the terminal shows after the notice: the prompt again, with the typed text
       const afterNotice = (): string => screen().slice(screen().search(/in sync: merged/))
       await waitFor(() => afterNotice().includes('crdt> get /late'), 'the prompt after the "in sync" line')
-      expect(afterNotice()).to.match(/^in sync: merged \d+ blocks in [\d.]+ s, height \d+\r?\n[\s\S]*crdt> get \/late/)
+      expect(afterNotice()).to.match(/^in sync: merged \d+ blocks \([\d.]+ KB\) in [\d.]+ s, height \d+\r?\n[\s\S]*crdt> get \/late/)
 
       // the redrawn line is live: finishing it runs the whole command
       child.stdin.write('\n')
