@@ -56,6 +56,8 @@ interface Session {
 /** What a Helia block broker (bitswap) offers: fetches that store nothing */
 interface BlockBroker {
   name?: string
+  /** Tells the broker a block is now stored (bitswap sends it to peers that want it) */
+  announce?(cid: CID, options?: AbortOptions): Promise<void>
   retrieve?(cid: CID, options?: AbortOptions & ProgressOptions): Promise<Uint8Array>
   createSession?(options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): {
     retrieve(cid: CID, options?: AbortOptions & ProgressOptions): Promise<Uint8Array>
@@ -175,6 +177,11 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       return
     }
     await blockstore.put(cid, bytes, options)
+    // Helia's put tells its block brokers of a new block before it stores it,
+    // so bitswap cannot yet send it to the peers that already want it (a Go
+    // replica that learnt the head through this replica's relay): tell them
+    // again now that it is stored
+    await Promise.all(brokers.map(async broker => broker.announce?.(cid, options)))
   }
 
   if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {
