@@ -40,6 +40,7 @@ import { defaultLogger } from '@libp2p/logger'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { decodeNode } from '../codec/dag-node.js'
 import { DEFAULT_MAX_BLOCK_SIZE } from '../engine/crdt-datastore.js'
+import { deleteBlock } from './delete-block.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { ComponentLogger } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -140,7 +141,6 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   const getConnections = helia.libp2p.getConnections?.bind(helia.libp2p)
   const put: DAGBlockstore['put'] = (cid, b, o) => blockstore.put(cid, b, o)
   const has: DAGBlockstore['has'] = (cid, o) => blockstore.has(cid, o)
-  const remove = blockstore.delete?.bind(blockstore)
   const maxBlockSize = init.maxBlockSize ?? DEFAULT_MAX_BLOCK_SIZE
   const brokers = blockBrokers(helia)
 
@@ -151,20 +151,9 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     if (fetched.size > MAX_FETCHED) fetched.delete(fetched.values().next().value as string)
   }
   const discard: DAGBlockstore['discard'] = async (cid, o) => {
-    if (!fetched.delete(cid.toString()) || remove == null) return
+    if (!fetched.delete(cid.toString()) || blockstore.delete == null) return
     log('removing refused block %c fetched from the network', cid)
-    try {
-      await remove(cid, o)
-    } catch (err: any) {
-      // pinned meanwhile: the user wants it after all
-      if (err?.name === 'BlockPinnedError') return
-      // Helia's delete also cancels reproviding, which fails on a node with
-      // no content routing: delete from the stores it wraps instead
-      let inner: HeliaDAGSyncerComponents['blockstore'] | undefined = blockstore.unwrap?.()
-      for (let depth = 0; inner?.unwrap != null && depth < 4; depth++) inner = inner.unwrap()
-      if (inner?.delete == null) throw err
-      await inner.delete(cid, o)
-    }
+    await deleteBlock(blockstore, cid, o)
   }
 
   /** Stores a block fetched into memory only when it is a node the store can take */

@@ -30,6 +30,7 @@
  */
 
 import { concat } from 'uint8arrays/concat'
+import { deleteBlock } from '../delete-block.js'
 import { streamBlocks } from './client.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_HAVE, SYNC_PROTOCOL } from './protocol.js'
 import type { AcceptedBlock } from './client.js'
@@ -470,27 +471,6 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
         resolve(found)
       })
     })
-  }
-}
-
-type Deletable = SyncingBlockstoreComponents['local']
-
-/**
- * Deletes a block from the local blockstore. Helia's `delete` also cancels
- * reproviding, which fails on a node without content routing: then the
- * block is deleted from the store Helia wraps.
- */
-async function deleteBlock (local: Deletable, cid: CID, options?: AbortOptions): Promise<void> {
-  if (local.delete == null) return
-  try {
-    await local.delete(cid, options)
-  } catch (err: any) {
-    // pinned meanwhile: the user wants it after all
-    if (err?.name === 'BlockPinnedError') return
-    let inner: Deletable | undefined = local.unwrap?.()
-    for (let depth = 0; inner?.unwrap != null && depth < 4; depth++) inner = inner.unwrap()
-    if (inner?.delete == null) throw err
-    await inner.delete(cid, options)
   }
 }
 
