@@ -48,6 +48,30 @@ async function dump (datastore: Datastore): Promise<string[]> {
 
 const headsOf = (store: CRDTDatastore): string[] => store.heads().map(h => `${h.dagName}|${h.cid.toString()}|${h.height}`).sort()
 
+/** One write of a generated history: a put, or a delete when `value` is absent */
+interface HistoryOp { key: string, value?: string }
+
+/**
+ * Plays a generated history: one new replica per writer (pushed on
+ * `replicas`), each committing its batches in order; with `crossSync`, a
+ * writer first syncs from the first writer before its last batch
+ */
+async function writeHistory (writers: HistoryOp[][][], crossSync: boolean, replicas: MemoryReplica[]): Promise<void> {
+  for (const batches of writers) {
+    const w = await memoryReplica()
+    replicas.push(w)
+    for (const [i, ops] of batches.entries()) {
+      if (crossSync && i === batches.length - 1 && replicas.length > 1) await syncReplica(replicas[0], w)
+      const batch = w.store.batch()
+      for (const op of ops) {
+        if (op.value == null) batch.delete(new Key(op.key))
+        else batch.put(new Key(op.key), enc(op.value))
+      }
+      await batch.commit()
+    }
+  }
+}
+
 describe('snapshots', function () {
   this.timeout(60_000)
 
@@ -88,19 +112,7 @@ describe('snapshots', function () {
     await fc.assert(fc.asyncProperty(historyArb, async ({ writers, crossSync }) => {
       const replicas: MemoryReplica[] = []
       try {
-        for (const batches of writers) {
-          const w = await memoryReplica()
-          replicas.push(w)
-          for (const [i, ops] of batches.entries()) {
-            if (crossSync && i === batches.length - 1 && replicas.length > 1) await syncReplica(replicas[0], w)
-            const batch = w.store.batch()
-            for (const op of ops) {
-              if (op.value == null) batch.delete(new Key(op.key))
-              else batch.put(new Key(op.key), enc(op.value))
-            }
-            await batch.commit()
-          }
-        }
+        await writeHistory(writers, crossSync, replicas)
         const a = await memoryReplica()
         const b = await memoryReplica()
         replicas.push(a, b)
@@ -137,19 +149,7 @@ describe('snapshots', function () {
     await fc.assert(fc.asyncProperty(historyArb, async ({ writers, crossSync }) => {
       const replicas: MemoryReplica[] = []
       try {
-        for (const batches of writers) {
-          const w = await memoryReplica()
-          replicas.push(w)
-          for (const [i, ops] of batches.entries()) {
-            if (crossSync && i === batches.length - 1 && replicas.length > 1) await syncReplica(replicas[0], w)
-            const batch = w.store.batch()
-            for (const op of ops) {
-              if (op.value == null) batch.delete(new Key(op.key))
-              else batch.put(new Key(op.key), enc(op.value))
-            }
-            await batch.commit()
-          }
-        }
+        await writeHistory(writers, crossSync, replicas)
         const n = writers.length
         const a = await memoryReplica()
         const reference = await memoryReplica()
