@@ -11,6 +11,9 @@
  * enough for its own dials instead of an `allow` list that would exempt
  * every local process. Pubsub frames are capped at
  * `DEFAULT_MAX_PUBSUB_MESSAGE_SIZE`.
+ *
+ * The node's `stop()` is Helia's own: the LevelDB databases close as a Helia
+ * component once libp2p and bitswap have stopped (`ReplicaLevelDatastore`).
  */
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
@@ -34,7 +37,7 @@ import { DirectoryLockedError } from '../errors.js'
 import type { HeliaWithLibp2p } from '@helia/libp2p'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
-import type { Metrics, PrivateKey } from '@libp2p/interface'
+import type { Metrics, PrivateKey, Startable } from '@libp2p/interface'
 
 /** The services of a replica node's libp2p */
 export interface ReplicaNodeServices extends Record<string, unknown> {
@@ -107,6 +110,42 @@ export const DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS = 32
 /** Largest pubsub frame (bytes) read from a peer: several broadcasts of the largest accepted size */
 export const DEFAULT_MAX_PUBSUB_MESSAGE_SIZE = 1024 * 1024
 
+/**
+ * The node's LevelDB databases, closed through Helia's component lifecycle.
+ * Helia stops its blockstore, datastore, routing and block brokers together
+ * with `stop()` from `@libp2p/interface`, which runs every `stop()` before
+ * any `afterStop()`. Bitswap's `stop()` still writes to the datastore
+ * (libp2p's peer store records the protocols it unregisters), so the
+ * databases close in `afterStop()`, once all of those have stopped, and
+ * never in `stop()`. Helia's blockstore wrappers do not pass the lifecycle
+ * on to the blockstore they wrap, so the datastore, which Helia does stop
+ * directly, closes the blockstore too.
+ *
+ * libp2p runs the same lifecycle on its own components, the datastore among
+ * them, and stops before Helia's components do: it is given a plain
+ * `LevelDatastore` over the same database, which its lifecycle leaves open.
+ *
+ * Helia checks the datastore's version before it starts any component, so
+ * closed databases are not reopened by `start()`: a stopped directory-backed
+ * node is replaced by a new one on the same directory.
+ */
+class ReplicaLevelDatastore extends LevelDatastore implements Startable {
+  private readonly blockstore: LevelBlockstore
+
+  constructor (path: string, blockstore: LevelBlockstore) {
+    super(path)
+    this.blockstore = blockstore
+  }
+
+  start (): void {}
+  stop (): void {}
+
+  async afterStop (): Promise<void> {
+    if (this.db.status === 'open') await this.close()
+    if (this.blockstore.db.status === 'open') await this.blockstore.close()
+  }
+}
+
 /** Opens a LevelDB store, telling a directory held by another process from other failures */
 async function openLevel (store: { open(): Promise<void>, db: { open(): Promise<void> } }, directory: string): Promise<void> {
   try {
@@ -155,12 +194,14 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
   const debounce = init.bitswapDebounce ?? DEFAULT_BITSWAP_DEBOUNCE
 
   let datastore: LevelDatastore | MemoryDatastore
+  /** What libp2p (peer store, keychain) writes to: the same database, outside Helia's lifecycle */
+  let libp2pDatastore: LevelDatastore | MemoryDatastore
   let blockstore: LevelBlockstore | MemoryBlockstore
   if (init.directory != null) {
     // private: the directory holds the identity key and every value written
     await mkdir(init.directory, { recursive: true, mode: 0o700 })
-    const ds = new LevelDatastore(join(init.directory, 'datastore'))
     const bs = new LevelBlockstore(join(init.directory, 'blocks'))
+    const ds = new ReplicaLevelDatastore(join(init.directory, 'datastore'), bs)
     await openLevel(ds, init.directory)
     try {
       await openLevel(bs, init.directory)
@@ -169,9 +210,10 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       throw err
     }
     datastore = ds
+    libp2pDatastore = new LevelDatastore(ds.db)
     blockstore = bs
   } else {
-    datastore = new MemoryDatastore()
+    datastore = libp2pDatastore = new MemoryDatastore()
     blockstore = new MemoryBlockstore()
   }
 
@@ -179,6 +221,7 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
     const privateKey = init.privateKey ?? await loadIdentity(init.directory)
     const helia = withBitswap(withLibp2pLight(createHeliaLight({ datastore, blockstore }), {
       privateKey,
+      datastore: libp2pDatastore,
       addresses: { listen },
       transports: onlyMemory ? [memory()] : [tcp(), memory(), ...(listen.some(a => a.endsWith('/ws')) ? [webSockets()] : [])],
       connectionEncrypters: [noise()],
@@ -199,17 +242,8 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       sendWantlistDebounce: debounce
     }) as unknown as ReplicaNode
     await helia.start()
-    const log = helia.logger.forComponent('datastore-crdt:node')
-    log('replica node %s started (%s), listening on %s', helia.libp2p.peerId, init.directory ?? 'in memory', helia.libp2p.getMultiaddrs().map(String).join(', '))
+    helia.logger.forComponent('datastore-crdt:node')('replica node %s started (%s), listening on %s', helia.libp2p.peerId, init.directory ?? 'in memory', helia.libp2p.getMultiaddrs().map(String).join(', '))
 
-    const stop = helia.stop.bind(helia)
-    helia.stop = (async (options?: Parameters<typeof stop>[0]) => {
-      log('stopping replica node %s', helia.libp2p.peerId)
-      await stop(options)
-      if (datastore instanceof LevelDatastore && datastore.db.status === 'open') await datastore.close()
-      if (blockstore instanceof LevelBlockstore && blockstore.db.status === 'open') await blockstore.close()
-      return helia
-    }) as typeof helia.stop
     return helia
   } catch (err) {
     if (datastore instanceof LevelDatastore) await datastore.close()
