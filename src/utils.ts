@@ -4,6 +4,7 @@
 
 import { TimeoutError } from '@libp2p/interface'
 import { AbortError } from 'abort-error'
+import { anySignal } from 'any-signal'
 import type { AbortOptions } from 'interface-store'
 
 /** Resolves after `ms`, or rejects with the signal's reason when it fires (the `delay` package) */
@@ -14,18 +15,25 @@ export { TimeoutError }
 
 /**
  * Runs `fn` with a signal that fires when the given one does or after `ms`
- * (0 = never). The timer is cleared as soon as `fn` settles, so nothing
- * outlives the call.
+ * (0 = never), as libp2p bounds its own requests: `AbortSignal.timeout`
+ * joined to the caller's signal by `anySignal`, whose listeners on the
+ * caller's signal are removed as soon as `fn` settles. The timeout's timer
+ * is the runtime's own, unref'd, and cleared when its signal is collected,
+ * so nothing here keeps the process alive. When the time runs out (and the
+ * caller did not abort) the call rejects with libp2p's `TimeoutError`,
+ * whatever `fn` made of the abort.
  */
 export async function withTimeout <T> (signal: AbortSignal | undefined, ms: number, fn: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
   if (ms <= 0) return fn(signal)
-  const controller = new AbortController()
-  const timer = setTimeout(() => { controller.abort(new TimeoutError(`Timed out after ${ms} ms`)) }, ms)
-  const combined = signal == null ? controller.signal : AbortSignal.any([signal, controller.signal])
+  const timeout = AbortSignal.timeout(ms)
+  const combined = anySignal([signal, timeout])
   try {
     return await fn(combined)
+  } catch (err) {
+    if (timeout.aborted && signal?.aborted !== true) throw new TimeoutError(`Timed out after ${ms} ms`)
+    throw err
   } finally {
-    clearTimeout(timer)
+    combined.clear()
   }
 }
 
