@@ -37,9 +37,11 @@
  */
 
 import { defaultLogger } from '@libp2p/logger'
+import { anySignal } from 'any-signal'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { decodeNode } from '../codec/dag-node.js'
 import { DEFAULT_MAX_BLOCK_SIZE } from '../engine/crdt-datastore.js'
+import { announceStored, findBlockBrokers } from './block-brokers.js'
 import { deleteBlock } from './delete-block.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { ComponentLogger } from '@libp2p/interface'
@@ -52,17 +54,6 @@ import type { ProgressOptions } from 'progress-events'
 interface Session {
   get(cid: CID, options?: AbortOptions & ProgressOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
   close?(): void
-}
-
-/** What a Helia block broker (bitswap) offers: fetches that store nothing */
-interface BlockBroker {
-  name?: string
-  /** Tells the broker a block is now stored (bitswap sends it to peers that want it) */
-  announce?(cid: CID, options?: AbortOptions): Promise<void>
-  retrieve?(cid: CID, options?: AbortOptions & ProgressOptions): Promise<Uint8Array>
-  createSession?(options?: AbortOptions & { providers?: Array<CID | Multiaddr>, maxProviders?: number }): {
-    retrieve(cid: CID, options?: AbortOptions & ProgressOptions): Promise<Uint8Array>
-  }
 }
 
 /** The parts of a Helia node the DAG syncer uses */
@@ -142,7 +133,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   const put: DAGBlockstore['put'] = (cid, b, o) => blockstore.put(cid, b, o)
   const has: DAGBlockstore['has'] = (cid, o) => blockstore.has(cid, o)
   const maxBlockSize = init.maxBlockSize ?? DEFAULT_MAX_BLOCK_SIZE
-  const brokers = blockBrokers(helia)
+  const brokers = findBlockBrokers(helia)
 
   /** Blocks this syncer brought in through the blockstore's `get`, oldest first */
   const fetched = new Set<string>()
@@ -166,11 +157,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       return
     }
     await blockstore.put(cid, bytes, options)
-    // Helia's put tells its block brokers of a new block before it stores it,
-    // so bitswap cannot yet send it to the peers that already want it (a Go
-    // replica that learnt the head through this replica's relay): tell them
-    // again now that it is stored
-    await Promise.all(brokers.map(async broker => broker.announce?.(cid, options)))
+    // Helia's put told the brokers before it stored the block: tell them again
+    await announceStored(brokers, [cid], options)
   }
 
   if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {
@@ -229,10 +217,9 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
 
   /** Asks one peer; rejects when it does not have the block or does not answer */
   async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal, onProgress?: ProgressOptions['onProgress']): Promise<Uint8Array> {
-    // a timer cleared when the ask ends: AbortSignal.timeout() would keep every ask's signal alive for ASK_LIFETIME
-    const lifetime = new AbortController()
-    const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${ASK_LIFETIME} ms`)) }, ASK_LIFETIME)
-    const combined = AbortSignal.any([signal, lifetime.signal])
+    // the fetch's signal, the ask's lifetime and its end (which stops what the broker's session still does for it)
+    const ended = new AbortController()
+    const combined = anySignal([signal, AbortSignal.timeout(ASK_LIFETIME), ended.signal])
     try {
       if (sessionBroker?.createSession != null) {
         // into memory only (the caller's onProgress goes in, so bitswap's own events reach it): nothing is stored before it decodes
@@ -248,9 +235,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         session?.close?.()
       }
     } finally {
-      clearTimeout(timer)
-      // ends what the broker's session still does for this ask
-      lifetime.abort()
+      ended.abort()
+      combined.clear()
     }
   }
 
@@ -344,23 +330,6 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     has,
     discard
   }
-}
-
-/**
- * Helia's block brokers (bitswap). Helia keeps them private; a node built
- * by `createHelia`/`createHeliaLight` holds them in `blockBrokers` and its
- * networked blockstore (under `unwrap()`) shares the same list. Anything
- * else found there is ignored.
- */
-function blockBrokers (helia: HeliaDAGSyncerComponents): BlockBroker[] {
-  const lists: unknown[] = [(helia as { blockBrokers?: unknown }).blockBrokers]
-  let store: unknown = helia.blockstore
-  for (let depth = 0; store != null && depth < 4; depth++) {
-    lists.push((store as { blockBrokers?: unknown }).blockBrokers)
-    store = typeof (store as { unwrap?: unknown }).unwrap === 'function' ? (store as { unwrap(): unknown }).unwrap() : undefined
-  }
-  const list = lists.find(l => Array.isArray(l) && l.length > 0) as unknown[] | undefined
-  return (list ?? []).filter((b): b is BlockBroker => b != null && typeof b === 'object' && (typeof (b as BlockBroker).retrieve === 'function' || typeof (b as BlockBroker).createSession === 'function'))
 }
 
 function shuffle <T> (items: T[]): T[] {

@@ -6,6 +6,7 @@
  */
 
 import { defaultLogger } from '@libp2p/logger'
+import { announceStored, findBlockBrokers } from '../block-brokers.js'
 import { acquireSyncServer } from './shared-server.js'
 import { syncingBlockstore } from './syncing-blockstore.js'
 import type { SyncServerInit, SyncServerLibp2p } from './server.js'
@@ -50,9 +51,12 @@ export function heliaSync (components: HeliaSyncComponents, init: SyncInit = {})
   const { libp2p } = components
   if (!canSync(libp2p)) return undefined
   const logger = components.logger ?? defaultLogger()
+  // Helia's block brokers, found under its blockstore: told of streamed blocks once stored
+  const brokers = findBlockBrokers({ blockstore: components.blockstore })
   const blockstore = syncingBlockstore({
     local: components.blockstore as SyncingBlockstore,
     fallback: components.fallback,
+    announce: async (cids, options) => { await announceStored(brokers, cids, options) },
     libp2p,
     logger
   }, init)

@@ -59,6 +59,12 @@ export interface SyncingBlockstoreComponents {
   }
   /** Fetches what the protocol does not deliver (bitswap) */
   fallback: DAGBlockstore
+  /**
+   * Tells the network that streamed blocks are now stored (Helia's block
+   * brokers, see `announceStored()`): Helia's `putMany` tells bitswap
+   * before it stores, too early for peers that already want them
+   */
+  announce?(cids: CID[], options?: AbortOptions): Promise<void>
   libp2p: SyncingBlockstoreLibp2p
   logger: ComponentLogger
 }
@@ -438,15 +444,22 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     void session.finally(() => this.sessions.delete(session))
   }
 
-  /** Stores blocks, in one batch when the local blockstore can */
+  /** Stores blocks, in one batch when the local blockstore can, then announces them */
   private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
-    const { local } = this.components
+    const { local, announce } = this.components
     if (local.putMany == null || blocks.length === 1) {
       for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
-      return
+    } else {
+      // putMany is lazy: pulling it to the end stores the blocks
+      for await (const stored of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) void stored
     }
-    // putMany is lazy: pulling it to the end stores the blocks
-    for await (const stored of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) void stored
+    if (announce == null) return
+    try {
+      await announce(blocks.map(b => b.cid), { signal })
+    } catch (err: any) {
+      // stored all the same: peers that want them ask again
+      if (!signal.aborted) this.log.error('could not announce %d stored blocks - %e', blocks.length, err)
+    }
   }
 
   private waiterFor (key: string): Waiter {
