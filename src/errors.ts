@@ -140,3 +140,13 @@ export class UntrustedBroadcastError extends Error {
   static override name = 'UntrustedBroadcastError'
   override name = 'UntrustedBroadcastError'
 }
+
+/**
+ * `installSnapshot(cid)` in trusted mode for a snapshot that no current
+ * writer announced (in a broadcast it signed) and this replica did not make.
+ * Nothing was fetched or changed.
+ */
+export class UntrustedSnapshotError extends Error {
+  static override name = 'UntrustedSnapshotError'
+  override name = 'UntrustedSnapshotError'
+}

@@ -464,7 +464,11 @@ export interface CRDTDatastore extends Datastore, Startable {
   purgeDAG(dagName: string, options?: AbortOptions): Promise<number>
   /** Writes a snapshot of the current state and resolves to its root CID */
   snapshot(options?: CreateSnapshotOptions): Promise<CID>
-  /** Fetches, verifies and merges the snapshot `cid` */
+  /**
+   * Fetches, verifies and merges the snapshot `cid`. In trusted mode only a
+   * snapshot a current writer announced (signed) or this replica made is
+   * installed; any other rejects with `UntrustedSnapshotError`
+   */
   installSnapshot(cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult>
   /**
    * Makes a snapshot of the current heads and, once every known replica has

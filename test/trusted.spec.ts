@@ -14,6 +14,7 @@ import all from 'it-all'
 import { promptOf } from '../src/cli/commands.js'
 import { CLI_PATH } from '../src/cli/process.js'
 import { encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
+import { addSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
 import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { encodeBroadcast, encodeNode, parseWriter, parseWriters, signBroadcast, signedBytes, verifyBroadcast } from '../src/index.js'
@@ -274,6 +275,50 @@ describe('trusted writers: one replica', function () {
     await r.store.setWriters(null)
     expect(await r.store.admitsBroadcast(announce(node.cid))).to.equal(true)
     expect(r.store.stats().writers).to.equal(undefined)
+  })
+
+  describe('installSnapshot', () => {
+    /** An open replica's snapshot of two keys, in a blockstore the replica under test shares */
+    async function source (): Promise<{ blockstore: MemoryBlockstore, snapshot: CID, head: CID }> {
+      const src = await memoryReplica({ repairInterval: 0 })
+      cleanup.push(async () => { await src.store.stop() })
+      await src.store.put(key('/s1'), enc('one'))
+      await src.store.put(key('/s2'), enc('two'))
+      return { blockstore: src.blockstore, snapshot: await src.store.snapshot(), head: src.store.heads()[0].cid }
+    }
+
+    it('open mode installs any snapshot it is given', async () => {
+      const { blockstore, snapshot } = await source()
+      const r = await replica({}, { blockstore })
+      await r.store.installSnapshot(snapshot)
+      expect(await stateOf(r.store)).to.deep.equal(['/s1=one', '/s2=two'])
+    })
+
+    it('trusted mode installs only what a current writer announced, signed, or what it made itself', async () => {
+      const { blockstore, snapshot, head } = await source()
+      const r = await replica({ writers: [idOf(alice)] }, { privateKey: reader, blockstore })
+      // never announced: refused before anything is fetched, nothing changes
+      const err = await rejection(r.store.installSnapshot(snapshot))
+      expect(err.name).to.equal('UntrustedSnapshotError')
+      expect(err.message).to.include(snapshot.toString())
+      expect(await stateOf(r.store)).to.deep.equal([])
+      // announced by a foreign key: the payload is refused, so is the snapshot
+      await r.store.receive(await signBroadcast(addSnapshotAnnouncement(announce(head), snapshot), mallory, TOPIC))
+      expect(r.store.stats().rejectedBroadcasts).to.equal(1)
+      expect((await rejection(r.store.installSnapshot(snapshot))).name).to.equal('UntrustedSnapshotError')
+      // announced by a writer (and admitted): the local call installs it
+      await r.store.receive(await signBroadcast(addSnapshotAnnouncement(announce(head), snapshot), alice, TOPIC))
+      await r.store.installSnapshot(snapshot)
+      expect(await stateOf(r.store)).to.deep.equal(['/s1=one', '/s2=two'])
+      // the writer revoked: what it announced is no longer installed
+      await r.store.setWriters([idOf(mallory)])
+      const revoked = await rejection(r.store.installSnapshot(snapshot))
+      expect(revoked.name).to.equal('UntrustedSnapshotError')
+      expect(revoked.message).to.include('no longer a writer')
+      // a snapshot the replica made from its own state is always its own to install
+      const own = await r.store.snapshot()
+      await r.store.installSnapshot(own)
+    })
   })
 
   it('setWriters refuses a bad list and keeps the old one', async () => {

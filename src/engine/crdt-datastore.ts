@@ -607,7 +607,9 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
-    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, options))
+    const cid = await this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, options))
+    this.gate.made(cid)
+    return cid
   }
 
   /**
@@ -615,12 +617,15 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    * and record, and merges it into this replica in one atomic batch; its
    * covered heads become heads unless already known. Rejects with
    * `InvalidSnapshotError` when any of it is bad, `BlockFetchError` when a
-   * block cannot be fetched, changing nothing either way. `stop()` waits
-   * for a snapshot or install under way.
+   * block cannot be fetched, changing nothing either way. In trusted mode
+   * only a snapshot that a current writer announced in a broadcast it
+   * signed, or that this replica made, is installed: any other rejects
+   * with `UntrustedSnapshotError` before anything is fetched. `stop()`
+   * waits for a snapshot or install under way.
    */
   async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
     this.checkOpen(options)
-    const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, cid, options))
+    const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot'), checkSnapshot: snapshot => { this.gate.checkSnapshot(snapshot) } }, cid, options))
     this.hasCovered = true
     return result
   }

@@ -6,6 +6,8 @@
  * datastore batch.
  *
  * Invariants:
+ * - In trusted mode only a snapshot a current writer announced in a signed
+ *   broadcast, or one this replica made, is installed (`UntrustedSnapshotError`).
  * - Nothing is written until every block is fetched and checked: a snapshot
  *   that is corrupt, truncated or out of order changes nothing
  *   (`InvalidSnapshotError`).
@@ -100,9 +102,19 @@ export async function readSnapshot (getter: BlockGetter, cid: CID, options?: Ins
   return { root, elements, tombstones }
 }
 
-/** Fetches, verifies and merges the snapshot `cid` into the store */
-export async function installSnapshot (components: SnapshotComponents, cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
+export interface InstallSnapshotComponents extends SnapshotComponents {
+  /** In trusted mode, throws `UntrustedSnapshotError` for a snapshot no current writer vouches for */
+  checkSnapshot?(cid: CID): void
+}
+
+/**
+ * Fetches, verifies and merges the snapshot `cid` into the store. In
+ * trusted mode (`components.checkSnapshot`) a snapshot no current writer
+ * announced is refused before anything is fetched
+ */
+export async function installSnapshot (components: InstallSnapshotComponents, cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
   options?.signal?.throwIfAborted()
+  components.checkSnapshot?.(cid)
   const { engine, datastore, blockstore, log } = components
   const { root, elements, tombstones } = await readSnapshot(blockstore, cid, options)
 

@@ -11,19 +11,24 @@
  * - A replica signs only when it has a private key and that key is a
  *   current writer; otherwise `seal` returns `undefined` and nothing is
  *   sent (other replicas would reject it, and gossipsub would penalise us).
+ * - In trusted mode a snapshot is installed only when a current writer
+ *   announced it in a payload it signed, or this replica made it
+ *   (`checkSnapshot`): the last `MAX_KNOWN_SNAPSHOTS` announced are kept.
  * - The list lives under `<namespace>/tw`, beside the store's other state
  *   and outside every prefix the store scans (`/s/`, `/h/`, `/a/`, `/b/`,
  *   `/w/`, `/x/`), so no user key and no scan can meet it.
  */
 
 import { Key } from 'interface-datastore'
-import { CorruptStateError, InvalidOptionsError, NotAWriterError } from '../errors.js'
+import { readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
+import { CorruptStateError, InvalidOptionsError, NotAWriterError, UntrustedSnapshotError } from '../errors.js'
 import { signBroadcast, verifyBroadcast } from './signature.js'
 import { parseWriters, peerIdOf } from './writers.js'
 import type { WriterId } from './writers.js'
 import type { Logger, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
 
 export interface TrustGateInit {
   datastore: Datastore
@@ -40,6 +45,12 @@ export interface TrustGateInit {
 
 /** Room for the signature field: tag, length, a 36-byte key and a 64-byte signature with their tags, and slack */
 export const SIGNATURE_OVERHEAD = 128
+
+/** Snapshots remembered with the writer that announced them (most recent) */
+export const MAX_KNOWN_SNAPSHOTS = 64
+
+/** Who vouches for a snapshot this replica made itself */
+const SELF = ''
 
 /** Format version of the persisted writer list */
 const WRITERS_FORMAT = 1
@@ -59,6 +70,8 @@ export class TrustGate {
    * bytes that were verified are let through, and forgotten with them
    */
   private readonly verified = new WeakMap<Uint8Array, string>()
+  /** Snapshot CID → the writer whose signed payload announced it (`SELF`: made here), oldest first */
+  private readonly snapshots = new Map<string, string>()
 
   constructor (init: TrustGateInit) {
     this.init = init
@@ -141,9 +154,12 @@ export class TrustGate {
     const writers = this.writers
     if (writers == null) return true
     const checked = this.verified.get(payload)
-    if (checked != null && writers.has(checked)) return true
+    if (checked != null && writers.has(checked)) {
+      this.announced(payload, checked)
+      return true
+    }
     try {
-      await verifyBroadcast(payload, this.init.topic, id => writers.has(id), options)
+      this.announced(payload, await verifyBroadcast(payload, this.init.topic, id => writers.has(id), options))
       return true
     } catch (err: any) {
       this.rejected++
@@ -167,5 +183,38 @@ export class TrustGate {
     } catch {
       return false
     }
+  }
+
+  /** Remembers the snapshot an admitted payload announces, with the writer that signed it */
+  private announced (payload: Uint8Array, writer: string): void {
+    const { snapshot } = readSnapshotAnnouncement(payload)
+    if (snapshot != null) this.remember(snapshot, writer)
+  }
+
+  /** Remembers a snapshot this replica made from its own state */
+  made (snapshot: CID): void {
+    this.remember(snapshot, SELF)
+  }
+
+  /**
+   * Throws `UntrustedSnapshotError` in trusted mode unless a current writer
+   * announced the snapshot or this replica made it
+   */
+  checkSnapshot (snapshot: CID): void {
+    if (this.writers == null) return
+    const by = this.snapshots.get(snapshot.toString())
+    if (by === SELF || (by != null && this.writers.has(by))) return
+    throw new UntrustedSnapshotError(by == null
+      ? `Snapshot ${snapshot} was not announced by a current writer: in trusted mode only snapshots a writer announced in a signed broadcast (or this replica made) are installed`
+      : `Snapshot ${snapshot} was announced by ${by}, which is no longer a writer`)
+  }
+
+  private remember (snapshot: CID, by: string): void {
+    const key = snapshot.toString()
+    // a snapshot this replica made stays vouched for by itself
+    if (this.snapshots.get(key) === SELF) return
+    this.snapshots.delete(key)
+    this.snapshots.set(key, by)
+    if (this.snapshots.size > MAX_KNOWN_SNAPSHOTS) this.snapshots.delete(this.snapshots.keys().next().value as string)
   }
 }
