@@ -19,6 +19,7 @@ import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { encodeBroadcast, encodeNode, parseWriter, parseWriters, signBroadcast, signedBytes, verifyBroadcast } from '../src/index.js'
 import { createReplicaNode } from '../src/node/index.js'
+import { signEd25519 } from '../src/trust/ed25519.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
@@ -89,6 +90,16 @@ describe('trusted writers: signatures and writer lists', function () {
     // a key of another type is refused, whatever it signed
     const secp = await generateKeyPair('secp256k1')
     await expect(verifyBroadcast(await signBroadcast(announce(cid), secp, TOPIC), TOPIC, () => true)).to.be.rejectedWith(/secp256k1 key; writers use Ed25519/)
+  })
+
+  it('signs with the same bytes as the libp2p key itself (imported once into WebCrypto)', async () => {
+    const data = enc('bytes a writer signs')
+    const ours = await signEd25519(alice, data)
+    expect(ours).to.deep.equal(await alice.sign(data))
+    expect(await alice.publicKey.verify(data, ours)).to.equal(true)
+    // the cached key signs again, and a second key is its own
+    expect(await signEd25519(alice, data)).to.deep.equal(ours)
+    expect(await signEd25519(mallory, data)).to.deep.equal(await mallory.sign(data))
   })
 
   it('the signature covers every announced head and the CIDs of carried blocks', async () => {

@@ -25,7 +25,7 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE } from '../codec/broadcast.js'
 import { CRDTBroadcast } from '../codec/pb/broadcast.js'
 import { UntrustedBroadcastError } from '../errors.js'
-import { ed25519Raw, keyTypeOf, verifyEd25519 } from './ed25519.js'
+import { ed25519Raw, keyTypeOf, signEd25519, verifyEd25519 } from './ed25519.js'
 import { peerIdOf } from './writers.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -71,7 +71,7 @@ export function signedBytes (topic: string, message: CRDTBroadcast): Uint8Array 
 /** Returns `payload` with `privateKey`'s signature over its heads for `topic` */
 export async function signBroadcast (payload: Uint8Array, privateKey: PrivateKey, topic: string, options?: AbortOptions): Promise<Uint8Array> {
   const message = CRDTBroadcast.decode(payload, { limits: { Heads: MAX_BROADCAST_HEADS } })
-  const signature = await privateKey.sign(signedBytes(topic, message), options)
+  const signature = await signEd25519(privateKey, signedBytes(topic, message), options)
   // Appending the field leaves the payload's own bytes (and any field this
   // release does not know) exactly as they were: protobuf reads fields in any order
   const field = CRDTBroadcast.encode({
