@@ -72,18 +72,31 @@ if (cmd === 'write') {
   await node.stop()
 } else if (cmd === 'catchup') {
   const { node, store } = await openA(['/memory/serve-bench-a'])
-  const expected = store.stats().maxHeight
+  const expected = (await store.stats()).maxHeight
   const bDir = await mkdtemp(join(tmpdir(), 'serve-bench-b-'))
   const bNode = await createReplicaNode({ directory: bDir, listen: ['/memory/serve-bench-b'] })
   const b = await createHeliaCRDT(bNode, { topic, rebroadcastInterval: 60_000, repairInterval: 0 })
   const { multiaddr } = await import('@multiformats/multiaddr')
   await bNode.libp2p.dial(multiaddr('/memory/serve-bench-a'))
+  let merged = 0
+  b.addEventListener('put', () => { merged++ })
   const t0 = performance.now()
+  const cpu0 = process.cpuUsage()
   const { encodeBroadcast } = await import(`${DIST}/src/index.js`)
-  await b.receive(encodeBroadcast(store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))))
-  while (b.stats().maxHeight < expected || b.stats().queuedJobs > 0) await new Promise(resolve => setTimeout(resolve, 20))
+  void b.receive(encodeBroadcast(store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))))
+  const timeline = process.env.TIMELINE === '1'
+  let last = 0
+  while (merged < expected) {
+    await new Promise(resolve => setTimeout(resolve, 20))
+    if (timeline && performance.now() - last > 1000) {
+      last = performance.now()
+      console.log(`${((last - t0) / 1000).toFixed(1)} s: streamed ${b.sync?.blockstore.stats.blocks}, merged ${merged}, handed over ${b.sync?.blockstore.stats.handedOver}`)
+    }
+  }
   const s = (performance.now() - t0) / 1000
-  console.log(`caught up ${expected} nodes in ${s.toFixed(2)} s = ${Math.round(expected / s)} nodes/s; rss ${Math.round(process.memoryUsage().rss / 1048576)} MB`)
+  const cpu = process.cpuUsage(cpu0)
+  const cpuS = (cpu.user + cpu.system) / 1e6
+  console.log(`caught up ${expected} nodes in ${s.toFixed(2)} s = ${Math.round(expected / s)} nodes/s, ${Math.round(expected / cpuS)} nodes per CPU-s (both sides); rss ${Math.round(process.memoryUsage().rss / 1048576)} MB`)
   await b.stop()
   await bNode.stop()
   await store.stop()

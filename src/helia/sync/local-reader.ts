@@ -11,7 +11,8 @@
  * Invariants:
  * - Read only: nothing is stored, nothing is fetched from the network.
  * - The fast path is a shortcut, never the only answer: a miss there is
- *   asked again through the wrapping blockstore; if that finds the block,
+ *   asked again through the wrapping blockstore; if that finds the block
+ *   and a second fast read still misses it (so it was not just stored),
  *   the fast path is wrong for this store (its key layout is not the one
  *   assumed) and is not used again. A fast read that throws falls back the
  *   same way. So a block is served whenever the blockstore has it.
@@ -72,6 +73,11 @@ function findLevel (store: ReadableBlockstore): LevelBlockstoreLike | undefined 
   return undefined
 }
 
+/** blockstore-level's key of a block: `/` and the multihash in its multibase */
+function keyOf (level: LevelBlockstoreLike, cid: CID): string {
+  return `/${level.base.encoder.encode(cid.multihash.bytes)}`
+}
+
 class BlockstoreReader implements LocalReader {
   private readonly store: ReadableBlockstore
   private level?: LevelBlockstoreLike
@@ -91,7 +97,7 @@ class BlockstoreReader implements LocalReader {
     const level = this.level
     if (level != null && level.db.status === 'open') {
       try {
-        const bytes = level.db.getSync(`/${level.base.encoder.encode(cid.multihash.bytes)}`)
+        const bytes = level.db.getSync(keyOf(level, cid))
         if (bytes != null) return bytes
       } catch (err: any) {
         return this.readWrapped(cid, options, err)
@@ -110,9 +116,19 @@ class BlockstoreReader implements LocalReader {
       // absent (an offline get throws)
       return undefined
     }
-    if (this.level != null) {
-      this.level = undefined
-      this.onFallback(fastError)
+    const level = this.level
+    if (level != null) {
+      // stored since the fast read missed (a stream delivering it), or the fast path is wrong here
+      let seen: Uint8Array | undefined
+      try {
+        seen = level.db.status === 'open' ? level.db.getSync(keyOf(level, cid)) : undefined
+      } catch {
+        seen = undefined
+      }
+      if (seen == null) {
+        this.level = undefined
+        this.onFallback(fastError)
+      }
     }
     return bytes
   }
