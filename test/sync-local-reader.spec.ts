@@ -10,6 +10,7 @@ import { MemoryBlockstore } from 'blockstore-core'
 import { LevelBlockstore } from 'blockstore-level'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
+import { identity } from 'multiformats/hashes/identity'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameReader, FrameWriter } from '../src/helia/sync/frames.js'
@@ -61,6 +62,11 @@ describe('sync server reads and sends', function () {
       const read = reader.read(a.cid)
       expect(read).to.not.be.an.instanceOf(Promise)
       expect(read).to.equalBytes(a.bytes)
+      // an identity CID (its bytes are its digest) is answered by Helia and leaves the fast path on
+      const inline = enc('inline block')
+      const identityCid = CID.createV1(raw.code, identity.digest(inline))
+      expect(await reader.read(identityCid)).to.equalBytes(inline)
+      expect(reader.direct).to.equal(true)
       const missing = await block('never stored')
       expect(await reader.read(missing.cid)).to.equal(undefined)
       // a miss the blockstore agrees with keeps the fast path on

@@ -44,6 +44,9 @@ interface LevelBlockstoreLike {
   base: { encoder: { encode(bytes: Uint8Array): string } }
 }
 
+/** The identity multihash: its digest is the block, never stored */
+const IDENTITY = 0x00
+
 /** How many wrapping levels are looked through for the LevelDB */
 const MAX_UNWRAP_DEPTH = 4
 
@@ -95,6 +98,8 @@ class BlockstoreReader implements LocalReader {
 
   read (cid: CID, options?: AbortOptions): Uint8Array | undefined | Promise<Uint8Array | undefined> {
     const level = this.level
+    // identity CIDs hold their bytes: only the wrapper answers them, and that says nothing of the fast path
+    if (cid.multihash.code === IDENTITY) return this.readWrapped(cid, options)
     if (level != null && level.db.status === 'open') {
       try {
         const bytes = level.db.getSync(keyOf(level, cid))
@@ -117,7 +122,7 @@ class BlockstoreReader implements LocalReader {
       return undefined
     }
     const level = this.level
-    if (level != null) {
+    if (level != null && cid.multihash.code !== IDENTITY) {
       // stored since the fast read missed (a stream delivering it), or the fast path is wrong here
       let seen: Uint8Array | undefined
       try {
