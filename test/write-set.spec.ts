@@ -6,14 +6,19 @@
  * would give (with the datastore reads they promise), `list()` merges the
  * pending writes into a prefix query in key order.
  *
+ * Over datastore-level, reads run in-process (getSync) and must give the
+ * same answers.
+ *
  * The datastore is wrapped to count reads: the read cache and the prefetches
  * exist to save datastore round trips, so how many happen is their contract.
  */
 
 import { expect } from 'aegir/chai'
 import { MemoryDatastore } from 'datastore-core'
+import { LevelDatastore } from 'datastore-level'
 import { Key } from 'interface-datastore'
 import { WriteSet } from '../src/crdt/write-set.js'
+import { tempDir } from './fixtures/stores.js'
 import type { Query } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
@@ -419,5 +424,51 @@ describe('WriteSet', () => {
       const listed = await tx.list('/s/')
       expect(listed.map(e => e.key)).to.deep.equal(['/s/B', '/s/a', '/s/ab', '/s/b'])
     })
+  })
+})
+
+describe('WriteSet over datastore-level', () => {
+  it('reads in-process from the same LevelDB, with the answers the datastore\'s own reads give', async () => {
+    const dir = await tempDir('write-set-level')
+    const store = new LevelDatastore(dir.path)
+    await store.open()
+    try {
+      await store.put(new Key('/a'), enc('A'))
+      await store.put(new Key('/b/c'), enc('BC'))
+      await store.put(new Key('/ÿ€'), enc('high'))
+      let awaited = 0
+      const get = store.get.bind(store)
+      const has = store.has.bind(store)
+      store.get = async (key, options) => { awaited++; return get(key, options) }
+      store.has = async (key, options) => { awaited++; return has(key, options) }
+
+      const tx = new WriteSet(store)
+      expect(dec(await tx.get(new Key('/a')))).to.equal('A')
+      expect(await tx.get(new Key('/missing'))).to.equal(undefined)
+      expect(await tx.has(new Key('/b/c'))).to.equal(true)
+      expect(await tx.has(new Key('/b'))).to.equal(false)
+      await tx.prefetch([new Key('/ÿ€'), new Key('/gone'), new Key('/a')], { existence: true })
+      expect(dec(await tx.get(new Key('/ÿ€')))).to.equal('high')
+      expect(await tx.has(new Key('/gone'))).to.equal(false)
+      // nothing went through the datastore's awaited reads
+      expect(awaited).to.equal(0)
+      // pending writes still win over the store
+      tx.put(new Key('/a'), enc('A2'))
+      tx.delete(new Key('/b/c'))
+      expect(dec(await tx.get(new Key('/a')))).to.equal('A2')
+      expect(await tx.has(new Key('/b/c'))).to.equal(false)
+      await tx.commit()
+      expect(dec(await get(new Key('/a')))).to.equal('A2')
+      expect(await has(new Key('/b/c'))).to.equal(false)
+
+      // a closed datastore is read the usual way, which reports it
+      await store.close()
+      const late = new WriteSet(store)
+      await expect(late.get(new Key('/a'))).to.eventually.be.rejected()
+      expect(awaited).to.equal(1)
+    } finally {
+      if (store.db.status === 'open') await store.close()
+      await dir.remove()
+    }
   })
 })

@@ -10,7 +10,9 @@
  * `idleTimeout` ms for its frame.
  *
  * Writing: a write waits for the stream's `drain` when the stream says its
- * buffer is full.
+ * buffer is full. A `FrameWriter` gathers many small frames into one send
+ * (one muxer frame, one encrypted transport message, one event on the other
+ * side, instead of one of each per frame).
  */
 
 import { decode as varintDecode, encode as varintEncode, encodingLength } from 'uint8-varint'
@@ -156,6 +158,43 @@ export class FrameReader {
 export async function writeFrame (stream: FrameStream, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
   if (!stream.send(new Uint8ArrayList(varintEncode(bytes.byteLength), bytes))) {
     await stream.onDrain(options)
+  }
+}
+
+/**
+ * Gathers frames and sends them together once `flushAt` bytes are waiting
+ * (or on `flush()`): a stream of small blocks costs one send per ~`flushAt`
+ * bytes instead of one per block. Frames are sent in the order written.
+ */
+export class FrameWriter {
+  private readonly stream: FrameStream
+  private readonly flushAt: number
+  private pending = new Uint8ArrayList()
+
+  constructor (stream: FrameStream, flushAt: number) {
+    this.stream = stream
+    this.flushAt = flushAt
+  }
+
+  /** Bytes written and not sent yet */
+  get waiting (): number {
+    return this.pending.byteLength
+  }
+
+  /** Adds a frame; sends what is waiting when that reaches `flushAt` bytes */
+  async write (bytes: Uint8Array, options?: AbortOptions): Promise<void> {
+    this.pending.append(varintEncode(bytes.byteLength), bytes)
+    if (this.pending.byteLength >= this.flushAt) await this.flush(options)
+  }
+
+  /** Sends every waiting frame, waiting for the stream to drain when its buffer is full */
+  async flush (options?: AbortOptions): Promise<void> {
+    if (this.pending.byteLength === 0) return
+    const out = this.pending
+    this.pending = new Uint8ArrayList()
+    if (!this.stream.send(out)) {
+      await this.stream.onDrain(options)
+    }
   }
 }
 

@@ -19,11 +19,12 @@
  *   whose request does not arrive within the idle timeout is reset.
  */
 
-import toBuffer from 'it-to-buffer'
 import { decodeNode } from '../../codec/dag-node.js'
 import { SyncProtocolError } from '../../errors.js'
-import { FrameReader, IdleWatchdog, writeFrame } from './frames.js'
+import { FrameReader, FrameWriter, IdleWatchdog } from './frames.js'
+import { localReader } from './local-reader.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_REQUEST_SIZE, SYNC_PROTOCOL, decodeRequest, encodeBlock } from './protocol.js'
+import type { LocalReader } from './local-reader.js'
 import type { BlockRequest } from './protocol.js'
 import type { ComponentLogger, Logger, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -39,6 +40,8 @@ export interface SyncServerLibp2p {
 export interface SyncServerBlockstore {
   has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
   get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  /** Helia's wrapping blockstores hand out the store they wrap (see local-reader.ts) */
+  unwrap?(): unknown
 }
 
 export interface SyncServerComponents {
@@ -84,6 +87,11 @@ export interface SyncServer {
   readonly sent: number
 }
 
+/** A walk runs at most this long (ms) without letting other work in */
+const WALK_SLICE = 10
+/** Block frames are sent together once this many bytes are waiting */
+const SEND_BATCH_BYTES = 64 * 1024
+
 interface Queued {
   cid: CID
   bytes: Uint8Array
@@ -100,6 +108,7 @@ class BlockSyncServer implements SyncServer {
   private readonly idleTimeout: number
   private controller = new AbortController()
   private readonly serving = new Set<Promise<void>>()
+  private readonly reader: LocalReader
   public sent = 0
 
   constructor (components: SyncServerComponents, init: SyncServerInit) {
@@ -109,6 +118,9 @@ class BlockSyncServer implements SyncServer {
     this.maxBytes = init.maxBytes ?? DEFAULT_MAX_BYTES
     this.maxStreams = init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER
     this.idleTimeout = init.idleTimeout ?? DEFAULT_IDLE_TIMEOUT
+    this.reader = localReader(components.blockstore, (err) => {
+      this.log('in-process block reads disagree with the blockstore, reading through it from now on - %e', err)
+    })
   }
 
   async start (options?: AbortOptions): Promise<void> {
@@ -154,43 +166,81 @@ class BlockSyncServer implements SyncServer {
     const have = new Set(request.have.map(c => c.toString()))
     const heap = new MaxHeap()
     const queued = new Set<string>()
-    // a wanted CID is sent even when listed as had (an adopted head the asker never walked)
-    const enqueue = async (cid: CID, wanted = false): Promise<void> => {
+    // a wanted CID is sent even when listed as had (an adopted head the asker never walked);
+    // returns a promise only when the block is read asynchronously
+    const enqueue = (cid: CID, wanted = false): Promise<void> | undefined => {
       const key = cid.toString()
       if (queued.has(key) || (!wanted && have.has(key))) return
       queued.add(key)
-      const node = await this.read(cid)
+      const bytes = this.read(cid)
+      if (bytes instanceof Promise) {
+        return bytes.then(b => {
+          const node = this.decode(cid, b)
+          if (node != null) heap.push(node)
+        })
+      }
+      const node = this.decode(cid, bytes)
       if (node != null) heap.push(node)
     }
-    for (const cid of request.want) await enqueue(cid, true)
+    // undefined when every block was read in-process; links read asynchronously are read concurrently
+    const enqueueAll = (cids: CID[], wanted = false): Promise<unknown> | undefined => {
+      let pending: Array<Promise<void>> | undefined
+      for (const cid of cids) {
+        const p = enqueue(cid, wanted)
+        if (p != null) (pending ??= []).push(p)
+      }
+      return pending == null ? undefined : Promise.all(pending)
+    }
+    await enqueueAll(request.want, true)
 
+    const writer = new FrameWriter(stream, SEND_BATCH_BYTES)
     let sent = 0
     let bytes = 0
+    let slice = Date.now()
     while (sent < maxBlocks) {
       const node = heap.pop()
       if (node == null) break
       if (sent > 0 && bytes + node.bytes.byteLength > maxBytes) break
-      await writeFrame(stream, encodeBlock(node.cid, node.bytes), { signal: watchdog.signal })
+      await writer.write(encodeBlock(node.cid, node.bytes), { signal: watchdog.signal })
       watchdog.kick()
       sent++
       bytes += node.bytes.byteLength
-      for (const link of node.links) await enqueue(link)
+      const reading = enqueueAll(node.links)
+      if (reading != null) {
+        // the asker gets what is ready while the disk is read
+        await writer.flush({ signal: watchdog.signal })
+        await reading
+      }
+      // in-process reads never wait: give the event loop a turn now and then
+      if (Date.now() - slice >= WALK_SLICE) {
+        await writer.flush({ signal: watchdog.signal })
+        await new Promise<void>(resolve => setImmediate(resolve))
+        slice = Date.now()
+      }
     }
+    await writer.flush({ signal: watchdog.signal })
     return sent
   }
 
-  /** A local block, decoded; undefined when absent, oversized or not a CRDT node */
-  private async read (cid: CID): Promise<Queued | undefined> {
-    const { blockstore } = this.components
+  /** A local block's bytes, in-process when the store allows; undefined when absent */
+  private read (cid: CID): Uint8Array | undefined | Promise<Uint8Array | undefined> {
     const signal = this.controller.signal
     try {
-      const bytes = await toBuffer(blockstore.get(cid, { signal, offline: true }))
-      if (bytes.byteLength > DEFAULT_MAX_BLOCK_SIZE) return undefined
+      return this.reader.read(cid, { signal })
+    } catch (err: any) {
+      if (!signal.aborted) this.log.trace('not serving %c - %e', cid, err)
+      return undefined
+    }
+  }
+
+  /** A block decoded for the walk; undefined when absent, oversized or not a CRDT node */
+  private decode (cid: CID, bytes: Uint8Array | undefined): Queued | undefined {
+    if (bytes == null || bytes.byteLength > DEFAULT_MAX_BLOCK_SIZE) return undefined
+    try {
       const node = decodeNode(cid, bytes)
       return { cid, bytes, height: node.delta.priority, links: node.links }
     } catch (err: any) {
-      // absent (the offline get throws), or not a CRDT node
-      if (!signal.aborted) this.log.trace('not serving %c - %e', cid, err)
+      this.log.trace('not serving %c, not a CRDT node - %e', cid, err)
       return undefined
     }
   }

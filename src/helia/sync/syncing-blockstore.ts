@@ -29,11 +29,12 @@
  * - `stop()` aborts every stream and waits for them.
  */
 
-import { concat } from 'uint8arrays/concat'
 import { deleteBlock } from '../delete-block.js'
 import { streamBlocks } from './client.js'
+import { localReader } from './local-reader.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_HAVE, SYNC_PROTOCOL } from './protocol.js'
 import type { AcceptedBlock } from './client.js'
+import type { LocalReader } from './local-reader.js'
 import type { DAGBlockstore, LocalBlock } from '../../interfaces.js'
 import type { ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -54,14 +55,12 @@ export interface SyncingBlockstoreComponents {
     /** Helia's wrapping blockstores hand out the store they wrap */
     unwrap?(): SyncingBlockstoreComponents['local']
     get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
-    /** Stores many blocks in one batch (interface-blockstore's `putMany`) */
-    putMany?(blocks: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncIterable<CID>
   }
   /** Fetches what the protocol does not deliver (bitswap) */
   fallback: DAGBlockstore
   /**
    * Tells the network that streamed blocks are now stored (Helia's block
-   * brokers, see `announceStored()`): Helia's `putMany` tells bitswap
+   * brokers, see `announceStored()`): Helia's `put` tells bitswap
    * before it stores, too early for peers that already want them
    */
   announce?(cids: CID[], options?: AbortOptions): Promise<void>
@@ -186,11 +185,16 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private handoffBytes = 0
   /** CIDs delivered by streams lately (oldest first) */
   private readonly delivered = new Set<string>()
+  /** Reads local blocks in-process when the blockstore allows (see local-reader.ts) */
+  private readonly reader: LocalReader
   public readonly stats: SyncStats = { requests: 0, blocks: 0, bytes: 0, cut: 0, fallbacks: 0, preferred: 0, handedOver: 0 }
 
   constructor (components: SyncingBlockstoreComponents, init: SyncingBlockstoreInit) {
     this.components = components
     this.log = components.logger.forComponent('datastore-crdt:sync:client')
+    this.reader = localReader(components.local, (err) => {
+      this.log('in-process block reads disagree with the blockstore, reading through it from now on - %e', err)
+    })
     this.maxBlocks = init.maxBlocks ?? DEFAULT_MAX_BLOCKS
     this.maxBytes = init.maxBytes ?? DEFAULT_MAX_BYTES
     this.maxBlockSize = init.maxBlockSize ?? DEFAULT_MAX_BLOCK_SIZE
@@ -210,7 +214,12 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       yield handed.bytes
       return
     }
-    if (await local.has(cid, options) || await this.viaSync(cid, options)) {
+    const stored = await this.reader.read(cid, options)
+    if (stored != null) {
+      yield stored
+      return
+    }
+    if (await this.viaSync(cid, options)) {
       // a stream may just have brought it
       const delivered = this.take(cid)
       if (delivered != null) {
@@ -236,11 +245,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   async getLocal (cid: CID, options?: AbortOptions): Promise<LocalBlock | undefined> {
     const handed = this.take(cid)
     if (handed != null) return handed
-    const { local } = this.components
-    if (!(await local.has(cid, options))) return undefined
-    const chunks: Uint8Array[] = []
-    for await (const chunk of local.get(cid, { ...options, offline: true })) chunks.push(chunk)
-    return { bytes: chunks.length === 1 ? chunks[0] : concat(chunks) }
+    const bytes = await this.reader.read(cid, options)
+    return bytes == null ? undefined : { bytes }
   }
 
   /**
@@ -444,15 +450,18 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     void session.finally(() => this.sessions.delete(session))
   }
 
-  /** Stores blocks, in one batch when the local blockstore can, then announces them */
+  /**
+   * Stores blocks, all of a batch at once, then announces them: Helia's
+   * `putMany` stores one block after the other (a `has`, then a `put`, each
+   * a LevelDB round trip through the thread pool), which bounded a stream to
+   * the disk's latency; concurrent `put`s keep the thread pool busy and
+   * LevelDB joins concurrent writes into one log write. Helia's `put` tells
+   * the block brokers before it stores, so the stored blocks are announced
+   * again once they are on disk (a want that arrived in between is served).
+   */
   private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
     const { local, announce } = this.components
-    if (local.putMany == null || blocks.length === 1) {
-      for (const { cid, bytes } of blocks) await local.put(cid, bytes, { signal })
-    } else {
-      // putMany is lazy: pulling it to the end stores the blocks
-      for await (const stored of local.putMany(blocks.map(b => ({ cid: b.cid, bytes: b.bytes })), { signal })) void stored
-    }
+    await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
     if (announce == null) return
     try {
       await announce(blocks.map(b => b.cid), { signal })

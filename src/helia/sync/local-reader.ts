@@ -1,0 +1,149 @@
+/**
+ * Reads blocks of the local blockstore for the sync server, as directly as
+ * the store allows. Helia's blockstore answers an offline `get` with a lock,
+ * a `has` and a `get`: two LevelDB reads through the thread pool, each an
+ * async hop, and a chain can only be walked one read after the other (a
+ * node's links are known once it is read). When the store Helia wraps is a
+ * blockstore-level `LevelBlockstore` over a LevelDB that reads
+ * synchronously (classic-level's `getSync`), a block is one in-process read
+ * instead, with no hop.
+ *
+ * Invariants:
+ * - Read only: nothing is stored, nothing is fetched from the network.
+ * - The fast path is a shortcut, never the only answer: a miss there is
+ *   asked again through the wrapping blockstore; if that finds the block
+ *   and a second fast read still misses it (so it was not just stored),
+ *   the fast path is wrong for this store (its key layout is not the one
+ *   assumed) and is not used again. A fast read that throws falls back the
+ *   same way. So a block is served whenever the blockstore has it.
+ * - Skipping Helia's lock is safe for reads: a block deleted by garbage
+ *   collection meanwhile is either read whole or found absent.
+ */
+
+import toBuffer from 'it-to-buffer'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
+
+/** The local blockstore as the server sees it; `offline` keeps Helia's from going to the network */
+export interface ReadableBlockstore {
+  get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  /** Helia's wrapping blockstores hand out the store they wrap */
+  unwrap?(): unknown
+}
+
+/** A LevelDB whose reads may run in-process (classic-level 3) */
+interface SyncLevel {
+  status?: string
+  supports?: { getSync?: boolean }
+  getSync(key: string): Uint8Array | undefined
+}
+
+/** blockstore-level's `LevelBlockstore`: `db` and the multibase of its keys are public */
+interface LevelBlockstoreLike {
+  db: SyncLevel
+  base: { encoder: { encode(bytes: Uint8Array): string } }
+}
+
+/** The identity multihash: its digest is the block, never stored */
+const IDENTITY = 0x00
+
+/** How many wrapping levels are looked through for the LevelDB */
+const MAX_UNWRAP_DEPTH = 4
+
+/** Reads local blocks; undefined when absent */
+export interface LocalReader {
+  /** The block's bytes, synchronously when it can, else a promise; undefined when absent */
+  read(cid: CID, options?: AbortOptions): Uint8Array | undefined | Promise<Uint8Array | undefined>
+  /** Whether reads run in-process (the fast path is on) */
+  readonly direct: boolean
+}
+
+function isLevelBlockstore (store: unknown): store is LevelBlockstoreLike {
+  const s = store as Partial<LevelBlockstoreLike> | undefined
+  return s?.db != null && typeof s.db.getSync === 'function' && s.db.supports?.getSync === true &&
+    typeof s.base?.encoder?.encode === 'function'
+}
+
+/** The LevelBlockstore under Helia's wrappers, if that is what they wrap */
+function findLevel (store: ReadableBlockstore): LevelBlockstoreLike | undefined {
+  let inner: unknown = store
+  for (let depth = 0; depth <= MAX_UNWRAP_DEPTH && inner != null; depth++) {
+    if (isLevelBlockstore(inner)) return inner
+    const next = inner as { unwrap?(): unknown, child?: unknown }
+    // Helia's wrappers unwrap(); blockstore-core's IdentityBlockstore keeps its store as `child`
+    inner = typeof next.unwrap === 'function' ? next.unwrap() : next.child
+  }
+  return undefined
+}
+
+/** blockstore-level's key of a block: `/` and the multihash in its multibase */
+function keyOf (level: LevelBlockstoreLike, cid: CID): string {
+  return `/${level.base.encoder.encode(cid.multihash.bytes)}`
+}
+
+class BlockstoreReader implements LocalReader {
+  private readonly store: ReadableBlockstore
+  private level?: LevelBlockstoreLike
+  private readonly onFallback: (err?: Error) => void
+
+  constructor (store: ReadableBlockstore, onFallback: (err?: Error) => void) {
+    this.store = store
+    this.level = findLevel(store)
+    this.onFallback = onFallback
+  }
+
+  get direct (): boolean {
+    return this.level != null
+  }
+
+  read (cid: CID, options?: AbortOptions): Uint8Array | undefined | Promise<Uint8Array | undefined> {
+    const level = this.level
+    // identity CIDs hold their bytes: only the wrapper answers them, and that says nothing of the fast path
+    if (cid.multihash.code === IDENTITY) return this.readWrapped(cid, options)
+    if (level != null && level.db.status === 'open') {
+      try {
+        const bytes = level.db.getSync(keyOf(level, cid))
+        if (bytes != null) return bytes
+      } catch (err: any) {
+        return this.readWrapped(cid, options, err)
+      }
+      return this.readWrapped(cid, options)
+    }
+    return this.readWrapped(cid, options)
+  }
+
+  /** Reads through the wrapping blockstore; turns the fast path off when it found what the fast path missed */
+  private async readWrapped (cid: CID, options?: AbortOptions, fastError?: Error): Promise<Uint8Array | undefined> {
+    let bytes: Uint8Array
+    try {
+      bytes = await toBuffer(this.store.get(cid, { ...options, offline: true }))
+    } catch {
+      // absent (an offline get throws)
+      return undefined
+    }
+    const level = this.level
+    if (level != null && cid.multihash.code !== IDENTITY) {
+      // stored since the fast read missed (a stream delivering it), or the fast path is wrong here
+      let seen: Uint8Array | undefined
+      try {
+        seen = level.db.status === 'open' ? level.db.getSync(keyOf(level, cid)) : undefined
+      } catch {
+        seen = undefined
+      }
+      if (seen == null) {
+        this.level = undefined
+        this.onFallback(fastError)
+      }
+    }
+    return bytes
+  }
+}
+
+/**
+ * A reader of `store`'s blocks: in-process LevelDB reads when it wraps a
+ * blockstore-level store over classic-level, else its own offline `get`.
+ * `onFallback` is told when the fast path is turned off.
+ */
+export function localReader (store: ReadableBlockstore, onFallback: (err?: Error) => void = () => {}): LocalReader {
+  return new BlockstoreReader(store, onFallback)
+}

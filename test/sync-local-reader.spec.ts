@@ -1,0 +1,131 @@
+/**
+ * The sync server's block reads and frame sends: in-process LevelDB reads
+ * under Helia's wrapping blockstores (with their fallback when they
+ * disagree with the blockstore), and many frames gathered into one send,
+ * read back in order.
+ */
+
+import { expect } from 'aegir/chai'
+import { MemoryBlockstore } from 'blockstore-core'
+import { LevelBlockstore } from 'blockstore-level'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { identity } from 'multiformats/hashes/identity'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { FrameReader, FrameWriter } from '../src/helia/sync/frames.js'
+import { localReader } from '../src/helia/sync/local-reader.js'
+import { createReplicaNode } from '../src/node/index.js'
+import { enc, tempDir } from './fixtures/stores.js'
+import type { FrameStream } from '../src/helia/sync/frames.js'
+
+async function block (text: string): Promise<{ cid: CID, bytes: Uint8Array }> {
+  const bytes = enc(text)
+  return { cid: CID.createV1(raw.code, await sha256.digest(bytes)), bytes }
+}
+
+/** A stream end that records what was sent and hands it to a reader's listeners */
+function loopback (): FrameStream & { sends: number } {
+  const listeners = new Map<string, Set<(evt: any) => void>>()
+  const stream = {
+    sends: 0,
+    readableEnded: false,
+    addEventListener (type: string, fn: (evt: any) => void) {
+      if (!listeners.has(type)) listeners.set(type, new Set())
+      listeners.get(type)?.add(fn)
+    },
+    removeEventListener (type: string, fn: (evt: any) => void) { listeners.get(type)?.delete(fn) },
+    send (data: Uint8Array | Uint8ArrayList) {
+      stream.sends++
+      for (const fn of listeners.get('message') ?? []) fn({ data })
+      return true
+    },
+    pause () {},
+    resume () {},
+    async onDrain () {}
+  }
+  return stream as unknown as FrameStream & { sends: number }
+}
+
+describe('sync server reads and sends', function () {
+  this.timeout(30_000)
+
+  it('reads blocks in-process under Helia\'s wrapping blockstores of a LevelDB replica node', async () => {
+    const dir = await tempDir('local-reader')
+    const node = await createReplicaNode({ directory: dir.path, listen: [] })
+    try {
+      const a = await block('stored through helia')
+      await node.blockstore.put(a.cid, a.bytes)
+      const fallbacks: unknown[] = []
+      const reader = localReader(node.blockstore, (err) => fallbacks.push(err))
+      expect(reader.direct).to.equal(true)
+      const read = reader.read(a.cid)
+      expect(read).to.not.be.an.instanceOf(Promise)
+      expect(read).to.equalBytes(a.bytes)
+      // an identity CID (its bytes are its digest) is answered by Helia and leaves the fast path on
+      const inline = enc('inline block')
+      const identityCid = CID.createV1(raw.code, identity.digest(inline))
+      expect(await reader.read(identityCid)).to.equalBytes(inline)
+      expect(reader.direct).to.equal(true)
+      const missing = await block('never stored')
+      expect(await reader.read(missing.cid)).to.equal(undefined)
+      // a miss the blockstore agrees with keeps the fast path on
+      expect(reader.direct).to.equal(true)
+      expect(fallbacks).to.deep.equal([])
+    } finally {
+      await node.stop()
+      await dir.remove()
+    }
+  })
+
+  it('reads through the wrapping blockstore, and stops reading in-process, when that finds a block the LevelDB read missed', async () => {
+    const dir = await tempDir('local-reader-disagree')
+    const level = new LevelBlockstore(dir.path)
+    await level.open()
+    const elsewhere = new MemoryBlockstore()
+    try {
+      const a = await block('only in the wrapper')
+      await elsewhere.put(a.cid, a.bytes)
+      // a wrapper whose blocks are not where the fast path looks
+      const wrapper = {
+        get: (cid: CID, options?: any) => elsewhere.get(cid, options),
+        unwrap: () => level
+      }
+      const fallbacks: unknown[] = []
+      const reader = localReader(wrapper, (err) => fallbacks.push(err ?? 'miss'))
+      expect(reader.direct).to.equal(true)
+      expect(await reader.read(a.cid)).to.equalBytes(a.bytes)
+      expect(reader.direct).to.equal(false)
+      expect(fallbacks).to.have.lengthOf(1)
+      expect(await reader.read(a.cid)).to.equalBytes(a.bytes)
+      expect(fallbacks).to.have.lengthOf(1)
+    } finally {
+      await level.close()
+      await dir.remove()
+    }
+  })
+
+  it('reads a blockstore without LevelDB through its own get', async () => {
+    const store = new MemoryBlockstore()
+    const a = await block('in memory')
+    await store.put(a.cid, a.bytes)
+    const reader = localReader(store)
+    expect(reader.direct).to.equal(false)
+    expect(await reader.read(a.cid)).to.equalBytes(a.bytes)
+    expect(await reader.read((await block('absent')).cid)).to.equal(undefined)
+  })
+
+  it('sends many frames in one send, read back whole and in order', async () => {
+    const stream = loopback()
+    const reader = new FrameReader(stream, { maxFrame: 1024, highWater: 1 << 20, idleTimeout: 1000 })
+    const writer = new FrameWriter(stream, 4096)
+    const frames = Array.from({ length: 100 }, (_, i) => enc(`frame ${i} `.repeat(1 + (i % 7))))
+    for (const f of frames) await writer.write(f)
+    await writer.flush()
+    // ~7 KB of frames with a 4 KB threshold: two sends, not one per frame
+    expect(stream.sends).to.be.at.most(3)
+    for (const f of frames) expect(await reader.next()).to.equalBytes(f)
+    expect(reader.hasFrame()).to.equal(false)
+    reader.dispose()
+  })
+})
