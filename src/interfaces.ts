@@ -63,6 +63,15 @@ export interface Broadcaster {
    * transport knows them; used instead of `next()` when present
    */
   nextPayload?(options?: AbortOptions): Promise<ReceivedPayload>
+  /**
+   * Calls `listener` with the peer id of every replica that joins the topic
+   * (subscribes, as it does on each new connection: a restart, a healed
+   * partition); returns a function that stops the calls. The store tries
+   * branches it gave up again when a replica joins, since the newcomer may
+   * hold them. Absent: given-up branches are retried only when an announcer
+   * reappears after a silence, and now and then.
+   */
+  watchJoins?(listener: (peer: string) => void): () => void
 }
 
 /** The collaborators a CRDT datastore is built from */

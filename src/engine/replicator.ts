@@ -125,6 +125,8 @@ export class Replicator {
   private readonly lastHeard = new Map<string, number>()
   /** Set when an announcer (re)appears: given-up branches are tried again at the next repair tick */
   private reviveDue = false
+  /** Stops the broadcaster's join notifications */
+  private unwatchJoins?: () => void
   private lastRevivalTick = -Infinity
   private readonly queue: HeadQueue
   /** The last walk of each announcer, when walks of one announcer run one at a time */
@@ -168,6 +170,7 @@ export class Replicator {
     if (this.init.broadcaster != null) {
       this.track(this.receiveLoop(this.init.broadcaster))
       this.scheduleRebroadcast()
+      this.unwatchJoins = this.init.broadcaster.watchJoins?.(peer => { this.joined(peer) })
     }
     const due = this.init.repairInterval > 0 && (await this.engine.isDirty() || (await this.engine.pendingBranches()).length > 0)
     if (due) {
@@ -183,6 +186,8 @@ export class Replicator {
       this.batchTimer = undefined
       await this.flushBatch()
     }
+    this.unwatchJoins?.()
+    this.unwatchJoins = undefined
     this.controller.abort()
     this.queue.close()
     for (const timer of this.timers) clearTimeout(timer)
@@ -324,6 +329,28 @@ export class Replicator {
     if (this.lastHeard.size > MAX_ANNOUNCERS) this.lastHeard.delete(this.lastHeard.keys().next().value as string)
   }
 
+  /**
+   * A replica joined the topic (it connected: a restart, a healed
+   * partition). It may hold branches given up while it was out of reach,
+   * or while the peers that were connected did not have them yet: when
+   * there are any, a revival is due and the store is marked dirty at once,
+   * so it does not look settled before they are tried again (see
+   * `scheduleRepair()`). Announcers alone cannot tell this: a replica that
+   * restarts within a few rebroadcast intervals, or whose heads others
+   * announce first, never looks silent.
+   */
+  private joined (peer: string): void {
+    // without repair ticks nothing would revive them: given-up branches then come back only through repair() callers
+    if (this.signal.aborted || this.init.repairInterval <= 0) return
+    this.log('%s joined the topic', peer)
+    this.track((async () => {
+      if ((await this.engine.givenUp({ signal: this.signal })).some(b => !b.reason.startsWith(MALFORMED_REASON))) {
+        this.reviveDue = true
+        await this.engine.markDirty({ signal: this.signal })
+      }
+    })())
+  }
+
   /** Heads waiting for their turn, handled, and dropped from full queues */
   get headStats (): { queued: number, inFlight: number, dropped: number, penalisedAnnouncers: number, walks: number } {
     return {
@@ -356,7 +383,8 @@ export class Replicator {
       if (!signal.aborted) await this.engine.markDirty()
       throw err
     }
-    if ((await this.engine.pendingBranches({ signal })).length === 0) {
+    // a revival that is due keeps the store dirty until it has been tried
+    if ((await this.engine.pendingBranches({ signal })).length === 0 && !(this.reviveDue && this.init.repairInterval > 0)) {
       await this.engine.markClean({ signal })
       this.log('repair finished, store is clean')
     }

@@ -50,6 +50,16 @@ const MIN_SHARE = 0.1
 /** Fetch errors of siblings never asked for: they never give their branch up (see `recordFetchFailure`) */
 const NOT_ASKED = new WeakSet<Error>()
 
+/** A fetch that had no peer to ask (a partition): like a sibling never asked, it never gives its branch up */
+function nobodyAsked (err: Error): boolean {
+  let cause: unknown = err
+  for (let depth = 0; cause != null && depth < 4; depth++) {
+    if ((cause as Error).name === 'NoPeersAskedError') return true
+    cause = (cause as Error).cause
+  }
+  return false
+}
+
 /** A place to start walking: a reserved node, fetched already or not */
 export interface WalkStart {
   cid: CID
@@ -165,7 +175,7 @@ export class Walker {
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
               if (err.name === 'BlockFetchError') {
-                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) }).then(gaveUp => {
+                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) && !nobodyAsked(err) }).then(gaveUp => {
                   if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
                 }, () => {})
               }

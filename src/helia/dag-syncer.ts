@@ -21,7 +21,10 @@
  * A fetch may name a peer to ask first (`preferPeer`: the peer that
  * announced the head), when it is connected. A `probe` fetch (repairs)
  * fails as soon as every connected peer said it lacks the block, instead
- * of asking again until its deadline.
+ * of asking again until its deadline. A fetch that ends without any peer
+ * to ask (none connected) fails with `NoPeersAskedError`: it proves
+ * nothing about the block, so the store does not count it towards giving
+ * the branch up.
  *
  * Nothing fetched reaches the persistent blockstore before it decodes as a
  * node: Helia's own `get` and sessions store a block as soon as bitswap
@@ -40,6 +43,7 @@ import { defaultLogger } from '@libp2p/logger'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { decodeNode } from '../codec/dag-node.js'
 import { DEFAULT_MAX_BLOCK_SIZE } from '../engine/crdt-datastore.js'
+import { NoPeersAskedError } from '../errors.js'
 import { deleteBlock } from './delete-block.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { ComponentLogger } from '@libp2p/interface'
@@ -278,7 +282,9 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       })
     }
     // asks one peer; the first block to arrive is kept, and every ask that ends wakes the loop below
+    let everAsked = false
     const launch = (id: string, target: CID | Multiaddr): void => {
+      everAsked = true
       asked.add(id)
       const attempt: Promise<void> = ask(cid, target, signal, options?.onProgress)
         .then(bytes => {
@@ -303,7 +309,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         const peers = connected()
         const fresh = candidates(peers, asked, options?.preferPeer)
         if (options?.probe === true && [...peers.keys()].every(id => refused.has(id))) {
-          // a probe: every connected peer said no (or none is connected)
+          // a probe: every connected peer said no, or none is connected (then nobody was asked, which proves nothing)
+          if (refused.size === 0) throw new NoPeersAskedError(`no peer connected to ask for ${cid}`)
           throw new Error(`no connected peer has ${cid}`)
         }
         if (fresh.length === 0) {
@@ -323,6 +330,12 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         await sleep(ANSWER_WAIT)
       }
       return found
+    } catch (err: any) {
+      // a deadline that ran out while no peer was connected: nobody was asked
+      if (refused.size === 0 && asks.size === 0 && !everAsked && err?.name !== 'NoPeersAskedError') {
+        throw new NoPeersAskedError(`no peer connected to ask for ${cid}`, { cause: err })
+      }
+      throw err
     } finally {
       done.abort()
       await Promise.allSettled([...asks])
