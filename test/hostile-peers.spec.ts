@@ -308,11 +308,13 @@ describe('hostile peers: the receive path', function () {
     await r.store.receive(announce([top]))
     await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
     await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean with the branch given up')
+    // a replica joins that does not hold it: dirty at once, so nothing looks settled while the branch waits for its retry
+    r.net.join('other')
+    await waitFor(async () => r.store.isDirty(), 2000, 'the store to be dirty after the join')
+    await waitFor(async () => !(await r.store.isDirty()) && r.store.stats().givenUpBranches === 2, 5000, 'the retry to fail and the store to be clean')
     // a replica holding it connects again (a restart, a healed partition): gossipsub tells of its subscription
     await r.blockstore.put(lostNode.cid, lostNode.bytes)
     r.net.join('writer')
-    // dirty at once, so nothing looks settled while the branch waits for its retry
-    await waitFor(async () => r.store.isDirty(), 2000, 'the store to be dirty after the join')
     await waitFor(async () => (await stateOf(r.store)).includes('/late=back'), 5000, 'the given-up branch to be retried')
     expect(await r.store.givenUpBranches()).to.have.lengthOf(0)
     await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean again')

@@ -191,9 +191,13 @@ export class Walker {
           })
       }
 
+      // A repair's starts are branches of their own: with probes, each fetch
+      // is bounded already (every connected peer answers or is waited on a
+      // short while), so each start has its own deadline and is really
+      // asked, rather than most of them running out of a shared one
       const group = this.siblings()
       for (const start of starts) {
-        schedule(start.cid, 0, start.node, group)
+        schedule(start.cid, 0, start.node, options?.probe === true ? this.siblings() : group)
       }
       // beside other walks this one keeps a slot free for them
       const share = (): void => {

@@ -117,6 +117,15 @@ const PAUSE_BASE = 200
 const PAUSE_MAX = 2000
 /** An ask with no answer for this long (ms) is given up (later asks to the same peer stay) */
 const ASK_LIFETIME = 10_000
+/**
+ * A probe's ask to a peer that said it lacks the block before (ms). A
+ * bitswap peer sends DONT_HAVE once per want and keeps the want, so it
+ * answers a repeated want only with the block: one that got the block
+ * since sends it at once, and its silence is its no
+ */
+const REASK_LIFETIME = 3_000
+/** Blocks remembered with the peers that said they lack them, at most */
+const MAX_REFUSALS = 4096
 /** Peers remembered as having served blocks, most recent first */
 const MAX_GOOD_PEERS = 32
 /** Blocks remembered as fetched from the network (and so removable when refused) */
@@ -232,10 +241,10 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   }
 
   /** Asks one peer; rejects when it does not have the block or does not answer */
-  async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal, onProgress?: ProgressOptions['onProgress']): Promise<Uint8Array> {
+  async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal, onProgress?: ProgressOptions['onProgress'], lifetimeMs = ASK_LIFETIME): Promise<Uint8Array> {
     // a timer cleared when the ask ends: AbortSignal.timeout() would keep every ask's signal alive for ASK_LIFETIME
     const lifetime = new AbortController()
-    const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${ASK_LIFETIME} ms`)) }, ASK_LIFETIME)
+    const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${lifetimeMs} ms`)) }, lifetimeMs)
     const combined = AbortSignal.any([signal, lifetime.signal])
     try {
       if (sessionBroker?.createSession != null) {
@@ -256,6 +265,16 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       // ends what the broker's session still does for this ask
       lifetime.abort()
     }
+  }
+
+  /** Peers that said they lack a block (or did not answer), by block, most recent last */
+  const refusals = new Map<string, Set<string>>()
+  const refusedBefore = (cid: string, id: string): boolean => refusals.get(cid)?.has(id) === true
+  const noteRefusal = (cid: string, id: string): void => {
+    const peers = refusals.get(cid) ?? new Set<string>()
+    refusals.delete(cid)
+    refusals.set(cid, peers.add(id))
+    if (refusals.size > MAX_REFUSALS) refusals.delete(refusals.keys().next().value as string)
   }
 
   async function fetchBlock (cid: CID, options?: AbortOptions & ProgressOptions & { preferPeer?: string, probe?: boolean }): Promise<Uint8Array> {
@@ -283,17 +302,23 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     }
     // asks one peer; the first block to arrive is kept, and every ask that ends wakes the loop below
     let everAsked = false
+    const key = cid.toString()
     const launch = (id: string, target: CID | Multiaddr): void => {
       everAsked = true
       asked.add(id)
-      const attempt: Promise<void> = ask(cid, target, signal, options?.onProgress)
+      // a probe does not wait long on a peer that said no before: it would only answer with the block
+      const lifetimeMs = options?.probe === true && refusedBefore(key, id) ? REASK_LIFETIME : ASK_LIFETIME
+      const attempt: Promise<void> = ask(cid, target, signal, options?.onProgress, lifetimeMs)
         .then(bytes => {
           if (found == null) {
             found = bytes
             served(id)
+            refusals.delete(key)
           }
         }, (err: any) => {
           refused.add(id)
+          // an ask ended by the fetch itself (the block came from elsewhere, a deadline) is no answer
+          if (!signal.aborted) noteRefusal(key, id)
           log.trace('%s did not serve %c - %s', id, cid, err?.message)
         })
         .finally(() => {
