@@ -520,6 +520,8 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
       expect(await stateOf(store)).to.include('/held=h')
       expect(await store.pendingBranches()).to.have.lengthOf(0)
       expect((await store.givenUpBranches()).map(b => b.cid.toString()).sort()).to.deep.equal(missing.map(String).sort())
+      // recorded with the peer that said no: its rejoining alone does not revive them, a newcomer's does
+      for (const b of await store.givenUpBranches()) expect(b.refusedBy).to.deep.equal([other.libp2p.peerId.toString()])
     } finally {
       await store.stop()
     }

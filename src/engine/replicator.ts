@@ -125,6 +125,8 @@ export class Replicator {
   private readonly lastHeard = new Map<string, number>()
   /** Set when an announcer (re)appears: given-up branches are tried again at the next repair tick */
   private reviveDue = false
+  /** Replicas that joined the topic since the last repair tick: branches none of them was asked for are tried again */
+  private readonly joins = new Set<string>()
   /** Stops the broadcaster's join notifications */
   private unwatchJoins?: () => void
   private lastRevivalTick = -Infinity
@@ -331,21 +333,22 @@ export class Replicator {
 
   /**
    * A replica joined the topic (it connected: a restart, a healed
-   * partition). It may hold branches given up while it was out of reach,
-   * or while the peers that were connected did not have them yet: when
-   * there are any, a revival is due and the store is marked dirty at once,
-   * so it does not look settled before they are tried again (see
-   * `scheduleRepair()`). Announcers alone cannot tell this: a replica that
-   * restarts within a few rebroadcast intervals, or whose heads others
-   * announce first, never looks silent.
+   * partition). It may hold branches given up while it was out of reach:
+   * when there are any it was not asked for (not among the peers recorded
+   * as lacking the block), they are tried again at the next repair tick,
+   * and the store is marked dirty at once, so it does not look settled
+   * before (see `scheduleRepair()`). Junk that every replica said it lacks
+   * is not tried again each time one of them reconnects. Announcers alone
+   * cannot tell this: a replica that restarts within a few rebroadcast
+   * intervals, or whose heads others announce first, never looks silent.
    */
   private joined (peer: string): void {
     // without repair ticks nothing would revive them: given-up branches then come back only through repair() callers
     if (this.signal.aborted || this.init.repairInterval <= 0) return
     this.log('%s joined the topic', peer)
     this.track((async () => {
-      if ((await this.engine.givenUp({ signal: this.signal })).some(b => !b.reason.startsWith(MALFORMED_REASON))) {
-        this.reviveDue = true
+      if ((await this.engine.givenUp({ signal: this.signal })).some(b => !b.reason.startsWith(MALFORMED_REASON) && !(b.refusedBy?.includes(peer) ?? false))) {
+        if (this.joins.size < MAX_ANNOUNCERS) this.joins.add(peer)
         await this.engine.markDirty({ signal: this.signal })
       }
     })())
@@ -384,7 +387,7 @@ export class Replicator {
       throw err
     }
     // a revival that is due keeps the store dirty until it has been tried
-    if ((await this.engine.pendingBranches({ signal })).length === 0 && !(this.reviveDue && this.init.repairInterval > 0)) {
+    if ((await this.engine.pendingBranches({ signal })).length === 0 && !(this.joins.size > 0 && this.init.repairInterval > 0)) {
       await this.engine.markClean({ signal })
       this.log('repair finished, store is clean')
     }
@@ -605,9 +608,18 @@ export class Replicator {
       const returned = this.reviveDue && tick - this.lastRevivalTick >= REVIVE_MIN_TICKS
       if (tick % GIVEN_UP_RETRY_EVERY === 0 || returned) {
         this.reviveDue = false
+        this.joins.clear()
         this.lastRevivalTick = tick
         if (await this.engine.reviveGivenUp({ signal: this.signal }) > 0) {
           this.log('retrying branches given up earlier')
+          await this.engine.markDirty()
+        }
+      } else if (this.joins.size > 0) {
+        // replicas that joined since: only what none of them was asked for (at most once a tick, however many join)
+        const joined = [...this.joins]
+        this.joins.clear()
+        if (await this.engine.reviveGivenUp({ signal: this.signal, only: b => joined.some(peer => !(b.refusedBy?.includes(peer) ?? false)) }) > 0) {
+          this.log('retrying branches given up before %d replica(s) joined', joined.length)
           await this.engine.markDirty()
         }
       }

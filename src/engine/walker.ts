@@ -60,6 +60,17 @@ function nobodyAsked (err: Error): boolean {
   return false
 }
 
+/** The peers a DAG syncer names on a fetch error (or its causes) as asked without sending the block */
+function refusers (err: Error): string[] | undefined {
+  let cause: unknown = err
+  for (let depth = 0; cause != null && depth < 4; depth++) {
+    const named = (cause as { refusedBy?: unknown }).refusedBy
+    if (Array.isArray(named)) return named.filter((id): id is string => typeof id === 'string')
+    cause = (cause as Error).cause
+  }
+  return undefined
+}
+
 /** A place to start walking: a reserved node, fetched already or not */
 export interface WalkStart {
   cid: CID
@@ -175,7 +186,7 @@ export class Walker {
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
               if (err.name === 'BlockFetchError') {
-                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) && !nobodyAsked(err) }).then(gaveUp => {
+                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) && !nobodyAsked(err), refusedBy: refusers(err) }).then(gaveUp => {
                   if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
                 }, () => {})
               }

@@ -301,10 +301,11 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       })
     }
     // asks one peer; the first block to arrive is kept, and every ask that ends wakes the loop below
-    let everAsked = false
+    /** Every peer asked during this fetch (`asked` is cleared between rounds) */
+    const everAsked = new Set<string>()
     const key = cid.toString()
     const launch = (id: string, target: CID | Multiaddr): void => {
-      everAsked = true
+      everAsked.add(id)
       asked.add(id)
       // a probe does not wait long on a peer that said no before: it would only answer with the block
       const lifetimeMs = options?.probe === true && refusedBefore(key, id) ? REASK_LIFETIME : ASK_LIFETIME
@@ -335,8 +336,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         const fresh = candidates(peers, asked, options?.preferPeer)
         if (options?.probe === true && [...peers.keys()].every(id => refused.has(id))) {
           // a probe: every connected peer said no, or none is connected (then nobody was asked, which proves nothing)
-          if (refused.size === 0) throw new NoPeersAskedError(`no peer connected to ask for ${cid}`)
-          throw new Error(`no connected peer has ${cid}`)
+          throw everAsked.size > 0 ? refusedError(new Error(`no connected peer has ${cid}`), everAsked) : new NoPeersAskedError(`no peer connected to ask for ${cid}`)
         }
         if (fresh.length === 0) {
           // Everyone was asked (or none is connected): wait, then ask again.
@@ -357,10 +357,9 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       return found
     } catch (err: any) {
       // a deadline that ran out while no peer was connected: nobody was asked
-      if (refused.size === 0 && asks.size === 0 && !everAsked && err?.name !== 'NoPeersAskedError') {
-        throw new NoPeersAskedError(`no peer connected to ask for ${cid}`, { cause: err })
-      }
-      throw err
+      if (everAsked.size === 0) throw new NoPeersAskedError(`no peer connected to ask for ${cid}`, { cause: err })
+      // a peer asked that has not answered by the deadline did not send it either
+      throw err?.refusedBy == null ? refusedError(new Error(`no peer sent ${cid}: ${err?.message}`, { cause: err }), everAsked) : err
     } finally {
       done.abort()
       await Promise.allSettled([...asks])
@@ -399,6 +398,15 @@ function blockBrokers (helia: HeliaDAGSyncerComponents): BlockBroker[] {
   }
   const list = lists.find(l => Array.isArray(l) && l.length > 0) as unknown[] | undefined
   return (list ?? []).filter((b): b is BlockBroker => b != null && typeof b === 'object' && (typeof (b as BlockBroker).retrieve === 'function' || typeof (b as BlockBroker).createSession === 'function'))
+}
+
+/**
+ * Names on a fetch error the peers that were asked and did not send the
+ * block (`refusedBy`): the store records them with a branch it gives up,
+ * and a replica joining later that is not among them gets it tried again
+ */
+function refusedError (err: Error, refused: Set<string>): Error {
+  return Object.assign(err, { refusedBy: [...refused] })
 }
 
 function shuffle <T> (items: T[]): T[] {
