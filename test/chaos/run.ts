@@ -20,7 +20,9 @@ if (!Number.isInteger(seed) || seed < 0) {
   process.exit(2)
 }
 // --trusted: the writers are the replicas' keys, plus a rogue replica (issue #17); with --quick, the short run of npm test
-const options = quick ? (trusted ? trustedQuickOptions(seed) : quickOptions(seed)) : fullOptions(seed)
+let preset = fullOptions
+if (quick) preset = trusted ? trustedQuickOptions : quickOptions
+const options = preset(seed)
 const replicas = argValue('--replicas')
 if (replicas != null) options.replicas = Number(replicas)
 const duration = argValue('--duration')
