@@ -507,7 +507,7 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
     const missing = await Promise.all(Array.from({ length: 2 }, async (_, i) => missingCid(`alone-${i}`)))
     const top = await storedNode(alone.blockstore, '/top', 't', [held, ...missing], 2)
     // one failed fetch that asked someone gives a branch up
-    const store = await createHeliaCRDT(alone, { topic: 'hostile-alone', repairInterval: 0, dagSyncerTimeout: 300, maxFetchAttempts: 1, syncProtocol: false })
+    const store = await createHeliaCRDT(alone, { topic: 'hostile-alone', repairInterval: 0, dagSyncerTimeout: 3000, maxFetchAttempts: 1, syncProtocol: false })
     try {
       await store.receive(announce([top]))
       expect(await stateOf(store)).to.include('/top=t')

@@ -244,7 +244,11 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal, onProgress?: ProgressOptions['onProgress'], lifetimeMs = ASK_LIFETIME): Promise<Uint8Array> {
     // a timer cleared when the ask ends: AbortSignal.timeout() would keep every ask's signal alive for ASK_LIFETIME
     const lifetime = new AbortController()
-    const timer = setTimeout(() => { lifetime.abort(new Error(`no answer for ${cid} within ${lifetimeMs} ms`)) }, lifetimeMs)
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      lifetime.abort(new Error(`no answer for ${cid} within ${lifetimeMs} ms`))
+    }, lifetimeMs)
     const combined = AbortSignal.any([signal, lifetime.signal])
     try {
       if (sessionBroker?.createSession != null) {
@@ -260,6 +264,9 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       } finally {
         session?.close?.()
       }
+    } catch (err: any) {
+      // silence is no answer: only a peer that said it lacks the block (DONT_HAVE) counts as refusing it
+      throw timedOut ? Object.assign(new Error(`no answer for ${cid} within ${lifetimeMs} ms`, { cause: err }), { timedOut: true }) : err
     } finally {
       clearTimeout(timer)
       // ends what the broker's session still does for this ask
@@ -267,7 +274,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     }
   }
 
-  /** Peers that said they lack a block (or did not answer), by block, most recent last */
+  /** Peers that said they lack a block (DONT_HAVE), by block, most recent last */
   const refusals = new Map<string, Set<string>>()
   const refusedBefore = (cid: string, id: string): boolean => refusals.get(cid)?.has(id) === true
   const noteRefusal = (cid: string, id: string): void => {
@@ -318,8 +325,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
           }
         }, (err: any) => {
           refused.add(id)
-          // an ask ended by the fetch itself (the block came from elsewhere, a deadline) is no answer
-          if (!signal.aborted) noteRefusal(key, id)
+          // an ask ended by the fetch itself (the block came from elsewhere, a deadline), or unanswered, is no refusal
+          if (!signal.aborted && err?.timedOut !== true) noteRefusal(key, id)
           log.trace('%s did not serve %c - %s', id, cid, err?.message)
         })
         .finally(() => {
@@ -336,7 +343,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         const fresh = candidates(peers, asked, options?.preferPeer)
         if (options?.probe === true && [...peers.keys()].every(id => refused.has(id))) {
           // a probe: every connected peer said no, or none is connected (then nobody was asked, which proves nothing)
-          throw everAsked.size > 0 ? refusedError(new Error(`no connected peer has ${cid}`), everAsked) : new NoPeersAskedError(`no peer connected to ask for ${cid}`)
+          throw everAsked.size > 0 ? refusedError(new Error(`no connected peer has ${cid}`), refusals.get(key)) : new NoPeersAskedError(`no peer connected to ask for ${cid}`)
         }
         if (fresh.length === 0) {
           // Everyone was asked (or none is connected): wait, then ask again.
@@ -358,8 +365,7 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     } catch (err: any) {
       // a deadline that ran out while no peer was connected: nobody was asked
       if (everAsked.size === 0) throw new NoPeersAskedError(`no peer connected to ask for ${cid}`, { cause: err })
-      // a peer asked that has not answered by the deadline did not send it either
-      throw err?.refusedBy == null ? refusedError(new Error(`no peer sent ${cid}: ${err?.message}`, { cause: err }), everAsked) : err
+      throw err?.refusedBy == null ? refusedError(new Error(`no peer sent ${cid}: ${err?.message}`, { cause: err }), refusals.get(key)) : err
     } finally {
       done.abort()
       await Promise.allSettled([...asks])
@@ -401,12 +407,13 @@ function blockBrokers (helia: HeliaDAGSyncerComponents): BlockBroker[] {
 }
 
 /**
- * Names on a fetch error the peers that were asked and did not send the
- * block (`refusedBy`): the store records them with a branch it gives up,
- * and a replica joining later that is not among them gets it tried again
+ * Names on a fetch error the peers that said they lack the block
+ * (`refusedBy`; a peer that only stayed silent is not one): the store
+ * records them with a branch it gives up, and a replica joining later that
+ * is not among them gets it tried again
  */
-function refusedError (err: Error, refused: Set<string>): Error {
-  return Object.assign(err, { refusedBy: [...refused] })
+function refusedError (err: Error, refused?: Set<string>): Error {
+  return Object.assign(err, { refusedBy: [...(refused ?? [])] })
 }
 
 function shuffle <T> (items: T[]): T[] {
