@@ -320,6 +320,18 @@ describe('hostile peers: the receive path', function () {
     await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean again')
   })
 
+  it('#20.8: a branch given up because nobody answered (no peer said it lacks the block) is tried again every few repair ticks', async () => {
+    // the periodic retry of everything would come after 24 ticks of 150 ms (3.6 s); no announcer, no join
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 150 })
+    const lostNode = await encodeNode({ elements: [{ key: '/slow', id: '', value: enc('answered') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    expect((await r.store.givenUpBranches())[0].refusedBy).to.equal(undefined)
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    await waitFor(async () => (await stateOf(r.store)).includes('/slow=answered'), 2500, 'the branch to be retried within a few ticks')
+  })
+
   it('#20.8: a branch given up as malformed is not revived', async () => {
     const r = await replica({ dagSyncerTimeout: 100, repairInterval: 20 })
     const junkBytes = new Uint8Array(100).fill(7)

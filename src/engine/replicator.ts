@@ -97,6 +97,9 @@ const MAX_ANNOUNCERS = 1024
 /** Repair ticks between two revivals an (re)appearing announcer triggers, at least */
 const REVIVE_MIN_TICKS = 6
 
+/** Doublings of the wait between two periodic retries of one given-up branch, at most */
+const MAX_RETRY_DOUBLINGS = 8
+
 /** Heads announced by others remembered until the next rebroadcast */
 const MAX_SEEN = 65_536
 
@@ -125,6 +128,13 @@ export class Replicator {
   private readonly lastHeard = new Map<string, number>()
   /** Set when an announcer (re)appears: given-up branches are tried again at the next repair tick */
   private reviveDue = false
+  /**
+   * Branches revived by the periodic retries, with how often and the tick
+   * before which they are not revived that way again: each retry doubles
+   * the wait (by retries, not by ticks), so junk nobody has stops costing
+   * a walk every few ticks while a branch revived once is soon tried again
+   */
+  private readonly retries = new Map<string, { count: number, due: number }>()
   /** Replicas that joined the topic since the last repair tick: branches none of them was asked for are tried again */
   private readonly joins = new Set<string>()
   /** Stops the broadcaster's join notifications */
@@ -610,10 +620,16 @@ export class Replicator {
         this.reviveDue = false
         this.joins.clear()
         this.lastRevivalTick = tick
-        if (await this.engine.reviveGivenUp({ signal: this.signal }) > 0) {
+        // an announcer that returned may hold any of them; the periodic retry backs off per branch
+        if (await this.engine.reviveGivenUp({ signal: this.signal, only: b => returned || this.retryDue(b.cid, tick, GIVEN_UP_RETRY_EVERY) }) > 0) {
           this.log('retrying branches given up earlier')
           await this.engine.markDirty()
         }
+      } else if (tick % REVIVE_MIN_TICKS === 0 && await this.engine.reviveGivenUp({ signal: this.signal, only: b => (b.refusedBy?.length ?? 0) === 0 && this.retryDue(b.cid, tick, REVIVE_MIN_TICKS) }) > 0) {
+        // given up with no peer on record as lacking the block (they only stayed silent: a holder too busy
+        // to answer in time): tried again every few ticks, as cheaply as any probe
+        this.log('retrying branches given up for lack of an answer')
+        await this.engine.markDirty()
       } else if (this.joins.size > 0) {
         // replicas that joined since: only what none of them was asked for (at most once a tick, however many join)
         const joined = [...this.joins]
@@ -628,6 +644,17 @@ export class Replicator {
       }
       this.scheduleRepair()
     })
+  }
+
+  /** Whether a periodic retry may revive `cid` at `tick` (recording it when so): after `base` ticks, then twice as long each time */
+  private retryDue (cid: CID, tick: number, base: number): boolean {
+    const key = cid.toString()
+    const last = this.retries.get(key)
+    if (last != null && tick < last.due) return false
+    const count = (last?.count ?? 0) + 1
+    if (this.retries.size >= MAX_SEEN) this.retries.clear()
+    this.retries.set(key, { count, due: tick + base * 2 ** Math.min(count, MAX_RETRY_DOUBLINGS) })
+    return true
   }
 
   private schedule (ms: number, fn: () => Promise<void>): void {
