@@ -73,6 +73,18 @@ export class BlockFetchError extends Error {
   override name = 'BlockFetchError'
 }
 
+/**
+ * A block fetch ended without asking any peer: none was connected (a
+ * partition, a replica alone). It says nothing about whether the block
+ * exists, so it never counts towards giving a branch up. Thrown by DAG
+ * syncers that can tell (`heliaDAGSyncer`), as the `cause` of the
+ * `BlockFetchError` the store reports.
+ */
+export class NoPeersAskedError extends Error {
+  static override name = 'NoPeersAskedError'
+  override name = 'NoPeersAskedError'
+}
+
 /** True for errors no retry can fix: the block or delta itself is bad */
 export function isMalformed (err: unknown): boolean {
   const name = (err as Error | undefined)?.name

@@ -63,6 +63,15 @@ export interface Broadcaster {
    * transport knows them; used instead of `next()` when present
    */
   nextPayload?(options?: AbortOptions): Promise<ReceivedPayload>
+  /**
+   * Calls `listener` with the peer id of every replica that joins the topic
+   * (subscribes, as it does on each new connection: a restart, a healed
+   * partition); returns a function that stops the calls. The store tries
+   * branches it gave up again when a replica joins, since the newcomer may
+   * hold them. Absent: given-up branches are retried only when an announcer
+   * reappears after a silence, and now and then.
+   */
+  watchJoins?(listener: (peer: string) => void): () => void
 }
 
 /** The collaborators a CRDT datastore is built from */
@@ -426,10 +435,12 @@ export interface CRDTDatastore extends Datastore, Startable {
   pendingBranches(options?: AbortOptions): Promise<CID[]>
   /**
    * DAG nodes whose branch was given up (malformed, or no block after
-   * `maxFetchAttempts` fetches), with the reason; they are tried again now
-   * and then and whenever an announcer is heard from again
+   * `maxFetchAttempts` fetches), with the reason and, when the DAG syncer
+   * named them, the peers asked last that did not have the block; they are
+   * tried again now and then, whenever an announcer is heard from again, and
+   * when a replica that was not among those peers joins the topic
    */
-  givenUpBranches(options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>>
+  givenUpBranches(options?: AbortOptions): Promise<Array<{ cid: CID, reason: string, refusedBy?: string[] }>>
   /**
    * Replaces the writers of trusted mode, persisted before it takes effect
    * (and kept over `init.writers` at the next start). Heads signed by a

@@ -300,6 +300,38 @@ describe('hostile peers: the receive path', function () {
     expect(await r.store.givenUpBranches()).to.have.lengthOf(0)
   })
 
+  it('#20.8: a branch given up is tried again as soon as a replica joins the topic, even one never silent as an announcer', async () => {
+    // the periodic retry would come after 24 ticks of 400 ms: 9.6 s; no announcer ever falls silent here
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 400 })
+    const lostNode = await encodeNode({ elements: [{ key: '/late', id: '', value: enc('back') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean with the branch given up')
+    // a replica joins that does not hold it: dirty at once, so nothing looks settled while the branch waits for its retry
+    r.net.join('other')
+    await waitFor(async () => r.store.isDirty(), 2000, 'the store to be dirty after the join')
+    await waitFor(async () => !(await r.store.isDirty()) && r.store.stats().givenUpBranches === 2, 5000, 'the retry to fail and the store to be clean')
+    // a replica holding it connects again (a restart, a healed partition): gossipsub tells of its subscription
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    r.net.join('writer')
+    await waitFor(async () => (await stateOf(r.store)).includes('/late=back'), 5000, 'the given-up branch to be retried')
+    expect(await r.store.givenUpBranches()).to.have.lengthOf(0)
+    await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean again')
+  })
+
+  it('#20.8: a branch given up because nobody answered (no peer said it lacks the block) is tried again every few repair ticks', async () => {
+    // the periodic retry of everything would come after 24 ticks of 150 ms (3.6 s); no announcer, no join
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 150 })
+    const lostNode = await encodeNode({ elements: [{ key: '/slow', id: '', value: enc('answered') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    expect((await r.store.givenUpBranches())[0].refusedBy).to.equal(undefined)
+    await r.blockstore.put(lostNode.cid, lostNode.bytes)
+    await waitFor(async () => (await stateOf(r.store)).includes('/slow=answered'), 2500, 'the branch to be retried within a few ticks')
+  })
+
   it('#20.8: a branch given up as malformed is not revived', async () => {
     const r = await replica({ dagSyncerTimeout: 100, repairInterval: 20 })
     const junkBytes = new Uint8Array(100).fill(7)
@@ -476,6 +508,60 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
       expect((await store.givenUpBranches()).map(b => b.cid.toString()).sort()).to.deep.equal(missing.map(String).sort())
     } finally {
       await store.stop()
+    }
+  })
+
+  it('#20.8: fetches that had no peer to ask (a replica cut off) never give a branch up; once connected, links nobody has are', async () => {
+    const other = await createReplicaNode({ listen: ['/memory/hostile-alone-other'] })
+    const alone = await createReplicaNode({ listen: ['/memory/hostile-alone-honest'] })
+    nodes.push(other, alone)
+    const held = await storedNode(other.blockstore, '/held', 'h')
+    const missing = await Promise.all(Array.from({ length: 2 }, async (_, i) => missingCid(`alone-${i}`)))
+    const top = await storedNode(alone.blockstore, '/top', 't', [held, ...missing], 2)
+    // one failed fetch that asked someone gives a branch up
+    const store = await createHeliaCRDT(alone, { topic: 'hostile-alone', repairInterval: 0, dagSyncerTimeout: 3000, maxFetchAttempts: 1, syncProtocol: false })
+    try {
+      await store.receive(announce([top]))
+      expect(await stateOf(store)).to.include('/top=t')
+      for (let i = 0; i < 3; i++) await store.repair().catch(() => {})
+      // connected to nobody: the walk's fetches and the repairs' probes asked no one
+      expect((await store.pendingBranches()).map(String).sort()).to.deep.equal([held, ...missing].map(String).sort())
+      expect(await store.givenUpBranches()).to.have.lengthOf(0)
+      await alone.libp2p.dial(other.libp2p.getMultiaddrs()[0])
+      for (let i = 0; i < 4 && (await store.pendingBranches()).length > 0; i++) await store.repair().catch(() => {})
+      expect(await stateOf(store)).to.include('/held=h')
+      expect(await store.pendingBranches()).to.have.lengthOf(0)
+      expect((await store.givenUpBranches()).map(b => b.cid.toString()).sort()).to.deep.equal(missing.map(String).sort())
+      // recorded with the peer that said no: its rejoining alone does not revive them, a newcomer's does
+      for (const b of await store.givenUpBranches()) expect(b.refusedBy).to.deep.equal([other.libp2p.peerId.toString()])
+    } finally {
+      await store.stop()
+    }
+  })
+
+  it('#20.8: the pubsub broadcaster tells of every replica that joins the topic, again after it reconnects', async () => {
+    const a = await createReplicaNode({ listen: ['/memory/hostile-join-a'] })
+    const b = await createReplicaNode({ listen: ['/memory/hostile-join-b'] })
+    nodes.push(a, b)
+    const watched = pubsubBroadcaster({ pubsub: a.libp2p.services.pubsub }, { topic: 'hostile-join' })
+    const other = pubsubBroadcaster({ pubsub: b.libp2p.services.pubsub }, { topic: 'hostile-join' })
+    const joins: string[] = []
+    const unwatch = watched.watchJoins?.(peer => { joins.push(peer) })
+    try {
+      await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+      await waitFor(() => joins.length === 1, 10_000, 'the first join')
+      expect(joins).to.deep.equal([b.libp2p.peerId.toString()])
+      await a.libp2p.hangUp(b.libp2p.peerId)
+      await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+      await waitFor(() => joins.length === 2, 10_000, 'the join after the reconnect')
+      unwatch?.()
+      await a.libp2p.hangUp(b.libp2p.peerId)
+      await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+      await new Promise(resolve => setTimeout(resolve, 500))
+      expect(joins).to.have.lengthOf(2)
+    } finally {
+      await watched.stop()
+      await other.stop()
     }
   })
 

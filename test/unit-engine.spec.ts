@@ -468,6 +468,24 @@ describe('Engine', () => {
       expect(await engine.recordFetchFailure(a.cid)).to.be.true()
     })
 
+    it('a branch given up keeps the peers that refused it, and reviveGivenUp can revive only those a newcomer was not asked for', async () => {
+      const a = await node(delta(1, [['/a', 'x']]))
+      const b = await node(delta(1, [['/b', 'x']]))
+      await engine.addRoot(a.cid)
+      await engine.addRoot(b.cid)
+      // maxFetchAttempts is 3 here: the third asked failure gives up, with the peers of that fetch
+      for (let i = 0; i < 3; i++) await engine.recordFetchFailure(a.cid, { refusedBy: ['p1', 'p2'] })
+      await engine.giveUp(b.cid, 'no block', { refusedBy: ['p1'] })
+      const given = new Map((await engine.givenUp()).map(g => [g.cid.toString(), g]))
+      expect(given.get(a.cid.toString())?.refusedBy).to.deep.equal(['p1', 'p2'])
+      expect(given.get(a.cid.toString())?.reason).to.equal('no block after 3 fetches')
+      expect(given.get(b.cid.toString())?.refusedBy).to.deep.equal(['p1'])
+      // p2 joins: it was asked for a, not for b
+      expect(await engine.reviveGivenUp({ only: g => !(g.refusedBy?.includes('p2') ?? false) })).to.equal(1)
+      expect((await engine.pendingBranches()).map(String)).to.deep.equal([b.cid.toString()])
+      expect((await engine.givenUp()).map(g => g.cid.toString())).to.deep.equal([a.cid.toString()])
+    })
+
     it('a given-up branch merged since is dropped from the list; unreadable records are skipped', async () => {
       const n = await node(delta(1, [['/a', 'x']]))
       await engine.addRoot(n.cid)

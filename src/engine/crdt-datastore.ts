@@ -558,7 +558,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    * `maxFetchAttempts` fetches), with the reason; they are tried again now
    * and then and whenever an announcer is heard from again
    */
-  async givenUpBranches (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>> {
+  async givenUpBranches (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string, refusedBy?: string[] }>> {
     this.checkOpen(options)
     return this.engine.givenUp(options)
   }

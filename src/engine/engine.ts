@@ -69,6 +69,17 @@ const COVERED = Uint8Array.of(0)
 /** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
 const GIVEN_UP = '/g'
 
+/** Peers remembered per branch given up, at most */
+const MAX_REFUSERS = 16
+
+/** A branch given up (see `Engine.giveUp()`) */
+export interface GivenUpBranch {
+  cid: CID
+  reason: string
+  /** The peers asked last that did not have its block (absent: not known) */
+  refusedBy?: string[]
+}
+
 /** Options of `processRun()` */
 export interface RunOptions extends AbortOptions, ProgressOptions {
   /**
@@ -272,14 +283,16 @@ export class Engine {
    * can be clean. A node that links to it later, or a broadcast of it,
    * records it again. Does nothing when it has no `w/` record.
    */
-  async giveUp (cid: CID, reason: string, options?: AbortOptions): Promise<void> {
+  async giveUp (cid: CID, reason: string, options?: AbortOptions & { refusedBy?: string[] }): Promise<void> {
     await this.lock.add(async () => {
       const id = blockKey(cid)
       const pending = this.layout.pendingKey(id)
       if (!(await this.datastore.has(pending, options))) return
       const batch = this.datastore.batch()
       batch.delete(pending)
-      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200)))
+      // the reason, then (after a NUL) the peers that said they lack the block
+      const refusers = (options?.refusedBy ?? []).slice(0, MAX_REFUSERS)
+      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200).replaceAll('\0', ' ') + (refusers.length > 0 ? '\0' + refusers.join(',') : '')))
       await batch.commit(options)
       this.gaveUp++
     })
@@ -290,10 +303,12 @@ export class Engine {
    * and gives the branch up once it failed `maxFetchAttempts` times. A
    * fetch that was never really asked (`asked: false`: the deadline it
    * shared with its siblings ran out while it waited for a slot) counts too,
-   * but never gives a branch up: only a fetch that was asked does. Returns
+   * but never gives a branch up: only a fetch that was asked does.
+   * `refusedBy`: the peers the last fetch asked that did not have the block,
+   * recorded with the branch when it is given up (see `givenUp()`). Returns
    * true when it was given up.
    */
-  async recordFetchFailure (cid: CID, options?: AbortOptions & { asked?: boolean }): Promise<boolean> {
+  async recordFetchFailure (cid: CID, options?: AbortOptions & { asked?: boolean, refusedBy?: string[] }): Promise<boolean> {
     const id = blockKey(cid)
     const pending = this.layout.pendingKey(id)
     const asked = options?.asked ?? true
@@ -344,9 +359,10 @@ export class Engine {
    * holders were out of reach (a long partition) is not lost for good.
    * Returns how many were revived.
    */
-  async reviveGivenUp (options?: AbortOptions): Promise<number> {
+  async reviveGivenUp (options?: AbortOptions & { only?(branch: GivenUpBranch): boolean }): Promise<number> {
     // a malformed block stays malformed: only branches whose block did not arrive come back
-    const branches = (await this.givenUp(options)).filter(b => !b.reason.startsWith(MALFORMED_REASON))
+    const branches = (await this.givenUp(options)).filter(b => !b.reason.startsWith(MALFORMED_REASON) && options?.only?.(b) !== false)
+    if (branches.length === 0) return 0
     await this.lock.add(async () => {
       const batch = this.datastore.batch()
       for (const { cid } of branches) {
@@ -359,9 +375,9 @@ export class Engine {
     return branches.length
   }
 
-  /** Block keys of every branch given up, with the reason */
-  async givenUp (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string }>> {
-    const out: Array<{ cid: CID, reason: string }> = []
+  /** Block keys of every branch given up, with the reason and, when known, the peers that said they lack it */
+  async givenUp (options?: AbortOptions): Promise<GivenUpBranch[]> {
+    const out: GivenUpBranch[] = []
     const stale: string[] = []
     const prefix = this.layout.namespace + GIVEN_UP
     for await (const { key, value } of this.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<{ key: { toString(): string }, value: Uint8Array }>) {
@@ -376,7 +392,8 @@ export class Engine {
         stale.push(key.toString())
         continue
       }
-      out.push({ cid, reason: new TextDecoder().decode(value) })
+      const [reason, refusers] = new TextDecoder().decode(value).split('\0')
+      out.push(refusers == null || refusers === '' ? { cid, reason } : { cid, reason, refusedBy: refusers.split(',') })
     }
     for (const key of stale) await this.datastore.delete(new Key(key, false), options)
     return out

@@ -97,6 +97,9 @@ const MAX_ANNOUNCERS = 1024
 /** Repair ticks between two revivals an (re)appearing announcer triggers, at least */
 const REVIVE_MIN_TICKS = 6
 
+/** Doublings of the wait between two periodic retries of one given-up branch, at most */
+const MAX_RETRY_DOUBLINGS = 8
+
 /** Heads announced by others remembered until the next rebroadcast */
 const MAX_SEEN = 65_536
 
@@ -125,6 +128,17 @@ export class Replicator {
   private readonly lastHeard = new Map<string, number>()
   /** Set when an announcer (re)appears: given-up branches are tried again at the next repair tick */
   private reviveDue = false
+  /**
+   * Branches revived by the periodic retries, with how often and the tick
+   * before which they are not revived that way again: each retry doubles
+   * the wait (by retries, not by ticks), so junk nobody has stops costing
+   * a walk every few ticks while a branch revived once is soon tried again
+   */
+  private readonly retries = new Map<string, { count: number, due: number }>()
+  /** Replicas that joined the topic since the last repair tick: branches none of them was asked for are tried again */
+  private readonly joins = new Set<string>()
+  /** Stops the broadcaster's join notifications */
+  private unwatchJoins?: () => void
   private lastRevivalTick = -Infinity
   private readonly queue: HeadQueue
   /** The last walk of each announcer, when walks of one announcer run one at a time */
@@ -168,6 +182,7 @@ export class Replicator {
     if (this.init.broadcaster != null) {
       this.track(this.receiveLoop(this.init.broadcaster))
       this.scheduleRebroadcast()
+      this.unwatchJoins = this.init.broadcaster.watchJoins?.(peer => { this.joined(peer) })
     }
     const due = this.init.repairInterval > 0 && (await this.engine.isDirty() || (await this.engine.pendingBranches()).length > 0)
     if (due) {
@@ -183,6 +198,8 @@ export class Replicator {
       this.batchTimer = undefined
       await this.flushBatch()
     }
+    this.unwatchJoins?.()
+    this.unwatchJoins = undefined
     this.controller.abort()
     this.queue.close()
     for (const timer of this.timers) clearTimeout(timer)
@@ -324,6 +341,29 @@ export class Replicator {
     if (this.lastHeard.size > MAX_ANNOUNCERS) this.lastHeard.delete(this.lastHeard.keys().next().value as string)
   }
 
+  /**
+   * A replica joined the topic (it connected: a restart, a healed
+   * partition). It may hold branches given up while it was out of reach:
+   * when there are any it was not asked for (not among the peers recorded
+   * as lacking the block), they are tried again at the next repair tick,
+   * and the store is marked dirty at once, so it does not look settled
+   * before (see `scheduleRepair()`). Junk that every replica said it lacks
+   * is not tried again each time one of them reconnects. Announcers alone
+   * cannot tell this: a replica that restarts within a few rebroadcast
+   * intervals, or whose heads others announce first, never looks silent.
+   */
+  private joined (peer: string): void {
+    // without repair ticks nothing would revive them: given-up branches then come back only through repair() callers
+    if (this.signal.aborted || this.init.repairInterval <= 0) return
+    this.log('%s joined the topic', peer)
+    this.track((async () => {
+      if ((await this.engine.givenUp({ signal: this.signal })).some(b => !b.reason.startsWith(MALFORMED_REASON) && !(b.refusedBy?.includes(peer) ?? false))) {
+        if (this.joins.size < MAX_ANNOUNCERS) this.joins.add(peer)
+        await this.engine.markDirty({ signal: this.signal })
+      }
+    })())
+  }
+
   /** Heads waiting for their turn, handled, and dropped from full queues */
   get headStats (): { queued: number, inFlight: number, dropped: number, penalisedAnnouncers: number, walks: number } {
     return {
@@ -356,7 +396,8 @@ export class Replicator {
       if (!signal.aborted) await this.engine.markDirty()
       throw err
     }
-    if ((await this.engine.pendingBranches({ signal })).length === 0) {
+    // a revival that is due keeps the store dirty until it has been tried
+    if ((await this.engine.pendingBranches({ signal })).length === 0 && !(this.joins.size > 0 && this.init.repairInterval > 0)) {
       await this.engine.markClean({ signal })
       this.log('repair finished, store is clean')
     }
@@ -577,9 +618,24 @@ export class Replicator {
       const returned = this.reviveDue && tick - this.lastRevivalTick >= REVIVE_MIN_TICKS
       if (tick % GIVEN_UP_RETRY_EVERY === 0 || returned) {
         this.reviveDue = false
+        this.joins.clear()
         this.lastRevivalTick = tick
-        if (await this.engine.reviveGivenUp({ signal: this.signal }) > 0) {
+        // an announcer that returned may hold any of them; the periodic retry backs off per branch
+        if (await this.engine.reviveGivenUp({ signal: this.signal, only: b => returned || this.retryDue(b.cid, tick, GIVEN_UP_RETRY_EVERY) }) > 0) {
           this.log('retrying branches given up earlier')
+          await this.engine.markDirty()
+        }
+      } else if (tick % REVIVE_MIN_TICKS === 0 && await this.engine.reviveGivenUp({ signal: this.signal, only: b => (b.refusedBy?.length ?? 0) === 0 && this.retryDue(b.cid, tick, REVIVE_MIN_TICKS) }) > 0) {
+        // given up with no peer on record as lacking the block (they only stayed silent: a holder too busy
+        // to answer in time): tried again every few ticks, as cheaply as any probe
+        this.log('retrying branches given up for lack of an answer')
+        await this.engine.markDirty()
+      } else if (this.joins.size > 0) {
+        // replicas that joined since: only what none of them was asked for (at most once a tick, however many join)
+        const joined = [...this.joins]
+        this.joins.clear()
+        if (await this.engine.reviveGivenUp({ signal: this.signal, only: b => joined.some(peer => !(b.refusedBy?.includes(peer) ?? false)) }) > 0) {
+          this.log('retrying branches given up before %d replica(s) joined', joined.length)
           await this.engine.markDirty()
         }
       }
@@ -588,6 +644,17 @@ export class Replicator {
       }
       this.scheduleRepair()
     })
+  }
+
+  /** Whether a periodic retry may revive `cid` at `tick` (recording it when so): after `base` ticks, then twice as long each time */
+  private retryDue (cid: CID, tick: number, base: number): boolean {
+    const key = cid.toString()
+    const last = this.retries.get(key)
+    if (last != null && tick < last.due) return false
+    const count = (last?.count ?? 0) + 1
+    if (this.retries.size >= MAX_SEEN) this.retries.clear()
+    this.retries.set(key, { count, due: tick + base * 2 ** Math.min(count, MAX_RETRY_DOUBLINGS) })
+    return true
   }
 
   private schedule (ms: number, fn: () => Promise<void>): void {

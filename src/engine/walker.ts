@@ -50,6 +50,27 @@ const MIN_SHARE = 0.1
 /** Fetch errors of siblings never asked for: they never give their branch up (see `recordFetchFailure`) */
 const NOT_ASKED = new WeakSet<Error>()
 
+/** A fetch that had no peer to ask (a partition): like a sibling never asked, it never gives its branch up */
+function nobodyAsked (err: Error): boolean {
+  let cause: unknown = err
+  for (let depth = 0; cause != null && depth < 4; depth++) {
+    if ((cause as Error).name === 'NoPeersAskedError') return true
+    cause = (cause as Error).cause
+  }
+  return false
+}
+
+/** The peers a DAG syncer names on a fetch error (or its causes) as asked without sending the block */
+function refusers (err: Error): string[] | undefined {
+  let cause: unknown = err
+  for (let depth = 0; cause != null && depth < 4; depth++) {
+    const named = (cause as { refusedBy?: unknown }).refusedBy
+    if (Array.isArray(named)) return named.filter((id): id is string => typeof id === 'string')
+    cause = (cause as Error).cause
+  }
+  return undefined
+}
+
 /** A place to start walking: a reserved node, fetched already or not */
 export interface WalkStart {
   cid: CID
@@ -165,7 +186,7 @@ export class Walker {
             if (options?.signal?.aborted !== true) {
               this.log.error('could not process node %c - %e', cid, err)
               if (err.name === 'BlockFetchError') {
-                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) }).then(gaveUp => {
+                await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) && !nobodyAsked(err), refusedBy: refusers(err) }).then(gaveUp => {
                   if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
                 }, () => {})
               }
@@ -181,9 +202,13 @@ export class Walker {
           })
       }
 
+      // A repair's starts are branches of their own: with probes, each fetch
+      // is bounded already (every connected peer answers or is waited on a
+      // short while), so each start has its own deadline and is really
+      // asked, rather than most of them running out of a shared one
       const group = this.siblings()
       for (const start of starts) {
-        schedule(start.cid, 0, start.node, group)
+        schedule(start.cid, 0, start.node, options?.probe === true ? this.siblings() : group)
       }
       // beside other walks this one keeps a slot free for them
       const share = (): void => {

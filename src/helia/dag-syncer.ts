@@ -21,7 +21,10 @@
  * A fetch may name a peer to ask first (`preferPeer`: the peer that
  * announced the head), when it is connected. A `probe` fetch (repairs)
  * fails as soon as every connected peer said it lacks the block, instead
- * of asking again until its deadline.
+ * of asking again until its deadline. A fetch that ends without any peer
+ * to ask (none connected) fails with `NoPeersAskedError`: it proves
+ * nothing about the block, so the store does not count it towards giving
+ * the branch up.
  *
  * Nothing fetched reaches the persistent blockstore before it decodes as a
  * node: Helia's own `get` and sessions store a block as soon as bitswap
@@ -42,6 +45,7 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { decodeNode } from '../codec/dag-node.js'
 import { DEFAULT_MAX_BLOCK_SIZE } from '../engine/crdt-datastore.js'
 import { announceStored, findBlockBrokers } from './block-brokers.js'
+import { NoPeersAskedError } from '../errors.js'
 import { deleteBlock } from './delete-block.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { ComponentLogger } from '@libp2p/interface'
@@ -104,6 +108,15 @@ const PAUSE_BASE = 200
 const PAUSE_MAX = 2000
 /** An ask with no answer for this long (ms) is given up (later asks to the same peer stay) */
 const ASK_LIFETIME = 10_000
+/**
+ * A probe's ask to a peer that said it lacks the block before (ms). A
+ * bitswap peer sends DONT_HAVE once per want and keeps the want, so it
+ * answers a repeated want only with the block: one that got the block
+ * since sends it at once, and its silence is its no
+ */
+const REASK_LIFETIME = 3_000
+/** Blocks remembered with the peers that said they lack them, at most */
+const MAX_REFUSALS = 4096
 /** Peers remembered as having served blocks, most recent first */
 const MAX_GOOD_PEERS = 32
 /** Blocks remembered as fetched from the network (and so removable when refused) */
@@ -216,10 +229,11 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
   }
 
   /** Asks one peer; rejects when it does not have the block or does not answer */
-  async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal, onProgress?: ProgressOptions['onProgress']): Promise<Uint8Array> {
+  async function ask (cid: CID, provider: CID | Multiaddr, signal: AbortSignal, onProgress?: ProgressOptions['onProgress'], lifetimeMs = ASK_LIFETIME): Promise<Uint8Array> {
     // the fetch's signal, the ask's lifetime and its end (which stops what the broker's session still does for it)
     const ended = new AbortController()
-    const combined = anySignal([signal, AbortSignal.timeout(ASK_LIFETIME), ended.signal])
+    const lifetime = AbortSignal.timeout(lifetimeMs)
+    const combined = anySignal([signal, lifetime, ended.signal])
     try {
       if (sessionBroker?.createSession != null) {
         // into memory only (the caller's onProgress goes in, so bitswap's own events reach it): nothing is stored before it decodes
@@ -234,10 +248,23 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       } finally {
         session?.close?.()
       }
+    } catch (err: any) {
+      // silence is no answer: only a peer that said it lacks the block (DONT_HAVE) counts as refusing it
+      throw lifetime.aborted && !signal.aborted ? Object.assign(new Error(`no answer for ${cid} within ${lifetimeMs} ms`, { cause: err }), { timedOut: true }) : err
     } finally {
       ended.abort()
       combined.clear()
     }
+  }
+
+  /** Peers that said they lack a block (DONT_HAVE), by block, most recent last */
+  const refusals = new Map<string, Set<string>>()
+  const refusedBefore = (cid: string, id: string): boolean => refusals.get(cid)?.has(id) === true
+  const noteRefusal = (cid: string, id: string): void => {
+    const peers = refusals.get(cid) ?? new Set<string>()
+    refusals.delete(cid)
+    refusals.set(cid, peers.add(id))
+    if (refusals.size > MAX_REFUSALS) refusals.delete(refusals.keys().next().value as string)
   }
 
   async function fetchBlock (cid: CID, options?: AbortOptions & ProgressOptions & { preferPeer?: string, probe?: boolean }): Promise<Uint8Array> {
@@ -264,16 +291,25 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       })
     }
     // asks one peer; the first block to arrive is kept, and every ask that ends wakes the loop below
+    /** Every peer asked during this fetch (`asked` is cleared between rounds) */
+    const everAsked = new Set<string>()
+    const key = cid.toString()
     const launch = (id: string, target: CID | Multiaddr): void => {
+      everAsked.add(id)
       asked.add(id)
-      const attempt: Promise<void> = ask(cid, target, signal, options?.onProgress)
+      // a probe does not wait long on a peer that said no before: it would only answer with the block
+      const lifetimeMs = options?.probe === true && refusedBefore(key, id) ? REASK_LIFETIME : ASK_LIFETIME
+      const attempt: Promise<void> = ask(cid, target, signal, options?.onProgress, lifetimeMs)
         .then(bytes => {
           if (found == null) {
             found = bytes
             served(id)
+            refusals.delete(key)
           }
         }, (err: any) => {
           refused.add(id)
+          // an ask ended by the fetch itself (the block came from elsewhere, a deadline), or unanswered, is no refusal
+          if (!signal.aborted && err?.timedOut !== true) noteRefusal(key, id)
           log.trace('%s did not serve %c - %s', id, cid, err?.message)
         })
         .finally(() => {
@@ -289,8 +325,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         const peers = connected()
         const fresh = candidates(peers, asked, options?.preferPeer)
         if (options?.probe === true && [...peers.keys()].every(id => refused.has(id))) {
-          // a probe: every connected peer said no (or none is connected)
-          throw new Error(`no connected peer has ${cid}`)
+          // a probe: every connected peer said no, or none is connected (then nobody was asked, which proves nothing)
+          throw everAsked.size > 0 ? refusedError(new Error(`no connected peer has ${cid}`), refusals.get(key)) : new NoPeersAskedError(`no peer connected to ask for ${cid}`)
         }
         if (fresh.length === 0) {
           // Everyone was asked (or none is connected): wait, then ask again.
@@ -309,6 +345,10 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
         await sleep(ANSWER_WAIT)
       }
       return found
+    } catch (err: any) {
+      // a deadline that ran out while no peer was connected: nobody was asked
+      if (everAsked.size === 0) throw new NoPeersAskedError(`no peer connected to ask for ${cid}`, { cause: err })
+      throw err?.refusedBy == null ? refusedError(new Error(`no peer sent ${cid}: ${err?.message}`, { cause: err }), refusals.get(key)) : err
     } finally {
       done.abort()
       await Promise.allSettled([...asks])
@@ -330,6 +370,16 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     has,
     discard
   }
+}
+
+/**
+ * Names on a fetch error the peers that said they lack the block
+ * (`refusedBy`; a peer that only stayed silent is not one): the store
+ * records them with a branch it gives up, and a replica joining later that
+ * is not among them gets it tried again
+ */
+function refusedError (err: Error, refused?: Set<string>): Error {
+  return Object.assign(err, { refusedBy: [...(refused ?? [])] })
 }
 
 function shuffle <T> (items: T[]): T[] {

@@ -46,6 +46,12 @@ export interface TopicValidators {
   delete(topic: string): unknown
 }
 
+/** A `subscription-change` event as gossipsub emits it: a peer's (un)subscriptions, sent when it connects and when they change */
+interface SubscriptionChange {
+  peerId?: { toString(): string }
+  subscriptions?: Array<{ topic: string, subscribe: boolean }>
+}
+
 /** The part of a libp2p pubsub service the broadcaster uses */
 export interface PubSub {
   subscribe(topic: string): void
@@ -178,6 +184,21 @@ class GossipBroadcaster implements PubSubBroadcaster {
       }
       throw err
     }
+  }
+
+  /** Peers that subscribe to the topic (gossipsub's `subscription-change` events), while not stopped */
+  watchJoins (listener: (peer: string) => void): () => void {
+    const target = this.pubsub as unknown as {
+      addEventListener?(type: 'subscription-change', fn: (evt: CustomEvent<SubscriptionChange>) => void): void
+      removeEventListener?(type: 'subscription-change', fn: (evt: CustomEvent<SubscriptionChange>) => void): void
+    }
+    const onChange = (evt: CustomEvent<SubscriptionChange>): void => {
+      const { peerId, subscriptions } = evt.detail ?? {}
+      if (this.stopped || peerId == null || subscriptions?.some(s => s.topic === this.topic && s.subscribe) !== true) return
+      listener(peerId.toString())
+    }
+    target.addEventListener?.('subscription-change', onChange)
+    return () => { target.removeEventListener?.('subscription-change', onChange) }
   }
 
   async next (options?: AbortOptions): Promise<Uint8Array> {

@@ -21,6 +21,14 @@ export interface ReplicaConfig {
   blocked: string[]
   /** Serves and syncs through the block-sync protocol (else bitswap only, as a go-ds-crdt replica) */
   syncProtocol: boolean
+  /** Trusted mode: the writers' peer ids (the honest replicas); absent = open mode */
+  writers?: string[]
+  /**
+   * A rogue replica of a trusted run: not a writer, yet it counts itself
+   * one, so it writes and signs with its own key, and on `rogue` requests
+   * forges and replays broadcasts
+   */
+  rogue?: boolean
 }
 
 export type JunkKind = 'garbage-payload' | 'missing-head' | 'raw-head' | 'random-block' | 'bad-delta' | 'huge-priority' | 'valid-over-junk' | 'head-flood' | 'missing-links'
@@ -48,6 +56,13 @@ export type ReplicaRequest = { id: number } & (
   | { cmd: 'arrivals' }
   /** which of `cids` this replica has merged */
   | { cmd: 'merged', cids: string[] }
+  /**
+   * Rogue replica only: writes a key of its own and one honest-looking key,
+   * publishes a broadcast of its head signed by itself but naming `writer`'s
+   * key, and replays an old broadcast of the honest replicas; returns the
+   * keys and values it wrote
+   */
+  | { cmd: 'rogue', tag: string, writer: string }
   | { cmd: 'stop' }
 )
 
@@ -97,4 +112,6 @@ export interface ReplicaStatus {
   blockstoreBytes: number
   /** Blocks received through sync streams since this incarnation started */
   syncBlocks: number
+  /** Broadcasts trusted mode refused since this incarnation started (`stats().rejectedBroadcasts`) */
+  rejectedBroadcasts: number
 }

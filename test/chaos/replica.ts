@@ -8,13 +8,17 @@
  */
 
 import { createHash } from 'node:crypto'
-import { readdir, stat } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { CRDTBroadcast } from '../../src/codec/pb/broadcast.js'
 import { heliaDAGSyncer } from '../../src/helia/dag-syncer.js'
 import { pubsubBroadcaster } from '../../src/helia/index.js'
 import { heliaSync } from '../../src/helia/sync/helia-sync.js'
@@ -72,9 +76,21 @@ const timedSyncer: DAGBlockstore = {
 const loopDelay = monitorEventLoopDelay({ resolution: 20 })
 loopDelay.enable()
 await sync?.start()
-const store: CRDTDatastore = await createCRDTDatastore({ datastore: node.datastore, blockstore: timedSyncer, broadcaster }, {
+// trusted mode: the node's own key signs; a rogue counts itself a writer, so it writes and signs what the others refuse
+const privateKey = config.writers == null ? undefined : privateKeyFromProtobuf(await readFile(join(config.dir, 'peer.key')))
+const selfId = node.libp2p.peerId.toString()
+const writers = config.writers == null ? undefined : config.rogue === true ? [...config.writers, selfId] : config.writers
+/** Payloads of the honest replicas the rogue heard, to replay later */
+const heard: Uint8Array[] = []
+if (config.rogue === true) {
+  node.libp2p.services.pubsub.addEventListener('message', (evt: CustomEvent<{ topic: string, data: Uint8Array }>) => {
+    if (evt.detail.topic === config.topic && heard.length < 200) heard.push(evt.detail.data)
+  })
+}
+const store: CRDTDatastore = await createCRDTDatastore({ datastore: node.datastore, blockstore: timedSyncer, broadcaster, privateKey }, {
   namespace: CHAOS_NAMESPACE,
-  ...config.store
+  ...config.store,
+  ...(writers == null ? {} : { writers })
 })
 sync?.blockstore.setHave(() => store.heads().map(h => h.cid))
 
@@ -144,7 +160,8 @@ async function status (): Promise<ReplicaStatus> {
     rssBytes: process.memoryUsage().rss,
     peakRssBytes: (peakRss = Math.max(peakRss, process.memoryUsage().rss)),
     blockstoreBytes: await dirBytes(join(config.dir, 'blocks')),
-    syncBlocks: sync?.blockstore.stats.blocks ?? 0
+    syncBlocks: sync?.blockstore.stats.blocks ?? 0,
+    rejectedBroadcasts: store.stats().rejectedBroadcasts ?? 0
   }
 }
 
@@ -233,6 +250,28 @@ async function junk (kind: JunkKind, tag: string): Promise<{ cid?: string, key?:
   return { cid: cid?.toString(), ...written }
 }
 
+/** The rogue's turn: a write of its own, a forged broadcast naming a writer, a replayed broadcast */
+async function rogue (tag: string, writer: string): Promise<Array<[string, string]>> {
+  if (config.rogue !== true || privateKey == null) throw new Error('not the rogue replica')
+  const written: Array<[string, string]> = [[`/rogue/${tag}`, `rogue-${tag}`], [`/k/${tag.length % 40}`, `rogue-${tag}-k`]]
+  const batch = store.batch()
+  for (const [k, v] of written) batch.put(new Key(k), enc(v))
+  // signed with the rogue's own key and broadcast by the store: refused, as the rogue is no writer
+  await batch.commit()
+  // the same head, signed by the rogue but claiming a writer's public key
+  const heads = store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))
+  const unsigned = encodeBroadcast(heads)
+  const claimed = peerIdFromString(writer).publicKey?.toMultihash().digest
+  if (claimed != null) {
+    const signature = await privateKey.sign(uint8ArrayConcat([unsigned, enc(config.topic)]))
+    const forged = uint8ArrayConcat([unsigned, CRDTBroadcast.encode({ Heads: [], Signature: { PublicKey: claimed as Uint8Array<ArrayBuffer>, Signature: signature as Uint8Array<ArrayBuffer> } })])
+    await inner.broadcast(forged)
+  }
+  // an honest writer's old signed broadcast, again: harmless
+  if (heard.length > 0) await inner.broadcast(heard[Math.floor(random() * heard.length)])
+  return written
+}
+
 async function handle (req: ReplicaRequest): Promise<unknown> {
   switch (req.cmd) {
     case 'put':
@@ -286,6 +325,8 @@ async function handle (req: ReplicaRequest): Promise<unknown> {
       return junk(req.kind, req.tag)
     case 'arrivals':
       return [...arrivals]
+    case 'rogue':
+      return rogue(req.tag, req.writer)
     case 'merged': {
       const merged: string[] = []
       for (const cid of req.cids) if (await store.hasMerged(CID.parse(cid))) merged.push(cid)

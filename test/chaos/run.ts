@@ -1,11 +1,11 @@
 /**
- * `npm run chaos [-- --quick] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
+ * `npm run chaos [-- --quick] [-- --trusted] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
  *
  * Runs the chaos harness (see harness.ts) and exits non-zero on any
  * violation, printing the seed that replays the run's choices.
  */
 
-import { formatSummary, fullOptions, quickOptions, runChaos, saveReport } from './harness.js'
+import { formatSummary, fullOptions, quickOptions, runChaos, saveReport, trustedQuickOptions } from './harness.js'
 
 function argValue (name: string): string | undefined {
   const at = process.argv.indexOf(name)
@@ -13,12 +13,16 @@ function argValue (name: string): string | undefined {
 }
 
 const quick = process.argv.includes('--quick')
+const trusted = process.argv.includes('--trusted')
 const seed = Number(argValue('--seed') ?? Math.floor(Math.random() * 2 ** 31))
 if (!Number.isInteger(seed) || seed < 0) {
   process.stderr.write('--seed takes a non-negative integer\n')
   process.exit(2)
 }
-const options = quick ? quickOptions(seed) : fullOptions(seed)
+// --trusted: the writers are the replicas' keys, plus a rogue replica (issue #17); with --quick, the short run of npm test
+let preset = fullOptions
+if (quick) preset = trusted ? trustedQuickOptions : quickOptions
+const options = preset(seed)
 const replicas = argValue('--replicas')
 if (replicas != null) options.replicas = Number(replicas)
 const duration = argValue('--duration')
@@ -26,6 +30,7 @@ if (duration != null) options.duration = Number(duration)
 const converge = argValue('--converge-timeout')
 if (converge != null) options.convergeTimeout = Number(converge)
 options.keep = process.argv.includes('--keep')
+if (trusted) options.trusted = true
 
 const report = await runChaos(options)
 process.stdout.write(formatSummary(report.summary) + '\n')
@@ -35,5 +40,5 @@ if (report.ok) {
 }
 const path = await saveReport(report)
 process.stdout.write(`${report.violations.length} violation(s); report in ${path}\n`)
-process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}--seed ${seed}\n`)
+process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}${trusted ? '--trusted ' : ''}--seed ${seed}\n`)
 process.exit(1)
