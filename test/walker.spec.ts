@@ -31,15 +31,21 @@ function delta (priority: number, puts: Array<[string, string]>): Delta {
   return { priority, dagName: '', elements: puts.map(([key, value]) => ({ key, id: '', value: enc(value) })), tombstones: [] }
 }
 
+/** A clock the deadline specs move by hand (stands in for `Date.now`) */
+const clock = { now: 0 }
+
 /** Serves the blocks it holds to a walker; records what was asked and how */
 class Source implements DAGBlockstore {
   readonly blocks = new MemoryBlockstore()
   readonly asked: Array<{ cid: string, preferPeer?: string }> = []
   /** blocks that fail with an error when fetched */
   readonly broken = new Set<string>()
+  /** how far a fetch of each block moves `clock` (ms) */
+  readonly cost = new Map<string, number>()
 
   async * get (cid: CID, options?: FetchOptions): AsyncGenerator<Uint8Array> {
     this.asked.push({ cid: cid.toString(), preferPeer: options?.preferPeer })
+    clock.now += this.cost.get(cid.toString()) ?? 0
     if (this.broken.has(cid.toString())) throw new Error('broken source')
     if (!(await this.blocks.has(cid))) {
       // a block nobody has: wait for the deadline
@@ -328,5 +334,86 @@ describe('Walker', () => {
     expect(walker.walks).to.equal(0)
     for (const k of ['/l', '/l2', '/r', '/r2']) expect(await value(k)).to.equal('1')
     expect(engine.heads.count('')).to.equal(2)
+  })
+
+  describe('fetch order and deadlines, on a clock moved by the fetches', () => {
+    const realNow = Date.now
+
+    beforeEach(() => {
+      clock.now = 0
+      Date.now = () => clock.now
+    })
+
+    afterEach(() => {
+      Date.now = realNow
+    })
+
+    /** Stores a node whose fetch moves the clock by `cost` ms */
+    async function addTimed (d: Delta, links: CID[], cost: number, store = true): Promise<CID> {
+      const cid = await add(d, links, store)
+      source.cost.set(cid.toString(), cost)
+      if (!store) source.broken.add(cid.toString())
+      return cid
+    }
+
+    it('takes deeper nodes first: a child\'s own children before its siblings', async () => {
+      const a1 = await add(delta(1, [['/a1', '1']]))
+      const b1 = await add(delta(1, [['/b1', '1']]))
+      const a = await add(delta(2, [['/a', '1']]), [a1])
+      const b = await add(delta(2, [['/b', '1']]), [b1])
+      const top = await add(delta(3, [['/t', '1']]), [a, b])
+      // one worker: one fetch at a time, in the queue's order
+      await makeWalker(source, { numWorkers: 1 }).walk([await start(top)])
+      const asked = source.asked.map(x => x.cid)
+      expect(asked).to.have.length(5)
+      expect(asked[0]).to.equal(top.toString())
+      // whichever of a and b comes first, its child (one level deeper) comes before the other
+      const below = new Map([[a.toString(), a1.toString()], [b.toString(), b1.toString()]])
+      expect(below.has(asked[1])).to.be.true()
+      expect(asked[2]).to.equal(below.get(asked[1]))
+      expect(below.has(asked[3])).to.be.true()
+      expect(asked[4]).to.equal(below.get(asked[3]))
+    })
+
+    it('each sibling that arrives pushes the shared deadline back to a full dagSyncerTimeout', async () => {
+      const kids = await Promise.all([1, 2, 3].map(async i => addTimed(delta(1, [[`/k${i}`, '1']]), [], 400)))
+      const top = await addTimed(delta(2, [['/t', '1']]), kids, 400)
+      await makeWalker(source, { dagSyncerTimeout: 1000, numWorkers: 1 }).walk([await start(top)])
+      // each fetch takes 400 ms: without the push back the siblings would get 1000, 600 and 200
+      expect(timeouts).to.deep.equal([1000, 1000, 1000, 1000])
+      for (const k of [1, 2, 3]) expect(await value(`/k${k}`)).to.equal('1')
+    })
+
+    it('a sibling is asked while a tenth of the shared deadline is left, not once less is', async () => {
+      const missing = await Promise.all([1, 2, 3, 4].map(async i => addTimed(delta(1, [[`/m${i}`, '1']]), [], 450, false)))
+      const top = await addTimed(delta(2, [['/t', '1']]), missing, 0)
+      const walker = makeWalker(source, { dagSyncerTimeout: 1000, numWorkers: 1 })
+      await expect(walker.walk([await start(top)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      // failures do not push the deadline back: 1000, 550, then exactly 100 (a tenth) left; then none
+      expect(timeouts).to.deep.equal([1000, 1000, 550, 100])
+      const askedMissing = source.asked.map(x => x.cid).filter(cid => missing.some(m => m.toString() === cid))
+      expect(askedMissing).to.have.length(3)
+      for (const m of missing) {
+        const asked = askedMissing.includes(m.toString()) ? 1 : 0
+        expect([...await ds.get(engine.layout.pendingKey(blockKey(m)))]).to.deep.equal([0, 1, asked])
+      }
+    })
+
+    it('with dagSyncerTimeout 0 no fetch has a deadline, however long the siblings take', async () => {
+      const kids = await Promise.all([1, 2, 3].map(async i => addTimed(delta(1, [[`/k${i}`, '1']]), [], 5000)))
+      const top = await addTimed(delta(2, [['/t', '1']]), kids, 5000)
+      await makeWalker(source, { dagSyncerTimeout: 0, numWorkers: 1 }).walk([await start(top)])
+      expect(timeouts).to.deep.equal([0, 0, 0, 0])
+      for (const k of [1, 2, 3]) expect(await value(`/k${k}`)).to.equal('1')
+
+      // siblings that fail (and so push nothing back) are each asked all the same
+      timeouts = []
+      source.asked.length = 0
+      const missing = await Promise.all([1, 2, 3].map(async i => addTimed(delta(1, [[`/m${i}`, '1']]), [], 5000, false)))
+      const top2 = await addTimed(delta(4, [['/t2', '1']]), missing, 0)
+      await expect(makeWalker(source, { dagSyncerTimeout: 0, numWorkers: 1 }).walk([await start(top2)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(timeouts).to.deep.equal([0, 0, 0, 0])
+      expect(source.asked).to.have.length(4)
+    })
   })
 })
