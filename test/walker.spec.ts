@@ -42,10 +42,20 @@ class Source implements DAGBlockstore {
   readonly broken = new Set<string>()
   /** how far a fetch of each block moves `clock` (ms) */
   readonly cost = new Map<string, number>()
+  /** blocks held back until enough of their group are asked for at once (see `together`) */
+  readonly gates = new Map<string, () => Promise<void>>()
+  /** whether the blocks held are at hand locally (a run merges them without a fetch) */
+  local = false
 
   async * get (cid: CID, options?: FetchOptions): AsyncGenerator<Uint8Array> {
     this.asked.push({ cid: cid.toString(), preferPeer: options?.preferPeer })
     clock.now += this.cost.get(cid.toString()) ?? 0
+    const gate = this.gates.get(cid.toString())
+    if (gate != null) {
+      await Promise.race([gate(), new Promise((resolve, reject) => {
+        options?.signal?.addEventListener('abort', () => { reject(new Error('gave up waiting')) })
+      })])
+    }
     if (this.broken.has(cid.toString())) throw new Error('broken source')
     if (!(await this.blocks.has(cid))) {
       // a block nobody has: wait for the deadline
@@ -57,8 +67,25 @@ class Source implements DAGBlockstore {
   }
 
   put (cid: CID, bytes: Uint8Array): unknown { return this.blocks.put(cid, bytes) }
-  /** The network: nothing is at hand locally, every block is fetched (so runs merge one node each) */
-  async has (): Promise<boolean> { return false }
+  /** Unless `local`, the network: nothing is at hand locally, every block is fetched (so runs merge one node each) */
+  async has (cid?: CID): Promise<boolean> { return this.local && cid != null && this.blocks.has(cid) }
+
+  /**
+   * Holds the fetches of `cids` until `n` of them are asked for at the same
+   * time (or their deadline ends them): a walk that never has `n` fetches of
+   * them in flight fails them
+   */
+  together (cids: CID[], n: number): void {
+    let asked = 0
+    let open: () => void = () => {}
+    const opened = new Promise<void>(resolve => { open = resolve })
+    for (const cid of cids) {
+      this.gates.set(cid.toString(), async () => {
+        if (++asked >= n) open()
+        await opened
+      })
+    }
+  }
 }
 
 describe('Walker', () => {
@@ -334,6 +361,65 @@ describe('Walker', () => {
     expect(walker.walks).to.equal(0)
     for (const k of ['/l', '/l2', '/r', '/r2']) expect(await value(k)).to.equal('1')
     expect(engine.heads.count('')).to.equal(2)
+  })
+
+  it('nodes below a fetched one whose blocks are at hand are merged in its run, without a fetch', async () => {
+    source.local = true
+    const a = await add(delta(1, [['/a', '1']]))
+    const b = await add(delta(2, [['/b', '1']]), [a])
+    const top = await add(delta(3, [['/t', '1']]), [b])
+    await makeWalker().walk([await start(top)])
+    // one fetch (the start), then a and b read locally by the run
+    expect(timeouts).to.have.length(1)
+    for (const k of ['/a', '/b', '/t']) expect(await value(k)).to.equal('1')
+    for (const cid of [a, b, top]) expect(await engine.isProcessed(cid)).to.be.true()
+  })
+
+  it('a fetch failing after the walk was aborted neither falls back from the session nor counts against the branch', async () => {
+    const a = await add(delta(1, [['/a', '1']]))
+    const top = await add(delta(2, [['/t', '1']]), [a])
+    const controller = new AbortController()
+    const withSession: DAGBlockstore = {
+      get: (cid, options) => source.get(cid, options),
+      put: (cid, bytes) => source.put(cid, bytes),
+      has: async () => source.has(),
+      createSession: () => ({
+        // the walk is aborted while the block arrives, and it arrives corrupted (a fetch error)
+        get: async function * (): AsyncGenerator<Uint8Array> { controller.abort(); yield enc('corrupted') }
+      })
+    }
+    await expect(makeWalker(withSession).walk([await start(top)], { signal: controller.signal })).to.eventually.be.rejected()
+    expect(source.asked).to.deep.equal([])
+    expect([...await ds.get(engine.layout.pendingKey(blockKey(top)))]).to.deep.equal([1])
+    expect(await engine.givenUp()).to.deep.equal([])
+  })
+
+  it('alone, a walk fetches with every worker', async () => {
+    const kids = await Promise.all([1, 2].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
+    const top = await add(delta(2, [['/t', '1']]), kids)
+    // both children must be in flight at once, or they fail at the deadline
+    source.together(kids, 2)
+    await makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 2000 }).walk([await start(top)])
+    for (const k of [1, 2]) expect(await value(`/k${k}`)).to.equal('1')
+  })
+
+  it('beside another walk, a walk fetches with every worker but one', async () => {
+    const held = await add(delta(1, [['/held', '1']]))
+    const kids = await Promise.all([1, 2, 3].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
+    const top = await add(delta(2, [['/t', '1']]), kids)
+    let release: () => void = () => {}
+    const released = new Promise<void>(resolve => { release = resolve })
+    source.gates.set(held.toString(), async () => released)
+    // three workers: the other walk holds one, so two of the children must be in flight at once
+    source.together(kids, 2)
+    const walker = makeWalker(source, { numWorkers: 3, dagSyncerTimeout: 2000 })
+    const other = walker.walk([await start(held)])
+    await walker.walk([await start(top)])
+    expect(walker.walks).to.equal(1)
+    for (const k of [1, 2, 3]) expect(await value(`/k${k}`)).to.equal('1')
+    release()
+    await other
+    expect(await value('/held')).to.equal('1')
   })
 
   describe('fetch order and deadlines, on a clock moved by the fetches', () => {
