@@ -12,11 +12,12 @@
  * - `perTest` coverage: a dry run records which tests reach each mutant,
  *   and each mutant runs against those tests only, in one long-lived
  *   process. Stryker's mocha runner never clears the current test, so code
- *   run by `before()`/`after()` hooks was recorded against the test that ran
- *   last and gave false survivors; test/mutation/per-test-coverage.cjs
- *   clears it after each test, making such code static coverage (the
- *   mutant then runs against every spec, in a fresh process). `'all'` is
- *   exact too but runs every mutant that way: about 10 s a mutant here.
+ *   run by `before()` hooks was recorded against the test that ran before
+ *   and gave false survivors; test/mutation/per-test-coverage.cjs records
+ *   it against the next test instead, whose run replays those hooks.
+ *   `'all'` (or clearing the current test, which makes such code static)
+ *   is exact but runs each mutant against every spec in a fresh process:
+ *   10 s a mutant idle, a minute on the shared machine.
  * - MUTATION_MODULE=walker (or or-set, heads, write-set, codecs, engine)
  *   mutates one module, with its own incremental file and reports under
  *   reports/mutation/<module>/; unset, every core module in one run.

@@ -4,19 +4,41 @@
  *
  * Stryker's mocha runner records which tests reach each mutant by setting
  * the current test in a root `beforeEach` and never clearing it. Code run
- * by a suite's `before()` or `after()` hook, or between two tests, was
- * therefore recorded against whichever test ran last, and the mutant was
- * later run against that test alone, without the hooks whose setup reaches
- * it: a survivor no spec would let live (seen in or-set.ts, killed when
- * planted by hand). Clearing the current test after each test makes such
- * code "static" coverage instead, and Stryker runs a static mutant against
- * every spec. Outside a Stryker run `__stryker__` is absent and this does
- * nothing.
+ * between two tests (a suite's `before()` or `after()` hook, work a test
+ * left running) was therefore recorded against the test that had just
+ * finished, and the mutant was later run against that test alone, without
+ * the `before()` hook whose setup reaches it: a survivor no spec would let
+ * live (seen in or-set.ts: killed by unit-or-set when planted by hand).
+ *
+ * After each test this names the next test to run as the current one, so
+ * the `before()` hooks of its suites, which run again when that test runs
+ * alone, are recorded against it. (Clearing the current test instead makes
+ * such code "static" coverage: exact, but Stryker then runs the mutant
+ * against every spec in a fresh process, which made most engine mutants
+ * cost a minute on the shared machine.) Outside a Stryker run
+ * `__stryker__` is absent and this does nothing.
  */
+
+/** Tests in the order mocha runs them: a suite's own tests, then its child suites */
+function runOrder (root) {
+  const order = []
+  const visit = suite => {
+    for (const test of suite.tests) if (!test.isPending()) order.push(test)
+    for (const child of suite.suites) visit(child)
+  }
+  visit(root)
+  return order
+}
+
+let order
 
 exports.mochaHooks = {
   afterEach () {
     const stryker = globalThis.__stryker__
-    if (stryker != null) stryker.currentTestId = undefined
+    if (stryker == null || this.currentTest == null) return
+    let root = this.currentTest.parent
+    while (root.parent != null) root = root.parent
+    order ??= runOrder(root)
+    stryker.currentTestId = order[order.indexOf(this.currentTest) + 1]?.fullTitle()
   }
 }
