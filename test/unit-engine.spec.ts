@@ -494,6 +494,48 @@ describe('Engine', () => {
     })
   })
 
+  describe('what errors and records say', () => {
+    it('a failed fetch names the block and keeps the getter\'s error as its cause', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const failure = new Error('no route')
+      // eslint-disable-next-line require-yield -- a getter that fails before its first chunk
+      const failing = { get: async function * (): AsyncGenerator<Uint8Array> { throw failure } }
+      const err = await engine.fetchNode(n.cid, failing).then(() => undefined, (e: Error) => e)
+      expect(err).to.have.property('name', 'BlockFetchError')
+      expect(err?.message).to.equal(`Could not fetch block ${n.cid}: no route`)
+      expect(err?.cause).to.equal(failure)
+    })
+
+    it('a block over maxBlockSize or not matching its hash is refused naming the block', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      engine = make({ maxBlockSize: 10 })
+      const whole = { get: function * () { yield n.bytes } }
+      const tooLarge = await engine.fetchNode(n.cid, whole).then(() => undefined, (e: Error) => e)
+      expect(tooLarge).to.have.property('name', 'MalformedBlockError')
+      expect(tooLarge?.message).to.equal(`Block ${n.cid} is larger than 10 bytes`)
+      expect(tooLarge?.cause).to.have.property('name', 'BlockTooLargeError')
+      engine = make()
+      const other = await node(delta(1, [['/a', 'forged']]))
+      const forged = await engine.fetchNode(n.cid, { get: function * () { yield other.bytes } }).then(() => undefined, (e: Error) => e)
+      expect(forged?.message).to.equal(`Block ${n.cid} does not match its hash`)
+    })
+
+    it('idle() waits until every job queued on the merge lock has run', async () => {
+      const ran: number[] = []
+      let open: () => void = () => {}
+      const gate = new Promise<void>(resolve => { open = resolve })
+      const first = engine.exclusive(async () => { await gate; ran.push(1) })
+      const second = engine.exclusive(async () => { ran.push(2) })
+      expect(engine.queued).to.equal(2)
+      const idle = engine.idle()
+      open()
+      await idle
+      expect(ran).to.deep.equal([1, 2])
+      expect(engine.queued).to.equal(0)
+      await Promise.all([first, second])
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
