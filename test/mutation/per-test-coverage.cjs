@@ -19,7 +19,12 @@
  * `__stryker__` is absent and this does nothing.
  */
 
-/** Tests in the order mocha runs them: a suite's own tests, then its child suites */
+/**
+ * Tests in the order mocha runs them: a suite's own tests, then its child suites
+ *
+ * @param {import('mocha').Suite} root - the root suite
+ * @returns {import('mocha').Test[]} the tests that will run
+ */
 function runOrder (root) {
   const order = []
   const visit = suite => {
