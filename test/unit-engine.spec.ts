@@ -520,6 +520,19 @@ describe('Engine', () => {
       expect(forged?.message).to.equal(`Block ${n.cid} does not match its hash`)
     })
 
+    it('pendingByAttempts puts branches asked least first, then those failed least, then in record order', async () => {
+      const cids = await Promise.all(['a', 'b', 'c', 'd', 'e', 'f'].map(async k => (await node(delta(1, [[`/${k}`, 'x']]))).cid))
+      const [a, b, c, d, e, f] = cids
+      // kind, failed fetches, of those asked
+      const marks: Array<[CID, number[]]> = [[a, [0, 2, 1]], [b, [0, 1, 1]], [c, [0, 5, 0]], [d, [1]], [e, [0, 3, 3]], [f, [0, 3, 3]]]
+      for (const [cid, mark] of marks) await ds.put(layout.pendingKey(blockKey(cid)), Uint8Array.from(mark))
+      await ds.put(new Key('/ns/w/not-a-cid'), Uint8Array.of(0))
+      const order = (await engine.pendingByAttempts()).map(String)
+      // e and f tie: they keep the order the records are read in
+      const ef = (await engine.pendingBranches()).map(String).filter(x => x === e.toString() || x === f.toString())
+      expect(order).to.deep.equal([d, c, b, a].map(String).concat(ef))
+    })
+
     it('idle() waits until every job queued on the merge lock has run', async () => {
       const ran: number[] = []
       let open: () => void = () => {}
