@@ -22,7 +22,7 @@ import { decodeNode, encodeNode } from '../src/codec/dag-node.js'
 import { MAX_PRIORITY } from '../src/codec/delta.js'
 import { Layout } from '../src/crdt/layout.js'
 import { decodePriority } from '../src/crdt/or-set.js'
-import { Engine } from '../src/engine/engine.js'
+import { Engine, MALFORMED_REASON } from '../src/engine/engine.js'
 import type { DecodedNode } from '../src/codec/dag-node.js'
 import type { Delta } from '../src/codec/delta.js'
 import type { SetChange } from '../src/crdt/or-set.js'
@@ -514,6 +514,7 @@ describe('Engine', () => {
       expect(tooLarge).to.have.property('name', 'MalformedBlockError')
       expect(tooLarge?.message).to.equal(`Block ${n.cid} is larger than 10 bytes`)
       expect(tooLarge?.cause).to.have.property('name', 'BlockTooLargeError')
+      expect(tooLarge?.cause).to.have.property('message', 'Block is larger than 10 bytes')
       engine = make()
       const other = await node(delta(1, [['/a', 'forged']]))
       const forged = await engine.fetchNode(n.cid, { get: function * () { yield other.bytes } }).then(() => undefined, (e: Error) => e)
@@ -531,6 +532,28 @@ describe('Engine', () => {
       // e and f tie: they keep the order the records are read in
       const ef = (await engine.pendingBranches()).map(String).filter(x => x === e.toString() || x === f.toString())
       expect(order).to.deep.equal([d, c, b, a].map(String).concat(ef))
+    })
+
+    it('the getter is told probe only when asked to probe, and preferPeer only when given', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const seen: FetchOptions[] = []
+      const getter = { get: function * (_: CID, opts?: FetchOptions) { seen.push(opts ?? {}); yield n.bytes } }
+      await engine.fetchNode(n.cid, getter, { probe: true, preferPeer: 'peer-2' })
+      await engine.fetchNode(n.cid, getter, { probe: false })
+      await engine.fetchNode(n.cid, getter)
+      expect(seen.map(o => [o.probe, o.preferPeer])).to.deep.equal([[true, 'peer-2'], [undefined, undefined], [undefined, undefined]])
+      expect(seen.map(o => 'probe' in o)).to.deep.equal([true, false, false])
+    })
+
+    it('reviveGivenUp leaves branches given up for a malformed block given up', async () => {
+      const bad = await node(delta(1, [['/bad', 'x']]))
+      const lost = await node(delta(1, [['/lost', 'x']]))
+      for (const n of [bad, lost]) await engine.addRoot(n.cid)
+      await engine.giveUp(bad.cid, `${MALFORMED_REASON} (MalformedBlockError)`)
+      await engine.giveUp(lost.cid, 'no block after 3 fetches')
+      expect(await engine.reviveGivenUp()).to.equal(1)
+      expect((await engine.givenUp()).map(g => g.cid.toString())).to.deep.equal([bad.cid.toString()])
+      expect((await engine.pendingBranches()).map(String)).to.deep.equal([lost.cid.toString()])
     })
 
     it('idle() waits until every job queued on the merge lock has run', async () => {
