@@ -22,7 +22,7 @@ import { decodeNode, encodeNode } from '../src/codec/dag-node.js'
 import { MAX_PRIORITY } from '../src/codec/delta.js'
 import { Layout } from '../src/crdt/layout.js'
 import { decodePriority } from '../src/crdt/or-set.js'
-import { Engine } from '../src/engine/engine.js'
+import { Engine, MALFORMED_REASON } from '../src/engine/engine.js'
 import type { DecodedNode } from '../src/codec/dag-node.js'
 import type { Delta } from '../src/codec/delta.js'
 import type { SetChange } from '../src/crdt/or-set.js'
@@ -509,6 +509,84 @@ describe('Engine', () => {
     it('refusedLinks skips unreadable records', async () => {
       await ds.put(new Key('/ns/x/not-a-cid'), varint.encode(1))
       expect(await engine.refusedLinks()).to.deep.equal([])
+    })
+  })
+
+  describe('what errors and records say', () => {
+    it('a failed fetch names the block and keeps the getter\'s error as its cause', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const failure = new Error('no route')
+      // eslint-disable-next-line require-yield -- a getter that fails before its first chunk
+      const failing = { get: async function * (): AsyncGenerator<Uint8Array> { throw failure } }
+      const err = await engine.fetchNode(n.cid, failing).then(() => undefined, (e: Error) => e)
+      expect(err).to.have.property('name', 'BlockFetchError')
+      expect(err?.message).to.equal(`Could not fetch block ${n.cid}: no route`)
+      expect(err?.cause).to.equal(failure)
+    })
+
+    it('a block over maxBlockSize or not matching its hash is refused naming the block', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      engine = make({ maxBlockSize: 10 })
+      const whole = { get: function * () { yield n.bytes } }
+      const tooLarge = await engine.fetchNode(n.cid, whole).then(() => undefined, (e: Error) => e)
+      expect(tooLarge).to.have.property('name', 'MalformedBlockError')
+      expect(tooLarge?.message).to.equal(`Block ${n.cid} is larger than 10 bytes`)
+      expect(tooLarge?.cause).to.have.property('name', 'BlockTooLargeError')
+      expect(tooLarge?.cause).to.have.property('message', 'Block is larger than 10 bytes')
+      engine = make()
+      const other = await node(delta(1, [['/a', 'forged']]))
+      const forged = await engine.fetchNode(n.cid, { get: function * () { yield other.bytes } }).then(() => undefined, (e: Error) => e)
+      expect(forged?.message).to.equal(`Block ${n.cid} does not match its hash`)
+    })
+
+    it('pendingByAttempts puts branches asked least first, then those failed least, then in record order', async () => {
+      const cids = await Promise.all(['a', 'b', 'c', 'd', 'e', 'f'].map(async k => (await node(delta(1, [[`/${k}`, 'x']]))).cid))
+      const [a, b, c, d, e, f] = cids
+      // kind, failed fetches, of those asked
+      const marks: Array<[CID, number[]]> = [[a, [0, 2, 1]], [b, [0, 1, 1]], [c, [0, 5, 0]], [d, [1]], [e, [0, 3, 3]], [f, [0, 3, 3]]]
+      for (const [cid, mark] of marks) await ds.put(layout.pendingKey(blockKey(cid)), Uint8Array.from(mark))
+      await ds.put(new Key('/ns/w/not-a-cid'), Uint8Array.of(0))
+      const order = (await engine.pendingByAttempts()).map(String)
+      // e and f tie: they keep the order the records are read in
+      const ef = (await engine.pendingBranches()).map(String).filter(x => x === e.toString() || x === f.toString())
+      expect(order).to.deep.equal([d, c, b, a].map(String).concat(ef))
+    })
+
+    it('the getter is told probe only when asked to probe, and preferPeer only when given', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const seen: FetchOptions[] = []
+      const getter = { get: function * (_: CID, opts?: FetchOptions) { seen.push(opts ?? {}); yield n.bytes } }
+      await engine.fetchNode(n.cid, getter, { probe: true, preferPeer: 'peer-2' })
+      await engine.fetchNode(n.cid, getter, { probe: false })
+      await engine.fetchNode(n.cid, getter)
+      expect(seen.map(o => [o.probe, o.preferPeer])).to.deep.equal([[true, 'peer-2'], [undefined, undefined], [undefined, undefined]])
+      expect(seen.map(o => 'probe' in o)).to.deep.equal([true, false, false])
+    })
+
+    it('reviveGivenUp leaves branches given up for a malformed block given up', async () => {
+      const bad = await node(delta(1, [['/bad', 'x']]))
+      const lost = await node(delta(1, [['/lost', 'x']]))
+      for (const n of [bad, lost]) await engine.addRoot(n.cid)
+      await engine.giveUp(bad.cid, `${MALFORMED_REASON} (MalformedBlockError)`)
+      await engine.giveUp(lost.cid, 'no block after 3 fetches')
+      expect(await engine.reviveGivenUp()).to.equal(1)
+      expect((await engine.givenUp()).map(g => g.cid.toString())).to.deep.equal([bad.cid.toString()])
+      expect((await engine.pendingBranches()).map(String)).to.deep.equal([lost.cid.toString()])
+    })
+
+    it('idle() waits until every job queued on the merge lock has run', async () => {
+      const ran: number[] = []
+      let open: () => void = () => {}
+      const gate = new Promise<void>(resolve => { open = resolve })
+      const first = engine.exclusive(async () => { await gate; ran.push(1) })
+      const second = engine.exclusive(async () => { ran.push(2) })
+      expect(engine.queued).to.equal(2)
+      const idle = engine.idle()
+      open()
+      await idle
+      expect(ran).to.deep.equal([1, 2])
+      expect(engine.queued).to.equal(0)
+      await Promise.all([first, second])
     })
   })
 

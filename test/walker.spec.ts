@@ -31,15 +31,35 @@ function delta (priority: number, puts: Array<[string, string]>): Delta {
   return { priority, dagName: '', elements: puts.map(([key, value]) => ({ key, id: '', value: enc(value) })), tombstones: [] }
 }
 
+/** A clock the deadline specs move by hand (stands in for `Date.now`) */
+const clock = { now: 0 }
+
 /** Serves the blocks it holds to a walker; records what was asked and how */
 class Source implements DAGBlockstore {
   readonly blocks = new MemoryBlockstore()
   readonly asked: Array<{ cid: string, preferPeer?: string }> = []
   /** blocks that fail with an error when fetched */
   readonly broken = new Set<string>()
+  /** how far a fetch of each block moves `clock` (ms) */
+  readonly cost = new Map<string, number>()
+  /** blocks held back until enough of their group are asked for at once (see `together`) */
+  readonly gates = new Map<string, () => Promise<void>>()
+  /** gated blocks that arrive when their gate opens even past their deadline */
+  readonly patient = new Set<string>()
+  /** whether the blocks held are at hand locally (a run merges them without a fetch) */
+  local = false
 
   async * get (cid: CID, options?: FetchOptions): AsyncGenerator<Uint8Array> {
     this.asked.push({ cid: cid.toString(), preferPeer: options?.preferPeer })
+    clock.now += this.cost.get(cid.toString()) ?? 0
+    const gate = this.gates.get(cid.toString())
+    if (gate != null && this.patient.has(cid.toString())) {
+      await gate()
+    } else if (gate != null) {
+      await Promise.race([gate(), new Promise((resolve, reject) => {
+        options?.signal?.addEventListener('abort', () => { reject(new Error('gave up waiting')) })
+      })])
+    }
     if (this.broken.has(cid.toString())) throw new Error('broken source')
     if (!(await this.blocks.has(cid))) {
       // a block nobody has: wait for the deadline
@@ -51,8 +71,25 @@ class Source implements DAGBlockstore {
   }
 
   put (cid: CID, bytes: Uint8Array): unknown { return this.blocks.put(cid, bytes) }
-  /** The network: nothing is at hand locally, every block is fetched (so runs merge one node each) */
-  async has (): Promise<boolean> { return false }
+  /** Unless `local`, the network: nothing is at hand locally, every block is fetched (so runs merge one node each) */
+  async has (cid?: CID): Promise<boolean> { return this.local && cid != null && this.blocks.has(cid) }
+
+  /**
+   * Holds the fetches of `cids` until `n` of them are asked for at the same
+   * time (or their deadline ends them): a walk that never has `n` fetches of
+   * them in flight fails them
+   */
+  together (cids: CID[], n: number): void {
+    let asked = 0
+    let open: () => void = () => {}
+    const opened = new Promise<void>(resolve => { open = resolve })
+    for (const cid of cids) {
+      this.gates.set(cid.toString(), async () => {
+        if (++asked >= n) open()
+        await opened
+      })
+    }
+  }
 }
 
 describe('Walker', () => {
@@ -328,5 +365,147 @@ describe('Walker', () => {
     expect(walker.walks).to.equal(0)
     for (const k of ['/l', '/l2', '/r', '/r2']) expect(await value(k)).to.equal('1')
     expect(engine.heads.count('')).to.equal(2)
+  })
+
+  it('nodes below a fetched one whose blocks are at hand are merged in its run, without a fetch', async () => {
+    source.local = true
+    const a = await add(delta(1, [['/a', '1']]))
+    const b = await add(delta(2, [['/b', '1']]), [a])
+    const top = await add(delta(3, [['/t', '1']]), [b])
+    await makeWalker().walk([await start(top)])
+    // one fetch (the start), then a and b read locally by the run
+    expect(timeouts).to.have.length(1)
+    for (const k of ['/a', '/b', '/t']) expect(await value(k)).to.equal('1')
+    for (const cid of [a, b, top]) expect(await engine.isProcessed(cid)).to.be.true()
+  })
+
+  it('a fetch failing after the walk was aborted neither falls back from the session nor counts against the branch', async () => {
+    const a = await add(delta(1, [['/a', '1']]))
+    const top = await add(delta(2, [['/t', '1']]), [a])
+    const controller = new AbortController()
+    const withSession: DAGBlockstore = {
+      get: (cid, options) => source.get(cid, options),
+      put: (cid, bytes) => source.put(cid, bytes),
+      has: async () => source.has(),
+      createSession: () => ({
+        // the walk is aborted while the block arrives, and it arrives corrupted (a fetch error)
+        get: async function * (): AsyncGenerator<Uint8Array> { controller.abort(); yield enc('corrupted') }
+      })
+    }
+    await expect(makeWalker(withSession).walk([await start(top)], { signal: controller.signal })).to.eventually.be.rejected()
+    expect(source.asked).to.deep.equal([])
+    expect([...await ds.get(engine.layout.pendingKey(blockKey(top)))]).to.deep.equal([1])
+    expect(await engine.givenUp()).to.deep.equal([])
+  })
+
+  it('alone, a walk fetches with every worker', async () => {
+    const kids = await Promise.all([1, 2].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
+    const top = await add(delta(2, [['/t', '1']]), kids)
+    // both children must be in flight at once, or they fail at the deadline
+    source.together(kids, 2)
+    await makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 2000 }).walk([await start(top)])
+    for (const k of [1, 2]) expect(await value(`/k${k}`)).to.equal('1')
+  })
+
+  it('beside another walk, a walk fetches with every worker but one', async () => {
+    const held = await add(delta(1, [['/held', '1']]))
+    const kids = await Promise.all([1, 2, 3].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
+    const top = await add(delta(2, [['/t', '1']]), kids)
+    let release: () => void = () => {}
+    const released = new Promise<void>(resolve => { release = resolve })
+    source.gates.set(held.toString(), async () => released)
+    // however slow the machine, the other walk's block arrives only when released
+    source.patient.add(held.toString())
+    // three workers: the other walk holds one, so two of the children must be in flight at once
+    source.together(kids, 2)
+    const walker = makeWalker(source, { numWorkers: 3, dagSyncerTimeout: 2000 })
+    const other = walker.walk([await start(held)])
+    await walker.walk([await start(top)])
+    expect(walker.walks).to.equal(1)
+    for (const k of [1, 2, 3]) expect(await value(`/k${k}`)).to.equal('1')
+    release()
+    await other
+    expect(await value('/held')).to.equal('1')
+  })
+
+  describe('fetch order and deadlines, on a clock moved by the fetches', () => {
+    const realNow = Date.now
+
+    beforeEach(() => {
+      clock.now = 0
+      Date.now = () => clock.now
+    })
+
+    afterEach(() => {
+      Date.now = realNow
+    })
+
+    /** Stores a node whose fetch moves the clock by `cost` ms */
+    async function addTimed (d: Delta, links: CID[], cost: number, store = true): Promise<CID> {
+      const cid = await add(d, links, store)
+      source.cost.set(cid.toString(), cost)
+      if (!store) source.broken.add(cid.toString())
+      return cid
+    }
+
+    it('takes deeper nodes first: a child\'s own children before its siblings', async () => {
+      const a1 = await add(delta(1, [['/a1', '1']]))
+      const b1 = await add(delta(1, [['/b1', '1']]))
+      const a = await add(delta(2, [['/a', '1']]), [a1])
+      const b = await add(delta(2, [['/b', '1']]), [b1])
+      const top = await add(delta(3, [['/t', '1']]), [a, b])
+      // one worker: one fetch at a time, in the queue's order
+      await makeWalker(source, { numWorkers: 1 }).walk([await start(top)])
+      const asked = source.asked.map(x => x.cid)
+      expect(asked).to.have.length(5)
+      expect(asked[0]).to.equal(top.toString())
+      // whichever of a and b comes first, its child (one level deeper) comes before the other
+      const below = new Map([[a.toString(), a1.toString()], [b.toString(), b1.toString()]])
+      expect(below.has(asked[1])).to.be.true()
+      expect(asked[2]).to.equal(below.get(asked[1]))
+      expect(below.has(asked[3])).to.be.true()
+      expect(asked[4]).to.equal(below.get(asked[3]))
+    })
+
+    it('each sibling that arrives pushes the shared deadline back to a full dagSyncerTimeout', async () => {
+      const kids = await Promise.all([1, 2, 3].map(async i => addTimed(delta(1, [[`/k${i}`, '1']]), [], 400)))
+      const top = await addTimed(delta(2, [['/t', '1']]), kids, 400)
+      await makeWalker(source, { dagSyncerTimeout: 1000, numWorkers: 1 }).walk([await start(top)])
+      // each fetch takes 400 ms: without the push back the siblings would get 1000, 600 and 200
+      expect(timeouts).to.deep.equal([1000, 1000, 1000, 1000])
+      for (const k of [1, 2, 3]) expect(await value(`/k${k}`)).to.equal('1')
+    })
+
+    it('a sibling is asked while a tenth of the shared deadline is left, not once less is', async () => {
+      const missing = await Promise.all([1, 2, 3, 4].map(async i => addTimed(delta(1, [[`/m${i}`, '1']]), [], 450, false)))
+      const top = await addTimed(delta(2, [['/t', '1']]), missing, 0)
+      const walker = makeWalker(source, { dagSyncerTimeout: 1000, numWorkers: 1 })
+      await expect(walker.walk([await start(top)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      // failures do not push the deadline back: 1000, 550, then exactly 100 (a tenth) left; then none
+      expect(timeouts).to.deep.equal([1000, 1000, 550, 100])
+      const askedMissing = source.asked.map(x => x.cid).filter(cid => missing.some(m => m.toString() === cid))
+      expect(askedMissing).to.have.length(3)
+      for (const m of missing) {
+        const asked = askedMissing.includes(m.toString()) ? 1 : 0
+        expect([...await ds.get(engine.layout.pendingKey(blockKey(m)))]).to.deep.equal([0, 1, asked])
+      }
+    })
+
+    it('with dagSyncerTimeout 0 no fetch has a deadline, however long the siblings take', async () => {
+      const kids = await Promise.all([1, 2, 3].map(async i => addTimed(delta(1, [[`/k${i}`, '1']]), [], 5000)))
+      const top = await addTimed(delta(2, [['/t', '1']]), kids, 5000)
+      await makeWalker(source, { dagSyncerTimeout: 0, numWorkers: 1 }).walk([await start(top)])
+      expect(timeouts).to.deep.equal([0, 0, 0, 0])
+      for (const k of [1, 2, 3]) expect(await value(`/k${k}`)).to.equal('1')
+
+      // siblings that fail (and so push nothing back) are each asked all the same
+      timeouts = []
+      source.asked.length = 0
+      const missing = await Promise.all([1, 2, 3].map(async i => addTimed(delta(1, [[`/m${i}`, '1']]), [], 5000, false)))
+      const top2 = await addTimed(delta(4, [['/t2', '1']]), missing, 0)
+      await expect(makeWalker(source, { dagSyncerTimeout: 0, numWorkers: 1 }).walk([await start(top2)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(timeouts).to.deep.equal([0, 0, 0, 0])
+      expect(source.asked).to.have.length(4)
+    })
   })
 })

@@ -179,14 +179,18 @@ export class Walker {
           .catch(async (err: Error) => {
             if (isMalformed(err)) {
               // no retry can fix a malformed block: give it up, recorded
+              // Stryker disable next-line StringLiteral: log text only
               this.log.error('giving up malformed node %c - %e', cid, err)
               await this.engine.giveUp(cid, `${MALFORMED_REASON} (${err.name})`).catch(() => {})
               return
             }
             if (options?.signal?.aborted !== true) {
+              // Stryker disable next-line StringLiteral: log text only
               this.log.error('could not process node %c - %e', cid, err)
               if (err.name === 'BlockFetchError') {
+                // Stryker disable next-line BlockStatement: the result handler only logs
                 await this.engine.recordFetchFailure(cid, { asked: !NOT_ASKED.has(err) && !nobodyAsked(err), refusedBy: refusers(err) }).then(gaveUp => {
+                  // Stryker disable next-line ConditionalExpression,StringLiteral: log only
                   if (gaveUp) this.log.error('gave up node %c after repeated failed fetches', cid)
                 }, () => {})
               }
@@ -259,6 +263,7 @@ export class Walker {
       return await this.engine.fetchNode(cid, getter, options)
     } catch (err: any) {
       if (getter === this.blockstore || options?.signal?.aborted === true || err.name !== 'BlockFetchError') throw err
+      // Stryker disable next-line StringLiteral: log text only
       this.log('session fetch of %c failed, fetching without the session from now on - %e', cid, err)
       via.getter = this.blockstore
       return this.engine.fetchNode(cid, this.blockstore, options)
@@ -272,6 +277,7 @@ export class Walker {
     try {
       return this.blockstore.createSession(root, options)
     } catch (err: any) {
+      // Stryker disable next-line StringLiteral: log text only
       this.log('no session for %c, fetching without one - %e', root, err)
       return this.blockstore
     }

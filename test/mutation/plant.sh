@@ -13,4 +13,4 @@ npx tsc -p . >/dev/null || { echo "BUILD FAILED"; exit 2; }
 specs=(); for s in "$@"; do specs+=("dist/test/$s.spec.js"); done
 out=$(npx mocha "${specs[@]}" 2>&1)
 echo "$out" | grep -E "passing|failing|^  [0-9]+\) " | head -8
-if echo "$out" | grep -q failing; then echo "CAUGHT: $expr"; else echo "NOT CAUGHT: $expr"; fi
+if echo "$out" | grep -qE "^  [0-9]+ failing"; then echo "CAUGHT: $expr"; else echo "NOT CAUGHT: $expr"; fi

@@ -1,0 +1,49 @@
+/**
+ * Prints the mutation score of each mutated file, and each surviving
+ * mutant, from the JSON reports of the per-module runs
+ * (reports/mutation/<module>/mutation.json, see modules.sh) or of one run
+ * over every module (reports/mutation/mutation.json) when there are none.
+ * Score = (killed + timed out) / (killed + timed out + survived + no
+ * coverage), as Stryker counts it; mutants that do not compile are shown
+ * but not counted.
+ */
+
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+const ROOT = 'reports/mutation'
+const reports = readdirSync(ROOT, { withFileTypes: true })
+  .filter(entry => entry.isDirectory() && existsSync(join(ROOT, entry.name, 'mutation.json')))
+  .map(entry => join(ROOT, entry.name, 'mutation.json'))
+if (reports.length === 0 && existsSync(join(ROOT, 'mutation.json'))) reports.push(join(ROOT, 'mutation.json'))
+
+const rows = []
+const survivors = []
+const total = { killed: 0, survived: 0, noCoverage: 0, compileError: 0 }
+for (const report of reports) {
+  const { files } = JSON.parse(readFileSync(report, 'utf8'))
+  for (const [file, { mutants, source }] of Object.entries(files)) {
+    const lines = source.split('\n')
+    const n = { killed: 0, survived: 0, noCoverage: 0, compileError: 0 }
+    for (const mutant of mutants) {
+      if (mutant.status === 'Killed' || mutant.status === 'Timeout') n.killed++
+      else if (mutant.status === 'Survived') n.survived++
+      else if (mutant.status === 'NoCoverage') n.noCoverage++
+      else if (mutant.status === 'CompileError') n.compileError++
+      if (mutant.status === 'Survived' || mutant.status === 'NoCoverage') {
+        const line = mutant.location.start.line
+        survivors.push(`${file}:${line} ${mutant.mutatorName}${mutant.status === 'NoCoverage' ? ' (no coverage)' : ''}: \`${lines[line - 1].trim().slice(0, 90)}\` -> \`${String(mutant.replacement ?? '').replace(/\s+/g, ' ').slice(0, 60)}\``)
+      }
+    }
+    for (const key of Object.keys(total)) total[key] += n[key]
+    rows.push([file, n])
+  }
+}
+
+const score = n => (100 * n.killed / (n.killed + n.survived + n.noCoverage)).toFixed(1) + '%'
+console.log('| file | killed (or timed out) | survived | no coverage | did not compile | score |')
+console.log('| --- | ---: | ---: | ---: | ---: | ---: |')
+for (const [file, n] of rows) console.log(`| \`${file}\` | ${n.killed} | ${n.survived} | ${n.noCoverage} | ${n.compileError} | ${score(n)} |`)
+console.log(`| **core** | **${total.killed}** | **${total.survived}** | **${total.noCoverage}** | ${total.compileError} | **${score(total)}** |`)
+console.log('\nSurvivors:')
+for (const s of survivors) console.log(`- ${s}`)
