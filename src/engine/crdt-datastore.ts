@@ -18,7 +18,6 @@ import { migrateLayout } from '../crdt/migrate.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
 import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
 import { coveredHeads, coverWalk } from '../snapshot/cover.js'
-import { createSnapshot } from '../snapshot/create.js'
 import { installSnapshot } from '../snapshot/install.js'
 import { TrustGate } from '../trust/gate.js'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
@@ -601,13 +600,15 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   /**
    * Writes a snapshot of the current state (live elements with their ids and
    * priorities, and tombstones) to the blockstore as a chunked dag-cbor DAG
-   * and resolves to its root CID. Replicas that merged the same nodes get
-   * the same CID. Rejects with `SnapshotNotReadyError` while a sync is
-   * unfinished. Deletes nothing.
+   * and resolves to its root CID. Elements superseded by a higher element
+   * of a node that descends from theirs are left out (they decide no value,
+   * here or on a replica that merges the snapshot). Replicas that merged the
+   * same nodes and compacted the same snapshots get the same CID. Rejects
+   * with `SnapshotNotReadyError` while a sync is unfinished. Deletes nothing.
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
-    return this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, options))
+    return (await this.track(this.compaction.snapshot(options))).snapshot
   }
 
   /**
