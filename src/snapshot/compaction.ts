@@ -73,7 +73,7 @@ export const DEFAULT_COMPACTION_MIN_NODES = 10_000
 export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
-const READ_AHEAD = 64
+const READ_AHEAD = 16
 const DELETE_BATCH = 1024
 
 /** What a walk down from some heads found (see `walkCovered`) */
@@ -522,41 +522,40 @@ export class Compaction {
         log('could not read the previous compacted snapshot %c - %e', this.compacted, err)
       }
     }
-    let entries = 0
+    // The element markers to delete are found outside the merge lock (reads only): a merge meanwhile
+    // cannot make a tombstoned element live or a superseded one needed (descent is a fact of the DAG),
+    // and the only writer of an element marker is the merge of its node, which is processed already.
+    const layout = engine.layout
+    const doomed: Key[] = []
+    // tombstoned elements: their tombstones say all a merge needs
+    const tombed = new Set<string>()
+    for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
+      tombed.add(key.toString().slice(layout.tombsPrefix.length))
+    }
+    // superseded elements (see `keep`): one range scan of the element markers, grouped by key
+    const byKey = new Map<string, Array<{ key: Key, id: string, priority: number }>>()
+    for await (const pair of datastore.query({ prefix: layout.elemsPrefix + '/' }, options) as AsyncIterable<Pair>) {
+      const rest = pair.key.toString().slice(layout.elemsPrefix.length)
+      if (tombed.has(rest)) {
+        doomed.push(pair.key)
+        continue
+      }
+      const slash = rest.lastIndexOf('/')
+      const group = rest.slice(0, slash)
+      const list = byKey.get(group)
+      const element = { key: pair.key, id: rest.slice(slash), priority: decodeMarker(pair.value).priority }
+      if (list == null) byKey.set(group, [element])
+      else list.push(element)
+    }
+    for (const live of byKey.values()) {
+      if (live.length < 2) continue
+      for (const i of await this.superseded(walk, live, options)) doomed.push(live[i].key)
+    }
+    byKey.clear()
+    const entries = doomed.length
     await engine.exclusive(async () => {
       const tx = new WriteSet(datastore)
-      const layout = engine.layout
-      // tombstoned elements: their tombstones say all a merge needs
-      const tombed = new Set<string>()
-      for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
-        tombed.add(key.toString().slice(layout.tombsPrefix.length))
-      }
-      // An element superseded by a higher one of a node that descends from its node: a replica
-      // holding the higher one holds it too, so any delete tombstones both, and dropping it
-      // changes no value. One range scan of the element markers, grouped by key.
-      const byKey = new Map<string, Array<{ key: Key, id: string, priority: number }>>()
-      for await (const pair of datastore.query({ prefix: layout.elemsPrefix + '/' }, options) as AsyncIterable<Pair>) {
-        const raw = pair.key.toString()
-        const rest = raw.slice(layout.elemsPrefix.length)
-        if (tombed.has(rest)) {
-          tx.delete(pair.key)
-          entries++
-          continue
-        }
-        const slash = rest.lastIndexOf('/')
-        const group = rest.slice(0, slash)
-        const list = byKey.get(group)
-        const element = { key: pair.key, id: rest.slice(slash), priority: decodeMarker(pair.value).priority }
-        if (list == null) byKey.set(group, [element])
-        else list.push(element)
-      }
-      for (const live of byKey.values()) {
-        if (live.length < 2) continue
-        for (const i of await this.superseded(walk, live, options)) {
-          tx.delete(live[i].key)
-          entries++
-        }
-      }
+      for (const key of doomed) tx.delete(key)
       // covered-head records of older installs are below this snapshot
       for await (const key of datastore.queryKeys({ prefix: coveredPrefix(layout) + '/' }, options)) {
         if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) tx.delete(key)

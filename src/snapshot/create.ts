@@ -21,10 +21,10 @@
  */
 
 import { blockKey } from '../codec/block-key.js'
-import { unescapeSegment } from '../crdt/layout.js'
+import { escapeSegment, unescapeSegment } from '../crdt/layout.js'
 import { decodeMarker } from '../crdt/or-set.js'
 import { SnapshotNotReadyError } from '../errors.js'
-import { chunkRecords, compareHeads, compareRecords, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
+import { chunkRecords, compareHeads, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
 import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotTombstone } from './format.js'
 import type { Engine } from '../engine/engine.js'
 import type { DAGBlockstore } from '../interfaces.js'
@@ -103,6 +103,22 @@ async function collect (components: SnapshotComponents, options?: AbortOptions):
 }
 
 /**
+ * Sorts records in place in the order of `compareRecords`, escaping each
+ * key once (not once per comparison)
+ */
+function sortRecords <T extends { key: string, id: string }> (records: T[]): void {
+  const escaped = new Map<string, string>()
+  for (const r of records) if (!escaped.has(r.key)) escaped.set(r.key, escapeSegment(r.key))
+  records.sort((a, b) => {
+    const ka = escaped.get(a.key) as string
+    const kb = escaped.get(b.key) as string
+    if (ka !== kb) return ka < kb ? -1 : 1
+    if (a.id === b.id) return 0
+    return a.id < b.id ? -1 : 1
+  })
+}
+
+/**
  * Writes a snapshot of the current state to the blockstore and returns its
  * root CID
  */
@@ -111,8 +127,8 @@ export async function createSnapshot (components: SnapshotComponents, options: C
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
   const began = Date.now()
   const { heads, elements, tombstones } = await components.engine.exclusive(async () => collect(components, options))
-  elements.sort(compareRecords)
-  tombstones.sort(compareRecords)
+  sortRecords(elements)
+  sortRecords(tombstones)
   const kept = options.keep == null ? elements : await options.keep(elements)
 
   const blocks: SnapshotBlock[] = []
