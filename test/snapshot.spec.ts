@@ -298,6 +298,51 @@ describe('snapshots', function () {
     }
   })
 
+  it('leaves out elements superseded in the covered history, keeps concurrent ones, and stays a correct merge input for a replica with history (regression: every live element was kept)', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica()
+    const d = await memoryReplica()
+    const reference = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('v1'))
+      await syncReplica(a, b)
+      await a.store.put(new Key('/k'), enc('v2'))
+      await syncReplica(a, d)
+      await a.store.put(new Key('/k'), enc('v3'))
+      await a.store.put(new Key('/c'), enc('c1'))
+      // b rewrites /k concurrently with v2 and v3; d deletes it knowing v1 and v2 only
+      await b.store.put(new Key('/k'), enc('b1'))
+      await d.store.delete(new Key('/k'))
+      await syncReplica(b, a)
+
+      const cid = await a.store.snapshot()
+      const { elements } = await readSnapshot(a.blockstore, cid)
+      // v1 and v2 are below v3's node: left out; b1 is concurrent with v3: kept
+      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value)).sort()).to.deep.equal(['b1', 'v3'])
+      expect(elements.filter(e => e.key === '/c').map(e => dec(e.value))).to.deep.equal(['c1'])
+      // the same snapshot on a replica that merged the same nodes the other way round
+      await syncReplica(a, b)
+      expect((await b.store.snapshot()).toString()).to.equal(cid.toString())
+
+      // d merges it: its delete covered v1 and v2 only, so v3 and b1 stay; nothing it deleted comes back
+      await copySnapshot(a.blockstore, d.blockstore, cid)
+      await d.store.installSnapshot(cid)
+      for (const r of [a, b, d]) await syncReplica(r, reference)
+      await syncReplica(a, d)
+      await syncReplica(b, d)
+      expect(await stateOf(d.store)).to.deep.equal(await stateOf(reference.store))
+      expect(await d.store.has(new Key('/k'))).to.equal(true)
+
+      // and once the delete is merged everywhere, a later snapshot with it is a merge input that keeps /k live only through v3 and b1
+      await syncReplica(d, a)
+      const after = await readSnapshot(a.blockstore, await a.store.snapshot())
+      expect(after.tombstones.filter(t => t.key === '/k')).to.have.length(2)
+      expect(await stateOf(a.store)).to.deep.equal(await stateOf(reference.store))
+    } finally {
+      for (const r of [a, b, d, reference]) await r.store.stop()
+    }
+  })
+
   it('refuses a corrupted chunk with InvalidSnapshotError, and a missing one with BlockFetchError, changing nothing', async () => {
     const a = await memoryReplica()
     const c = await memoryReplica()

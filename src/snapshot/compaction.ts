@@ -75,6 +75,8 @@ export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
 const READ_AHEAD = 16
 const DELETE_BATCH = 1024
+/** Node visits a compaction spends at most searching descent between bottlenecks */
+const DESCENT_BUDGET = 2_000_000
 
 /** What a walk down from some heads found (see `walkCovered`) */
 export interface Walk {
@@ -86,6 +88,10 @@ export interface Walk {
   from: Map<string, number>
   /** `cut` of nodes compacted before, -1 when unknown */
   compactedCut: number
+  /** Every node visited: height, links (block keys), whether it is a bottleneck */
+  nodes: Map<string, { height: number, links: string[], bottleneck: boolean }>
+  /** Node visits left for descent searches between bottlenecks (see `superseded`) */
+  budget: { left: number }
 }
 
 interface WalkNode {
@@ -315,25 +321,80 @@ export class Compaction {
     return out
   }
 
-  /** Indices of the superseded elements among `group` (one key's elements) */
+  /**
+   * Indices of the superseded elements among `group` (one key's elements).
+   * Descent is proven first by bottlenecks (`from(w) <= cut(u)`, see
+   * `walkCovered`); failing that (concurrent branches between the two
+   * nodes), by a search down from the nodes of the higher elements, in
+   * decreasing height, that stops at bottlenecks (a path through one would
+   * have proven it already) and at the element's height, within the walk's
+   * `budget` (beyond it the element is kept).
+   */
   private async superseded (walk: Walk, group: Array<{ id: string, priority: number }>, options?: AbortOptions): Promise<Set<number>> {
     const dropped = new Set<number>()
-    // highest first; `reach` is the smallest `from` over strictly higher elements
     const order = group.map((_, i) => i).sort((x, y) => group[y].priority - group[x].priority)
+    // `reach`: the smallest `from` over strictly higher elements; `sources`: their nodes
     let reach = Infinity
     let pending = Infinity
+    const sources: string[] = []
+    let level: string[] = []
+    let search: { reached: Set<string>, frontier: string[] } | undefined
     for (let n = 0; n < order.length; n++) {
       const e = group[order[n]]
       if (n > 0 && e.priority < group[order[n - 1]].priority) {
         reach = Math.min(reach, pending)
         pending = Infinity
+        sources.push(...level)
+        level = []
       }
       pending = Math.min(pending, walk.from.get(e.id) ?? Infinity)
-      if (reach === Infinity) continue
+      level.push(e.id)
+      if (sources.length === 0) continue
       const c = await this.cutOf(walk, e.id, options)
-      if (c >= 0 && reach <= c) dropped.add(order[n])
+      if (c >= 0 && reach <= c) {
+        dropped.add(order[n])
+        continue
+      }
+      const node = walk.nodes.get(e.id)
+      if (node == null || walk.budget.left <= 0) continue
+      search ??= { reached: new Set(), frontier: [] }
+      if (this.descends(walk, search, sources, e.id, node.height)) dropped.add(order[n])
     }
     return dropped
+  }
+
+  /**
+   * Whether node `target` (at `height`) is reached from `sources` going down
+   * links, not through bottlenecks; `search` carries what earlier calls
+   * for lower targets of the same key reached (sources only grow)
+   */
+  private descends (walk: Walk, search: { reached: Set<string>, frontier: string[] }, sources: string[], target: string, height: number): boolean {
+    const { reached, frontier } = search
+    for (const id of sources) {
+      if (!reached.has(id)) {
+        reached.add(id)
+        frontier.push(id)
+      }
+    }
+    // expand every reached node above `height`; nodes at or below it wait for lower targets
+    const waiting: string[] = []
+    while (frontier.length > 0) {
+      const id = frontier.pop() as string
+      const node = walk.nodes.get(id)
+      if (node == null || node.bottleneck) continue
+      if (node.height <= height) {
+        waiting.push(id)
+        continue
+      }
+      if (--walk.budget.left <= 0) break
+      for (const link of node.links) {
+        if (reached.has(link)) continue
+        reached.add(link)
+        frontier.push(link)
+      }
+    }
+    frontier.push(...waiting)
+    return reached.has(target)
   }
 
   /**
@@ -451,6 +512,7 @@ export class Compaction {
     }
     queue.sort((a, b) => a.height - b.height)
     const visited: Array<{ id: string, links: string[] }> = []
+    const nodes = new Map<string, { height: number, links: string[], bottleneck: boolean }>()
     const cut = new Map<string, number>()
     const bottlenecks = new Set<number>()
     let last = -1
@@ -466,6 +528,7 @@ export class Compaction {
       cut.set(id, last)
       const links = node.links.map(l => blockKey(l))
       visited.push({ id, links })
+      nodes.set(id, { height: node.height, links, bottleneck: queue.length === 0 && last === visited.length - 1 })
       if (!isHead.has(id)) blocks.push(node.cid)
       readAhead(node.height)
       const children: Array<Promise<WalkNode | undefined>> = []
@@ -497,7 +560,7 @@ export class Compaction {
         if (old.heads.length === 1) compactedCut = cut.get(blockKey(old.heads[0].cid)) ?? -1
       } catch {}
     }
-    return { heads: heads.map(h => h.cid), blocks, cut, from, compactedCut }
+    return { heads: heads.map(h => h.cid), blocks, cut, from, compactedCut, nodes, budget: { left: DESCENT_BUDGET } }
   }
 
   /**
