@@ -412,8 +412,8 @@ export class Compaction {
 
   /**
    * Reads a block only when it is stored here (never from the network):
-   * `getLocal()` when the blockstore has it, else `has()` then `get()`.
-   * Undefined when the block is not here.
+   * `getLocal()` when the blockstore has it, else `get()` with `offline`
+   * set. Undefined when the block is not here.
    */
   private async readLocal (cid: CID, options?: AbortOptions): Promise<WalkNode | undefined> {
     const { blockstore } = this.components
@@ -424,9 +424,15 @@ export class Compaction {
       if (found.node != null) return { cid, height: found.node.delta.priority, links: found.node.links }
       bytes = found.bytes
     } else {
-      if (!(await blockstore.has(cid, options))) return undefined
+      // one read, not has() then get(): `offline` keeps Helia's blockstore from asking the network,
+      // and a store that only stores locally says NotFoundError
       const chunks: Uint8Array[] = []
-      for await (const chunk of blockstore.get(cid, options)) chunks.push(chunk)
+      try {
+        for await (const chunk of blockstore.get(cid, { ...options, offline: true } as AbortOptions)) chunks.push(chunk)
+      } catch (err: any) {
+        if (err?.name === 'NotFoundError') return undefined
+        throw err
+      }
       bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
     }
     const node = decodeNode(cid, bytes)
