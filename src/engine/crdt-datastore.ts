@@ -16,7 +16,7 @@ import { MAX_DAG_NAME_BYTES } from '../codec/delta.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from '../crdt/layout.js'
 import { migrateLayout } from '../crdt/migrate.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
-import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
+import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MAX_KNOWN_REPLICAS, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
 import { coveredHeads, coverWalk } from '../snapshot/cover.js'
 import { installSnapshot } from '../snapshot/install.js'
 import { TrustGate } from '../trust/gate.js'
@@ -270,17 +270,19 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       gate: this.gate
     })
     if (init.compaction != null && (typeof init.compaction !== 'object')) {
-      throw new InvalidOptionsError('compaction must be an object { interval, minNodes, membershipWindow }')
+      throw new InvalidOptionsError('compaction must be an object { interval, minNodes, membershipWindow, maxKnownReplicas }')
     }
     this.compactionInit = init.compaction == null
       ? undefined
       : {
           interval: checkNumber('compaction.interval', init.compaction.interval ?? DEFAULT_COMPACTION_INTERVAL, 0),
           minNodes: checkNumber('compaction.minNodes', init.compaction.minNodes ?? DEFAULT_COMPACTION_MIN_NODES, 0, true),
-          membershipWindow: checkNumber('compaction.membershipWindow', init.compaction.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW, 1)
+          membershipWindow: checkNumber('compaction.membershipWindow', init.compaction.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW, 1),
+          maxKnownReplicas: checkNumber('compaction.maxKnownReplicas', init.compaction.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS, 1, true)
         }
     this.compaction = new Compaction({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, {
       membershipWindow: this.compactionInit?.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW,
+      maxKnownReplicas: this.compactionInit?.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS,
       settle: components.broadcaster == null ? 0 : 2 * rebroadcastInterval,
       onPassed: () => { this.track(this.replicator.announceHeads()).catch(() => {}) }
     }, this.compactionInit != null)

@@ -8,7 +8,12 @@
  * snapshot) cannot come back.
  *
  * Membership: a *known replica* is an announcer heard on the topic within
- * `membershipWindow` (default one day) since this store started. A replica
+ * `membershipWindow` (default one day), before or after a restart: each is
+ * recorded under `z/m/<base64url peer id>` (last heard, whether it
+ * announces snapshot support, the snapshot it announced), rewritten when
+ * that changes or a minute after the last write, loaded by `start()`
+ * (records older than the window are deleted), and at most
+ * `maxKnownReplicas` are kept (the least recently heard go first). A replica
  * has passed* a snapshot when it announces it (Head field 101,
  * src/codec/broadcast-snapshot.ts). Every replica announces the newest
  * snapshot it has passed: one it made, or one it heard of whose covered
@@ -29,6 +34,8 @@
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import { decodeNode } from '../codec/dag-node.js'
@@ -66,6 +73,13 @@ export interface CompactionInit {
    * @default 86_400_000
    */
   membershipWindow?: number
+  /**
+   * Known replicas remembered at most (persisted across restarts); beyond
+   * it the least recently heard is forgotten
+   *
+   * @default 1000
+   */
+  maxKnownReplicas?: number
 }
 
 export const DEFAULT_COMPACTION_INTERVAL = 3_600_000
@@ -128,6 +142,32 @@ interface Peer {
   lastSeen: number
   supported: boolean
   snapshot?: CID
+  /** `lastSeen` as last written to the datastore */
+  stored?: number
+}
+
+/** Known replicas kept at most (the least recently heard are forgotten first) */
+export const DEFAULT_MAX_KNOWN_REPLICAS = 1_000
+
+/** A known replica's record is rewritten when heard again this long (ms) after it was written */
+const MEMBERSHIP_WRITE_INTERVAL = 60_000
+
+/** `z/m/<peer>` value: lastSeen (float64 ms), supported (1 byte), then the snapshot CID's bytes or nothing */
+function encodePeer (peer: Peer): Uint8Array {
+  const cid = peer.snapshot?.bytes ?? new Uint8Array(0)
+  const out = new Uint8Array(9 + cid.byteLength)
+  const view = new DataView(out.buffer)
+  view.setFloat64(0, peer.lastSeen)
+  out[8] = peer.supported ? 1 : 0
+  out.set(cid, 9)
+  return out
+}
+
+function decodePeer (bytes: Uint8Array): Peer {
+  if (bytes.byteLength < 9) throw new Error('too short')
+  const lastSeen = new DataView(bytes.buffer, bytes.byteOffset, 8).getFloat64(0)
+  if (!Number.isFinite(lastSeen)) throw new Error('bad time')
+  return { lastSeen, stored: lastSeen, supported: bytes[8] === 1, snapshot: bytes.byteLength > 9 ? CID.decode(bytes.subarray(9)) : undefined }
 }
 
 export interface CompactionComponents extends SnapshotComponents {
@@ -139,6 +179,8 @@ export interface CompactionComponents extends SnapshotComponents {
 
 export interface CompactionOptions {
   membershipWindow: number
+  /** Known replicas kept at most (default `DEFAULT_MAX_KNOWN_REPLICAS`) */
+  maxKnownReplicas?: number
   /** ms after start before anything is deleted (0 without a broadcaster) */
   settle: number
   /** Called when this replica passes a snapshot another replica made (to announce it) */
@@ -168,14 +210,73 @@ export class Compaction {
     return new Key(`${this.components.engine.layout.namespace}/z/${name}`, false)
   }
 
+  private get peerPrefix (): string {
+    return `${this.components.engine.layout.namespace}/z/m`
+  }
+
+  private peerKey (peer: string): Key {
+    return new Key(`${this.peerPrefix}/${uint8ArrayToString(uint8ArrayFromString(peer), 'base64url')}`, false)
+  }
+
+  /**
+   * Loads the known replicas recorded under `z/m/`: those heard within the
+   * membership window, at most `maxKnownReplicas` (the most recently heard);
+   * the others' records are deleted
+   */
+  private async loadPeers (options?: AbortOptions): Promise<void> {
+    const { datastore, log } = this.components
+    const prefix = this.peerPrefix + '/'
+    const now = Date.now()
+    const loaded: Array<{ key: Key, peer: string, state: Peer }> = []
+    const stale: Key[] = []
+    for await (const { key, value } of datastore.query({ prefix }, options) as AsyncIterable<Pair>) {
+      try {
+        const peer = uint8ArrayToString(uint8ArrayFromString(key.toString().slice(prefix.length), 'base64url'))
+        const state = decodePeer(value)
+        if (now - state.lastSeen > this.options.membershipWindow) stale.push(key)
+        else loaded.push({ key, peer, state })
+      } catch (err: any) {
+        log.error('unreadable known-replica record %s - %e', key, err)
+        stale.push(key)
+      }
+    }
+    loaded.sort((a, b) => b.state.lastSeen - a.state.lastSeen)
+    const max = this.options.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS
+    for (const { key } of loaded.splice(max)) stale.push(key)
+    for (const { peer, state } of loaded) if (!this.peers.has(peer)) this.peers.set(peer, state)
+    if (stale.length > 0) {
+      const batch = datastore.batch()
+      for (const key of stale) batch.delete(key)
+      await batch.commit(options)
+    }
+  }
+
+  /** Records a known replica when it is new, changed, or last written a while ago; forgets the least recently heard beyond the bound */
+  private async storePeer (peer: string, state: Peer, changed: boolean): Promise<void> {
+    const { datastore } = this.components
+    const max = this.options.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS
+    if (this.peers.size > max) {
+      let oldest: string | undefined
+      for (const [id, p] of this.peers) if (oldest == null || p.lastSeen < (this.peers.get(oldest) as Peer).lastSeen) oldest = id
+      if (oldest != null && oldest !== peer) {
+        this.peers.delete(oldest)
+        await datastore.delete(this.peerKey(oldest))
+      }
+    }
+    if (!changed && state.stored != null && state.lastSeen - state.stored < MEMBERSHIP_WRITE_INTERVAL) return
+    state.stored = state.lastSeen
+    await datastore.put(this.peerKey(peer), encodePeer(state))
+  }
+
   private get jobPrefix (): string {
     return `${this.components.engine.layout.namespace}/z/j`
   }
 
-  /** Loads what was passed and compacted, and finishes an interrupted compaction */
+  /** Loads what was passed and compacted and the known replicas, and finishes an interrupted compaction */
   async start (options?: AbortOptions): Promise<void> {
     this.startedAt = Date.now()
     const { datastore } = this.components
+    await this.loadPeers(options)
     for (const [name, set] of [['p', (cid: CID, height: number) => { this.passed = { cid, height } }], ['k', (cid: CID) => { this.compacted = cid }]] as const) {
       const key = this.key(name)
       if (await datastore.has(key, options)) {
@@ -207,7 +308,13 @@ export class Compaction {
   onPayload (data: Uint8Array, from: string, track: (p: Promise<unknown>) => void): void {
     if (from === '') return
     const { supported, snapshot } = readSnapshotAnnouncement(data)
-    this.peers.set(from, { lastSeen: Date.now(), supported, snapshot })
+    const old = this.peers.get(from)
+    const state: Peer = { lastSeen: Date.now(), supported, snapshot, stored: old?.stored }
+    this.peers.set(from, state)
+    const changed = old == null || old.supported !== supported || (old.snapshot == null) !== (snapshot == null) || (snapshot != null && old.snapshot?.equals(snapshot) !== true)
+    track(this.storePeer(from, state, changed).catch(err => {
+      this.components.log('could not record known replica %s - %e', from, err)
+    }))
     if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString())) {
       this.considering.add(snapshot.toString())
       track(this.consider(snapshot).catch(err => {
