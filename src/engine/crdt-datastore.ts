@@ -18,7 +18,7 @@ import { migrateLayout } from '../crdt/migrate.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
 import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MAX_KNOWN_REPLICAS, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
 import { coveredHeads, coverWalk } from '../snapshot/cover.js'
-import { installSnapshot } from '../snapshot/install.js'
+import { installSnapshot, resumeInstalls } from '../snapshot/install.js'
 import { TrustGate } from '../trust/gate.js'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
 import { dotDAG, printDAG } from './debug.js'
@@ -325,6 +325,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.fetchedBlocks = 0
     this.meter.reset()
     await this.compaction.start(options)
+    if (await resumeInstalls(this.snapshotComponents(), options)) this.hasCovered = true
     this.state = 'started'
     await this.replicator.start()
     this.scheduleCompaction()
