@@ -26,7 +26,8 @@
 
 import { Key } from 'interface-datastore'
 import toBuffer from 'it-to-buffer'
-import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
+import { CID } from 'multiformats/cid'
+import { blockKey } from '../codec/block-key.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
@@ -38,8 +39,8 @@ import type { SnapshotElement, SnapshotRoot, SnapshotTombstone } from './format.
 import type { Layout } from '../crdt/layout.js'
 import type { SetChange } from '../crdt/or-set.js'
 import type { BlockGetter } from '../engine/engine.js'
+import type { Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
-import type { CID } from 'multiformats/cid'
 
 /** What installing a snapshot did */
 export interface InstallResult {
@@ -166,7 +167,8 @@ export async function installSnapshot (components: SnapshotComponents, cid: CID,
   const root = await verifySnapshot(blockstore, cid, options)
   const timeout = options?.blockTimeout ?? DEFAULT_SNAPSHOT_BLOCK_TIMEOUT
   const record = new Key(`${installPrefix(engine.layout)}${blockKey(cid)}`, false)
-  await datastore.put(record, new Uint8Array(0), options)
+  // the value keeps the root's CID (a block key keeps only its multihash)
+  await datastore.put(record, cid.bytes, options)
 
   const before = engine.heads.all()
   const changed = new Set<string>()
@@ -263,9 +265,9 @@ export const RESUME_BLOCK_TIMEOUT = 10_000
 export async function resumeInstalls (components: SnapshotComponents, options?: AbortOptions): Promise<boolean> {
   const prefix = installPrefix(components.engine.layout)
   const cids: CID[] = []
-  for await (const key of components.datastore.queryKeys({ prefix: prefix + '/' }, options)) {
+  for await (const { key, value } of components.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<Pair>) {
     try {
-      cids.push(cidFromBlockKey(key.toString().slice(prefix.length)))
+      cids.push(CID.decode(value))
     } catch (err: any) {
       components.log.error('unreadable install record %s - %e', key, err)
     }
