@@ -665,15 +665,18 @@ export class Compaction {
       for (const l of visited[i].links) f = Math.min(f, from.get(l) ?? Infinity)
       from.set(visited[i].id, f)
     }
-    // nodes compacted before are ancestors of the previous compacted snapshot's covered head, when it had one
-    let compactedCut = -1
-    if (this.compacted != null) {
-      try {
-        const old = await this.readRoot(this.compacted, options)
-        if (old.heads.length === 1) compactedCut = cut.get(blockKey(old.heads[0].cid)) ?? -1
-      } catch {}
+    return { heads: heads.map(h => h.cid), blocks, cut, from, compactedCut: await this.compactedCut(cut, options), nodes, budget: { left: DESCENT_BUDGET } }
+  }
+
+  /** Nodes compacted before are ancestors of the previous compacted snapshot's covered head, when it had one: its `cut` */
+  private async compactedCut (cut: Map<string, number>, options?: AbortOptions): Promise<number> {
+    if (this.compacted == null) return -1
+    try {
+      const old = await this.readRoot(this.compacted, options)
+      return old.heads.length === 1 ? cut.get(blockKey(old.heads[0].cid)) ?? -1 : -1
+    } catch {
+      return -1
     }
-    return { heads: heads.map(h => h.cid), blocks, cut, from, compactedCut, nodes, budget: { left: DESCENT_BUDGET } }
   }
 
   /**
