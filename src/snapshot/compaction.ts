@@ -10,7 +10,8 @@
  * Membership: a *known replica* is an announcer heard on the topic within
  * `membershipWindow` (default one day), before or after a restart: each is
  * recorded under `z/m/<base64url peer id>` (last heard, whether it
- * announces snapshot support, the snapshot it announced), rewritten when
+ * announces snapshot support, the snapshot it announced; only while this
+ * replica announces snapshots, so nothing is written with compaction off), rewritten when
  * that changes or a minute after the last write, loaded by `start()`
  * (records older than the window are deleted), and at most
  * `maxKnownReplicas` are kept (the least recently heard go first). A replica
@@ -312,9 +313,12 @@ export class Compaction {
     const state: Peer = { lastSeen: Date.now(), supported, snapshot, stored: old?.stored }
     this.peers.set(from, state)
     const changed = old == null || old.supported !== supported || (old.snapshot == null) !== (snapshot == null) || (snapshot != null && old.snapshot?.equals(snapshot) !== true)
-    track(this.storePeer(from, state, changed).catch(err => {
-      this.components.log('could not record known replica %s - %e', from, err)
-    }))
+    // recorded only by a replica that compacts (with compaction off nothing is written)
+    if (this.announcing) {
+      track(this.storePeer(from, state, changed).catch(err => {
+        this.components.log('could not record known replica %s - %e', from, err)
+      }))
+    }
     if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString())) {
       this.considering.add(snapshot.toString())
       track(this.consider(snapshot).catch(err => {
