@@ -10,9 +10,11 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'aegir/chai'
+import { MemoryBlockstore } from 'blockstore-core'
+import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
-import { encodeBroadcast } from '../src/index.js'
+import { createCRDTDatastore, encodeBroadcast } from '../src/index.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { convergeHeads, stateOf, TestNetwork, waitFor } from './fixtures/network.js'
 import { dec, enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
@@ -192,6 +194,59 @@ describe('compaction', function () {
       await waitFor(async () => (await d.store.pendingBranches()).length === 0 && !(await d.store.isDirty()), 10_000, 'd clean')
     } finally {
       await net.stop()
+    }
+  })
+
+  it('remembers known replicas across a restart (bounded by maxKnownReplicas and the membership window): compaction after a restart still waits for one not heard since (regression: it was forgotten)', async () => {
+    const datastore = new MemoryDatastore()
+    const blockstore = new MemoryBlockstore()
+    const open = async (broadcaster: AnnouncerBroadcaster, membershipWindow = 60_000): Promise<CRDTDatastore> =>
+      createCRDTDatastore({ datastore, blockstore, broadcaster }, { compaction: { interval: 0, maxKnownReplicas: 2, membershipWindow }, rebroadcastInterval: 20 })
+    /** compact() once the settle period is over */
+    const compactSettled = async (store: CRDTDatastore): Promise<CompactResult> => {
+      let result = await store.compact()
+      for (let i = 0; i < 100 && (result.waiting ?? '').startsWith('learning'); i++) {
+        await new Promise(resolve => setTimeout(resolve, 20))
+        result = await store.compact()
+      }
+      return result
+    }
+    const first = new AnnouncerBroadcaster()
+    let store = await open(first)
+    try {
+      await churn(store, 3, 3)
+      const payload = addSnapshotAnnouncement(encodeBroadcast(store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))), undefined)
+      for (const [i, peer] of ['peer-1', 'peer-2', 'peer-3'].entries()) {
+        first.deliver(payload, peer)
+        await waitFor(() => store.stats().receivedBroadcasts === i + 1, 10_000, peer)
+        await new Promise(resolve => setTimeout(resolve, 5))
+      }
+    } finally {
+      await store.stop()
+    }
+    expect(await count(datastore, '/crdt/z/m')).to.equal(2)
+
+    // nobody announces after the restart: the two most recently heard are still known
+    store = await open(new AnnouncerBroadcaster())
+    try {
+      const result = await compactSettled(store)
+      expect(result.waiting).to.match(/replica peer-[23] has not passed snapshot/)
+      expect(result.removed).to.deep.equal({ blocks: 0, entries: 0 })
+      expect(result.waiting).to.not.include('peer-1')
+    } finally {
+      await store.stop()
+    }
+
+    // past the membership window they are forgotten (and their records deleted), and compaction goes ahead
+    await new Promise(resolve => setTimeout(resolve, 20))
+    store = await open(new AnnouncerBroadcaster(), 10)
+    try {
+      expect(await count(datastore, '/crdt/z/m')).to.equal(0)
+      const result = await compactSettled(store)
+      expect(result.waiting).to.equal(undefined)
+      expect(result.removed.blocks).to.be.greaterThan(0)
+    } finally {
+      await store.stop()
     }
   })
 

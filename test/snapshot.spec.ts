@@ -7,7 +7,11 @@
  * changes nothing.
  */
 
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { expect } from 'aegir/chai'
+import { LevelDatastore } from 'datastore-level'
 import fc from 'fast-check'
 import { Key } from 'interface-datastore'
 import { createHeliaCRDT } from '../src/helia/index.js'
@@ -21,6 +25,8 @@ import type { CRDTDatastore } from '../src/index.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 import type { Datastore, Pair } from 'interface-datastore'
 import type { CID } from 'multiformats/cid'
+
+const installCrasher = fileURLToPath(new URL('./fixtures/install-crasher.js', import.meta.url))
 
 interface BlockHolder {
   get(cid: CID): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
@@ -295,6 +301,99 @@ describe('snapshots', function () {
     } finally {
       await a.store.stop()
       await b.store.stop()
+    }
+  })
+
+  it('leaves out elements superseded in the covered history, keeps concurrent ones, and stays a correct merge input for a replica with history (regression: every live element was kept)', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica()
+    const d = await memoryReplica()
+    const reference = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('v1'))
+      await syncReplica(a, b)
+      await a.store.put(new Key('/k'), enc('v2'))
+      await syncReplica(a, d)
+      await a.store.put(new Key('/k'), enc('v3'))
+      await a.store.put(new Key('/c'), enc('c1'))
+      // b rewrites /k concurrently with v2 and v3; d deletes it knowing v1 and v2 only
+      await b.store.put(new Key('/k'), enc('b1'))
+      await d.store.delete(new Key('/k'))
+      await syncReplica(b, a)
+
+      const cid = await a.store.snapshot()
+      const { elements } = await readSnapshot(a.blockstore, cid)
+      // v1 and v2 are below v3's node: left out; b1 is concurrent with v3: kept
+      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value)).sort()).to.deep.equal(['b1', 'v3'])
+      expect(elements.filter(e => e.key === '/c').map(e => dec(e.value))).to.deep.equal(['c1'])
+      // the same snapshot on a replica that merged the same nodes the other way round
+      await syncReplica(a, b)
+      expect((await b.store.snapshot()).toString()).to.equal(cid.toString())
+
+      // d merges it: its delete covered v1 and v2 only, so v3 and b1 stay; nothing it deleted comes back
+      await copySnapshot(a.blockstore, d.blockstore, cid)
+      await d.store.installSnapshot(cid)
+      for (const r of [a, b, d]) await syncReplica(r, reference)
+      await syncReplica(a, d)
+      await syncReplica(b, d)
+      expect(await stateOf(d.store)).to.deep.equal(await stateOf(reference.store))
+      expect(await d.store.has(new Key('/k'))).to.equal(true)
+
+      // and once the delete is merged everywhere, a later snapshot with it is a merge input that keeps /k live only through v3 and b1
+      await syncReplica(d, a)
+      const after = await readSnapshot(a.blockstore, await a.store.snapshot())
+      expect(after.tombstones.filter(t => t.key === '/k')).to.have.length(2)
+      expect(await stateOf(a.store)).to.deep.equal(await stateOf(reference.store))
+    } finally {
+      for (const r of [a, b, d, reference]) await r.store.stop()
+    }
+  })
+
+  it('a kill between two chunk batches of an install leaves no half state after reopening: start() finishes it', async () => {
+    const a = await memoryReplica()
+    const dir = await tempDir('install-kill')
+    try {
+      const batch = a.store.batch()
+      for (let i = 0; i < 40; i++) batch.put(new Key(`/k/${i}`), enc(`v${i}`))
+      batch.delete(new Key('/k/0'))
+      await batch.commit()
+      await a.store.delete(new Key('/k/1'))
+      const cid = await a.store.snapshot({ chunkBytes: 64 })
+      const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
+      const chunks = root.elementChunks.length + root.tombstoneChunks.length
+      expect(root.elementChunks.length).to.be.greaterThan(4)
+
+      let r = await levelReplica(dir.path)
+      await copySnapshot(a.blockstore, r.blockstore, cid)
+      await r.close()
+      // the first pass reads the root and every chunk; the second pass is killed before its fourth chunk
+      const child = spawn(process.execPath, [installCrasher, dir.path, cid.toString(), String(1 + chunks + 3)], { stdio: ['ignore', 'pipe', 'inherit'] })
+      let out = ''
+      child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+      const signal = await new Promise(resolve => child.on('exit', (_code, sig) => { resolve(sig) }))
+      expect(signal).to.equal('SIGKILL')
+      expect(out).to.not.include('installed')
+
+      // killed half-way: the record is there and part of the elements
+      const raw = new LevelDatastore(join(dir.path, 'data'))
+      await raw.open()
+      const entries = await dump(raw)
+      await raw.close()
+      expect(entries.filter(e => e.startsWith('/crdt/z/i/'))).to.have.length(1)
+      const merged = entries.filter(e => e.startsWith('/crdt/s/s/')).length
+      expect(merged).to.be.greaterThan(0).and.lessThan(root.elementCount)
+
+      r = await levelReplica(dir.path, { repairInterval: 0 })
+      try {
+        expect(await stateOf(r.store)).to.deep.equal(await stateOf(a.store))
+        expect(headsOf(r.store)).to.deep.equal(headsOf(a.store))
+        expect((await dump(r.datastore)).filter(e => e.startsWith('/crdt/z/i/'))).to.deep.equal([])
+      } finally {
+        await r.close()
+      }
+    } finally {
+      await a.store.stop()
+      await dir.remove()
     }
   })
 

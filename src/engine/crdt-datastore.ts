@@ -16,10 +16,9 @@ import { MAX_DAG_NAME_BYTES } from '../codec/delta.js'
 import { cleanKey, Layout, LAYOUT_VERSION } from '../crdt/layout.js'
 import { migrateLayout } from '../crdt/migrate.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
-import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
+import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MAX_KNOWN_REPLICAS, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
 import { coveredHeads, coverWalk } from '../snapshot/cover.js'
-import { createSnapshot } from '../snapshot/create.js'
-import { installSnapshot } from '../snapshot/install.js'
+import { installSnapshot, resumeInstalls } from '../snapshot/install.js'
 import { TrustGate } from '../trust/gate.js'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
 import { dotDAG, printDAG } from './debug.js'
@@ -271,17 +270,19 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       gate: this.gate
     })
     if (init.compaction != null && (typeof init.compaction !== 'object')) {
-      throw new InvalidOptionsError('compaction must be an object { interval, minNodes, membershipWindow }')
+      throw new InvalidOptionsError('compaction must be an object { interval, minNodes, membershipWindow, maxKnownReplicas }')
     }
     this.compactionInit = init.compaction == null
       ? undefined
       : {
           interval: checkNumber('compaction.interval', init.compaction.interval ?? DEFAULT_COMPACTION_INTERVAL, 0),
           minNodes: checkNumber('compaction.minNodes', init.compaction.minNodes ?? DEFAULT_COMPACTION_MIN_NODES, 0, true),
-          membershipWindow: checkNumber('compaction.membershipWindow', init.compaction.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW, 1)
+          membershipWindow: checkNumber('compaction.membershipWindow', init.compaction.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW, 1),
+          maxKnownReplicas: checkNumber('compaction.maxKnownReplicas', init.compaction.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS, 1, true)
         }
     this.compaction = new Compaction({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, {
       membershipWindow: this.compactionInit?.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW,
+      maxKnownReplicas: this.compactionInit?.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS,
       settle: components.broadcaster == null ? 0 : 2 * rebroadcastInterval,
       onPassed: () => { this.track(this.replicator.announceHeads()).catch(() => {}) }
     }, this.compactionInit != null)
@@ -324,6 +325,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.fetchedBlocks = 0
     this.meter.reset()
     await this.compaction.start(options)
+    if (await resumeInstalls(this.snapshotComponents(), options)) this.hasCovered = true
     this.state = 'started'
     await this.replicator.start()
     this.scheduleCompaction()
@@ -601,13 +603,15 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   /**
    * Writes a snapshot of the current state (live elements with their ids and
    * priorities, and tombstones) to the blockstore as a chunked dag-cbor DAG
-   * and resolves to its root CID. Replicas that merged the same nodes get
-   * the same CID. Rejects with `SnapshotNotReadyError` while a sync is
-   * unfinished. Deletes nothing.
+   * and resolves to its root CID. Elements superseded by a higher element
+   * of a node that descends from theirs are left out (they decide no value,
+   * here or on a replica that merges the snapshot). Replicas that merged the
+   * same nodes and compacted the same snapshots get the same CID. Rejects
+   * with `SnapshotNotReadyError` while a sync is unfinished. Deletes nothing.
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
-    const cid = await this.track(createSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot') }, options))
+    const cid = (await this.track(this.compaction.snapshot(options))).snapshot
     this.gate.made(cid)
     return cid
   }

@@ -8,7 +8,13 @@
  * snapshot) cannot come back.
  *
  * Membership: a *known replica* is an announcer heard on the topic within
- * `membershipWindow` (default one day) since this store started. A replica
+ * `membershipWindow` (default one day), before or after a restart: each is
+ * recorded under `z/m/<base64url peer id>` (last heard, whether it
+ * announces snapshot support, the snapshot it announced; only while this
+ * replica announces snapshots, so nothing is written with compaction off), rewritten when
+ * that changes or a minute after the last write, loaded by `start()`
+ * (records older than the window are deleted), and at most
+ * `maxKnownReplicas` are kept (the least recently heard go first). A replica
  * has passed* a snapshot when it announces it (Head field 101,
  * src/codec/broadcast-snapshot.ts). Every replica announces the newest
  * snapshot it has passed: one it made, or one it heard of whose covered
@@ -29,15 +35,17 @@
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
+import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import { decodeNode } from '../codec/dag-node.js'
-import { decodeMarker } from '../crdt/or-set.js'
+import { decodeMarker, decodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { coveredPrefix } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
-import type { SnapshotComponents } from './create.js'
+import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Pair } from 'interface-datastore'
@@ -66,11 +74,46 @@ export interface CompactionInit {
    * @default 86_400_000
    */
   membershipWindow?: number
+  /**
+   * Known replicas remembered at most (persisted across restarts); beyond
+   * it the least recently heard is forgotten
+   *
+   * @default 1000
+   */
+  maxKnownReplicas?: number
 }
 
 export const DEFAULT_COMPACTION_INTERVAL = 3_600_000
 export const DEFAULT_COMPACTION_MIN_NODES = 10_000
 export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
+
+/** Blocks a compaction reads ahead of its walk, and deletes per batch */
+const READ_AHEAD = 16
+const DELETE_BATCH = 1024
+/** Node visits a compaction spends at most searching descent between bottlenecks */
+const DESCENT_BUDGET = 2_000_000
+
+/** What a walk down from some heads found (see `walkCovered`) */
+export interface Walk {
+  /** The heads it started from */
+  heads: CID[]
+  /** Blocks of the nodes below them that are stored here */
+  blocks: CID[]
+  cut: Map<string, number>
+  from: Map<string, number>
+  /** `cut` of nodes compacted before, -1 when unknown */
+  compactedCut: number
+  /** Every node visited: height, links (block keys), whether it is a bottleneck */
+  nodes: Map<string, { height: number, links: string[], bottleneck: boolean }>
+  /** Node visits left for descent searches between bottlenecks (see `superseded`) */
+  budget: { left: number }
+}
+
+interface WalkNode {
+  cid: CID
+  height: number
+  links: CID[]
+}
 
 /** What `compact()` did */
 export interface CompactResult {
@@ -100,14 +143,45 @@ interface Peer {
   lastSeen: number
   supported: boolean
   snapshot?: CID
+  /** `lastSeen` as last written to the datastore */
+  stored?: number
+}
+
+/** Known replicas kept at most (the least recently heard are forgotten first) */
+export const DEFAULT_MAX_KNOWN_REPLICAS = 1_000
+
+/** A known replica's record is rewritten when heard again this long (ms) after it was written */
+const MEMBERSHIP_WRITE_INTERVAL = 60_000
+
+/** `z/m/<peer>` value: lastSeen (float64 ms), supported (1 byte), then the snapshot CID's bytes or nothing */
+function encodePeer (peer: Peer): Uint8Array {
+  const cid = peer.snapshot?.bytes ?? new Uint8Array(0)
+  const out = new Uint8Array(9 + cid.byteLength)
+  const view = new DataView(out.buffer)
+  view.setFloat64(0, peer.lastSeen)
+  out[8] = peer.supported ? 1 : 0
+  out.set(cid, 9)
+  return out
+}
+
+function decodePeer (bytes: Uint8Array): Peer {
+  if (bytes.byteLength < 9) throw new Error('too short')
+  const lastSeen = new DataView(bytes.buffer, bytes.byteOffset, 8).getFloat64(0)
+  if (!Number.isFinite(lastSeen)) throw new Error('bad time')
+  return { lastSeen, stored: lastSeen, supported: bytes[8] === 1, snapshot: bytes.byteLength > 9 ? CID.decode(bytes.subarray(9)) : undefined }
 }
 
 export interface CompactionComponents extends SnapshotComponents {
-  blockstore: DAGBlockstore & { delete?(cid: CID, options?: AbortOptions): unknown }
+  blockstore: DAGBlockstore & {
+    delete?(cid: CID, options?: AbortOptions): unknown
+    deleteMany?(source: Iterable<CID>, options?: AbortOptions): AsyncIterable<unknown> | Iterable<unknown>
+  }
 }
 
 export interface CompactionOptions {
   membershipWindow: number
+  /** Known replicas kept at most (default `DEFAULT_MAX_KNOWN_REPLICAS`) */
+  maxKnownReplicas?: number
   /** ms after start before anything is deleted (0 without a broadcaster) */
   settle: number
   /** Called when this replica passes a snapshot another replica made (to announce it) */
@@ -137,14 +211,73 @@ export class Compaction {
     return new Key(`${this.components.engine.layout.namespace}/z/${name}`, false)
   }
 
+  private get peerPrefix (): string {
+    return `${this.components.engine.layout.namespace}/z/m`
+  }
+
+  private peerKey (peer: string): Key {
+    return new Key(`${this.peerPrefix}/${uint8ArrayToString(uint8ArrayFromString(peer), 'base64url')}`, false)
+  }
+
+  /**
+   * Loads the known replicas recorded under `z/m/`: those heard within the
+   * membership window, at most `maxKnownReplicas` (the most recently heard);
+   * the others' records are deleted
+   */
+  private async loadPeers (options?: AbortOptions): Promise<void> {
+    const { datastore, log } = this.components
+    const prefix = this.peerPrefix + '/'
+    const now = Date.now()
+    const loaded: Array<{ key: Key, peer: string, state: Peer }> = []
+    const stale: Key[] = []
+    for await (const { key, value } of datastore.query({ prefix }, options) as AsyncIterable<Pair>) {
+      try {
+        const peer = uint8ArrayToString(uint8ArrayFromString(key.toString().slice(prefix.length), 'base64url'))
+        const state = decodePeer(value)
+        if (now - state.lastSeen > this.options.membershipWindow) stale.push(key)
+        else loaded.push({ key, peer, state })
+      } catch (err: any) {
+        log.error('unreadable known-replica record %s - %e', key, err)
+        stale.push(key)
+      }
+    }
+    loaded.sort((a, b) => b.state.lastSeen - a.state.lastSeen)
+    const max = this.options.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS
+    for (const { key } of loaded.splice(max)) stale.push(key)
+    for (const { peer, state } of loaded) if (!this.peers.has(peer)) this.peers.set(peer, state)
+    if (stale.length > 0) {
+      const batch = datastore.batch()
+      for (const key of stale) batch.delete(key)
+      await batch.commit(options)
+    }
+  }
+
+  /** Records a known replica when it is new, changed, or last written a while ago; forgets the least recently heard beyond the bound */
+  private async storePeer (peer: string, state: Peer, changed: boolean): Promise<void> {
+    const { datastore } = this.components
+    const max = this.options.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS
+    if (this.peers.size > max) {
+      let oldest: string | undefined
+      for (const [id, p] of this.peers) if (oldest == null || p.lastSeen < (this.peers.get(oldest) as Peer).lastSeen) oldest = id
+      if (oldest != null && oldest !== peer) {
+        this.peers.delete(oldest)
+        await datastore.delete(this.peerKey(oldest))
+      }
+    }
+    if (!changed && state.stored != null && state.lastSeen - state.stored < MEMBERSHIP_WRITE_INTERVAL) return
+    state.stored = state.lastSeen
+    await datastore.put(this.peerKey(peer), encodePeer(state))
+  }
+
   private get jobPrefix (): string {
     return `${this.components.engine.layout.namespace}/z/j`
   }
 
-  /** Loads what was passed and compacted, and finishes an interrupted compaction */
+  /** Loads what was passed and compacted and the known replicas, and finishes an interrupted compaction */
   async start (options?: AbortOptions): Promise<void> {
     this.startedAt = Date.now()
     const { datastore } = this.components
+    await this.loadPeers(options)
     for (const [name, set] of [['p', (cid: CID, height: number) => { this.passed = { cid, height } }], ['k', (cid: CID) => { this.compacted = cid }]] as const) {
       const key = this.key(name)
       if (await datastore.has(key, options)) {
@@ -176,7 +309,16 @@ export class Compaction {
   onPayload (data: Uint8Array, from: string, track: (p: Promise<unknown>) => void): void {
     if (from === '') return
     const { supported, snapshot } = readSnapshotAnnouncement(data)
-    this.peers.set(from, { lastSeen: Date.now(), supported, snapshot })
+    const old = this.peers.get(from)
+    const state: Peer = { lastSeen: Date.now(), supported, snapshot, stored: old?.stored }
+    this.peers.set(from, state)
+    const changed = old == null || old.supported !== supported || (old.snapshot == null) !== (snapshot == null) || (snapshot != null && old.snapshot?.equals(snapshot) !== true)
+    // recorded only by a replica that compacts (with compaction off nothing is written)
+    if (this.announcing) {
+      track(this.storePeer(from, state, changed).catch(err => {
+        this.components.log('could not record known replica %s - %e', from, err)
+      }))
+    }
     if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString())) {
       this.considering.add(snapshot.toString())
       track(this.consider(snapshot).catch(err => {
@@ -229,10 +371,20 @@ export class Compaction {
     return undefined
   }
 
+  /**
+   * Makes a snapshot of the current heads that leaves out superseded
+   * elements (see `keep`), and the walk that found them
+   */
+  async snapshot (options?: CreateSnapshotOptions): Promise<{ snapshot: CID, walk: Walk }> {
+    const walk = await this.walkCovered(this.components.engine.heads.all(), options)
+    const snapshot = await createSnapshot(this.components, { ...options, keep: async elements => this.keep(walk, elements, options) })
+    return { snapshot, walk }
+  }
+
   /** Makes a snapshot and compacts it if every known replica has passed it */
   async compact (options?: AbortOptions): Promise<CompactResult> {
     this.announcing = true
-    const snapshot = await createSnapshot(this.components, options)
+    const { snapshot, walk } = await this.snapshot(options)
     const root = await this.readRoot(snapshot, options)
     await this.pass(snapshot, root, options, true)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
@@ -246,8 +398,178 @@ export class Compaction {
     if (this.compacted?.equals(target) === true) {
       return { snapshot, removed: { blocks: 0, entries: 0 } }
     }
-    const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options)
+    const removed = target.equals(snapshot)
+      ? await this.apply(target, root, walk, options)
+      : await this.apply(target, await this.readRoot(target, options), undefined, options)
     return { snapshot, removed }
+  }
+
+  /**
+   * The elements of `elements` (sorted by key, as in a snapshot) that are
+   * not superseded: an element is superseded by a higher one (greater
+   * priority) of the same key whose node descends from its node. A replica
+   * holding the higher element holds the lower one too (a node's history is
+   * merged before it), so any delete that tombstones the higher one
+   * tombstones both, and leaving the lower one out changes no value, on
+   * this replica or on one that merges the snapshot. Descent is what the
+   * walk can prove (`supersedes`): an element is kept when in doubt.
+   */
+  async keep <T extends { key: string, id: string, priority: number }> (walk: Walk, elements: T[], options?: AbortOptions): Promise<T[]> {
+    const out: T[] = []
+    let start = 0
+    while (start < elements.length) {
+      let end = start + 1
+      while (end < elements.length && elements[end].key === elements[start].key) end++
+      const group = elements.slice(start, end)
+      if (group.length === 1) {
+        out.push(group[0])
+      } else {
+        const dropped = await this.superseded(walk, group, options)
+        for (let i = 0; i < group.length; i++) if (!dropped.has(i)) out.push(group[i])
+      }
+      start = end
+    }
+    return out
+  }
+
+  /**
+   * Indices of the superseded elements among `group` (one key's elements).
+   * Descent is proven first by bottlenecks (`from(w) <= cut(u)`, see
+   * `walkCovered`); failing that (concurrent branches between the two
+   * nodes), by a search down from the nodes of the higher elements, in
+   * decreasing height, that stops at bottlenecks (a path through one would
+   * have proven it already) and at the element's height, within the walk's
+   * `budget` (beyond it the element is kept).
+   */
+  private async superseded (walk: Walk, group: Array<{ id: string, priority: number }>, options?: AbortOptions): Promise<Set<number>> {
+    const dropped = new Set<number>()
+    const order = group.map((_, i) => i).sort((x, y) => group[y].priority - group[x].priority)
+    // `reach`: the smallest `from` over strictly higher elements; `sources`: their nodes
+    let reach = Infinity
+    let pending = Infinity
+    const sources: string[] = []
+    let level: string[] = []
+    let search: { reached: Set<string>, frontier: string[] } | undefined
+    for (let n = 0; n < order.length; n++) {
+      const e = group[order[n]]
+      if (n > 0 && e.priority < group[order[n - 1]].priority) {
+        reach = Math.min(reach, pending)
+        pending = Infinity
+        sources.push(...level)
+        level = []
+      }
+      pending = Math.min(pending, walk.from.get(e.id) ?? Infinity)
+      level.push(e.id)
+      if (sources.length === 0) continue
+      const c = await this.cutOf(walk, e.id, options)
+      if (c >= 0 && reach <= c) {
+        dropped.add(order[n])
+        continue
+      }
+      const node = walk.nodes.get(e.id)
+      if (node == null || walk.budget.left <= 0) continue
+      search ??= { reached: new Set(), frontier: [] }
+      if (this.descends(walk, search, sources, e.id, node.height)) dropped.add(order[n])
+    }
+    return dropped
+  }
+
+  /**
+   * Whether node `target` (at `height`) is reached from `sources` going down
+   * links, not through bottlenecks; `search` carries what earlier calls
+   * for lower targets of the same key reached (sources only grow)
+   */
+  private descends (walk: Walk, search: { reached: Set<string>, frontier: string[] }, sources: string[], target: string, height: number): boolean {
+    const { reached, frontier } = search
+    for (const id of sources) {
+      if (!reached.has(id)) {
+        reached.add(id)
+        frontier.push(id)
+      }
+    }
+    // expand every reached node above `height`; nodes at or below it wait for lower targets
+    const waiting: string[] = []
+    while (frontier.length > 0) {
+      const id = frontier.pop() as string
+      const node = walk.nodes.get(id)
+      if (node == null || node.bottleneck) continue
+      if (node.height <= height) {
+        waiting.push(id)
+        continue
+      }
+      if (--walk.budget.left <= 0) break
+      for (const link of node.links) {
+        if (reached.has(link)) continue
+        reached.add(link)
+        frontier.push(link)
+      }
+    }
+    frontier.push(...waiting)
+    return reached.has(target)
+  }
+
+  /**
+   * `cut` of a node, for nodes the walk did not visit too: a node compacted
+   * before (processed, block gone) is an ancestor of the previous compacted
+   * snapshot's covered head when that had a single one
+   */
+  private async cutOf (walk: Walk, id: string, options?: AbortOptions): Promise<number> {
+    const c = walk.cut.get(id)
+    if (c != null) return c
+    if (walk.compactedCut < 0) return -1
+    const cid = cidFromBlockKey(id)
+    return (await this.components.engine.isProcessed(cid, options)) && !(await this.components.blockstore.has(cid, options)) ? walk.compactedCut : -1
+  }
+
+  /**
+   * Reads a block only when it is stored here (never from the network):
+   * `getLocal()` when the blockstore has it, else `get()` with `offline`
+   * set. Undefined when the block is not here.
+   */
+  private async readLocal (cid: CID, options?: AbortOptions): Promise<WalkNode | undefined> {
+    const { blockstore } = this.components
+    let bytes: Uint8Array
+    if (blockstore.getLocal != null) {
+      const found = await blockstore.getLocal(cid, options)
+      if (found == null) return undefined
+      if (found.node != null) return { cid, height: found.node.delta.priority, links: found.node.links }
+      bytes = found.bytes
+    } else {
+      // one read, not has() then get(): `offline` keeps Helia's blockstore from asking the network,
+      // and a store that only stores locally says NotFoundError
+      const chunks: Uint8Array[] = []
+      try {
+        for await (const chunk of blockstore.get(cid, { ...options, offline: true } as AbortOptions)) chunks.push(chunk)
+      } catch (err: any) {
+        if (err?.name === 'NotFoundError') return undefined
+        throw err
+      }
+      bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+    }
+    const node = decodeNode(cid, bytes)
+    return { cid, height: node.delta.priority, links: node.links }
+  }
+
+  /**
+   * Processed nodes no higher than `height`, highest first (block key and
+   * height): the order in which a walk down from heads at `height` meets
+   * them, so their blocks can be read ahead of it. Markers without a
+   * priority are left out (such nodes are read when the walk meets them).
+   */
+  private async processedBelow (height: number, options?: AbortOptions): Promise<Array<{ id: string, height: number }>> {
+    const prefix = this.components.engine.layout.processedPrefix
+    const out: Array<{ id: string, height: number }> = []
+    for await (const pair of this.components.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<Pair>) {
+      if (pair.value.byteLength === 0) continue
+      let h: number
+      try {
+        h = decodePriority(pair.value)
+      } catch {
+        continue
+      }
+      if (h <= height) out.push({ id: pair.key.toString().slice(prefix.length), height: h })
+    }
+    return out.sort((a, b) => b.height - a.height)
   }
 
   /**
@@ -262,80 +584,118 @@ export class Compaction {
    * it in the walk (-1: none), and `from` the smallest index of a bottleneck
    * it descends from or is (Infinity: none). Node w then descends from node
    * u whenever from(w) <= cut(u).
+   *
+   * Speed: the walk itself is sequential (a node's links are known once it
+   * is read), so blocks are read ahead, `READ_AHEAD` at a time, in the order
+   * of the processed markers' heights, which is the walk's order; each block
+   * is read and decoded once. A read ahead the walk never reaches (a node
+   * merged after the snapshot, or not an ancestor) is dropped as the walk
+   * passes its height.
    */
-  private async walkCovered (root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: CID[], cut: Map<string, number>, from: Map<string, number> }> {
-    const { blockstore } = this.components
+  private async walkCovered (heads: Array<{ cid: CID, height: number }>, options?: AbortOptions): Promise<Walk> {
     const blocks: CID[] = []
-    const seen = new Set<string>(root.heads.map(h => blockKey(h.cid)))
+    const seen = new Set<string>(heads.map(h => blockKey(h.cid)))
     const isHead = new Set(seen)
-    const read = async (cid: CID): Promise<{ cid: CID, height: number, links: CID[] }> => {
-      const chunks: Uint8Array[] = []
-      for await (const chunk of blockstore.get(cid, options)) chunks.push(chunk)
-      const node = decodeNode(cid, chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks))
-      return { cid, height: node.delta.priority, links: node.links }
+    const top = Math.max(0, ...heads.map(h => h.height))
+    const ahead = await this.processedBelow(top, options)
+    const reads = new Map<string, Promise<WalkNode | undefined>>()
+    // ahead[next..]: not passed yet; ahead[..started): reads started (dropped once used or passed)
+    let next = 0
+    let started = 0
+    const readAhead = (height: number): void => {
+      while (next < ahead.length && ahead[next].height > height) reads.delete(ahead[next++].id)
+      for (started = Math.max(started, next); started < ahead.length && started < next + READ_AHEAD; started++) {
+        const { id } = ahead[started]
+        const p = this.readLocal(cidFromBlockKey(id), options)
+        // a read ahead that fails is read again (and fails loudly) when the walk meets it
+        p.catch(() => {})
+        reads.set(id, p)
+      }
     }
-    const queue: Array<{ cid: CID, height: number, links: CID[] }> = []
-    for (const head of root.heads) {
-      if (await blockstore.has(head.cid, options)) queue.push(await read(head.cid))
+    const read = async (cid: CID, id: string): Promise<WalkNode | undefined> => {
+      const p = reads.get(id)
+      if (p == null) return this.readLocal(cid, options)
+      reads.delete(id)
+      try {
+        return await p
+      } catch {
+        return this.readLocal(cid, options)
+      }
+    }
+    const queue: WalkNode[] = []
+    for (const head of heads) {
+      const node = await this.readLocal(head.cid, options)
+      if (node != null) queue.push(node)
     }
     queue.sort((a, b) => a.height - b.height)
     const visited: Array<{ id: string, links: string[] }> = []
+    const nodes = new Map<string, { height: number, links: string[], bottleneck: boolean }>()
     const cut = new Map<string, number>()
     const bottlenecks = new Set<number>()
     let last = -1
     while (queue.length > 0) {
       options?.signal?.throwIfAborted()
       // the highest node is last
-      const node = queue.pop() as { cid: CID, height: number, links: CID[] }
+      const node = queue.pop() as WalkNode
       const id = blockKey(node.cid)
       if (queue.length === 0) {
         last = visited.length
         bottlenecks.add(last)
       }
       cut.set(id, last)
-      visited.push({ id, links: node.links.map(l => blockKey(l)) })
+      const links = node.links.map(l => blockKey(l))
+      visited.push({ id, links })
+      nodes.set(id, { height: node.height, links, bottleneck: queue.length === 0 && last === visited.length - 1 })
       if (!isHead.has(id)) blocks.push(node.cid)
-      for (const link of node.links) {
-        const k = blockKey(link)
-        if (seen.has(k)) continue
-        seen.add(k)
+      readAhead(node.height)
+      const children: Array<Promise<WalkNode | undefined>> = []
+      for (let i = 0; i < links.length; i++) {
+        if (seen.has(links[i])) continue
+        seen.add(links[i])
         // only local blocks: never fetch to delete, and a compacted part stops the walk
-        if (!(await blockstore.has(link, options))) continue
-        const child = await read(link)
+        children.push(read(node.links[i], links[i]))
+      }
+      for (const child of await Promise.all(children)) {
+        if (child == null) continue
         let i = queue.length
         while (i > 0 && queue[i - 1].height > child.height) i--
         queue.splice(i, 0, child)
       }
     }
+    reads.clear()
     const from = new Map<string, number>()
     for (let i = visited.length - 1; i >= 0; i--) {
       let f = bottlenecks.has(i) ? i : Infinity
       for (const l of visited[i].links) f = Math.min(f, from.get(l) ?? Infinity)
       from.set(visited[i].id, f)
     }
-    return { blocks, cut, from }
+    return { heads: heads.map(h => h.cid), blocks, cut, from, compactedCut: await this.compactedCut(cut, options), nodes, budget: { left: DESCENT_BUDGET } }
   }
 
-  /** Deletes what `snapshot` covers: one atomic batch, then the listed blocks */
-  private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
+  /** Nodes compacted before are ancestors of the previous compacted snapshot's covered head, when it had one: its `cut` */
+  private async compactedCut (cut: Map<string, number>, options?: AbortOptions): Promise<number> {
+    if (this.compacted == null) return -1
+    try {
+      const old = await this.readRoot(this.compacted, options)
+      return old.heads.length === 1 ? cut.get(blockKey(old.heads[0].cid)) ?? -1 : -1
+    } catch {
+      return -1
+    }
+  }
+
+  /**
+   * Deletes what `snapshot` covers: one atomic batch, then the listed
+   * blocks. `walk` is the one the snapshot was made with (from heads that
+   * are the snapshot's or below them), else one from its covered heads.
+   */
+  private async apply (snapshot: CID, root: SnapshotRoot, walked: Walk | undefined, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
     const { engine, datastore, log } = this.components
-    const { blocks, cut, from } = await this.walkCovered(root, options)
-    // nodes compacted before are ancestors of the previous compacted snapshot's covered head, when it had one
-    let compactedCut = -1
-    if (this.compacted != null) {
-      try {
-        const old = await this.readRoot(this.compacted, options)
-        if (old.heads.length === 1) compactedCut = cut.get(blockKey(old.heads[0].cid)) ?? -1
-      } catch {}
-    }
-    const { blockstore } = this.components
-    const cutOf = async (id: string): Promise<number> => {
-      const c = cut.get(id)
-      if (c != null) return c
-      if (compactedCut < 0) return -1
-      const cid = cidFromBlockKey(id)
-      return (await engine.isProcessed(cid, options)) && !(await blockstore.has(cid, options)) ? compactedCut : -1
-    }
+    const began = Date.now()
+    const walk = walked ?? await this.walkCovered(root.heads, options)
+    const walkMs = Date.now() - began
+    const covered = new Set(root.heads.map(h => blockKey(h.cid)))
+    // heads the walk started from that are below the snapshot's own heads
+    const blocks = [...walk.blocks, ...walk.heads.filter(cid => !covered.has(blockKey(cid)))]
     if (this.compacted != null && !this.compacted.equals(snapshot)) {
       // the previous compacted snapshot's blocks: the new one replaces it
       try {
@@ -345,45 +705,40 @@ export class Compaction {
         log('could not read the previous compacted snapshot %c - %e', this.compacted, err)
       }
     }
-    let entries = 0
+    // The element markers to delete are found outside the merge lock (reads only): a merge meanwhile
+    // cannot make a tombstoned element live or a superseded one needed (descent is a fact of the DAG),
+    // and the only writer of an element marker is the merge of its node, which is processed already.
+    const layout = engine.layout
+    const doomed: Key[] = []
+    // tombstoned elements: their tombstones say all a merge needs
+    const tombed = new Set<string>()
+    for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
+      tombed.add(key.toString().slice(layout.tombsPrefix.length))
+    }
+    // superseded elements (see `keep`): one range scan of the element markers, grouped by key
+    const byKey = new Map<string, Array<{ key: Key, id: string, priority: number }>>()
+    for await (const pair of datastore.query({ prefix: layout.elemsPrefix + '/' }, options) as AsyncIterable<Pair>) {
+      const rest = pair.key.toString().slice(layout.elemsPrefix.length)
+      if (tombed.has(rest)) {
+        doomed.push(pair.key)
+        continue
+      }
+      const slash = rest.lastIndexOf('/')
+      const group = rest.slice(0, slash)
+      const list = byKey.get(group)
+      const element = { key: pair.key, id: rest.slice(slash), priority: decodeMarker(pair.value).priority }
+      if (list == null) byKey.set(group, [element])
+      else list.push(element)
+    }
+    for (const live of byKey.values()) {
+      if (live.length < 2) continue
+      for (const i of await this.superseded(walk, live, options)) doomed.push(live[i].key)
+    }
+    byKey.clear()
+    const entries = doomed.length
     await engine.exclusive(async () => {
       const tx = new WriteSet(datastore)
-      const layout = engine.layout
-      // tombstoned elements: their tombstones say all a merge needs
-      const dropped = new Set<string>()
-      for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
-        const elem = new Key(layout.elemsPrefix + key.toString().slice(layout.tombsPrefix.length), false)
-        if (await datastore.has(elem, options)) {
-          tx.delete(elem)
-          dropped.add(elem.toString())
-          entries++
-        }
-      }
-      // An element superseded by a higher one of a node that descends from its node: a replica
-      // holding the higher one holds it too, so any delete tombstones both, and dropping it
-      // changes no value. Keys are visited through their priority entries (one per live key).
-      const suffix = '/p'
-      for await (const pkey of datastore.queryKeys({ prefix: layout.keysPrefix + '/' }, options)) {
-        const raw = pkey.toString()
-        if (!raw.endsWith(suffix)) continue
-        const prefix = layout.elemsPrefix + raw.slice(layout.keysPrefix.length, raw.length - suffix.length) + '/'
-        const live: Array<{ key: Key, id: string, priority: number }> = []
-        for await (const pair of datastore.query({ prefix }, options) as AsyncIterable<Pair>) {
-          const id = pair.key.toString().slice(prefix.length - 1)
-          // a nested key's elements share the prefix; ids have no further slash
-          if (id.lastIndexOf('/') !== 0 || dropped.has(pair.key.toString())) continue
-          live.push({ key: pair.key, id, priority: decodeMarker(pair.value).priority })
-        }
-        if (live.length < 2) continue
-        for (const e of live) {
-          const c = await cutOf(e.id)
-          if (c < 0) continue
-          if (live.some(f => f.priority > e.priority && (from.get(f.id) ?? Infinity) <= c)) {
-            tx.delete(e.key)
-            entries++
-          }
-        }
-      }
+      for (const key of doomed) tx.delete(key)
       // covered-head records of older installs are below this snapshot
       for await (const key of datastore.queryKeys({ prefix: coveredPrefix(layout) + '/' }, options)) {
         if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) tx.delete(key)
@@ -393,52 +748,73 @@ export class Compaction {
       await tx.commit(options)
     })
     this.compacted = snapshot
+    const committed = Date.now()
     const removed = await this.finishJob(options)
-    log('compacted snapshot %c: %d blocks, %d entries removed', snapshot, removed, entries)
+    log('compacted snapshot %c: %d blocks, %d entries removed (walk %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
   }
 
-  /** Deletes the blocks listed by a compaction, each with its list entry */
+  /**
+   * Deletes the blocks listed by a compaction, then their list entries, in
+   * batches of `DELETE_BATCH` (a crash in between leaves entries whose
+   * blocks are gone: deleting them again is harmless)
+   */
   private async finishJob (options?: AbortOptions): Promise<number> {
     const { datastore, blockstore, log } = this.components
-    const keys: Key[] = []
-    for await (const key of datastore.queryKeys({ prefix: this.jobPrefix + '/' }, options)) keys.push(key)
-    if (keys.length === 0) return 0
-    if (blockstore.delete == null) {
-      log('the blockstore cannot delete blocks: %d covered blocks kept', keys.length)
-    }
+    const prefix = this.jobPrefix
     let removed = 0
-    for (const key of keys) {
+    let warned = false
+    while (true) {
       options?.signal?.throwIfAborted()
-      if (blockstore.delete != null) {
-        const cid = cidFromBlockKey(key.toString().slice(this.jobPrefix.length))
-        if (await blockstore.has(cid, options)) {
-          await blockstore.delete(cid, options)
-          removed++
+      const keys: Key[] = []
+      for await (const key of datastore.queryKeys({ prefix: prefix + '/', limit: DELETE_BATCH }, options)) keys.push(key)
+      if (keys.length === 0) return removed
+      if (blockstore.delete == null && blockstore.deleteMany == null) {
+        if (!warned) log('the blockstore cannot delete blocks: covered blocks kept')
+        warned = true
+      } else {
+        // the walk listed only blocks it read here: no has() (after a crash some may be gone already)
+        const cids = keys.map(key => cidFromBlockKey(key.toString().slice(prefix.length)))
+        // deletes side by side (a base blockstore's deleteMany runs them one after another)
+        if (blockstore.delete != null) {
+          await Promise.all(cids.map(async cid => blockstore.delete?.(cid, options)))
+        } else if (blockstore.deleteMany != null) {
+          for await (const deleted of blockstore.deleteMany(cids, options)) void deleted
         }
+        removed += cids.length
       }
-      await datastore.delete(key, options)
+      const batch = datastore.batch()
+      for (const key of keys) batch.delete(key)
+      await batch.commit(options)
     }
-    return removed
   }
 
-  /** Counts the merged nodes whose blocks are kept and their bytes */
+  /** Counts the merged nodes whose blocks are kept and their bytes (blocks read `DELETE_BATCH` at a time) */
   async history (options?: AbortOptions): Promise<HistoryStats> {
     const { datastore, blockstore, engine } = this.components
     const prefix = engine.layout.processedPrefix
     let nodes = 0
     let bytes = 0
+    const count = async (cids: CID[]): Promise<void> => {
+      await Promise.all(cids.map(async cid => {
+        if (!(await blockstore.has(cid, options))) return
+        nodes++
+        for await (const chunk of blockstore.get(cid, options)) bytes += chunk.byteLength
+      }))
+    }
+    let cids: CID[] = []
     for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) {
-      let cid: CID
       try {
-        cid = cidFromBlockKey(key.toString().slice(prefix.length))
+        cids.push(cidFromBlockKey(key.toString().slice(prefix.length)))
       } catch {
         continue
       }
-      if (!(await blockstore.has(cid, options))) continue
-      nodes++
-      for await (const chunk of blockstore.get(cid, options)) bytes += chunk.byteLength
+      if (cids.length >= DELETE_BATCH) {
+        await count(cids)
+        cids = []
+      }
     }
+    await count(cids)
     this.blocksBytes = bytes
     return { ...this.summary(), nodes, blocksBytes: bytes }
   }

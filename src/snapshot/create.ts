@@ -21,10 +21,10 @@
  */
 
 import { blockKey } from '../codec/block-key.js'
-import { unescapeSegment } from '../crdt/layout.js'
+import { escapeSegment, unescapeSegment } from '../crdt/layout.js'
 import { decodeMarker } from '../crdt/or-set.js'
 import { SnapshotNotReadyError } from '../errors.js'
-import { chunkRecords, compareHeads, compareRecords, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
+import { chunkRecords, compareHeads, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
 import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotTombstone } from './format.js'
 import type { Engine } from '../engine/engine.js'
 import type { DAGBlockstore } from '../interfaces.js'
@@ -47,6 +47,12 @@ export interface CreateSnapshotOptions extends AbortOptions {
    * @default 262144
    */
   chunkBytes?: number
+  /**
+   * Chooses the elements to keep among all live ones (sorted by key, then
+   * id); must depend only on the merged history, so that replicas agree
+   * (compaction leaves out superseded elements, src/snapshot/compaction.ts)
+   */
+  keep?(elements: SnapshotElement[]): Promise<SnapshotElement[]>
 }
 
 interface Collected {
@@ -97,19 +103,37 @@ async function collect (components: SnapshotComponents, options?: AbortOptions):
 }
 
 /**
+ * Sorts records in place in the order of `compareRecords`, escaping each
+ * key once (not once per comparison)
+ */
+function sortRecords <T extends { key: string, id: string }> (records: T[]): void {
+  const escaped = new Map<string, string>()
+  for (const r of records) if (!escaped.has(r.key)) escaped.set(r.key, escapeSegment(r.key))
+  records.sort((a, b) => {
+    const ka = escaped.get(a.key) as string
+    const kb = escaped.get(b.key) as string
+    if (ka !== kb) return ka < kb ? -1 : 1
+    if (a.id === b.id) return 0
+    return a.id < b.id ? -1 : 1
+  })
+}
+
+/**
  * Writes a snapshot of the current state to the blockstore and returns its
  * root CID
  */
 export async function createSnapshot (components: SnapshotComponents, options: CreateSnapshotOptions = {}): Promise<CID> {
   options.signal?.throwIfAborted()
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
+  const began = Date.now()
   const { heads, elements, tombstones } = await components.engine.exclusive(async () => collect(components, options))
-  elements.sort(compareRecords)
-  tombstones.sort(compareRecords)
+  sortRecords(elements)
+  sortRecords(tombstones)
+  const kept = options.keep == null ? elements : await options.keep(elements)
 
   const blocks: SnapshotBlock[] = []
   const elementChunks: CID[] = []
-  for (const records of chunkRecords(elements, chunkBytes)) {
+  for (const records of chunkRecords(kept, chunkBytes)) {
     const block = await encodeBlock(encodeElementChunk(records))
     blocks.push(block)
     elementChunks.push(block.cid)
@@ -124,7 +148,7 @@ export async function createSnapshot (components: SnapshotComponents, options: C
     version: SNAPSHOT_VERSION,
     snapshotId: await snapshotIdOf(heads),
     heads,
-    elementCount: elements.length,
+    elementCount: kept.length,
     tombstoneCount: tombstones.length,
     elementChunks,
     tombstoneChunks
@@ -135,6 +159,6 @@ export async function createSnapshot (components: SnapshotComponents, options: C
     await components.blockstore.put(block.cid, block.bytes, options)
   }
   await components.blockstore.put(root.cid, root.bytes, options)
-  components.log('snapshot %c: %d heads, %d elements, %d tombstones in %d chunks', root.cid, heads.length, elements.length, tombstones.length, blocks.length)
+  components.log('snapshot %c: %d heads, %d elements, %d tombstones in %d chunks (%d ms)', root.cid, heads.length, kept.length, tombstones.length, blocks.length, Date.now() - began)
   return root.cid
 }

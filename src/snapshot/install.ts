@@ -2,15 +2,21 @@
  * Installing a snapshot: fetches the root and every chunk through the
  * blockstore (which fetches missing blocks from peers), checks each block
  * against its CID and every record, then merges the snapshot into the set
- * like any other node and makes its covered heads heads, in one atomic
- * datastore batch.
+ * like any other node, chunk by chunk, and makes its covered heads heads.
+ * Memory stays bounded by a chunk (plus one priority per node id while
+ * checking), not by the snapshot.
  *
  * Invariants:
  * - In trusted mode only a snapshot a current writer announced in a signed
  *   broadcast, or one this replica made, is installed (`UntrustedSnapshotError`).
- * - Nothing is written until every block is fetched and checked: a snapshot
- *   that is corrupt, truncated or out of order changes nothing
- *   (`InvalidSnapshotError`).
+ * - Nothing is written until every block is fetched and checked (a first
+ *   pass): a snapshot that is corrupt, truncated or out of order changes
+ *   nothing (`InvalidSnapshotError`).
+ * - Atomic across crashes: an install record `z/i<root>` is written before
+ *   the first chunk's batch and deleted by the last batch; `start()` merges
+ *   a recorded snapshot again (`resumeInstalls`), so after a reopen an
+ *   install is absent or complete. While it runs, readers may see the
+ *   chunks merged so far (each a valid merge of part of the snapshot).
  * - The merge is the OR-set merge: tombstones first, then each element under
  *   its original id and priority, with the tombstone check on. It is
  *   commutative and idempotent, and a delete the replica already merged
@@ -20,7 +26,9 @@
  *   processed marker with its height, so later walks stop at it.
  */
 
+import { Key } from 'interface-datastore'
 import toBuffer from 'it-to-buffer'
+import { CID } from 'multiformats/cid'
 import { blockKey } from '../codec/block-key.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
@@ -30,10 +38,11 @@ import { coveredKey, coverWalk, encodeHeight } from './cover.js'
 import { compareRecords, decodeElementChunk, decodeRoot, decodeTombstoneChunk, verifyBlock } from './format.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotElement, SnapshotRoot, SnapshotTombstone } from './format.js'
+import type { Layout } from '../crdt/layout.js'
 import type { SetChange } from '../crdt/or-set.js'
 import type { BlockGetter } from '../engine/engine.js'
+import type { Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
-import type { CID } from 'multiformats/cid'
 
 /** What installing a snapshot did */
 export interface InstallResult {
@@ -107,44 +116,106 @@ export interface InstallSnapshotComponents extends SnapshotComponents {
   checkSnapshot?(cid: CID): void
 }
 
+/** Prefix of the records of installs under way (`z/i<block key of the root>`) */
+export function installPrefix (layout: Layout): string {
+  return `${layout.namespace}/z/i`
+}
+
 /**
- * Fetches, verifies and merges the snapshot `cid` into the store. In
- * trusted mode (`components.checkSnapshot`) a snapshot no current writer
- * announced is refused before anything is fetched
+ * Fetches and checks every block and record of a snapshot, one chunk at a
+ * time (nothing but the root, the chunk at hand and one priority per node
+ * id is held), and returns its root. Blocks fetched stay in the blockstore
+ * (the install's second pass reads them from there).
+ */
+export async function verifySnapshot (getter: BlockGetter, cid: CID, options?: InstallSnapshotOptions): Promise<SnapshotRoot> {
+  const timeout = options?.blockTimeout ?? DEFAULT_SNAPSHOT_BLOCK_TIMEOUT
+  const root = decodeRoot(cid, await fetchVerified(getter, cid, timeout, options))
+  const priorities = new Map<string, number>()
+  let elements = 0
+  let last: { key: string, id: string } | undefined
+  for (const chunk of root.elementChunks) {
+    const records = decodeElementChunk(chunk, await fetchVerified(getter, chunk, timeout, options))
+    checkOrder(last == null ? records : [last, ...records], 'elements')
+    for (const e of records) {
+      const p = priorities.get(e.id)
+      if (p != null && p !== e.priority) throw new InvalidSnapshotError(`Snapshot ${cid} gives the elements of node ${e.id} different priorities`)
+      priorities.set(e.id, e.priority)
+    }
+    elements += records.length
+    last = records[records.length - 1] ?? last
+  }
+  let tombstones = 0
+  last = undefined
+  for (const chunk of root.tombstoneChunks) {
+    const records = decodeTombstoneChunk(chunk, await fetchVerified(getter, chunk, timeout, options))
+    checkOrder(last == null ? records : [last, ...records], 'tombstones')
+    tombstones += records.length
+    last = records[records.length - 1] ?? last
+  }
+  if (elements !== root.elementCount || tombstones !== root.tombstoneCount) {
+    throw new InvalidSnapshotError(`Snapshot ${cid} records ${root.elementCount} elements and ${root.tombstoneCount} tombstones; its chunks hold ${elements} and ${tombstones}`)
+  }
+  return root
+}
+
+/**
+ * Fetches, verifies and merges the snapshot `cid` into the store, chunk by
+ * chunk: a first pass checks every block and record (a bad snapshot changes
+ * nothing); an install record `z/i<root>` is written; each chunk is then
+ * merged in its own batch (tombstones first); a last batch makes the
+ * covered heads heads and deletes the record. A crash in between leaves
+ * the record, and `resumeInstalls()` (run by `start()`) merges the
+ * snapshot again (merging is idempotent), so after a reopen an install is
+ * absent or complete. In trusted mode (`components.checkSnapshot`) a
+ * snapshot no current writer announced is refused before anything is fetched.
  */
 export async function installSnapshot (components: InstallSnapshotComponents, cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
   options?.signal?.throwIfAborted()
   components.checkSnapshot?.(cid)
   const { engine, datastore, blockstore, log } = components
-  const { root, elements, tombstones } = await readSnapshot(blockstore, cid, options)
-
-  // elements of one node share its id and priority: one merge per node
-  const byNode = new Map<string, { priority: number, elements: SnapshotElement[] }>()
-  for (const element of elements) {
-    const node = byNode.get(element.id)
-    if (node == null) {
-      byNode.set(element.id, { priority: element.priority, elements: [element] })
-    } else if (node.priority !== element.priority) {
-      throw new InvalidSnapshotError(`Snapshot ${cid} gives the elements of node ${element.id} different priorities`)
-    } else {
-      node.elements.push(element)
-    }
-  }
+  const root = await verifySnapshot(blockstore, cid, options)
+  const timeout = options?.blockTimeout ?? DEFAULT_SNAPSHOT_BLOCK_TIMEOUT
+  const record = new Key(`${installPrefix(engine.layout)}${blockKey(cid)}`, false)
+  // the value keeps the root's CID (a block key keeps only its multihash)
+  await datastore.put(record, cid.bytes, options)
 
   const before = engine.heads.all()
+  const changed = new Set<string>()
+  const mergeChunk = async (merge: (tx: WriteSet) => Promise<SetChange[]>): Promise<void> => {
+    await engine.exclusive(async () => {
+      const tx = new WriteSet(datastore)
+      const changes = await merge(tx)
+      await tx.commit(options)
+      for (const change of changes) changed.add(change.key)
+      if (changes.length > 0) engine.announceChanges(changes)
+    })
+  }
+  let elementCount = 0
+  for (const chunk of root.tombstoneChunks) {
+    const tombstones = decodeTombstoneChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
+    await mergeChunk(async tx => engine.set.merge(tx, { elements: [], tombstones: tombstones.map(t => ({ key: t.key, id: t.id, value: new Uint8Array(0) })), priority: 0, dagName: '' }, '', false, options))
+  }
+  for (const chunk of root.elementChunks) {
+    const elements = decodeElementChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
+    elementCount += elements.length
+    // elements of one node share its id and priority: one merge per node
+    const byNode = new Map<string, { priority: number, elements: SnapshotElement[] }>()
+    for (const element of elements) {
+      const node = byNode.get(element.id)
+      if (node == null) byNode.set(element.id, { priority: element.priority, elements: [element] })
+      else node.elements.push(element)
+    }
+    await mergeChunk(async tx => {
+      const changes: SetChange[] = []
+      for (const [id, node] of byNode) {
+        changes.push(...await engine.set.merge(tx, { elements: node.elements.map(e => ({ key: e.key, id: '', value: e.value })), tombstones: [], priority: node.priority, dagName: '' }, id, false, options))
+      }
+      return changes
+    })
+  }
+
   const result = await engine.exclusive(async () => {
     const tx = new WriteSet(datastore)
-    const changed = new Map<string, SetChange>()
-    const note = (changes: SetChange[]): void => {
-      for (const change of changes) changed.set(change.key, change)
-    }
-    if (tombstones.length > 0) {
-      note(await engine.set.merge(tx, { elements: [], tombstones: tombstones.map(t => ({ key: t.key, id: t.id, value: new Uint8Array(0) })), priority: 0, dagName: '' }, '', false, options))
-    }
-    for (const [id, node] of byNode) {
-      note(await engine.set.merge(tx, { elements: node.elements.map(e => ({ key: e.key, id: '', value: e.value })), tombstones: [], priority: node.priority, dagName: '' }, id, false, options))
-    }
-
     let newHeads = 0
     for (const head of root.heads) {
       const id = blockKey(head.cid)
@@ -162,11 +233,10 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
       if (mark != null) tx.delete(pendingKey)
     }
     for (const head of root.heads) tx.put(coveredKey(engine.layout, head.cid), encodeHeight(head.height))
+    tx.delete(record)
     await tx.commit(options)
-    const changes = [...changed.values()]
-    engine.announceChanges(changes)
-    log('installed snapshot %c: %d elements, %d tombstones, %d new heads, %d keys changed', cid, elements.length, tombstones.length, newHeads, changes.length)
-    return { root, newHeads, changes: changes.length }
+    log('installed snapshot %c: %d elements, %d tombstones, %d new heads, %d keys changed', cid, elementCount, root.tombstoneCount, newHeads, changed.size)
+    return { root, newHeads, changes: changed.size }
   })
 
   // heads this replica had before that lie below the covered heads are merged already
@@ -191,4 +261,36 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
     await coverWalk({ engine, datastore, blockstore, log }, dagName, targets, options)
   }
   return result
+}
+
+/** Time (ms) `resumeInstalls()` waits for one block (they were all fetched before the install began) */
+export const RESUME_BLOCK_TIMEOUT = 10_000
+
+/**
+ * Finishes installs a crash interrupted (their `z/i` records), each by
+ * installing its snapshot again; one that cannot be finished (a block
+ * gone) is logged and left for the next start. True when any was finished.
+ */
+export async function resumeInstalls (components: SnapshotComponents, options?: AbortOptions): Promise<boolean> {
+  const prefix = installPrefix(components.engine.layout)
+  const cids: CID[] = []
+  for await (const { key, value } of components.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<Pair>) {
+    try {
+      cids.push(CID.decode(value))
+    } catch (err: any) {
+      components.log.error('unreadable install record %s - %e', key, err)
+    }
+  }
+  let resumed = false
+  for (const cid of cids) {
+    try {
+      await installSnapshot(components, cid, { ...options, blockTimeout: RESUME_BLOCK_TIMEOUT })
+      components.log('finished the interrupted install of snapshot %c', cid)
+      resumed = true
+    } catch (err: any) {
+      options?.signal?.throwIfAborted()
+      components.log.error('could not finish the interrupted install of snapshot %c - %e', cid, err)
+    }
+  }
+  return resumed
 }
