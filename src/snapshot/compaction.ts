@@ -32,7 +32,6 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import { decodeNode } from '../codec/dag-node.js'
-import { decodeMarker } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { coveredPrefix } from './cover.js'
 import { createSnapshot } from './create.js'
@@ -40,7 +39,6 @@ import { decodeRoot, verifyBlock } from './format.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { DAGBlockstore } from '../interfaces.js'
-import type { Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
 /** Compaction policy (off unless given) */
@@ -253,17 +251,9 @@ export class Compaction {
   /**
    * Walks the nodes below `root`'s covered heads whose blocks are still
    * here, highest first, and returns the blocks to delete (all but the
-   * covered heads) and what `supersedes` needs to tell descent:
-   *
-   * A *bottleneck* is a node that, when popped, leaves the frontier empty:
-   * every path from the heads to anything visited after it goes through it,
-   * so every node visited after bottleneck b is an ancestor of b. For each
-   * visited node, `cut` is the index of the nearest bottleneck at or before
-   * it in the walk (-1: none), and `from` the smallest index of a bottleneck
-   * it descends from or is (Infinity: none). Node w then descends from node
-   * u whenever from(w) <= cut(u).
+   * covered heads)
    */
-  private async walkCovered (root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: CID[], cut: Map<string, number>, from: Map<string, number> }> {
+  private async walkCovered (root: SnapshotRoot, options?: AbortOptions): Promise<CID[]> {
     const { blockstore } = this.components
     const blocks: CID[] = []
     const seen = new Set<string>(root.heads.map(h => blockKey(h.cid)))
@@ -279,21 +269,11 @@ export class Compaction {
       if (await blockstore.has(head.cid, options)) queue.push(await read(head.cid))
     }
     queue.sort((a, b) => a.height - b.height)
-    const visited: Array<{ id: string, links: string[] }> = []
-    const cut = new Map<string, number>()
-    const bottlenecks = new Set<number>()
-    let last = -1
     while (queue.length > 0) {
       options?.signal?.throwIfAborted()
       // the highest node is last
       const node = queue.pop() as { cid: CID, height: number, links: CID[] }
       const id = blockKey(node.cid)
-      if (queue.length === 0) {
-        last = visited.length
-        bottlenecks.add(last)
-      }
-      cut.set(id, last)
-      visited.push({ id, links: node.links.map(l => blockKey(l)) })
       if (!isHead.has(id)) blocks.push(node.cid)
       for (const link of node.links) {
         const k = blockKey(link)
@@ -307,35 +287,13 @@ export class Compaction {
         queue.splice(i, 0, child)
       }
     }
-    const from = new Map<string, number>()
-    for (let i = visited.length - 1; i >= 0; i--) {
-      let f = bottlenecks.has(i) ? i : Infinity
-      for (const l of visited[i].links) f = Math.min(f, from.get(l) ?? Infinity)
-      from.set(visited[i].id, f)
-    }
-    return { blocks, cut, from }
+    return blocks
   }
 
   /** Deletes what `snapshot` covers: one atomic batch, then the listed blocks */
   private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
     const { engine, datastore, log } = this.components
-    const { blocks, cut, from } = await this.walkCovered(root, options)
-    // nodes compacted before are ancestors of the previous compacted snapshot's covered head, when it had one
-    let compactedCut = -1
-    if (this.compacted != null) {
-      try {
-        const old = await this.readRoot(this.compacted, options)
-        if (old.heads.length === 1) compactedCut = cut.get(blockKey(old.heads[0].cid)) ?? -1
-      } catch {}
-    }
-    const { blockstore } = this.components
-    const cutOf = async (id: string): Promise<number> => {
-      const c = cut.get(id)
-      if (c != null) return c
-      if (compactedCut < 0) return -1
-      const cid = cidFromBlockKey(id)
-      return (await engine.isProcessed(cid, options)) && !(await blockstore.has(cid, options)) ? compactedCut : -1
-    }
+    const blocks = await this.walkCovered(root, options)
     if (this.compacted != null && !this.compacted.equals(snapshot)) {
       // the previous compacted snapshot's blocks: the new one replaces it
       try {
@@ -350,40 +308,16 @@ export class Compaction {
       const tx = new WriteSet(datastore)
       const layout = engine.layout
       // tombstoned elements: their tombstones say all a merge needs
-      const dropped = new Set<string>()
       for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
         const elem = new Key(layout.elemsPrefix + key.toString().slice(layout.tombsPrefix.length), false)
         if (await datastore.has(elem, options)) {
           tx.delete(elem)
-          dropped.add(elem.toString())
           entries++
         }
       }
-      // An element superseded by a higher one of a node that descends from its node: a replica
-      // holding the higher one holds it too, so any delete tombstones both, and dropping it
-      // changes no value. Keys are visited through their priority entries (one per live key).
-      const suffix = '/p'
-      for await (const pkey of datastore.queryKeys({ prefix: layout.keysPrefix + '/' }, options)) {
-        const raw = pkey.toString()
-        if (!raw.endsWith(suffix)) continue
-        const prefix = layout.elemsPrefix + raw.slice(layout.keysPrefix.length, raw.length - suffix.length) + '/'
-        const live: Array<{ key: Key, id: string, priority: number }> = []
-        for await (const pair of datastore.query({ prefix }, options) as AsyncIterable<Pair>) {
-          const id = pair.key.toString().slice(prefix.length - 1)
-          // a nested key's elements share the prefix; ids have no further slash
-          if (id.lastIndexOf('/') !== 0 || dropped.has(pair.key.toString())) continue
-          live.push({ key: pair.key, id, priority: decodeMarker(pair.value).priority })
-        }
-        if (live.length < 2) continue
-        for (const e of live) {
-          const c = await cutOf(e.id)
-          if (c < 0) continue
-          if (live.some(f => f.priority > e.priority && (from.get(f.id) ?? Infinity) <= c)) {
-            tx.delete(e.key)
-            entries++
-          }
-        }
-      }
+      // Elements superseded by a higher one stay: a delete made here tombstones only the
+      // elements kept here, so dropping one would leave it live on every replica that kept it,
+      // and the delete would bring its older value back there.
       // covered-head records of older installs are below this snapshot
       for await (const key of datastore.queryKeys({ prefix: coveredPrefix(layout) + '/' }, options)) {
         if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) tx.delete(key)
