@@ -12,7 +12,9 @@ import { fileURLToPath } from 'node:url'
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
 import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
 import { encodeBroadcast } from '../src/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { convergeHeads, stateOf, TestNetwork, waitFor } from './fixtures/network.js'
 import { dec, enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
@@ -195,6 +197,34 @@ describe('compaction', function () {
       await net.stop()
     }
   })
+
+  for (const syncProtocol of [true, false]) {
+    it(`deletes the covered blocks from a Helia node's blockstore through ${syncProtocol ? 'the syncing blockstore' : 'the bitswap DAG syncer'} (regression: it had no delete, so compaction kept every block)`, async () => {
+      const node = await createReplicaNode({ listen: [`/memory/compact-${Math.random().toString(36).slice(2)}`] })
+      const store = await createHeliaCRDT(node, { topic: 'compact-helia', dagSyncerTimeout: 5000, syncProtocol, rebroadcastInterval: 20 })
+      try {
+        await store.put(new Key('/k'), enc('1'))
+        const first = store.heads()[0].cid
+        await store.put(new Key('/k'), enc('2'))
+        await store.put(new Key('/j'), enc('3'))
+        let result = await store.compact()
+        // the settle period (two rebroadcast intervals) passes first
+        for (let i = 0; i < 100 && (result.waiting ?? '').startsWith('learning'); i++) {
+          await new Promise(resolve => setTimeout(resolve, 20))
+          result = await store.compact()
+        }
+        expect(result.waiting).to.equal(undefined)
+        expect(result.removed.blocks).to.equal(2)
+        expect(await node.blockstore.has(first)).to.equal(false)
+        expect(await node.blockstore.has(store.heads()[0].cid)).to.equal(true)
+        expect((await store.historyStats()).nodes).to.equal(1)
+        expect(await stateOf(store)).to.deep.equal(['/j=3', '/k=2'])
+      } finally {
+        await store.stop()
+        await node.stop()
+      }
+    })
+  }
 
   for (const [point, after] of [['walk', 3], ['delete', 4]] as const) {
     it(`a kill during compaction (${point === 'walk' ? 'before its batch' : 'while deleting blocks'}) leaves no half-compacted state after reopening`, async () => {

@@ -173,6 +173,9 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     await Promise.all(brokers.map(async broker => broker.announce?.(cid, options)))
   }
 
+  /** Compaction deletes the blocks its snapshot covers from the node's blockstore (a pinned one stays) */
+  const remove = async (cid: CID, options?: AbortOptions): Promise<void> => { await deleteBlock(blockstore, cid, options) }
+
   if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {
     const retriever = brokers.find(b => typeof b.retrieve === 'function')
     return {
@@ -192,7 +195,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       },
       put,
       has,
-      discard
+      discard,
+      delete: remove
     }
   }
 
@@ -342,7 +346,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     },
     put,
     has,
-    discard
+    discard,
+    delete: remove
   }
 }
 
