@@ -48,6 +48,7 @@ export type ReplicaRequest = { id: number } & (
   | { cmd: 'arrivals' }
   /** which of `cids` this replica has merged */
   | { cmd: 'merged', cids: string[] }
+  | { cmd: 'compact' }
   | { cmd: 'stop' }
 )
 
@@ -97,4 +98,11 @@ export interface ReplicaStatus {
   blockstoreBytes: number
   /** Blocks received through sync streams since this incarnation started */
   syncBlocks: number
+  /**
+   * With compaction configured: the snapshot compacted here (if any), the
+   * block deletions a compaction left listed (z/j), and the merged nodes
+   * whose blocks are no longer here (removed by compaction, or covered by
+   * an installed snapshot)
+   */
+  history?: { compacted?: string, jobs: number, gone: number }
 }

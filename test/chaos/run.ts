@@ -1,11 +1,11 @@
 /**
- * `npm run chaos [-- --quick] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
+ * `npm run chaos [-- --quick] [-- --compaction] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
  *
  * Runs the chaos harness (see harness.ts) and exits non-zero on any
  * violation, printing the seed that replays the run's choices.
  */
 
-import { formatSummary, fullOptions, quickOptions, runChaos, saveReport } from './harness.js'
+import { CHAOS_COMPACTION, compactionOptions, formatSummary, fullOptions, quickOptions, runChaos, saveReport } from './harness.js'
 
 function argValue (name: string): string | undefined {
   const at = process.argv.indexOf(name)
@@ -18,7 +18,10 @@ if (!Number.isInteger(seed) || seed < 0) {
   process.stderr.write('--seed takes a non-negative integer\n')
   process.exit(2)
 }
-const options = quick ? quickOptions(seed) : fullOptions(seed)
+// --compaction: with --quick the short compaction run, else the full run with compaction on
+const compaction = process.argv.includes('--compaction')
+let options = quick ? quickOptions(seed) : fullOptions(seed)
+if (compaction) options = quick ? compactionOptions(seed) : { ...options, compaction: CHAOS_COMPACTION }
 const replicas = argValue('--replicas')
 if (replicas != null) options.replicas = Number(replicas)
 const duration = argValue('--duration')
@@ -35,5 +38,5 @@ if (report.ok) {
 }
 const path = await saveReport(report)
 process.stdout.write(`${report.violations.length} violation(s); report in ${path}\n`)
-process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}--seed ${seed}\n`)
+process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}${options.compaction != null ? '--compaction ' : ''}--seed ${seed}\n`)
 process.exit(1)
