@@ -36,6 +36,11 @@ export interface DAGBlockstore {
    */
   discard?(cid: CID, options?: AbortOptions): unknown
   /**
+   * Deletes a block stored locally: compaction (`compact()`) removes the
+   * blocks its snapshot covers through it, and keeps them without it
+   */
+  delete?(cid: CID, options?: AbortOptions): unknown
+  /**
    * The block when it is at hand without the network (stored locally, or
    * just delivered by a sync stream, possibly decoded already); undefined
    * otherwise. Without it the engine asks `has()` then `get()`.

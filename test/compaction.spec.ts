@@ -14,7 +14,9 @@ import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
+import { createHeliaCRDT } from '../src/helia/index.js'
 import { createCRDTDatastore, encodeBroadcast } from '../src/index.js'
+import { createReplicaNode } from '../src/node/index.js'
 import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { convergeHeads, stateOf, TestNetwork, waitFor } from './fixtures/network.js'
 import { dec, enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
@@ -59,9 +61,10 @@ describe('compaction', function () {
       expect(result.waiting).to.equal(undefined)
       // 8 nodes, the head (the covered head) stays
       expect(result.removed.blocks).to.equal(7)
-      // 30 elements written, 5 live (one deleted): 26 tombstoned markers go
-      expect(result.removed.entries).to.equal(elements - 4)
-      expect(await count(r.datastore, '/crdt/s/s')).to.equal(4)
+      // 30 elements written, the 6 of the deleted key are tombstoned: their markers go; the
+      // superseded ones of the other keys stay (a delete here must still tombstone them)
+      expect(result.removed.entries).to.equal(6)
+      expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements - 6)
       expect(await count(r.datastore, '/crdt/s/t')).to.equal(tombstones)
       expect(await stateOf(r.store)).to.deep.equal(before)
       expect(await r.blockstore.has(first)).to.equal(false)
@@ -250,6 +253,34 @@ describe('compaction', function () {
     }
   })
 
+  for (const syncProtocol of [true, false]) {
+    it(`deletes the covered blocks from a Helia node's blockstore through ${syncProtocol ? 'the syncing blockstore' : 'the bitswap DAG syncer'} (regression: it had no delete, so compaction kept every block)`, async () => {
+      const node = await createReplicaNode({ listen: [`/memory/compact-${Math.random().toString(36).slice(2)}`] })
+      const store = await createHeliaCRDT(node, { topic: 'compact-helia', dagSyncerTimeout: 5000, syncProtocol, rebroadcastInterval: 20 })
+      try {
+        await store.put(new Key('/k'), enc('1'))
+        const first = store.heads()[0].cid
+        await store.put(new Key('/k'), enc('2'))
+        await store.put(new Key('/j'), enc('3'))
+        let result = await store.compact()
+        // the settle period (two rebroadcast intervals) passes first
+        for (let i = 0; i < 100 && (result.waiting ?? '').startsWith('learning'); i++) {
+          await new Promise(resolve => setTimeout(resolve, 20))
+          result = await store.compact()
+        }
+        expect(result.waiting).to.equal(undefined)
+        expect(result.removed.blocks).to.equal(2)
+        expect(await node.blockstore.has(first)).to.equal(false)
+        expect(await node.blockstore.has(store.heads()[0].cid)).to.equal(true)
+        expect((await store.historyStats()).nodes).to.equal(1)
+        expect(await stateOf(store)).to.deep.equal(['/j=3', '/k=2'])
+      } finally {
+        await store.stop()
+        await node.stop()
+      }
+    })
+  }
+
   for (const [point, after] of [['walk', 3], ['delete', 4]] as const) {
     it(`a kill during compaction (${point === 'walk' ? 'before its batch' : 'while deleting blocks'}) leaves no half-compacted state after reopening`, async () => {
       const dir = await tempDir('compact-kill')
@@ -282,7 +313,7 @@ describe('compaction', function () {
             // killed after it: start() finished the deletion
             expect(history.compacted).to.not.equal(undefined)
             expect(history.nodes).to.equal(1)
-            expect(await count(r.datastore, '/crdt/s/s')).to.equal(3)
+            expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements - 10)
           }
           // and it compacts (again) to the same end
           const result = await r.store.compact()

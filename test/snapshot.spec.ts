@@ -304,7 +304,7 @@ describe('snapshots', function () {
     }
   })
 
-  it('leaves out elements superseded in the covered history, keeps concurrent ones, and stays a correct merge input for a replica with history (regression: every live element was kept)', async () => {
+  it('keeps elements superseded in the covered history and concurrent ones, and stays a correct merge input for a replica with history', async () => {
     const a = await memoryReplica()
     const b = await memoryReplica()
     const d = await memoryReplica()
@@ -323,14 +323,14 @@ describe('snapshots', function () {
 
       const cid = await a.store.snapshot()
       const { elements } = await readSnapshot(a.blockstore, cid)
-      // v1 and v2 are below v3's node: left out; b1 is concurrent with v3: kept
-      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value)).sort()).to.deep.equal(['b1', 'v3'])
+      // v1 and v2 are below v3's node, b1 is concurrent with v3: all kept
+      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value)).sort()).to.deep.equal(['b1', 'v1', 'v2', 'v3'])
       expect(elements.filter(e => e.key === '/c').map(e => dec(e.value))).to.deep.equal(['c1'])
       // the same snapshot on a replica that merged the same nodes the other way round
       await syncReplica(a, b)
       expect((await b.store.snapshot()).toString()).to.equal(cid.toString())
 
-      // d merges it: its delete covered v1 and v2 only, so v3 and b1 stay; nothing it deleted comes back
+      // d merges it: its delete covered v1 and v2 only, so v3 and b1 stay ; nothing it deleted comes back
       await copySnapshot(a.blockstore, d.blockstore, cid)
       await d.store.installSnapshot(cid)
       for (const r of [a, b, d]) await syncReplica(r, reference)
@@ -346,6 +346,29 @@ describe('snapshots', function () {
       expect(await stateOf(a.store)).to.deep.equal(await stateOf(reference.store))
     } finally {
       for (const r of [a, b, d, reference]) await r.store.stop()
+    }
+  })
+
+  it('a replica joining from a snapshot deletes a key on replicas with the whole history too: superseded elements are in the snapshot (regression: leaving them out brought the older value back there)', async () => {
+    const a = await memoryReplica()
+    const h = await memoryReplica()
+    const j = await memoryReplica()
+    try {
+      for (const v of ['v1', 'v2', 'v3']) await a.store.put(new Key('/k'), enc(v))
+      await a.store.put(new Key('/c'), enc('c1'))
+      await syncReplica(a, h)
+      const cid = await a.store.snapshot()
+      const { elements } = await readSnapshot(a.blockstore, cid)
+      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value)).sort()).to.deep.equal(['v1', 'v2', 'v3'])
+      await copySnapshot(a.blockstore, j.blockstore, cid)
+      await j.store.installSnapshot(cid)
+      await j.store.delete(new Key('/k'))
+      await syncReplica(j, h)
+      expect(await h.store.has(new Key('/k'))).to.equal(false)
+      expect(await stateOf(h.store)).to.deep.equal(await stateOf(j.store))
+      expect(await stateOf(h.store)).to.deep.equal(['/c=c1'])
+    } finally {
+      for (const r of [a, h, j]) await r.store.stop()
     }
   })
 

@@ -603,9 +603,9 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   /**
    * Writes a snapshot of the current state (live elements with their ids and
    * priorities, and tombstones) to the blockstore as a chunked dag-cbor DAG
-   * and resolves to its root CID. Elements superseded by a higher element
-   * of a node that descends from theirs are left out (they decide no value,
-   * here or on a replica that merges the snapshot). Replicas that merged the
+   * and resolves to its root CID. Every live element is in it, superseded
+   * ones too (a delete tombstones only the elements its writer holds, so a
+   * replica joining from the snapshot must hold them). Replicas that merged the
    * same nodes and compacted the same snapshots get the same CID. Rejects
    * with `SnapshotNotReadyError` while a sync is unfinished. Deletes nothing.
    */

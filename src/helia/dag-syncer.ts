@@ -174,6 +174,9 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     await announceStored(brokers, [cid], options)
   }
 
+  /** Compaction deletes the blocks its snapshot covers from the node's blockstore (a pinned one stays) */
+  const remove = async (cid: CID, options?: AbortOptions): Promise<void> => { await deleteBlock(blockstore, cid, options) }
+
   if (!(init.sessions ?? DEFAULT_SESSIONS) || createSession == null || getConnections == null) {
     const retriever = brokers.find(b => typeof b.retrieve === 'function')
     return {
@@ -193,7 +196,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
       },
       put,
       has,
-      discard
+      discard,
+      delete: remove
     }
   }
 
@@ -368,7 +372,8 @@ export function heliaDAGSyncer (helia: HeliaDAGSyncerComponents, init: HeliaDAGS
     },
     put,
     has,
-    discard
+    discard,
+    delete: remove
   }
 }
 

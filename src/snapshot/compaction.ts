@@ -40,7 +40,7 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import { decodeNode } from '../codec/dag-node.js'
-import { decodeMarker, decodePriority } from '../crdt/or-set.js'
+import { decodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { coveredPrefix } from './cover.js'
 import { createSnapshot } from './create.js'
@@ -90,23 +90,12 @@ export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
 const READ_AHEAD = 16
 const DELETE_BATCH = 1024
-/** Node visits a compaction spends at most searching descent between bottlenecks */
-const DESCENT_BUDGET = 2_000_000
-
 /** What a walk down from some heads found (see `walkCovered`) */
 export interface Walk {
   /** The heads it started from */
   heads: CID[]
   /** Blocks of the nodes below them that are stored here */
   blocks: CID[]
-  cut: Map<string, number>
-  from: Map<string, number>
-  /** `cut` of nodes compacted before, -1 when unknown */
-  compactedCut: number
-  /** Every node visited: height, links (block keys), whether it is a bottleneck */
-  nodes: Map<string, { height: number, links: string[], bottleneck: boolean }>
-  /** Node visits left for descent searches between bottlenecks (see `superseded`) */
-  budget: { left: number }
 }
 
 interface WalkNode {
@@ -350,8 +339,7 @@ export class Compaction {
   private async pass (cid: CID, root: SnapshotRoot, options?: AbortOptions, own = false): Promise<boolean> {
     const height = Math.max(0, ...root.heads.map(h => h.height))
     if (this.passed?.cid.equals(cid) === true) return false
-    // a snapshot this replica just made of its heads replaces one of the same height (it may be
-    // smaller: an earlier compaction dropped superseded elements)
+    // a snapshot this replica just made of its heads replaces one of the same height
     if (this.passed != null && (this.passed.height > height || (this.passed.height === height && !own && this.passed.cid.toString() >= cid.toString()))) return false
     this.passed = { cid, height }
     await this.components.datastore.put(this.key('p'), this.record(cid, height), options)
@@ -372,19 +360,20 @@ export class Compaction {
   }
 
   /**
-   * Makes a snapshot of the current heads that leaves out superseded
-   * elements (see `keep`), and the walk that found them
+   * Makes a snapshot of the current heads. It carries every live element,
+   * superseded ones included: a delete tombstones only the elements its
+   * writer holds, so an element one replica left out would stay live on
+   * every replica that kept it, and that delete would bring its older value
+   * back there (test/compaction-property.spec.ts)
    */
-  async snapshot (options?: CreateSnapshotOptions): Promise<{ snapshot: CID, walk: Walk }> {
-    const walk = await this.walkCovered(this.components.engine.heads.all(), options)
-    const snapshot = await createSnapshot(this.components, { ...options, keep: async elements => this.keep(walk, elements, options) })
-    return { snapshot, walk }
+  async snapshot (options?: CreateSnapshotOptions): Promise<{ snapshot: CID }> {
+    return { snapshot: await createSnapshot(this.components, options) }
   }
 
   /** Makes a snapshot and compacts it if every known replica has passed it */
   async compact (options?: AbortOptions): Promise<CompactResult> {
     this.announcing = true
-    const { snapshot, walk } = await this.snapshot(options)
+    const { snapshot } = await this.snapshot(options)
     const root = await this.readRoot(snapshot, options)
     await this.pass(snapshot, root, options, true)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
@@ -398,127 +387,8 @@ export class Compaction {
     if (this.compacted?.equals(target) === true) {
       return { snapshot, removed: { blocks: 0, entries: 0 } }
     }
-    const removed = target.equals(snapshot)
-      ? await this.apply(target, root, walk, options)
-      : await this.apply(target, await this.readRoot(target, options), undefined, options)
+    const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options)
     return { snapshot, removed }
-  }
-
-  /**
-   * The elements of `elements` (sorted by key, as in a snapshot) that are
-   * not superseded: an element is superseded by a higher one (greater
-   * priority) of the same key whose node descends from its node. A replica
-   * holding the higher element holds the lower one too (a node's history is
-   * merged before it), so any delete that tombstones the higher one
-   * tombstones both, and leaving the lower one out changes no value, on
-   * this replica or on one that merges the snapshot. Descent is what the
-   * walk can prove (`supersedes`): an element is kept when in doubt.
-   */
-  async keep <T extends { key: string, id: string, priority: number }> (walk: Walk, elements: T[], options?: AbortOptions): Promise<T[]> {
-    const out: T[] = []
-    let start = 0
-    while (start < elements.length) {
-      let end = start + 1
-      while (end < elements.length && elements[end].key === elements[start].key) end++
-      const group = elements.slice(start, end)
-      if (group.length === 1) {
-        out.push(group[0])
-      } else {
-        const dropped = await this.superseded(walk, group, options)
-        for (let i = 0; i < group.length; i++) if (!dropped.has(i)) out.push(group[i])
-      }
-      start = end
-    }
-    return out
-  }
-
-  /**
-   * Indices of the superseded elements among `group` (one key's elements).
-   * Descent is proven first by bottlenecks (`from(w) <= cut(u)`, see
-   * `walkCovered`); failing that (concurrent branches between the two
-   * nodes), by a search down from the nodes of the higher elements, in
-   * decreasing height, that stops at bottlenecks (a path through one would
-   * have proven it already) and at the element's height, within the walk's
-   * `budget` (beyond it the element is kept).
-   */
-  private async superseded (walk: Walk, group: Array<{ id: string, priority: number }>, options?: AbortOptions): Promise<Set<number>> {
-    const dropped = new Set<number>()
-    const order = group.map((_, i) => i).sort((x, y) => group[y].priority - group[x].priority)
-    // `reach`: the smallest `from` over strictly higher elements; `sources`: their nodes
-    let reach = Infinity
-    let pending = Infinity
-    const sources: string[] = []
-    let level: string[] = []
-    let search: { reached: Set<string>, frontier: string[] } | undefined
-    for (let n = 0; n < order.length; n++) {
-      const e = group[order[n]]
-      if (n > 0 && e.priority < group[order[n - 1]].priority) {
-        reach = Math.min(reach, pending)
-        pending = Infinity
-        sources.push(...level)
-        level = []
-      }
-      pending = Math.min(pending, walk.from.get(e.id) ?? Infinity)
-      level.push(e.id)
-      if (sources.length === 0) continue
-      const c = await this.cutOf(walk, e.id, options)
-      if (c >= 0 && reach <= c) {
-        dropped.add(order[n])
-        continue
-      }
-      const node = walk.nodes.get(e.id)
-      if (node == null || walk.budget.left <= 0) continue
-      search ??= { reached: new Set(), frontier: [] }
-      if (this.descends(walk, search, sources, e.id, node.height)) dropped.add(order[n])
-    }
-    return dropped
-  }
-
-  /**
-   * Whether node `target` (at `height`) is reached from `sources` going down
-   * links, not through bottlenecks; `search` carries what earlier calls
-   * for lower targets of the same key reached (sources only grow)
-   */
-  private descends (walk: Walk, search: { reached: Set<string>, frontier: string[] }, sources: string[], target: string, height: number): boolean {
-    const { reached, frontier } = search
-    for (const id of sources) {
-      if (!reached.has(id)) {
-        reached.add(id)
-        frontier.push(id)
-      }
-    }
-    // expand every reached node above `height`; nodes at or below it wait for lower targets
-    const waiting: string[] = []
-    while (frontier.length > 0) {
-      const id = frontier.pop() as string
-      const node = walk.nodes.get(id)
-      if (node == null || node.bottleneck) continue
-      if (node.height <= height) {
-        waiting.push(id)
-        continue
-      }
-      if (--walk.budget.left <= 0) break
-      for (const link of node.links) {
-        if (reached.has(link)) continue
-        reached.add(link)
-        frontier.push(link)
-      }
-    }
-    frontier.push(...waiting)
-    return reached.has(target)
-  }
-
-  /**
-   * `cut` of a node, for nodes the walk did not visit too: a node compacted
-   * before (processed, block gone) is an ancestor of the previous compacted
-   * snapshot's covered head when that had a single one
-   */
-  private async cutOf (walk: Walk, id: string, options?: AbortOptions): Promise<number> {
-    const c = walk.cut.get(id)
-    if (c != null) return c
-    if (walk.compactedCut < 0) return -1
-    const cid = cidFromBlockKey(id)
-    return (await this.components.engine.isProcessed(cid, options)) && !(await this.components.blockstore.has(cid, options)) ? walk.compactedCut : -1
   }
 
   /**
@@ -575,15 +445,7 @@ export class Compaction {
   /**
    * Walks the nodes below `root`'s covered heads whose blocks are still
    * here, highest first, and returns the blocks to delete (all but the
-   * covered heads) and what `supersedes` needs to tell descent:
-   *
-   * A *bottleneck* is a node that, when popped, leaves the frontier empty:
-   * every path from the heads to anything visited after it goes through it,
-   * so every node visited after bottleneck b is an ancestor of b. For each
-   * visited node, `cut` is the index of the nearest bottleneck at or before
-   * it in the walk (-1: none), and `from` the smallest index of a bottleneck
-   * it descends from or is (Infinity: none). Node w then descends from node
-   * u whenever from(w) <= cut(u).
+   * covered heads).
    *
    * Speed: the walk itself is sequential (a node's links are known once it
    * is read), so blocks are read ahead, `READ_AHEAD` at a time, in the order
@@ -628,24 +490,12 @@ export class Compaction {
       if (node != null) queue.push(node)
     }
     queue.sort((a, b) => a.height - b.height)
-    const visited: Array<{ id: string, links: string[] }> = []
-    const nodes = new Map<string, { height: number, links: string[], bottleneck: boolean }>()
-    const cut = new Map<string, number>()
-    const bottlenecks = new Set<number>()
-    let last = -1
     while (queue.length > 0) {
       options?.signal?.throwIfAborted()
       // the highest node is last
       const node = queue.pop() as WalkNode
       const id = blockKey(node.cid)
-      if (queue.length === 0) {
-        last = visited.length
-        bottlenecks.add(last)
-      }
-      cut.set(id, last)
       const links = node.links.map(l => blockKey(l))
-      visited.push({ id, links })
-      nodes.set(id, { height: node.height, links, bottleneck: queue.length === 0 && last === visited.length - 1 })
       if (!isHead.has(id)) blocks.push(node.cid)
       readAhead(node.height)
       const children: Array<Promise<WalkNode | undefined>> = []
@@ -663,24 +513,7 @@ export class Compaction {
       }
     }
     reads.clear()
-    const from = new Map<string, number>()
-    for (let i = visited.length - 1; i >= 0; i--) {
-      let f = bottlenecks.has(i) ? i : Infinity
-      for (const l of visited[i].links) f = Math.min(f, from.get(l) ?? Infinity)
-      from.set(visited[i].id, f)
-    }
-    return { heads: heads.map(h => h.cid), blocks, cut, from, compactedCut: await this.compactedCut(cut, options), nodes, budget: { left: DESCENT_BUDGET } }
-  }
-
-  /** Nodes compacted before are ancestors of the previous compacted snapshot's covered head, when it had one: its `cut` */
-  private async compactedCut (cut: Map<string, number>, options?: AbortOptions): Promise<number> {
-    if (this.compacted == null) return -1
-    try {
-      const old = await this.readRoot(this.compacted, options)
-      return old.heads.length === 1 ? cut.get(blockKey(old.heads[0].cid)) ?? -1 : -1
-    } catch {
-      return -1
-    }
+    return { heads: heads.map(h => h.cid), blocks }
   }
 
   /**
@@ -688,14 +521,12 @@ export class Compaction {
    * blocks. `walk` is the one the snapshot was made with (from heads that
    * are the snapshot's or below them), else one from its covered heads.
    */
-  private async apply (snapshot: CID, root: SnapshotRoot, walked: Walk | undefined, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
+  private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
     const { engine, datastore, log } = this.components
     const began = Date.now()
-    const walk = walked ?? await this.walkCovered(root.heads, options)
+    const walk = await this.walkCovered(root.heads, options)
     const walkMs = Date.now() - began
-    const covered = new Set(root.heads.map(h => blockKey(h.cid)))
-    // heads the walk started from that are below the snapshot's own heads
-    const blocks = [...walk.blocks, ...walk.heads.filter(cid => !covered.has(blockKey(cid)))]
+    const blocks = [...walk.blocks]
     if (this.compacted != null && !this.compacted.equals(snapshot)) {
       // the previous compacted snapshot's blocks: the new one replaces it
       try {
@@ -706,8 +537,8 @@ export class Compaction {
       }
     }
     // The element markers to delete are found outside the merge lock (reads only): a merge meanwhile
-    // cannot make a tombstoned element live or a superseded one needed (descent is a fact of the DAG),
-    // and the only writer of an element marker is the merge of its node, which is processed already.
+    // cannot make a tombstoned element live, and the only writer of an element marker is the merge
+    // of its node, which is processed already.
     const layout = engine.layout
     const doomed: Key[] = []
     // tombstoned elements: their tombstones say all a merge needs
@@ -715,26 +546,13 @@ export class Compaction {
     for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
       tombed.add(key.toString().slice(layout.tombsPrefix.length))
     }
-    // superseded elements (see `keep`): one range scan of the element markers, grouped by key
-    const byKey = new Map<string, Array<{ key: Key, id: string, priority: number }>>()
-    for await (const pair of datastore.query({ prefix: layout.elemsPrefix + '/' }, options) as AsyncIterable<Pair>) {
-      const rest = pair.key.toString().slice(layout.elemsPrefix.length)
-      if (tombed.has(rest)) {
-        doomed.push(pair.key)
-        continue
-      }
-      const slash = rest.lastIndexOf('/')
-      const group = rest.slice(0, slash)
-      const list = byKey.get(group)
-      const element = { key: pair.key, id: rest.slice(slash), priority: decodeMarker(pair.value).priority }
-      if (list == null) byKey.set(group, [element])
-      else list.push(element)
+    // one range scan of the element markers. Elements superseded by a higher one stay: a delete
+    // made here tombstones only the elements kept here, so dropping one would leave it live on
+    // every replica that kept it, and the delete would bring its older value back there.
+    for await (const key of datastore.queryKeys({ prefix: layout.elemsPrefix + '/' }, options)) {
+      if (tombed.has(key.toString().slice(layout.elemsPrefix.length))) doomed.push(key)
     }
-    for (const live of byKey.values()) {
-      if (live.length < 2) continue
-      for (const i of await this.superseded(walk, live, options)) doomed.push(live[i].key)
-    }
-    byKey.clear()
+    tombed.clear()
     const entries = doomed.length
     await engine.exclusive(async () => {
       const tx = new WriteSet(datastore)

@@ -47,12 +47,6 @@ export interface CreateSnapshotOptions extends AbortOptions {
    * @default 262144
    */
   chunkBytes?: number
-  /**
-   * Chooses the elements to keep among all live ones (sorted by key, then
-   * id); must depend only on the merged history, so that replicas agree
-   * (compaction leaves out superseded elements, src/snapshot/compaction.ts)
-   */
-  keep?(elements: SnapshotElement[]): Promise<SnapshotElement[]>
 }
 
 interface Collected {
@@ -129,11 +123,10 @@ export async function createSnapshot (components: SnapshotComponents, options: C
   const { heads, elements, tombstones } = await components.engine.exclusive(async () => collect(components, options))
   sortRecords(elements)
   sortRecords(tombstones)
-  const kept = options.keep == null ? elements : await options.keep(elements)
 
   const blocks: SnapshotBlock[] = []
   const elementChunks: CID[] = []
-  for (const records of chunkRecords(kept, chunkBytes)) {
+  for (const records of chunkRecords(elements, chunkBytes)) {
     const block = await encodeBlock(encodeElementChunk(records))
     blocks.push(block)
     elementChunks.push(block.cid)
@@ -148,7 +141,7 @@ export async function createSnapshot (components: SnapshotComponents, options: C
     version: SNAPSHOT_VERSION,
     snapshotId: await snapshotIdOf(heads),
     heads,
-    elementCount: kept.length,
+    elementCount: elements.length,
     tombstoneCount: tombstones.length,
     elementChunks,
     tombstoneChunks
@@ -159,6 +152,6 @@ export async function createSnapshot (components: SnapshotComponents, options: C
     await components.blockstore.put(block.cid, block.bytes, options)
   }
   await components.blockstore.put(root.cid, root.bytes, options)
-  components.log('snapshot %c: %d heads, %d elements, %d tombstones in %d chunks (%d ms)', root.cid, heads.length, kept.length, tombstones.length, blocks.length, Date.now() - began)
+  components.log('snapshot %c: %d heads, %d elements, %d tombstones in %d chunks (%d ms)', root.cid, heads.length, elements.length, tombstones.length, blocks.length, Date.now() - began)
   return root.cid
 }

@@ -56,6 +56,11 @@ export interface ChaosOptions {
   convergeTimeout: number
   faults: BroadcastFaults
   store: CRDTDatastoreInit
+  /**
+   * Compaction configured on every replica (its interval policy), plus
+   * `compact()` called now and then, once with a SIGKILL while it runs
+   */
+  compaction?: { interval: number, minNodes: number }
   /** Keep the data directories */
   keep?: boolean
   log?(line: string): void
@@ -77,10 +82,21 @@ export function fullOptions (seed: number): ChaosOptions {
 export function trustedQuickOptions (seed: number): ChaosOptions {
   return { seed, replicas: 2, duration: 8_000, opsPerSecond: 8, kills: 1, partitions: 0, junk: 0, withoutSync: 0, convergeTimeout: 40_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE, trusted: true }
 }
+/** Small enough that a run compacts several times (about 12 writes a second) */
+export const CHAOS_COMPACTION = { interval: 2000, minNodes: 10 }
 
 /** The quick run for CI: 3 replicas, 4 kills */
 export function quickOptions (seed: number): ChaosOptions {
   return { seed, replicas: 3, duration: 20_000, opsPerSecond: 12, kills: 4, partitions: 1, junk: 9, withoutSync: 1, convergeTimeout: 60_000, faults: DEFAULT_FAULTS, store: DEFAULT_STORE }
+}
+
+/**
+ * The compaction run for CI: the quick run's cluster, shorter, with
+ * compaction on every replica (CHAOS_COMPACTION) and `compact()` called
+ * now and then, once cut by a SIGKILL; no junk (the quick run has it)
+ */
+export function compactionOptions (seed: number): ChaosOptions {
+  return { ...quickOptions(seed), duration: 12_000, kills: 2, junk: 0, compaction: CHAOS_COMPACTION }
 }
 
 export interface WriteRecord {
@@ -119,6 +135,13 @@ export interface ChaosSummary {
   givenUp: number
   /** Trusted runs: keys the rogue wrote, and broadcasts refused by each writer replica (over its incarnations) */
   rogue?: { writes: number, rejected: number[] }
+  /**
+   * With compaction: distinct snapshots compacted (over all replicas, seen
+   * in status polls), the most merged nodes whose blocks were gone on one
+   * replica, blocks removed by the harness's `compact()` calls, and SIGKILLs
+   * sent while a `compact()` call was in flight
+   */
+  history?: { compacted: number, gone: number, compactCalls: number, removedBlocks: number, killsDuringCompact: number }
 }
 
 export interface ChaosReport {
@@ -189,7 +212,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     kills: { random: 0, midBatch: 0, midCatchUp: 0, total: 0 },
     restarts: 0,
     partitions: 0,
-    junk: {} as Record<string, number>
+    junk: {} as Record<string, number>,
+    history: { compacted: new Set<string>(), gone: 0, compactCalls: 0, removedBlocks: 0, killsDuringCompact: 0 }
   }
   /** Fault counters of replica incarnations that have ended, plus the latest of the live ones */
   const faultTotals: FaultCounts = { received: 0, dropped: 0, duplicated: 0, delayed: 0, corrupted: 0, sent: 0 }
@@ -198,6 +222,9 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
   let chaosOver = false
   let convergeMs = -1
 
+  const historySummary = (): ChaosSummary['history'] => options.compaction == null
+    ? undefined
+    : { compacted: counts.history.compacted.size, gone: counts.history.gone, compactCalls: counts.history.compactCalls, removedBlocks: counts.history.removedBlocks, killsDuringCompact: counts.history.killsDuringCompact }
   const noteFaults = (r: ReplicaProcess, faults: FaultCounts): void => { latestFaults.set(`${r.index}.${r.incarnation}`, faults) }
   const resources = { peakRssBytes: 0, blockstoreBytes: 0 }
   const noteStatus = (r: ReplicaProcess, s: ReplicaStatus): void => {
@@ -205,6 +232,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     latestRejected.set(`${r.index}.${r.incarnation}`, s.rejectedBroadcasts ?? 0)
     resources.peakRssBytes = Math.max(resources.peakRssBytes, s.peakRssBytes ?? 0)
     resources.blockstoreBytes = Math.max(resources.blockstoreBytes, s.blockstoreBytes ?? 0)
+    if (s.history?.compacted != null) counts.history.compacted.add(s.history.compacted)
+    counts.history.gone = Math.max(counts.history.gone, s.history?.gone ?? 0)
   }
   let arrivalMs = { count: 0, p50: -1, p99: -1, max: -1 }
   let givenUpLeft = 0
@@ -230,7 +259,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       topic,
       seed: (options.seed * 7919 + r.index * 104_729 + r.incarnation * 1_299_709) >>> 0,
       faults: chaosOver || options.trusted === true ? { ...options.faults, corrupt: 0, corruptOutgoing: 0 } : options.faults,
-      store: options.store,
+      store: options.compaction == null ? options.store : { ...options.store, compaction: options.compaction },
       blocked: blockedFor(r.index),
       syncProtocol: r.index < options.replicas - (options.withoutSync ?? 0),
       writers: writersOf()
@@ -418,6 +447,38 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
   }
 
   /**
+   * Calls `compact()` on a live replica; with `kill`, SIGKILLs it while the
+   * call is in flight (after 0-40 ms), restarts it and checks its restart
+   * finished or dropped the compaction: no block deletion left listed
+   */
+  const compact = async (withKill: boolean): Promise<void> => {
+    const r = pick(alive())
+    if (r == null) return
+    r.busy = true
+    counts.history.compactCalls++
+    let settled = false
+    const call = r.request<{ removed: { blocks: number } }>({ cmd: 'compact' }, 60_000).then(result => {
+      counts.history.removedBlocks += result.removed.blocks
+    }, (err: any) => {
+      if (err.name !== 'ReplicaDiedError' && err.name !== 'SnapshotNotReadyError') violation(`compact() on replica ${r.index} failed: ${err.name}: ${err.message}`)
+    }).finally(() => { settled = true })
+    if (withKill) {
+      await sleep(between(0, 40))
+      if (!settled) counts.history.killsDuringCompact++
+      await kill(r)
+      counts.kills.random++
+      await call
+      await sleep(between(200, 1000))
+      await restart(r)
+      const s = r.alive ? await r.request<ReplicaStatus>({ cmd: 'status' }).catch(() => undefined) : undefined
+      if ((s?.history?.jobs ?? 0) > 0) violation(`replica ${r.index} reopened after a kill during compaction with ${s?.history?.jobs} block deletions still listed`)
+    } else {
+      await call
+    }
+    r.busy = false
+  }
+
+  /**
    * Splits the replicas in two. The partition is counted only once it is in
    * effect: every live replica acknowledged blocking every peer id of the
    * other side and holds no open connection to it, and each side has a live
@@ -551,6 +612,19 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       }
     })()
 
+    // compact() calls, spread over the run; the second is cut by a SIGKILL
+    const compactLoop = (async () => {
+      if (options.compaction == null) return
+      const calls = 4
+      const spacing = options.duration * 0.9 / calls
+      for (let i = 0; i < calls; i++) {
+        const due = chaosStart + spacing * (i + 0.5) + between(0, Math.floor(spacing / 3))
+        while (Date.now() < due && !chaosOver) await sleep(Math.max(0, Math.min(100, due - Date.now())))
+        if (chaosOver) break
+        await compact(i === 1)
+      }
+    })()
+
     // fault counters, polled while the run goes on
     const pollLoop = (async () => {
       while (!chaosOver) {
@@ -572,6 +646,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     await killLoop
     await junkLoop
     await partitionLoop
+    await compactLoop
     await pollLoop
 
     // --- convergence ---------------------------------------------------------
@@ -633,6 +708,11 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     if (resources.peakRssBytes > MAX_PEAK_RSS) violation(`a replica's peak RSS reached ${mb(resources.peakRssBytes)} MB (bound ${mb(MAX_PEAK_RSS)} MB)`)
     if (resources.blockstoreBytes > MAX_BLOCKSTORE) violation(`a replica's blockstore reached ${mb(resources.blockstoreBytes)} MB on disk (bound ${mb(MAX_BLOCKSTORE)} MB)`)
 
+    // --- no compaction left half done ------------------------------------------
+    statuses.forEach((s, i) => {
+      if ((s.history?.jobs ?? 0) > 0) violation(`replica ${i} has ${s.history?.jobs} block deletions of a compaction still listed after converging`)
+    })
+
     // --- clean stop, then every store reopens from its directory -------------
     const heads = statuses[0]?.heads ?? []
     for (const p of procs) {
@@ -671,7 +751,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         arrivalMs,
         ...resources,
         givenUp: givenUpLeft,
-        ...rogueSummary()
+        ...rogueSummary(),
+        history: historySummary()
       }
     }
   } catch (err: any) {
@@ -693,7 +774,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         arrivalMs,
         ...resources,
         givenUp: givenUpLeft,
-        ...rogueSummary()
+        ...rogueSummary(),
+        history: historySummary()
       }
     }
   } finally {
@@ -830,6 +912,9 @@ async function checkReopen (p: ReplicaProcess, expected: Array<[string, string]>
   try {
     await datastore.open()
     await blockstore.open()
+    let jobs = 0
+    for await (const _ of datastore.queryKeys({ prefix: `${CHAOS_NAMESPACE}/z/j/` })) jobs++ // eslint-disable-line @typescript-eslint/no-unused-vars
+    if (jobs > 0) violation(`replica ${p.index} stopped cleanly with ${jobs} block deletions of a compaction still listed`)
     const store = await createCRDTDatastore({ datastore, blockstore }, { namespace: CHAOS_NAMESPACE, repairInterval: 0 })
     try {
       if (await store.isDirty()) violation(`replica ${p.index} reopens dirty after a clean stop`)
@@ -871,6 +956,7 @@ export function formatSummary (s: ChaosSummary): string {
     `  converged in ${s.convergeMs} ms on ${s.finalKeys} keys`,
     `  honest writes arrived elsewhere in p50 ${s.arrivalMs.p50} ms, p99 ${s.arrivalMs.p99} ms, max ${s.arrivalMs.max} ms (${s.arrivalMs.count} arrivals)`,
     `  peak RSS ${mb(s.peakRssBytes)} MB, largest blockstore ${mb(s.blockstoreBytes)} MB on disk, ${s.givenUp} branches given up at the end`,
-    ...(s.rogue == null ? [] : [`  trusted: the rogue wrote ${s.rogue.writes} keys, none taken; broadcasts refused per writer replica: ${s.rogue.rejected.join(', ')}`])
+    ...(s.rogue == null ? [] : [`  trusted: the rogue wrote ${s.rogue.writes} keys, none taken; broadcasts refused per writer replica: ${s.rogue.rejected.join(', ')}`]),
+    ...(s.history == null ? [] : [`  compaction: ${s.history.compacted} snapshots compacted, up to ${s.history.gone} merged nodes' blocks gone on a replica, ${s.history.compactCalls} compact() calls removed ${s.history.removedBlocks} blocks, ${s.history.killsDuringCompact} SIGKILLs during compact()`])
   ].join('\n')
 }

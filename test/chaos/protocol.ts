@@ -63,6 +63,7 @@ export type ReplicaRequest = { id: number } & (
    * keys and values it wrote
    */
   | { cmd: 'rogue', tag: string, writer: string }
+  | { cmd: 'compact' }
   | { cmd: 'stop' }
 )
 
@@ -114,4 +115,11 @@ export interface ReplicaStatus {
   syncBlocks: number
   /** Broadcasts trusted mode refused since this incarnation started (`stats().rejectedBroadcasts`) */
   rejectedBroadcasts: number
+  /**
+   * With compaction configured: the snapshot compacted here (if any), the
+   * block deletions a compaction left listed (z/j), and the merged nodes
+   * whose blocks are no longer here (removed by compaction, or covered by
+   * an installed snapshot)
+   */
+  history?: { compacted?: string, jobs: number, gone: number }
 }

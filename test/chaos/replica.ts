@@ -57,6 +57,7 @@ const timedSyncer: DAGBlockstore = {
   has: async (cid, options) => syncer.has(cid, options),
   put: async (cid, bytes, options) => syncer.put(cid, bytes, options),
   discard: async (cid, options) => syncer.discard?.(cid, options),
+  delete: async (cid, options) => syncer.delete?.(cid, options),
   getLocal: syncer.getLocal == null ? undefined : async (cid, options) => syncer.getLocal?.(cid, options),
   async * get (cid: any, options?: any) {
     const start = performance.now()
@@ -161,8 +162,20 @@ async function status (): Promise<ReplicaStatus> {
     peakRssBytes: (peakRss = Math.max(peakRss, process.memoryUsage().rss)),
     blockstoreBytes: await dirBytes(join(config.dir, 'blocks')),
     syncBlocks: sync?.blockstore.stats.blocks ?? 0,
-    rejectedBroadcasts: store.stats().rejectedBroadcasts ?? 0
+    rejectedBroadcasts: store.stats().rejectedBroadcasts ?? 0,
+    history: config.store.compaction == null ? undefined : await historyStatus()
   }
+}
+
+async function historyStatus (): Promise<{ compacted?: string, jobs: number, gone: number }> {
+  const count = async (prefix: string): Promise<number> => {
+    let n = 0
+    for await (const _ of node.datastore.queryKeys({ prefix })) n++ // eslint-disable-line @typescript-eslint/no-unused-vars
+    return n
+  }
+  const merged = await count(`${CHAOS_NAMESPACE}/b/`)
+  const kept = (await store.historyStats()).nodes
+  return { compacted: store.stats().history.compacted?.toString(), jobs: await count(`${CHAOS_NAMESPACE}/z/j/`), gone: merged - kept }
 }
 
 async function givenUpStatus (): Promise<{ givenUp: string[], givenUpCount: number }> {
@@ -331,6 +344,10 @@ async function handle (req: ReplicaRequest): Promise<unknown> {
       const merged: string[] = []
       for (const cid of req.cids) if (await store.hasMerged(CID.parse(cid))) merged.push(cid)
       return merged
+    }
+    case 'compact': {
+      const result = await store.compact()
+      return { snapshot: result.snapshot.toString(), removed: result.removed, waiting: result.waiting }
     }
     case 'stop':
       await store.stop()

@@ -1,11 +1,11 @@
 /**
- * `npm run chaos [-- --quick] [-- --trusted] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
+ * `npm run chaos [-- --quick] [-- --trusted] [-- --compaction] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
  *
  * Runs the chaos harness (see harness.ts) and exits non-zero on any
  * violation, printing the seed that replays the run's choices.
  */
 
-import { formatSummary, fullOptions, quickOptions, runChaos, saveReport, trustedQuickOptions } from './harness.js'
+import { CHAOS_COMPACTION, compactionOptions, formatSummary, fullOptions, quickOptions, runChaos, saveReport, trustedQuickOptions } from './harness.js'
 
 function argValue (name: string): string | undefined {
   const at = process.argv.indexOf(name)
@@ -20,9 +20,12 @@ if (!Number.isInteger(seed) || seed < 0) {
   process.exit(2)
 }
 // --trusted: the writers are the replicas' keys, plus a rogue replica (issue #17); with --quick, the short run of npm test
+// --compaction: with --quick the short compaction run, else the full run with compaction on
+const compaction = process.argv.includes('--compaction')
 let preset = fullOptions
 if (quick) preset = trusted ? trustedQuickOptions : quickOptions
-const options = preset(seed)
+let options = preset(seed)
+if (compaction) options = quick ? compactionOptions(seed) : { ...options, compaction: CHAOS_COMPACTION }
 const replicas = argValue('--replicas')
 if (replicas != null) options.replicas = Number(replicas)
 const duration = argValue('--duration')
@@ -40,5 +43,5 @@ if (report.ok) {
 }
 const path = await saveReport(report)
 process.stdout.write(`${report.violations.length} violation(s); report in ${path}\n`)
-process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}${trusted ? '--trusted ' : ''}--seed ${seed}\n`)
+process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}${trusted ? '--trusted ' : ''}${options.compaction != null ? '--compaction ' : ''}--seed ${seed}\n`)
 process.exit(1)

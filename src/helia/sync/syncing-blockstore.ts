@@ -272,6 +272,12 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     return this.components.local.has(cid, options)
   }
 
+  /** Deletes a block from the node's blockstore (compaction); a pinned block stays */
+  async delete (cid: CID, options?: AbortOptions): Promise<void> {
+    this.dropHandoff(cid.toString())
+    await deleteBlock(this.components.local, cid, options)
+  }
+
   /** Fetches through streams again after `stop()` (a restarted store) */
   start (): void {
     if (this.controller.signal.aborted) this.controller = new AbortController()
