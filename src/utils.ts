@@ -21,7 +21,8 @@ export { TimeoutError }
  * is the runtime's own, unref'd, and cleared when its signal is collected,
  * so nothing here keeps the process alive. When the time runs out (and the
  * caller did not abort) the call rejects with libp2p's `TimeoutError`,
- * whatever `fn` made of the abort.
+ * whatever `fn` made of the abort; what `fn` threw is its `cause` (a DAG
+ * syncer's `NoPeersAskedError` must still be seen behind the timeout).
  */
 export async function withTimeout <T> (signal: AbortSignal | undefined, ms: number, fn: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
   if (ms <= 0) return fn(signal)
@@ -30,7 +31,7 @@ export async function withTimeout <T> (signal: AbortSignal | undefined, ms: numb
   try {
     return await fn(combined)
   } catch (err) {
-    if (timeout.aborted && signal?.aborted !== true) throw new TimeoutError(`Timed out after ${ms} ms`)
+    if (timeout.aborted && signal?.aborted !== true) throw Object.assign(new TimeoutError(`Timed out after ${ms} ms`), { cause: err })
     throw err
   } finally {
     combined.clear()

@@ -21,6 +21,8 @@ describe('withTimeout', () => {
     expect(err).to.be.an.instanceOf(TimeoutError)
     expect(err).to.have.property('name', 'TimeoutError')
     expect(err).to.have.property('message', 'Timed out after 20 ms')
+    // what the callee threw stays reachable (the walker looks for a DAG syncer's NoPeersAskedError behind it)
+    expect(err).to.have.nested.property('cause.name', 'AbortError')
   })
 
   it('a caller\'s abort is the callee\'s error, not a timeout', async () => {
