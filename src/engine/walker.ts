@@ -17,6 +17,16 @@
  * is asked for, pushed back by each child that does arrive. A node linking many blocks
  * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
  *
+ * A remote node is merged only once the priorities its links claim are
+ * known (see engine.ts): when the engine answers `LinksNeeded`, the walk
+ * fetches those links (the next level it walks anyway; they share one
+ * deadline, each in its own slot), merges the node, then hands the
+ * decoded links on to their own merges, up to `MAX_HANDED_BYTES` of blocks
+ * per node, so no block is fetched twice. Until then the node keeps its
+ * `w/` record, and a link that cannot be fetched counts as a failed fetch
+ * of the node waiting for it (a malformed link gives no bound and is given
+ * up on its own later).
+ *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
  * against it; one the shared deadline ran out on before it was asked (it
  * waited for a slot behind siblings nobody has) counts too but cannot give
@@ -31,8 +41,8 @@
 import PQueue from 'p-queue'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
-import { MALFORMED_REASON } from './engine.js'
-import type { BlockGetter, Engine, FetchOptions } from './engine.js'
+import { LinksNeeded, MALFORMED_REASON } from './engine.js'
+import type { BlockGetter, Engine, FetchOptions, LinkBlock, RunResult } from './engine.js'
 import type { DAGBlockstore, SyncProgressEvents } from '../interfaces.js'
 import type { SyncProgress } from './sync-meter.js'
 import type { DecodedNode } from '../codec/dag-node.js'
@@ -46,6 +56,13 @@ import type { ProgressOptions } from 'progress-events'
  * shared deadline is not asked for at all
  */
 const MIN_SHARE = 0.1
+
+/**
+ * Bytes of fetched link blocks kept decoded per waiting node to be handed
+ * on to their merges; past it only their priorities are kept (the blocks
+ * are read again when walked)
+ */
+const MAX_HANDED_BYTES = 4 * 1024 * 1024
 
 /** Fetch errors of siblings never asked for: they never give their branch up (see `recordFetchFailure`) */
 const NOT_ASKED = new WeakSet<Error>()
@@ -140,19 +157,33 @@ export class Walker {
         this.outstanding++
         queue.add(async () => {
           await this.slots.acquire(options)
+          let held = true
           try {
             options?.signal?.throwIfAborted()
             const node = known ?? await this.fetchSibling(cid, via, siblings, options)
             // the nodes below it already at hand are merged in the same batch
-            const run = await this.engine.processRun(node, { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore })
+            const runOptions = { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore }
+            let run: RunResult
+            try {
+              run = await this.engine.processRun(node, runOptions)
+            } catch (err) {
+              if (!(err instanceof LinksNeeded)) throw err
+              // its links' blocks decide whether it may be merged: fetch them, each in a slot of its own
+              this.slots.release()
+              held = false
+              const links = await this.fetchLinks(err.links, via, options)
+              await this.slots.acquire(options)
+              held = true
+              run = await this.engine.processRun(node, { ...runOptions, links })
+            }
             const { children } = run
             for (const merged of run.nodes) this.progress?.merged(merged, options)
             const group = this.siblings()
             for (const child of children) {
-              schedule(child, depth + 1, undefined, group)
+              schedule(child, depth + 1, run.known.get(child.toString()), group)
             }
           } finally {
-            this.slots.release()
+            if (held) this.slots.release()
           }
         }, { priority: depth })
           .catch(async (err: Error) => {
@@ -196,6 +227,41 @@ export class Walker {
     if (errors.length > 0) {
       throw errors[0]
     }
+  }
+
+  /**
+   * Fetches the links a node waits for, sharing one deadline, each in a slot
+   * of its own: their claimed priorities, and the decoded nodes within
+   * `MAX_HANDED_BYTES`. A malformed link claims nothing (priority 0); any
+   * other failure fails the node waiting for it.
+   */
+  private async fetchLinks (cids: CID[], via: { getter: BlockGetter }, options?: WalkOptions): Promise<Map<string, LinkBlock>> {
+    const group = this.siblings()
+    const out = new Map<string, LinkBlock>()
+    let kept = 0
+    const results = await Promise.allSettled(cids.map(async cid => {
+      await this.slots.acquire(options)
+      try {
+        const node = await this.fetchSibling(cid, via, group, options)
+        const size = node.size ?? 0
+        if (kept + size <= MAX_HANDED_BYTES) {
+          kept += size
+          out.set(cid.toString(), { priority: node.delta.priority, node })
+        } else {
+          out.set(cid.toString(), { priority: node.delta.priority })
+        }
+      } catch (err) {
+        if (!isMalformed(err)) throw err
+        this.log('link %c of a waiting node is malformed: it gives no priority bound - %e', cid, err)
+        out.set(cid.toString(), { priority: 0 })
+      } finally {
+        this.slots.release()
+      }
+    }))
+    for (const result of results) {
+      if (result.status === 'rejected') throw result.reason
+    }
+    return out
   }
 
   private siblings (): Siblings {
