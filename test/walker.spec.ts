@@ -199,14 +199,45 @@ describe('Walker', () => {
 
   it('an aborted walk rejects and counts no failed fetch', async () => {
     const missing = await add(delta(1, [['/m', '1']]), [], false)
-    const top = await add(delta(2, [['/t', '1']]), [missing])
+    const ok = await add(delta(1, [['/ok', '1']]))
+    const top = await add(delta(2, [['/t', '1']]), [missing, ok])
     const walker = makeWalker(source, { dagSyncerTimeout: 0 })
     const controller = new AbortController()
     setTimeout(() => { controller.abort() }, 50)
     await expect(walker.walk([await start(top)], { signal: controller.signal })).to.eventually.be.rejected()
-    expect([...await ds.get(engine.layout.pendingKey(blockKey(missing)))]).to.deep.equal([0])
+    // it waited for its links' fetches to settle: not merged, its ROOT record as it was
+    expect([...await ds.get(engine.layout.pendingKey(blockKey(top)))]).to.deep.equal([1])
+    expect(await engine.isPending(missing)).to.be.false()
     expect(await engine.givenUp()).to.deep.equal([])
     expect(walker.walks).to.equal(0)
+  })
+
+  it('a node waits for the links that decide its priority: merged once they arrive, its record kept and counted while they do not', async () => {
+    const missing = await add(delta(1, [['/m', '1']]), [], false)
+    const top = await add(delta(2, [['/t', '1']]), [missing])
+    const walker = makeWalker(source, { dagSyncerTimeout: 50 })
+    await expect(walker.walk([await start(top)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+    // not merged: its ROOT record stays, with one failed fetch really asked; the link has no record
+    expect(await value('/t')).to.be.undefined()
+    expect([...await ds.get(engine.layout.pendingKey(blockKey(top)))]).to.deep.equal([1, 1, 1])
+    expect(await engine.isPending(missing)).to.be.false()
+    expect(engine.reserve(top)).to.be.true()
+    engine.release(top)
+    // the link arrives: the repair's walk merges both, the link fetched once
+    const { cid, bytes } = await encodeNode(delta(1, [['/m', '1']]), [])
+    expect(cid.toString()).to.equal(missing.toString())
+    await source.put(cid, bytes)
+    source.asked.length = 0
+    await walker.walk([await start(top)])
+    expect(await value('/t')).to.equal('1')
+    expect(await value('/m')).to.equal('1')
+    expect(source.asked.map(x => x.cid)).to.deep.equal([top, missing].map(String))
+    expect(await engine.pendingBranches()).to.deep.equal([])
+    // given up with its link after maxFetchAttempts (2)
+    const lost = await add(delta(1, [['/l', '1']]), [], false)
+    const waiting = await add(delta(2, [['/w', '1']]), [lost])
+    for (let i = 0; i < 2; i++) await expect(walker.walk([await start(waiting)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+    expect((await engine.givenUp()).map(g => g.cid.toString())).to.deep.equal([waiting.toString()])
   })
 
   it('the children of one node share one deadline; with dagSyncerTimeout 0 they wait forever', async () => {
@@ -230,7 +261,9 @@ describe('Walker', () => {
 
   it('siblings whose shared deadline ran out fail without being asked for', async () => {
     const missing = await Promise.all([1, 2, 3].map(async i => add(delta(1, [[`/m${i}`, '1']]), [], false)))
-    const top = await add(delta(2, [['/t', '1']]), missing)
+    // `ok` allows the top's claim, so it is merged and the missing links become branches of their own
+    const ok = await add(delta(1, [['/ok', '1']]))
+    const top = await add(delta(2, [['/t', '1']]), [ok, ...missing])
     // one worker: the siblings are fetched one after another, the first uses up the deadline
     const walker = makeWalker(source, { dagSyncerTimeout: 50, numWorkers: 1 })
     await expect(walker.walk([await start(top)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')

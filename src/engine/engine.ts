@@ -42,12 +42,18 @@
  * so a crash or a link nobody has leaves it on the frontier for repair,
  * and it is given up with its link after `maxFetchAttempts`.
  *
+ * Only the links needed are read: one link whose claim allows the node's
+ * decides (the predicate is the same whatever else is known), so an honest
+ * node whose greatest link arrived is merged even if another link never
+ * does. A node that claims at most 1 needs none.
+ *
  * Consequences, by design: a node claiming less than allowed is accepted
  * (it only loses ties for its own elements; go writes no such node, old
  * nodes without Data claim 0). A link whose block is malformed, and the
- * links refused at decode (`refusedLinks`: no replica can read them), give
- * no bound: with refused links the check is skipped, as their claims are
- * unknowable. An over-claiming node is refused, but a node linking it that
+ * links refused at decode (`refusedLinks`: no replica can read them), have
+ * unknowable claims, so they bound nothing (with refused links the check
+ * is skipped): a hostile node can still claim MAX_PRIORITY that way, which
+ * only decides ties. An over-claiming node is refused, but a node linking it that
  * claims its claim + 1 is accepted everywhere: deterministic, and it only
  * decides ties; local writes saturate at MAX_PRIORITY, so writing on top of
  * any accepted node stays possible.
@@ -102,8 +108,9 @@ export interface RunOptions extends AbortOptions, ProgressOptions {
 
 /**
  * A link's block as far as the priority check needs it: the priority it
- * claims (0 when it is malformed: it gives no bound), and the decoded node
- * when it is kept to be handed on to the walk
+ * claims (MAX_PRIORITY for a malformed block, whose claim is unknowable: it
+ * bounds nothing), and the decoded node when it is kept to be handed on to
+ * the walk
  */
 export interface LinkBlock {
   priority: number

@@ -17,15 +17,16 @@
  * is asked for, pushed back by each child that does arrive. A node linking many blocks
  * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
  *
- * A remote node is merged only once the priorities its links claim are
- * known (see engine.ts): when the engine answers `LinksNeeded`, the walk
+ * A remote node is merged only once the priorities its links claim decide
+ * its own (see engine.ts): when the engine answers `LinksNeeded`, the walk
  * fetches those links (the next level it walks anyway; they share one
- * deadline, each in its own slot), merges the node, then hands the
- * decoded links on to their own merges, up to `MAX_HANDED_BYTES` of blocks
- * per node, so no block is fetched twice. Until then the node keeps its
- * `w/` record, and a link that cannot be fetched counts as a failed fetch
- * of the node waiting for it (a malformed link gives no bound and is given
- * up on its own later).
+ * deadline, each in its own slot), merges the node, then hands each link
+ * on to its own merge: decoded (up to `MAX_HANDED_BYTES` of blocks per
+ * node), or with the error its fetch failed with, so no block is asked for
+ * twice in a walk. A node whose claim the links that did arrive allow is
+ * merged; one still undecided keeps its `w/` record and fails with the
+ * first failed fetch of its links, counted against it. A malformed link
+ * bounds nothing (its claim is unknowable) and is given up on its own.
  *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
  * against it; one the shared deadline ran out on before it was asked (it
@@ -39,6 +40,7 @@
  */
 
 import PQueue from 'p-queue'
+import { MAX_PRIORITY } from '../codec/delta.js'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
 import { LinksNeeded, MALFORMED_REASON } from './engine.js'
@@ -97,6 +99,12 @@ interface Siblings {
   deadline?: number
 }
 
+/** The failure that fails a node whose links did not arrive: a fetch really asked before one that was not; never a malformed link's */
+function firstFailure (failures: Map<string, Error>): Error | undefined {
+  const fetches = [...failures.values()].filter(err => !isMalformed(err))
+  return fetches.find(err => !NOT_ASKED.has(err)) ?? fetches[0]
+}
+
 export class Walker {
   private readonly engine: Engine
   private readonly blockstore: DAGBlockstore
@@ -152,10 +160,12 @@ export class Walker {
     await new Promise<void>(resolve => {
       let outstanding = 0
 
-      const schedule = (cid: CID, depth: number, known: DecodedNode | undefined, siblings: Siblings): void => {
+      const schedule = (cid: CID, depth: number, known: DecodedNode | undefined, siblings: Siblings, failed?: Error): void => {
         outstanding++
         this.outstanding++
         queue.add(async () => {
+          // fetched as a link of its parent already, and failed: counted once, not asked again in this walk
+          if (failed != null) throw failed
           await this.slots.acquire(options)
           let held = true
           try {
@@ -164,6 +174,7 @@ export class Walker {
             // the nodes below it already at hand are merged in the same batch
             const runOptions = { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore }
             let run: RunResult
+            let failures: Map<string, Error> | undefined
             try {
               run = await this.engine.processRun(node, runOptions)
             } catch (err) {
@@ -171,16 +182,24 @@ export class Walker {
               // its links' blocks decide whether it may be merged: fetch them, each in a slot of its own
               this.slots.release()
               held = false
-              const links = await this.fetchLinks(err.links, via, options)
+              const fetched = await this.fetchLinks(err.links, via, options)
+              failures = fetched.failures
               await this.slots.acquire(options)
               held = true
-              run = await this.engine.processRun(node, { ...runOptions, links })
+              try {
+                run = await this.engine.processRun(node, { ...runOptions, links: fetched.links })
+              } catch (again) {
+                // still undecided: the links that did not arrive were needed
+                if (again instanceof LinksNeeded) throw firstFailure(fetched.failures) ?? again
+                throw again
+              }
             }
             const { children } = run
             for (const merged of run.nodes) this.progress?.merged(merged, options)
             const group = this.siblings()
             for (const child of children) {
-              schedule(child, depth + 1, run.known.get(child.toString()), group)
+              const key = child.toString()
+              schedule(child, depth + 1, run.known.get(key), group, failures?.get(key))
             }
           } finally {
             if (held) this.slots.release()
@@ -232,36 +251,35 @@ export class Walker {
   /**
    * Fetches the links a node waits for, sharing one deadline, each in a slot
    * of its own: their claimed priorities, and the decoded nodes within
-   * `MAX_HANDED_BYTES`. A malformed link claims nothing (priority 0); any
-   * other failure fails the node waiting for it.
+   * `MAX_HANDED_BYTES`; the errors of those that failed, by CID string. A
+   * malformed link's claim is unknowable: it bounds nothing (MAX_PRIORITY),
+   * as links refused at decode. Rejects only when aborted.
    */
-  private async fetchLinks (cids: CID[], via: { getter: BlockGetter }, options?: WalkOptions): Promise<Map<string, LinkBlock>> {
+  private async fetchLinks (cids: CID[], via: { getter: BlockGetter }, options?: WalkOptions): Promise<{ links: Map<string, LinkBlock>, failures: Map<string, Error> }> {
     const group = this.siblings()
-    const out = new Map<string, LinkBlock>()
+    const links = new Map<string, LinkBlock>()
+    const failures = new Map<string, Error>()
     let kept = 0
-    const results = await Promise.allSettled(cids.map(async cid => {
+    await Promise.all(cids.map(async cid => {
       await this.slots.acquire(options)
       try {
         const node = await this.fetchSibling(cid, via, group, options)
         const size = node.size ?? 0
         if (kept + size <= MAX_HANDED_BYTES) {
           kept += size
-          out.set(cid.toString(), { priority: node.delta.priority, node })
+          links.set(cid.toString(), { priority: node.delta.priority, node })
         } else {
-          out.set(cid.toString(), { priority: node.delta.priority })
+          links.set(cid.toString(), { priority: node.delta.priority })
         }
-      } catch (err) {
-        if (!isMalformed(err)) throw err
-        this.log('link %c of a waiting node is malformed: it gives no priority bound - %e', cid, err)
-        out.set(cid.toString(), { priority: 0 })
+      } catch (err: any) {
+        options?.signal?.throwIfAborted()
+        failures.set(cid.toString(), err)
+        if (isMalformed(err)) links.set(cid.toString(), { priority: MAX_PRIORITY })
       } finally {
         this.slots.release()
       }
     }))
-    for (const result of results) {
-      if (result.status === 'rejected') throw result.reason
-    }
-    return out
+    return { links, failures }
   }
 
   private siblings (): Siblings {
