@@ -621,7 +621,11 @@ export class Engine {
    * of blocks). Returns the children the caller reserved and must walk
    * next: those the run did not reach. A node of the run refused as
    * malformed is left out (the run is redone without it) and handed back
-   * as a child, so the walk meets it alone and gives it up as usual.
+   * as a child, so the walk meets it alone and gives it up as usual; one
+   * whose priority its links at hand cannot decide is handed back too
+   * (decoded, in `known`). The given node itself rejects with `LinksNeeded`
+   * then, having changed nothing: the caller fetches those links and passes
+   * them in `options.links`.
    */
   async processRun (node: DecodedNode, options?: RunOptions): Promise<RunResult> {
     return this.lock.add(async () => {

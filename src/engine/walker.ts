@@ -22,10 +22,12 @@
  * fetches those links (the next level it walks anyway; they share one
  * deadline, each in its own slot), merges the node, then hands each link
  * on to its own merge: decoded (up to `MAX_HANDED_BYTES` of blocks per
- * node), or with the error its fetch failed with, so no block is asked for
- * twice in a walk. A node whose claim the links that did arrive allow is
- * merged; one still undecided keeps its `w/` record and fails with the
- * first failed fetch of its links, counted against it. A malformed link
+ * node), with the error its fetch failed with, or as the fetch still under
+ * way, so no block is asked for twice in a walk. The node is merged as soon
+ * as one arrived link allows its claim (an honest node is not held up by a
+ * junk link beside its real ones); one that stays undecided once all its
+ * link fetches settled keeps its `w/` record and fails with the first
+ * failed fetch of its links, counted against it. A malformed link
  * bounds nothing (its claim is unknowable) and is given up on its own.
  *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
@@ -99,6 +101,14 @@ interface Siblings {
   deadline?: number
 }
 
+/** What fetching the links of a waiting node brought, by CID string */
+interface LinkFetch {
+  links: Map<string, LinkBlock>
+  failures: Map<string, Error>
+  /** Fetches still under way once the node was decided */
+  pending: Map<string, Promise<DecodedNode>>
+}
+
 /** The failure that fails a node whose links did not arrive: a fetch really asked before one that was not; never a malformed link's */
 function firstFailure (failures: Map<string, Error>): Error | undefined {
   const fetches = [...failures.values()].filter(err => !isMalformed(err))
@@ -160,12 +170,17 @@ export class Walker {
     await new Promise<void>(resolve => {
       let outstanding = 0
 
-      const schedule = (cid: CID, depth: number, known: DecodedNode | undefined, siblings: Siblings, failed?: Error): void => {
+      const schedule = (cid: CID, depth: number, known: DecodedNode | undefined, siblings: Siblings, fetched?: LinkFetch): void => {
         outstanding++
         this.outstanding++
         queue.add(async () => {
-          // fetched as a link of its parent already, and failed: counted once, not asked again in this walk
-          if (failed != null) throw failed
+          // fetched as a link of its parent already (or still being fetched): not asked again in this walk, a failure counted once
+          const key = cid.toString()
+          known ??= fetched?.links.get(key)?.node
+          const failed = fetched?.failures.get(key)
+          if (known == null && failed != null) throw failed
+          const inFlight = known == null ? fetched?.pending.get(key) : undefined
+          if (inFlight != null) known = await inFlight
           await this.slots.acquire(options)
           let held = true
           try {
@@ -174,7 +189,7 @@ export class Walker {
             // the nodes below it already at hand are merged in the same batch
             const runOptions = { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore }
             let run: RunResult
-            let failures: Map<string, Error> | undefined
+            let fetched: LinkFetch | undefined
             try {
               run = await this.engine.processRun(node, runOptions)
             } catch (err) {
@@ -182,8 +197,7 @@ export class Walker {
               // its links' blocks decide whether it may be merged: fetch them, each in a slot of its own
               this.slots.release()
               held = false
-              const fetched = await this.fetchLinks(err.links, via, options)
-              failures = fetched.failures
+              fetched = await this.fetchLinks(err.links, node.delta.priority, via, options)
               await this.slots.acquire(options)
               held = true
               try {
@@ -198,8 +212,7 @@ export class Walker {
             for (const merged of run.nodes) this.progress?.merged(merged, options)
             const group = this.siblings()
             for (const child of children) {
-              const key = child.toString()
-              schedule(child, depth + 1, run.known.get(key), group, failures?.get(key))
+              schedule(child, depth + 1, run.known.get(child.toString()), group, fetched)
             }
           } finally {
             if (held) this.slots.release()
@@ -250,36 +263,53 @@ export class Walker {
 
   /**
    * Fetches the links a node waits for, sharing one deadline, each in a slot
-   * of its own: their claimed priorities, and the decoded nodes within
-   * `MAX_HANDED_BYTES`; the errors of those that failed, by CID string. A
-   * malformed link's claim is unknowable: it bounds nothing (MAX_PRIORITY),
-   * as links refused at decode. Rejects only when aborted.
+   * of its own, until one of them allows the node's `priority` or all
+   * settled: their claimed priorities, with the decoded nodes within
+   * `MAX_HANDED_BYTES`; the errors of those that failed; the fetches still
+   * under way (their children's merges wait for them rather than ask
+   * again). A malformed link's claim is unknowable: it bounds nothing
+   * (MAX_PRIORITY), as links refused at decode. Rejects only when aborted.
    */
-  private async fetchLinks (cids: CID[], via: { getter: BlockGetter }, options?: WalkOptions): Promise<{ links: Map<string, LinkBlock>, failures: Map<string, Error> }> {
+  private async fetchLinks (cids: CID[], priority: number, via: { getter: BlockGetter }, options?: WalkOptions): Promise<LinkFetch> {
     const group = this.siblings()
-    const links = new Map<string, LinkBlock>()
-    const failures = new Map<string, Error>()
+    const out: LinkFetch = { links: new Map(), failures: new Map(), pending: new Map() }
     let kept = 0
-    await Promise.all(cids.map(async cid => {
-      await this.slots.acquire(options)
-      try {
-        const node = await this.fetchSibling(cid, via, group, options)
+    let left = cids.length
+    let wake = (): void => {}
+    for (const cid of cids) {
+      const key = cid.toString()
+      const fetch = (async () => {
+        await this.slots.acquire(options)
+        try {
+          return await this.fetchSibling(cid, via, group, options)
+        } finally {
+          this.slots.release()
+        }
+      })()
+      out.pending.set(key, fetch)
+      fetch.then(node => {
         const size = node.size ?? 0
         if (kept + size <= MAX_HANDED_BYTES) {
           kept += size
-          links.set(cid.toString(), { priority: node.delta.priority, node })
+          out.links.set(key, { priority: node.delta.priority, node })
         } else {
-          links.set(cid.toString(), { priority: node.delta.priority })
+          out.links.set(key, { priority: node.delta.priority })
         }
-      } catch (err: any) {
-        options?.signal?.throwIfAborted()
-        failures.set(cid.toString(), err)
-        if (isMalformed(err)) links.set(cid.toString(), { priority: MAX_PRIORITY })
-      } finally {
-        this.slots.release()
-      }
-    }))
-    return { links, failures }
+      }, (err: Error) => {
+        out.failures.set(key, err)
+        if (isMalformed(err)) out.links.set(key, { priority: MAX_PRIORITY })
+      }).finally(() => {
+        out.pending.delete(key)
+        left--
+        wake()
+      })
+    }
+    const decided = (): boolean => [...out.links.values()].some(link => Math.min(link.priority + 1, MAX_PRIORITY) >= priority)
+    while (left > 0 && !decided()) {
+      await new Promise<void>(resolve => { wake = resolve })
+    }
+    options?.signal?.throwIfAborted()
+    return out
   }
 
   private siblings (): Siblings {
