@@ -223,6 +223,16 @@ export interface EngineInit {
   onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
 }
 
+/** The decoded blocks of `cids` among those read */
+function decodedOf (cids: CID[], seen: Map<string, { node: DecodedNode }>): Map<string, DecodedNode> {
+  const out = new Map<string, DecodedNode>()
+  for (const cid of cids) {
+    const found = seen.get(cid.toString())
+    if (found != null) out.set(cid.toString(), found.node)
+  }
+  return out
+}
+
 export class Engine {
   public readonly set: ORSet
   public readonly heads: Heads
@@ -661,25 +671,7 @@ export class Engine {
     let bytes = 0
     // taken off the stack and being staged
     let current: CID | undefined
-    // blocks read by this run (links looked up for the priority check, or given): each is read once
-    const seen = new Map<string, { node: DecodedNode, size: number }>()
-    const given = new Map<string, number>()
-    for (const [key, link] of options?.links ?? []) {
-      if (link.node != null) seen.set(key, { node: link.node, size: link.node.size ?? 0 })
-      else given.set(key, link.priority)
-    }
-    const store = options?.local ?? this.blockstore
-    const claimed = async (cid: CID): Promise<number | undefined> => {
-      const key = cid.toString()
-      const known = given.get(key)
-      if (known != null) return known
-      let found = seen.get(key)
-      if (found == null) {
-        found = await this.localNode(cid, store, options)
-        if (found != null) seen.set(key, found)
-      }
-      return found?.node.delta.priority
-    }
+    const { seen, claimed } = this.linkReader(options)
     const stage = async (node: DecodedNode): Promise<void> => {
       const result = await this.stage(tx, node, false, options, undefined, claimed)
       merged.push({ node, changes: result.changes, skipped: result.skipped === true })
@@ -732,12 +724,36 @@ export class Engine {
       this.onChanges(nodeChanges, { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, local: false })
     }
     const nodes = merged.filter(m => !m.skipped).map(m => m.node)
-    const known = new Map<string, DecodedNode>()
-    for (const cid of children) {
-      const found = seen.get(cid.toString())
-      if (found != null) known.set(cid.toString(), found.node)
+    return { children, changes, merged: nodes.length, nodes, known: decodedOf(children, seen) }
+  }
+
+  /**
+   * What a run knows of the blocks it reads (links looked up for the
+   * priority check, or given by the caller), so each is read once, and how
+   * it reads a link's claimed priority: given, read already, or at hand
+   * locally (`options.local`, else the engine's blockstore); undefined when
+   * it is none of these
+   */
+  private linkReader (options?: RunOptions): { seen: Map<string, { node: DecodedNode, size: number }>, claimed(cid: CID): Promise<number | undefined> } {
+    const seen = new Map<string, { node: DecodedNode, size: number }>()
+    const given = new Map<string, number>()
+    for (const [key, link] of options?.links ?? []) {
+      if (link.node != null) seen.set(key, { node: link.node, size: link.node.size ?? 0 })
+      else given.set(key, link.priority)
     }
-    return { children, changes, merged: nodes.length, nodes, known }
+    const store = options?.local ?? this.blockstore
+    const claimed = async (cid: CID): Promise<number | undefined> => {
+      const key = cid.toString()
+      const known = given.get(key)
+      if (known != null) return known
+      let found = seen.get(key)
+      if (found == null) {
+        found = await this.localNode(cid, store, options)
+        if (found != null) seen.set(key, found)
+      }
+      return found?.node.delta.priority
+    }
+    return { seen, claimed }
   }
 
   /** Runs `fn` under the merge lock */

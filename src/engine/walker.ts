@@ -101,6 +101,20 @@ interface Siblings {
   deadline?: number
 }
 
+/**
+ * A node fetched as a link of its parent already, or still being fetched:
+ * not asked again in this walk, and a failure is counted once (thrown here)
+ */
+async function handedOn (cid: CID, fetched?: LinkFetch): Promise<DecodedNode | undefined> {
+  if (fetched == null) return undefined
+  const key = cid.toString()
+  const node = fetched.links.get(key)?.node
+  if (node != null) return node
+  const failed = fetched.failures.get(key)
+  if (failed != null) throw failed
+  return fetched.pending.get(key)
+}
+
 /** What fetching the links of a waiting node brought, by CID string */
 interface LinkFetch {
   links: Map<string, LinkBlock>
@@ -174,48 +188,20 @@ export class Walker {
         outstanding++
         this.outstanding++
         queue.add(async () => {
-          // fetched as a link of its parent already (or still being fetched): not asked again in this walk, a failure counted once
-          const key = cid.toString()
-          known ??= fetched?.links.get(key)?.node
-          const failed = fetched?.failures.get(key)
-          if (known == null && failed != null) throw failed
-          const inFlight = known == null ? fetched?.pending.get(key) : undefined
-          if (inFlight != null) known = await inFlight
+          known ??= await handedOn(cid, fetched)
           await this.slots.acquire(options)
-          let held = true
+          const slot = { held: true }
           try {
             options?.signal?.throwIfAborted()
             const node = known ?? await this.fetchSibling(cid, via, siblings, options)
-            // the nodes below it already at hand are merged in the same batch
-            const runOptions = { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore }
-            let run: RunResult
-            let fetched: LinkFetch | undefined
-            try {
-              run = await this.engine.processRun(node, runOptions)
-            } catch (err) {
-              if (!(err instanceof LinksNeeded)) throw err
-              // its links' blocks decide whether it may be merged: fetch them, each in a slot of its own
-              this.slots.release()
-              held = false
-              fetched = await this.fetchLinks(err.links, node.delta.priority, via, options)
-              await this.slots.acquire(options)
-              held = true
-              try {
-                run = await this.engine.processRun(node, { ...runOptions, links: fetched.links })
-              } catch (again) {
-                // still undecided: the links that did not arrive were needed
-                if (again instanceof LinksNeeded) throw firstFailure(fetched.failures) ?? again
-                throw again
-              }
-            }
-            const { children } = run
+            const { run, links } = await this.merge(node, via, slot, options)
             for (const merged of run.nodes) this.progress?.merged(merged, options)
             const group = this.siblings()
-            for (const child of children) {
-              schedule(child, depth + 1, run.known.get(child.toString()), group, fetched)
+            for (const child of run.children) {
+              schedule(child, depth + 1, run.known.get(child.toString()), group, links)
             }
           } finally {
-            if (held) this.slots.release()
+            if (slot.held) this.slots.release()
           }
         }, { priority: depth })
           .catch(async (err: Error) => {
@@ -262,6 +248,36 @@ export class Walker {
   }
 
   /**
+   * Merges a node and the nodes below it at hand (a run). When it waits for
+   * links (`LinksNeeded`), gives up the slot it holds while it fetches them,
+   * then tries again; still undecided, it fails with the first failed fetch
+   * of the links it needed.
+   */
+  private async merge (node: DecodedNode, via: { getter: BlockGetter }, slot: { held: boolean }, options?: WalkOptions): Promise<{ run: RunResult, links?: LinkFetch }> {
+    // the nodes below it already at hand are merged in the same batch
+    const runOptions = { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore }
+    let needed: CID[]
+    try {
+      return { run: await this.engine.processRun(node, runOptions) }
+    } catch (err) {
+      if (!(err instanceof LinksNeeded)) throw err
+      needed = err.links
+    }
+    // its links' blocks decide whether it may be merged: fetch them, each in a slot of its own
+    this.slots.release()
+    slot.held = false
+    const links = await this.fetchLinks(needed, node.delta.priority, via, options)
+    await this.slots.acquire(options)
+    slot.held = true
+    try {
+      return { run: await this.engine.processRun(node, { ...runOptions, links: links.links }), links }
+    } catch (again) {
+      if (again instanceof LinksNeeded) throw firstFailure(links.failures) ?? again
+      throw again
+    }
+  }
+
+  /**
    * Fetches the links a node waits for, sharing one deadline, each in a slot
    * of its own, until one of them allows the node's `priority` or all
    * settled: their claimed priorities, with the decoded nodes within
@@ -273,10 +289,22 @@ export class Walker {
   private async fetchLinks (cids: CID[], priority: number, via: { getter: BlockGetter }, options?: WalkOptions): Promise<LinkFetch> {
     const group = this.siblings()
     const out: LinkFetch = { links: new Map(), failures: new Map(), pending: new Map() }
-    let kept = 0
-    let left = cids.length
-    let wake = (): void => {}
-    for (const cid of cids) {
+    const state = { kept: 0, left: cids.length, wake: (): void => {} }
+    const settled = (key: string, node?: DecodedNode, err?: Error): void => {
+      if (node != null) {
+        const size = node.size ?? 0
+        const keep = state.kept + size <= MAX_HANDED_BYTES
+        if (keep) state.kept += size
+        out.links.set(key, keep ? { priority: node.delta.priority, node } : { priority: node.delta.priority })
+      } else if (err != null) {
+        out.failures.set(key, err)
+        if (isMalformed(err)) out.links.set(key, { priority: MAX_PRIORITY })
+      }
+      out.pending.delete(key)
+      state.left--
+      state.wake()
+    }
+    cids.forEach(cid => {
       const key = cid.toString()
       const fetch = (async () => {
         await this.slots.acquire(options)
@@ -287,26 +315,11 @@ export class Walker {
         }
       })()
       out.pending.set(key, fetch)
-      fetch.then(node => {
-        const size = node.size ?? 0
-        if (kept + size <= MAX_HANDED_BYTES) {
-          kept += size
-          out.links.set(key, { priority: node.delta.priority, node })
-        } else {
-          out.links.set(key, { priority: node.delta.priority })
-        }
-      }, (err: Error) => {
-        out.failures.set(key, err)
-        if (isMalformed(err)) out.links.set(key, { priority: MAX_PRIORITY })
-      }).finally(() => {
-        out.pending.delete(key)
-        left--
-        wake()
-      })
-    }
+      fetch.then(node => { settled(key, node) }, (err: Error) => { settled(key, undefined, err) })
+    })
     const decided = (): boolean => [...out.links.values()].some(link => Math.min(link.priority + 1, MAX_PRIORITY) >= priority)
-    while (left > 0 && !decided()) {
-      await new Promise<void>(resolve => { wake = resolve })
+    while (state.left > 0 && !decided()) {
+      await new Promise<void>(resolve => { state.wake = resolve })
     }
     options?.signal?.throwIfAborted()
     return out
