@@ -117,15 +117,17 @@ describe('core behaviours a planted bug must break', () => {
       await reader.store.receive(announce(top.cid))
 
       expect(blockstore.served).to.be.greaterThan(0)
-      expect(await valueOf(reader, new Key('/top'))).to.equal('top')
+      // top waits for its link (whose claim bounds top's): nothing merged, top pending (and adopted as the head)
+      expect(await valueOf(reader, new Key('/top'))).to.equal(undefined)
       expect(await valueOf(reader)).to.equal(undefined)
-      expect((await reader.store.pendingBranches()).map(String)).to.deep.equal([below.cid.toString()])
+      expect((await reader.store.pendingBranches()).map(String)).to.deep.equal([top.cid.toString()])
       expect(await reader.store.isDirty()).to.equal(true)
       expect(cids(reader)).to.deep.equal([top.cid.toString()])
 
       blockstore.forgeries.clear()
       await reader.store.repair()
       expect(await valueOf(reader)).to.equal('true')
+      expect(await valueOf(reader, new Key('/top'))).to.equal('top')
       expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
       expect(await reader.store.isDirty()).to.equal(false)
       expect(cids(reader)).to.deep.equal([top.cid.toString()])
@@ -262,15 +264,20 @@ describe('core behaviours a planted bug must break', () => {
     })
 
     it('a node whose parent was processed first is not made a head when it arrives', async () => {
+      // top links two heads of priority 1: `other` alone allows its claim of 2
       const writer = await replica()
+      const second = await replica()
       await writer.store.put(k, enc('v1'))
       const [below] = writer.store.heads()
+      await second.store.put(new Key('/other'), enc('o'))
+      await syncReplica(second, writer)
       await writer.store.put(new Key('/top'), enc('top'))
       const [top] = writer.store.heads()
+      expect(decodeNode(top.cid, await readBlock(writer.blockstore, top.cid)).links).to.have.lengthOf(2)
 
       const blockstore = new ForgingBlockstore()
       await copyBlocks(writer, blockstore)
-      // the child is unreadable at first: the parent merges and the child stays pending (COVERED)
+      // the child is unreadable at first: the parent merges (its other link allows its claim) and the child stays pending (COVERED)
       blockstore.forgeries.set(below.cid.toString(), Uint8Array.of(1, 2, 3))
       const reader = await replica({ blockstore })
       await reader.store.receive(announce(top.cid))

@@ -116,9 +116,10 @@ describe('hostile peers: the receive path', function () {
     r.net.deliver(announce([honest]), 'good')
     await waitFor(async () => (await stateOf(r.store)).includes('/honest/child=c'), 10_000, 'the honest branch')
     await waitFor(() => r.store.stats().walks === 0 && r.store.stats().headsInFlight === 0, 20_000, 'the bad walk to end')
-    // each missing child was not given a deadline of its own: only the first few were waited for
+    // each missing link was not given a deadline of its own: only the first few were waited for
     expect(r.blockstore.stalls).to.be.at.most(15)
-    expect(await r.store.pendingBranches()).to.have.lengthOf(60)
+    // the bad node waits for links that could allow its claim: it is the one pending branch
+    expect((await r.store.pendingBranches()).map(String)).to.deep.equal([bad.toString()])
     expect(await r.store.isDirty()).to.equal(true)
   })
 
@@ -253,10 +254,11 @@ describe('hostile peers: the receive path', function () {
 
   it('#20.8: a link that never arrives is given up after maxFetchAttempts, recorded, and the store turns clean', async () => {
     const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 3 })
-    const lost = await missingCid('lost')
-    const top = await storedNode(r.blockstore, '/top', 't', [lost], 2)
+    const lostNode = await encodeNode({ elements: [{ key: '/lost', id: '', value: enc('found') }], tombstones: [], priority: 1, dagName: '' }, [])
+    // top waits for its link (the link's claim bounds top's): top is the branch pending, counted, given up
+    const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
     await r.store.receive(announce([top]))
-    expect((await r.store.pendingBranches()).map(String)).to.deep.equal([lost.toString()])
+    expect((await r.store.pendingBranches()).map(String)).to.deep.equal([top.toString()])
     expect(await r.store.isDirty()).to.equal(true)
     for (let i = 0; i < 2; i++) await r.store.repair().catch(() => {})
     expect(await r.store.pendingBranches()).to.have.lengthOf(0)
@@ -264,12 +266,14 @@ describe('hostile peers: the receive path', function () {
     await r.store.repair()
     expect(await r.store.isDirty()).to.equal(false)
     expect(r.blockstore.stalls).to.equal(3)
-    // a later node linking it revives it
-    const lostNode = await encodeNode({ elements: [{ key: '/lost', id: '', value: enc('found') }], tombstones: [], priority: 1, dagName: '' }, [])
-    const again = await storedNode(r.blockstore, '/again', 'a', [lostNode.cid], 2)
+    expect((await r.store.givenUpBranches()).map(b => b.cid.toString())).to.deep.equal([top.toString()])
+    // a later node linking it revives it, and its link arrived meanwhile
+    const again = await storedNode(r.blockstore, '/again', 'a', [top], 3)
     await r.blockstore.put(lostNode.cid, lostNode.bytes)
     await r.store.receive(announce([again]))
+    expect(dec(await r.store.get(key('/top')))).to.equal('t')
     expect(dec(await r.store.get(key('/lost')))).to.equal('found')
+    expect(await r.store.givenUpBranches()).to.have.lengthOf(0)
   })
 
   it('#20.8: a branch given up is tried again now and then, so one lost to a long partition comes back', async () => {
@@ -292,7 +296,8 @@ describe('hostile peers: the receive path', function () {
     const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
     await r.store.receive(announce([top]))
     await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
-    expect((await r.store.givenUpBranches()).map(b => b.cid.toString())).to.deep.equal([lostNode.cid.toString()])
+    // top waited for its link, and was given up with it
+    expect((await r.store.givenUpBranches()).map(b => b.cid.toString())).to.deep.equal([top.toString()])
     // the partition heals: the writer is reachable again and announces its heads
     await r.blockstore.put(lostNode.cid, lostNode.bytes)
     r.net.deliver(announce([top]), 'writer')
@@ -492,7 +497,9 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
     nodes.push(other, honest)
     await honest.libp2p.dial(other.libp2p.getMultiaddrs()[0])
     const missing = await Promise.all(Array.from({ length: 3 }, async (_, i) => missingCid(`probe-${i}`)))
-    const top = await storedNode(other.blockstore, '/top', 't', missing, 2)
+    // `ok` allows top's claim: top is merged once it arrives, and the missing links become branches of their own
+    const ok = await storedNode(other.blockstore, '/ok', 'o')
+    const top = await storedNode(other.blockstore, '/top', 't', [ok, ...missing], 2)
     const first = await createHeliaCRDT(honest, { topic: 'hostile-probe', repairInterval: 0, syncProtocol: false })
     try {
       void first.receive(announce([top])).catch(() => {})
@@ -522,14 +529,16 @@ describe('hostile peers: over libp2p on 127.0.0.1', function () {
     const store = await createHeliaCRDT(alone, { topic: 'hostile-alone', repairInterval: 0, dagSyncerTimeout: 3000, maxFetchAttempts: 1, syncProtocol: false })
     try {
       await store.receive(announce([top]))
-      expect(await stateOf(store)).to.include('/top=t')
       for (let i = 0; i < 3; i++) await store.repair().catch(() => {})
-      // connected to nobody: the walk's fetches and the repairs' probes asked no one
-      expect((await store.pendingBranches()).map(String).sort()).to.deep.equal([held, ...missing].map(String).sort())
+      // connected to nobody: the walk's fetches and the repairs' probes asked no one; top waits for a link that decides its priority
+      expect(await stateOf(store)).to.not.include('/top=t')
+      expect(await store.pendingBranches()).to.not.have.lengthOf(0)
       expect(await store.givenUpBranches()).to.have.lengthOf(0)
       await alone.libp2p.dial(other.libp2p.getMultiaddrs()[0])
       for (let i = 0; i < 4 && (await store.pendingBranches()).length > 0; i++) await store.repair().catch(() => {})
+      // the repairs after connecting merged held, then top
       expect(await stateOf(store)).to.include('/held=h')
+      expect(await stateOf(store)).to.include('/top=t')
       expect(await store.pendingBranches()).to.have.lengthOf(0)
       expect((await store.givenUpBranches()).map(b => b.cid.toString()).sort()).to.deep.equal(missing.map(String).sort())
       // recorded with the peer that said no: its rejoining alone does not revive them, a newcomer's does

@@ -186,6 +186,8 @@ describe('Engine', () => {
     it('merges a node, makes it a head, records its unprocessed children COVERED and reserves them', async () => {
       const child = await node(delta(1, [['/a', 'old']]))
       const parent = await node(delta(2, [['/a', 'new']]), [child.cid])
+      // the child's block at hand: the parent's priority can be checked against it
+      await bs.put(child.cid, child.bytes)
       expect(await engine.addRoot(parent.cid)).to.be.true()
       expect(await pendingMark(parent.cid)).to.deep.equal([1])
       const { children, changes } = await engine.processNode(parent)
@@ -220,6 +222,7 @@ describe('Engine', () => {
     it('a child already reserved by another walk is recorded but not handed back', async () => {
       const child = await node(delta(1, [['/a', 'x']]))
       const parent = await node(delta(2, [['/b', 'y']]), [child.cid])
+      await bs.put(child.cid, child.bytes)
       expect(engine.reserve(child.cid)).to.be.true()
       const { children } = await engine.processNode(parent)
       expect(children).to.deep.equal([])
@@ -268,14 +271,72 @@ describe('Engine', () => {
       expect(await value('/c')).to.equal('z')
     })
 
-    it('cannot check a node whose links are unprocessed, were processed without a priority, or were refused', async () => {
-      const unknown = await node(delta(1, [['/x', '1']]))
-      const high = await node(delta(50, [['/a', 'x']]), [unknown.cid])
-      await engine.processNode(high)
+    it('checks a node against the priorities its links claim in their blocks: before its links or after them, the same decision', async () => {
+      const base = await node(delta(1, [['/a', 'x']]))
+      await bs.put(base.cid, base.bytes)
+      const liar = await node(delta(3, [['/a', 'y']]), [base.cid])
+      const honest = await node(delta(2, [['/b', 'y']]), [base.cid])
+      // before its link: the link's block is at hand, so the check needs no marker
+      await expect(engine.processNode(liar)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      await engine.processNode(honest)
+      expect(await engine.isProcessed(base.cid)).to.be.false()
+      expect(await value('/b')).to.equal('y')
+      // after its link: the same decision
+      await engine.processNode(base)
+      await expect(engine.processNode(liar)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      expect(await engine.isProcessed(liar.cid)).to.be.false()
       expect(await value('/a')).to.equal('x')
+    })
+
+    it('a node whose links are neither processed nor at hand waits for them: nothing merged, its w/ record kept; given them, it is decided', async () => {
+      const far = await node(delta(4, [['/x', '1']]))
+      const top = await node(delta(5, [['/t', '1']]), [far.cid])
+      await ds.put(layout.pendingKey(blockKey(top.cid)), Uint8Array.of(1))
+      const waiting = await engine.processRun(top).then(() => undefined, (err: Error & { links?: CID[] }) => err)
+      expect(waiting?.name).to.equal('LinksNeeded')
+      expect(waiting?.links?.map(String)).to.deep.equal([far.cid.toString()])
+      expect(await engine.isProcessed(top.cid)).to.be.false()
+      expect(await value('/t')).to.be.undefined()
+      expect(await pendingMark(top.cid)).to.deep.equal([1])
+      // fetched later (the walker passes what it fetched): merged, the link handed back decoded
+      const run = await engine.processRun(top, { links: new Map([[far.cid.toString(), { priority: 4, node: far }]]) })
+      expect(await value('/t')).to.equal('1')
+      expect(run.children.map(String)).to.deep.equal([far.cid.toString()])
+      expect(run.known.get(far.cid.toString())?.cid.toString()).to.equal(far.cid.toString())
+      // a link that claims too little refuses it, whether passed or read from the blockstore
+      const low = await node(delta(1, [['/y', '1']]))
+      const over = await node(delta(5, [['/o', '1']]), [low.cid])
+      await expect(engine.processRun(over, { links: new Map([[low.cid.toString(), { priority: 1 }]]) })).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      await bs.put(low.cid, low.bytes)
+      await expect(engine.processNode(over)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      expect(await value('/o')).to.be.undefined()
+      // one link that allows the claim decides, whatever the others (here never available) would claim
+      const enough = await node(delta(2, [['/e', '1']]), [top.cid, (await node(delta(1, [['/gone', '1']]))).cid])
+      await engine.processNode(enough)
+      expect(await value('/e')).to.equal('1')
+    })
+
+    it('an over-claiming child is refused; its parent claiming the child\'s claim + 1 is accepted, wherever the child was decided', async () => {
+      const base = await node(delta(1, [['/k', 'base']]))
+      const child = await node(delta(9, [['/k', 'child']]), [base.cid])
+      const parent = await node(delta(10, [['/k', 'parent']]), [child.cid])
+      for (const n of [base, child, parent]) await bs.put(n.cid, n.bytes)
+      const run = await engine.processRun(parent, { local: bs })
+      // the parent merged, the child left out of the run and handed back
+      expect(run.nodes.map(n => n.cid.toString())).to.include(parent.cid.toString())
+      expect(await engine.isProcessed(parent.cid)).to.be.true()
+      expect(await engine.isProcessed(child.cid)).to.be.false()
+      await expect(engine.processNode(child)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      await engine.processNode(base)
+      expect(await value('/k')).to.equal('parent')
+    })
+
+    it('a node with links refused at decode is not checked (their claims are unknowable); one processed without a recorded priority is read from its block', async () => {
       const old = await node(delta(1, [['/y', '1']]))
       await ds.put(layout.processedKey(blockKey(old.cid)), new Uint8Array(0))
-      await engine.processNode(await node(delta(60, [['/b', 'x']]), [old.cid]))
+      await bs.put(old.cid, old.bytes)
+      await expect(engine.processNode(await node(delta(60, [['/b', 'x']]), [old.cid]))).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      await engine.processNode(await node(delta(2, [['/b', 'x']]), [old.cid]))
       expect(await value('/b')).to.equal('x')
       const refused = { ...await node(delta(70, [['/c', 'x']]), []), refusedLinks: 2 }
       await engine.processNode(refused)

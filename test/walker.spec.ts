@@ -236,14 +236,45 @@ describe('Walker', () => {
 
   it('an aborted walk rejects and counts no failed fetch', async () => {
     const missing = await add(delta(1, [['/m', '1']]), [], false)
-    const top = await add(delta(2, [['/t', '1']]), [missing])
+    const ok = await add(delta(1, [['/ok', '1']]))
+    const top = await add(delta(2, [['/t', '1']]), [missing, ok])
     const walker = makeWalker(source, { dagSyncerTimeout: 0 })
     const controller = new AbortController()
     setTimeout(() => { controller.abort() }, 50)
     await expect(walker.walk([await start(top)], { signal: controller.signal })).to.eventually.be.rejected()
+    // `ok` allowed top's claim, so top merged while its other link was still asked for
+    expect(await value('/t')).to.equal('1')
     expect([...await ds.get(engine.layout.pendingKey(blockKey(missing)))]).to.deep.equal([0])
     expect(await engine.givenUp()).to.deep.equal([])
     expect(walker.walks).to.equal(0)
+  })
+
+  it('a node waits for the links that decide its priority: merged once they arrive, its record kept and counted while they do not', async () => {
+    const missing = await add(delta(1, [['/m', '1']]), [], false)
+    const top = await add(delta(2, [['/t', '1']]), [missing])
+    const walker = makeWalker(source, { dagSyncerTimeout: 50 })
+    await expect(walker.walk([await start(top)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+    // not merged: its ROOT record stays, with one failed fetch really asked; the link has no record
+    expect(await value('/t')).to.be.undefined()
+    expect([...await ds.get(engine.layout.pendingKey(blockKey(top)))]).to.deep.equal([1, 1, 1])
+    expect(await engine.isPending(missing)).to.be.false()
+    expect(engine.reserve(top)).to.be.true()
+    engine.release(top)
+    // the link arrives: the repair's walk merges both, the link fetched once
+    const { cid, bytes } = await encodeNode(delta(1, [['/m', '1']]), [])
+    expect(cid.toString()).to.equal(missing.toString())
+    await source.put(cid, bytes)
+    source.asked.length = 0
+    await walker.walk([await start(top)])
+    expect(await value('/t')).to.equal('1')
+    expect(await value('/m')).to.equal('1')
+    expect(source.asked.map(x => x.cid)).to.deep.equal([top, missing].map(String))
+    expect(await engine.pendingBranches()).to.deep.equal([])
+    // given up with its link after maxFetchAttempts (2)
+    const lost = await add(delta(1, [['/l', '1']]), [], false)
+    const waiting = await add(delta(2, [['/w', '1']]), [lost])
+    for (let i = 0; i < 2; i++) await expect(walker.walk([await start(waiting)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+    expect((await engine.givenUp()).map(g => g.cid.toString())).to.deep.equal([waiting.toString()])
   })
 
   it('the children of one node share one deadline; with dagSyncerTimeout 0 they wait forever', async () => {
@@ -267,7 +298,9 @@ describe('Walker', () => {
 
   it('siblings whose shared deadline ran out fail without being asked for', async () => {
     const missing = await Promise.all([1, 2, 3].map(async i => add(delta(1, [[`/m${i}`, '1']]), [], false)))
-    const top = await add(delta(2, [['/t', '1']]), missing)
+    // `ok` allows the top's claim, so it is merged and the missing links become branches of their own
+    const ok = await add(delta(1, [['/ok', '1']]))
+    const top = await add(delta(2, [['/t', '1']]), [ok, ...missing])
     // one worker: the siblings are fetched one after another, the first uses up the deadline
     const walker = makeWalker(source, { dagSyncerTimeout: 50, numWorkers: 1 })
     await expect(walker.walk([await start(top)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
@@ -451,9 +484,10 @@ describe('Walker', () => {
     it('takes deeper nodes first: a child\'s own children before its siblings', async () => {
       const a1 = await add(delta(1, [['/a1', '1']]))
       const b1 = await add(delta(1, [['/b1', '1']]))
-      const a = await add(delta(2, [['/a', '1']]), [a1])
-      const b = await add(delta(2, [['/b', '1']]), [b1])
-      const top = await add(delta(3, [['/t', '1']]), [a, b])
+      // priority 1 claims need no link read first (the priority check would otherwise fetch a node's links before its merge)
+      const a = await add(delta(1, [['/a', '1']]), [a1])
+      const b = await add(delta(1, [['/b', '1']]), [b1])
+      const top = await add(delta(1, [['/t', '1']]), [a, b])
       // one worker: one fetch at a time, in the queue's order
       await makeWalker(source, { numWorkers: 1 }).walk([await start(top)])
       const asked = source.asked.map(x => x.cid)
@@ -478,7 +512,8 @@ describe('Walker', () => {
 
     it('a sibling is asked while a tenth of the shared deadline is left, not once less is', async () => {
       const missing = await Promise.all([1, 2, 3, 4].map(async i => addTimed(delta(1, [[`/m${i}`, '1']]), [], 450, false)))
-      const top = await addTimed(delta(2, [['/t', '1']]), missing, 0)
+      // priority 1: merged without waiting for a link, so the siblings are fetched as a walk's next level
+      const top = await addTimed(delta(1, [['/t', '1']]), missing, 0)
       const walker = makeWalker(source, { dagSyncerTimeout: 1000, numWorkers: 1 })
       await expect(walker.walk([await start(top)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
       // failures do not push the deadline back: 1000, 550, then exactly 100 (a tenth) left; then none

@@ -111,7 +111,7 @@ describe('fetching and walking DAG nodes', () => {
     expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
     expect(await reader.store.isDirty()).to.equal(false)
 
-    // a node whose link never arrives: the node merges, the link stays pending and the store is dirty
+    // a node whose link never arrives waits for it (the link's claim bounds its priority): not merged, it stays pending and the store is dirty
     const writer = await replica()
     await writer.store.put(new Key('/one'), enc('1'))
     const [below] = writer.store.heads()
@@ -120,9 +120,15 @@ describe('fetching and walking DAG nodes', () => {
     await blockstore.put(top.cid, await readBlock(writer.blockstore, top.cid))
     await reader.store.receive(announce(top.cid))
     expect(blockstore.aborted).to.equal(2)
-    expect(dec(await reader.store.get(new Key('/two')))).to.equal('2')
-    expect((await reader.store.pendingBranches()).map(String)).to.deep.equal([below.cid.toString()])
+    expect(await reader.store.has(new Key('/two'))).to.equal(false)
+    expect((await reader.store.pendingBranches()).map(String)).to.deep.equal([top.cid.toString()])
     expect(await reader.store.isDirty()).to.equal(true)
+    // the link arrives: a repair merges both
+    await blockstore.put(below.cid, await readBlock(writer.blockstore, below.cid))
+    await reader.store.repair()
+    expect(dec(await reader.store.get(new Key('/two')))).to.equal('2')
+    expect(dec(await reader.store.get(new Key('/one')))).to.equal('1')
+    expect(await reader.store.isDirty()).to.equal(false)
   })
 
   it('unreadable w/ records are dropped; so is the record of a malformed child', async () => {

@@ -24,14 +24,39 @@
  * the heads cache, with its events and (for local writes) its announcement
  * following, or nothing changed.
  *
- * Priorities: an honest node has priority 1 + the greatest priority among
- * its links (1 without links). The processed marker `b/<block key>` stores
- * each node's priority, so a remote node whose links are all processed
- * already (the usual case for a new write on top of known heads) is refused
- * as malformed when it claims more. A node merged before its links (a walk
- * goes from heads down) cannot be checked: it may claim up to MAX_PRIORITY,
- * which only decides ties for its own keys; local writes on top of it
- * saturate at MAX_PRIORITY, so writing stays possible.
+ * Priorities (issue #20 item 2): an honest node has priority 1 + the
+ * greatest priority among its links (1 without links), capped at
+ * MAX_PRIORITY; go-ds-crdt writes exactly that (its heads of a DAG name are
+ * the node's links, each recorded at its own priority). A remote node that
+ * claims more is refused as malformed. The bound is computed from the
+ * priorities its links *claim in their blocks*, never from what this
+ * replica merged so far, so whether a node is accepted is a pure function
+ * of its block and its links' blocks: every replica decides the same,
+ * whatever order nodes arrive in (top-down walks, sync streams in
+ * descending height, single broadcasts, repairs). A link's claim is read
+ * from its processed marker `b/<block key>` (which stores the priority of
+ * the block) or else from its block, at hand locally or fetched: a remote
+ * node is merged only once the blocks it needs are read (`LinksNeeded`
+ * tells the walker which to fetch; they are the next level of the walk, so
+ * the walker hands them on decoded). While it waits its `w/` record stays,
+ * so a crash or a link nobody has leaves it on the frontier for repair,
+ * and it is given up with its link after `maxFetchAttempts`.
+ *
+ * Only the links needed are read: one link whose claim allows the node's
+ * decides (the predicate is the same whatever else is known), so an honest
+ * node whose greatest link arrived is merged even if another link never
+ * does. A node that claims at most 1 needs none.
+ *
+ * Consequences, by design: a node claiming less than allowed is accepted
+ * (it only loses ties for its own elements; go writes no such node, old
+ * nodes without Data claim 0). A link whose block is malformed, and the
+ * links refused at decode (`refusedLinks`: no replica can read them), have
+ * unknowable claims, so they bound nothing (with refused links the check
+ * is skipped): a hostile node can still claim MAX_PRIORITY that way, which
+ * only decides ties. An over-claiming node is refused, but a node linking it that
+ * claims its claim + 1 is accepted everywhere: deterministic, and it only
+ * decides ties; local writes saturate at MAX_PRIORITY, so writing on top of
+ * any accepted node stays possible.
  */
 
 import { Key } from 'interface-datastore'
@@ -84,9 +109,36 @@ export interface GivenUpBranch {
 export interface RunOptions extends AbortOptions, ProgressOptions {
   /**
    * Where the run finds the blocks of children without the network;
-   * without it only the given node is merged
+   * without it only the given node is merged (and its links' priorities
+   * are looked up in the engine's blockstore, if stored there)
    */
   local?: Pick<DAGBlockstore, 'has' | 'get' | 'getLocal'>
+  /** Links of the given node read already (fetched after a `LinksNeeded`), by CID string */
+  links?: Map<string, LinkBlock>
+}
+
+/**
+ * A link's block as far as the priority check needs it: the priority it
+ * claims (MAX_PRIORITY for a malformed block, whose claim is unknowable: it
+ * bounds nothing), and the decoded node when it is kept to be handed on to
+ * the walk
+ */
+export interface LinkBlock {
+  priority: number
+  node?: DecodedNode
+}
+
+/**
+ * A remote node cannot be merged yet: its priority is checked against the
+ * priorities its links claim, and these links' blocks are neither
+ * processed nor at hand. The walker fetches them and tries again.
+ */
+export class LinksNeeded extends Error {
+  static override name = 'LinksNeeded'
+  override name = 'LinksNeeded'
+  constructor (readonly cid: CID, readonly links: CID[]) {
+    super(`Node ${cid} waits for the blocks of ${links.length} link(s) to check its priority`)
+  }
 }
 
 /** Nodes merged in one datastore batch by `processRun()` at most */
@@ -125,6 +177,8 @@ export interface RunResult extends ProcessResult {
   merged: number
   /** Those nodes, in the order they were merged */
   nodes: DecodedNode[]
+  /** Decoded blocks of some of `children`, read by the run already (by CID string): hand them on rather than read them again */
+  known: Map<string, DecodedNode>
 }
 
 /** A node of a run (not its first) refused as malformed: the run is redone without it */
@@ -178,6 +232,16 @@ export interface EngineInit {
   maxMergeBytes?: number
   /** Called after every committed node with the value changes it caused */
   onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
+}
+
+/** The decoded blocks of `cids` among those read */
+function decodedOf (cids: CID[], seen: Map<string, { node: DecodedNode }>): Map<string, DecodedNode> {
+  const out = new Map<string, DecodedNode>()
+  for (const cid of cids) {
+    const found = seen.get(cid.toString())
+    if (found != null) out.set(cid.toString(), found.node)
+  }
+  return out
 }
 
 export class Engine {
@@ -588,7 +652,11 @@ export class Engine {
    * of blocks). Returns the children the caller reserved and must walk
    * next: those the run did not reach. A node of the run refused as
    * malformed is left out (the run is redone without it) and handed back
-   * as a child, so the walk meets it alone and gives it up as usual.
+   * as a child, so the walk meets it alone and gives it up as usual; one
+   * whose priority its links at hand cannot decide is handed back too
+   * (decoded, in `known`). The given node itself rejects with `LinksNeeded`
+   * then, having changed nothing: the caller fetches those links and passes
+   * them in `options.links`.
    */
   async processRun (node: DecodedNode, options?: RunOptions): Promise<RunResult> {
     return this.lock.add(async () => {
@@ -624,8 +692,9 @@ export class Engine {
     let bytes = 0
     // taken off the stack and being staged
     let current: CID | undefined
+    const { seen, claimed } = this.linkReader(options)
     const stage = async (node: DecodedNode): Promise<void> => {
-      const result = await this.stage(tx, node, false, options)
+      const result = await this.stage(tx, node, false, options, undefined, claimed)
       merged.push({ node, changes: result.changes, skipped: result.skipped === true })
       // popped in link order
       for (let i = result.children.length - 1; i >= 0; i--) stack.push(result.children[i])
@@ -638,19 +707,26 @@ export class Engine {
         const local = options?.local
         const found = local == null || merged.length >= this.maxMergeNodes || bytes >= this.maxMergeBytes || excluded.has(cid.toString())
           ? undefined
-          : await this.localNode(cid, local, options)
+          : seen.get(cid.toString()) ?? await this.localNode(cid, local, options)
         if (found == null) {
           children.push(cid)
           current = undefined
           continue
         }
-        bytes += found.size
+        seen.set(cid.toString(), found)
         try {
           await stage(found.node)
         } catch (err: any) {
+          if (err instanceof LinksNeeded) {
+            // its links' blocks are not at hand: the walk fetches them (nothing of it was staged)
+            children.push(cid)
+            current = undefined
+            continue
+          }
           if (isMalformed(err)) throw new RunNodeRefused(cid, err)
           throw err
         }
+        bytes += found.size
         current = undefined
       }
       await tx.commit(options)
@@ -669,7 +745,36 @@ export class Engine {
       this.onChanges(nodeChanges, { cid: node.cid, priority: node.delta.priority, dagName: node.delta.dagName, local: false })
     }
     const nodes = merged.filter(m => !m.skipped).map(m => m.node)
-    return { children, changes, merged: nodes.length, nodes }
+    return { children, changes, merged: nodes.length, nodes, known: decodedOf(children, seen) }
+  }
+
+  /**
+   * What a run knows of the blocks it reads (links looked up for the
+   * priority check, or given by the caller), so each is read once, and how
+   * it reads a link's claimed priority: given, read already, or at hand
+   * locally (`options.local`, else the engine's blockstore); undefined when
+   * it is none of these
+   */
+  private linkReader (options?: RunOptions): { seen: Map<string, { node: DecodedNode, size: number }>, claimed(cid: CID): Promise<number | undefined> } {
+    const seen = new Map<string, { node: DecodedNode, size: number }>()
+    const given = new Map<string, number>()
+    for (const [key, link] of options?.links ?? []) {
+      if (link.node != null) seen.set(key, { node: link.node, size: link.node.size ?? 0 })
+      else given.set(key, link.priority)
+    }
+    const store = options?.local ?? this.blockstore
+    const claimed = async (cid: CID): Promise<number | undefined> => {
+      const key = cid.toString()
+      const known = given.get(key)
+      if (known != null) return known
+      let found = seen.get(key)
+      if (found == null) {
+        found = await this.localNode(cid, store, options)
+        if (found != null) seen.set(key, found)
+      }
+      return found?.node.delta.priority
+    }
+    return { seen, claimed }
   }
 
   /** Runs `fn` under the merge lock */
@@ -689,21 +794,42 @@ export class Engine {
 
   /**
    * Refuses a remote node that claims a higher priority than its links allow
-   * (1 + their greatest priority, 1 without links), when that can be known:
-   * every link processed with its priority recorded, and no link refused.
+   * (1 + the greatest priority they claim, 1 without links, at most
+   * MAX_PRIORITY). A link's claim comes from its processed marker, else
+   * from `claimed` (its block, when at hand); throws `LinksNeeded` with the
+   * links whose claims are missing when those could decide. Reads only:
+   * nothing is staged before it passes. Skipped for a node with links
+   * refused at decode, whose claims nobody can know.
    */
-  private async checkPriority (tx: WriteSet, node: DecodedNode, linkKeys: Key[], options?: AbortOptions): Promise<void> {
-    if (node.refusedLinks != null && node.refusedLinks > 0) return
+  private async checkPriority (tx: WriteSet, node: DecodedNode, linkKeys: Key[], claimed: (cid: CID) => Promise<number | undefined>, options?: AbortOptions): Promise<void> {
+    const priority = node.delta.priority
+    if (priority <= 1 || (node.refusedLinks != null && node.refusedLinks > 0)) return
+    await tx.prefetch(linkKeys, options)
+    const unknown: number[] = []
+    for (const [i, key] of linkKeys.entries()) {
+      const marker = await tx.get(key, options)
+      // processed by a release that stored no priority: read like an unprocessed link
+      if (marker == null || marker.byteLength === 0) {
+        unknown.push(i)
+        continue
+      }
+      // the same predicate whatever is known: one link allowing it decides
+      if (priority <= Math.min(decodePriority(marker) + 1, MAX_PRIORITY)) return
+    }
+    const missing: CID[] = []
+    for (const i of unknown) {
+      const claim = await claimed(node.links[i])
+      if (claim == null) missing.push(node.links[i])
+      else if (priority <= Math.min(claim + 1, MAX_PRIORITY)) return
+    }
+    if (missing.length > 0) throw new LinksNeeded(node.cid, missing)
     let allowed = 1
     for (const key of linkKeys) {
       const marker = await tx.get(key, options)
-      // not processed yet, or processed by a release that stored no priority
-      if (marker == null || marker.byteLength === 0) return
-      allowed = Math.max(allowed, Math.min(decodePriority(marker) + 1, MAX_PRIORITY))
+      if (marker != null && marker.byteLength > 0) allowed = Math.max(allowed, Math.min(decodePriority(marker) + 1, MAX_PRIORITY))
     }
-    if (node.delta.priority > allowed) {
-      throw new MalformedDeltaError(`Node ${node.cid} claims priority ${node.delta.priority}; its links allow at most ${allowed}`)
-    }
+    for (const i of unknown) allowed = Math.max(allowed, Math.min(((await claimed(node.links[i])) ?? 0) + 1, MAX_PRIORITY))
+    throw new MalformedDeltaError(`Node ${node.cid} claims priority ${priority}; its links allow at most ${allowed}`)
   }
 
   /** Block keys of processed nodes recorded with links that were refused, and how many */
@@ -743,7 +869,7 @@ export class Engine {
    * staged before in the same WriteSet count as merged). Children returned
    * are reserved; the caller commits, then releases them or hands them on.
    */
-  private async stage (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>): Promise<ProcessResult & { skipped?: boolean }> {
+  private async stage (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>, claimed?: (cid: CID) => Promise<number | undefined>): Promise<ProcessResult & { skipped?: boolean }> {
     const id = blockKey(node.cid)
     const { delta } = node
     const pendingKey = this.layout.pendingKey(id)
@@ -753,16 +879,17 @@ export class Engine {
       return { children: [], changes: [], skipped: true }
     }
 
+    const linkKeys = node.links.map(link => this.layout.processedKey(blockKey(link)))
+    // before anything is staged: a node refused, or waiting for its links, leaves `tx` as it was
+    if (!local) await this.checkPriority(tx, node, linkKeys, claimed ?? (async () => undefined), options)
     // What is read below is read concurrently with the merge's own reads
     // (the merge writes none of it), then served from the WriteSet.
-    const linkKeys = node.links.map(link => this.layout.processedKey(blockKey(link)))
     const [changes] = await Promise.all([
       this.set.merge(tx, delta, id, local, options),
       tx.prefetch(linkKeys, local ? { ...options, existence: true } : options),
       local ? undefined : tx.prefetch([pendingKey], options),
       before
     ])
-    if (!local) await this.checkPriority(tx, node, linkKeys, options)
     tx.put(this.layout.processedKey(id), encodePriority(delta.priority))
     if (node.refusedLinks != null && node.refusedLinks > 0) {
       // nothing can ever fetch those links: record the node rather than keep a walk open forever

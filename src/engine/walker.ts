@@ -17,6 +17,19 @@
  * is asked for, pushed back by each child that does arrive. A node linking many blocks
  * nobody has therefore costs about one `dagSyncerTimeout`, not one per link.
  *
+ * A remote node is merged only once the priorities its links claim decide
+ * its own (see engine.ts): when the engine answers `LinksNeeded`, the walk
+ * fetches those links (the next level it walks anyway; they share one
+ * deadline, each in its own slot), merges the node, then hands each link
+ * on to its own merge: decoded (up to `MAX_HANDED_BYTES` of blocks per
+ * node), with the error its fetch failed with, or as the fetch still under
+ * way, so no block is asked for twice in a walk. The node is merged as soon
+ * as one arrived link allows its claim (an honest node is not held up by a
+ * junk link beside its real ones); one that stays undecided once all its
+ * link fetches settled keeps its `w/` record and fails with the first
+ * failed fetch of its links, counted against it. A malformed link
+ * bounds nothing (its claim is unknowable) and is given up on its own.
+ *
  * A failed fetch leaves its `w/` record in place (see engine.ts) and counts
  * against it; one the shared deadline ran out on before it was asked (it
  * waited for a slot behind siblings nobody has) counts too but cannot give
@@ -29,10 +42,11 @@
  */
 
 import PQueue from 'p-queue'
+import { MAX_PRIORITY } from '../codec/delta.js'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
-import { MALFORMED_REASON } from './engine.js'
-import type { BlockGetter, Engine, FetchOptions } from './engine.js'
+import { LinksNeeded, MALFORMED_REASON } from './engine.js'
+import type { BlockGetter, Engine, FetchOptions, LinkBlock, RunResult } from './engine.js'
 import type { DAGBlockstore, SyncProgressEvents } from '../interfaces.js'
 import type { SyncProgress } from './sync-meter.js'
 import type { DecodedNode } from '../codec/dag-node.js'
@@ -46,6 +60,13 @@ import type { ProgressOptions } from 'progress-events'
  * shared deadline is not asked for at all
  */
 const MIN_SHARE = 0.1
+
+/**
+ * Bytes of fetched link blocks kept decoded per waiting node to be handed
+ * on to their merges; past it only their priorities are kept (the blocks
+ * are read again when walked)
+ */
+const MAX_HANDED_BYTES = 4 * 1024 * 1024
 
 /** Fetch errors of siblings never asked for: they never give their branch up (see `recordFetchFailure`) */
 const NOT_ASKED = new WeakSet<Error>()
@@ -99,6 +120,34 @@ export interface WalkerInit {
 /** Siblings: nodes linked by one node, sharing one fetch deadline (set when the first of them is fetched) */
 interface Siblings {
   deadline?: number
+}
+
+/**
+ * A node fetched as a link of its parent already, or still being fetched:
+ * not asked again in this walk, and a failure is counted once (thrown here)
+ */
+async function handedOn (cid: CID, fetched?: LinkFetch): Promise<DecodedNode | undefined> {
+  if (fetched == null) return undefined
+  const key = cid.toString()
+  const node = fetched.links.get(key)?.node
+  if (node != null) return node
+  const failed = fetched.failures.get(key)
+  if (failed != null) throw failed
+  return fetched.pending.get(key)
+}
+
+/** What fetching the links of a waiting node brought, by CID string */
+interface LinkFetch {
+  links: Map<string, LinkBlock>
+  failures: Map<string, Error>
+  /** Fetches still under way once the node was decided */
+  pending: Map<string, Promise<DecodedNode>>
+}
+
+/** The failure that fails a node whose links did not arrive: a fetch really asked before one that was not; never a malformed link's */
+function firstFailure (failures: Map<string, Error>): Error | undefined {
+  const fetches = [...failures.values()].filter(err => !isMalformed(err))
+  return fetches.find(err => !NOT_ASKED.has(err)) ?? fetches[0]
 }
 
 export class Walker {
@@ -156,24 +205,24 @@ export class Walker {
     await new Promise<void>(resolve => {
       let outstanding = 0
 
-      const schedule = (cid: CID, depth: number, known: DecodedNode | undefined, siblings: Siblings): void => {
+      const schedule = (cid: CID, depth: number, known: DecodedNode | undefined, siblings: Siblings, fetched?: LinkFetch): void => {
         outstanding++
         this.outstanding++
         queue.add(async () => {
+          known ??= await handedOn(cid, fetched)
           await this.slots.acquire(options)
+          const slot = { held: true }
           try {
             options?.signal?.throwIfAborted()
             const node = known ?? await this.fetchSibling(cid, via, siblings, options)
-            // the nodes below it already at hand are merged in the same batch
-            const run = await this.engine.processRun(node, { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore })
-            const { children } = run
+            const { run, links } = await this.merge(node, via, slot, options)
             for (const merged of run.nodes) this.progress?.merged(merged, options)
             const group = this.siblings()
-            for (const child of children) {
-              schedule(child, depth + 1, undefined, group)
+            for (const child of run.children) {
+              schedule(child, depth + 1, run.known.get(child.toString()), group, links)
             }
           } finally {
-            this.slots.release()
+            if (slot.held) this.slots.release()
           }
         }, { priority: depth })
           .catch(async (err: Error) => {
@@ -225,6 +274,84 @@ export class Walker {
     if (errors.length > 0) {
       throw errors[0]
     }
+  }
+
+  /**
+   * Merges a node and the nodes below it at hand (a run). When it waits for
+   * links (`LinksNeeded`), gives up the slot it holds while it fetches them,
+   * then tries again; still undecided, it fails with the first failed fetch
+   * of the links it needed.
+   */
+  private async merge (node: DecodedNode, via: { getter: BlockGetter }, slot: { held: boolean }, options?: WalkOptions): Promise<{ run: RunResult, links?: LinkFetch }> {
+    // the nodes below it already at hand are merged in the same batch
+    const runOptions = { signal: options?.signal, onProgress: options?.onProgress, local: this.blockstore }
+    let needed: CID[]
+    try {
+      return { run: await this.engine.processRun(node, runOptions) }
+    } catch (err) {
+      if (!(err instanceof LinksNeeded)) throw err
+      needed = err.links
+    }
+    // its links' blocks decide whether it may be merged: fetch them, each in a slot of its own
+    this.slots.release()
+    slot.held = false
+    const links = await this.fetchLinks(needed, node.delta.priority, via, options)
+    await this.slots.acquire(options)
+    slot.held = true
+    try {
+      return { run: await this.engine.processRun(node, { ...runOptions, links: links.links }), links }
+    } catch (again) {
+      if (again instanceof LinksNeeded) throw firstFailure(links.failures) ?? again
+      throw again
+    }
+  }
+
+  /**
+   * Fetches the links a node waits for, sharing one deadline, each in a slot
+   * of its own, until one of them allows the node's `priority` or all
+   * settled: their claimed priorities, with the decoded nodes within
+   * `MAX_HANDED_BYTES`; the errors of those that failed; the fetches still
+   * under way (their children's merges wait for them rather than ask
+   * again). A malformed link's claim is unknowable: it bounds nothing
+   * (MAX_PRIORITY), as links refused at decode. Rejects only when aborted.
+   */
+  private async fetchLinks (cids: CID[], priority: number, via: { getter: BlockGetter }, options?: WalkOptions): Promise<LinkFetch> {
+    const group = this.siblings()
+    const out: LinkFetch = { links: new Map(), failures: new Map(), pending: new Map() }
+    const state = { kept: 0, left: cids.length, wake: (): void => {} }
+    const settled = (key: string, node?: DecodedNode, err?: Error): void => {
+      if (node != null) {
+        const size = node.size ?? 0
+        const keep = state.kept + size <= MAX_HANDED_BYTES
+        if (keep) state.kept += size
+        out.links.set(key, keep ? { priority: node.delta.priority, node } : { priority: node.delta.priority })
+      } else if (err != null) {
+        out.failures.set(key, err)
+        if (isMalformed(err)) out.links.set(key, { priority: MAX_PRIORITY })
+      }
+      out.pending.delete(key)
+      state.left--
+      state.wake()
+    }
+    cids.forEach(cid => {
+      const key = cid.toString()
+      const fetch = (async () => {
+        await this.slots.acquire(options)
+        try {
+          return await this.fetchSibling(cid, via, group, options)
+        } finally {
+          this.slots.release()
+        }
+      })()
+      out.pending.set(key, fetch)
+      fetch.then(node => { settled(key, node) }, (err: Error) => { settled(key, undefined, err) })
+    })
+    const decided = (): boolean => [...out.links.values()].some(link => Math.min(link.priority + 1, MAX_PRIORITY) >= priority)
+    while (state.left > 0 && !decided()) {
+      await new Promise<void>(resolve => { state.wake = resolve })
+    }
+    options?.signal?.throwIfAborted()
+    return out
   }
 
   private siblings (): Siblings {
