@@ -611,7 +611,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
-    const cid = (await this.track(this.compaction.snapshot(options))).snapshot
+    const cid = await this.track(this.compaction.snapshot(options))
     this.gate.made(cid)
     return cid
   }

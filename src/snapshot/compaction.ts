@@ -14,8 +14,8 @@
  * replica announces snapshots, so nothing is written with compaction off), rewritten when
  * that changes or a minute after the last write, loaded by `start()`
  * (records older than the window are deleted), and at most
- * `maxKnownReplicas` are kept (the least recently heard go first). A replica
- * has passed* a snapshot when it announces it (Head field 101,
+ * `maxKnownReplicas` are kept (the least recently heard go first). A
+ * replica *has passed* a snapshot when it announces it (Head field 101,
  * src/codec/broadcast-snapshot.ts). Every replica announces the newest
  * snapshot it has passed: one it made, or one it heard of whose covered
  * heads it has all merged. A known replica whose broadcasts lack the field
@@ -90,14 +90,6 @@ export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
 const READ_AHEAD = 16
 const DELETE_BATCH = 1024
-/** What a walk down from some heads found (see `walkCovered`) */
-export interface Walk {
-  /** The heads it started from */
-  heads: CID[]
-  /** Blocks of the nodes below them that are stored here */
-  blocks: CID[]
-}
-
 interface WalkNode {
   cid: CID
   height: number
@@ -366,14 +358,14 @@ export class Compaction {
    * every replica that kept it, and that delete would bring its older value
    * back there (test/compaction-property.spec.ts)
    */
-  async snapshot (options?: CreateSnapshotOptions): Promise<{ snapshot: CID }> {
-    return { snapshot: await createSnapshot(this.components, options) }
+  async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
+    return createSnapshot(this.components, options)
   }
 
   /** Makes a snapshot and compacts it if every known replica has passed it */
   async compact (options?: AbortOptions): Promise<CompactResult> {
     this.announcing = true
-    const { snapshot } = await this.snapshot(options)
+    const snapshot = await this.snapshot(options)
     const root = await this.readRoot(snapshot, options)
     await this.pass(snapshot, root, options, true)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
@@ -444,8 +436,8 @@ export class Compaction {
 
   /**
    * Walks the nodes below `root`'s covered heads whose blocks are still
-   * here, highest first, and returns the blocks to delete (all but the
-   * covered heads).
+   * here, highest first, and returns their blocks, the heads' own left out
+   * (the blocks to delete).
    *
    * Speed: the walk itself is sequential (a node's links are known once it
    * is read), so blocks are read ahead, `READ_AHEAD` at a time, in the order
@@ -454,7 +446,7 @@ export class Compaction {
    * merged after the snapshot, or not an ancestor) is dropped as the walk
    * passes its height.
    */
-  private async walkCovered (heads: Array<{ cid: CID, height: number }>, options?: AbortOptions): Promise<Walk> {
+  private async walkCovered (heads: Array<{ cid: CID, height: number }>, options?: AbortOptions): Promise<CID[]> {
     const blocks: CID[] = []
     const seen = new Set<string>(heads.map(h => blockKey(h.cid)))
     const isHead = new Set(seen)
@@ -513,20 +505,18 @@ export class Compaction {
       }
     }
     reads.clear()
-    return { heads: heads.map(h => h.cid), blocks }
+    return blocks
   }
 
   /**
-   * Deletes what `snapshot` covers: one atomic batch, then the listed
-   * blocks. `walk` is the one the snapshot was made with (from heads that
-   * are the snapshot's or below them), else one from its covered heads.
+   * Deletes what `snapshot` covers (found by a walk down from its covered
+   * heads): one atomic batch, then the listed blocks
    */
   private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
     const { engine, datastore, log } = this.components
     const began = Date.now()
-    const walk = await this.walkCovered(root.heads, options)
+    const blocks = await this.walkCovered(root.heads, options)
     const walkMs = Date.now() - began
-    const blocks = [...walk.blocks]
     if (this.compacted != null && !this.compacted.equals(snapshot)) {
       // the previous compacted snapshot's blocks: the new one replaces it
       try {
