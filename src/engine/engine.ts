@@ -805,6 +805,8 @@ export class Engine {
     const priority = node.delta.priority
     if (priority <= 1 || (node.refusedLinks != null && node.refusedLinks > 0)) return
     await tx.prefetch(linkKeys, options)
+    // the same predicate whatever is known: one link allowing it decides; `allowed` is only for the error
+    let allowed = 1
     const unknown: number[] = []
     for (const [i, key] of linkKeys.entries()) {
       const marker = await tx.get(key, options)
@@ -813,22 +815,22 @@ export class Engine {
         unknown.push(i)
         continue
       }
-      // the same predicate whatever is known: one link allowing it decides
-      if (priority <= Math.min(decodePriority(marker) + 1, MAX_PRIORITY)) return
+      const bound = Math.min(decodePriority(marker) + 1, MAX_PRIORITY)
+      if (priority <= bound) return
+      allowed = Math.max(allowed, bound)
     }
     const missing: CID[] = []
     for (const i of unknown) {
       const claim = await claimed(node.links[i])
-      if (claim == null) missing.push(node.links[i])
-      else if (priority <= Math.min(claim + 1, MAX_PRIORITY)) return
+      if (claim == null) {
+        missing.push(node.links[i])
+        continue
+      }
+      const bound = Math.min(claim + 1, MAX_PRIORITY)
+      if (priority <= bound) return
+      allowed = Math.max(allowed, bound)
     }
     if (missing.length > 0) throw new LinksNeeded(node.cid, missing)
-    let allowed = 1
-    for (const key of linkKeys) {
-      const marker = await tx.get(key, options)
-      if (marker != null && marker.byteLength > 0) allowed = Math.max(allowed, Math.min(decodePriority(marker) + 1, MAX_PRIORITY))
-    }
-    for (const i of unknown) allowed = Math.max(allowed, Math.min(((await claimed(node.links[i])) ?? 0) + 1, MAX_PRIORITY))
     throw new MalformedDeltaError(`Node ${node.cid} claims priority ${priority}; its links allow at most ${allowed}`)
   }
 
