@@ -71,25 +71,28 @@ const MAX_HANDED_BYTES = 4 * 1024 * 1024
 /** Fetch errors of siblings never asked for: they never give their branch up (see `recordFetchFailure`) */
 const NOT_ASKED = new WeakSet<Error>()
 
-/** A fetch that had no peer to ask (a partition): like a sibling never asked, it never gives its branch up */
-function nobodyAsked (err: Error): boolean {
+/** What `pick` finds first in `err` or its causes (a few levels down), else undefined */
+function inCauses <T> (err: Error, pick: (cause: Error) => T | undefined): T | undefined {
   let cause: unknown = err
   for (let depth = 0; cause != null && depth < 4; depth++) {
-    if ((cause as Error).name === 'NoPeersAskedError') return true
+    const found = pick(cause as Error)
+    if (found !== undefined) return found
     cause = (cause as Error).cause
   }
-  return false
+  return undefined
+}
+
+/** A fetch that had no peer to ask (a partition): like a sibling never asked, it never gives its branch up */
+function nobodyAsked (err: Error): boolean {
+  return inCauses(err, cause => cause.name === 'NoPeersAskedError' ? true : undefined) === true
 }
 
 /** The peers a DAG syncer names on a fetch error (or its causes) as asked without sending the block */
 function refusers (err: Error): string[] | undefined {
-  let cause: unknown = err
-  for (let depth = 0; cause != null && depth < 4; depth++) {
+  return inCauses(err, cause => {
     const named = (cause as { refusedBy?: unknown }).refusedBy
-    if (Array.isArray(named)) return named.filter((id): id is string => typeof id === 'string')
-    cause = (cause as Error).cause
-  }
-  return undefined
+    return Array.isArray(named) ? named.filter((id): id is string => typeof id === 'string') : undefined
+  })
 }
 
 /** A place to start walking: a reserved node, fetched already or not */
