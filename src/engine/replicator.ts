@@ -13,7 +13,7 @@ import { delay, jitter } from '../utils.js'
 import { MALFORMED_REASON } from './engine.js'
 import { HeadQueue } from './head-queue.js'
 import { nextPayloadOf } from './payload-queue.js'
-import type { Engine } from './engine.js'
+import type { Engine, GivenUpBranch } from './engine.js'
 import type { HeadOutcome, QueuedHead } from './head-queue.js'
 import type { ReceivedPayload } from './payload-queue.js'
 import type { SyncProgress } from './sync-meter.js'
@@ -621,29 +621,29 @@ export class Replicator {
         this.joins.clear()
         this.lastRevivalTick = tick
         // an announcer that returned may hold any of them; the periodic retry backs off per branch
-        if (await this.engine.reviveGivenUp({ signal: this.signal, only: b => returned || this.retryDue(b.cid, tick, GIVEN_UP_RETRY_EVERY) }) > 0) {
-          this.log('retrying branches given up earlier')
-          await this.engine.markDirty()
-        }
-      } else if (tick % REVIVE_MIN_TICKS === 0 && await this.engine.reviveGivenUp({ signal: this.signal, only: b => (b.refusedBy?.length ?? 0) === 0 && this.retryDue(b.cid, tick, REVIVE_MIN_TICKS) }) > 0) {
+        await this.revive(b => returned || this.retryDue(b.cid, tick, GIVEN_UP_RETRY_EVERY), 'retrying branches given up earlier')
+      } else if (tick % REVIVE_MIN_TICKS === 0 && await this.revive(b => (b.refusedBy?.length ?? 0) === 0 && this.retryDue(b.cid, tick, REVIVE_MIN_TICKS), 'retrying branches given up for lack of an answer')) {
         // given up with no peer on record as lacking the block (they only stayed silent: a holder too busy
         // to answer in time): tried again every few ticks, as cheaply as any probe
-        this.log('retrying branches given up for lack of an answer')
-        await this.engine.markDirty()
       } else if (this.joins.size > 0) {
         // replicas that joined since: only what none of them was asked for (at most once a tick, however many join)
         const joined = [...this.joins]
         this.joins.clear()
-        if (await this.engine.reviveGivenUp({ signal: this.signal, only: b => joined.some(peer => !(b.refusedBy?.includes(peer) ?? false)) }) > 0) {
-          this.log('retrying branches given up before %d replica(s) joined', joined.length)
-          await this.engine.markDirty()
-        }
+        await this.revive(b => joined.some(peer => !(b.refusedBy?.includes(peer) ?? false)), `retrying branches given up before ${joined.length} replica(s) joined`)
       }
       if (await this.engine.isDirty()) {
         await this.repair().catch(() => {})
       }
       this.scheduleRepair()
     })
+  }
+
+  /** Revives the given-up branches `only` picks; when there were any, says `why` and marks the store dirty. True when it revived some */
+  private async revive (only: (branch: GivenUpBranch) => boolean, why: string): Promise<boolean> {
+    if (await this.engine.reviveGivenUp({ signal: this.signal, only }) === 0) return false
+    this.log(why)
+    await this.engine.markDirty()
+    return true
   }
 
   /** Whether a periodic retry may revive `cid` at `tick` (recording it when so): after `base` ticks, then twice as long each time */
