@@ -262,8 +262,10 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       isCovered: async (node, options) => this.isCovered(node, options),
       decorate: payload => this.compaction.announcing ? addSnapshotAnnouncement(payload, this.compaction.announced) : payload,
       onPayload: async (data, from, options) => {
-        this.compaction.onPayload(data, from, p => { this.track(p).catch(() => {}) })
-        await this.joinFromSnapshot(data, options)
+        // the payload's snapshot announcement, read once for both
+        const announcement = readSnapshotAnnouncement(data)
+        this.compaction.onPayload(announcement, from, p => { this.track(p).catch(() => {}) })
+        await this.joinFromSnapshot(announcement.snapshot, options)
       },
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
       progress: this.meter,
@@ -668,8 +670,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    * The install is a merge, so the replica's own writes stay. A snapshot
    * whose covered heads are all merged here already is skipped.
    */
-  private async joinFromSnapshot (data: Uint8Array, options: AbortOptions): Promise<void> {
-    const { snapshot } = readSnapshotAnnouncement(data)
+  private async joinFromSnapshot (snapshot: CID | undefined, options: AbortOptions): Promise<void> {
     if (snapshot == null || this.joined.has(snapshot.toString())) return
     if (this.engine.heads.all().length > 0 && !(await this.engine.isDirty(options))) return
     this.joined.add(snapshot.toString())

@@ -38,7 +38,6 @@ import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
-import { readSnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
@@ -47,6 +46,7 @@ import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
 import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
+import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
@@ -286,10 +286,9 @@ export class Compaction {
     return this.passed?.cid
   }
 
-  /** Notes an announcer's broadcast */
-  onPayload (data: Uint8Array, from: string, track: (p: Promise<unknown>) => void): void {
+  /** Notes an announcer's broadcast: what its payload announces about snapshots */
+  onPayload ({ supported, snapshot }: SnapshotAnnouncement, from: string, track: (p: Promise<unknown>) => void): void {
     if (from === '') return
-    const { supported, snapshot } = readSnapshotAnnouncement(data)
     const old = this.peers.get(from)
     const state: Peer = { lastSeen: Date.now(), supported, snapshot, stored: old?.stored }
     this.peers.set(from, state)
