@@ -153,6 +153,8 @@ export interface ChaosReport {
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 const ODD_KEYS = ['/odd/a b', '/odd/ü', '/odd/%00', '/odd/☃/x', '/odd/tab\tkey']
+/** Tries per junk injection cut by a SIGKILL or finding no live replica */
+const JUNK_ATTEMPTS = 6
 const JUNK_KINDS: JunkKind[] = ['garbage-payload', 'head-flood', 'raw-head', 'random-block', 'missing-links', 'bad-delta', 'huge-priority', 'valid-over-junk', 'missing-head']
 /**
  * The quick run (in `npm test`) has every kind but missing-links: its
@@ -415,12 +417,17 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     r.busy = false
   }
 
-  const injectJunk = async (n: number): Promise<void> => {
+  /**
+   * Publishes junk injection `n` through a live replica. Returns false when it
+   * was not published because no replica was alive or a SIGKILL cut it (the
+   * caller tries again), true once published or failed for another reason.
+   */
+  const injectJunk = async (n: number, attempt: number): Promise<boolean> => {
     const r = pick(alive())
-    if (r == null) return
+    if (r == null) return false
     const kinds = options.replicas <= 3 ? QUICK_JUNK_KINDS : JUNK_KINDS
     const kind = kinds[n % kinds.length]
-    const tag = `${options.seed}-${n}`
+    const tag = attempt === 0 ? `${options.seed}-${n}` : `${options.seed}-${n}-${attempt}`
     // a well-formed node over junk is a write like any other: recorded before it is sent,
     // so one that lands while a SIGKILL cuts the reply is known (status unknown), not invented
     const value = WRITING_JUNK[kind]?.(tag)
@@ -443,7 +450,9 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         rec.endAt = Date.now()
       }
       if (err.name !== 'ReplicaDiedError') violation(`junk ${kind} on replica ${r.index}: ${err.name}: ${err.message}`)
+      return err.name !== 'ReplicaDiedError'
     }
+    return true
   }
 
   /**
@@ -588,14 +597,20 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
       await Promise.all(running)
     })()
 
-    // junk blocks and heads, spread over the run
+    // junk blocks and heads, spread over the run; every planned injection is
+    // published: one a SIGKILL cut (or that found no live replica) is tried
+    // again, a bounded number of times, and those still due when the chaos
+    // ends go out at once
     const junkLoop = (async () => {
       const spacing = options.duration * 0.9 / Math.max(1, options.junk)
       for (let i = 0; i < options.junk; i++) {
         const due = chaosStart + spacing * i + between(0, Math.floor(spacing / 2))
         while (Date.now() < due && !chaosOver) await sleep(Math.max(0, Math.min(100, due - Date.now())))
-        if (chaosOver) break
-        await injectJunk(i)
+        for (let attempt = 0; attempt < JUNK_ATTEMPTS; attempt++) {
+          if (await injectJunk(i, attempt)) break
+          log(`junk ${i}: not published (replica killed or none alive), attempt ${attempt + 1} of ${JUNK_ATTEMPTS}`)
+          await sleep(500)
+        }
       }
     })()
 
