@@ -21,7 +21,9 @@
  * elsewhere, and persistence.spec.ts covers LevelDB.
  *
  * `PROPERTY_RUNS=100000` gives each decoder property 100,000 inputs (a full
- * run); the default keeps this file under ~60 s. `PROPERTY_STATS=1` prints
+ * run); the default (2,000 inputs, 100 histories) keeps this file under
+ * ~30 s. No decode is timed (speed lives in benchmarks/): one that hangs
+ * fails on mocha's timeout. `PROPERTY_STATS=1` prints
  * what the histories reached (steps, syncs, deletes, merged keys).
  */
 
@@ -43,10 +45,9 @@ import type { ModelOp } from './fixtures/crdt-model.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 import type { Pair } from 'interface-datastore'
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 5000)
+// npm test's depth; `npm run test:property` runs 100,000 (and so 4,000 histories)
+const RUNS = Number(process.env.PROPERTY_RUNS ?? 2000)
 const HISTORY_RUNS = Math.max(Math.min(RUNS, 100), Math.floor(RUNS / 25))
-/** Longest any single decode may take */
-const DECODE_LIMIT_MS = 250
 
 const KEYS = ['/a', '/b', '/c', '/c/d', '/e f', '/ü', '/日本/語', '/😀', '/e\u0301']
 const VALUES = ['x', 'y', 'z', 'xx', '', 'ü', '語', '😀', 'e\u0301']
@@ -287,15 +288,6 @@ function mutate (bytes: Uint8Array, mutations: Mutation[]): Uint8Array {
   return Uint8Array.from(out)
 }
 
-/** Runs a decoder: it returns, or throws one of the `allowed` named errors, within DECODE_LIMIT_MS */
-function decodes <T> (fn: () => T, allowed: string[]): T | undefined {
-  const start = performance.now()
-  const result = decodesOrThrows(fn, allowed)
-  const elapsed = performance.now() - start
-  if (elapsed > DECODE_LIMIT_MS) throw new Error(`a decode took ${elapsed.toFixed(0)} ms`)
-  return result
-}
-
 /** Runs a decoder: it returns, or throws one of the `allowed` named errors */
 function decodesOrThrows <T> (fn: () => T, allowed: string[]): T | undefined {
   try {
@@ -365,7 +357,7 @@ describe('properties of the decoders', function () {
   it(`decodeDelta: well-formed deltas round-trip; random and mutated bytes give a delta or MalformedDeltaError (${RUNS} runs each)`, () => {
     fc.assert(fc.property(deltaArb, d => {
       const bytes = pbDeltaBytes(d)
-      const decoded = decodes(() => decodeDelta(bytes), ['MalformedDeltaError'])
+      const decoded = decodesOrThrows(() => decodeDelta(bytes), ['MalformedDeltaError'])
       // untrusted deltas: tombstone ids must be block keys; priorities saturate; DAG names are canonical
       if (!d.tombstones.every(t => isBlockKey(t.id))) {
         expect(decoded, 'a tombstone id that is not one block key is refused').to.equal(undefined)
@@ -376,11 +368,11 @@ describe('properties of the decoders', function () {
       if (decoded != null && canonical) expect(encodeDelta(decoded)).to.deep.equal(bytes)
     }), params)
     fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), bytes => {
-      const decoded = decodes(() => decodeDelta(bytes), ['MalformedDeltaError'])
+      const decoded = decodesOrThrows(() => decodeDelta(bytes), ['MalformedDeltaError'])
       if (decoded != null) checkDelta(decoded)
     }), params)
     fc.assert(fc.property(deltaArb, fc.array(mutationArb, { minLength: 1, maxLength: 6 }), (d, mutations) => {
-      const decoded = decodes(() => decodeDelta(mutate(pbDeltaBytes(d), mutations)), ['MalformedDeltaError'])
+      const decoded = decodesOrThrows(() => decodeDelta(mutate(pbDeltaBytes(d), mutations)), ['MalformedDeltaError'])
       if (decoded != null) checkDelta(decoded)
     }), params)
   })
@@ -401,16 +393,16 @@ describe('properties of the decoders', function () {
     }
     await fc.assert(fc.asyncProperty(fc.array(headArb, { minLength: 1, maxLength: 6 }), async heads => {
       const list = await toHeads(heads)
-      const decoded = decodes(() => decodeBroadcast(encodeBroadcast(list)), ['MalformedBroadcastError'])
+      const decoded = decodesOrThrows(() => decodeBroadcast(encodeBroadcast(list)), ['MalformedBroadcastError'])
       expect(decoded, 'a well-formed broadcast decodes').to.not.equal(undefined)
       expect([...(decoded?.values() ?? [])].flat().map(String).sort()).to.deep.equal([...new Set(list.map(h => h.cid.toString()))].sort())
     }), params)
     fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), bytes => {
-      check(decodes(() => decodeBroadcast(bytes), ['MalformedBroadcastError']))
+      check(decodesOrThrows(() => decodeBroadcast(bytes), ['MalformedBroadcastError']))
     }), params)
     await fc.assert(fc.asyncProperty(fc.array(headArb, { minLength: 1, maxLength: 4 }), fc.array(mutationArb, { minLength: 1, maxLength: 6 }), async (heads, mutations) => {
       const bytes = mutate(encodeBroadcast(await toHeads(heads)), mutations)
-      check(decodes(() => decodeBroadcast(bytes), ['MalformedBroadcastError']))
+      check(decodesOrThrows(() => decodeBroadcast(bytes), ['MalformedBroadcastError']))
     }), params)
   })
 
@@ -421,7 +413,7 @@ describe('properties of the decoders', function () {
       if (d.priority > BigInt(MAX_PRIORITY)) return
       const links = await Promise.all(linkDigests.map(async dg => CID.createV1(0x70, await sha256.digest(dg))))
       const built = await encodeNode({ ...d, priority: Number(d.priority) }, links)
-      const decoded = decodes(() => decodeNode(built.cid, built.bytes), allowed)
+      const decoded = decodesOrThrows(() => decodeNode(built.cid, built.bytes), allowed)
       if (!d.tombstones.every(t => isBlockKey(t.id))) {
         expect(decoded).to.equal(undefined)
         return
@@ -432,7 +424,7 @@ describe('properties of the decoders', function () {
     }), params)
     await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 512 }), codecArb, digestArb, async (bytes, codec, digest) => {
       const cid = CID.createV1(codec, await sha256.digest(digest))
-      const decoded = decodes(() => decodeNode(cid, bytes), allowed)
+      const decoded = decodesOrThrows(() => decodeNode(cid, bytes), allowed)
       if (decoded != null) checkNode(cid, decoded)
       if (codec !== 0x70) expect(decoded).to.equal(undefined)
     }), params)
@@ -440,7 +432,7 @@ describe('properties of the decoders', function () {
       const links = await Promise.all(linkDigests.map(async dg => CID.createV1(0x70, await sha256.digest(dg))))
       const built = await encodeNode({ ...d, priority: Number(d.priority > BigInt(MAX_PRIORITY) ? 1n : d.priority) }, links)
       const bytes = mutate(built.bytes, mutations)
-      const decoded = decodes(() => decodeNode(built.cid, bytes), allowed)
+      const decoded = decodesOrThrows(() => decodeNode(built.cid, bytes), allowed)
       if (decoded != null) checkNode(built.cid, decoded)
     }), params)
   })

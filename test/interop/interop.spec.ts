@@ -125,7 +125,7 @@ describe('interop with go-ds-crdt v0.6.8 replicas', function () {
       if (JSON.stringify(a) === JSON.stringify(b)) return a
       await new Promise(resolve => setTimeout(resolve, 50))
     }
-    expect(a, 'TS heads vs Go heads').to.deep.equal(b)
+    expect(a, `TS heads vs Go heads (TS ${JSON.stringify(tsHeads(t))}, Go ${JSON.stringify(await g.heads())})`).to.deep.equal(b)
     return a
   }
 

@@ -180,6 +180,9 @@ func newReplica(ctx context.Context, cfg config) (_ *replica, err error) {
 	opts.RebroadcastInterval = cfg.rebroadcast
 	opts.DAGSyncerTimeout = 60 * time.Second
 	opts.NumWorkers = 5
+	// a child whose fetch failed (e.g. timed out on a loaded machine) is
+	// only fetched again by a repair, which defaults to once an hour
+	opts.RepairInterval = 5 * time.Second
 
 	r.crdt, err = crdt.New(r.store, r.namespace, dags, bcast, opts)
 	if err != nil {
