@@ -16,6 +16,6 @@
  * ```
  */
 
-export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_ALLOW } from './node.js'
+export { createReplicaNode, DEFAULT_LISTEN, DEFAULT_BITSWAP_DEBOUNCE, DEFAULT_BITSWAP_MESSAGE_RECEIVE_TIMEOUT, DEFAULT_ALLOW } from './node.js'
 export type { ReplicaNode, ReplicaNodeInit, ReplicaNodeServices } from './node.js'
 export { DEFAULT_INBOUND_CONNECTION_THRESHOLD, DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS, DEFAULT_MAX_PUBSUB_MESSAGE_SIZE } from './node.js'

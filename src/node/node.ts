@@ -78,6 +78,17 @@ export interface ReplicaNodeInit {
    */
   bitswapDebounce?: number
   /**
+   * How long (ms) an incoming bitswap stream may sit idle before this node
+   * resets it. Helia's own default is 10 s, but go-ds-crdt replicas (boxo
+   * bitswap) keep one stream per peer open for their wants and do not open
+   * another after that reset: a Go replica idle for 10 s could then never
+   * fetch a block from this node again. Inbound streams stay bounded by
+   * bitswap's `maxInboundStreams`.
+   *
+   * @default 1_728_000_000 (20 days)
+   */
+  bitswapMessageReceiveTimeout?: number
+  /**
    * IP ranges (as multiaddrs) whose connections are always accepted,
    * bypassing every inbound limit below. Empty by default: an exempt range
    * lets any process there hold unlimited idle sockets
@@ -104,6 +115,8 @@ export interface ReplicaNodeInit {
 
 export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0']
 export const DEFAULT_BITSWAP_DEBOUNCE = 0
+/** Idle incoming bitswap streams are kept this long (20 days: below Node's longest timer) */
+export const DEFAULT_BITSWAP_MESSAGE_RECEIVE_TIMEOUT = 20 * 24 * 3600 * 1000
 export const DEFAULT_ALLOW: string[] = []
 export const DEFAULT_INBOUND_CONNECTION_THRESHOLD = 100
 export const DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS = 32
@@ -239,7 +252,8 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
       }
     }), {
       sendBlocksDebounce: debounce,
-      sendWantlistDebounce: debounce
+      sendWantlistDebounce: debounce,
+      messageReceiveTimeout: init.bitswapMessageReceiveTimeout ?? DEFAULT_BITSWAP_MESSAGE_RECEIVE_TIMEOUT
     }) as unknown as ReplicaNode
     await helia.start()
     helia.logger.forComponent('datastore-crdt:node')('replica node %s started (%s), listening on %s', helia.libp2p.peerId, init.directory ?? 'in memory', helia.libp2p.getMultiaddrs().map(String).join(', '))

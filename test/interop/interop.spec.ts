@@ -174,6 +174,17 @@ describe('interop with go-ds-crdt v0.6.8 replicas', function () {
   })
 
   describe('TS writes, Go reads', () => {
+    it('a Go replica still fetches from a TS node after its bitswap stream sat idle past Helia\'s 10 s default', async () => {
+      // boxo keeps one outbound bitswap stream per peer and does not reopen it
+      // after Helia resets it for idleness; createReplicaNode keeps idle streams
+      const { g, t } = await pair()
+      await t.store.put(new Key('/idle/a'), enc('one'))
+      await g.waitFor('/idle/a', 'one')
+      await new Promise(resolve => setTimeout(resolve, 11_000))
+      await t.store.put(new Key('/idle/b'), enc('two'))
+      await g.waitFor('/idle/b', 'two', 40_000)
+    })
+
     it('single puts, overwrites and deletes', async () => {
       const { g, t } = await pair()
       await t.store.put(new Key('/t/a'), enc('one'))
