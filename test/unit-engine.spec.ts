@@ -373,6 +373,24 @@ describe('Engine', () => {
       expect(engine.heads.count('docs')).to.equal(1)
     })
 
+    it('a node adopted late, once a node linking it was merged (COVERED, or processed), is no head', async () => {
+      // two broadcasts found the DAG empty; the newer head was fetched, adopted and merged first
+      const older = await node(delta(1, [['/a', '1']]))
+      const newer = await node(delta(2, [['/a', '2']]), [older.cid])
+      await bs.put(older.cid, older.bytes)
+      expect(await engine.addRoot(newer.cid)).to.be.true()
+      await engine.adoptHead(newer, { alongside: true })
+      await engine.processNode(newer)
+      expect(await pendingMark(older.cid)).to.deep.equal([0])
+      // the older head's own turn comes now: it is on the newer one's frontier
+      await engine.adoptHead(older, { alongside: true })
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([newer.cid.toString()])
+      engine.release(older.cid)
+      await engine.processNode(older)
+      await engine.adoptHead(older, { alongside: true })
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([newer.cid.toString()])
+    })
+
     it('an adopted head whose merge is refused as malformed stops being a head', async () => {
       const base = await node(delta(1, [['/a', '1']]))
       await engine.processNode(base)

@@ -631,6 +631,18 @@ export class Engine {
     await this.lock.add(async () => {
       if (options?.alongside !== true && this.heads.count(node.delta.dagName) > 0) return
       if (this.heads.get(node.delta.dagName, node.cid) != null) return
+      // a node below one merged since it was heard (processed, or on a walk's
+      // frontier as COVERED) is no head: adopting it late would leave an
+      // ancestor of a head among the heads for good
+      const id = blockKey(node.cid)
+      if (await this.datastore.has(this.layout.processedKey(id), options)) return
+      let mark: Uint8Array | undefined
+      try {
+        mark = await this.datastore.get(this.layout.pendingKey(id), options)
+      } catch (err: any) {
+        if (err.name !== 'NotFoundError') throw err
+      }
+      if (mark != null && mark[0] === COVERED[0]) return
       const tx = new WriteSet(this.datastore)
       this.heads.add(tx, { cid: node.cid, height: node.delta.priority, dagName: node.delta.dagName })
       await tx.commit(options)
