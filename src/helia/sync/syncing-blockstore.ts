@@ -32,9 +32,11 @@
 import { deleteBlock } from '../delete-block.js'
 import { streamBlocks } from './client.js'
 import { localReader } from './local-reader.js'
+import { localWriter } from './local-writer.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_HAVE, SYNC_PROTOCOL } from './protocol.js'
 import type { AcceptedBlock } from './client.js'
 import type { LocalReader } from './local-reader.js'
+import type { LocalWriter } from './local-writer.js'
 import type { DAGBlockstore, LocalBlock } from '../../interfaces.js'
 import type { ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -187,6 +189,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private readonly delivered = new Set<string>()
   /** Reads local blocks in-process when the blockstore allows (see local-reader.ts) */
   private readonly reader: LocalReader
+  /** Stores a delivery in one LevelDB batch when the blockstore allows (see local-writer.ts) */
+  private readonly writer: LocalWriter
   public readonly stats: SyncStats = { requests: 0, blocks: 0, bytes: 0, cut: 0, fallbacks: 0, preferred: 0, handedOver: 0 }
 
   constructor (components: SyncingBlockstoreComponents, init: SyncingBlockstoreInit) {
@@ -194,6 +198,9 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     this.log = components.logger.forComponent('datastore-crdt:sync:client')
     this.reader = localReader(components.local, (err) => {
       this.log('in-process block reads disagree with the blockstore, reading through it from now on - %e', err)
+    })
+    this.writer = localWriter(components.local, (err) => {
+      this.log('direct block writes are not found through the blockstore, storing through it from now on - %e', err)
     })
     this.maxBlocks = init.maxBlocks ?? DEFAULT_MAX_BLOCKS
     this.maxBytes = init.maxBytes ?? DEFAULT_MAX_BYTES
@@ -457,17 +464,20 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   }
 
   /**
-   * Stores blocks, all of a batch at once, then announces them: Helia's
-   * `putMany` stores one block after the other (a `has`, then a `put`, each
-   * a LevelDB round trip through the thread pool), which bounded a stream to
-   * the disk's latency; concurrent `put`s keep the thread pool busy and
-   * LevelDB joins concurrent writes into one log write. Helia's `put` tells
-   * the block brokers before it stores, so the stored blocks are announced
-   * again once they are on disk (a want that arrived in between is served).
+   * Stores blocks, all of a delivery at once, then announces them. Over
+   * blockstore-level that is one LevelDB batch (local-writer.ts); otherwise
+   * concurrent `put`s, which keep the thread pool busy and let LevelDB join
+   * them into one log write (Helia's `putMany` stores one block after the
+   * other, a `has` then a `put`, which bound a stream to the disk's
+   * latency). The block brokers (bitswap) are told once the blocks are on
+   * disk, so a want that arrived meanwhile is served (Helia's `put` tells
+   * them before it stores).
    */
   private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
     const { local, announce } = this.components
-    await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
+    if (!(await this.writer.write(blocks, { signal }))) {
+      await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
+    }
     if (announce == null) return
     try {
       await announce(blocks.map(b => b.cid), { signal })
