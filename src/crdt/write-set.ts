@@ -142,6 +142,17 @@ export class WriteSet {
    * them need no datastore read. `existence` asks only whether they exist.
    */
   async prefetch (keys: Iterable<Key>, options?: AbortOptions & { existence?: boolean }): Promise<void> {
+    if (this.level?.status === 'open' && Array.isArray(keys) && keys.length <= SYNC_READS_PER_TURN) {
+      // in-process and short (a node's markers): read straight into the cache, no lists built
+      for (const key of keys as Key[]) {
+        const id = key.toString()
+        if (this.writes.has(id) || this.reads.has(id)) continue
+        const value = this.readNow(id)
+        if (value === undefined) break
+        this.reads.set(id, value)
+      }
+      return
+    }
     const todo: Array<{ id: string, key: Key }> = []
     const queued = new Set<string>()
     for (const key of keys) {
