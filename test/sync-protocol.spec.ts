@@ -198,6 +198,32 @@ describe('sync protocol', function () {
     expect(stats?.fallbacks).to.be.at.least(29)
   })
 
+  for (const serves of [true, false]) {
+    it(`asks a peer whose protocols are not known yet (identify not run) over the protocol, ${serves ? 'and streams' : 'and takes a refusal as a no (bitswap then)'}`, async () => {
+      const a = await startPeer(serves ? {} : { syncProtocol: false })
+      peers.push(a)
+      for (let i = 0; i < 30; i++) await a.store.put(new Key(`/early/${i}`), enc(`v${i}`))
+      const node = await createReplicaNode({ listen: [`/memory/sync-${process.pid}-${seq++}`] })
+      // B never learns A's protocols, as before identify has run
+      const peerStore = node.libp2p.peerStore
+      const get = peerStore.get.bind(peerStore)
+      peerStore.get = async (...args: Parameters<typeof get>) => ({ ...(await get(...args)), protocols: [], metadata: new Map() })
+      const b = { node, store: await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS }) }
+      peers.push(b)
+      await connect(a, b)
+      await converge([a, b], 30)
+      const stats = b.store.sync?.blockstore.stats
+      expect(stats?.cut).to.equal(0)
+      if (serves) {
+        expect(stats?.requests).to.be.at.least(1)
+        expect(stats?.blocks).to.be.at.least(25)
+      } else {
+        expect(stats?.requests).to.equal(0)
+        expect(stats?.fallbacks).to.be.at.least(29)
+      }
+    })
+  }
+
   it('a replica stopped mid catch-up resumes from its frontier, not from the top', async () => {
     const a = await startPeer()
     peers.push(a)

@@ -30,7 +30,8 @@ import { now, rssSampler, waitFor } from './common.mjs'
  * With BENCH_HEAP_PROFILE=<file> in the environment, the child samples its
  * heap allocations and, when done, writes the allocations still live then
  * as a .heapprofile (open it in Chrome DevTools, or sum it by stack); with
- * BENCH_HEAP_PROFILE_ALL=1 as well, every sampled allocation of the run.
+ * BENCH_HEAP_PROFILE_ALL=1 as well, every sampled allocation of the run
+ * (=survivors: those that outlived the young generation).
  */
 async function heapProfiler () {
   const file = process.env.BENCH_HEAP_PROFILE
@@ -41,8 +42,9 @@ async function heapProfiler () {
   session.connect()
   await session.post('HeapProfiler.enable')
   // BENCH_HEAP_PROFILE_ALL=1: every sampled allocation, collected or not (where the churn comes from)
-  const all = process.env.BENCH_HEAP_PROFILE_ALL === '1'
-  await session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: all, includeObjectsCollectedByMinorGC: all })
+  // BENCH_HEAP_PROFILE_ALL=survivors: those that outlived the young generation (promoted), collected later or not
+  const all = process.env.BENCH_HEAP_PROFILE_ALL
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: all === '1' || all === 'survivors', includeObjectsCollectedByMinorGC: all === '1' })
   return async () => {
     const { profile } = await session.post('HeapProfiler.getSamplingProfile')
     await writeFile(file, JSON.stringify(profile))
