@@ -82,20 +82,24 @@ class BlockstoreWriter implements LocalWriter {
     }
     if (this.checked) return true
     // the first batch: is it where the blockstore reads?
-    let seen = false
-    try {
-      seen = await this.store.has(blocks[0].cid, options)
-    } catch {}
-    if (seen) {
+    if (await this.found(blocks[0].cid, options)) {
       this.checked = true
       return true
     }
     this.level = undefined
     this.onFallback(new Error('a block written to LevelDB directly is not found through the blockstore'))
-    try {
-      await level.db.batch(ops.map(({ key }) => ({ type: 'del' as const, key })))
-    } catch {}
+    // leaves nothing under keys nobody reads; a failure here only leaves unread entries
+    await level.db.batch(ops.map(({ key }) => ({ type: 'del' as const, key }))).catch(() => {})
     return false
+  }
+
+  /** Whether the wrapping blockstore finds a block (false when it fails) */
+  private async found (cid: CID, options?: AbortOptions): Promise<boolean> {
+    try {
+      return await this.store.has(cid, options)
+    } catch {
+      return false
+    }
   }
 }
 

@@ -383,7 +383,12 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       if (speaks === 'maybe') unknown.add(id)
     }
     // a peer whose protocols are not known yet is tried after those known to speak it
-    const rank = (p: PeerId): number => unknown.has(p.toString()) ? -1 : p.toString() === prefer ? 2 : p.toString() === this.lastGood ? 1 : 0
+    const rank = (p: PeerId): number => {
+      const id = p.toString()
+      if (unknown.has(id)) return -1
+      if (id === prefer) return 2
+      return id === this.lastGood ? 1 : 0
+    }
     peers.sort((a, b) => rank(b) - rank(a))
     const free = peers.find(p => (this.open.get(p.toString()) ?? 0) < this.maxStreams)
     if (free != null) return free
@@ -399,10 +404,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     const id = peer.toString()
     const known = this.speaks.get(id)
     if (known != null && Date.now() - known.at < PROTOCOLS_TTL) return known.yes ? 'yes' : 'no'
-    let record: { protocols: string[], metadata?: Map<string, unknown> } | undefined
-    try {
-      record = await this.components.libp2p.peerStore.get(peer, options)
-    } catch {}
+    // an unknown peer (no record) is a 'maybe'
+    const record = await this.components.libp2p.peerStore.get(peer, options).catch(() => undefined)
     const yes = record?.protocols.includes(SYNC_PROTOCOL) === true
     // before identify the list holds only what this node negotiated itself
     // (identify's own protocol); identify leaves the agent's name behind
