@@ -8,10 +8,11 @@
  *
  * `blockKey()` runs several times per merged node (the node, each link,
  * their markers), so it encodes with a table into one string rather than
- * multiformats' character-by-character concatenation, and remembers the key
- * of each CID object it has seen (a link's key is asked for again when that
- * link is merged). The output is byte-for-byte multiformats' `base32upper`
- * (checked against it in test/block-key.spec.ts).
+ * multiformats' character-by-character concatenation. The output is
+ * byte-for-byte multiformats' `base32upper` (checked against it in
+ * test/codecs.spec.ts). Keys are not remembered per CID object: that broke
+ * the go-ds-crdt interop suite (a batch's deletes did not reach Go), not
+ * traced yet.
  */
 
 import { base32upper } from 'multiformats/bases/base32'
@@ -24,9 +25,6 @@ export const DAG_PB_CODE = 0x70
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
 /** The alphabet as char codes */
 const CODES = Uint8Array.from(ALPHABET, c => c.charCodeAt(0))
-
-/** Block keys of CID objects seen lately (a CID is immutable) */
-const keys = new WeakMap<CID, string>()
 
 /**
  * `lead` + RFC 4648 upper-case base32 of `bytes`, unpadded: `lead` +
@@ -55,12 +53,7 @@ export function base32UpperKey (bytes: Uint8Array, lead = '/'): string {
 
 /** Returns the block key (`/CIQ…`) of a CID: the key of its multihash */
 export function blockKey (cid: CID): string {
-  let key = keys.get(cid)
-  if (key == null) {
-    key = base32UpperKey(cid.multihash.bytes)
-    keys.set(cid, key)
-  }
-  return key
+  return base32UpperKey(cid.multihash.bytes)
 }
 
 /** Returns the CIDv1 dag-pb CID named by a block key, or throws */
