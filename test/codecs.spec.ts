@@ -8,9 +8,10 @@
  */
 
 import { expect } from 'aegir/chai'
+import { base32upper } from 'multiformats/bases/base32'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { blockKey, cidFromBlockKey } from '../src/codec/block-key.js'
+import { blockKey, cidFromBlockKey, base32UpperKey } from '../src/codec/block-key.js'
 import { MAX_BROADCAST_HEADS } from '../src/codec/broadcast.js'
 import { MAX_PRIORITY, elementSize } from '../src/codec/delta.js'
 import { decodeBroadcast, decodeDelta, decodeNode, encodeBroadcast, encodeDelta, encodeNode } from '../src/index.js'
@@ -104,6 +105,16 @@ describe('codecs at their edges', () => {
       expect(node.delta.elements.map(e => e.key)).to.deep.equal(['/k'])
     })
 
+    it('keep each linked block once, in first-seen order, with few links and with many, v0 and v1 alike', async () => {
+      for (const n of [3, 40]) {
+        const cids = await Promise.all(Array.from({ length: n }, async (_, i) => dagPbCid(enc(`l${i}`))))
+        const v0 = CID.createV0(cids[1].multihash as Parameters<typeof CID.createV0>[0])
+        const built = await encodeNode(deltaWith(2), [...cids, cids[0], v0, cids[n - 1]])
+        const node = decodeNode(built.cid, built.bytes)
+        expect(node.links.map(String), `${n} links`).to.deep.equal(cids.map(String))
+      }
+    })
+
     it('a node without Data is an empty delta at priority 0; a CIDv0 link is read as v1', async () => {
       const v0 = CID.createV0(await sha256.digest(enc('v0')))
       const bytes = Uint8Array.from(lenField(2, lenField(1, v0.bytes)))
@@ -155,6 +166,26 @@ describe('codecs at their edges', () => {
       expect(cidFromBlockKey(key.slice(1)).equals(cid)).to.equal(true)
       expect(cidFromBlockKey(key).code).to.equal(0x70)
       expect(() => cidFromBlockKey('/not-base32!')).to.throw()
+    })
+
+    it('are encoded exactly as multiformats\' base32upper, at every length and bit pattern', () => {
+      for (let n = 0; n <= 80; n++) {
+        for (const fill of [0x00, 0xff, 0xa5, -1]) {
+          const bytes = Uint8Array.from({ length: n }, (_, i) => fill >= 0 ? fill : (i * 151 + n * 7) & 0xff)
+          expect(base32UpperKey(bytes), `${n} bytes of ${fill}`).to.equal('/' + base32upper.baseEncode(bytes))
+          expect(base32UpperKey(bytes, '/B')).to.equal('/' + base32upper.encoder.encode(bytes))
+        }
+      }
+      const large = Uint8Array.from({ length: 5000 }, (_, i) => (i * 31) & 0xff)
+      expect(base32UpperKey(large)).to.equal('/' + base32upper.baseEncode(large))
+    })
+
+    it('are the same for equal CIDs whether or not the CID object was seen before', async () => {
+      const cid = await dagPbCid(enc('again'))
+      const first = blockKey(cid)
+      expect(blockKey(cid)).to.equal(first)
+      expect(blockKey(CID.decode(cid.bytes))).to.equal(first)
+      expect(first).to.equal('/' + base32upper.baseEncode(cid.multihash.bytes))
     })
   })
 

@@ -1,13 +1,16 @@
 /**
  * The sync server's block reads and frame sends: in-process LevelDB reads
  * under Helia's wrapping blockstores (with their fallback when they
- * disagree with the blockstore), and many frames gathered into one send,
- * read back in order.
+ * disagree with the blockstore), a stream's deliveries stored as one
+ * LevelDB batch (with the same fallback), and many frames gathered into
+ * one send, read back in order.
  */
 
 import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
 import { LevelBlockstore } from 'blockstore-level'
+import toBuffer from 'it-to-buffer'
+import { base58btc } from 'multiformats/bases/base58'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { identity } from 'multiformats/hashes/identity'
@@ -15,6 +18,7 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameReader, FrameWriter } from '../src/helia/sync/frames.js'
 import { localReader } from '../src/helia/sync/local-reader.js'
+import { localWriter } from '../src/helia/sync/local-writer.js'
 import { createReplicaNode } from '../src/node/index.js'
 import { enc, tempDir } from './fixtures/stores.js'
 import type { FrameStream } from '../src/helia/sync/frames.js'
@@ -113,6 +117,64 @@ describe('sync server reads and sends', function () {
     expect(reader.direct).to.equal(false)
     expect(await reader.read(a.cid)).to.equalBytes(a.bytes)
     expect(await reader.read((await block('absent')).cid)).to.equal(undefined)
+  })
+
+  it('stores a delivery in one LevelDB batch under Helia\'s wrapping blockstores, readable through them', async () => {
+    const dir = await tempDir('local-writer')
+    const node = await createReplicaNode({ directory: dir.path, listen: [] })
+    try {
+      const blocks = await Promise.all(['one', 'two', 'three'].map(block))
+      const fallbacks: unknown[] = []
+      const writer = localWriter(node.blockstore, (err) => fallbacks.push(err))
+      expect(writer.direct).to.equal(true)
+      expect(await writer.write(blocks)).to.equal(true)
+      for (const { cid, bytes } of blocks) {
+        expect(await node.blockstore.has(cid)).to.equal(true)
+        expect(await toBuffer(node.blockstore.get(cid, { offline: true }))).to.equalBytes(bytes)
+      }
+      // a delivery holding an identity CID is left to the blockstore
+      const inline = enc('inline')
+      expect(await writer.write([{ cid: CID.createV1(raw.code, identity.digest(inline)), bytes: inline }])).to.equal(false)
+      expect(writer.direct).to.equal(true)
+      expect(fallbacks).to.deep.equal([])
+    } finally {
+      await node.stop()
+      await dir.remove()
+    }
+  })
+
+  it('stops writing to LevelDB directly, leaving nothing there, when the wrapping blockstore does not find what it wrote', async () => {
+    const dir = await tempDir('local-writer-disagree')
+    const level = new LevelBlockstore(dir.path)
+    await level.open()
+    try {
+      // the same LevelDB, but keys in another multibase than the one the blockstore reads
+      const skewed = { db: level.db, base: base58btc }
+      const wrapper = {
+        get: (cid: CID, options?: any) => level.get(cid, options),
+        has: async (cid: CID) => level.has(cid),
+        unwrap: () => skewed
+      }
+      const fallbacks: unknown[] = []
+      const writer = localWriter(wrapper, (err) => fallbacks.push(err))
+      expect(writer.direct).to.equal(true)
+      expect(await writer.write([await block('misplaced')])).to.equal(false)
+      expect(writer.direct).to.equal(false)
+      expect(fallbacks).to.have.lengthOf(1)
+      let entries = 0
+      for await (const _ of level.db.keys()) entries++ // eslint-disable-line @typescript-eslint/no-unused-vars
+      expect(entries, 'entries left under the wrong keys').to.equal(0)
+      expect(await writer.write([await block('next')])).to.equal(false)
+    } finally {
+      await level.close()
+      await dir.remove()
+    }
+  })
+
+  it('leaves a blockstore without LevelDB to store its own blocks', async () => {
+    const writer = localWriter(new MemoryBlockstore())
+    expect(writer.direct).to.equal(false)
+    expect(await writer.write([await block('in memory')])).to.equal(false)
   })
 
   it('sends many frames in one send, read back whole and in order', async () => {

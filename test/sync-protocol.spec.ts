@@ -86,31 +86,41 @@ describe('sync protocol', function () {
     expect(stats?.handedOver).to.be.greaterThan(150)
   })
 
-  it('tells bitswap of streamed blocks once they are stored, so peers that already want them get them', async () => {
-    const a = await startPeer()
-    peers.push(a)
-    for (let i = 0; i < 60; i++) await a.store.put(new Key(`/told/${i}`), enc(`v${i}`))
-    const node = await createReplicaNode({ listen: [`/memory/sync-${process.pid}-${seq++}`] })
-    // every announce B's bitswap hears, with whether the block was stored at that moment
-    const bitswap = (node as any).blockBrokers.find((b: any) => b.name === 'bitswap')
-    const local = (node.blockstore as any).unwrap().unwrap()
-    const announce = bitswap.announce.bind(bitswap)
-    const heard: Array<{ cid: string, stored: Promise<boolean> }> = []
-    bitswap.announce = async (cid: any, options: any) => {
-      heard.push({ cid: cid.toString(), stored: Promise.resolve(local.has(cid)) })
-      return announce(cid, options)
-    }
-    const b = { node, store: await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS }) }
-    peers.push(b)
-    await connect(a, b)
-    await converge([a, b], 60)
-    expect(b.store.sync?.blockstore.stats.blocks).to.be.at.least(50)
-    const storedWhenTold = new Map<string, boolean>()
-    for (const { cid, stored } of heard) storedWhenTold.set(cid, storedWhenTold.get(cid) === true || await stored)
-    const late = [...storedWhenTold].filter(([, told]) => !told).map(([cid]) => cid)
-    expect(storedWhenTold.size).to.be.at.least(50)
-    expect(late, 'blocks bitswap heard of only before they were stored').to.deep.equal([])
-  })
+  for (const onDisk of [false, true]) {
+    it(`tells bitswap of streamed blocks once they are stored, so peers that already want them get them (${onDisk ? 'LevelDB: one batch per delivery' : 'memory blockstore'})`, async () => {
+      const a = await startPeer()
+      peers.push(a)
+      for (let i = 0; i < 60; i++) await a.store.put(new Key(`/told/${i}`), enc(`v${i}`))
+      const dir = onDisk ? await tempDir('sync-told') : undefined
+      const node = await createReplicaNode({ listen: [`/memory/sync-${process.pid}-${seq++}`], ...(dir == null ? {} : { directory: dir.path }) })
+      // every announce B's bitswap hears, with whether the block was stored at that moment
+      const bitswap = (node as any).blockBrokers.find((b: any) => b.name === 'bitswap')
+      const local = (node.blockstore as any).unwrap().unwrap()
+      const announce = bitswap.announce.bind(bitswap)
+      const heard: Array<{ cid: string, stored: Promise<boolean> }> = []
+      bitswap.announce = async (cid: any, options: any) => {
+        heard.push({ cid: cid.toString(), stored: Promise.resolve(local.has(cid)) })
+        return announce(cid, options)
+      }
+      const b = { node, store: await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS }) }
+      peers.push(b)
+      await connect(a, b)
+      await converge([a, b], 60)
+      expect(b.store.sync?.blockstore.stats.blocks).to.be.at.least(50)
+      const storedWhenTold = new Map<string, boolean>()
+      for (const { cid, stored } of heard) storedWhenTold.set(cid, storedWhenTold.get(cid) === true || await stored)
+      const late = [...storedWhenTold].filter(([, told]) => !told).map(([cid]) => cid)
+      expect(storedWhenTold.size).to.be.at.least(50)
+      expect(late, 'blocks bitswap heard of only before they were stored').to.deep.equal([])
+      if (dir != null) {
+        // each streamed block told once, after its batch landed
+        expect(heard.length).to.equal(storedWhenTold.size)
+        await stopPeer(b)
+        peers = peers.filter(p => p !== b)
+        await dir.remove()
+      }
+    })
+  }
 
   it('a fresh replica catches up a wide DAG written by several replicas', async () => {
     const writers = [await startPeer(), await startPeer(), await startPeer()]
@@ -187,6 +197,32 @@ describe('sync protocol', function () {
     expect(stats?.requests).to.equal(0)
     expect(stats?.fallbacks).to.be.at.least(29)
   })
+
+  for (const serves of [true, false]) {
+    it(`asks a peer whose protocols are not known yet (identify not run) over the protocol, ${serves ? 'and streams' : 'and takes a refusal as a no (bitswap then)'}`, async () => {
+      const a = await startPeer(serves ? {} : { syncProtocol: false })
+      peers.push(a)
+      for (let i = 0; i < 30; i++) await a.store.put(new Key(`/early/${i}`), enc(`v${i}`))
+      const node = await createReplicaNode({ listen: [`/memory/sync-${process.pid}-${seq++}`] })
+      // B never learns A's protocols, as before identify has run
+      const peerStore = node.libp2p.peerStore
+      const get = peerStore.get.bind(peerStore)
+      peerStore.get = async (...args: Parameters<typeof get>) => ({ ...(await get(...args)), protocols: [], metadata: new Map() })
+      const b = { node, store: await createHeliaCRDT(node, { topic: TOPIC, ...STORE_OPTIONS }) }
+      peers.push(b)
+      await connect(a, b)
+      await converge([a, b], 30)
+      const stats = b.store.sync?.blockstore.stats
+      expect(stats?.cut).to.equal(0)
+      if (serves) {
+        expect(stats?.requests).to.be.at.least(1)
+        expect(stats?.blocks).to.be.at.least(25)
+      } else {
+        expect(stats?.requests).to.equal(0)
+        expect(stats?.fallbacks).to.be.at.least(29)
+      }
+    })
+  }
 
   it('a replica stopped mid catch-up resumes from its frontier, not from the top', async () => {
     const a = await startPeer()

@@ -29,7 +29,9 @@ import { now, rssSampler, waitFor } from './common.mjs'
 /**
  * With BENCH_HEAP_PROFILE=<file> in the environment, the child samples its
  * heap allocations and, when done, writes the allocations still live then
- * as a .heapprofile (open it in Chrome DevTools, or sum it by stack).
+ * as a .heapprofile (open it in Chrome DevTools, or sum it by stack); with
+ * BENCH_HEAP_PROFILE_ALL=1 as well, every sampled allocation of the run
+ * (=survivors: those that outlived the young generation).
  */
 async function heapProfiler () {
   const file = process.env.BENCH_HEAP_PROFILE
@@ -39,7 +41,10 @@ async function heapProfiler () {
   const session = new Session()
   session.connect()
   await session.post('HeapProfiler.enable')
-  await session.post('HeapProfiler.startSampling', { samplingInterval: 32768 })
+  // BENCH_HEAP_PROFILE_ALL=1: every sampled allocation, collected or not (where the churn comes from)
+  // BENCH_HEAP_PROFILE_ALL=survivors: those that outlived the young generation (promoted), collected later or not
+  const all = process.env.BENCH_HEAP_PROFILE_ALL
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: all === '1' || all === 'survivors', includeObjectsCollectedByMinorGC: all === '1' })
   return async () => {
     const { profile } = await session.post('HeapProfiler.getSamplingProfile')
     await writeFile(file, JSON.stringify(profile))
@@ -48,9 +53,32 @@ async function heapProfiler () {
   }
 }
 
+/**
+ * With BENCH_MEM_TRACE=<file> in the environment, the child appends a line
+ * every 250 ms: ms since start, keys so far, RSS, and the size of each V8
+ * heap space (MB), to see where the memory of a run goes over time.
+ */
+async function memoryTrace (count) {
+  const file = process.env.BENCH_MEM_TRACE
+  if (file == null || file === '') return undefined
+  const v8 = await import('node:v8')
+  const { appendFileSync } = await import('node:fs')
+  const t0 = now()
+  const mb = (n) => (n / 1048576).toFixed(1)
+  const timer = setInterval(() => {
+    const m = process.memoryUsage()
+    const spaces = v8.getHeapSpaceStatistics().map(s => `${s.space_name.replace('_space', '')}=${mb(s.space_size)}/${mb(s.space_used_size)}`).join(' ')
+    appendFileSync(file, `${Math.round(now() - t0)} ms keys=${count()} rss=${mb(m.rss)} heap=${mb(m.heapTotal)}/${mb(m.heapUsed)} ext=${mb(m.external)} ab=${mb(m.arrayBuffers)} ${spaces}\n`)
+  }, 250)
+  timer.unref()
+  return () => { clearInterval(timer) }
+}
+
 export function runChild (open) {
   const rss = rssSampler(100)
   const heap = heapProfiler()
+  let keys = 0
+  const trace = memoryTrace(() => keys)
   let replica
   let t0 = now()
   let goResolve
@@ -62,7 +90,8 @@ export function runChild (open) {
     let reached
     const allThere = new Promise(resolve => { reached = resolve })
     replica.onKey(() => {
-      if (++count >= expected) reached()
+      keys = ++count
+      if (count >= expected) reached()
     })
 
     t0 = now()
@@ -92,6 +121,8 @@ export function runChild (open) {
     const ms = now() - t0
     clearInterval(progress)
     await (await heap)?.()
+    const stopTrace = await trace
+    stopTrace?.()
     process.send({ type: 'done', count, ms, rss: { ...(await rss.stop()), idle: idleRss }, stats: await replica.stats?.(), error })
   }
 

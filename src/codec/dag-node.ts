@@ -44,6 +44,19 @@ export const MAX_NODE_LINKS = 4096
 const SHA2_256 = 0x12
 const SHA2_256_LENGTH = 32
 
+/** Up to this many links, duplicates are found by comparing digests pairwise */
+const FEW_LINKS = 16
+
+/** Two usable links (both dag-pb, sha2-256) name the same block when their digests are equal */
+function sameDigest (a: CID, b: CID): boolean {
+  const x = a.multihash.digest
+  const y = b.multihash.digest
+  for (let i = 0; i < SHA2_256_LENGTH; i++) {
+    if (x[i] !== y[i]) return false
+  }
+  return true
+}
+
 /** Whether a link names a block this store could fetch and decode */
 function usable (link: CID): boolean {
   return link.code === DAG_PB_CODE && link.multihash.code === SHA2_256 && link.multihash.size === SHA2_256_LENGTH && link.multihash.digest.byteLength === SHA2_256_LENGTH
@@ -86,7 +99,8 @@ export function decodeNode (cid: CID, bytes: Uint8Array): DecodedNode {
     throw new MalformedBlockError(`Block ${cid} has ${node.Links.length} links, over the limit of ${MAX_NODE_LINKS}`)
   }
   const links: CID[] = []
-  const seen = new Set<string>()
+  // few links (the usual case): compared by digest, no string built per link
+  const seen = node.Links.length > FEW_LINKS ? new Set<string>() : undefined
   let refusedLinks = 0
   for (const link of node.Links) {
     if (!usable(link.Hash)) {
@@ -94,9 +108,13 @@ export function decodeNode (cid: CID, bytes: Uint8Array): DecodedNode {
       continue
     }
     const v1 = link.Hash.toV1()
-    const id = v1.toString()
-    if (seen.has(id)) continue
-    seen.add(id)
+    if (seen != null) {
+      const id = v1.toString()
+      if (seen.has(id)) continue
+      seen.add(id)
+    } else if (links.some(other => sameDigest(other, v1))) {
+      continue
+    }
     links.push(v1)
   }
 

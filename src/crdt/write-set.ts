@@ -142,6 +142,7 @@ export class WriteSet {
    * them need no datastore read. `existence` asks only whether they exist.
    */
   async prefetch (keys: Iterable<Key>, options?: AbortOptions & { existence?: boolean }): Promise<void> {
+    if (this.readFew(keys)) return
     const todo: Array<{ id: string, key: Key }> = []
     const queued = new Set<string>()
     for (const key of keys) {
@@ -177,6 +178,24 @@ export class WriteSet {
         this.reads.set(chunk[j].id, found[j])
       }
     }
+  }
+
+  /**
+   * A prefetch of a few keys (a node's markers) over in-process reads:
+   * straight into the cache, no lists built; stops if the store closed
+   * meanwhile (later reads report it). False, having read nothing, when the
+   * keys are many or reads are not in-process.
+   */
+  private readFew (keys: Iterable<Key>): boolean {
+    if (this.level?.status !== 'open' || !Array.isArray(keys) || keys.length > SYNC_READS_PER_TURN) return false
+    for (const key of keys as Key[]) {
+      const id = key.toString()
+      if (this.writes.has(id) || this.reads.has(id)) continue
+      const value = this.readNow(id)
+      if (value === undefined) break
+      this.reads.set(id, value)
+    }
+    return true
   }
 
   /**

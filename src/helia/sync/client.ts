@@ -62,6 +62,8 @@ export interface StreamBlocksResult {
 
 /** Frame bytes besides the block: CID, tags and lengths */
 const FRAME_OVERHEAD = 128
+/** CIDs up to this many bytes are keyed by their bytes (see `bytesKey`) */
+const MAX_KEYED_CID = 256
 /** Blocks stored in one `accept` call at most */
 const ACCEPT_BATCH = 256
 
@@ -71,10 +73,12 @@ const ACCEPT_BATCH = 256
  * the server misbehaves (the caller aborts the stream).
  */
 export async function streamBlocks (stream: FrameStream & { close(options?: AbortOptions): Promise<void> }, request: BlockRequest, init: StreamBlocksInit, options?: AbortOptions): Promise<StreamBlocksResult> {
+  // keyed by the CID's bytes read as latin1: one short string per CID, where
+  // its base32 text is built character by character
   const expected = new Map<string, CID>()
-  const have = new Set(request.have.map(c => c.toString()))
+  const have = new Set(request.have.map(bytesKey))
   const expect = (cid: CID, wanted = false): void => {
-    const key = cid.toString()
+    const key = bytesKey(cid)
     if ((!wanted && have.has(key)) || expected.has(key)) return
     expected.set(key, cid)
     init.expect?.(cid)
@@ -102,7 +106,7 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
       const frame = await reader.next(options)
       if (frame == null) break
       const block = decodeBlock(frame)
-      const key = block.cid.toString()
+      const key = bytesKey(block.cid)
       const cid = expected.get(key)
       if (cid == null) throw new SyncProtocolError(`Peer sent unrequested block ${block.cid}`)
       if (block.bytes.byteLength > init.maxBlockSize) throw new SyncProtocolError(`Peer sent block ${cid} of ${block.bytes.byteLength} bytes, over the limit of ${init.maxBlockSize}`)
@@ -122,6 +126,13 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
     reader.dispose()
   }
   return { blocks, bytes, undelivered: [...expected.values()] }
+}
+
+/** A map key naming a CID: its bytes as a latin1 string (CIDs are a few dozen bytes) */
+function bytesKey (cid: CID): string {
+  // a peer's oversized CID (bounded by the frame size) is keyed by its text, never matching a small one
+  if (cid.bytes.byteLength > MAX_KEYED_CID) return cid.toString()
+  return String.fromCharCode.apply(null, cid.bytes as unknown as number[])
 }
 
 /** Decodes a block a peer sent; one that is no CRDT node cuts the stream */

@@ -21,6 +21,7 @@
  */
 
 import toBuffer from 'it-to-buffer'
+import { base32UpperKey } from '../../codec/block-key.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
@@ -32,20 +33,20 @@ export interface ReadableBlockstore {
 }
 
 /** A LevelDB whose reads may run in-process (classic-level 3) */
-interface SyncLevel {
+export interface SyncLevel {
   status?: string
   supports?: { getSync?: boolean }
   getSync(key: string): Uint8Array | undefined
 }
 
 /** blockstore-level's `LevelBlockstore`: `db` and the multibase of its keys are public */
-interface LevelBlockstoreLike {
+export interface LevelBlockstoreLike {
   db: SyncLevel
   base: { encoder: { encode(bytes: Uint8Array): string } }
 }
 
 /** The identity multihash: its digest is the block, never stored */
-const IDENTITY = 0x00
+export const IDENTITY = 0x00
 
 /** How many wrapping levels are looked through for the LevelDB */
 const MAX_UNWRAP_DEPTH = 4
@@ -65,7 +66,7 @@ function isLevelBlockstore (store: unknown): store is LevelBlockstoreLike {
 }
 
 /** The LevelBlockstore under Helia's wrappers, if that is what they wrap */
-function findLevel (store: ReadableBlockstore): LevelBlockstoreLike | undefined {
+export function findLevel (store: ReadableBlockstore): LevelBlockstoreLike | undefined {
   let inner: unknown = store
   for (let depth = 0; depth <= MAX_UNWRAP_DEPTH && inner != null; depth++) {
     if (isLevelBlockstore(inner)) return inner
@@ -77,7 +78,10 @@ function findLevel (store: ReadableBlockstore): LevelBlockstoreLike | undefined 
 }
 
 /** blockstore-level's key of a block: `/` and the multihash in its multibase */
-function keyOf (level: LevelBlockstoreLike, cid: CID): string {
+export function keyOf (level: LevelBlockstoreLike, cid: CID): string {
+  const base = level.base as LevelBlockstoreLike['base'] & { name?: string, prefix?: string }
+  // blockstore-level's default multibase, encoded without building the string char by char
+  if (base.name === 'base32upper' && base.prefix === 'B') return base32UpperKey(cid.multihash.bytes, '/B')
   return `/${level.base.encoder.encode(cid.multihash.bytes)}`
 }
 

@@ -17,7 +17,10 @@
  *   request from there.
  * - A fetch that names a peer (`preferPeer`: the announcer of the head
  *   being walked) asks that peer first, then the others that speak the
- *   protocol (the one that served last first), then the fallback.
+ *   protocol (the one that served last first), then peers whose protocols
+ *   are not known yet (identify has not run on a new connection: asking
+ *   costs one negotiation, and a refusal counts as a no), then the
+ *   fallback.
  * - A peer that breaks the protocol or fails to open a stream is not asked
  *   again for `badPeerTimeout` ms; at most `maxStreamsPerPeer` streams are
  *   open with one peer.
@@ -32,9 +35,11 @@
 import { deleteBlock } from '../delete-block.js'
 import { streamBlocks } from './client.js'
 import { localReader } from './local-reader.js'
+import { localWriter } from './local-writer.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_HAVE, SYNC_PROTOCOL } from './protocol.js'
 import type { AcceptedBlock } from './client.js'
 import type { LocalReader } from './local-reader.js'
+import type { LocalWriter } from './local-writer.js'
 import type { DAGBlockstore, LocalBlock } from '../../interfaces.js'
 import type { ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -44,7 +49,7 @@ import type { CID } from 'multiformats/cid'
 export interface SyncingBlockstoreLibp2p {
   getConnections(): Array<{ remotePeer: PeerId }>
   dialProtocol(peer: PeerId, protocol: string, options?: AbortOptions): Promise<Stream>
-  peerStore: { get(peer: PeerId, options?: AbortOptions): Promise<{ protocols: string[] }> }
+  peerStore: { get(peer: PeerId, options?: AbortOptions): Promise<{ protocols: string[], metadata?: Map<string, unknown> }> }
 }
 
 export interface SyncingBlockstoreComponents {
@@ -109,9 +114,8 @@ export interface SyncingBlockstoreInit {
 
 export const DEFAULT_BAD_PEER_TIMEOUT = 60_000
 
-/** How long (ms) a peer's protocol list is trusted before it is read again (short for a no: identify may not have run yet) */
+/** How long (ms) what a peer's protocol list (or a refused stream) said is trusted before it is read again */
 const PROTOCOLS_TTL = 5_000
-const NO_PROTOCOL_TTL = 500
 /** Times a miss looks for a stream before it is left to the fallback */
 const MAX_ROUNDS = 4
 /** Decoded blocks kept for the walker to take (`getLocal()`), at most, by count and bytes */
@@ -124,7 +128,7 @@ const MAX_DELIVERED = 4096
 
 /** Figures of the syncing blockstore since start */
 export interface SyncStats {
-  /** Requests made */
+  /** Requests made (streams opened) */
   requests: number
   /** Blocks accepted from streams */
   blocks: number
@@ -175,7 +179,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private readonly open = new Map<string, number>()
   /** Peer → time until which it is not asked */
   private readonly bad = new Map<string, number>()
-  /** Peer → whether it speaks the protocol, and when that was read */
+  /** Peer → whether it speaks the protocol, and when that was read (unknown peers are not kept) */
   private readonly speaks = new Map<string, { yes: boolean, at: number }>()
   private readonly sessions = new Set<Promise<void>>()
   private ended?: Waiter
@@ -187,6 +191,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private readonly delivered = new Set<string>()
   /** Reads local blocks in-process when the blockstore allows (see local-reader.ts) */
   private readonly reader: LocalReader
+  /** Stores a delivery in one LevelDB batch when the blockstore allows (see local-writer.ts) */
+  private readonly writer: LocalWriter
   public readonly stats: SyncStats = { requests: 0, blocks: 0, bytes: 0, cut: 0, fallbacks: 0, preferred: 0, handedOver: 0 }
 
   constructor (components: SyncingBlockstoreComponents, init: SyncingBlockstoreInit) {
@@ -194,6 +200,9 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     this.log = components.logger.forComponent('datastore-crdt:sync:client')
     this.reader = localReader(components.local, (err) => {
       this.log('in-process block reads disagree with the blockstore, reading through it from now on - %e', err)
+    })
+    this.writer = localWriter(components.local, (err) => {
+      this.log('direct block writes are not found through the blockstore, storing through it from now on - %e', err)
     })
     this.maxBlocks = init.maxBlocks ?? DEFAULT_MAX_BLOCKS
     this.maxBytes = init.maxBytes ?? DEFAULT_MAX_BYTES
@@ -362,30 +371,47 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private async pickPeer (tried: Set<string>, prefer?: string, options?: AbortOptions): Promise<PeerId | 'busy' | undefined> {
     const now = Date.now()
     const seen = new Set<string>()
+    const unknown = new Set<string>()
     const peers: PeerId[] = []
     for (const c of this.components.libp2p.getConnections()) {
       const id = c.remotePeer.toString()
       if (seen.has(id) || tried.has(id) || (this.bad.get(id) ?? 0) > now) continue
       seen.add(id)
-      if (await this.speaksSync(c.remotePeer, options)) peers.push(c.remotePeer)
+      const speaks = await this.speaksSync(c.remotePeer, options)
+      if (speaks === 'no') continue
+      peers.push(c.remotePeer)
+      if (speaks === 'maybe') unknown.add(id)
     }
-    const rank = (p: PeerId): number => p.toString() === prefer ? 2 : p.toString() === this.lastGood ? 1 : 0
+    // a peer whose protocols are not known yet is tried after those known to speak it
+    const rank = (p: PeerId): number => {
+      const id = p.toString()
+      if (unknown.has(id)) return -1
+      if (id === prefer) return 2
+      return id === this.lastGood ? 1 : 0
+    }
     peers.sort((a, b) => rank(b) - rank(a))
     const free = peers.find(p => (this.open.get(p.toString()) ?? 0) < this.maxStreams)
     if (free != null) return free
     return peers.length > 0 ? 'busy' : undefined
   }
 
-  private async speaksSync (peer: PeerId, options?: AbortOptions): Promise<boolean> {
+  /**
+   * Whether a peer speaks the protocol, as its identify record says; 'maybe'
+   * until identify has run on it (a new connection): such a peer is asked
+   * all the same, and a stream it refuses counts as a no
+   */
+  private async speaksSync (peer: PeerId, options?: AbortOptions): Promise<'yes' | 'no' | 'maybe'> {
     const id = peer.toString()
     const known = this.speaks.get(id)
-    if (known != null && Date.now() - known.at < (known.yes ? PROTOCOLS_TTL : NO_PROTOCOL_TTL)) return known.yes
-    let yes = false
-    try {
-      yes = (await this.components.libp2p.peerStore.get(peer, options)).protocols.includes(SYNC_PROTOCOL)
-    } catch {}
+    if (known != null && Date.now() - known.at < PROTOCOLS_TTL) return known.yes ? 'yes' : 'no'
+    // an unknown peer (no record) is a 'maybe'
+    const record = await this.components.libp2p.peerStore.get(peer, options).catch(() => undefined)
+    const yes = record?.protocols.includes(SYNC_PROTOCOL) === true
+    // before identify the list holds only what this node negotiated itself
+    // (identify's own protocol); identify leaves the agent's name behind
+    if (!yes && !identified(record)) return 'maybe'
     this.speaks.set(id, { yes, at: Date.now() })
-    return yes
+    return yes ? 'yes' : 'no'
   }
 
   /** Opens a stream to `peer` asking for `want`; registers the want as expected at once */
@@ -412,13 +438,13 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     }
     expect(want)
     this.open.set(id, (this.open.get(id) ?? 0) + 1)
-    this.stats.requests++
 
     const session = (async () => {
       const signal = this.controller.signal
       let stream: Stream | undefined
       try {
         stream = await this.components.libp2p.dialProtocol(peer, SYNC_PROTOCOL, { signal })
+        this.stats.requests++
         const have = this.have().slice(0, MAX_HAVE)
         const result = await streamBlocks(stream, { want: [want], have, maxBlocks: this.maxBlocks, maxBytes: this.maxBytes }, {
           maxBlockSize: this.maxBlockSize,
@@ -426,12 +452,15 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
           expect,
           accept: async (blocks) => {
             await this.store(blocks, signal)
+            // handed off as soon as stored: a walker that read them from disk
+            // first would leave them in the hand-off, untaken, until stale
             this.delivery(blocks)
             for (const { cid, bytes } of blocks) {
               this.stats.blocks++
               this.stats.bytes += bytes.byteLength
               settle(cid.toString(), true)
             }
+            await this.announce(blocks, signal)
           }
         }, { signal })
         if (result.blocks > 0) this.lastGood = id
@@ -440,6 +469,12 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       } catch (err: any) {
         stream?.abort(err)
         if (signal.aborted) return
+        if (stream == null && err.name === 'UnsupportedProtocolError') {
+          // asked before its protocols were known: it does not speak ours (a go-ds-crdt replica)
+          this.log.trace('%s does not speak %s', id, SYNC_PROTOCOL)
+          this.speaks.set(id, { yes: false, at: Date.now() })
+          return
+        }
         if (err.name === 'SyncProtocolError') this.stats.cut++
         this.log.error('sync stream with %s failed, not asking it for %d ms - %e', id, this.badPeerTimeout, err)
         this.bad.set(id, Date.now() + this.badPeerTimeout)
@@ -457,17 +492,26 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   }
 
   /**
-   * Stores blocks, all of a batch at once, then announces them: Helia's
-   * `putMany` stores one block after the other (a `has`, then a `put`, each
-   * a LevelDB round trip through the thread pool), which bounded a stream to
-   * the disk's latency; concurrent `put`s keep the thread pool busy and
-   * LevelDB joins concurrent writes into one log write. Helia's `put` tells
-   * the block brokers before it stores, so the stored blocks are announced
-   * again once they are on disk (a want that arrived in between is served).
+   * Stores blocks, all of a delivery at once (`announce()` then tells the
+   * network). Over
+   * blockstore-level that is one LevelDB batch (local-writer.ts); otherwise
+   * concurrent `put`s, which keep the thread pool busy and let LevelDB join
+   * them into one log write (Helia's `putMany` stores one block after the
+   * other, a `has` then a `put`, which bound a stream to the disk's
+   * latency). The block brokers (bitswap) are told once the blocks are on
+   * disk, so a want that arrived meanwhile is served (Helia's `put` tells
+   * them before it stores).
    */
   private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
-    const { local, announce } = this.components
-    await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
+    const { local } = this.components
+    if (!(await this.writer.write(blocks, { signal }))) {
+      await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
+    }
+  }
+
+  /** Tells the block brokers of stored blocks */
+  private async announce (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
+    const { announce } = this.components
     if (announce == null) return
     try {
       await announce(blocks.map(b => b.cid), { signal })
@@ -500,6 +544,11 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       })
     })
   }
+}
+
+/** Whether identify has run on a peer: it stores the agent (or protocol) version with the protocol list */
+function identified (record?: { metadata?: Map<string, unknown> }): boolean {
+  return record?.metadata?.has('AgentVersion') === true || record?.metadata?.has('ProtocolVersion') === true
 }
 
 function deferred (): Waiter {
