@@ -232,6 +232,13 @@ export interface EngineInit {
   maxMergeBytes?: number
   /** Called after every committed node with the value changes it caused */
   onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
+  /**
+   * Whether a node not processed here is merged already through an
+   * installed snapshot (src/snapshot/cover.ts); such a node is marked
+   * processed without merging it again, walking its links or becoming a
+   * head (its links may be compacted on every peer)
+   */
+  mergedBySnapshot?(tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean>
 }
 
 /** The decoded blocks of `cids` among those read */
@@ -264,6 +271,7 @@ export class Engine {
   private readonly reserved = new Set<string>()
   /** Branches given up since start (see `giveUp()`) */
   public gaveUp = 0
+  private readonly mergedBySnapshot?: EngineInit['mergedBySnapshot']
 
   constructor (init: EngineInit) {
     this.datastore = init.datastore
@@ -277,6 +285,7 @@ export class Engine {
     this.maxMergeNodes = Math.max(1, init.maxMergeNodes ?? DEFAULT_MAX_MERGE_NODES)
     this.maxMergeBytes = init.maxMergeBytes ?? DEFAULT_MAX_MERGE_BYTES
     this.onChanges = init.onChanges
+    this.mergedBySnapshot = init.mergedBySnapshot
     this.set = new ORSet(init.datastore, init.layout)
     this.heads = new Heads(init.datastore, init.layout)
   }
@@ -878,6 +887,13 @@ export class Engine {
 
     if (!local && await tx.has(this.layout.processedKey(id), options)) {
       tx.delete(pendingKey)
+      return { children: [], changes: [], skipped: true }
+    }
+    if (!local && this.mergedBySnapshot != null && await this.mergedBySnapshot(tx, node, options)) {
+      // below a snapshot's covered heads: its effect and its ancestors' are in the set
+      tx.put(this.layout.processedKey(id), encodePriority(delta.priority))
+      tx.delete(pendingKey)
+      if (this.heads.get(delta.dagName, node.cid) != null) this.heads.remove(tx, delta.dagName, node.cid)
       return { children: [], changes: [], skipped: true }
     }
 

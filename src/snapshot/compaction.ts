@@ -41,9 +41,10 @@ import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
-import { coveredPrefix } from './cover.js'
+import { coveredPrefix, inSnapshotRecords } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
+import { verifySnapshot } from './install.js'
 import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
@@ -86,6 +87,11 @@ export interface CompactionInit {
 export const DEFAULT_COMPACTION_INTERVAL = 3_600_000
 export const DEFAULT_COMPACTION_MIN_NODES = 10_000
 export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
+
+/** Time (ms) to fetch one block of an announced snapshot */
+const ROOT_TIMEOUT = 60_000
+/** Nodes walked at most to learn whether a snapshot covers the one compacted here */
+const COVER_CHECK_BUDGET = 100_000
 
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
 const READ_AHEAD = 16
@@ -174,6 +180,8 @@ export class Compaction {
   private readonly components: CompactionComponents
   private readonly options: CompactionOptions
   private passed?: { cid: CID, height: number }
+  /** The covered heads of the snapshot passed (CID strings), when known since start */
+  private passedHeads?: string[]
   private compacted?: CID
   private startedAt = Date.now()
   private waiting?: string
@@ -310,29 +318,116 @@ export class Compaction {
   /** Fetches (within a minute) and checks a snapshot root */
   private async readRoot (cid: CID, options?: AbortOptions): Promise<SnapshotRoot> {
     const chunks: Uint8Array[] = []
-    const signal = AbortSignal.any([AbortSignal.timeout(60_000), ...(options?.signal != null ? [options.signal] : [])])
+    const signal = AbortSignal.any([AbortSignal.timeout(ROOT_TIMEOUT), ...(options?.signal != null ? [options.signal] : [])])
     for await (const chunk of this.components.blockstore.get(cid, { signal })) chunks.push(chunk)
     const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
     await verifyBlock(cid, bytes)
     return decodeRoot(cid, bytes)
   }
 
-  /** Adopts an announced snapshot as passed when every covered head is merged here and it is newer */
+  /**
+   * Adopts an announced snapshot as passed when every covered head is
+   * merged here, it is newer than the one passed, it covers what this
+   * replica compacted, and every block of it is here (fetched and checked
+   * now): a replica announces only a snapshot it can serve, and one that
+   * covers every block it deleted, so a replica coming back always finds
+   * either the blocks or an announced snapshot it can fetch that covers them
+   */
   async consider (cid: CID, options?: AbortOptions): Promise<void> {
     const root = await this.readRoot(cid, options)
     for (const head of root.heads) {
       if (!(await this.components.engine.isProcessed(head.cid, options))) return
     }
+    if (!this.newer(cid, root)) return
+    if (!(await this.coversCompacted(root, options))) {
+      this.components.log('snapshot %c is not passed: it does not cover snapshot %c compacted here', cid, this.compacted)
+      return
+    }
+    // every chunk, so that what this replica announces can be fetched from it
+    await verifySnapshot(this.components.blockstore, cid, { ...options, blockTimeout: ROOT_TIMEOUT })
     if (await this.pass(cid, root, options)) this.options.onPassed?.()
+  }
+
+  /**
+   * Whether `root` is newer than the snapshot passed: higher; or as high
+   * and covering all its heads and more (it supersedes it); or as high and
+   * neither covers the other, with the greater CID (so replicas agree), or
+   * made here now (`own`) of this replica's heads
+   */
+  private newer (cid: CID, root: SnapshotRoot, own = false): boolean {
+    const passed = this.passed
+    if (passed == null) return true
+    const passedCid = passed.cid.toString()
+    if (passedCid === cid.toString()) return false
+    const height = Math.max(0, ...root.heads.map(h => h.height))
+    if (passed.height !== height) return height > passed.height
+    if (own) return true
+    const heads = new Set(root.heads.map(h => h.cid.toString()))
+    const passedHeads = this.passedHeads
+    if (passedHeads != null && passedHeads.every(h => heads.has(h)) && heads.size > passedHeads.length) return true
+    if (passedHeads != null && [...heads].every(h => passedHeads.includes(h))) return false
+    return cid.toString() > passedCid
+  }
+
+  /**
+   * Whether every covered head of the snapshot compacted here is at or
+   * below a covered head of `root`: found by a walk down from `root`'s
+   * covered heads over local blocks (the history merged since that
+   * compaction, at most `COVER_CHECK_BUDGET` nodes) and, for heads the walk
+   * cannot reach (blocks gone), by `root`'s records naming them
+   */
+  private async coversCompacted (root: SnapshotRoot, options?: AbortOptions): Promise<boolean> {
+    if (this.compacted == null) return true
+    let compacted: SnapshotRoot
+    try {
+      compacted = await this.readRoot(this.compacted, options)
+    } catch (err: any) {
+      this.components.log('could not read the compacted snapshot %c - %e', this.compacted, err)
+      return false
+    }
+    const wanted = new Map<string, number>()
+    const tops = new Set(root.heads.map(h => blockKey(h.cid)))
+    for (const head of compacted.heads) if (!tops.has(blockKey(head.cid))) wanted.set(blockKey(head.cid), head.height)
+    if (wanted.size === 0) return true
+    const floor = Math.min(...wanted.values())
+    const seen = new Set<string>(tops)
+    const queue: WalkNode[] = []
+    let blocked = false
+    for (const head of root.heads) {
+      const node = await this.readLocal(head.cid, options)
+      if (node == null) blocked = true
+      else queue.push(node)
+    }
+    for (let visited = 0; queue.length > 0 && wanted.size > 0; visited++) {
+      options?.signal?.throwIfAborted()
+      if (visited >= COVER_CHECK_BUDGET) {
+        blocked = true
+        break
+      }
+      queue.sort((a, b) => a.height - b.height)
+      const node = queue.pop() as WalkNode
+      for (const link of node.links) {
+        const id = blockKey(link)
+        if (seen.has(id)) continue
+        seen.add(id)
+        wanted.delete(id)
+        const child = await this.readLocal(link, options)
+        if (child == null) blocked = true
+        else if (child.height >= floor) queue.push(child)
+      }
+    }
+    if (wanted.size === 0) return true
+    if (!blocked) return false
+    const named = await inSnapshotRecords(this.components.blockstore, root, new Set(wanted.keys()), options)
+    return named.size === wanted.size
   }
 
   /** Records `cid` as the snapshot passed when newer than the current one; true when it is */
   private async pass (cid: CID, root: SnapshotRoot, options?: AbortOptions, own = false): Promise<boolean> {
+    if (!this.newer(cid, root, own)) return false
     const height = Math.max(0, ...root.heads.map(h => h.height))
-    if (this.passed?.cid.equals(cid) === true) return false
-    // a snapshot this replica just made of its heads replaces one of the same height
-    if (this.passed != null && (this.passed.height > height || (this.passed.height === height && !own && this.passed.cid.toString() >= cid.toString()))) return false
     this.passed = { cid, height }
+    this.passedHeads = root.heads.map(h => h.cid.toString())
     await this.components.datastore.put(this.key('p'), this.record(cid, height), options)
     return true
   }

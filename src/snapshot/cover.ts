@@ -21,6 +21,26 @@
  *   block (after a compaction no peer may have it); it gets an empty
  *   processed marker (priority unknown).
  * - What a walk marks is committed in one batch under the merge lock.
+ *
+ * When the blocks between a covered head and a node are gone from every
+ * peer (compacted while this replica was away), no walk can reach the node;
+ * its id then decides. A snapshot carries every live element and every
+ * tombstone under the id of the node that added the element, and it is made
+ * only with no walk unfinished, so a node whose id appears in a snapshot's
+ * records lies at or below that snapshot's covered heads, with all its
+ * ancestors, and its whole effect is in the snapshot:
+ * - `mergedBySnapshot` asks the local set: a node not processed here whose
+ *   element is in the set came from an installed snapshot (a node's merge
+ *   and its processed marker are one batch, and nothing else writes an
+ *   element under a node's id). The walker then marks it processed without
+ *   merging it again, walking its links or making it a head. Tombstones do
+ *   not count here: a delete is often merged before the node it deletes
+ *   (walks go down from the newest), so a tombstone under an unprocessed
+ *   node's id is no sign of a snapshot.
+ * - `inSnapshotRecords` asks a snapshot's chunks: a head this replica had
+ *   before an install, processed here (so its elements are in the set
+ *   anyway), is below the covered heads when the snapshot names it.
+ * A node that only deletes appears in no record: it stays as before.
  */
 
 import { Key } from 'interface-datastore'
@@ -28,10 +48,13 @@ import * as varint from 'uint8-varint'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
+import { cleanKey } from '../crdt/layout.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { withTimeout } from '../utils.js'
+import { decodeElementChunk, decodeTombstoneChunk } from './format.js'
 import type { SnapshotComponents } from './create.js'
+import type { SnapshotRoot } from './format.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Layout } from '../crdt/layout.js'
 import type { BlockGetter } from '../engine/engine.js'
@@ -177,4 +200,79 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
   })
   log('cover walk marked %d nodes below covered heads processed (%d of %d targets reached)', visited.length, found.size, targets.size)
   return found
+}
+
+/** Reads the datastore's records, staged ones included when given a WriteSet */
+interface RecordReader {
+  has(key: Key, options?: AbortOptions): Promise<boolean>
+}
+
+/**
+ * Whether `node`, not processed here, is merged already through an
+ * installed snapshot: one of the elements it adds is in the set under its
+ * id (see the header; a tombstone is no proof). Nodes that add nothing, or
+ * whose elements were all deleted, answer false.
+ */
+export async function mergedBySnapshot (layout: Layout, reader: RecordReader, node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+  const id = blockKey(node.cid)
+  for (const element of node.delta.elements) {
+    let key: string
+    try {
+      key = cleanKey(element.key)
+    } catch {
+      continue
+    }
+    if (await reader.has(layout.elemKey(key, id), options)) return true
+  }
+  return false
+}
+
+/**
+ * The ids among `ids` that a snapshot's records name (as the node that
+ * added an element, live or tombstoned), reading its chunks one at a time
+ * through the blockstore (an installed snapshot's chunks are local)
+ */
+export async function inSnapshotRecords (getter: BlockGetter, root: SnapshotRoot, ids: Set<string>, options?: AbortOptions): Promise<Set<string>> {
+  const found = new Set<string>()
+  const read = async (cid: CID): Promise<Uint8Array> => {
+    const chunks: Uint8Array[] = []
+    for await (const chunk of getter.get(cid, options)) chunks.push(chunk)
+    return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+  }
+  for (const chunk of root.elementChunks) {
+    if (found.size === ids.size) return found
+    for (const record of decodeElementChunk(chunk, await read(chunk))) if (ids.has(record.id)) found.add(record.id)
+  }
+  for (const chunk of root.tombstoneChunks) {
+    if (found.size === ids.size) return found
+    for (const record of decodeTombstoneChunk(chunk, await read(chunk))) if (ids.has(record.id)) found.add(record.id)
+  }
+  return found
+}
+
+/**
+ * After an install: drops from the heads the heads this replica had before
+ * (`targets`, block key to DAG name) that the snapshot names, and marks the
+ * unfinished walks it names processed. Returns how many it settled.
+ */
+export async function settleNamedBySnapshot (components: SnapshotComponents, root: SnapshotRoot, targets: Map<string, string>, options?: AbortOptions): Promise<number> {
+  if (targets.size === 0) return 0
+  const { engine, datastore, blockstore, log } = components
+  const found = await inSnapshotRecords(blockstore, root, new Set(targets.keys()), options)
+  if (found.size === 0) return 0
+  await engine.exclusive(async () => {
+    const tx = new WriteSet(datastore)
+    for (const id of found) {
+      const cid = cidFromBlockKey(id)
+      const dagName = targets.get(id) ?? ''
+      const processed = engine.layout.processedKey(id)
+      if (!(await tx.has(processed, options))) tx.put(processed, new Uint8Array(0))
+      const pending = engine.layout.pendingKey(id)
+      if (await tx.has(pending, options)) tx.delete(pending)
+      if (engine.heads.get(dagName, cid) != null) engine.heads.remove(tx, dagName, cid)
+    }
+    await tx.commit(options)
+  })
+  log('%d heads or unfinished walks named by the snapshot settled below its covered heads', found.size)
+  return found.size
 }
