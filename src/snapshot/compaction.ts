@@ -419,7 +419,7 @@ export class Compaction {
     if (wanted.size === 0) return true
     if (!blocked) return false
     const named = await inSnapshotRecords(this.components.blockstore, root, new Set(wanted.keys()), options)
-    return named.size === wanted.size
+    return named.ids.size === wanted.size
   }
 
   /** Records `cid` as the snapshot passed when newer than the current one; true when it is */

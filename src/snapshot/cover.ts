@@ -40,7 +40,9 @@
  * - `inSnapshotRecords` asks a snapshot's chunks: a head this replica had
  *   before an install, processed here (so its elements are in the set
  *   anyway), is below the covered heads when the snapshot names it.
- * A node that only deletes appears in no record: it stays as before.
+ * A node that only deletes appears in no record; after an install one that
+ * this replica had as a head is settled when the snapshot holds all it
+ * deletes and all it links to (`settleNamedBySnapshot`).
  */
 
 import { Key } from 'interface-datastore'
@@ -227,42 +229,133 @@ export async function mergedBySnapshot (layout: Layout, reader: RecordReader, no
   return false
 }
 
+/** What a scan of a snapshot's records found */
+export interface NamedInSnapshot {
+  /** ids named as the node that added an element, live or tombstoned */
+  ids: Set<string>
+  /** tombstones (`key` NUL `id`) among those asked for */
+  tombstones: Set<string>
+}
+
+/** A tombstone as `inSnapshotRecords` takes and returns it */
+export function tombstoneEntry (key: string, id: string): string {
+  return `${key}\u0000${id}`
+}
+
+async function readWhole (getter: BlockGetter, cid: CID, options?: AbortOptions & { offline?: boolean }): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = []
+  for await (const chunk of getter.get(cid, options)) chunks.push(chunk)
+  return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+}
+
 /**
- * The ids among `ids` that a snapshot's records name (as the node that
- * added an element, live or tombstoned), reading its chunks one at a time
- * through the blockstore (an installed snapshot's chunks are local)
+ * Which of `ids` a snapshot's records name (as the node that added an
+ * element, live or tombstoned), and which of `tombstones` it carries,
+ * reading its chunks one at a time through the blockstore (an installed or
+ * passed snapshot's chunks are local)
  */
-export async function inSnapshotRecords (getter: BlockGetter, root: SnapshotRoot, ids: Set<string>, options?: AbortOptions): Promise<Set<string>> {
-  const found = new Set<string>()
-  const read = async (cid: CID): Promise<Uint8Array> => {
-    const chunks: Uint8Array[] = []
-    for await (const chunk of getter.get(cid, options)) chunks.push(chunk)
-    return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
-  }
+export async function inSnapshotRecords (getter: BlockGetter, root: SnapshotRoot, ids: Set<string>, options?: AbortOptions, tombstones = new Set<string>()): Promise<NamedInSnapshot> {
+  const found: NamedInSnapshot = { ids: new Set(), tombstones: new Set() }
+  const done = (): boolean => found.ids.size === ids.size && found.tombstones.size === tombstones.size
   for (const chunk of root.elementChunks) {
-    if (found.size === ids.size) return found
-    for (const record of decodeElementChunk(chunk, await read(chunk))) if (ids.has(record.id)) found.add(record.id)
+    if (found.ids.size === ids.size) break
+    for (const record of decodeElementChunk(chunk, await readWhole(getter, chunk, options))) if (ids.has(record.id)) found.ids.add(record.id)
   }
   for (const chunk of root.tombstoneChunks) {
-    if (found.size === ids.size) return found
-    for (const record of decodeTombstoneChunk(chunk, await read(chunk))) if (ids.has(record.id)) found.add(record.id)
+    if (done()) break
+    for (const record of decodeTombstoneChunk(chunk, await readWhole(getter, chunk, options))) {
+      if (ids.has(record.id)) found.ids.add(record.id)
+      const entry = tombstoneEntry(record.key, record.id)
+      if (tombstones.has(entry)) found.tombstones.add(entry)
+    }
   }
   return found
 }
 
+/** Local nodes gathered below the targets at most, to learn whether a snapshot covers them */
+export const DEFAULT_SETTLE_BUDGET = 1_000
+
+/** A local node as `settleNamedBySnapshot` sees it */
+interface LocalNode {
+  links: string[]
+  /** It adds elements */
+  puts: boolean
+  /** Its tombstones, as `tombstoneEntry` writes them */
+  tombstones: string[]
+}
+
+/** Reads a block only when it is stored here; undefined when it is not (or does not decode) */
+async function readLocalNode (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<DecodedNode | undefined> {
+  try {
+    return decodeNode(cid, await readWhole(getter, cid, { ...options, offline: true }))
+  } catch (err: any) {
+    options?.signal?.throwIfAborted()
+    return undefined
+  }
+}
+
 /**
- * After an install: drops from the heads the heads this replica had before
- * (`targets`, block key to DAG name) that the snapshot names, and marks the
- * unfinished walks it names processed. Returns how many it settled.
+ * After an install, for the heads this replica had before and the
+ * unfinished walks that no cover walk reached (the blocks between are gone
+ * from every peer): settles each that the snapshot covers (drops it from
+ * the heads, marks it processed, removes its unfinished-walk record).
+ * `targets` maps block keys to DAG names. A node is covered when
+ * - it is a covered head, or the snapshot's records name it (see the
+ *   header: then it and its ancestors are below the covered heads); or
+ * - it adds no element, the snapshot carries every tombstone it carries,
+ *   and every node it links to is covered (a delete made here while away
+ *   from history the snapshot also holds): dropping it loses nothing, as
+ *   its effect and its ancestors' are in the snapshot.
+ * Nodes are read from local blocks only, at most `DEFAULT_SETTLE_BUDGET` of
+ * them below the targets; one that is not here is not covered (unless
+ * named). Returns how many targets it settled.
  */
 export async function settleNamedBySnapshot (components: SnapshotComponents, root: SnapshotRoot, targets: Map<string, string>, options?: AbortOptions): Promise<number> {
   if (targets.size === 0) return 0
   const { engine, datastore, blockstore, log } = components
-  const found = await inSnapshotRecords(blockstore, root, new Set(targets.keys()), options)
-  if (found.size === 0) return 0
+  const tops = new Set(root.heads.map(h => blockKey(h.cid)))
+  // gather the local nodes below the targets, down to covered heads
+  const nodes = new Map<string, LocalNode>()
+  const queue = [...targets.keys()]
+  const queued = new Set(queue)
+  while (queue.length > 0 && nodes.size < DEFAULT_SETTLE_BUDGET) {
+    const id = queue.shift() as string
+    if (tops.has(id)) continue
+    const node = await readLocalNode(blockstore, cidFromBlockKey(id), options)
+    if (node == null) continue
+    const links = node.links.map(link => blockKey(link))
+    const tombstones: string[] = []
+    for (const t of node.delta.tombstones) {
+      try {
+        tombstones.push(tombstoneEntry(cleanKey(t.key), t.id))
+      } catch {
+        tombstones.push('')
+      }
+    }
+    nodes.set(id, { links, puts: node.delta.elements.length > 0, tombstones })
+    for (const link of links) {
+      if (queued.has(link)) continue
+      queued.add(link)
+      queue.push(link)
+    }
+  }
+  const named = await inSnapshotRecords(blockstore, root, new Set(queued), options, new Set([...nodes.values()].flatMap(n => n.tombstones)))
+  const memo = new Map<string, boolean>()
+  const covered = (id: string): boolean => {
+    const known = memo.get(id)
+    if (known != null) return known
+    memo.set(id, false)
+    const node = nodes.get(id)
+    const result = tops.has(id) || named.ids.has(id) || (node != null && !node.puts &&
+      node.tombstones.every(t => named.tombstones.has(t)) && node.links.every(covered))
+    memo.set(id, result)
+    return result
+  }
+  const settled = [...targets.keys()].filter(covered)
+  if (settled.length === 0) return 0
   await engine.exclusive(async () => {
     const tx = new WriteSet(datastore)
-    for (const id of found) {
+    for (const id of settled) {
       const cid = cidFromBlockKey(id)
       const dagName = targets.get(id) ?? ''
       const processed = engine.layout.processedKey(id)
@@ -273,6 +366,6 @@ export async function settleNamedBySnapshot (components: SnapshotComponents, roo
     }
     await tx.commit(options)
   })
-  log('%d heads or unfinished walks named by the snapshot settled below its covered heads', found.size)
-  return found.size
+  log('%d heads or unfinished walks settled below the covered heads of the snapshot (named by it, or deletes it holds)', settled.length)
+  return settled.length
 }
