@@ -281,7 +281,9 @@ describe('compaction', function () {
     })
   }
 
-  for (const [point, after] of [['walk', 3], ['delete', 4]] as const) {
+  // `walk`: killed at compact()'s first block read (the new snapshot's root, before the batch; a store
+  // with no walk unfinished lists the covered blocks by a scan of its processed markers, without reads)
+  for (const [point, after] of [['walk', 0], ['delete', 4]] as const) {
     it(`a kill during compaction (${point === 'walk' ? 'before its batch' : 'while deleting blocks'}) leaves no half-compacted state after reopening`, async () => {
       const dir = await tempDir('compact-kill')
       try {

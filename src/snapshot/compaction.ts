@@ -40,7 +40,6 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
-import { WriteSet } from '../crdt/write-set.js'
 import { coveredPrefix, inSnapshotRecords } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
@@ -88,6 +87,8 @@ export const DEFAULT_COMPACTION_INTERVAL = 3_600_000
 export const DEFAULT_COMPACTION_MIN_NODES = 10_000
 export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 
+const EMPTY = new Uint8Array(0)
+
 /** Time (ms) to fetch one block of an announced snapshot */
 const ROOT_TIMEOUT = 60_000
 /** Nodes walked at most to learn whether a snapshot covers the one compacted here */
@@ -96,6 +97,12 @@ const COVER_CHECK_BUDGET = 100_000
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
 const READ_AHEAD = 16
 const DELETE_BATCH = 1024
+/** Processed nodes and heads read together (see `Compaction.processedNow`) */
+interface ProcessedNodes {
+  ids: string[]
+  heads: Set<string>
+}
+
 interface WalkNode {
   cid: CID
   height: number
@@ -187,6 +194,7 @@ export class Compaction {
   private waiting?: string
   private blocksBytes = 0
   private readonly considering = new Set<string>()
+  private warnedNoDelete = false
   /** Set once this replica announces snapshots (compaction configured, or `compact()` called) */
   public announcing: boolean
 
@@ -432,14 +440,15 @@ export class Compaction {
     return true
   }
 
-  /** Why `snapshot` cannot be compacted yet, or undefined when it can */
-  gate (snapshot: CID): string | undefined {
+  /** Why `snapshot` cannot be compacted yet, or undefined when it can (no snapshot: the conditions that hold for any) */
+  gate (snapshot: CID | undefined): string | undefined {
     const now = Date.now()
     const left = this.startedAt + this.options.settle - now
     if (left > 0) return `learning which replicas are on the topic (${Math.ceil(left / 1000)} s left)`
     for (const [peer, state] of this.peers) {
       if (now - state.lastSeen > this.options.membershipWindow) continue
       if (!state.supported) return `replica ${peer} announces no snapshot support (a go-ds-crdt replica, or compaction not configured there)`
+      if (snapshot == null) continue
       if (state.snapshot == null || !state.snapshot.equals(snapshot)) return `replica ${peer} has not passed snapshot ${snapshot} yet (it announces ${state.snapshot?.toString() ?? 'none'})`
     }
     return undefined
@@ -459,6 +468,8 @@ export class Compaction {
   /** Makes a snapshot and compacts it if every known replica has passed it */
   async compact (options?: AbortOptions): Promise<CompactResult> {
     this.announcing = true
+    // the merged nodes as of now, for the fast path of apply() (not while waiting on membership)
+    const before = this.gate(undefined) == null ? await this.processedNow(options) : undefined
     const snapshot = await this.snapshot(options)
     const root = await this.readRoot(snapshot, options)
     await this.pass(snapshot, root, options, true)
@@ -473,8 +484,47 @@ export class Compaction {
     if (this.compacted?.equals(target) === true) {
       return { snapshot, removed: { blocks: 0, entries: 0 } }
     }
-    const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options)
+    const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options, target.equals(snapshot) ? before : undefined)
     return { snapshot, removed }
+  }
+
+  /**
+   * The processed nodes (block keys) and the heads, read together under the
+   * merge lock, when no walk is unfinished and no branch is given up: then
+   * every processed node is at or below a head, so every one of them is at
+   * or below the covered heads of a snapshot made afterwards. Undefined
+   * when a walk is unfinished or a branch given up (the walk decides then).
+   */
+  private async processedNow (options?: AbortOptions): Promise<ProcessedNodes | undefined> {
+    const { engine, datastore } = this.components
+    return engine.exclusive(async () => {
+      if ((await engine.pendingBranches(options)).length > 0 || (await engine.givenUp(options)).length > 0) return undefined
+      const heads = new Set(engine.heads.all().map(h => blockKey(h.cid)))
+      const prefix = engine.layout.processedPrefix
+      const ids: string[] = []
+      for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) ids.push(key.toString().slice(prefix.length))
+      return { ids, heads }
+    })
+  }
+
+  /**
+   * The blocks a compaction of a snapshot of this replica's own heads may
+   * delete, without a walk: the nodes processed before it was made (see
+   * `processedNow`), less the heads then and its covered heads (their
+   * blocks stay) and the nodes whose blocks earlier compactions deleted
+   * (`z/d` records)
+   */
+  private async coveredByScan (processed: ProcessedNodes, root: SnapshotRoot, options?: AbortOptions): Promise<string[]> {
+    const deleted = await this.deletedNodes(options)
+    for (const head of root.heads) processed.heads.add(blockKey(head.cid))
+    return processed.ids.filter(id => !processed.heads.has(id) && !deleted.has(id))
+  }
+
+  /** The nodes whose blocks compactions deleted (`z/d` records, one range scan) */
+  private async deletedNodes (options?: AbortOptions): Promise<Set<string>> {
+    const deleted = new Set<string>()
+    for await (const key of this.components.datastore.queryKeys({ prefix: this.deletedPrefix + '/' }, options)) deleted.add(key.toString().slice(this.deletedPrefix.length))
+    return deleted
   }
 
   /**
@@ -606,16 +656,17 @@ export class Compaction {
    * Deletes what `snapshot` covers (found by a walk down from its covered
    * heads): one atomic batch, then the listed blocks
    */
-  private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
+  private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions, processed?: ProcessedNodes): Promise<{ blocks: number, entries: number }> {
     const { engine, datastore, log } = this.components
     const began = Date.now()
-    const blocks = await this.walkCovered(root.heads, options)
+    // block keys of the blocks to delete
+    const blocks = processed != null ? await this.coveredByScan(processed, root, options) : (await this.walkCovered(root.heads, options)).map(cid => blockKey(cid))
     const walkMs = Date.now() - began
     if (this.compacted != null && !this.compacted.equals(snapshot)) {
       // the previous compacted snapshot's blocks: the new one replaces it
       try {
         const old = await this.readRoot(this.compacted, options)
-        blocks.push(...old.elementChunks, ...old.tombstoneChunks, this.compacted)
+        blocks.push(...[...old.elementChunks, ...old.tombstoneChunks, this.compacted].map(cid => blockKey(cid)))
       } catch (err: any) {
         log('could not read the previous compacted snapshot %c - %e', this.compacted, err)
       }
@@ -630,68 +681,105 @@ export class Compaction {
     for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
       tombed.add(key.toString().slice(layout.tombsPrefix.length))
     }
-    // one range scan of the element markers. Elements superseded by a higher one stay: a delete
-    // made here tombstones only the elements kept here, so dropping one would leave it live on
-    // every replica that kept it, and the delete would bring its older value back there.
-    for await (const key of datastore.queryKeys({ prefix: layout.elemsPrefix + '/' }, options)) {
-      if (tombed.has(key.toString().slice(layout.elemsPrefix.length))) doomed.push(key)
+    // one range scan of the element markers (none without tombstones). Elements superseded by a
+    // higher one stay: a delete made here tombstones only the elements kept here, so dropping one
+    // would leave it live on every replica that kept it, and the delete would bring its older value back there.
+    if (tombed.size > 0) {
+      for await (const key of datastore.queryKeys({ prefix: layout.elemsPrefix + '/' }, options)) {
+        if (tombed.has(key.toString().slice(layout.elemsPrefix.length))) doomed.push(key)
+      }
     }
     tombed.clear()
     const entries = doomed.length
     await engine.exclusive(async () => {
-      const tx = new WriteSet(datastore)
-      for (const key of doomed) tx.delete(key)
+      // nothing is read through it: a plain batch (one write, as atomic)
+      const batch = datastore.batch()
+      for (const key of doomed) batch.delete(key)
       // covered-head records of older installs are below this snapshot
       for await (const key of datastore.queryKeys({ prefix: coveredPrefix(layout) + '/' }, options)) {
-        if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) tx.delete(key)
+        if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) batch.delete(key)
       }
-      tx.put(this.key('k'), this.record(snapshot, 0))
-      for (const cid of blocks) tx.put(new Key(`${this.jobPrefix}${blockKey(cid)}`, false), new Uint8Array(0))
-      await tx.commit(options)
+      batch.put(this.key('k'), this.record(snapshot, 0))
+      for (const id of blocks) batch.put(new Key(`${this.jobPrefix}${id}`, false), EMPTY)
+      await batch.commit(options)
     })
     this.compacted = snapshot
     const committed = Date.now()
-    const removed = await this.finishJob(options)
-    log('compacted snapshot %c: %d blocks, %d entries removed (walk %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, walkMs, committed - began - walkMs, Date.now() - committed)
+    const removed = await this.finishJob(options, blocks)
+    log('compacted snapshot %c: %d blocks, %d entries removed (%s %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, processed != null ? 'scan' : 'walk', walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
   }
 
   /**
-   * Deletes the blocks listed by a compaction, then their list entries, in
-   * batches of `DELETE_BATCH` (a crash in between leaves entries whose
-   * blocks are gone: deleting them again is harmless)
+   * Deletes the blocks listed by a compaction (`z/j` entries), then their
+   * list entries, in batches of `DELETE_BATCH`, each entry replaced by a
+   * `z/d` record (the next compaction's scan leaves those nodes out). The
+   * compaction that just listed them hands their block keys over, so they
+   * need not be read back; `start()` reads a list a crash left. A crash in
+   * between leaves entries whose blocks are gone: deleting them again is
+   * harmless.
    */
-  private async finishJob (options?: AbortOptions): Promise<number> {
-    const { datastore, blockstore, log } = this.components
+  private async finishJob (options?: AbortOptions, listed?: string[]): Promise<number> {
+    const { datastore } = this.components
     const prefix = this.jobPrefix
     let removed = 0
-    let warned = false
+    for (let at = 0; listed != null && at < listed.length; at += DELETE_BATCH) {
+      removed += await this.deleteListed(listed.slice(at, at + DELETE_BATCH), options)
+    }
+    // whatever is still listed (after a crash, or all of it when nothing was handed over)
     while (true) {
       options?.signal?.throwIfAborted()
-      const keys: Key[] = []
-      for await (const key of datastore.queryKeys({ prefix: prefix + '/', limit: DELETE_BATCH }, options)) keys.push(key)
-      if (keys.length === 0) return removed
-      if (blockstore.delete == null && blockstore.deleteMany == null) {
-        if (!warned) log('the blockstore cannot delete blocks: covered blocks kept')
-        warned = true
-      } else {
-        // the walk listed only blocks it read here: no has() (after a crash some may be gone already)
-        const cids = keys.map(key => cidFromBlockKey(key.toString().slice(prefix.length)))
-        // deletes side by side (a base blockstore's deleteMany runs them one after another)
-        if (blockstore.delete != null) {
-          await Promise.all(cids.map(async cid => blockstore.delete?.(cid, options)))
-        } else if (blockstore.deleteMany != null) {
-          for await (const deleted of blockstore.deleteMany(cids, options)) void deleted
-        }
-        removed += cids.length
-      }
-      const batch = datastore.batch()
-      for (const key of keys) batch.delete(key)
-      await batch.commit(options)
+      const ids: string[] = []
+      for await (const key of datastore.queryKeys({ prefix: prefix + '/', limit: DELETE_BATCH }, options)) ids.push(key.toString().slice(prefix.length))
+      if (ids.length === 0) return removed
+      removed += await this.deleteListed(ids, options)
     }
   }
 
-  /** Counts the merged nodes whose blocks are kept and their bytes (blocks read `DELETE_BATCH` at a time) */
+  /** Deletes one batch of listed blocks, then their `z/j` entries (each replaced by a `z/d` record) */
+  private async deleteListed (ids: string[], options?: AbortOptions): Promise<number> {
+    options?.signal?.throwIfAborted()
+    const { datastore, blockstore, log } = this.components
+    let removed = 0
+    if (blockstore.delete == null && blockstore.deleteMany == null) {
+      if (!this.warnedNoDelete) log('the blockstore cannot delete blocks: covered blocks kept')
+      this.warnedNoDelete = true
+    } else {
+      // the listing holds only blocks of merged nodes and snapshots: no has() (after a crash some may be gone already)
+      const cids: CID[] = []
+      for (const id of ids) {
+        try {
+          cids.push(cidFromBlockKey(id))
+        } catch {}
+      }
+      // deletes side by side (a base blockstore's deleteMany runs them one after another)
+      if (blockstore.delete != null) {
+        await Promise.all(cids.map(async cid => blockstore.delete?.(cid, options)))
+      } else if (blockstore.deleteMany != null) {
+        for await (const deleted of blockstore.deleteMany(cids, options)) void deleted
+      }
+      removed = cids.length
+    }
+    const batch = datastore.batch()
+    for (const id of ids) {
+      batch.delete(new Key(`${this.jobPrefix}${id}`, false))
+      // remembered, so the next compaction's scan leaves it out
+      batch.put(new Key(`${this.deletedPrefix}${id}`, false), EMPTY)
+    }
+    await batch.commit(options)
+    return removed
+  }
+
+  /** Records of the nodes whose blocks compactions deleted (`z/d<block key>`) */
+  private get deletedPrefix (): string {
+    return `${this.components.engine.layout.namespace}/z/d`
+  }
+
+  /**
+   * Counts the merged nodes whose blocks are kept and their bytes (blocks
+   * read `DELETE_BATCH` at a time; nodes a compaction deleted are skipped
+   * without a read, so a block put back later is not counted)
+   */
   async history (options?: AbortOptions): Promise<HistoryStats> {
     const { datastore, blockstore, engine } = this.components
     const prefix = engine.layout.processedPrefix
@@ -704,10 +792,14 @@ export class Compaction {
         for await (const chunk of blockstore.get(cid, options)) bytes += chunk.byteLength
       }))
     }
+    // nodes whose blocks a compaction deleted are not read again
+    const deleted = await this.deletedNodes(options)
     let cids: CID[] = []
     for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) {
+      const id = key.toString().slice(prefix.length)
+      if (deleted.has(id)) continue
       try {
-        cids.push(cidFromBlockKey(key.toString().slice(prefix.length)))
+        cids.push(cidFromBlockKey(id))
       } catch {
         continue
       }
