@@ -88,6 +88,8 @@ export const DEFAULT_COMPACTION_MIN_NODES = 10_000
 export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 
 const EMPTY = new Uint8Array(0)
+/** Value of a job record whose blocks are those of the `z/d` records (see `finishJob`) */
+const JOB_ALL_DELETED = new Uint8Array([1])
 
 /** Time (ms) to fetch one block of an announced snapshot */
 const ROOT_TIMEOUT = 60_000
@@ -662,15 +664,7 @@ export class Compaction {
     // block keys of the blocks to delete
     const blocks = processed != null ? await this.coveredByScan(processed, root, options) : (await this.walkCovered(root.heads, options)).map(cid => blockKey(cid))
     const walkMs = Date.now() - began
-    if (this.compacted != null && !this.compacted.equals(snapshot)) {
-      // the previous compacted snapshot's blocks: the new one replaces it
-      try {
-        const old = await this.readRoot(this.compacted, options)
-        blocks.push(...[...old.elementChunks, ...old.tombstoneChunks, this.compacted].map(cid => blockKey(cid)))
-      } catch (err: any) {
-        log('could not read the previous compacted snapshot %c - %e', this.compacted, err)
-      }
-    }
+    const previous = this.compacted != null && !this.compacted.equals(snapshot) ? this.compacted : undefined
     // The element markers to delete are found outside the merge lock (reads only): a merge meanwhile
     // cannot make a tombstoned element live, and the only writer of an element marker is the merge
     // of its node, which is processed already.
@@ -700,54 +694,129 @@ export class Compaction {
         if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) batch.delete(key)
       }
       batch.put(this.key('k'), this.record(snapshot, 0))
-      for (const id of blocks) batch.put(new Key(`${this.jobPrefix}${id}`, false), EMPTY)
+      // the blocks to delete are recorded as deleted up front; the job record says they may still be there
+      for (const id of blocks) batch.put(new Key(`${this.deletedPrefix}${id}`, false), EMPTY)
+      batch.put(this.jobKey(snapshot), uint8ArrayConcat([JOB_ALL_DELETED, previous?.bytes ?? EMPTY]))
       await batch.commit(options)
     })
     this.compacted = snapshot
     const committed = Date.now()
-    const removed = await this.finishJob(options, blocks)
+    const removed = await this.finishJob(options, { snapshot, blocks, previous })
     log('compacted snapshot %c: %d blocks, %d entries removed (%s %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, processed != null ? 'scan' : 'walk', walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
   }
 
   /**
-   * Deletes the blocks listed by a compaction (`z/j` entries), then their
-   * list entries, in batches of `DELETE_BATCH`, each entry replaced by a
-   * `z/d` record (the next compaction's scan leaves those nodes out). The
-   * compaction that just listed them hands their block keys over, so they
-   * need not be read back; `start()` reads a list a crash left. A crash in
-   * between leaves entries whose blocks are gone: deleting them again is
-   * harmless.
+   * Deletes the blocks a compaction recorded, then its job record. A job
+   * record `z/j<block key of the snapshot>` whose value is
+   * `JOB_ALL_DELETED` means "the blocks of the `z/d` records may still be
+   * here": the compaction that just wrote it hands its list over, and
+   * `start()` after a crash deletes the blocks of every `z/d` record
+   * (deleting a block twice is harmless). Entries of the older form (one
+   * per block, empty value) are deleted one by one as before.
    */
-  private async finishJob (options?: AbortOptions, listed?: string[]): Promise<number> {
+  private async finishJob (options?: AbortOptions, job?: { snapshot: CID, blocks: string[], previous?: CID }): Promise<number> {
     const { datastore } = this.components
     const prefix = this.jobPrefix
     let removed = 0
-    for (let at = 0; listed != null && at < listed.length; at += DELETE_BATCH) {
-      removed += await this.deleteListed(listed.slice(at, at + DELETE_BATCH), options)
+    if (job != null) {
+      removed += await this.deleteBlocks(job.blocks, options)
+      removed += await this.deletePrevious(job.previous, options)
+      await datastore.delete(this.jobKey(job.snapshot), options)
     }
-    // whatever is still listed (after a crash, or all of it when nothing was handed over)
+    // whatever is still listed (after a crash)
     while (true) {
       options?.signal?.throwIfAborted()
-      const ids: string[] = []
-      for await (const key of datastore.queryKeys({ prefix: prefix + '/', limit: DELETE_BATCH }, options)) ids.push(key.toString().slice(prefix.length))
-      if (ids.length === 0) return removed
-      removed += await this.deleteListed(ids, options)
+      const listed: Array<{ key: Key, all: boolean, previous?: CID }> = []
+      for await (const { key, value } of datastore.query({ prefix: prefix + '/', limit: DELETE_BATCH }, options) as AsyncIterable<Pair>) {
+        let previous: CID | undefined
+        try {
+          previous = value.byteLength > 1 ? CID.decode(value.subarray(1)) : undefined
+        } catch {}
+        listed.push({ key, all: value.byteLength > 0, previous })
+      }
+      if (listed.length === 0) return removed
+      for (const { key, all, previous } of listed) {
+        if (!all) continue
+        removed += await this.deletePrevious(previous, options)
+        let ids: string[] = []
+        for await (const deleted of datastore.queryKeys({ prefix: this.deletedPrefix + '/' }, options)) {
+          ids.push(deleted.toString().slice(this.deletedPrefix.length))
+          if (ids.length >= DELETE_BATCH * 16) {
+            removed += await this.deleteBlocks(ids, options)
+            ids = []
+          }
+        }
+        removed += await this.deleteBlocks(ids, options)
+        await datastore.delete(key, options)
+      }
+      const single = listed.filter(l => !l.all).map(l => l.key)
+      if (single.length > 0) {
+        removed += await this.deleteBlocks(single.map(key => key.toString().slice(prefix.length)), options)
+        const batch = datastore.batch()
+        for (const key of single) {
+          batch.delete(key)
+          batch.put(new Key(`${this.deletedPrefix}${key.toString().slice(prefix.length)}`, false), EMPTY)
+        }
+        await batch.commit(options)
+      }
     }
   }
 
-  /** Deletes one batch of listed blocks, then their `z/j` entries (each replaced by a `z/d` record) */
-  private async deleteListed (ids: string[], options?: AbortOptions): Promise<number> {
-    options?.signal?.throwIfAborted()
-    const { datastore, blockstore, log } = this.components
-    let removed = 0
+  /**
+   * Deletes the blocks of the snapshot compacted before (the one compacted
+   * now replaces it), except those the snapshot compacted now shares with
+   * it (chunks are content-addressed, so an unchanged chunk is the same
+   * block); its root last. Nothing when its root is not here any more.
+   */
+  private async deletePrevious (previous: CID | undefined, options?: AbortOptions): Promise<number> {
+    if (previous == null || this.compacted?.equals(previous) === true) return 0
+    let old: SnapshotRoot
+    let current: SnapshotRoot | undefined
+    try {
+      old = decodeRoot(previous, await this.readLocalBytes(previous, options) ?? new Uint8Array(0))
+      const bytes = this.compacted == null ? undefined : await this.readLocalBytes(this.compacted, options)
+      current = this.compacted == null || bytes == null ? undefined : decodeRoot(this.compacted, bytes)
+    } catch (err: any) {
+      options?.signal?.throwIfAborted()
+      this.components.log('the previous compacted snapshot %c is gone or unreadable; its blocks are left - %e', previous, err)
+      return 0
+    }
+    const keep = new Set(current == null ? [] : [...current.elementChunks, ...current.tombstoneChunks].map(cid => blockKey(cid)))
+    const chunks = [...old.elementChunks, ...old.tombstoneChunks].map(cid => blockKey(cid)).filter(id => !keep.has(id))
+    return await this.deleteBlocks(chunks, options) + await this.deleteBlocks([blockKey(previous)], options)
+  }
+
+  /** A block's bytes when it is stored here (never from the network), else undefined */
+  private async readLocalBytes (cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
+    const chunks: Uint8Array[] = []
+    try {
+      for await (const chunk of this.components.blockstore.get(cid, { ...options, offline: true } as AbortOptions)) chunks.push(chunk)
+    } catch (err: any) {
+      if (err?.name === 'NotFoundError') return undefined
+      throw err
+    }
+    return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+  }
+
+  private jobKey (snapshot: CID): Key {
+    return new Key(`${this.jobPrefix}${blockKey(snapshot)}`, false)
+  }
+
+  /** Deletes blocks (block keys), `DELETE_BATCH` side by side at a time; returns how many it asked to delete */
+  private async deleteBlocks (ids: string[], options?: AbortOptions): Promise<number> {
+    const { blockstore, log } = this.components
     if (blockstore.delete == null && blockstore.deleteMany == null) {
-      if (!this.warnedNoDelete) log('the blockstore cannot delete blocks: covered blocks kept')
+      if (!this.warnedNoDelete && ids.length > 0) log('the blockstore cannot delete blocks: covered blocks kept')
       this.warnedNoDelete = true
-    } else {
-      // the listing holds only blocks of merged nodes and snapshots: no has() (after a crash some may be gone already)
+      return 0
+    }
+    let removed = 0
+    for (let at = 0; at < ids.length; at += DELETE_BATCH) {
+      options?.signal?.throwIfAborted()
+      // no has(): after a crash some may be gone already
       const cids: CID[] = []
-      for (const id of ids) {
+      for (const id of ids.slice(at, at + DELETE_BATCH)) {
         try {
           cids.push(cidFromBlockKey(id))
         } catch {}
@@ -758,15 +827,8 @@ export class Compaction {
       } else if (blockstore.deleteMany != null) {
         for await (const deleted of blockstore.deleteMany(cids, options)) void deleted
       }
-      removed = cids.length
+      removed += cids.length
     }
-    const batch = datastore.batch()
-    for (const id of ids) {
-      batch.delete(new Key(`${this.jobPrefix}${id}`, false))
-      // remembered, so the next compaction's scan leaves it out
-      batch.put(new Key(`${this.deletedPrefix}${id}`, false), EMPTY)
-    }
-    await batch.commit(options)
     return removed
   }
 
