@@ -370,3 +370,67 @@ describe('bounded history under fast-check', function () {
     }
   })
 })
+
+describe('bounded history: histories random runs failed on (played as they were found)', function () {
+  this.timeout(60_000)
+  const none = (): Stats => ({ runs: 0, long: 0, writes: 0, deletes: 0, compactions: 0, removedBlocks: 0, compactionsWithOneAway: 0, joins: 0, restarts: 0, comebacks: 0, keys: 0 })
+
+  it('a replica back from away whose head only deletes ends with the same heads as the others (regression: the install could not reach that head through compacted history and it stayed an extra head)', async () => {
+    await play({
+      n: 2,
+      first: [{ key: '/é', value: '😀' }, { key: '/b/c', value: 'ü' }, { key: '/ü', value: '' }, { key: '/a', value: '' }],
+      steps: [
+        { kind: 'write', r: 4, ops: [{ key: '/b/c' }, { key: '/日本' }, { key: '/a' }, { key: '/😀' }] },
+        { kind: 'stop', r: 2, crash: false },
+        { kind: 'write', r: 1, ops: [{ key: '/é', value: '' }] },
+        { kind: 'write', r: 0, ops: [{ key: '/😀', value: 'ü' }] },
+        { kind: 'heal' },
+        { kind: 'compact', r: 0 },
+        { kind: 'restart', r: 0 },
+        { kind: 'write', r: 0, ops: [{ key: '/b/c', value: 'ü' }] },
+        { kind: 'compact', r: 2 },
+        { kind: 'write', r: 2, ops: [{ key: '/b/c', value: '😀' }, { key: '/a', value: 'y' }, { key: '/b', value: 'é' }] },
+        { kind: 'heal' },
+        { kind: 'stop', r: 1, crash: false }
+      ],
+      last: { key: '/日本', value: 'ü' },
+      seed: 141479824
+    }, none())
+  })
+
+  it('a late joiner whose peers announce a snapshot only its partitioned maker held installs one it can fetch, and its delete removes the older value everywhere (regression: replicas announced snapshots whose chunks they never fetched; the joiner walked into compacted history instead and lacked the older element)', async () => {
+    await play({
+      n: 3,
+      first: [{ key: '/日本', value: '' }, { key: '/b', value: '' }, { key: '/ü', value: '😀' }, { key: '/b', value: 'y' }],
+      steps: [
+        { kind: 'partition', mask: 17 },
+        { kind: 'write', r: 4, ops: [{ key: '/a', value: 'x' }] },
+        { kind: 'write', r: 4, ops: [{ key: '/é', value: '' }] },
+        { kind: 'compact', r: 2 },
+        { kind: 'join' },
+        { kind: 'compact', r: 3 },
+        { kind: 'partition', mask: 21 },
+        { kind: 'write', r: 4, ops: [{ key: '/日本' }] },
+        { kind: 'heal' },
+        { kind: 'write', r: 0, ops: [{ key: '/a', value: 'é' }] },
+        { kind: 'compact', r: 1 },
+        { kind: 'compact', r: 1 },
+        { kind: 'write', r: 3, ops: [{ key: '/b', value: '😀' }] },
+        { kind: 'write', r: 1, ops: [{ key: '/😀', value: '' }, { key: '/日本' }, { key: '/😀', value: 'y' }] },
+        { kind: 'compact', r: 1 },
+        { kind: 'write', r: 0, ops: [{ key: '/a', value: 'é' }] },
+        { kind: 'write', r: 4, ops: [{ key: '/é', value: '😀' }] },
+        { kind: 'write', r: 4, ops: [{ key: '/é' }] },
+        { kind: 'partition', mask: 7 },
+        { kind: 'write', r: 2, ops: [{ key: '/a', value: 'x' }, { key: '/日本', value: '' }, { key: '/a', value: '' }] },
+        { kind: 'write', r: 3, ops: [{ key: '/日本' }, { key: '/a' }, { key: '/ü', value: 'ü' }] },
+        { kind: 'join' },
+        { kind: 'join' },
+        { kind: 'stop', r: 0, crash: true },
+        { kind: 'write', r: 3, ops: [{ key: '/ü' }] }
+      ],
+      last: { key: '/b/c', value: 'é' },
+      seed: 1595504294
+    }, none())
+  })
+})
