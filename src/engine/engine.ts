@@ -876,6 +876,21 @@ export class Engine {
   }
 
   /**
+   * Marks a node processed without merging it or walking its links when an
+   * installed snapshot merged it already (`init.mergedBySnapshot`): it is
+   * below the snapshot's covered heads, and its effect and its ancestors'
+   * are in the set. True when it did.
+   */
+  private async settleMergedBySnapshot (tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+    if (this.mergedBySnapshot == null || !(await this.mergedBySnapshot(tx, node, options))) return false
+    const id = blockKey(node.cid)
+    tx.put(this.layout.processedKey(id), encodePriority(node.delta.priority))
+    tx.delete(this.layout.pendingKey(id))
+    if (this.heads.get(node.delta.dagName, node.cid) != null) this.heads.remove(tx, node.delta.dagName, node.cid)
+    return true
+  }
+
+  /**
    * Writes the merge of a node into `tx`, reading through it (so nodes
    * staged before in the same WriteSet count as merged). Children returned
    * are reserved; the caller commits, then releases them or hands them on.
@@ -889,13 +904,7 @@ export class Engine {
       tx.delete(pendingKey)
       return { children: [], changes: [], skipped: true }
     }
-    if (!local && this.mergedBySnapshot != null && await this.mergedBySnapshot(tx, node, options)) {
-      // below a snapshot's covered heads: its effect and its ancestors' are in the set
-      tx.put(this.layout.processedKey(id), encodePriority(delta.priority))
-      tx.delete(pendingKey)
-      if (this.heads.get(delta.dagName, node.cid) != null) this.heads.remove(tx, delta.dagName, node.cid)
-      return { children: [], changes: [], skipped: true }
-    }
+    if (!local && await this.settleMergedBySnapshot(tx, node, options)) return { children: [], changes: [], skipped: true }
 
     const linkKeys = node.links.map(link => this.layout.processedKey(blockKey(link)))
     // before anything is staged: a node refused, or waiting for its links, leaves `tx` as it was

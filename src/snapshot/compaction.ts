@@ -18,18 +18,29 @@
  * replica *has passed* a snapshot when it announces it (Head field 101,
  * src/codec/broadcast-snapshot.ts). Every replica announces the newest
  * snapshot it has passed: one it made, or one it heard of whose covered
- * heads it has all merged. A known replica whose broadcasts lack the field
+ * heads it has all merged, that covers the snapshot compacted here, and
+ * whose every block it has fetched (so what a replica announces covers
+ * every block it deleted and can be fetched from it: a replica coming back
+ * always finds the blocks it lacks or an announced snapshot covering
+ * them). A known replica whose broadcasts lack the field
  * (go-ds-crdt, or compaction not configured) blocks compaction; so does
  * one that has not passed the snapshot yet; the reason is logged and shown
  * in `stats().history.waiting`. A store with a broadcaster waits
  * `settle` ms after start (it must hear the topic first) before it deletes
  * anything.
  *
+ * The blocks to delete: with no walk unfinished and no branch given up,
+ * the processed nodes read under the merge lock before the snapshot is
+ * made (all at or below its covered heads), less the heads and the nodes
+ * compacted before (`z/d` records): one scan, no block read. Otherwise a
+ * walk down from the covered heads over local blocks.
+ *
  * Atomicity: one datastore batch deletes the set entries, records the
- * compacted snapshot (`z/k`) and lists the blocks to delete (`z/j/<cid>`);
- * the blocks are then deleted one by one, each with its `z/j` entry. A
- * crash in between leaves the list, and `start()` finishes it: after a
- * reopen a compaction is either absent or complete.
+ * compacted snapshot (`z/k`), records the blocks to delete as deleted
+ * (`z/d<key>`) and writes one job record (`z/j<snapshot>`); the blocks are
+ * then deleted, then the job record. A crash in between leaves the job,
+ * and `start()` finishes it (deleting the blocks of every `z/d` record):
+ * after a reopen a compaction is either absent or complete.
  */
 
 import { Key } from 'interface-datastore'
@@ -732,7 +743,9 @@ export class Compaction {
         let previous: CID | undefined
         try {
           previous = value.byteLength > 1 ? CID.decode(value.subarray(1)) : undefined
-        } catch {}
+        } catch {
+          // unreadable: the previous snapshot's blocks are left, as when its root is gone
+        }
         listed.push({ key, all: value.byteLength > 0, previous })
       }
       if (listed.length === 0) return removed
@@ -819,7 +832,9 @@ export class Compaction {
       for (const id of ids.slice(at, at + DELETE_BATCH)) {
         try {
           cids.push(cidFromBlockKey(id))
-        } catch {}
+        } catch {
+          // not a block key: nothing to delete
+        }
       }
       // deletes side by side (a base blockstore's deleteMany runs them one after another)
       if (blockstore.delete != null) {

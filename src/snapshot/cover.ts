@@ -369,3 +369,22 @@ export async function settleNamedBySnapshot (components: SnapshotComponents, roo
   log('%d heads or unfinished walks settled below the covered heads of the snapshot (named by it, or deletes it holds)', settled.length)
   return settled.length
 }
+
+/**
+ * After an install: settles the nodes in `byDag` (per DAG name, block key
+ * to height: the heads this replica had before, and its unfinished walks)
+ * that lie below the snapshot's covered heads, first by cover walks, then,
+ * for those no walk reached (the blocks between are gone), by the
+ * snapshot's records (`settleNamedBySnapshot`)
+ */
+export async function settleBelowCovered (components: SnapshotComponents, root: SnapshotRoot, byDag: Map<string, Map<string, number>>, options?: AbortOptions): Promise<void> {
+  const reached = new Set<string>()
+  for (const [dagName, targets] of byDag) {
+    for (const id of await coverWalk(components, dagName, targets, options)) reached.add(id)
+  }
+  const unreached = new Map<string, string>()
+  for (const [dagName, targets] of byDag) {
+    for (const id of targets.keys()) if (!reached.has(id) && !unreached.has(id)) unreached.set(id, dagName)
+  }
+  await settleNamedBySnapshot(components, root, unreached, options)
+}

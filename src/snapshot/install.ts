@@ -34,7 +34,7 @@ import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
 import { withTimeout } from '../utils.js'
-import { coveredKey, coverWalk, encodeHeight, settleNamedBySnapshot } from './cover.js'
+import { coveredKey, encodeHeight, settleBelowCovered } from './cover.js'
 import { compareRecords, decodeElementChunk, decodeRoot, decodeTombstoneChunk, verifyBlock } from './format.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotElement, SnapshotRoot, SnapshotTombstone } from './format.js'
@@ -257,14 +257,7 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
       byDag.set(dagName, targets)
     }
   }
-  const reached = new Set<string>()
-  for (const [dagName, targets] of byDag) {
-    for (const id of await coverWalk({ engine, datastore, blockstore, log }, dagName, targets, options)) reached.add(id)
-  }
-  // those no walk reached (the blocks between are gone): the snapshot's records may name them
-  const unreached = new Map<string, string>()
-  for (const [dagName, targets] of byDag) for (const id of targets.keys()) if (!reached.has(id) && !unreached.has(id)) unreached.set(id, dagName)
-  await settleNamedBySnapshot({ engine, datastore, blockstore, log }, root, unreached, options)
+  await settleBelowCovered({ engine, datastore, blockstore, log }, root, byDag, options)
   return result
 }
 
