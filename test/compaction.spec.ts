@@ -13,6 +13,7 @@ import { expect } from 'aegir/chai'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
+import toBuffer from 'it-to-buffer'
 import { addSnapshotAnnouncement, readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { createCRDTDatastore, encodeBroadcast } from '../src/index.js'
@@ -365,6 +366,34 @@ describe('compaction: what replicas announce, and what a second compaction delet
       }
     } finally {
       await r.store.stop()
+    }
+  })
+
+  it('a head announced late that lies below the snapshot passed here, though no walk reaches it, adds no head (regression: a replica back from away announced its old head, whose element a later delete had tombstoned, and it became an extra head)', async () => {
+    const a = await memoryReplica()
+    const c = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('1'))
+      const old = a.store.heads()[0].cid
+      const oldBytes = await readBlock(a.blockstore, old)
+      await a.store.put(new Key('/x'), enc('1'))
+      await a.store.delete(new Key('/k'))
+      await a.store.put(new Key('/y'), enc('1'))
+      const { snapshot, removed } = await a.store.compact()
+      expect(removed.blocks).to.equal(3)
+      // c joins from the snapshot (the blocks a kept, copied over) and compacts: it passes its own snapshot
+      for await (const { cid, bytes } of a.blockstore.getAll()) await c.blockstore.put(cid, await toBuffer(bytes))
+      await c.store.installSnapshot(snapshot)
+      await c.store.compact()
+      // a replica that went away after the first write comes back announcing it: the nodes between are gone
+      await c.blockstore.put(old, oldBytes)
+      await c.store.receive(encodeBroadcast([{ cid: old, dagName: '' }]))
+      await waitFor(async () => c.store.hasMerged(old), 10_000, 'the old head to be settled')
+      expect(c.store.heads().map(h => h.cid.toString())).to.deep.equal(a.store.heads().map(h => h.cid.toString()))
+      expect(await stateOf(c.store)).to.deep.equal(await stateOf(a.store))
+    } finally {
+      await a.store.stop()
+      await c.store.stop()
     }
   })
 

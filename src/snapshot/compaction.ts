@@ -51,13 +51,14 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
-import { coveredPrefix, inSnapshotRecords } from './cover.js'
+import { coveredPrefix, inSnapshotRecords, settleNamedBySnapshot } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
 import { verifySnapshot } from './install.js'
 import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
+import type { DecodedNode } from '../codec/dag-node.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
@@ -334,6 +335,24 @@ export class Compaction {
         this.components.log('could not consider announced snapshot %c - %e', snapshot, err)
       }).finally(() => this.considering.delete(snapshot.toString())))
     }
+  }
+
+  /**
+   * Settles a node announced as a head that lies below the covered heads
+   * of the snapshot passed or compacted here though no walk reaches it
+   * (see `settleNamedBySnapshot`: the snapshot names it, or it only
+   * deletes what the snapshot holds and links to covered nodes). Reads
+   * local blocks only. True when it did.
+   */
+  async settleNamed (node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+    const roots = [this.passed?.cid, this.compacted].filter((cid, i, all): cid is CID => cid != null && all.findIndex(c => c?.equals(cid) === true) === i)
+    for (const cid of roots) {
+      const bytes = await this.readLocalBytes(cid, options)
+      if (bytes == null) continue
+      const settled = await settleNamedBySnapshot(this.components, decodeRoot(cid, bytes), new Map([[blockKey(node.cid), node.delta.dagName]]), options)
+      if (settled > 0) return true
+    }
+    return false
   }
 
   /** Fetches (within a minute) and checks a snapshot root */
