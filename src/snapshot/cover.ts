@@ -134,7 +134,10 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
 
   // max-heap by height, kept as a sorted list: the walk is narrow (DAG width)
   const queue: Array<{ cid: CID, node?: DecodedNode }> = starts.map(h => ({ cid: h.cid }))
-  const seen = new Set<string>(starts.map(h => blockKey(h.cid)))
+  const startIds = new Set<string>(starts.map(h => blockKey(h.cid)))
+  const seen = new Set<string>(startIds)
+  // covered heads of earlier installs met as a link below another one: below it, so no head any more
+  const belowAnother = new Set<string>()
   const visited: Array<{ id: string, node: DecodedNode }> = []
   const linked: CID[] = []
   try {
@@ -148,11 +151,16 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
       if (node.delta.dagName !== dagName) continue
       const id = blockKey(node.cid)
       visited.push({ id, node })
-      if (targets.has(id)) found.add(id)
+      // a covered head is reached only from above (another covered head), not by starting at it
+      if (targets.has(id) && !startIds.has(id)) found.add(id)
       if (found.size === targets.size) break
       if (node.delta.priority <= floor) continue
       const links = node.links.filter(link => {
         const k = blockKey(link)
+        if (startIds.has(k)) {
+          belowAnother.add(k)
+          if (targets.has(k)) found.add(k)
+        }
         if (seen.has(k)) return false
         seen.add(k)
         // a target met as a link is reached without its block (which may be gone from every peer)
@@ -185,7 +193,7 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
       if (!(await tx.has(processed, options))) tx.put(processed, encodePriority(node.delta.priority))
       const pending = engine.layout.pendingKey(id)
       if (await tx.has(pending, options)) tx.delete(pending)
-      if (engine.heads.get(dagName, node.cid) != null && !starts.some(s => s.cid.equals(node.cid))) {
+      if (engine.heads.get(dagName, node.cid) != null && (!startIds.has(id) || belowAnother.has(id))) {
         engine.heads.remove(tx, dagName, node.cid)
       }
     }
@@ -386,5 +394,6 @@ export async function settleBelowCovered (components: SnapshotComponents, root: 
   for (const [dagName, targets] of byDag) {
     for (const id of targets.keys()) if (!reached.has(id) && !unreached.has(id)) unreached.set(id, dagName)
   }
+  components.log('below the covered heads: %s reached by walks, %s left to the records', [...reached].join(' '), [...unreached.keys()].join(' '))
   await settleNamedBySnapshot(components, root, unreached, options)
 }
