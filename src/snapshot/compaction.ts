@@ -105,6 +105,8 @@ const JOB_ALL_DELETED = new Uint8Array([1])
 
 /** Time (ms) to fetch one block of an announced snapshot */
 const ROOT_TIMEOUT = 60_000
+/** Announced snapshots remembered at most as not covering the one compacted here */
+const MAX_NOT_COVERING = 64
 /** Nodes walked at most to learn whether a snapshot covers the one compacted here */
 const COVER_CHECK_BUDGET = 100_000
 
@@ -209,6 +211,8 @@ export class Compaction {
   private blocksBytes = 0
   private readonly considering = new Set<string>()
   private warnedNoDelete = false
+  /** Announced snapshots found not to cover the one compacted here (CID to the compacted snapshot's CID then) */
+  private readonly notCovering = new Map<string, string>()
   /** Set once this replica announces snapshots (compaction configured, or `compact()` called) */
   public announcing: boolean
 
@@ -379,8 +383,13 @@ export class Compaction {
       if (!(await this.components.engine.isProcessed(head.cid, options))) return
     }
     if (!this.newer(cid, root)) return
+    // a snapshot found not to cover the one compacted here is not walked again for every payload announcing it
+    const compacted = this.compacted?.toString() ?? ''
+    if (this.notCovering.get(cid.toString()) === compacted) return
     if (!(await this.coversCompacted(root, options))) {
       this.components.log('snapshot %c is not passed: it does not cover snapshot %c compacted here', cid, this.compacted)
+      if (this.notCovering.size >= MAX_NOT_COVERING) this.notCovering.clear()
+      this.notCovering.set(cid.toString(), compacted)
       return
     }
     // every chunk, so that what this replica announces can be fetched from it
