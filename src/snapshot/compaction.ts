@@ -386,14 +386,14 @@ export class Compaction {
     // a snapshot found not to cover the one compacted here is not walked again for every payload announcing it
     const compacted = this.compacted?.toString() ?? ''
     if (this.notCovering.get(cid.toString()) === compacted) return
+    // every chunk first (bounded fetches): what follows reads them locally
+    await verifySnapshot(this.components.blockstore, cid, { ...options, blockTimeout: ROOT_TIMEOUT })
     if (!(await this.coversCompacted(root, options))) {
       this.components.log('snapshot %c is not passed: it does not cover snapshot %c compacted here', cid, this.compacted)
       if (this.notCovering.size >= MAX_NOT_COVERING) this.notCovering.clear()
       this.notCovering.set(cid.toString(), compacted)
       return
     }
-    // every chunk, so that what this replica announces can be fetched from it
-    await verifySnapshot(this.components.blockstore, cid, { ...options, blockTimeout: ROOT_TIMEOUT })
     if (await this.pass(cid, root, options)) this.options.onPassed?.()
   }
 

@@ -259,19 +259,32 @@ async function readWhole (getter: BlockGetter, cid: CID, options?: AbortOptions 
 /**
  * Which of `ids` a snapshot's records name (as the node that added an
  * element, live or tombstoned), and which of `tombstones` it carries,
- * reading its chunks one at a time through the blockstore (an installed or
- * passed snapshot's chunks are local)
+ * reading its chunks one at a time from local blocks only (an installed,
+ * passed or compacted snapshot's chunks are here; a chunk that is not
+ * names nothing, and nothing waits on the network)
  */
 export async function inSnapshotRecords (getter: BlockGetter, root: SnapshotRoot, ids: Set<string>, options?: AbortOptions, tombstones = new Set<string>()): Promise<NamedInSnapshot> {
   const found: NamedInSnapshot = { ids: new Set(), tombstones: new Set() }
   const done = (): boolean => found.ids.size === ids.size && found.tombstones.size === tombstones.size
+  const read = async (chunk: CID): Promise<Uint8Array | undefined> => {
+    try {
+      return await readWhole(getter, chunk, { ...options, offline: true })
+    } catch (err: any) {
+      options?.signal?.throwIfAborted()
+      return undefined
+    }
+  }
   for (const chunk of root.elementChunks) {
     if (found.ids.size === ids.size) break
-    for (const record of decodeElementChunk(chunk, await readWhole(getter, chunk, options))) if (ids.has(record.id)) found.ids.add(record.id)
+    const bytes = await read(chunk)
+    if (bytes == null) continue
+    for (const record of decodeElementChunk(chunk, bytes)) if (ids.has(record.id)) found.ids.add(record.id)
   }
   for (const chunk of root.tombstoneChunks) {
     if (done()) break
-    for (const record of decodeTombstoneChunk(chunk, await readWhole(getter, chunk, options))) {
+    const bytes = await read(chunk)
+    if (bytes == null) continue
+    for (const record of decodeTombstoneChunk(chunk, bytes)) {
       if (ids.has(record.id)) found.ids.add(record.id)
       const entry = tombstoneEntry(record.key, record.id)
       if (tombstones.has(entry)) found.tombstones.add(entry)
