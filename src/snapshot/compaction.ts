@@ -51,6 +51,7 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
+import { MALFORMED_REASON } from '../engine/engine.js'
 import { coveredPrefix, inSnapshotRecords, settleNamedBySnapshot } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
@@ -371,17 +372,23 @@ export class Compaction {
 
   /**
    * Adopts an announced snapshot as passed when every covered head is
-   * merged here, it is newer than the one passed, it covers what this
+   * merged here with no walk unfinished or given up (so everything below
+   * them is merged), it is newer than the one passed, it covers what this
    * replica compacted, and every block of it is here (fetched and checked
    * now): a replica announces only a snapshot it can serve, and one that
    * covers every block it deleted, so a replica coming back always finds
    * either the blocks or an announced snapshot it can fetch that covers them
    */
   async consider (cid: CID, options?: AbortOptions): Promise<void> {
+    const { engine } = this.components
     const root = await this.readRoot(cid, options)
     for (const head of root.heads) {
-      if (!(await this.components.engine.isProcessed(head.cid, options))) return
+      if (!(await engine.isProcessed(head.cid, options))) return
     }
+    // a covered head merged with a walk below it unfinished (or given up) is not passed: the others
+    // would delete blocks this replica still lacks
+    if ((await engine.pendingBranches(options)).length > 0) return
+    if ((await engine.givenUp(options)).some(b => !b.reason.startsWith(MALFORMED_REASON))) return
     if (!this.newer(cid, root)) return
     // a snapshot found not to cover the one compacted here is not walked again for every payload announcing it
     const compacted = this.compacted?.toString() ?? ''
