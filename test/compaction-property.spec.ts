@@ -41,11 +41,14 @@ import type { ModelOp } from './fixtures/crdt-model.js'
 import type { CRDTDatastore } from '../src/index.js'
 
 /**
- * Generated histories beside the explicit examples.
- * `COMPACTION_PROPERTY_RUNS=n` adds n random histories (a few seconds
- * each), `COMPACTION_PROPERTY_SEED` replays a seed.
+ * Generated histories beside the explicit examples: `npm test` plays
+ * `DEFAULT_RANDOM_RUNS` (a few seconds in all; 200 runs on the shared
+ * machine showed one failure, a heads mismatch that did not replay);
+ * `COMPACTION_PROPERTY_RUNS=n` plays n instead, `COMPACTION_PROPERTY_SEED`
+ * replays a seed.
  */
-const RANDOM_RUNS = Number(process.env.COMPACTION_PROPERTY_RUNS ?? 0)
+const DEFAULT_RANDOM_RUNS = 2
+const RANDOM_RUNS = Number(process.env.COMPACTION_PROPERTY_RUNS ?? DEFAULT_RANDOM_RUNS)
 const SEED = process.env.COMPACTION_PROPERTY_SEED == null ? undefined : Number(process.env.COMPACTION_PROPERTY_SEED)
 /** The explicit examples below */
 const EXAMPLES = 3
