@@ -17,7 +17,7 @@ import { cleanKey, Layout, LAYOUT_VERSION } from '../crdt/layout.js'
 import { migrateLayout } from '../crdt/migrate.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
 import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MAX_KNOWN_REPLICAS, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
-import { coveredHeads, coverWalk } from '../snapshot/cover.js'
+import { coveredHeads, coverWalk, mergedBySnapshot } from '../snapshot/cover.js'
 import { installSnapshot, resumeInstalls } from '../snapshot/install.js'
 import { TrustGate } from '../trust/gate.js'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
@@ -211,7 +211,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       maxFetchAttempts,
       maxMergeNodes: checkNumber('maxMergeNodes', init.maxMergeNodes ?? DEFAULT_MAX_MERGE_NODES, 1, true),
       maxMergeBytes: checkNumber('maxMergeBytes', init.maxMergeBytes ?? DEFAULT_MAX_MERGE_BYTES, 0, true),
-      onChanges: (changes, node) => { this.emitChanges(changes, node) }
+      onChanges: (changes, node) => { this.emitChanges(changes, node) },
+      mergedBySnapshot: async (tx, node, options) => this.hasCovered === true && mergedBySnapshot(this.layout, tx, node, options)
     })
     // counters and gauges on components.metrics, when given (no-ops otherwise)
     this.metrics = new StoreMetrics(components.metrics, {
@@ -327,6 +328,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.fetchedBlocks = 0
     this.meter.reset()
     await this.compaction.start(options)
+    // a replica that installed a snapshot (or compacted, which may have dropped the install's covered-head records) may hold elements of nodes it never processed
+    this.hasCovered = this.compaction.summary().compacted != null || (await coveredHeads(this.snapshotComponents(), options)).length > 0
     if (await resumeInstalls(this.snapshotComponents(), options)) this.hasCovered = true
     this.state = 'started'
     await this.replicator.start()
@@ -717,7 +720,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     if (!this.hasCovered) return false
     const id = blockKey(node.cid)
     const found = await coverWalk(components, node.delta.dagName, new Map([[id, node.delta.priority]]), options)
-    return found.has(id)
+    // no walk reaches it (the blocks between are gone): the snapshots passed or compacted here may name it
+    return found.has(id) || await this.compaction.settleNamed(node, options)
   }
 
   private snapshotComponents (): SnapshotComponents {

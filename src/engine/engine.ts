@@ -232,6 +232,13 @@ export interface EngineInit {
   maxMergeBytes?: number
   /** Called after every committed node with the value changes it caused */
   onChanges(changes: SetChange[], node?: { cid: CID, priority: number, dagName: string, local: boolean }): void
+  /**
+   * Whether a node not processed here is merged already through an
+   * installed snapshot (src/snapshot/cover.ts); such a node is marked
+   * processed without merging it again, walking its links or becoming a
+   * head (its links may be compacted on every peer)
+   */
+  mergedBySnapshot?(tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean>
 }
 
 /** The decoded blocks of `cids` among those read */
@@ -264,6 +271,7 @@ export class Engine {
   private readonly reserved = new Set<string>()
   /** Branches given up since start (see `giveUp()`) */
   public gaveUp = 0
+  private readonly mergedBySnapshot?: EngineInit['mergedBySnapshot']
 
   constructor (init: EngineInit) {
     this.datastore = init.datastore
@@ -277,6 +285,7 @@ export class Engine {
     this.maxMergeNodes = Math.max(1, init.maxMergeNodes ?? DEFAULT_MAX_MERGE_NODES)
     this.maxMergeBytes = init.maxMergeBytes ?? DEFAULT_MAX_MERGE_BYTES
     this.onChanges = init.onChanges
+    this.mergedBySnapshot = init.mergedBySnapshot
     this.set = new ORSet(init.datastore, init.layout)
     this.heads = new Heads(init.datastore, init.layout)
   }
@@ -879,6 +888,21 @@ export class Engine {
   }
 
   /**
+   * Marks a node processed without merging it or walking its links when an
+   * installed snapshot merged it already (`init.mergedBySnapshot`): it is
+   * below the snapshot's covered heads, and its effect and its ancestors'
+   * are in the set. True when it did.
+   */
+  private async settleMergedBySnapshot (tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+    if (this.mergedBySnapshot == null || !(await this.mergedBySnapshot(tx, node, options))) return false
+    const id = blockKey(node.cid)
+    tx.put(this.layout.processedKey(id), encodePriority(node.delta.priority))
+    tx.delete(this.layout.pendingKey(id))
+    if (this.heads.get(node.delta.dagName, node.cid) != null) this.heads.remove(tx, node.delta.dagName, node.cid)
+    return true
+  }
+
+  /**
    * Writes the merge of a node into `tx`, reading through it (so nodes
    * staged before in the same WriteSet count as merged). Children returned
    * are reserved; the caller commits, then releases them or hands them on.
@@ -892,6 +916,7 @@ export class Engine {
       tx.delete(pendingKey)
       return { children: [], changes: [], skipped: true }
     }
+    if (!local && await this.settleMergedBySnapshot(tx, node, options)) return { children: [], changes: [], skipped: true }
 
     const linkKeys = node.links.map(link => this.layout.processedKey(blockKey(link)))
     // before anything is staged: a node refused, or waiting for its links, leaves `tx` as it was

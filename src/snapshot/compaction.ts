@@ -18,18 +18,29 @@
  * replica *has passed* a snapshot when it announces it (Head field 101,
  * src/codec/broadcast-snapshot.ts). Every replica announces the newest
  * snapshot it has passed: one it made, or one it heard of whose covered
- * heads it has all merged. A known replica whose broadcasts lack the field
+ * heads it has all merged, that covers the snapshot compacted here, and
+ * whose every block it has fetched (so what a replica announces covers
+ * every block it deleted and can be fetched from it: a replica coming back
+ * always finds the blocks it lacks or an announced snapshot covering
+ * them). A known replica whose broadcasts lack the field
  * (go-ds-crdt, or compaction not configured) blocks compaction; so does
  * one that has not passed the snapshot yet; the reason is logged and shown
  * in `stats().history.waiting`. A store with a broadcaster waits
  * `settle` ms after start (it must hear the topic first) before it deletes
  * anything.
  *
+ * The blocks to delete: with no walk unfinished and no branch given up,
+ * the processed nodes read under the merge lock before the snapshot is
+ * made (all at or below its covered heads), less the heads and the nodes
+ * compacted before (`z/d` records): one scan, no block read. Otherwise a
+ * walk down from the covered heads over local blocks.
+ *
  * Atomicity: one datastore batch deletes the set entries, records the
- * compacted snapshot (`z/k`) and lists the blocks to delete (`z/j/<cid>`);
- * the blocks are then deleted one by one, each with its `z/j` entry. A
- * crash in between leaves the list, and `start()` finishes it: after a
- * reopen a compaction is either absent or complete.
+ * compacted snapshot (`z/k`), records the blocks to delete as deleted
+ * (`z/d<key>`) and writes one job record (`z/j<snapshot>`); the blocks are
+ * then deleted, then the job record. A crash in between leaves the job,
+ * and `start()` finishes it (deleting the blocks of every `z/d` record):
+ * after a reopen a compaction is either absent or complete.
  */
 
 import { Key } from 'interface-datastore'
@@ -40,13 +51,15 @@ import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
-import { WriteSet } from '../crdt/write-set.js'
-import { coveredPrefix } from './cover.js'
+import { MALFORMED_REASON } from '../engine/engine.js'
+import { coveredPrefix, inSnapshotRecords, settleNamedBySnapshot } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
+import { verifySnapshot } from './install.js'
 import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
+import type { DecodedNode } from '../codec/dag-node.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
@@ -87,9 +100,26 @@ export const DEFAULT_COMPACTION_INTERVAL = 3_600_000
 export const DEFAULT_COMPACTION_MIN_NODES = 10_000
 export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 
+const EMPTY = new Uint8Array(0)
+/** Value of a job record whose blocks are those of the `z/d` records (see `finishJob`) */
+const JOB_ALL_DELETED = new Uint8Array([1])
+
+/** Time (ms) to fetch one block of an announced snapshot */
+const ROOT_TIMEOUT = 60_000
+/** Announced snapshots remembered at most as not covering the one compacted here */
+const MAX_NOT_COVERING = 64
+/** Nodes walked at most to learn whether a snapshot covers the one compacted here */
+const COVER_CHECK_BUDGET = 100_000
+
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
 const READ_AHEAD = 16
 const DELETE_BATCH = 1024
+/** Processed nodes and heads read together (see `Compaction.processedNow`) */
+interface ProcessedNodes {
+  ids: string[]
+  heads: Set<string>
+}
+
 interface WalkNode {
   cid: CID
   height: number
@@ -174,11 +204,16 @@ export class Compaction {
   private readonly components: CompactionComponents
   private readonly options: CompactionOptions
   private passed?: { cid: CID, height: number }
+  /** The covered heads of the snapshot passed (CID strings), when known since start */
+  private passedHeads?: string[]
   private compacted?: CID
   private startedAt = Date.now()
   private waiting?: string
   private blocksBytes = 0
   private readonly considering = new Set<string>()
+  private warnedNoDelete = false
+  /** Announced snapshots found not to cover the one compacted here (CID to the compacted snapshot's CID then) */
+  private readonly notCovering = new Map<string, string>()
   /** Set once this replica announces snapshots (compaction configured, or `compact()` called) */
   public announcing: boolean
 
@@ -307,44 +342,161 @@ export class Compaction {
     }
   }
 
+  /**
+   * Settles a node announced as a head that lies below the covered heads
+   * of the snapshot passed or compacted here though no walk reaches it
+   * (see `settleNamedBySnapshot`: the snapshot names it, or it only
+   * deletes what the snapshot holds and links to covered nodes). Reads
+   * local blocks only. True when it did.
+   */
+  async settleNamed (node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+    const roots = [this.passed?.cid, this.compacted].filter((cid, i, all): cid is CID => cid != null && all.findIndex(c => c?.equals(cid) === true) === i)
+    for (const cid of roots) {
+      const bytes = await this.readLocalBytes(cid, options)
+      if (bytes == null) continue
+      const settled = await settleNamedBySnapshot(this.components, decodeRoot(cid, bytes), new Map([[blockKey(node.cid), node.delta.dagName]]), options)
+      if (settled > 0) return true
+    }
+    return false
+  }
+
   /** Fetches (within a minute) and checks a snapshot root */
   private async readRoot (cid: CID, options?: AbortOptions): Promise<SnapshotRoot> {
     const chunks: Uint8Array[] = []
-    const signal = AbortSignal.any([AbortSignal.timeout(60_000), ...(options?.signal != null ? [options.signal] : [])])
+    const signal = AbortSignal.any([AbortSignal.timeout(ROOT_TIMEOUT), ...(options?.signal != null ? [options.signal] : [])])
     for await (const chunk of this.components.blockstore.get(cid, { signal })) chunks.push(chunk)
     const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
     await verifyBlock(cid, bytes)
     return decodeRoot(cid, bytes)
   }
 
-  /** Adopts an announced snapshot as passed when every covered head is merged here and it is newer */
+  /**
+   * Adopts an announced snapshot as passed when every covered head is
+   * merged here with no walk unfinished or given up (so everything below
+   * them is merged), it is newer than the one passed, it covers what this
+   * replica compacted, and every block of it is here (fetched and checked
+   * now): a replica announces only a snapshot it can serve, and one that
+   * covers every block it deleted, so a replica coming back always finds
+   * either the blocks or an announced snapshot it can fetch that covers them
+   */
   async consider (cid: CID, options?: AbortOptions): Promise<void> {
+    const { engine } = this.components
     const root = await this.readRoot(cid, options)
     for (const head of root.heads) {
-      if (!(await this.components.engine.isProcessed(head.cid, options))) return
+      if (!(await engine.isProcessed(head.cid, options))) return
+    }
+    // a covered head merged with a walk below it unfinished (or given up) is not passed: the others
+    // would delete blocks this replica still lacks
+    if ((await engine.pendingBranches(options)).length > 0) return
+    if ((await engine.givenUp(options)).some(b => !b.reason.startsWith(MALFORMED_REASON))) return
+    if (!this.newer(cid, root)) return
+    // a snapshot found not to cover the one compacted here is not walked again for every payload announcing it
+    const compacted = this.compacted?.toString() ?? ''
+    if (this.notCovering.get(cid.toString()) === compacted) return
+    // every chunk first (bounded fetches): what follows reads them locally
+    await verifySnapshot(this.components.blockstore, cid, { ...options, blockTimeout: ROOT_TIMEOUT })
+    if (!(await this.coversCompacted(root, options))) {
+      this.components.log('snapshot %c is not passed: it does not cover snapshot %c compacted here', cid, this.compacted)
+      if (this.notCovering.size >= MAX_NOT_COVERING) this.notCovering.clear()
+      this.notCovering.set(cid.toString(), compacted)
+      return
     }
     if (await this.pass(cid, root, options)) this.options.onPassed?.()
   }
 
+  /**
+   * Whether `root` is newer than the snapshot passed: higher; or as high
+   * and covering all its heads and more (it supersedes it); or as high and
+   * neither covers the other, with the greater CID (so replicas agree), or
+   * made here now (`own`) of this replica's heads
+   */
+  private newer (cid: CID, root: SnapshotRoot, own = false): boolean {
+    const passed = this.passed
+    if (passed == null) return true
+    const passedCid = passed.cid.toString()
+    if (passedCid === cid.toString()) return false
+    const height = Math.max(0, ...root.heads.map(h => h.height))
+    if (passed.height !== height) return height > passed.height
+    if (own) return true
+    const heads = new Set(root.heads.map(h => h.cid.toString()))
+    const passedHeads = this.passedHeads
+    if (passedHeads != null && passedHeads.every(h => heads.has(h)) && heads.size > passedHeads.length) return true
+    if (passedHeads != null && [...heads].every(h => passedHeads.includes(h))) return false
+    return cid.toString() > passedCid
+  }
+
+  /**
+   * Whether every covered head of the snapshot compacted here is at or
+   * below a covered head of `root`: found by a walk down from `root`'s
+   * covered heads over local blocks (the history merged since that
+   * compaction, at most `COVER_CHECK_BUDGET` nodes) and, for heads the walk
+   * cannot reach (blocks gone), by `root`'s records naming them
+   */
+  private async coversCompacted (root: SnapshotRoot, options?: AbortOptions): Promise<boolean> {
+    if (this.compacted == null) return true
+    let compacted: SnapshotRoot
+    try {
+      compacted = await this.readRoot(this.compacted, options)
+    } catch (err: any) {
+      this.components.log('could not read the compacted snapshot %c - %e', this.compacted, err)
+      return false
+    }
+    const wanted = new Map<string, number>()
+    const tops = new Set(root.heads.map(h => blockKey(h.cid)))
+    for (const head of compacted.heads) if (!tops.has(blockKey(head.cid))) wanted.set(blockKey(head.cid), head.height)
+    if (wanted.size === 0) return true
+    const floor = Math.min(...wanted.values())
+    const seen = new Set<string>(tops)
+    const queue: WalkNode[] = []
+    let blocked = false
+    for (const head of root.heads) {
+      const node = await this.readLocal(head.cid, options)
+      if (node == null) blocked = true
+      else queue.push(node)
+    }
+    for (let visited = 0; queue.length > 0 && wanted.size > 0; visited++) {
+      options?.signal?.throwIfAborted()
+      if (visited >= COVER_CHECK_BUDGET) {
+        blocked = true
+        break
+      }
+      queue.sort((a, b) => a.height - b.height)
+      const node = queue.pop() as WalkNode
+      for (const link of node.links) {
+        const id = blockKey(link)
+        if (seen.has(id)) continue
+        seen.add(id)
+        wanted.delete(id)
+        const child = await this.readLocal(link, options)
+        if (child == null) blocked = true
+        else if (child.height >= floor) queue.push(child)
+      }
+    }
+    if (wanted.size === 0) return true
+    if (!blocked) return false
+    const named = await inSnapshotRecords(this.components.blockstore, root, new Set(wanted.keys()), options)
+    return named.ids.size === wanted.size
+  }
+
   /** Records `cid` as the snapshot passed when newer than the current one; true when it is */
   private async pass (cid: CID, root: SnapshotRoot, options?: AbortOptions, own = false): Promise<boolean> {
+    if (!this.newer(cid, root, own)) return false
     const height = Math.max(0, ...root.heads.map(h => h.height))
-    if (this.passed?.cid.equals(cid) === true) return false
-    // a snapshot this replica just made of its heads replaces one of the same height
-    if (this.passed != null && (this.passed.height > height || (this.passed.height === height && !own && this.passed.cid.toString() >= cid.toString()))) return false
     this.passed = { cid, height }
+    this.passedHeads = root.heads.map(h => h.cid.toString())
     await this.components.datastore.put(this.key('p'), this.record(cid, height), options)
     return true
   }
 
-  /** Why `snapshot` cannot be compacted yet, or undefined when it can */
-  gate (snapshot: CID): string | undefined {
+  /** Why `snapshot` cannot be compacted yet, or undefined when it can (no snapshot: the conditions that hold for any) */
+  gate (snapshot: CID | undefined): string | undefined {
     const now = Date.now()
     const left = this.startedAt + this.options.settle - now
     if (left > 0) return `learning which replicas are on the topic (${Math.ceil(left / 1000)} s left)`
     for (const [peer, state] of this.peers) {
       if (now - state.lastSeen > this.options.membershipWindow) continue
       if (!state.supported) return `replica ${peer} announces no snapshot support (a go-ds-crdt replica, or compaction not configured there)`
+      if (snapshot == null) continue
       if (state.snapshot == null || !state.snapshot.equals(snapshot)) return `replica ${peer} has not passed snapshot ${snapshot} yet (it announces ${state.snapshot?.toString() ?? 'none'})`
     }
     return undefined
@@ -364,6 +516,8 @@ export class Compaction {
   /** Makes a snapshot and compacts it if every known replica has passed it */
   async compact (options?: AbortOptions): Promise<CompactResult> {
     this.announcing = true
+    // the merged nodes as of now, for the fast path of apply() (not while waiting on membership)
+    const before = this.gate(undefined) == null ? await this.processedNow(options) : undefined
     const snapshot = await this.snapshot(options)
     const root = await this.readRoot(snapshot, options)
     await this.pass(snapshot, root, options, true)
@@ -378,8 +532,47 @@ export class Compaction {
     if (this.compacted?.equals(target) === true) {
       return { snapshot, removed: { blocks: 0, entries: 0 } }
     }
-    const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options)
+    const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options, target.equals(snapshot) ? before : undefined)
     return { snapshot, removed }
+  }
+
+  /**
+   * The processed nodes (block keys) and the heads, read together under the
+   * merge lock, when no walk is unfinished and no branch is given up: then
+   * every processed node is at or below a head, so every one of them is at
+   * or below the covered heads of a snapshot made afterwards. Undefined
+   * when a walk is unfinished or a branch given up (the walk decides then).
+   */
+  private async processedNow (options?: AbortOptions): Promise<ProcessedNodes | undefined> {
+    const { engine, datastore } = this.components
+    return engine.exclusive(async () => {
+      if ((await engine.pendingBranches(options)).length > 0 || (await engine.givenUp(options)).length > 0) return undefined
+      const heads = new Set(engine.heads.all().map(h => blockKey(h.cid)))
+      const prefix = engine.layout.processedPrefix
+      const ids: string[] = []
+      for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) ids.push(key.toString().slice(prefix.length))
+      return { ids, heads }
+    })
+  }
+
+  /**
+   * The blocks a compaction of a snapshot of this replica's own heads may
+   * delete, without a walk: the nodes processed before it was made (see
+   * `processedNow`), less the heads then and its covered heads (their
+   * blocks stay) and the nodes whose blocks earlier compactions deleted
+   * (`z/d` records)
+   */
+  private async coveredByScan (processed: ProcessedNodes, root: SnapshotRoot, options?: AbortOptions): Promise<string[]> {
+    const deleted = await this.deletedNodes(options)
+    for (const head of root.heads) processed.heads.add(blockKey(head.cid))
+    return processed.ids.filter(id => !processed.heads.has(id) && !deleted.has(id))
+  }
+
+  /** The nodes whose blocks compactions deleted (`z/d` records, one range scan) */
+  private async deletedNodes (options?: AbortOptions): Promise<Set<string>> {
+    const deleted = new Set<string>()
+    for await (const key of this.components.datastore.queryKeys({ prefix: this.deletedPrefix + '/' }, options)) deleted.add(key.toString().slice(this.deletedPrefix.length))
+    return deleted
   }
 
   /**
@@ -511,20 +704,13 @@ export class Compaction {
    * Deletes what `snapshot` covers (found by a walk down from its covered
    * heads): one atomic batch, then the listed blocks
    */
-  private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: number, entries: number }> {
+  private async apply (snapshot: CID, root: SnapshotRoot, options?: AbortOptions, processed?: ProcessedNodes): Promise<{ blocks: number, entries: number }> {
     const { engine, datastore, log } = this.components
     const began = Date.now()
-    const blocks = await this.walkCovered(root.heads, options)
+    // block keys of the blocks to delete
+    const blocks = processed != null ? await this.coveredByScan(processed, root, options) : (await this.walkCovered(root.heads, options)).map(cid => blockKey(cid))
     const walkMs = Date.now() - began
-    if (this.compacted != null && !this.compacted.equals(snapshot)) {
-      // the previous compacted snapshot's blocks: the new one replaces it
-      try {
-        const old = await this.readRoot(this.compacted, options)
-        blocks.push(...old.elementChunks, ...old.tombstoneChunks, this.compacted)
-      } catch (err: any) {
-        log('could not read the previous compacted snapshot %c - %e', this.compacted, err)
-      }
-    }
+    const previous = this.compacted != null && !this.compacted.equals(snapshot) ? this.compacted : undefined
     // The element markers to delete are found outside the merge lock (reads only): a merge meanwhile
     // cannot make a tombstoned element live, and the only writer of an element marker is the merge
     // of its node, which is processed already.
@@ -535,68 +721,177 @@ export class Compaction {
     for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
       tombed.add(key.toString().slice(layout.tombsPrefix.length))
     }
-    // one range scan of the element markers. Elements superseded by a higher one stay: a delete
-    // made here tombstones only the elements kept here, so dropping one would leave it live on
-    // every replica that kept it, and the delete would bring its older value back there.
-    for await (const key of datastore.queryKeys({ prefix: layout.elemsPrefix + '/' }, options)) {
-      if (tombed.has(key.toString().slice(layout.elemsPrefix.length))) doomed.push(key)
+    // one range scan of the element markers (none without tombstones). Elements superseded by a
+    // higher one stay: a delete made here tombstones only the elements kept here, so dropping one
+    // would leave it live on every replica that kept it, and the delete would bring its older value back there.
+    if (tombed.size > 0) {
+      for await (const key of datastore.queryKeys({ prefix: layout.elemsPrefix + '/' }, options)) {
+        if (tombed.has(key.toString().slice(layout.elemsPrefix.length))) doomed.push(key)
+      }
     }
     tombed.clear()
     const entries = doomed.length
     await engine.exclusive(async () => {
-      const tx = new WriteSet(datastore)
-      for (const key of doomed) tx.delete(key)
+      // nothing is read through it: a plain batch (one write, as atomic)
+      const batch = datastore.batch()
+      for (const key of doomed) batch.delete(key)
       // covered-head records of older installs are below this snapshot
       for await (const key of datastore.queryKeys({ prefix: coveredPrefix(layout) + '/' }, options)) {
-        if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) tx.delete(key)
+        if (!root.heads.some(h => key.toString().endsWith(blockKey(h.cid)))) batch.delete(key)
       }
-      tx.put(this.key('k'), this.record(snapshot, 0))
-      for (const cid of blocks) tx.put(new Key(`${this.jobPrefix}${blockKey(cid)}`, false), new Uint8Array(0))
-      await tx.commit(options)
+      batch.put(this.key('k'), this.record(snapshot, 0))
+      // the blocks to delete are recorded as deleted up front; the job record says they may still be there
+      for (const id of blocks) batch.put(new Key(`${this.deletedPrefix}${id}`, false), EMPTY)
+      batch.put(this.jobKey(snapshot), uint8ArrayConcat([JOB_ALL_DELETED, previous?.bytes ?? EMPTY]))
+      await batch.commit(options)
     })
     this.compacted = snapshot
     const committed = Date.now()
-    const removed = await this.finishJob(options)
-    log('compacted snapshot %c: %d blocks, %d entries removed (walk %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, walkMs, committed - began - walkMs, Date.now() - committed)
+    const removed = await this.finishJob(options, { snapshot, blocks, previous })
+    log('compacted snapshot %c: %d blocks, %d entries removed (%s %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, processed != null ? 'scan' : 'walk', walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
   }
 
   /**
-   * Deletes the blocks listed by a compaction, then their list entries, in
-   * batches of `DELETE_BATCH` (a crash in between leaves entries whose
-   * blocks are gone: deleting them again is harmless)
+   * Deletes the blocks a compaction recorded, then its job record. A job
+   * record `z/j<block key of the snapshot>` whose value is
+   * `JOB_ALL_DELETED` means "the blocks of the `z/d` records may still be
+   * here": the compaction that just wrote it hands its list over, and
+   * `start()` after a crash deletes the blocks of every `z/d` record
+   * (deleting a block twice is harmless). Entries of the older form (one
+   * per block, empty value) are deleted one by one as before.
    */
-  private async finishJob (options?: AbortOptions): Promise<number> {
-    const { datastore, blockstore, log } = this.components
+  private async finishJob (options?: AbortOptions, job?: { snapshot: CID, blocks: string[], previous?: CID }): Promise<number> {
+    const { datastore } = this.components
     const prefix = this.jobPrefix
     let removed = 0
-    let warned = false
+    if (job != null) {
+      removed += await this.deleteBlocks(job.blocks, options)
+      removed += await this.deletePrevious(job.previous, options)
+      await datastore.delete(this.jobKey(job.snapshot), options)
+    }
+    // whatever is still listed (after a crash)
     while (true) {
       options?.signal?.throwIfAborted()
-      const keys: Key[] = []
-      for await (const key of datastore.queryKeys({ prefix: prefix + '/', limit: DELETE_BATCH }, options)) keys.push(key)
-      if (keys.length === 0) return removed
-      if (blockstore.delete == null && blockstore.deleteMany == null) {
-        if (!warned) log('the blockstore cannot delete blocks: covered blocks kept')
-        warned = true
-      } else {
-        // the walk listed only blocks it read here: no has() (after a crash some may be gone already)
-        const cids = keys.map(key => cidFromBlockKey(key.toString().slice(prefix.length)))
-        // deletes side by side (a base blockstore's deleteMany runs them one after another)
-        if (blockstore.delete != null) {
-          await Promise.all(cids.map(async cid => blockstore.delete?.(cid, options)))
-        } else if (blockstore.deleteMany != null) {
-          for await (const deleted of blockstore.deleteMany(cids, options)) void deleted
+      const listed: Array<{ key: Key, all: boolean, previous?: CID }> = []
+      for await (const { key, value } of datastore.query({ prefix: prefix + '/', limit: DELETE_BATCH }, options) as AsyncIterable<Pair>) {
+        let previous: CID | undefined
+        try {
+          previous = value.byteLength > 1 ? CID.decode(value.subarray(1)) : undefined
+        } catch {
+          // unreadable: the previous snapshot's blocks are left, as when its root is gone
         }
-        removed += cids.length
+        listed.push({ key, all: value.byteLength > 0, previous })
       }
-      const batch = datastore.batch()
-      for (const key of keys) batch.delete(key)
-      await batch.commit(options)
+      if (listed.length === 0) return removed
+      for (const { key, all, previous } of listed) {
+        if (!all) continue
+        removed += await this.deletePrevious(previous, options)
+        let ids: string[] = []
+        for await (const deleted of datastore.queryKeys({ prefix: this.deletedPrefix + '/' }, options)) {
+          ids.push(deleted.toString().slice(this.deletedPrefix.length))
+          if (ids.length >= DELETE_BATCH * 16) {
+            removed += await this.deleteBlocks(ids, options)
+            ids = []
+          }
+        }
+        removed += await this.deleteBlocks(ids, options)
+        await datastore.delete(key, options)
+      }
+      const single = listed.filter(l => !l.all).map(l => l.key)
+      if (single.length > 0) {
+        removed += await this.deleteBlocks(single.map(key => key.toString().slice(prefix.length)), options)
+        const batch = datastore.batch()
+        for (const key of single) {
+          batch.delete(key)
+          batch.put(new Key(`${this.deletedPrefix}${key.toString().slice(prefix.length)}`, false), EMPTY)
+        }
+        await batch.commit(options)
+      }
     }
   }
 
-  /** Counts the merged nodes whose blocks are kept and their bytes (blocks read `DELETE_BATCH` at a time) */
+  /**
+   * Deletes the blocks of the snapshot compacted before (the one compacted
+   * now replaces it), except those the snapshot compacted now shares with
+   * it (chunks are content-addressed, so an unchanged chunk is the same
+   * block); its root last. Nothing when its root is not here any more.
+   */
+  private async deletePrevious (previous: CID | undefined, options?: AbortOptions): Promise<number> {
+    if (previous == null || this.compacted?.equals(previous) === true) return 0
+    let old: SnapshotRoot
+    let current: SnapshotRoot | undefined
+    try {
+      old = decodeRoot(previous, await this.readLocalBytes(previous, options) ?? new Uint8Array(0))
+      const bytes = this.compacted == null ? undefined : await this.readLocalBytes(this.compacted, options)
+      current = this.compacted == null || bytes == null ? undefined : decodeRoot(this.compacted, bytes)
+    } catch (err: any) {
+      options?.signal?.throwIfAborted()
+      this.components.log('the previous compacted snapshot %c is gone or unreadable; its blocks are left - %e', previous, err)
+      return 0
+    }
+    const keep = new Set(current == null ? [] : [...current.elementChunks, ...current.tombstoneChunks].map(cid => blockKey(cid)))
+    const chunks = [...old.elementChunks, ...old.tombstoneChunks].map(cid => blockKey(cid)).filter(id => !keep.has(id))
+    return await this.deleteBlocks(chunks, options) + await this.deleteBlocks([blockKey(previous)], options)
+  }
+
+  /** A block's bytes when it is stored here (never from the network), else undefined */
+  private async readLocalBytes (cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
+    const chunks: Uint8Array[] = []
+    try {
+      for await (const chunk of this.components.blockstore.get(cid, { ...options, offline: true } as AbortOptions)) chunks.push(chunk)
+    } catch (err: any) {
+      if (err?.name === 'NotFoundError') return undefined
+      throw err
+    }
+    return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+  }
+
+  private jobKey (snapshot: CID): Key {
+    return new Key(`${this.jobPrefix}${blockKey(snapshot)}`, false)
+  }
+
+  /** Deletes blocks (block keys), `DELETE_BATCH` side by side at a time; returns how many it asked to delete */
+  private async deleteBlocks (ids: string[], options?: AbortOptions): Promise<number> {
+    const { blockstore, log } = this.components
+    if (blockstore.delete == null && blockstore.deleteMany == null) {
+      if (!this.warnedNoDelete && ids.length > 0) log('the blockstore cannot delete blocks: covered blocks kept')
+      this.warnedNoDelete = true
+      return 0
+    }
+    let removed = 0
+    for (let at = 0; at < ids.length; at += DELETE_BATCH) {
+      options?.signal?.throwIfAborted()
+      // no has(): after a crash some may be gone already
+      const cids: CID[] = []
+      for (const id of ids.slice(at, at + DELETE_BATCH)) {
+        try {
+          cids.push(cidFromBlockKey(id))
+        } catch {
+          // not a block key: nothing to delete
+        }
+      }
+      // deletes side by side (a base blockstore's deleteMany runs them one after another)
+      if (blockstore.delete != null) {
+        await Promise.all(cids.map(async cid => blockstore.delete?.(cid, options)))
+      } else if (blockstore.deleteMany != null) {
+        for await (const deleted of blockstore.deleteMany(cids, options)) void deleted
+      }
+      removed += cids.length
+    }
+    return removed
+  }
+
+  /** Records of the nodes whose blocks compactions deleted (`z/d<block key>`) */
+  private get deletedPrefix (): string {
+    return `${this.components.engine.layout.namespace}/z/d`
+  }
+
+  /**
+   * Counts the merged nodes whose blocks are kept and their bytes (blocks
+   * read `DELETE_BATCH` at a time; nodes a compaction deleted are skipped
+   * without a read, so a block put back later is not counted)
+   */
   async history (options?: AbortOptions): Promise<HistoryStats> {
     const { datastore, blockstore, engine } = this.components
     const prefix = engine.layout.processedPrefix
@@ -609,10 +904,14 @@ export class Compaction {
         for await (const chunk of blockstore.get(cid, options)) bytes += chunk.byteLength
       }))
     }
+    // nodes whose blocks a compaction deleted are not read again
+    const deleted = await this.deletedNodes(options)
     let cids: CID[] = []
     for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) {
+      const id = key.toString().slice(prefix.length)
+      if (deleted.has(id)) continue
       try {
-        cids.push(cidFromBlockKey(key.toString().slice(prefix.length)))
+        cids.push(cidFromBlockKey(id))
       } catch {
         continue
       }

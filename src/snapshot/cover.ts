@@ -21,6 +21,28 @@
  *   block (after a compaction no peer may have it); it gets an empty
  *   processed marker (priority unknown).
  * - What a walk marks is committed in one batch under the merge lock.
+ *
+ * When the blocks between a covered head and a node are gone from every
+ * peer (compacted while this replica was away), no walk can reach the node;
+ * its id then decides. A snapshot carries every live element and every
+ * tombstone under the id of the node that added the element, and it is made
+ * only with no walk unfinished, so a node whose id appears in a snapshot's
+ * records lies at or below that snapshot's covered heads, with all its
+ * ancestors, and its whole effect is in the snapshot:
+ * - `mergedBySnapshot` asks the local set: a node not processed here whose
+ *   element is in the set came from an installed snapshot (a node's merge
+ *   and its processed marker are one batch, and nothing else writes an
+ *   element under a node's id). The walker then marks it processed without
+ *   merging it again, walking its links or making it a head. Tombstones do
+ *   not count here: a delete is often merged before the node it deletes
+ *   (walks go down from the newest), so a tombstone under an unprocessed
+ *   node's id is no sign of a snapshot.
+ * - `inSnapshotRecords` asks a snapshot's chunks: a head this replica had
+ *   before an install, processed here (so its elements are in the set
+ *   anyway), is below the covered heads when the snapshot names it.
+ * A node that only deletes appears in no record; after an install one that
+ * this replica had as a head is settled when the snapshot holds all it
+ * deletes and all it links to (`settleNamedBySnapshot`).
  */
 
 import { Key } from 'interface-datastore'
@@ -28,10 +50,13 @@ import * as varint from 'uint8-varint'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
+import { cleanKey } from '../crdt/layout.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { withTimeout } from '../utils.js'
+import { decodeElementChunk, decodeTombstoneChunk } from './format.js'
 import type { SnapshotComponents } from './create.js'
+import type { SnapshotRoot } from './format.js'
 import type { DecodedNode } from '../codec/dag-node.js'
 import type { Layout } from '../crdt/layout.js'
 import type { BlockGetter } from '../engine/engine.js'
@@ -109,7 +134,10 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
 
   // max-heap by height, kept as a sorted list: the walk is narrow (DAG width)
   const queue: Array<{ cid: CID, node?: DecodedNode }> = starts.map(h => ({ cid: h.cid }))
-  const seen = new Set<string>(starts.map(h => blockKey(h.cid)))
+  const startIds = new Set<string>(starts.map(h => blockKey(h.cid)))
+  const seen = new Set<string>(startIds)
+  // covered heads of earlier installs met as a link below another one: below it, so no head any more
+  const belowAnother = new Set<string>()
   const visited: Array<{ id: string, node: DecodedNode }> = []
   const linked: CID[] = []
   try {
@@ -123,11 +151,16 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
       if (node.delta.dagName !== dagName) continue
       const id = blockKey(node.cid)
       visited.push({ id, node })
-      if (targets.has(id)) found.add(id)
+      // a covered head is reached only from above (another covered head), not by starting at it
+      if (targets.has(id) && !startIds.has(id)) found.add(id)
       if (found.size === targets.size) break
       if (node.delta.priority <= floor) continue
       const links = node.links.filter(link => {
         const k = blockKey(link)
+        if (startIds.has(k)) {
+          belowAnother.add(k)
+          if (targets.has(k)) found.add(k)
+        }
         if (seen.has(k)) return false
         seen.add(k)
         // a target met as a link is reached without its block (which may be gone from every peer)
@@ -160,7 +193,7 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
       if (!(await tx.has(processed, options))) tx.put(processed, encodePriority(node.delta.priority))
       const pending = engine.layout.pendingKey(id)
       if (await tx.has(pending, options)) tx.delete(pending)
-      if (engine.heads.get(dagName, node.cid) != null && !starts.some(s => s.cid.equals(node.cid))) {
+      if (engine.heads.get(dagName, node.cid) != null && (!startIds.has(id) || belowAnother.has(id))) {
         engine.heads.remove(tx, dagName, node.cid)
       }
     }
@@ -177,4 +210,203 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
   })
   log('cover walk marked %d nodes below covered heads processed (%d of %d targets reached)', visited.length, found.size, targets.size)
   return found
+}
+
+/** Reads the datastore's records, staged ones included when given a WriteSet */
+interface RecordReader {
+  has(key: Key, options?: AbortOptions): Promise<boolean>
+}
+
+/**
+ * Whether `node`, not processed here, is merged already through an
+ * installed snapshot: one of the elements it adds is in the set under its
+ * id (see the header; a tombstone is no proof). Nodes that add nothing, or
+ * whose elements were all deleted, answer false.
+ */
+export async function mergedBySnapshot (layout: Layout, reader: RecordReader, node: DecodedNode, options?: AbortOptions): Promise<boolean> {
+  const id = blockKey(node.cid)
+  for (const element of node.delta.elements) {
+    let key: string
+    try {
+      key = cleanKey(element.key)
+    } catch {
+      continue
+    }
+    if (await reader.has(layout.elemKey(key, id), options)) return true
+  }
+  return false
+}
+
+/** What a scan of a snapshot's records found */
+export interface NamedInSnapshot {
+  /** ids named as the node that added an element, live or tombstoned */
+  ids: Set<string>
+  /** tombstones (`key` NUL `id`) among those asked for */
+  tombstones: Set<string>
+}
+
+/** A tombstone as `inSnapshotRecords` takes and returns it */
+export function tombstoneEntry (key: string, id: string): string {
+  return `${key}\u0000${id}`
+}
+
+async function readWhole (getter: BlockGetter, cid: CID, options?: AbortOptions & { offline?: boolean }): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = []
+  for await (const chunk of getter.get(cid, options)) chunks.push(chunk)
+  return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+}
+
+/**
+ * Which of `ids` a snapshot's records name (as the node that added an
+ * element, live or tombstoned), and which of `tombstones` it carries,
+ * reading its chunks one at a time from local blocks only (an installed,
+ * passed or compacted snapshot's chunks are here; a chunk that is not
+ * names nothing, and nothing waits on the network)
+ */
+export async function inSnapshotRecords (getter: BlockGetter, root: SnapshotRoot, ids: Set<string>, options?: AbortOptions, tombstones = new Set<string>()): Promise<NamedInSnapshot> {
+  const found: NamedInSnapshot = { ids: new Set(), tombstones: new Set() }
+  const done = (): boolean => found.ids.size === ids.size && found.tombstones.size === tombstones.size
+  const read = async (chunk: CID): Promise<Uint8Array | undefined> => {
+    try {
+      return await readWhole(getter, chunk, { ...options, offline: true })
+    } catch (err: any) {
+      options?.signal?.throwIfAborted()
+      return undefined
+    }
+  }
+  for (const chunk of root.elementChunks) {
+    if (found.ids.size === ids.size) break
+    const bytes = await read(chunk)
+    if (bytes == null) continue
+    for (const record of decodeElementChunk(chunk, bytes)) if (ids.has(record.id)) found.ids.add(record.id)
+  }
+  for (const chunk of root.tombstoneChunks) {
+    if (done()) break
+    const bytes = await read(chunk)
+    if (bytes == null) continue
+    for (const record of decodeTombstoneChunk(chunk, bytes)) {
+      if (ids.has(record.id)) found.ids.add(record.id)
+      const entry = tombstoneEntry(record.key, record.id)
+      if (tombstones.has(entry)) found.tombstones.add(entry)
+    }
+  }
+  return found
+}
+
+/** Local nodes gathered below the targets at most, to learn whether a snapshot covers them */
+export const DEFAULT_SETTLE_BUDGET = 1_000
+
+/** A local node as `settleNamedBySnapshot` sees it */
+interface LocalNode {
+  links: string[]
+  /** It adds elements */
+  puts: boolean
+  /** Its tombstones, as `tombstoneEntry` writes them */
+  tombstones: string[]
+}
+
+/** Reads a block only when it is stored here; undefined when it is not (or does not decode) */
+async function readLocalNode (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<DecodedNode | undefined> {
+  try {
+    return decodeNode(cid, await readWhole(getter, cid, { ...options, offline: true }))
+  } catch (err: any) {
+    options?.signal?.throwIfAborted()
+    return undefined
+  }
+}
+
+/**
+ * After an install, for the heads this replica had before and the
+ * unfinished walks that no cover walk reached (the blocks between are gone
+ * from every peer): settles each that the snapshot covers (drops it from
+ * the heads, marks it processed, removes its unfinished-walk record).
+ * `targets` maps block keys to DAG names. A node is covered when
+ * - it is a covered head, or the snapshot's records name it (see the
+ *   header: then it and its ancestors are below the covered heads); or
+ * - it adds no element, the snapshot carries every tombstone it carries,
+ *   and every node it links to is covered (a delete made here while away
+ *   from history the snapshot also holds): dropping it loses nothing, as
+ *   its effect and its ancestors' are in the snapshot.
+ * Nodes are read from local blocks only, at most `DEFAULT_SETTLE_BUDGET` of
+ * them below the targets; one that is not here is not covered (unless
+ * named). Returns how many targets it settled.
+ */
+export async function settleNamedBySnapshot (components: SnapshotComponents, root: SnapshotRoot, targets: Map<string, string>, options?: AbortOptions): Promise<number> {
+  if (targets.size === 0) return 0
+  const { engine, datastore, blockstore, log } = components
+  const tops = new Set(root.heads.map(h => blockKey(h.cid)))
+  // gather the local nodes below the targets, down to covered heads
+  const nodes = new Map<string, LocalNode>()
+  const queue = [...targets.keys()]
+  const queued = new Set(queue)
+  while (queue.length > 0 && nodes.size < DEFAULT_SETTLE_BUDGET) {
+    const id = queue.shift() as string
+    if (tops.has(id)) continue
+    const node = await readLocalNode(blockstore, cidFromBlockKey(id), options)
+    if (node == null) continue
+    const links = node.links.map(link => blockKey(link))
+    const tombstones: string[] = []
+    for (const t of node.delta.tombstones) {
+      try {
+        tombstones.push(tombstoneEntry(cleanKey(t.key), t.id))
+      } catch {
+        tombstones.push('')
+      }
+    }
+    nodes.set(id, { links, puts: node.delta.elements.length > 0, tombstones })
+    for (const link of links) {
+      if (queued.has(link)) continue
+      queued.add(link)
+      queue.push(link)
+    }
+  }
+  const named = await inSnapshotRecords(blockstore, root, new Set(queued), options, new Set([...nodes.values()].flatMap(n => n.tombstones)))
+  const memo = new Map<string, boolean>()
+  const covered = (id: string): boolean => {
+    const known = memo.get(id)
+    if (known != null) return known
+    memo.set(id, false)
+    const node = nodes.get(id)
+    const result = tops.has(id) || named.ids.has(id) || (node != null && !node.puts &&
+      node.tombstones.every(t => named.tombstones.has(t)) && node.links.every(covered))
+    memo.set(id, result)
+    return result
+  }
+  const settled = [...targets.keys()].filter(covered)
+  if (settled.length === 0) return 0
+  await engine.exclusive(async () => {
+    const tx = new WriteSet(datastore)
+    for (const id of settled) {
+      const cid = cidFromBlockKey(id)
+      const dagName = targets.get(id) ?? ''
+      const processed = engine.layout.processedKey(id)
+      if (!(await tx.has(processed, options))) tx.put(processed, new Uint8Array(0))
+      const pending = engine.layout.pendingKey(id)
+      if (await tx.has(pending, options)) tx.delete(pending)
+      if (engine.heads.get(dagName, cid) != null) engine.heads.remove(tx, dagName, cid)
+    }
+    await tx.commit(options)
+  })
+  log('%d heads or unfinished walks settled below the covered heads of the snapshot (named by it, or deletes it holds)', settled.length)
+  return settled.length
+}
+
+/**
+ * After an install: settles the nodes in `byDag` (per DAG name, block key
+ * to height: the heads this replica had before, and its unfinished walks)
+ * that lie below the snapshot's covered heads, first by cover walks, then,
+ * for those no walk reached (the blocks between are gone), by the
+ * snapshot's records (`settleNamedBySnapshot`)
+ */
+export async function settleBelowCovered (components: SnapshotComponents, root: SnapshotRoot, byDag: Map<string, Map<string, number>>, options?: AbortOptions): Promise<void> {
+  const reached = new Set<string>()
+  for (const [dagName, targets] of byDag) {
+    for (const id of await coverWalk(components, dagName, targets, options)) reached.add(id)
+  }
+  const unreached = new Map<string, string>()
+  for (const [dagName, targets] of byDag) {
+    for (const id of targets.keys()) if (!reached.has(id) && !unreached.has(id)) unreached.set(id, dagName)
+  }
+  components.log('below the covered heads: %s reached by walks, %s left to the records', [...reached].join(' '), [...unreached.keys()].join(' '))
+  await settleNamedBySnapshot(components, root, unreached, options)
 }

@@ -34,7 +34,7 @@ import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
 import { withTimeout } from '../utils.js'
-import { coveredKey, coverWalk, encodeHeight } from './cover.js'
+import { coveredKey, encodeHeight, settleBelowCovered } from './cover.js'
 import { compareRecords, decodeElementChunk, decodeRoot, decodeTombstoneChunk, verifyBlock } from './format.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotElement, SnapshotRoot, SnapshotTombstone } from './format.js'
@@ -257,9 +257,7 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
       byDag.set(dagName, targets)
     }
   }
-  for (const [dagName, targets] of byDag) {
-    await coverWalk({ engine, datastore, blockstore, log }, dagName, targets, options)
-  }
+  await settleBelowCovered({ engine, datastore, blockstore, log }, root, byDag, options)
   return result
 }
 
