@@ -1,11 +1,12 @@
 /**
  * Compaction (issue #16): make a snapshot of the current heads and, once
  * every known replica has passed it, delete what it covers: the blocks of
- * the DAG nodes below its covered heads and the element markers of
- * tombstoned elements. Processed markers stay (as in go-ds-crdt #369), so a
- * covered node that arrives again is skipped; tombstones stay, so a covered
- * element that arrives again (from a replica that never passed the
- * snapshot) cannot come back.
+ * the DAG nodes below its covered heads, the element markers of tombstoned
+ * elements, and the elements the snapshot removed (overwritten ones, kept
+ * under `s/r` until then: removal.ts). Processed markers stay (as in
+ * go-ds-crdt #369), so a covered node that arrives again is skipped;
+ * tombstones stay, so a covered element that arrives again (from a replica
+ * that never passed the snapshot) cannot come back.
  *
  * Membership: a *known replica* is an announcer heard on the topic within
  * `membershipWindow` (default one day), before or after a restart: each is
@@ -16,9 +17,11 @@
  * (records older than the window are deleted), and at most
  * `maxKnownReplicas` are kept (the least recently heard go first). A
  * replica *has passed* a snapshot when it announces it (Head field 101,
- * src/codec/broadcast-snapshot.ts). Every replica announces the newest
- * snapshot it has passed: one it made, or one it heard of whose covered
- * heads it has all merged. A known replica whose broadcasts lack the field
+ * src/codec/broadcast-snapshot.ts). Every replica applies the removal of
+ * every snapshot it passes (one it made, or one it heard of whose covered
+ * heads it has all merged), and announces the newest one that includes
+ * every removal it announced before (removal.ts `notIncluding`), so the
+ * removals a replica relies on stay announced. A known replica whose broadcasts lack the field
  * (go-ds-crdt, or compaction not configured) blocks compaction; so does
  * one that has not passed the snapshot yet; the reason is logged and shown
  * in `stats().history.waiting`. A store with a broadcaster waits
@@ -44,6 +47,7 @@ import { WriteSet } from '../crdt/write-set.js'
 import { coveredPrefix } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
+import { applyRemoval, forgettable, isApplied, notIncluding, readCover } from './removal.js'
 import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
@@ -90,6 +94,8 @@ export const DEFAULT_MEMBERSHIP_WINDOW = 86_400_000
 /** Blocks a compaction reads ahead of its walk, and deletes per batch */
 const READ_AHEAD = 16
 const DELETE_BATCH = 1024
+/** Time (ms) a snapshot block read by compaction may take to fetch */
+const READ_TIMEOUT = 60_000
 interface WalkNode {
   cid: CID
   height: number
@@ -173,7 +179,9 @@ export class Compaction {
   private readonly peers = new Map<string, Peer>()
   private readonly components: CompactionComponents
   private readonly options: CompactionOptions
-  private passed?: { cid: CID, height: number }
+  private passed?: { cid: CID, height: number, heads?: SnapshotRoot['heads'] }
+  /** Snapshots heard of whose removal is applied here and that were not announced (older, or not including this replica's removals) */
+  private readonly settled = new Set<string>()
   private compacted?: CID
   private startedAt = Date.now()
   private waiting?: string
@@ -299,7 +307,7 @@ export class Compaction {
         this.components.log('could not record known replica %s - %e', from, err)
       }))
     }
-    if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString())) {
+    if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString()) && !this.settled.has(snapshot.toString())) {
       this.considering.add(snapshot.toString())
       track(this.consider(snapshot).catch(err => {
         this.components.log('could not consider announced snapshot %c - %e', snapshot, err)
@@ -317,22 +325,55 @@ export class Compaction {
     return decodeRoot(cid, bytes)
   }
 
-  /** Adopts an announced snapshot as passed when every covered head is merged here and it is newer */
+  /**
+   * Passes an announced snapshot when every covered head is merged here:
+   * applies its removal, and announces it when it is newer than the one
+   * announced and includes every removal that one carries
+   */
   async consider (cid: CID, options?: AbortOptions): Promise<void> {
     const root = await this.readRoot(cid, options)
     for (const head of root.heads) {
       if (!(await this.components.engine.isProcessed(head.cid, options))) return
     }
+    const newer = this.isNewer(cid, root, false)
+    if (!newer && await isApplied(this.components, cid, options)) {
+      this.settled.add(cid.toString())
+      return
+    }
+    const cover = await readCover(this.components.blockstore, root, READ_TIMEOUT, options)
+    await applyRemoval(this.components, cid, cover, options)
+    if (!newer) {
+      this.settled.add(cid.toString())
+      return
+    }
+    const why = this.passed == null ? undefined : await notIncluding(this.components, cover, await this.passedHeads(options), options)
+    if (why != null) {
+      this.components.log('passed snapshot %c but announce %c still: %s', cid, this.passed?.cid, why)
+      this.settled.add(cid.toString())
+      return
+    }
     if (await this.pass(cid, root, options)) this.options.onPassed?.()
+  }
+
+  /** The covered heads of the snapshot announced here */
+  private async passedHeads (options?: AbortOptions): Promise<SnapshotRoot['heads']> {
+    if (this.passed == null) return []
+    if (this.passed.heads == null) this.passed.heads = (await this.readRoot(this.passed.cid, options)).heads
+    return this.passed.heads
+  }
+
+  /** Whether `cid` would replace the snapshot announced here (newer; for one made here, as new) */
+  private isNewer (cid: CID, root: SnapshotRoot, own: boolean): boolean {
+    const height = Math.max(0, ...root.heads.map(h => h.height))
+    if (this.passed?.cid.equals(cid) === true) return false
+    return this.passed == null || this.passed.height < height || (this.passed.height === height && (own || this.passed.cid.toString() < cid.toString()))
   }
 
   /** Records `cid` as the snapshot passed when newer than the current one; true when it is */
   private async pass (cid: CID, root: SnapshotRoot, options?: AbortOptions, own = false): Promise<boolean> {
+    if (!this.isNewer(cid, root, own)) return false
     const height = Math.max(0, ...root.heads.map(h => h.height))
-    if (this.passed?.cid.equals(cid) === true) return false
-    // a snapshot this replica just made of its heads replaces one of the same height
-    if (this.passed != null && (this.passed.height > height || (this.passed.height === height && !own && this.passed.cid.toString() >= cid.toString()))) return false
-    this.passed = { cid, height }
+    this.passed = { cid, height, heads: root.heads }
     await this.components.datastore.put(this.key('p'), this.record(cid, height), options)
     return true
   }
@@ -351,14 +392,14 @@ export class Compaction {
   }
 
   /**
-   * Makes a snapshot of the current heads. It carries every live element,
-   * superseded ones included: a delete tombstones only the elements its
-   * writer holds, so an element one replica left out would stay live on
-   * every replica that kept it, and that delete would bring its older value
-   * back there (test/compaction-property.spec.ts)
+   * Makes a snapshot of the current heads, applies its removal here (it
+   * leaves out overwritten elements: removal.ts) and announces it: it
+   * includes every removal applied here
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
-    return createSnapshot(this.components, options)
+    const cid = await createSnapshot(this.components, options)
+    await this.pass(cid, await this.readRoot(cid, options), options, true)
+    return cid
   }
 
   /** Makes a snapshot and compacts it if every known replica has passed it */
@@ -366,7 +407,6 @@ export class Compaction {
     this.announcing = true
     const snapshot = await this.snapshot(options)
     const root = await this.readRoot(snapshot, options)
-    await this.pass(snapshot, root, options, true)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
     const target = this.passed?.cid ?? snapshot
     const waiting = this.gate(target)
@@ -535,13 +575,20 @@ export class Compaction {
     for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
       tombed.add(key.toString().slice(layout.tombsPrefix.length))
     }
-    // one range scan of the element markers. Elements superseded by a higher one stay: a delete
-    // made here tombstones only the elements kept here, so dropping one would leave it live on
-    // every replica that kept it, and the delete would bring its older value back there.
-    for await (const key of datastore.queryKeys({ prefix: layout.elemsPrefix + '/' }, options)) {
-      if (tombed.has(key.toString().slice(layout.elemsPrefix.length))) doomed.push(key)
+    // one range scan of the element markers, one of the removed elements
+    for (const prefix of [layout.elemsPrefix, layout.removedPrefix]) {
+      for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) {
+        if (tombed.has(key.toString().slice(prefix.length))) doomed.push(key)
+      }
     }
     tombed.clear()
+    // removed elements the snapshot's removal covers: every known replica has applied it (it announces
+    // the snapshot), so none of them holds these live, and a delete made here need not name them
+    const listed = new Set(doomed.map(k => k.toString()))
+    const cover = await readCover(this.components.blockstore, root, READ_TIMEOUT, options)
+    for (const key of await forgettable(this.components, cover, options)) {
+      if (!listed.has(key.toString())) doomed.push(key)
+    }
     const entries = doomed.length
     await engine.exclusive(async () => {
       const tx = new WriteSet(datastore)
