@@ -560,7 +560,7 @@ export class Compaction {
       // the previous compacted snapshot's blocks: the new one replaces it
       try {
         const old = await this.readRoot(this.compacted, options)
-        blocks.push(...old.elementChunks, ...old.tombstoneChunks, this.compacted)
+        blocks.push(...old.elementChunks, ...old.tombstoneChunks, ...old.nodeChunks, this.compacted)
       } catch (err: any) {
         log('could not read the previous compacted snapshot %c - %e', this.compacted, err)
       }
