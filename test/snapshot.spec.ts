@@ -419,6 +419,44 @@ describe('snapshots', function () {
     }
   })
 
+  it('a replica back from away installs a snapshot made without it: its overwritten elements of covered nodes are removed, its own write the snapshot does not cover stays, and it ends equal to the others', async () => {
+    const a = await memoryReplica()
+    const d = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('v1'))
+      await a.store.put(new Key('/j'), enc('j1'))
+      await syncReplica(a, d)
+      // d is away: it writes /k itself (a node nobody else has); a overwrites /k twice and /j once
+      await d.store.put(new Key('/k'), enc('mine'))
+      await a.store.put(new Key('/k'), enc('v2'))
+      await a.store.put(new Key('/k'), enc('v3'))
+      await a.store.put(new Key('/j'), enc('j2'))
+      // a compacts without d (not a known replica here) and forgets v1, v2 and j1, then deletes both keys
+      const { snapshot } = await a.store.compact()
+      await a.store.delete(new Key('/k'))
+      await a.store.delete(new Key('/j'))
+      // d comes back: it installs the snapshot (a replica whose walk into compacted history failed does)
+      await copySnapshot(a.blockstore, d.blockstore, snapshot)
+      await d.store.installSnapshot(snapshot)
+      const { nodes } = await readSnapshot(a.blockstore, snapshot)
+      expect(nodes).to.have.length(5)
+      // v1 and j1 (covered nodes d held) are removed there; "mine" (not covered) is not, though beaten by v3
+      const removed = (await dump(d.datastore)).filter(e => e.startsWith('/crdt/s/r/'))
+      expect(removed).to.have.length(2)
+      expect(dec(await d.store.get(new Key('/k')))).to.equal('v3')
+      expect(dec(await d.store.get(new Key('/j')))).to.equal('j2')
+      // the deletes reach d (they name only v3 and j2), d's write reaches a: j1 stays gone, and the
+      // write the delete never saw wins on both
+      await syncReplica(a, d)
+      await syncReplica(d, a)
+      expect(await stateOf(d.store)).to.deep.equal(['/k=mine'])
+      expect(await stateOf(a.store)).to.deep.equal(['/k=mine'])
+    } finally {
+      await a.store.stop()
+      await d.store.stop()
+    }
+  })
+
   it('a kill between two chunk batches of an install leaves no half state after reopening: start() finishes it', async () => {
     const a = await memoryReplica()
     const dir = await tempDir('install-kill')
