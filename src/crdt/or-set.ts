@@ -244,17 +244,23 @@ export class ORSet {
   }
 
   /**
-   * Moves the given elements to the removed ones (see the file header) and
-   * recomputes the visible value of each key touched. An element that is
-   * not stored (or no longer) is skipped.
+   * Moves the given elements to the removed ones (see the file header), or
+   * deletes them outright with `forget` (when no replica can hold them
+   * live), and recomputes the visible value of each key touched. An element
+   * that is not stored (or no longer) is skipped.
    */
-  async remove (tx: WriteSet, elements: Array<{ key: string, id: string }>, options?: AbortOptions): Promise<SetChange[]> {
+  async remove (tx: WriteSet, elements: Array<{ key: string, id: string }>, options?: AbortOptions & { forget?: boolean }): Promise<SetChange[]> {
     const touched = new Set<string>()
+    const keys = new Set(elements.map(e => e.key))
+    await tx.prefetch([
+      ...elements.map(({ key, id }) => this.layout.elemKey(key, id)),
+      ...[...keys].flatMap(key => [this.layout.priorityKey(key), this.layout.valueKey(key)])
+    ], options)
     for (const { key, id } of elements) {
       const marker = await tx.get(this.layout.elemKey(key, id), options)
       if (marker == null) continue
       tx.delete(this.layout.elemKey(key, id))
-      tx.put(this.layout.removedKey(key, id), marker)
+      if (options?.forget !== true) tx.put(this.layout.removedKey(key, id), marker)
       if (touched.has(key)) continue
       // only an element equal to the visible one can change it (a removed element is usually beaten)
       const { priority, value } = decodeMarker(marker)

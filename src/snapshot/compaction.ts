@@ -48,7 +48,7 @@ import { coveredPrefix } from './cover.js'
 import { createSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
 import { applyRemoval, forgettable, isApplied, notIncluding, readCover } from './removal.js'
-import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
+import type { MakeSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import type { DAGBlockstore } from '../interfaces.js'
@@ -379,14 +379,14 @@ export class Compaction {
   }
 
   /** Why `snapshot` cannot be compacted yet, or undefined when it can */
-  gate (snapshot: CID): string | undefined {
+  gate (snapshot: CID | undefined): string | undefined {
     const now = Date.now()
     const left = this.startedAt + this.options.settle - now
     if (left > 0) return `learning which replicas are on the topic (${Math.ceil(left / 1000)} s left)`
     for (const [peer, state] of this.peers) {
       if (now - state.lastSeen > this.options.membershipWindow) continue
       if (!state.supported) return `replica ${peer} announces no snapshot support (a go-ds-crdt replica, or compaction not configured there)`
-      if (state.snapshot == null || !state.snapshot.equals(snapshot)) return `replica ${peer} has not passed snapshot ${snapshot} yet (it announces ${state.snapshot?.toString() ?? 'none'})`
+      if (state.snapshot == null || snapshot == null || !state.snapshot.equals(snapshot)) return `replica ${peer} has not passed snapshot ${snapshot} yet (it announces ${state.snapshot?.toString() ?? 'none'})`
     }
     return undefined
   }
@@ -396,7 +396,7 @@ export class Compaction {
    * leaves out overwritten elements: removal.ts) and announces it: it
    * includes every removal applied here
    */
-  async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
+  async snapshot (options?: MakeSnapshotOptions): Promise<CID> {
     const cid = await createSnapshot(this.components, options)
     await this.pass(cid, await this.readRoot(cid, options), options, true)
     return cid
@@ -405,7 +405,10 @@ export class Compaction {
   /** Makes a snapshot and compacts it if every known replica has passed it */
   async compact (options?: AbortOptions): Promise<CompactResult> {
     this.announcing = true
-    const snapshot = await this.snapshot(options)
+    // with no known replica the gate passes at once: what the snapshot removes is forgotten at once too
+    const forget = this.gate(undefined) == null
+    let forgotten = 0
+    const snapshot = await this.snapshot({ ...options, forget, onRemoved: n => { forgotten = forget ? n : 0 } })
     const root = await this.readRoot(snapshot, options)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
     const target = this.passed?.cid ?? snapshot
@@ -419,7 +422,7 @@ export class Compaction {
       return { snapshot, removed: { blocks: 0, entries: 0 } }
     }
     const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options)
-    return { snapshot, removed }
+    return { snapshot, removed: { blocks: removed.blocks, entries: removed.entries + forgotten } }
   }
 
   /**

@@ -56,6 +56,13 @@ export interface CreateSnapshotOptions extends AbortOptions {
   chunkBytes?: number
 }
 
+/** Internal: with `forget`, the elements the snapshot removes are deleted outright (compaction, with no known replica) */
+export interface MakeSnapshotOptions extends CreateSnapshotOptions {
+  forget?: boolean
+  /** Called with the number of elements the snapshot removed here */
+  onRemoved?(count: number): void
+}
+
 interface Collected {
   heads: SnapshotHead[]
   elements: SnapshotElement[]
@@ -162,7 +169,7 @@ function sortRecords <T extends { key: string, id: string }> (records: T[]): voi
  * Writes a snapshot of the current state to the blockstore and returns its
  * root CID
  */
-export async function createSnapshot (components: SnapshotComponents, options: CreateSnapshotOptions = {}): Promise<CID> {
+export async function createSnapshot (components: SnapshotComponents, options: MakeSnapshotOptions = {}): Promise<CID> {
   options.signal?.throwIfAborted()
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
   const began = Date.now()
@@ -205,6 +212,7 @@ export async function createSnapshot (components: SnapshotComponents, options: C
   await components.blockstore.put(root.cid, root.bytes, options)
   // the snapshot's removal, here: what it leaves out was collected with it
   await removeElements(components, removed, options)
+  options.onRemoved?.(removed.length)
   await markApplied(components, root.cid, options)
   components.log('snapshot %c: %d heads, %d elements (%d overwritten removed), %d tombstones, %d nodes in %d chunks (%d ms)', root.cid, heads.length, elements.length, removed.length, tombstones.length, nodes.length, blocks.length, Date.now() - began)
   return root.cid
