@@ -61,7 +61,7 @@ export function decodePriority (bytes: Uint8Array): number {
   }
 }
 
-function encodeMarker (priority: number, value: Uint8Array): Uint8Array {
+export function encodeMarker (priority: number, value: Uint8Array): Uint8Array {
   const len = varint.encodingLength(priority)
   const out = new Uint8Array(len + value.byteLength)
   varint.encode(priority, out, 0)
@@ -244,12 +244,11 @@ export class ORSet {
   }
 
   /**
-   * Moves the given elements to the removed ones (see the file header), or
-   * deletes them outright with `forget` (when no replica can hold them
-   * live), and recomputes the visible value of each key touched. An element
-   * that is not stored (or no longer) is skipped.
+   * Moves the given elements to the removed ones (see the file header) and
+   * recomputes the visible value of each key touched. An element that is
+   * not stored (or no longer) is skipped.
    */
-  async remove (tx: WriteSet, elements: Array<{ key: string, id: string }>, options?: AbortOptions & { forget?: boolean }): Promise<SetChange[]> {
+  async remove (tx: WriteSet, elements: Array<{ key: string, id: string }>, options?: AbortOptions): Promise<SetChange[]> {
     const touched = new Set<string>()
     const keys = new Set(elements.map(e => e.key))
     await tx.prefetch([
@@ -260,7 +259,7 @@ export class ORSet {
       const marker = await tx.get(this.layout.elemKey(key, id), options)
       if (marker == null) continue
       tx.delete(this.layout.elemKey(key, id))
-      if (options?.forget !== true) tx.put(this.layout.removedKey(key, id), marker)
+      tx.put(this.layout.removedKey(key, id), marker)
       if (touched.has(key)) continue
       // only an element equal to the visible one can change it (a removed element is usually beaten)
       const { priority, value } = decodeMarker(marker)

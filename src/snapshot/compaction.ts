@@ -607,8 +607,34 @@ export class Compaction {
     this.compacted = snapshot
     const committed = Date.now()
     const removed = await this.finishJob(options)
+    await this.compactStorage(options)
     log('compacted snapshot %c: %d blocks, %d entries removed (walk %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
+  }
+
+  /**
+   * Asks LevelDB-backed stores (datastore-level and blockstore-level expose
+   * their `db`) to compact the ranges a compaction deleted from: LevelDB
+   * keeps deleted entries in its files until its own compactions reach them,
+   * which for a range nothing writes to again can be never. Any other store
+   * is left alone; a failure is logged (the deletions are committed).
+   */
+  private async compactStorage (options?: AbortOptions): Promise<void> {
+    const namespace = this.components.engine.layout.namespace
+    const ranges: Array<[unknown, string, string]> = [
+      [this.components.datastore, `${namespace}/`, `${namespace}/\uffff`],
+      [this.components.blockstore, '', '\uffff']
+    ]
+    for (const [store, start, end] of ranges) {
+      const db = (store as { db?: { compactRange?(start: string, end: string): Promise<void> } }).db
+      if (typeof db?.compactRange !== 'function') continue
+      options?.signal?.throwIfAborted()
+      try {
+        await db.compactRange(start, end)
+      } catch (err: any) {
+        this.components.log('could not compact the LevelDB range after a compaction - %e', err)
+      }
+    }
   }
 
   /**

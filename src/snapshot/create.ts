@@ -28,10 +28,10 @@ import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { blockKey } from '../codec/block-key.js'
 import { escapeSegment, unescapeSegment } from '../crdt/layout.js'
-import { decodeMarker, decodePriority } from '../crdt/or-set.js'
+import { decodeMarker, decodePriority, encodeMarker } from '../crdt/or-set.js'
 import { SnapshotNotReadyError } from '../errors.js'
 import { chunkRecords, compareHeads, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeNodeChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
-import { markApplied, removeElements } from './removal.js'
+import { markApplied } from './removal.js'
 import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotNode, SnapshotTombstone } from './format.js'
 import type { Engine } from '../engine/engine.js'
 import type { DAGBlockstore } from '../interfaces.js'
@@ -149,6 +149,27 @@ function compareIds (a: string, b: string): number {
   return a < b ? -1 : 1
 }
 
+/** Elements removed per datastore batch by the maker */
+const REMOVE_BATCH = 8192
+
+/**
+ * The maker's removal, under the merge lock: each overwritten element's
+ * marker moves to `s/r` (or, with `forget`, is deleted). Each is beaten by
+ * a kept element of its key, so no visible value changes.
+ */
+async function removeCollected (components: SnapshotComponents, removed: SnapshotElement[], options: MakeSnapshotOptions): Promise<void> {
+  const { datastore, engine } = components
+  for (let i = 0; i < removed.length; i += REMOVE_BATCH) {
+    options.signal?.throwIfAborted()
+    const batch = datastore.batch()
+    for (const e of removed.slice(i, i + REMOVE_BATCH)) {
+      batch.delete(engine.layout.elemKey(e.key, e.id))
+      if (options.forget !== true) batch.put(engine.layout.removedKey(e.key, e.id), encodeMarker(e.priority, e.value))
+    }
+    await batch.commit(options)
+  }
+}
+
 /**
  * Sorts records in place in the order of `compareRecords`, escaping each
  * key once (not once per comparison)
@@ -173,12 +194,18 @@ export async function createSnapshot (components: SnapshotComponents, options: M
   options.signal?.throwIfAborted()
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
   const began = Date.now()
-  const collected = await components.engine.exclusive(async () => collect(components, options))
-  const { heads, tombstones, nodes } = collected
-  sortRecords(collected.elements)
+  // collected and removed under one hold of the merge lock: what is removed is beaten by what is
+  // kept, and no merge can change that in between (a crash before the blocks are stored leaves a
+  // removal no snapshot announces yet: the next snapshot made here, from this state, carries it)
+  const { heads, tombstones, nodes, elements, removed } = await components.engine.exclusive(async () => {
+    const collected = await collect(components, options)
+    sortRecords(collected.elements)
+    const split = splitOverwritten(collected.elements)
+    await removeCollected(components, split.removed, options)
+    return { ...collected, ...split, elements: split.kept }
+  })
   sortRecords(tombstones)
   nodes.sort((a, b) => compareIds(a.id, b.id))
-  const { kept: elements, removed } = splitOverwritten(collected.elements)
 
   const blocks: SnapshotBlock[] = []
   const chunked = async <T>(records: T[][], encode: (records: T[]) => unknown): Promise<CID[]> => {
@@ -210,8 +237,6 @@ export async function createSnapshot (components: SnapshotComponents, options: M
     await components.blockstore.put(block.cid, block.bytes, options)
   }
   await components.blockstore.put(root.cid, root.bytes, options)
-  // the snapshot's removal, here: what it leaves out was collected with it
-  await removeElements(components, removed, options)
   options.onRemoved?.(removed.length)
   await markApplied(components, root.cid, options)
   components.log('snapshot %c: %d heads, %d elements (%d overwritten removed), %d tombstones, %d nodes in %d chunks (%d ms)', root.cid, heads.length, elements.length, removed.length, tombstones.length, nodes.length, blocks.length, Date.now() - began)

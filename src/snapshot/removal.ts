@@ -83,12 +83,8 @@ export async function markApplied (components: SnapshotComponents, cid: CID, opt
   await components.datastore.put(appliedKey(components.engine.layout, cid), new Uint8Array(0), options)
 }
 
-/**
- * Removes the given elements, `REMOVE_BATCH` per batch, each batch under the
- * merge lock; with `forget`, deletes them outright (no replica can hold them
- * live: compaction would forget them next)
- */
-export async function removeElements (components: SnapshotComponents, elements: Array<{ key: string, id: string }>, options?: AbortOptions & { forget?: boolean }): Promise<void> {
+/** Removes the given elements, `REMOVE_BATCH` per batch, each batch under the merge lock */
+export async function removeElements (components: SnapshotComponents, elements: Array<{ key: string, id: string }>, options?: AbortOptions): Promise<void> {
   const { engine, datastore } = components
   for (let i = 0; i < elements.length; i += REMOVE_BATCH) {
     options?.signal?.throwIfAborted()
