@@ -457,6 +457,39 @@ describe('snapshots', function () {
     }
   })
 
+  it('a snapshot made by a replica that had not applied an earlier one never brings back what that one removed, is not announced by a replica that applied it, and every replica converges once each applied both', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica()
+    const j = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('v1'))
+      await a.store.put(new Key('/k'), enc('v2'))
+      await syncReplica(a, b)
+      const s1 = await a.store.snapshot()
+      // j joins from s1 (without v1) and deletes /k: its delete names v2 only
+      await copySnapshot(a.blockstore, j.blockstore, s1)
+      await j.store.installSnapshot(s1)
+      await j.store.delete(new Key('/k'))
+      // b never applied s1: v1 shows there, and b's own snapshot lists it
+      await syncReplica(j, b)
+      expect(await stateOf(b.store)).to.deep.equal(['/k=v1'])
+      const s2 = await b.store.snapshot()
+      expect((await readSnapshot(b.blockstore, s2)).elements.map(e => dec(e.value))).to.deep.equal(['v1'])
+      // a passes s2 (it merged everything s2 covers): v1 stays removed, and a keeps announcing s1
+      await syncReplica(j, a)
+      await copySnapshot(b.blockstore, a.blockstore, s2)
+      await a.store.installSnapshot(s2)
+      expect(await stateOf(a.store)).to.deep.equal([])
+      expect(a.store.stats().history.snapshot?.toString()).to.equal(s1.toString())
+      // b applies s1: all agree
+      await copySnapshot(a.blockstore, b.blockstore, s1)
+      await b.store.installSnapshot(s1)
+      for (const r of [a, b, j]) expect(await stateOf(r.store)).to.deep.equal([])
+    } finally {
+      for (const r of [a, b, j]) await r.store.stop()
+    }
+  })
+
   it('a kill between two chunk batches of an install leaves no half state after reopening: start() finishes it', async () => {
     const a = await memoryReplica()
     const dir = await tempDir('install-kill')
