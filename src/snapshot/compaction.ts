@@ -45,7 +45,7 @@ import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { coveredPrefix } from './cover.js'
-import { createSnapshot } from './create.js'
+import { makeSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
 import { applyRemoval, forgettable, isApplied, notIncluding, readCover } from './removal.js'
 import type { MakeSnapshotOptions, SnapshotComponents } from './create.js'
@@ -397,7 +397,7 @@ export class Compaction {
    * includes every removal applied here
    */
   async snapshot (options?: MakeSnapshotOptions): Promise<CID> {
-    const cid = await createSnapshot(this.components, options)
+    const cid = await makeSnapshot(this.components, options)
     await this.pass(cid, await this.readRoot(cid, options), options, true)
     return cid
   }

@@ -187,10 +187,15 @@ function sortRecords <T extends { key: string, id: string }> (records: T[]): voi
 }
 
 /**
- * Writes a snapshot of the current state to the blockstore and returns its
- * root CID
+ * Writes a snapshot of the current state to the blockstore, applies its
+ * removal here and returns its root CID
  */
-export async function createSnapshot (components: SnapshotComponents, options: MakeSnapshotOptions = {}): Promise<CID> {
+export async function createSnapshot (components: SnapshotComponents, options: CreateSnapshotOptions = {}): Promise<CID> {
+  return makeSnapshot(components, options)
+}
+
+/** `createSnapshot`, with the options compaction uses */
+export async function makeSnapshot (components: SnapshotComponents, options: MakeSnapshotOptions = {}): Promise<CID> {
   options.signal?.throwIfAborted()
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
   const began = Date.now()
