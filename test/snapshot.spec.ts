@@ -4,7 +4,11 @@
  * fresh replica the same visible state and heads, merges into a replica
  * with history without losing its newer writes or resurrecting deletes,
  * and a corrupt or inconsistent snapshot is refused with a named error and
- * changes nothing.
+ * changes nothing. A snapshot is a removal of the values it overwrote
+ * (src/snapshot/removal.ts): every replica that makes, passes or installs
+ * it drops them, so deletes from replicas without them (joined from the
+ * snapshot, compacted) and deletes concurrent with it leave every replica
+ * agreeing, and a removed value never comes back.
  */
 
 import { spawn } from 'node:child_process'

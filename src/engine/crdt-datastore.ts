@@ -638,8 +638,11 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.checkOpen(options)
     const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot'), checkSnapshot: snapshot => { this.gate.checkSnapshot(snapshot) } }, cid, options))
     this.hasCovered = true
-    // installed = passed: announced when it includes the removals announced here (a joiner relies on it)
-    await this.track(this.compaction.consider(cid, options))
+    // installed = passed: announced when it includes the removals announced here (a joiner relies on it);
+    // the install is complete whatever this says (the next announcement of it retries)
+    await this.track(this.compaction.consider(cid, options)).catch(err => {
+      this.log.error('installed snapshot %c but could not pass it - %e', cid, err)
+    })
     return result
   }
 
