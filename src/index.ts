@@ -107,7 +107,7 @@ export type { CreateSnapshotOptions, SnapshotComponents } from './snapshot/creat
 export { installSnapshot, readSnapshot, DEFAULT_SNAPSHOT_BLOCK_TIMEOUT } from './snapshot/install.js'
 export type { InstallResult, InstallSnapshotOptions } from './snapshot/install.js'
 export { SNAPSHOT_VERSION, DEFAULT_CHUNK_BYTES, MAX_SNAPSHOT_BLOCK_BYTES } from './snapshot/format.js'
-export type { SnapshotRoot, SnapshotHead, SnapshotElement, SnapshotTombstone } from './snapshot/format.js'
+export type { SnapshotRoot, SnapshotHead, SnapshotElement, SnapshotTombstone, SnapshotNode } from './snapshot/format.js'
 export { DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MAX_KNOWN_REPLICAS, DEFAULT_MEMBERSHIP_WINDOW } from './snapshot/compaction.js'
 export type { CompactionInit, CompactResult, HistoryStats } from './snapshot/compaction.js'
 export { addSnapshotAnnouncement, readSnapshotAnnouncement } from './codec/broadcast-snapshot.js'

@@ -1,6 +1,7 @@
 /**
  * Compaction (#16): `compact()` deletes the blocks of the nodes below the
- * snapshot's covered heads and the element markers of tombstoned elements,
+ * snapshot's covered heads, the element markers of tombstoned elements and
+ * the overwritten elements the snapshot removed,
  * keeps tombstones and processed markers (a covered node that comes again
  * changes nothing, a deleted key stays deleted), waits while a known
  * replica announces no snapshot support or has not passed the snapshot,
@@ -64,10 +65,11 @@ describe('compaction', function () {
       expect(result.waiting).to.equal(undefined)
       // 8 nodes, the head (the covered head) stays
       expect(result.removed.blocks).to.equal(7)
-      // 30 elements written, the 6 of the deleted key are tombstoned: their markers go; the
-      // superseded ones of the other keys stay (a delete here must still tombstone them)
-      expect(result.removed.entries).to.equal(6)
-      expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements - 6)
+      // 30 elements written, the 6 of the deleted key are tombstoned: their markers go; of the
+      // other 4 keys' 24, the 20 overwritten ones were removed by the snapshot and are forgotten
+      expect(result.removed.entries).to.equal(26)
+      expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements - 26)
+      expect(await count(r.datastore, '/crdt/s/r')).to.equal(0)
       expect(await count(r.datastore, '/crdt/s/t')).to.equal(tombstones)
       expect(await stateOf(r.store)).to.deep.equal(before)
       expect(await r.blockstore.has(first)).to.equal(false)
@@ -309,16 +311,20 @@ describe('compaction', function () {
           expect(await stateOf(r.store)).to.deep.equal(state)
           expect(await count(r.datastore, '/crdt/z/j')).to.equal(0)
           const history = await r.store.historyStats()
+          // the snapshot made before removed the 27 overwritten elements of the 3 live keys (kept under s/r)
+          const overwritten = 3 * 9
           if (point === 'walk') {
             // killed before the batch: nothing compacted
             expect(history.compacted).to.equal(undefined)
             expect(history.nodes).to.equal(nodes)
-            expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements)
+            expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements - overwritten)
+            expect(await count(r.datastore, '/crdt/s/r')).to.equal(overwritten)
           } else {
             // killed after it: start() finished the deletion
             expect(history.compacted).to.not.equal(undefined)
             expect(history.nodes).to.equal(1)
-            expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements - 10)
+            expect(await count(r.datastore, '/crdt/s/s')).to.equal(elements - 10 - overwritten)
+            expect(await count(r.datastore, '/crdt/s/r')).to.equal(0)
           }
           // and it compacts (again) to the same end
           const result = await r.store.compact()

@@ -4,7 +4,11 @@
  * fresh replica the same visible state and heads, merges into a replica
  * with history without losing its newer writes or resurrecting deletes,
  * and a corrupt or inconsistent snapshot is refused with a named error and
- * changes nothing.
+ * changes nothing. A snapshot is a removal of the values it overwrote
+ * (src/snapshot/removal.ts): every replica that makes, passes or installs
+ * it drops them, so deletes from replicas without them (joined from the
+ * snapshot, compacted) and deletes concurrent with it leave every replica
+ * agreeing, and a removed value never comes back.
  */
 
 import { spawn } from 'node:child_process'
@@ -37,7 +41,7 @@ interface BlockHolder {
 async function copySnapshot (from: BlockHolder, to: BlockHolder, cid: CID): Promise<void> {
   const bytes = await readBlock(from, cid)
   const root = decodeRoot(cid, bytes)
-  for (const chunk of [...root.elementChunks, ...root.tombstoneChunks]) {
+  for (const chunk of [...root.elementChunks, ...root.tombstoneChunks, ...root.nodeChunks]) {
     await to.put(chunk, await readBlock(from, chunk))
   }
   await to.put(cid, bytes)
@@ -240,7 +244,8 @@ describe('snapshots', function () {
       await copySnapshot(a.blockstore, b.blockstore, cid)
       await b.store.installSnapshot(cid)
       const oldHead = stale.store.heads()[0].cid
-      expect(await b.store.hasMerged(oldHead)).to.equal(false)
+      // a covered node (the snapshot lists it): merged as far as b is concerned, before any block of it arrives
+      expect(await b.store.hasMerged(oldHead)).to.equal(true)
       // b can fetch the blocks below the covered heads (here: copied, over a network: from peers)
       await syncReplica(a, b)
       await syncReplica(stale, b)
@@ -304,71 +309,188 @@ describe('snapshots', function () {
     }
   })
 
-  it('keeps elements superseded in the covered history and concurrent ones, and stays a correct merge input for a replica with history', async () => {
+  it('lists per key only the live elements that are not overwritten and removes the others on every replica that applies it; the snapshot stays the same whoever makes it', async () => {
     const a = await memoryReplica()
     const b = await memoryReplica()
     const d = await memoryReplica()
-    const reference = await memoryReplica()
     try {
       await a.store.put(new Key('/k'), enc('v1'))
       await syncReplica(a, b)
       await a.store.put(new Key('/k'), enc('v2'))
-      await syncReplica(a, d)
       await a.store.put(new Key('/k'), enc('v3'))
       await a.store.put(new Key('/c'), enc('c1'))
-      // b rewrites /k concurrently with v2 and v3; d deletes it knowing v1 and v2 only
+      // b rewrites /k concurrently with v2 and v3 (a lower priority than v3)
       await b.store.put(new Key('/k'), enc('b1'))
-      await d.store.delete(new Key('/k'))
       await syncReplica(b, a)
+      await syncReplica(a, b)
+      await syncReplica(a, d)
 
       const cid = await a.store.snapshot()
-      const { elements } = await readSnapshot(a.blockstore, cid)
-      // v1 and v2 are below v3's node, b1 is concurrent with v3: all kept
-      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value)).sort()).to.deep.equal(['b1', 'v1', 'v2', 'v3'])
+      const { elements, nodes } = await readSnapshot(a.blockstore, cid)
+      // v1 and v2 are below v3's node, b1 is concurrent with v3 but beaten by it: only v3 is listed
+      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value))).to.deep.equal(['v3'])
       expect(elements.filter(e => e.key === '/c').map(e => dec(e.value))).to.deep.equal(['c1'])
+      // every merged node is covered
+      expect(nodes).to.have.length(5)
       // the same snapshot on a replica that merged the same nodes the other way round
-      await syncReplica(a, b)
       expect((await b.store.snapshot()).toString()).to.equal(cid.toString())
+      expect(await stateOf(a.store)).to.deep.equal(['/c=c1', '/k=v3'])
 
-      // d merges it: its delete covered v1 and v2 only, so v3 and b1 stay ; nothing it deleted comes back
+      // the removal on a replica with history: the overwritten elements go, the visible state stays
+      const live = async (r: MemoryReplica): Promise<number> => (await dump(r.datastore)).filter(e => e.startsWith('/crdt/s/s/k/')).length
+      expect(await live(d)).to.equal(4)
       await copySnapshot(a.blockstore, d.blockstore, cid)
       await d.store.installSnapshot(cid)
-      for (const r of [a, b, d]) await syncReplica(r, reference)
-      await syncReplica(a, d)
-      await syncReplica(b, d)
-      expect(await stateOf(d.store)).to.deep.equal(await stateOf(reference.store))
-      expect(await d.store.has(new Key('/k'))).to.equal(true)
-
-      // and once the delete is merged everywhere, a later snapshot with it is a merge input that keeps /k live only through v3 and b1
-      await syncReplica(d, a)
-      const after = await readSnapshot(a.blockstore, await a.store.snapshot())
-      expect(after.tombstones.filter(t => t.key === '/k')).to.have.length(2)
-      expect(await stateOf(a.store)).to.deep.equal(await stateOf(reference.store))
+      expect(await live(d)).to.equal(1)
+      expect(await stateOf(d.store)).to.deep.equal(['/c=c1', '/k=v3'])
+      // a delete made there still names the removed elements (a replica that has not applied the snapshot holds them)
+      await d.store.delete(new Key('/k'))
+      const fresh = await memoryReplica()
+      try {
+        await syncReplica(d, fresh)
+        expect(await stateOf(fresh.store)).to.deep.equal(['/c=c1'])
+      } finally {
+        await fresh.store.stop()
+      }
     } finally {
-      for (const r of [a, b, d, reference]) await r.store.stop()
+      for (const r of [a, b, d]) await r.store.stop()
     }
   })
 
-  it('a replica joining from a snapshot deletes a key on replicas with the whole history too: superseded elements are in the snapshot (regression: leaving them out brought the older value back there)', async () => {
+  it('a delete concurrent with a snapshot that missed an overwritten element removes the key on every replica once each has applied the snapshot (the overwritten value never comes back)', async () => {
     const a = await memoryReplica()
-    const h = await memoryReplica()
+    const b = await memoryReplica()
+    const c = await memoryReplica()
+    const reference = await memoryReplica()
+    try {
+      // a writes "old"; b, which never sees it, writes "new" with a higher priority
+      await a.store.put(new Key('/k'), enc('old'))
+      await b.store.put(new Key('/x'), enc('1'))
+      await b.store.put(new Key('/k'), enc('new'))
+      await syncReplica(a, c)
+      await syncReplica(b, c)
+      expect(dec(await c.store.get(new Key('/k')))).to.equal('new')
+      const cid = await c.store.snapshot()
+      // b deletes /k knowing only "new": concurrent with the snapshot, its delete misses "old"
+      await b.store.delete(new Key('/k'))
+      for (const from of [a, b, c]) for (const to of [a, b, c, reference]) if (from !== to) await syncReplica(from, to)
+      // c applied its snapshot: "old" was removed there, so the key is gone
+      expect(await c.store.has(new Key('/k'))).to.equal(false)
+      // a replica that has not applied it yet shows "old" (the add-wins rule without the removal)
+      expect(dec(await reference.store.get(new Key('/k')))).to.equal('old')
+      // each applies it (passes it), before or after the delete arrived: all agree
+      for (const r of [a, b, reference]) {
+        await copySnapshot(c.blockstore, r.blockstore, cid)
+        await r.store.installSnapshot(cid)
+      }
+      for (const r of [a, b, c, reference]) expect(await stateOf(r.store)).to.deep.equal(['/x=1'])
+    } finally {
+      for (const r of [a, b, c, reference]) await r.store.stop()
+    }
+  })
+
+  it('a replica joining from a snapshot deletes a key on replicas with the whole history too: they apply the snapshot\'s removal, before or after the delete arrives (regression: the older value came back there)', async () => {
+    const a = await memoryReplica()
+    const early = await memoryReplica()
+    const late = await memoryReplica()
     const j = await memoryReplica()
     try {
       for (const v of ['v1', 'v2', 'v3']) await a.store.put(new Key('/k'), enc(v))
       await a.store.put(new Key('/c'), enc('c1'))
-      await syncReplica(a, h)
+      await syncReplica(a, early)
+      await syncReplica(a, late)
       const cid = await a.store.snapshot()
       const { elements } = await readSnapshot(a.blockstore, cid)
-      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value)).sort()).to.deep.equal(['v1', 'v2', 'v3'])
+      expect(elements.filter(e => e.key === '/k').map(e => dec(e.value))).to.deep.equal(['v3'])
+      // early passes the snapshot before the delete
+      await copySnapshot(a.blockstore, early.blockstore, cid)
+      await early.store.installSnapshot(cid)
       await copySnapshot(a.blockstore, j.blockstore, cid)
       await j.store.installSnapshot(cid)
       await j.store.delete(new Key('/k'))
-      await syncReplica(j, h)
-      expect(await h.store.has(new Key('/k'))).to.equal(false)
-      expect(await stateOf(h.store)).to.deep.equal(await stateOf(j.store))
-      expect(await stateOf(h.store)).to.deep.equal(['/c=c1'])
+      await syncReplica(j, early)
+      await syncReplica(j, late)
+      expect(await stateOf(early.store)).to.deep.equal(['/c=c1'])
+      // late passes it after the delete: v2 showed until then
+      expect(dec(await late.store.get(new Key('/k')))).to.equal('v2')
+      await copySnapshot(a.blockstore, late.blockstore, cid)
+      await late.store.installSnapshot(cid)
+      for (const r of [early, late, j]) expect(await stateOf(r.store)).to.deep.equal(['/c=c1'])
+      await syncReplica(j, a)
+      expect(await stateOf(a.store)).to.deep.equal(['/c=c1'])
     } finally {
-      for (const r of [a, h, j]) await r.store.stop()
+      for (const r of [a, early, late, j]) await r.store.stop()
+    }
+  })
+
+  it('a replica back from away installs a snapshot made without it: its overwritten elements of covered nodes are removed, its own write the snapshot does not cover stays, and it ends equal to the others', async () => {
+    const a = await memoryReplica()
+    const d = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('v1'))
+      await a.store.put(new Key('/j'), enc('j1'))
+      await syncReplica(a, d)
+      // d is away: it writes /k itself (a node nobody else has); a overwrites /k twice and /j once
+      await d.store.put(new Key('/k'), enc('mine'))
+      await a.store.put(new Key('/k'), enc('v2'))
+      await a.store.put(new Key('/k'), enc('v3'))
+      await a.store.put(new Key('/j'), enc('j2'))
+      // a compacts without d (not a known replica here) and forgets v1, v2 and j1, then deletes both keys
+      const { snapshot } = await a.store.compact()
+      await a.store.delete(new Key('/k'))
+      await a.store.delete(new Key('/j'))
+      // d comes back: it installs the snapshot (a replica whose walk into compacted history failed does)
+      await copySnapshot(a.blockstore, d.blockstore, snapshot)
+      await d.store.installSnapshot(snapshot)
+      const { nodes } = await readSnapshot(a.blockstore, snapshot)
+      expect(nodes).to.have.length(5)
+      // v1 and j1 (covered nodes d held) are removed there; "mine" (not covered) is not, though beaten by v3
+      const removed = (await dump(d.datastore)).filter(e => e.startsWith('/crdt/s/r/'))
+      expect(removed).to.have.length(2)
+      expect(dec(await d.store.get(new Key('/k')))).to.equal('v3')
+      expect(dec(await d.store.get(new Key('/j')))).to.equal('j2')
+      // the deletes reach d (they name only v3 and j2), d's write reaches a: j1 stays gone, and the
+      // write the delete never saw wins on both
+      await syncReplica(a, d)
+      await syncReplica(d, a)
+      expect(await stateOf(d.store)).to.deep.equal(['/k=mine'])
+      expect(await stateOf(a.store)).to.deep.equal(['/k=mine'])
+    } finally {
+      await a.store.stop()
+      await d.store.stop()
+    }
+  })
+
+  it('a snapshot made by a replica that had not applied an earlier one never brings back what that one removed, is not announced by a replica that applied it, and every replica converges once each applied both', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica()
+    const j = await memoryReplica()
+    try {
+      await a.store.put(new Key('/k'), enc('v1'))
+      await a.store.put(new Key('/k'), enc('v2'))
+      await syncReplica(a, b)
+      const s1 = await a.store.snapshot()
+      // j joins from s1 (without v1) and deletes /k: its delete names v2 only
+      await copySnapshot(a.blockstore, j.blockstore, s1)
+      await j.store.installSnapshot(s1)
+      await j.store.delete(new Key('/k'))
+      // b never applied s1: v1 shows there, and b's own snapshot lists it
+      await syncReplica(j, b)
+      expect(await stateOf(b.store)).to.deep.equal(['/k=v1'])
+      const s2 = await b.store.snapshot()
+      expect((await readSnapshot(b.blockstore, s2)).elements.map(e => dec(e.value))).to.deep.equal(['v1'])
+      // a passes s2 (it merged everything s2 covers): v1 stays removed, and a keeps announcing s1
+      await syncReplica(j, a)
+      await copySnapshot(b.blockstore, a.blockstore, s2)
+      await a.store.installSnapshot(s2)
+      expect(await stateOf(a.store)).to.deep.equal([])
+      expect(a.store.stats().history.snapshot?.toString()).to.equal(s1.toString())
+      // b applies s1: all agree
+      await copySnapshot(a.blockstore, b.blockstore, s1)
+      await b.store.installSnapshot(s1)
+      for (const r of [a, b, j]) expect(await stateOf(r.store)).to.deep.equal([])
+    } finally {
+      for (const r of [a, b, j]) await r.store.stop()
     }
   })
 
@@ -383,7 +505,7 @@ describe('snapshots', function () {
       await a.store.delete(new Key('/k/1'))
       const cid = await a.store.snapshot({ chunkBytes: 64 })
       const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
-      const chunks = root.elementChunks.length + root.tombstoneChunks.length
+      const chunks = root.elementChunks.length + root.tombstoneChunks.length + root.nodeChunks.length
       expect(root.elementChunks.length).to.be.greaterThan(4)
 
       let r = await levelReplica(dir.path)
@@ -472,8 +594,10 @@ describe('snapshots', function () {
           heads: [],
           elementCount: counts?.ne ?? elements.length,
           tombstoneCount: counts?.nt ?? tombstones.length,
+          nodeCount: 0,
           elementChunks: [echunk.cid],
-          tombstoneChunks: [tchunk.cid]
+          tombstoneChunks: [tchunk.cid],
+          nodeChunks: []
         }))
         await c.blockstore.put(root.cid, root.bytes)
         return root.cid
@@ -492,7 +616,7 @@ describe('snapshots', function () {
         expect(err?.message, what).to.match(message)
       }
       // a head under a DAG name no replica would store
-      const badHead = await encodeBlock(encodeRoot({ version: SNAPSHOT_VERSION, snapshotId, heads: [{ dagName: '/x//', cid: head.cid, height: 1 }], elementCount: 0, tombstoneCount: 0, elementChunks: [], tombstoneChunks: [] }))
+      const badHead = await encodeBlock(encodeRoot({ version: SNAPSHOT_VERSION, snapshotId, heads: [{ dagName: '/x//', cid: head.cid, height: 1 }], elementCount: 0, tombstoneCount: 0, nodeCount: 0, elementChunks: [], tombstoneChunks: [], nodeChunks: [] }))
       await c.blockstore.put(badHead.cid, badHead.bytes)
       await expect(c.store.installSnapshot(badHead.cid)).to.eventually.be.rejectedWith(/not canonical/)
       // a root that is not a snapshot at all

@@ -1,8 +1,8 @@
 /**
  * Where the store keeps its state inside the user's datastore. The layout
  * mirrors go-ds-crdt's (see shared/spec/wire-format.md §6) so the two can be
- * compared side by side; `w/` (pending branches) and `x/` (nodes with
- * links that were refused) are ours.
+ * compared side by side; `w/` (pending branches), `x/` (nodes with
+ * links that were refused) and `s/r` (elements a snapshot removed) are ours.
  *
  * Invariant: the user-key and DAG-name parts of every key built here are
  * ASCII (see `escapeSegment`), so every prefix scan the store makes sees
@@ -83,6 +83,12 @@ export class Layout {
   public readonly elemsPrefix: string
   /** `<ns>/s/t` — tombstones */
   public readonly tombsPrefix: string
+  /**
+   * `<ns>/s/r` — elements a snapshot removed (overwritten in the history it
+   * covers): invisible, still tombstoned by deletes until compaction forgets
+   * them (see src/snapshot/removal.ts)
+   */
+  public readonly removedPrefix: string
   /** `<ns>/h` — heads of the default DAG */
   public readonly headsPrefix: string
   /** `<ns>/a` — heads of named DAGs */
@@ -103,6 +109,7 @@ export class Layout {
     this.keysPrefix = `${this.namespace}/s/k`
     this.elemsPrefix = `${this.namespace}/s/s`
     this.tombsPrefix = `${this.namespace}/s/t`
+    this.removedPrefix = `${this.namespace}/s/r`
     this.headsPrefix = `${this.namespace}/h`
     this.dagHeadsPrefix = `${this.namespace}/a`
     this.processedPrefix = `${this.namespace}/b`
@@ -128,6 +135,15 @@ export class Layout {
 
   elemKey (key: string, id: string): Key {
     return new Key(`${this.elemsPrefix}${seg(key)}${id}`, false)
+  }
+
+  /** Prefix (with trailing slash) under which the removed elements of `key` live */
+  removedOf (key: string): string {
+    return `${this.removedPrefix}${seg(key)}/`
+  }
+
+  removedKey (key: string, id: string): Key {
+    return new Key(`${this.removedPrefix}${seg(key)}${id}`, false)
   }
 
   tombKey (key: string, id: string): Key {

@@ -12,6 +12,12 @@
  * value, so a delete can reveal the next-best value without re-reading DAG
  * blocks (go-ds-crdt stores empty markers and refetches the blocks).
  *
+ * - An element a snapshot removed (overwritten in the history the snapshot
+ *   covers, see src/snapshot/removal.ts) moves from `s/s` to `s/r`: it is
+ *   never visible again, and a delete still tombstones it until compaction
+ *   forgets it, so replicas that have not applied that snapshot yet drop it
+ *   too.
+ *
  * The set knows nothing about DAGs: it merges deltas given an id.
  */
 
@@ -55,7 +61,7 @@ export function decodePriority (bytes: Uint8Array): number {
   }
 }
 
-function encodeMarker (priority: number, value: Uint8Array): Uint8Array {
+export function encodeMarker (priority: number, value: Uint8Array): Uint8Array {
   const len = varint.encodingLength(priority)
   const out = new Uint8Array(len + value.byteLength)
   varint.encode(priority, out, 0)
@@ -136,11 +142,14 @@ export class ORSet {
 
   /**
    * The tombstones a delete of `key` must carry: one per element of the key
-   * that is not tombstoned yet, ids in ascending order.
+   * that is not tombstoned yet, removed ones included (a replica that has
+   * not applied the removing snapshot yet holds them live), ids in
+   * ascending order.
    */
   async tombstonesFor (key: string, tx: WriteSet, options?: AbortOptions): Promise<DeltaElement[]> {
     const tombs: DeltaElement[] = []
-    for (const id of await this.elementIds(key, tx, options)) {
+    const ids = [...new Set([...await this.elementIds(key, tx, options), ...await this.idsUnder(this.layout.removedOf(key), tx, options)])].sort()
+    for (const id of ids) {
       if (!(await tx.has(this.layout.tombKey(key, id), options))) {
         tombs.push({ key, id, value: EMPTY })
       }
@@ -226,27 +235,65 @@ export class ORSet {
     for (const [key, ids] of entries) {
       for (const id of ids) {
         tx.delete(this.layout.elemKey(key, id))
+        tx.delete(this.layout.removedKey(key, id))
         tx.delete(this.layout.tombKey(key, id))
       }
-      const best = await this.best(key, tx, options)
-      const current = await this.current(key, tx, options)
-      if (best == null) {
-        if (current != null) {
-          tx.delete(this.layout.valueKey(key))
-          tx.delete(this.layout.priorityKey(key))
-          changes.push({ key })
-        }
-      } else if (current == null || current.priority !== best.priority || !uint8ArrayEquals(current.value, best.value)) {
-        this.setVisible(tx, key, best)
-        changes.push({ key, value: best.value })
-      }
+      await this.refresh(tx, key, changes, options)
     }
     return changes
   }
 
+  /**
+   * Moves the given elements to the removed ones (see the file header) and
+   * recomputes the visible value of each key touched. An element that is
+   * not stored (or no longer) is skipped.
+   */
+  async remove (tx: WriteSet, elements: Array<{ key: string, id: string }>, options?: AbortOptions): Promise<SetChange[]> {
+    const touched = new Set<string>()
+    const keys = new Set(elements.map(e => e.key))
+    await tx.prefetch([
+      ...elements.map(({ key, id }) => this.layout.elemKey(key, id)),
+      ...[...keys].flatMap(key => [this.layout.priorityKey(key), this.layout.valueKey(key)])
+    ], options)
+    for (const { key, id } of elements) {
+      const marker = await tx.get(this.layout.elemKey(key, id), options)
+      if (marker == null) continue
+      tx.delete(this.layout.elemKey(key, id))
+      tx.put(this.layout.removedKey(key, id), marker)
+      if (touched.has(key)) continue
+      // only an element equal to the visible one can change it (a removed element is usually beaten)
+      const { priority, value } = decodeMarker(marker)
+      const current = await this.current(key, tx, options)
+      if (current != null && current.priority === priority && uint8ArrayEquals(current.value, value)) touched.add(key)
+    }
+    const changes: SetChange[] = []
+    for (const key of touched) await this.refresh(tx, key, changes, options)
+    return changes
+  }
+
+  /** Sets the visible value of `key` to its best live element, noting a change */
+  private async refresh (tx: WriteSet, key: string, changes: SetChange[], options?: AbortOptions): Promise<void> {
+    const best = await this.best(key, tx, options)
+    const current = await this.current(key, tx, options)
+    if (best == null) {
+      if (current != null) {
+        tx.delete(this.layout.valueKey(key))
+        tx.delete(this.layout.priorityKey(key))
+        changes.push({ key })
+      }
+    } else if (current == null || current.priority !== best.priority || !uint8ArrayEquals(current.value, best.value)) {
+      this.setVisible(tx, key, best)
+      changes.push({ key, value: best.value })
+    }
+  }
+
   /** Block keys of every element stored for `key` */
   async elementIds (key: string, tx: WriteSet, options?: AbortOptions): Promise<string[]> {
-    const prefix = this.layout.elemsOf(key)
+    return this.idsUnder(this.layout.elemsOf(key), tx, options)
+  }
+
+  /** Block keys of the entries directly under `prefix` (a key's element or removed prefix) */
+  private async idsUnder (prefix: string, tx: WriteSet, options?: AbortOptions): Promise<string[]> {
     const ids: string[] = []
     for (const { key: raw } of await tx.list(prefix, options)) {
       const rest = raw.slice(prefix.length)

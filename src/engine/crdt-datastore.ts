@@ -606,13 +606,16 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   }
 
   /**
-   * Writes a snapshot of the current state (live elements with their ids and
-   * priorities, and tombstones) to the blockstore as a chunked dag-cbor DAG
-   * and resolves to its root CID. Every live element is in it, superseded
-   * ones too (a delete tombstones only the elements its writer holds, so a
-   * replica joining from the snapshot must hold them). Replicas that merged the
-   * same nodes and compacted the same snapshots get the same CID. Rejects
-   * with `SnapshotNotReadyError` while a sync is unfinished. Deletes nothing.
+   * Writes a snapshot of the current state (per key the live elements that
+   * are not overwritten, with their ids and priorities; the tombstones; the
+   * nodes it covers) to the blockstore as a chunked dag-cbor DAG and
+   * resolves to its root CID. A snapshot is also a removal: every element of
+   * a covered node it does not list (an overwritten value) is removed, here
+   * at once and on every replica that passes or installs it, so an
+   * overwritten value never comes back, even after a delete that missed it.
+   * No visible value changes. Replicas that merged the same nodes and applied
+   * the same snapshots get the same CID. Rejects with
+   * `SnapshotNotReadyError` while a sync is unfinished. Deletes no block.
    */
   async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
     this.checkOpen(options)
@@ -623,8 +626,10 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
 
   /**
    * Fetches the snapshot `cid` through the blockstore, verifies every block
-   * and record, and merges it into this replica in one atomic batch; its
-   * covered heads become heads unless already known. Rejects with
+   * and record, and merges it into this replica (chunk by chunk, finished by
+   * `start()` after a crash); its covered nodes count as merged, its covered
+   * heads become heads unless already known, and its removal is applied (an
+   * element of a covered node that it does not list is removed here). Rejects with
    * `InvalidSnapshotError` when any of it is bad, `BlockFetchError` when a
    * block cannot be fetched, changing nothing either way. In trusted mode
    * only a snapshot that a current writer announced in a broadcast it
@@ -636,6 +641,11 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.checkOpen(options)
     const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot'), checkSnapshot: snapshot => { this.gate.checkSnapshot(snapshot) } }, cid, options))
     this.hasCovered = true
+    // installed = passed: announced when it includes the removals announced here (a joiner relies on it);
+    // the install is complete whatever this says (the next announcement of it retries)
+    await this.track(this.compaction.consider(cid, options)).catch(err => {
+      this.log.error('installed snapshot %c but could not pass it - %e', cid, err)
+    })
     return result
   }
 
@@ -680,7 +690,6 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     try {
       const result = await this.installSnapshot(snapshot, options)
       this.log('joined from snapshot %c: %d new heads, %d keys changed', snapshot, result.newHeads, result.changes)
-      await this.compaction.consider(snapshot, options)
     } catch (err: any) {
       options.signal?.throwIfAborted()
       this.joined.delete(snapshot.toString())

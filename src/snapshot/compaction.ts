@@ -1,11 +1,12 @@
 /**
  * Compaction (issue #16): make a snapshot of the current heads and, once
  * every known replica has passed it, delete what it covers: the blocks of
- * the DAG nodes below its covered heads and the element markers of
- * tombstoned elements. Processed markers stay (as in go-ds-crdt #369), so a
- * covered node that arrives again is skipped; tombstones stay, so a covered
- * element that arrives again (from a replica that never passed the
- * snapshot) cannot come back.
+ * the DAG nodes below its covered heads, the element markers of tombstoned
+ * elements, and the elements the snapshot removed (overwritten ones, kept
+ * under `s/r` until then: removal.ts). Processed markers stay (as in
+ * go-ds-crdt #369), so a covered node that arrives again is skipped;
+ * tombstones stay, so a covered element that arrives again (from a replica
+ * that never passed the snapshot) cannot come back.
  *
  * Membership: a *known replica* is an announcer heard on the topic within
  * `membershipWindow` (default one day), before or after a restart: each is
@@ -16,13 +17,15 @@
  * (records older than the window are deleted), and at most
  * `maxKnownReplicas` are kept (the least recently heard go first). A
  * replica *has passed* a snapshot when it announces it (Head field 101,
- * src/codec/broadcast-snapshot.ts). Every replica announces the newest
- * snapshot it has passed: one it made, or one it heard of whose covered
- * heads it has all merged, that covers the snapshot compacted here, and
- * whose every block it has fetched (so what a replica announces covers
- * every block it deleted and can be fetched from it: a replica coming back
- * always finds the blocks it lacks or an announced snapshot covering
- * them). A known replica whose broadcasts lack the field
+ * src/codec/broadcast-snapshot.ts). Every replica applies the removal of
+ * every snapshot it passes (one it made, or one it heard of whose covered
+ * heads it has all merged with no walk unfinished, and whose every block it
+ * has fetched), and announces the newest one that covers the snapshot
+ * compacted here and includes every removal it announced before
+ * (removal.ts `notIncluding`): what a replica announces covers every block
+ * it deleted, can be fetched from it, and carries the removals replicas
+ * rely on, so a replica coming back always finds the blocks it lacks or an
+ * announced snapshot covering them. A known replica whose broadcasts lack the field
  * (go-ds-crdt, or compaction not configured) blocks compaction; so does
  * one that has not passed the snapshot yet; the reason is logged and shown
  * in `stats().history.waiting`. A store with a broadcaster waits
@@ -53,10 +56,11 @@ import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
 import { MALFORMED_REASON } from '../engine/engine.js'
 import { coveredPrefix, inSnapshotRecords, settleNamedBySnapshot } from './cover.js'
-import { createSnapshot } from './create.js'
+import { makeSnapshot } from './create.js'
 import { decodeRoot, verifyBlock } from './format.js'
 import { verifySnapshot } from './install.js'
-import type { CreateSnapshotOptions, SnapshotComponents } from './create.js'
+import { applyRemoval, forgettable, isApplied, notIncluding, readCover } from './removal.js'
+import type { MakeSnapshotOptions, SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
 import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import type { DecodedNode } from '../codec/dag-node.js'
@@ -120,6 +124,8 @@ interface ProcessedNodes {
   heads: Set<string>
 }
 
+/** Time (ms) a snapshot block read by compaction may take to fetch */
+const READ_TIMEOUT = 60_000
 interface WalkNode {
   cid: CID
   height: number
@@ -203,9 +209,9 @@ export class Compaction {
   private readonly peers = new Map<string, Peer>()
   private readonly components: CompactionComponents
   private readonly options: CompactionOptions
-  private passed?: { cid: CID, height: number }
-  /** The covered heads of the snapshot passed (CID strings), when known since start */
-  private passedHeads?: string[]
+  private passed?: { cid: CID, height: number, heads?: SnapshotRoot['heads'] }
+  /** Snapshots heard of whose removal is applied here and that were not announced (older, or not including this replica's removals) */
+  private readonly settled = new Set<string>()
   private compacted?: CID
   private startedAt = Date.now()
   private waiting?: string
@@ -334,7 +340,7 @@ export class Compaction {
         this.components.log('could not record known replica %s - %e', from, err)
       }))
     }
-    if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString())) {
+    if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString()) && !this.settled.has(snapshot.toString())) {
       this.considering.add(snapshot.toString())
       track(this.consider(snapshot).catch(err => {
         this.components.log('could not consider announced snapshot %c - %e', snapshot, err)
@@ -371,13 +377,13 @@ export class Compaction {
   }
 
   /**
-   * Adopts an announced snapshot as passed when every covered head is
-   * merged here with no walk unfinished or given up (so everything below
-   * them is merged), it is newer than the one passed, it covers what this
-   * replica compacted, and every block of it is here (fetched and checked
-   * now): a replica announces only a snapshot it can serve, and one that
-   * covers every block it deleted, so a replica coming back always finds
-   * either the blocks or an announced snapshot it can fetch that covers them
+   * Passes an announced snapshot when every covered head is merged here
+   * with no walk unfinished or given up (so everything below them is
+   * merged) and every block of it is here (fetched and checked now):
+   * applies its removal, and announces it when it is newer than the one
+   * announced, covers what this replica compacted and includes every
+   * removal the one announced carries (a replica announces only a snapshot
+   * it can serve, and one that covers every block it deleted)
    */
   async consider (cid: CID, options?: AbortOptions): Promise<void> {
     const { engine } = this.components
@@ -389,16 +395,33 @@ export class Compaction {
     // would delete blocks this replica still lacks
     if ((await engine.pendingBranches(options)).length > 0) return
     if ((await engine.givenUp(options)).some(b => !b.reason.startsWith(MALFORMED_REASON))) return
-    if (!this.newer(cid, root)) return
-    // a snapshot found not to cover the one compacted here is not walked again for every payload announcing it
+    const newer = this.newer(cid, root)
+    if (!newer && await isApplied(this.components, cid, options)) {
+      this.settled.add(cid.toString())
+      return
+    }
+    // a newer snapshot found not to cover the one compacted here (its removal applied) is not read
+    // again for every payload announcing it
     const compacted = this.compacted?.toString() ?? ''
-    if (this.notCovering.get(cid.toString()) === compacted) return
+    if (newer && this.notCovering.get(cid.toString()) === compacted) return
     // every chunk first (bounded fetches): what follows reads them locally
     await verifySnapshot(this.components.blockstore, cid, { ...options, blockTimeout: ROOT_TIMEOUT })
+    const cover = await readCover(this.components.blockstore, root, READ_TIMEOUT, options)
+    await applyRemoval(this.components, cid, cover, options)
+    if (!newer) {
+      this.settled.add(cid.toString())
+      return
+    }
     if (!(await this.coversCompacted(root, options))) {
-      this.components.log('snapshot %c is not passed: it does not cover snapshot %c compacted here', cid, this.compacted)
+      this.components.log('snapshot %c is not announced: it does not cover snapshot %c compacted here', cid, this.compacted)
       if (this.notCovering.size >= MAX_NOT_COVERING) this.notCovering.clear()
       this.notCovering.set(cid.toString(), compacted)
+      return
+    }
+    const why = this.passed == null ? undefined : await notIncluding(this.components, cover, await this.passedHeads(options), options)
+    if (why != null) {
+      this.components.log('passed snapshot %c but announce %c still: %s', cid, this.passed?.cid, why)
+      this.settled.add(cid.toString())
       return
     }
     if (await this.pass(cid, root, options)) this.options.onPassed?.()
@@ -419,7 +442,7 @@ export class Compaction {
     if (passed.height !== height) return height > passed.height
     if (own) return true
     const heads = new Set(root.heads.map(h => h.cid.toString()))
-    const passedHeads = this.passedHeads
+    const passedHeads = passed.heads?.map(h => h.cid.toString())
     if (passedHeads != null && passedHeads.every(h => heads.has(h)) && heads.size > passedHeads.length) return true
     if (passedHeads != null && [...heads].every(h => passedHeads.includes(h))) return false
     return cid.toString() > passedCid
@@ -478,14 +501,27 @@ export class Compaction {
     return named.ids.size === wanted.size
   }
 
+  /** The covered heads of the snapshot announced here */
+  private async passedHeads (options?: AbortOptions): Promise<SnapshotRoot['heads']> {
+    if (this.passed == null) return []
+    if (this.passed.heads == null) this.passed.heads = (await this.readRoot(this.passed.cid, options)).heads
+    return this.passed.heads
+  }
+
   /** Records `cid` as the snapshot passed when newer than the current one; true when it is */
   private async pass (cid: CID, root: SnapshotRoot, options?: AbortOptions, own = false): Promise<boolean> {
     if (!this.newer(cid, root, own)) return false
     const height = Math.max(0, ...root.heads.map(h => h.height))
-    this.passed = { cid, height }
-    this.passedHeads = root.heads.map(h => h.cid.toString())
+    this.passed = { cid, height, heads: root.heads }
     await this.components.datastore.put(this.key('p'), this.record(cid, height), options)
     return true
+  }
+
+  /** Whether no replica is known (none heard within the membership window) and the settle time is over */
+  private alone (): boolean {
+    if (this.gate(undefined) != null) return false
+    const now = Date.now()
+    return [...this.peers.values()].every(state => now - state.lastSeen > this.options.membershipWindow)
   }
 
   /** Why `snapshot` cannot be compacted yet, or undefined when it can (no snapshot: the conditions that hold for any) */
@@ -503,14 +539,14 @@ export class Compaction {
   }
 
   /**
-   * Makes a snapshot of the current heads. It carries every live element,
-   * superseded ones included: a delete tombstones only the elements its
-   * writer holds, so an element one replica left out would stay live on
-   * every replica that kept it, and that delete would bring its older value
-   * back there (test/compaction-property.spec.ts)
+   * Makes a snapshot of the current heads, applies its removal here (it
+   * leaves out overwritten elements: removal.ts) and announces it: it
+   * includes every removal applied here
    */
-  async snapshot (options?: CreateSnapshotOptions): Promise<CID> {
-    return createSnapshot(this.components, options)
+  async snapshot (options?: MakeSnapshotOptions): Promise<CID> {
+    const cid = await makeSnapshot(this.components, options)
+    await this.pass(cid, await this.readRoot(cid, options), options, true)
+    return cid
   }
 
   /** Makes a snapshot and compacts it if every known replica has passed it */
@@ -518,9 +554,11 @@ export class Compaction {
     this.announcing = true
     // the merged nodes as of now, for the fast path of apply() (not while waiting on membership)
     const before = this.gate(undefined) == null ? await this.processedNow(options) : undefined
-    const snapshot = await this.snapshot(options)
+    // with no known replica, what the snapshot removes is forgotten at once
+    const forget = this.alone()
+    let forgotten = 0
+    const snapshot = await this.snapshot({ ...options, forget, onRemoved: n => { forgotten = forget ? n : 0 } })
     const root = await this.readRoot(snapshot, options)
-    await this.pass(snapshot, root, options, true)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
     const target = this.passed?.cid ?? snapshot
     const waiting = this.gate(target)
@@ -533,7 +571,7 @@ export class Compaction {
       return { snapshot, removed: { blocks: 0, entries: 0 } }
     }
     const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options, target.equals(snapshot) ? before : undefined)
-    return { snapshot, removed }
+    return { snapshot, removed: { blocks: removed.blocks, entries: removed.entries + forgotten } }
   }
 
   /**
@@ -721,15 +759,22 @@ export class Compaction {
     for await (const key of datastore.queryKeys({ prefix: layout.tombsPrefix + '/' }, options)) {
       tombed.add(key.toString().slice(layout.tombsPrefix.length))
     }
-    // one range scan of the element markers (none without tombstones). Elements superseded by a
-    // higher one stay: a delete made here tombstones only the elements kept here, so dropping one
-    // would leave it live on every replica that kept it, and the delete would bring its older value back there.
+    // one range scan of the element markers and one of the removed elements (none without tombstones)
     if (tombed.size > 0) {
-      for await (const key of datastore.queryKeys({ prefix: layout.elemsPrefix + '/' }, options)) {
-        if (tombed.has(key.toString().slice(layout.elemsPrefix.length))) doomed.push(key)
+      for (const prefix of [layout.elemsPrefix, layout.removedPrefix]) {
+        for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) {
+          if (tombed.has(key.toString().slice(prefix.length))) doomed.push(key)
+        }
       }
     }
     tombed.clear()
+    // removed elements the snapshot's removal covers: every known replica has applied it (it announces
+    // the snapshot), so none of them holds these live, and a delete made here need not name them
+    const listed = new Set(doomed.map(k => k.toString()))
+    const cover = await readCover(this.components.blockstore, root, READ_TIMEOUT, options)
+    for (const key of await forgettable(this.components, cover, options)) {
+      if (!listed.has(key.toString())) doomed.push(key)
+    }
     const entries = doomed.length
     await engine.exclusive(async () => {
       // nothing is read through it: a plain batch (one write, as atomic)
@@ -748,8 +793,34 @@ export class Compaction {
     this.compacted = snapshot
     const committed = Date.now()
     const removed = await this.finishJob(options, { snapshot, blocks, previous })
+    await this.compactStorage(options)
     log('compacted snapshot %c: %d blocks, %d entries removed (%s %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, processed != null ? 'scan' : 'walk', walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
+  }
+
+  /**
+   * Asks LevelDB-backed stores (datastore-level and blockstore-level expose
+   * their `db`) to compact the ranges a compaction deleted from: LevelDB
+   * keeps deleted entries in its files until its own compactions reach them,
+   * which for a range nothing writes to again can be never. Any other store
+   * is left alone; a failure is logged (the deletions are committed).
+   */
+  private async compactStorage (options?: AbortOptions): Promise<void> {
+    const namespace = this.components.engine.layout.namespace
+    const ranges: Array<[unknown, string, string]> = [
+      [this.components.datastore, `${namespace}/`, `${namespace}/\uffff`],
+      [this.components.blockstore, '', '\uffff']
+    ]
+    for (const [store, start, end] of ranges) {
+      const db = (store as { db?: { compactRange?(start: string, end: string): Promise<void> } }).db
+      if (typeof db?.compactRange !== 'function') continue
+      options?.signal?.throwIfAborted()
+      try {
+        await db.compactRange(start, end)
+      } catch (err: any) {
+        this.components.log('could not compact the LevelDB range after a compaction - %e', err)
+      }
+    }
   }
 
   /**
@@ -830,8 +901,8 @@ export class Compaction {
       this.components.log('the previous compacted snapshot %c is gone or unreadable; its blocks are left - %e', previous, err)
       return 0
     }
-    const keep = new Set(current == null ? [] : [...current.elementChunks, ...current.tombstoneChunks].map(cid => blockKey(cid)))
-    const chunks = [...old.elementChunks, ...old.tombstoneChunks].map(cid => blockKey(cid)).filter(id => !keep.has(id))
+    const keep = new Set(current == null ? [] : [...current.elementChunks, ...current.tombstoneChunks, ...current.nodeChunks].map(cid => blockKey(cid)))
+    const chunks = [...old.elementChunks, ...old.tombstoneChunks, ...old.nodeChunks].map(cid => blockKey(cid)).filter(id => !keep.has(id))
     return await this.deleteBlocks(chunks, options) + await this.deleteBlocks([blockKey(previous)], options)
   }
 

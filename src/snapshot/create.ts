@@ -1,8 +1,9 @@
 /**
- * Making a snapshot: reads the set's element markers and tombstones and the
- * heads under the engine's merge lock (so no merge lands half-way through),
- * writes the chunks and the root to the blockstore, and returns the root's
- * CID.
+ * Making a snapshot: reads the set's element markers, tombstones, processed
+ * markers and heads under the engine's merge lock (so no merge lands
+ * half-way through), writes the chunks and the root to the blockstore,
+ * applies the snapshot's removal here (the elements it leaves out move to
+ * `s/r`, see removal.ts) and returns the root's CID.
  *
  * Invariants:
  * - The snapshot is the state at its covered heads: it is refused
@@ -11,21 +12,27 @@
  *   history below the heads.
  * - Deterministic: records are sorted (see `compareRecords`) and chunked by
  *   size only; nothing depends on the replica, the clock or the datastore's
- *   iteration order. Replicas that merged the same nodes produce the same
- *   root CID.
- * - Nothing in the datastore changes; only blocks are added.
+ *   iteration order. Replicas that merged the same nodes and applied the
+ *   same snapshots produce the same root CID.
+ * - Per key, only the live elements equal to the key's best (priority,
+ *   then value) are listed; the others (overwritten) are removed here, in
+ *   batches after the blocks are stored. No visible value changes: a
+ *   removed element is beaten by a listed one.
  *
  * This slice holds the records in memory while sorting and encoding
  * (~100 bytes per record beyond the values); a streaming writer over
  * LevelDB's sorted iteration is planned with compaction.
  */
 
+import { compare as uint8ArrayCompare } from 'uint8arrays/compare'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { blockKey } from '../codec/block-key.js'
 import { escapeSegment, unescapeSegment } from '../crdt/layout.js'
-import { decodeMarker } from '../crdt/or-set.js'
+import { decodeMarker, decodePriority, encodeMarker } from '../crdt/or-set.js'
 import { SnapshotNotReadyError } from '../errors.js'
-import { chunkRecords, compareHeads, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
-import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotTombstone } from './format.js'
+import { chunkRecords, compareHeads, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeNodeChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
+import { markApplied } from './removal.js'
+import type { SnapshotBlock, SnapshotElement, SnapshotHead, SnapshotNode, SnapshotTombstone } from './format.js'
 import type { Engine } from '../engine/engine.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Logger } from '@libp2p/interface'
@@ -49,14 +56,22 @@ export interface CreateSnapshotOptions extends AbortOptions {
   chunkBytes?: number
 }
 
+/** Internal: with `forget`, the elements the snapshot removes are deleted outright (compaction, with no known replica) */
+export interface MakeSnapshotOptions extends CreateSnapshotOptions {
+  forget?: boolean
+  /** Called with the number of elements the snapshot removed here */
+  onRemoved?(count: number): void
+}
+
 interface Collected {
   heads: SnapshotHead[]
   elements: SnapshotElement[]
   tombstones: SnapshotTombstone[]
+  nodes: SnapshotNode[]
 }
 
 /** Splits a stored `<prefix><escaped key><id>` entry name into its user key and id */
-function parseEntry (raw: string, prefix: string): { key: string, id: string } {
+export function parseEntry (raw: string, prefix: string): { key: string, id: string } {
   const rest = raw.slice(prefix.length)
   const cut = rest.lastIndexOf('/')
   const stored = rest.slice(0, cut)
@@ -93,7 +108,66 @@ async function collect (components: SnapshotComponents, options?: AbortOptions):
     const { priority, value } = decodeMarker(pair.value)
     elements.push({ ...parseEntry(raw, layout.elemsPrefix), priority, value })
   }
-  return { heads, elements, tombstones }
+  const nodes: SnapshotNode[] = []
+  const processed = layout.processedPrefix
+  for await (const pair of datastore.query({ prefix: processed + '/' }, options) as AsyncIterable<Pair>) {
+    // a marker without a priority (older releases, cover walks) records height 0: unknown
+    const height = pair.value.byteLength > 0 ? decodePriority(pair.value) : 0
+    nodes.push({ id: pair.key.toString().slice(processed.length), height })
+  }
+  return { heads, elements, tombstones, nodes }
+}
+
+/**
+ * Splits sorted elements into those a snapshot lists (per key, the live
+ * elements equal to its best in priority and value) and those it removes
+ * (overwritten: beaten by a listed one)
+ */
+export function splitOverwritten (elements: SnapshotElement[]): { kept: SnapshotElement[], removed: SnapshotElement[] } {
+  const kept: SnapshotElement[] = []
+  const removed: SnapshotElement[] = []
+  for (let start = 0; start < elements.length;) {
+    let end = start
+    let best = elements[start]
+    while (end < elements.length && elements[end].key === elements[start].key) {
+      const e = elements[end]
+      if (e.priority > best.priority || (e.priority === best.priority && uint8ArrayCompare(e.value, best.value) > 0)) best = e
+      end++
+    }
+    for (let i = start; i < end; i++) {
+      const e = elements[i]
+      if (e.priority === best.priority && uint8ArrayEquals(e.value, best.value)) kept.push(e)
+      else removed.push(e)
+    }
+    start = end
+  }
+  return { kept, removed }
+}
+
+function compareIds (a: string, b: string): number {
+  if (a === b) return 0
+  return a < b ? -1 : 1
+}
+
+/** Elements removed per datastore batch by the maker */
+const REMOVE_BATCH = 8192
+
+/**
+ * The maker's removal, under the merge lock: each overwritten element's
+ * marker moves to `s/r` (or, with `forget`, is deleted). Each is beaten by
+ * a kept element of its key, so no visible value changes.
+ */
+async function removeCollected (components: SnapshotComponents, removed: SnapshotElement[], options: MakeSnapshotOptions): Promise<void> {
+  const { datastore, engine } = components
+  for (let i = 0; i < removed.length; i += REMOVE_BATCH) {
+    options.signal?.throwIfAborted()
+    const batch = datastore.batch()
+    for (const e of removed.slice(i, i + REMOVE_BATCH)) {
+      batch.delete(engine.layout.elemKey(e.key, e.id))
+      if (options.forget !== true) batch.put(engine.layout.removedKey(e.key, e.id), encodeMarker(e.priority, e.value))
+    }
+    await batch.commit(options)
+  }
 }
 
 /**
@@ -113,38 +187,54 @@ function sortRecords <T extends { key: string, id: string }> (records: T[]): voi
 }
 
 /**
- * Writes a snapshot of the current state to the blockstore and returns its
- * root CID
+ * Writes a snapshot of the current state to the blockstore, applies its
+ * removal here and returns its root CID
  */
 export async function createSnapshot (components: SnapshotComponents, options: CreateSnapshotOptions = {}): Promise<CID> {
+  return makeSnapshot(components, options)
+}
+
+/** `createSnapshot`, with the options compaction uses */
+export async function makeSnapshot (components: SnapshotComponents, options: MakeSnapshotOptions = {}): Promise<CID> {
   options.signal?.throwIfAborted()
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
   const began = Date.now()
-  const { heads, elements, tombstones } = await components.engine.exclusive(async () => collect(components, options))
-  sortRecords(elements)
+  // collected and removed under one hold of the merge lock: what is removed is beaten by what is
+  // kept, and no merge can change that in between (a crash before the blocks are stored leaves a
+  // removal no snapshot announces yet: the next snapshot made here, from this state, carries it)
+  const { heads, tombstones, nodes, elements, removed } = await components.engine.exclusive(async () => {
+    const collected = await collect(components, options)
+    sortRecords(collected.elements)
+    const split = splitOverwritten(collected.elements)
+    await removeCollected(components, split.removed, options)
+    return { ...collected, ...split, elements: split.kept }
+  })
   sortRecords(tombstones)
+  nodes.sort((a, b) => compareIds(a.id, b.id))
 
   const blocks: SnapshotBlock[] = []
-  const elementChunks: CID[] = []
-  for (const records of chunkRecords(elements, chunkBytes)) {
-    const block = await encodeBlock(encodeElementChunk(records))
-    blocks.push(block)
-    elementChunks.push(block.cid)
+  const chunked = async <T>(records: T[][], encode: (records: T[]) => unknown): Promise<CID[]> => {
+    const cids: CID[] = []
+    for (const chunk of records) {
+      const block = await encodeBlock(encode(chunk))
+      blocks.push(block)
+      cids.push(block.cid)
+    }
+    return cids
   }
-  const tombstoneChunks: CID[] = []
-  for (const records of chunkRecords(tombstones, chunkBytes)) {
-    const block = await encodeBlock(encodeTombstoneChunk(records))
-    blocks.push(block)
-    tombstoneChunks.push(block.cid)
-  }
+  const elementChunks = await chunked(chunkRecords(elements, chunkBytes), encodeElementChunk)
+  const tombstoneChunks = await chunked(chunkRecords(tombstones, chunkBytes), encodeTombstoneChunk)
+  const nodeChunks = await chunked(chunkRecords(nodes, chunkBytes), encodeNodeChunk)
   const root = await encodeBlock(encodeRoot({
     version: SNAPSHOT_VERSION,
     snapshotId: await snapshotIdOf(heads),
     heads,
     elementCount: elements.length,
     tombstoneCount: tombstones.length,
+    nodeCount: nodes.length,
     elementChunks,
-    tombstoneChunks
+    tombstoneChunks,
+    nodeChunks
   }))
   // chunks before the root: a root in the blockstore always has its chunks
   for (const block of blocks) {
@@ -152,6 +242,8 @@ export async function createSnapshot (components: SnapshotComponents, options: C
     await components.blockstore.put(block.cid, block.bytes, options)
   }
   await components.blockstore.put(root.cid, root.bytes, options)
-  components.log('snapshot %c: %d heads, %d elements, %d tombstones in %d chunks (%d ms)', root.cid, heads.length, elements.length, tombstones.length, blocks.length, Date.now() - began)
+  options.onRemoved?.(removed.length)
+  await markApplied(components, root.cid, options)
+  components.log('snapshot %c: %d heads, %d elements (%d overwritten removed), %d tombstones, %d nodes in %d chunks (%d ms)', root.cid, heads.length, elements.length, removed.length, tombstones.length, nodes.length, blocks.length, Date.now() - began)
   return root.cid
 }

@@ -8,12 +8,16 @@
  *   number of element and tombstone records, and the CIDs of the chunks
  *   holding them.
  * - An element chunk holds `[key, id, priority, value]` records: the live
- *   elements, each with the block key of the node that added it and that
- *   node's priority (go-ds-crdt #369's Element fields 1-4). A tombstone
- *   chunk holds `[key, id]` records. Elements that are tombstoned are left
- *   out; their tombstones are kept.
- * - Records are in strictly ascending (escaped key, id) order across all
- *   chunks of a kind, so a state has exactly one snapshot: no timestamps,
+ *   elements that are not overwritten (per key, those equal to its best in
+ *   priority and value), each with the block key of the node that added it
+ *   and that node's priority (go-ds-crdt #369's Element fields 1-4). A
+ *   tombstone chunk holds `[key, id]` records. A node chunk holds
+ *   `[id, height]` records: every node whose effects the snapshot holds
+ *   (the covered history). Elements that are tombstoned are left out (their
+ *   tombstones are kept); so are overwritten ones: a snapshot *removes*
+ *   every element of its covered nodes it does not list (removal.ts).
+ * - Records are in strictly ascending (escaped key, id) order (nodes: id
+ *   order) across all chunks of a kind, so a state has exactly one snapshot: no timestamps,
  *   no replica ids, no map iteration order.
  *
  * Invariant: every value returned by a decoder here has been checked (types,
@@ -31,8 +35,12 @@ import { canonicalDagName, MAX_PRIORITY } from '../codec/delta.js'
 import { cleanKey, escapeSegment } from '../crdt/layout.js'
 import { InvalidSnapshotError } from '../errors.js'
 
-/** Version of the snapshot format written by this release */
-export const SNAPSHOT_VERSION = 1
+/**
+ * Version of the snapshot format written by this release (2: node chunks,
+ * overwritten elements left out; version 1 carried every live element and
+ * no nodes, and is refused)
+ */
+export const SNAPSHOT_VERSION = 2
 
 /** Chunks are closed once their records reach this many bytes (a larger single record gets a chunk of its own) */
 export const DEFAULT_CHUNK_BYTES = 256 * 1024
@@ -67,6 +75,12 @@ export interface SnapshotTombstone {
   id: string
 }
 
+/** A node of the covered history: its block key and height (0: unknown) */
+export interface SnapshotNode {
+  id: string
+  height: number
+}
+
 /** The decoded root block of a snapshot */
 export interface SnapshotRoot {
   version: number
@@ -75,8 +89,10 @@ export interface SnapshotRoot {
   heads: SnapshotHead[]
   elementCount: number
   tombstoneCount: number
+  nodeCount: number
   elementChunks: CID[]
   tombstoneChunks: CID[]
+  nodeChunks: CID[]
 }
 
 /** An encoded block */
@@ -147,8 +163,10 @@ export function encodeRoot (root: SnapshotRoot): unknown {
     heads: root.heads.map(h => [h.dagName, h.cid, h.height]),
     ne: root.elementCount,
     nt: root.tombstoneCount,
+    nn: root.nodeCount,
     elements: root.elementChunks,
-    tombstones: root.tombstoneChunks
+    tombstones: root.tombstoneChunks,
+    nodes: root.nodeChunks
   }
 }
 
@@ -158,6 +176,10 @@ export function encodeElementChunk (records: SnapshotElement[]): unknown {
 
 export function encodeTombstoneChunk (records: SnapshotTombstone[]): unknown {
   return { t: records.map(r => [r.key, r.id]) }
+}
+
+export function encodeNodeChunk (records: SnapshotNode[]): unknown {
+  return { n: records.map(r => [r.id, r.height]) }
 }
 
 function decodeCbor (cid: CID, bytes: Uint8Array): any {
@@ -215,10 +237,10 @@ function checkId (cid: CID, id: unknown): string {
 export function decodeRoot (cid: CID, bytes: Uint8Array): SnapshotRoot {
   const value = decodeCbor(cid, bytes)
   if (!isRecord(value)) throw new InvalidSnapshotError(`Snapshot root ${cid} is not a map`)
-  checkFields(cid, value, ['v', 'id', 'heads', 'ne', 'nt', 'elements', 'tombstones'])
   if (value.v !== SNAPSHOT_VERSION) {
     throw new InvalidSnapshotError(`Snapshot root ${cid} has format version ${String(value.v)}; this release reads version ${SNAPSHOT_VERSION}`)
   }
+  checkFields(cid, value, ['v', 'id', 'heads', 'ne', 'nt', 'nn', 'elements', 'tombstones', 'nodes'])
   if (!(value.id instanceof Uint8Array) || value.id.byteLength !== SNAPSHOT_ID_BYTES) {
     throw new InvalidSnapshotError(`Snapshot root ${cid}: id must be ${SNAPSHOT_ID_BYTES} bytes`)
   }
@@ -250,8 +272,10 @@ export function decodeRoot (cid: CID, bytes: Uint8Array): SnapshotRoot {
     heads,
     elementCount: count(cid, value.ne, 'ne'),
     tombstoneCount: count(cid, value.nt, 'nt'),
+    nodeCount: count(cid, value.nn, 'nn'),
     elementChunks: cidList(cid, value.elements, 'elements'),
-    tombstoneChunks: cidList(cid, value.tombstones, 'tombstones')
+    tombstoneChunks: cidList(cid, value.tombstones, 'tombstones'),
+    nodeChunks: cidList(cid, value.nodes, 'nodes')
   }
 }
 
@@ -284,14 +308,30 @@ export function decodeTombstoneChunk (cid: CID, bytes: Uint8Array): SnapshotTomb
   })
 }
 
+/** Decodes and checks a node chunk (order across chunks is checked by the caller) */
+export function decodeNodeChunk (cid: CID, bytes: Uint8Array): SnapshotNode[] {
+  const value = decodeCbor(cid, bytes)
+  if (!isRecord(value)) throw new InvalidSnapshotError(`Snapshot chunk ${cid} is not a map`)
+  checkFields(cid, value, ['n'])
+  if (!Array.isArray(value.n) || value.n.length === 0) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: n must be a non-empty list`)
+  return value.n.map((r: unknown) => {
+    if (!Array.isArray(r) || r.length !== 2) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: a node must be [id, height]`)
+    const [id, height] = r
+    if (!Number.isSafeInteger(height) || height < 0 || height > MAX_PRIORITY) {
+      throw new InvalidSnapshotError(`Snapshot chunk ${cid} holds a node height out of range: ${String(height)}`)
+    }
+    return { id: checkId(cid, id), height }
+  })
+}
+
 /** Splits records into chunks of about `chunkBytes`, keeping their order */
-export function chunkRecords <T extends { key: string, id: string, value?: Uint8Array }> (records: T[], chunkBytes: number): T[][] {
+export function chunkRecords <T extends { key?: string, id: string, value?: Uint8Array }> (records: T[], chunkBytes: number): T[][] {
   const chunks: T[][] = []
   let current: T[] = []
   let size = 0
   for (const r of records) {
     // key and id are ASCII-dominated; 16 bytes covers the CBOR framing of a record
-    const bytes = r.key.length * 3 + r.id.length + (r.value?.byteLength ?? 0) + 16
+    const bytes = (r.key?.length ?? 0) * 3 + r.id.length + (r.value?.byteLength ?? 0) + 16
     if (current.length > 0 && size + bytes > chunkBytes) {
       chunks.push(current)
       current = []

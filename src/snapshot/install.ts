@@ -20,24 +20,30 @@
  * - The merge is the OR-set merge: tombstones first, then each element under
  *   its original id and priority, with the tombstone check on. It is
  *   commutative and idempotent, and a delete the replica already merged
- *   (or the snapshot carries) keeps its key deleted.
- * - A covered head this replica has already processed is left alone; any
- *   other becomes a head (unless a processed node links to it) and gets a
- *   processed marker with its height, so later walks stop at it.
+ *   (or the snapshot carries) keeps its key deleted. An element of a node
+ *   this replica has processed is skipped: it holds that element already,
+ *   or tombstoned or removed it, and a removed element never comes back.
+ * - Every covered node gets a processed marker (so a covered node that
+ *   arrives later is skipped), an unfinished walk of one is dropped, and a
+ *   head that is a covered node but not a covered head is dropped. A
+ *   covered head this replica has already processed is left alone; any
+ *   other becomes a head (unless a processed node links to it).
+ * - Then the snapshot's removal is applied (removal.ts): an element of a
+ *   covered node that the snapshot does not list is removed here too.
  */
 
 import { Key } from 'interface-datastore'
-import toBuffer from 'it-to-buffer'
 import { CID } from 'multiformats/cid'
 import { blockKey } from '../codec/block-key.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
-import { BlockFetchError, InvalidSnapshotError } from '../errors.js'
-import { withTimeout } from '../utils.js'
+import { InvalidSnapshotError } from '../errors.js'
 import { coveredKey, encodeHeight, settleBelowCovered } from './cover.js'
-import { compareRecords, decodeElementChunk, decodeRoot, decodeTombstoneChunk, verifyBlock } from './format.js'
+import { fetchVerified } from './fetch.js'
+import { compareRecords, decodeElementChunk, decodeNodeChunk, decodeRoot, decodeTombstoneChunk } from './format.js'
+import { applyRemoval, readCover } from './removal.js'
 import type { SnapshotComponents } from './create.js'
-import type { SnapshotElement, SnapshotRoot, SnapshotTombstone } from './format.js'
+import type { SnapshotElement, SnapshotNode, SnapshotRoot, SnapshotTombstone } from './format.js'
 import type { Layout } from '../crdt/layout.js'
 import type { SetChange } from '../crdt/or-set.js'
 import type { BlockGetter } from '../engine/engine.js'
@@ -66,23 +72,6 @@ export interface InstallSnapshotOptions extends AbortOptions {
   blockTimeout?: number
 }
 
-/**
- * Fetches a block, bounded by `timeout`, and checks it against its CID.
- * A block that cannot be had is a `BlockFetchError`; bad bytes are an
- * `InvalidSnapshotError`.
- */
-async function fetchVerified (getter: BlockGetter, cid: CID, timeout: number, options?: AbortOptions): Promise<Uint8Array> {
-  let bytes: Uint8Array
-  try {
-    bytes = await withTimeout(options?.signal, timeout, async signal => toBuffer(getter.get(cid, { signal })))
-  } catch (err: any) {
-    options?.signal?.throwIfAborted()
-    throw new BlockFetchError(`Could not fetch snapshot block ${cid}: ${err.message}`, { cause: err })
-  }
-  await verifyBlock(cid, bytes)
-  return bytes
-}
-
 function checkOrder <T extends { key: string, id: string }> (records: T[], what: string): void {
   for (let i = 1; i < records.length; i++) {
     if (compareRecords(records[i - 1], records[i]) >= 0) {
@@ -91,8 +80,16 @@ function checkOrder <T extends { key: string, id: string }> (records: T[], what:
   }
 }
 
+function checkNodeOrder (records: SnapshotNode[]): void {
+  for (let i = 1; i < records.length; i++) {
+    if (records[i - 1].id >= records[i].id) {
+      throw new InvalidSnapshotError(`Snapshot nodes are not in strictly ascending order at ${records[i].id}`)
+    }
+  }
+}
+
 /** Fetches, checks and decodes a whole snapshot */
-export async function readSnapshot (getter: BlockGetter, cid: CID, options?: InstallSnapshotOptions): Promise<{ root: SnapshotRoot, elements: SnapshotElement[], tombstones: SnapshotTombstone[] }> {
+export async function readSnapshot (getter: BlockGetter, cid: CID, options?: InstallSnapshotOptions): Promise<{ root: SnapshotRoot, elements: SnapshotElement[], tombstones: SnapshotTombstone[], nodes: SnapshotNode[] }> {
   const timeout = options?.blockTimeout ?? DEFAULT_SNAPSHOT_BLOCK_TIMEOUT
   const root = decodeRoot(cid, await fetchVerified(getter, cid, timeout, options))
   const elements: SnapshotElement[] = []
@@ -103,12 +100,17 @@ export async function readSnapshot (getter: BlockGetter, cid: CID, options?: Ins
   for (const chunk of root.tombstoneChunks) {
     tombstones.push(...decodeTombstoneChunk(chunk, await fetchVerified(getter, chunk, timeout, options)))
   }
-  if (elements.length !== root.elementCount || tombstones.length !== root.tombstoneCount) {
-    throw new InvalidSnapshotError(`Snapshot ${cid} records ${root.elementCount} elements and ${root.tombstoneCount} tombstones; its chunks hold ${elements.length} and ${tombstones.length}`)
+  const nodes: SnapshotNode[] = []
+  for (const chunk of root.nodeChunks) {
+    nodes.push(...decodeNodeChunk(chunk, await fetchVerified(getter, chunk, timeout, options)))
+  }
+  if (elements.length !== root.elementCount || tombstones.length !== root.tombstoneCount || nodes.length !== root.nodeCount) {
+    throw new InvalidSnapshotError(`Snapshot ${cid} records ${root.elementCount} elements, ${root.tombstoneCount} tombstones and ${root.nodeCount} nodes; its chunks hold ${elements.length}, ${tombstones.length} and ${nodes.length}`)
   }
   checkOrder(elements, 'elements')
   checkOrder(tombstones, 'tombstones')
-  return { root, elements, tombstones }
+  checkNodeOrder(nodes)
+  return { root, elements, tombstones, nodes }
 }
 
 export interface InstallSnapshotComponents extends SnapshotComponents {
@@ -152,8 +154,16 @@ export async function verifySnapshot (getter: BlockGetter, cid: CID, options?: I
     tombstones += records.length
     last = records[records.length - 1] ?? last
   }
-  if (elements !== root.elementCount || tombstones !== root.tombstoneCount) {
-    throw new InvalidSnapshotError(`Snapshot ${cid} records ${root.elementCount} elements and ${root.tombstoneCount} tombstones; its chunks hold ${elements} and ${tombstones}`)
+  let nodes = 0
+  let lastNode: SnapshotNode | undefined
+  for (const chunk of root.nodeChunks) {
+    const records = decodeNodeChunk(chunk, await fetchVerified(getter, chunk, timeout, options))
+    checkNodeOrder(lastNode == null ? records : [lastNode, ...records])
+    nodes += records.length
+    lastNode = records[records.length - 1] ?? lastNode
+  }
+  if (elements !== root.elementCount || tombstones !== root.tombstoneCount || nodes !== root.nodeCount) {
+    throw new InvalidSnapshotError(`Snapshot ${cid} records ${root.elementCount} elements, ${root.tombstoneCount} tombstones and ${root.nodeCount} nodes; its chunks hold ${elements}, ${tombstones} and ${nodes}`)
   }
   return root
 }
@@ -162,8 +172,9 @@ export async function verifySnapshot (getter: BlockGetter, cid: CID, options?: I
  * Fetches, verifies and merges the snapshot `cid` into the store, chunk by
  * chunk: a first pass checks every block and record (a bad snapshot changes
  * nothing); an install record `z/i<root>` is written; each chunk is then
- * merged in its own batch (tombstones first); a last batch makes the
- * covered heads heads and deletes the record. A crash in between leaves
+ * merged in its own batch (tombstones first); the covered nodes are marked
+ * processed; a last batch makes the covered heads heads; the snapshot's
+ * removal is applied; the record is deleted. A crash in between leaves
  * the record, and `resumeInstalls()` (run by `start()`) merges the
  * snapshot again (merging is idempotent), so after a reopen an install is
  * absent or complete. In trusted mode (`components.checkSnapshot`) a
@@ -208,14 +219,43 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
     await mergeChunk(async tx => {
       const changes: SetChange[] = []
       for (const [id, node] of byNode) {
+        // a node processed here: its element is here already, or tombstoned or removed here (never re-added)
+        if (await tx.has(engine.layout.processedKey(id), options)) continue
         changes.push(...await engine.set.merge(tx, { elements: node.elements.map(e => ({ key: e.key, id: '', value: e.value })), tombstones: [], priority: node.priority, dagName: '' }, id, false, options))
       }
       return changes
     })
   }
 
+  // every covered node is merged (its effects are in the snapshot): processed markers, in batches
+  const cover = await readCover(blockstore, root, timeout, options)
+  const coveredHeadIds = new Set(root.heads.map(h => blockKey(h.cid)))
+  const nodes = [...cover.nodes].filter(([id]) => !coveredHeadIds.has(id))
+  for (let i = 0; i < nodes.length; i += MARK_BATCH) {
+    await engine.exclusive(async () => {
+      const tx = new WriteSet(datastore)
+      for (const [id, height] of nodes.slice(i, i + MARK_BATCH)) {
+        const key = engine.layout.processedKey(id)
+        // a node's priority is its own: the same marker as any already here
+        if (height > 0) tx.put(key, encodePriority(height))
+        else if (!(await tx.has(key, options))) tx.put(key, new Uint8Array(0))
+      }
+      await tx.commit(options)
+    })
+  }
+  const pending = await engine.pendingBranches(options)
+
   const result = await engine.exclusive(async () => {
     const tx = new WriteSet(datastore)
+    // walks and heads inside the covered history are settled by it
+    for (const cid of pending) {
+      const id = blockKey(cid)
+      if (cover.nodes.has(id) && !coveredHeadIds.has(id)) tx.delete(engine.layout.pendingKey(id))
+    }
+    for (const head of engine.heads.all()) {
+      const id = blockKey(head.cid)
+      if (cover.nodes.has(id) && !coveredHeadIds.has(id)) engine.heads.remove(tx, head.dagName, head.cid)
+    }
     let newHeads = 0
     for (const head of root.heads) {
       const id = blockKey(head.cid)
@@ -233,14 +273,17 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
       if (mark != null) tx.delete(pendingKey)
     }
     for (const head of root.heads) tx.put(coveredKey(engine.layout, head.cid), encodeHeight(head.height))
-    tx.delete(record)
     await tx.commit(options)
-    log('installed snapshot %c: %d elements, %d tombstones, %d new heads, %d keys changed', cid, elementCount, root.tombstoneCount, newHeads, changed.size)
+    log('installed snapshot %c: %d elements, %d tombstones, %d nodes, %d new heads, %d keys changed', cid, elementCount, root.tombstoneCount, root.nodeCount, newHeads, changed.size)
     return { root, newHeads, changes: changed.size }
   })
+  await applyRemoval(components, cid, cover, options)
+  // the install is complete only now: a crash before this redoes all of it
+  await datastore.delete(record, options)
 
   // heads this replica had before that lie below the covered heads are merged already
-  const covered = new Set(root.heads.map(h => blockKey(h.cid)))
+  // (those the snapshot lists as covered nodes were settled above)
+  const covered = new Set([...root.heads.map(h => blockKey(h.cid)), ...cover.nodes.keys()])
   const byDag = new Map<string, Map<string, number>>()
   for (const head of before) {
     if (covered.has(blockKey(head.cid))) continue
@@ -260,6 +303,9 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
   await settleBelowCovered({ engine, datastore, blockstore, log }, root, byDag, options)
   return result
 }
+
+/** Covered nodes marked processed per datastore batch */
+const MARK_BATCH = 8192
 
 /** Time (ms) `resumeInstalls()` waits for one block (they were all fetched before the install began) */
 export const RESUME_BLOCK_TIMEOUT = 10_000
