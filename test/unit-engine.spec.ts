@@ -651,6 +651,49 @@ describe('Engine', () => {
     })
   })
 
+  describe('runs over blocks a DAG syncer holds (getLocal)', () => {
+    it('merges the children getLocal hands over, decoded or as bytes checked against their CID; absent, too large or forged ones are handed back', async () => {
+      const kids = await Promise.all([
+        node(delta(1, [['/c0', 'decoded']])),
+        node(delta(1, [['/c1', 'bytes'.padEnd(64, '.')]])),
+        node(delta(1, [['/c2', 'absent']])),
+        node(delta(1, [['/c3', 'forged']])),
+        node(delta(1, [['/c4', 'too large'.padEnd(65, '.')]]))
+      ])
+      const parent = await node(delta(2, [['/p', 'parent']]), kids.map(k => k.cid))
+      // c1 is exactly maxBlockSize bytes, c4 one more
+      expect(kids[4].bytes.byteLength).to.equal(kids[1].bytes.byteLength + 1)
+      engine = make({ maxBlockSize: kids[1].bytes.byteLength })
+      await engine.heads.load()
+      const asked: string[] = []
+      const local = {
+        // getLocal is the only way in: has() and get() are never asked when it exists
+        has: async (): Promise<boolean> => { throw new Error('has() asked') },
+        get: (): never => { throw new Error('get() asked') },
+        getLocal: async (cid: CID) => {
+          asked.push(cid.toString())
+          const i = kids.findIndex(k => k.cid.equals(cid))
+          if (i === 0) return { bytes: kids[1].bytes, node: kids[0] } // decoded already: the bytes are not checked again
+          if (i === 1 || i === 4) return { bytes: kids[i].bytes }
+          if (i === 3) return { bytes: enc('not the block') }
+          return undefined
+        }
+      }
+      const run = await engine.processRun(parent, { local })
+      expect(run.nodes.map(n => n.cid.toString())).to.deep.equal([parent, kids[0], kids[1]].map(n => n.cid.toString()))
+      expect(run.merged).to.equal(3)
+      expect(run.children.map(String).sort()).to.deep.equal([kids[2], kids[3], kids[4]].map(k => k.cid.toString()).sort())
+      expect(asked).to.include.members(kids.map(k => k.cid.toString()))
+      expect(await value('/c0')).to.equal('decoded')
+      expect(await value('/c1')).to.equal('bytes'.padEnd(64, '.'))
+      expect(await value('/c3')).to.be.undefined()
+      // the forged bytes were refused and discarded; the handed-back children wait on the frontier
+      expect(bs.discarded).to.deep.equal([kids[3].cid.toString()])
+      for (const k of [kids[2], kids[3], kids[4]]) expect(await pendingMark(k.cid), k.cid.toString()).to.deep.equal([0])
+      for (const k of [kids[0], kids[1]]) expect(await engine.isProcessed(k.cid)).to.be.true()
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
