@@ -694,6 +694,62 @@ describe('Engine', () => {
     })
   })
 
+  describe('run bounds', () => {
+    /** A chain of `n` nodes, priorities 1..n, stored in `bs`; the top first */
+    async function chain (n: number): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
+      const out: Array<DecodedNode & { bytes: Uint8Array }> = []
+      for (let i = 1; i <= n; i++) {
+        const next = await node(delta(i, [[`/k${i}`, `v${i}`]]), out.length === 0 ? [] : [out[0].cid])
+        await bs.put(next.cid, next.bytes)
+        out.unshift(next)
+      }
+      return out
+    }
+    const cids = (nodes: DecodedNode[]): string[] => nodes.map(n => n.cid.toString())
+
+    it('with the defaults a run merges every node below it whose block is at hand, parents first', async () => {
+      const nodes = await chain(4)
+      const run = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(run.nodes)).to.deep.equal(cids(nodes))
+      expect(run.children).to.deep.equal([])
+      expect(events.map(e => e.node?.priority)).to.deep.equal([4, 3, 2, 1])
+    })
+
+    it('stops at maxMergeNodes nodes, handing the next one back on the frontier; 0 counts as 1', async () => {
+      const nodes = await chain(4)
+      engine = make({ maxMergeNodes: 2 })
+      await engine.heads.load()
+      const run = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(run.nodes)).to.deep.equal(cids(nodes.slice(0, 2)))
+      expect(run.children.map(String)).to.deep.equal([nodes[2].cid.toString()])
+      expect(await pendingMark(nodes[2].cid)).to.deep.equal([0])
+      expect(await engine.isProcessed(nodes[2].cid)).to.be.false()
+
+      engine = make({ maxMergeNodes: 0 })
+      await engine.heads.load()
+      const alone = await engine.processRun(nodes[2], { local: bs })
+      expect(cids(alone.nodes)).to.deep.equal(cids(nodes.slice(2, 3)))
+      expect(alone.children.map(String)).to.deep.equal([nodes[3].cid.toString()])
+    })
+
+    it('stops once the blocks merged below the first node reach maxMergeBytes', async () => {
+      const nodes = await chain(4)
+      // the first node's block does not count; the second's reaches the bound
+      engine = make({ maxMergeBytes: nodes[1].bytes.byteLength })
+      await engine.heads.load()
+      const run = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(run.nodes)).to.deep.equal(cids(nodes.slice(0, 2)))
+      expect(run.children.map(String)).to.deep.equal([nodes[2].cid.toString()])
+
+      // one byte more lets the third in
+      ds = new MemoryDatastore()
+      engine = make({ maxMergeBytes: nodes[1].bytes.byteLength + 1 })
+      await engine.heads.load()
+      const more = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(more.nodes)).to.deep.equal(cids(nodes.slice(0, 3)))
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
