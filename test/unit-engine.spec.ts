@@ -750,6 +750,57 @@ describe('Engine', () => {
     })
   })
 
+  describe('reservations of a run', () => {
+    /** A chain of three nodes stored in `bs`, the top first */
+    async function chain3 (): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
+      const low = await node(delta(1, [['/a', '1']]))
+      const mid = await node(delta(2, [['/a', '2']]), [low.cid])
+      const top = await node(delta(3, [['/a', '3']]), [mid.cid])
+      for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
+      return [top, mid, low]
+    }
+
+    it('a committed run releases the nodes it merged and keeps the children it hands back reserved', async () => {
+      const [top, mid, low] = await chain3()
+      engine = make({ maxMergeNodes: 2 })
+      await engine.heads.load()
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.children.map(String)).to.deep.equal([low.cid.toString()])
+      expect(engine.reserve(low.cid), 'handed back: still reserved for the caller').to.be.false()
+      expect(engine.reserve(mid.cid), 'merged: released').to.be.true()
+    })
+
+    it('a run whose batch does not land releases every node it reserved and writes nothing', async () => {
+      const [top, mid, low] = await chain3()
+      let fail = true
+      const failing = new MemoryDatastore()
+      const batch = failing.batch.bind(failing)
+      failing.batch = () => {
+        const b = batch()
+        const commit = b.commit.bind(b)
+        b.commit = async (options?: AbortOptions) => {
+          if (fail) throw new Error('disk gone')
+          await commit(options)
+        }
+        return b
+      }
+      ds = failing
+      engine = make({ maxMergeNodes: 2 })
+      await engine.heads.load()
+      await expect(engine.processRun(top, { local: bs })).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.reserve(mid.cid), 'merged in the lost batch').to.be.true()
+      expect(engine.reserve(low.cid), 'handed back by the lost batch').to.be.true()
+      engine.release(mid.cid)
+      engine.release(low.cid)
+      for (const n of [top, mid, low]) expect(await engine.isProcessed(n.cid)).to.be.false()
+      expect(events).to.deep.equal([])
+      // and the same run lands once the datastore works
+      fail = false
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.merged).to.equal(2)
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
