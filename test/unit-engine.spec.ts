@@ -801,6 +801,27 @@ describe('Engine', () => {
     })
   })
 
+  describe('a run meeting a node its links cannot decide', () => {
+    it('hands that node back decoded (in known), unmerged and on the frontier, and merges the rest', async () => {
+      const lost = await node(delta(1, [['/lost', '1']]))
+      const child = await node(delta(2, [['/child', '1']]), [lost.cid])
+      const sibling = await node(delta(1, [['/sibling', '1']]))
+      const top = await node(delta(3, [['/top', '1']]), [child.cid, sibling.cid])
+      // the block of `lost` is nowhere: the child's claim of 2 cannot be checked
+      for (const n of [child, sibling, top]) await bs.put(n.cid, n.bytes)
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.nodes.map(n => n.cid.toString())).to.deep.equal([top.cid.toString(), sibling.cid.toString()])
+      expect(run.children.map(String)).to.deep.equal([child.cid.toString()])
+      expect(run.known.get(child.cid.toString())?.delta.priority).to.equal(2)
+      expect([...run.known.keys()]).to.deep.equal([child.cid.toString()])
+      expect(await engine.isProcessed(child.cid)).to.be.false()
+      expect(await pendingMark(child.cid)).to.deep.equal([0])
+      expect(await value('/child')).to.be.undefined()
+      expect(await value('/sibling')).to.equal('1')
+      expect(engine.reserve(child.cid), 'handed back reserved').to.be.false()
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
