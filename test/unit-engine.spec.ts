@@ -822,6 +822,36 @@ describe('Engine', () => {
     })
   })
 
+  describe('edges of local commits and the priority check', () => {
+    it('a local write whose batch does not land releases the adopted heads it reserved and changes nothing', async () => {
+      const adopted = await node(delta(4, [['/a', 'far']]))
+      await engine.adoptHead(adopted)
+      const batch = ds.batch.bind(ds)
+      ds.batch = () => Object.assign(batch(), { commit: async () => { throw new Error('disk gone') } })
+      await expect(put('/b', 'lost')).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.reserve(adopted.cid), 'released').to.be.true()
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([adopted.cid.toString()])
+      expect(await value('/b')).to.be.undefined()
+      expect(events).to.deep.equal([])
+    })
+
+    it('a remote node claiming 0 or 1 needs no link read: it is merged with links nobody has', async () => {
+      const nowhere = await node(delta(7, [['/x', '1']]))
+      for (const p of [0, 1]) {
+        const n = await node(delta(p, [[`/p${p}`, 'ok']]), [nowhere.cid])
+        const run = await engine.processRun(n)
+        expect(run.merged, `priority ${p}`).to.equal(1)
+        expect(run.children.map(String)).to.deep.equal([nowhere.cid.toString()])
+        engine.release(nowhere.cid)
+      }
+      expect(await value('/p0')).to.equal('ok')
+      expect(await value('/p1')).to.equal('ok')
+      // claiming 2 needs the link: it waits for it
+      const two = await node(delta(2, [['/p2', 'waits']]), [nowhere.cid])
+      await expect(engine.processRun(two)).to.eventually.be.rejected.with.property('name', 'LinksNeeded')
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
