@@ -5,7 +5,9 @@
  * over every module (reports/mutation/mutation.json) when there are none.
  * Score = (killed + timed out) / (killed + timed out + survived + no
  * coverage), as Stryker counts it; mutants that do not compile are shown
- * but not counted.
+ * but not counted. The last column gives, per module, the commit it ran on,
+ * the date and the run time, from the run.json modules.sh writes beside
+ * each report.
  */
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
@@ -22,6 +24,9 @@ const survivors = []
 const total = { killed: 0, survived: 0, noCoverage: 0, compileError: 0 }
 for (const report of reports) {
   const { files } = JSON.parse(readFileSync(report, 'utf8'))
+  const runFile = join(report, '..', 'run.json')
+  const run = existsSync(runFile) ? JSON.parse(readFileSync(runFile, 'utf8')) : undefined
+  const ran = run == null ? '' : `commit ${run.commit}, ${run.date}, ${run.minutes} min`
   for (const [file, { mutants, source }] of Object.entries(files)) {
     const lines = source.split('\n')
     const n = { killed: 0, survived: 0, noCoverage: 0, compileError: 0 }
@@ -36,14 +41,14 @@ for (const report of reports) {
       }
     }
     for (const key of Object.keys(total)) total[key] += n[key]
-    rows.push([file, n])
+    rows.push([file, n, ran])
   }
 }
 
 const score = n => (100 * n.killed / (n.killed + n.survived + n.noCoverage)).toFixed(1) + '%'
-console.log('| file | killed (or timed out) | survived | no coverage | did not compile | score |')
-console.log('| --- | ---: | ---: | ---: | ---: | ---: |')
-for (const [file, n] of rows) console.log(`| \`${file}\` | ${n.killed} | ${n.survived} | ${n.noCoverage} | ${n.compileError} | ${score(n)} |`)
-console.log(`| **core** | **${total.killed}** | **${total.survived}** | **${total.noCoverage}** | ${total.compileError} | **${score(total)}** |`)
+console.log('| file | killed (or timed out) | survived | no coverage | did not compile | score | run |')
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | --- |')
+for (const [file, n, ran] of rows) console.log(`| \`${file}\` | ${n.killed} | ${n.survived} | ${n.noCoverage} | ${n.compileError} | ${score(n)} | ${ran} |`)
+console.log(`| **core** | **${total.killed}** | **${total.survived}** | **${total.noCoverage}** | ${total.compileError} | **${score(total)}** | |`)
 console.log('\nSurvivors:')
 for (const s of survivors) console.log(`- ${s}`)
