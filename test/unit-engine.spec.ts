@@ -852,6 +852,30 @@ describe('Engine', () => {
     })
   })
 
+  describe('what a refused claim says', () => {
+    it('names the node, its claim and the greatest bound its links allow, from markers and blocks alike', async () => {
+      const marked = await node(delta(3, [['/a', '1']]))
+      const markedLow = await node(delta(1, [['/b', '1']]))
+      const blockLow = await node(delta(1, [['/c', '1']]))
+      const blockHigh = await node(delta(4, [['/d', '1']]))
+      // processed markers allowing 4 and 2; blocks at hand allowing 2 and 5
+      await ds.put(layout.processedKey(blockKey(marked.cid)), varint.encode(4))
+      await ds.put(layout.processedKey(blockKey(markedLow.cid)), varint.encode(2))
+      for (const n of [blockLow, blockHigh]) await bs.put(n.cid, n.bytes)
+      for (const [links, bound] of [
+        [[marked.cid, markedLow.cid, blockLow.cid], 4],
+        [[blockLow.cid, markedLow.cid, marked.cid], 4],
+        [[blockHigh.cid, marked.cid, blockLow.cid], 5],
+        [[blockLow.cid, blockHigh.cid, markedLow.cid], 5]
+      ] as Array<[CID[], number]>) {
+        const liar = await node(delta(9, [['/l', '1']]), links)
+        await expect(engine.processNode(liar)).to.eventually.be.rejected.with.property('message', `Node ${liar.cid} claims priority 9; its links allow at most ${bound}`)
+      }
+      const alone = await node(delta(3, [['/l', '1']]))
+      await expect(engine.processNode(alone)).to.eventually.be.rejected.with.property('message', `Node ${alone.cid} claims priority 3; its links allow at most 1`)
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
