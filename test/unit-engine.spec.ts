@@ -876,6 +876,46 @@ describe('Engine', () => {
     })
   })
 
+  describe('w/ counters and g/ records at their edges', () => {
+    it('a fetch never asked counts a failure but never gives the branch up; the next asked failure does', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      for (let i = 0; i < 5; i++) expect(await engine.recordFetchFailure(n.cid, { asked: false })).to.be.false()
+      // failed fetches held one below maxFetchAttempts (3), none really asked
+      expect(await pendingMark(n.cid)).to.deep.equal([1, 2, 0])
+      expect(engine.gaveUp).to.equal(0)
+      expect(await engine.recordFetchFailure(n.cid, { asked: true })).to.be.true()
+      expect((await engine.givenUp()).map(g => g.reason)).to.deep.equal(['no block after 3 fetches'])
+    })
+
+    it('the counters of a w/ record stop at 255', async () => {
+      engine = make({ maxFetchAttempts: 1000 })
+      const n = await node(delta(1, [['/a', 'x']]))
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(0, 255, 255))
+      expect(await engine.recordFetchFailure(n.cid)).to.be.false()
+      expect(await pendingMark(n.cid)).to.deep.equal([0, 255, 255])
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(1, 254, 3))
+      await engine.recordFetchFailure(n.cid, { asked: false })
+      expect(await pendingMark(n.cid)).to.deep.equal([1, 255, 3])
+    })
+
+    it('a g/ record keeps at most 16 refusing peers, and a NUL in the reason cannot pass for them', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      const peers = Array.from({ length: 20 }, (_, i) => `peer${i}`)
+      await engine.giveUp(n.cid, 'no\0block', { refusedBy: peers })
+      const [given] = await engine.givenUp()
+      expect(given.reason).to.equal('no block')
+      expect(given.refusedBy).to.deep.equal(peers.slice(0, 16))
+      const m = await node(delta(1, [['/b', 'x']]))
+      await engine.addRoot(m.cid)
+      await engine.giveUp(m.cid, 'why\0p1,p2')
+      const other = (await engine.givenUp()).find(g => g.cid.equals(m.cid))
+      expect(other).to.deep.include({ reason: 'why p1,p2' })
+      expect(other?.refusedBy).to.equal(undefined)
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
