@@ -916,6 +916,22 @@ describe('Engine', () => {
     })
   })
 
+  describe('what a fetch hands the getter', () => {
+    it('the caller\'s onProgress, so the DAG syncer\'s own events reach it', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const events: string[] = []
+      const getter = {
+        get: function * (cid: CID, opts?: FetchOptions) {
+          opts?.onProgress?.({ type: 'test:asked', detail: cid } as any)
+          yield n.bytes
+        }
+      }
+      const fetched = await engine.fetchNode(n.cid, getter, { onProgress: (e: { type: string }) => { events.push(e.type) } })
+      expect(fetched.cid.equals(n.cid)).to.be.true()
+      expect(events).to.deep.equal(['test:asked'])
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
