@@ -36,8 +36,12 @@ for (const report of reports) {
       else if (mutant.status === 'NoCoverage') n.noCoverage++
       else if (mutant.status === 'CompileError') n.compileError++
       if (mutant.status === 'Survived' || mutant.status === 'NoCoverage') {
-        const line = mutant.location.start.line
-        survivors.push(`${file}:${line} ${mutant.mutatorName}${mutant.status === 'NoCoverage' ? ' (no coverage)' : ''}: \`${lines[line - 1].trim().slice(0, 90)}\` -> \`${String(mutant.replacement ?? '').replace(/\s+/g, ' ').slice(0, 60)}\``)
+        const { start, end } = mutant.location
+        // the mutated span (not the whole line: a mutant of `a || b` may replace `a` only)
+        const span = start.line === end.line
+          ? lines[start.line - 1].slice(start.column - 1, end.column - 1)
+          : lines[start.line - 1].slice(start.column - 1) + ' …'
+        survivors.push(`${file}:${start.line}:${start.column} ${mutant.mutatorName}${mutant.status === 'NoCoverage' ? ' (no coverage)' : ''}: \`${span.trim().replace(/\s+/g, ' ').slice(0, 90)}\` -> \`${String(mutant.replacement ?? '').replace(/\s+/g, ' ').slice(0, 60)}\``)
       }
     }
     for (const key of Object.keys(total)) total[key] += n[key]
