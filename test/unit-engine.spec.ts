@@ -932,6 +932,33 @@ describe('Engine', () => {
     })
   })
 
+  describe('edges the engine run at 1d6ab9d left', () => {
+    it('a g/ record without refusing peers is the reason alone; one ending in a NUL lists no peers', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      await engine.giveUp(n.cid, 'why')
+      const key = new Key(`/ns/g${blockKey(n.cid)}`, false)
+      expect(dec(await ds.get(key))).to.equal('why')
+      await ds.put(key, enc('why\0'))
+      expect(await engine.givenUp()).to.deep.equal([{ cid: n.cid, reason: 'why' }])
+    })
+
+    it('an abort while a run reads a link at hand is an abort, not a missing link', async () => {
+      const link = await node(delta(1, [['/l', '1']]))
+      const top = await node(delta(2, [['/t', '1']]), [link.cid])
+      const controller = new AbortController()
+      const local = {
+        has: async () => true,
+        get: (): never => {
+          controller.abort()
+          throw new Error('read interrupted')
+        }
+      }
+      await expect(engine.processRun(top, { local, signal: controller.signal })).to.eventually.be.rejected.with.property('name', 'AbortError')
+      expect(await engine.isProcessed(top.cid)).to.be.false()
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()

@@ -7,7 +7,7 @@
  * coverage), as Stryker counts it; mutants that do not compile are shown
  * but not counted. The last column gives, per module, the commit it ran on,
  * the date and the run time, from the run.json modules.sh writes beside
- * each report.
+ * each report (with `lines` when a run was narrowed with --mutate).
  */
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
@@ -26,7 +26,7 @@ for (const report of reports) {
   const { files } = JSON.parse(readFileSync(report, 'utf8'))
   const runFile = join(report, '..', 'run.json')
   const run = existsSync(runFile) ? JSON.parse(readFileSync(runFile, 'utf8')) : undefined
-  const ran = run == null ? '' : `commit ${run.commit}, ${run.date}, ${run.minutes} min`
+  const ran = run == null ? '' : `commit ${run.commit}, ${run.date}, ${run.minutes} min${run.lines == null ? '' : `, lines ${run.lines} only`}`
   for (const [file, { mutants, source }] of Object.entries(files)) {
     const lines = source.split('\n')
     const n = { killed: 0, survived: 0, noCoverage: 0, compileError: 0 }
