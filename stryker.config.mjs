@@ -50,7 +50,11 @@ const MODULES = {
   heads: ['src/crdt/heads.ts'],
   walker: ['src/engine/walker.ts'],
   'write-set': ['src/crdt/write-set.ts'],
-  codecs: ['src/codec/delta.ts', 'src/codec/dag-node.ts', 'src/codec/broadcast.ts', 'src/codec/block-key.ts']
+  codecs: [
+    'src/codec/delta.ts', 'src/codec/dag-node.ts', 'src/codec/broadcast.ts', 'src/codec/block-key.ts',
+    // the hash check of blocks that arrive outside a fetch, and what a broadcast carries besides its heads
+    'src/codec/verify-block.ts', 'src/codec/broadcast-blocks.ts', 'src/codec/broadcast-snapshot.ts'
+  ]
 }
 
 const MODULE = process.env.MUTATION_MODULE
@@ -77,6 +81,7 @@ const config = {
       'dist/test/unit-or-set.spec.js',
       'dist/test/unit-engine.spec.js',
       'dist/test/walker.spec.js',
+      'dist/test/codecs-carried.spec.js',
       'dist/test/core.spec.js',
       'dist/test/or-set.spec.js',
       'dist/test/batch.spec.js',

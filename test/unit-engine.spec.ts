@@ -669,6 +669,314 @@ describe('Engine', () => {
     })
   })
 
+  describe('runs over blocks a DAG syncer holds (getLocal)', () => {
+    it('merges the children getLocal hands over, decoded or as bytes checked against their CID; absent, too large or forged ones are handed back', async () => {
+      const kids = await Promise.all([
+        node(delta(1, [['/c0', 'decoded']])),
+        node(delta(1, [['/c1', 'bytes'.padEnd(64, '.')]])),
+        node(delta(1, [['/c2', 'absent']])),
+        node(delta(1, [['/c3', 'forged']])),
+        node(delta(1, [['/c4', 'too large'.padEnd(65, '.')]]))
+      ])
+      const parent = await node(delta(2, [['/p', 'parent']]), kids.map(k => k.cid))
+      // c1 is exactly maxBlockSize bytes, c4 one more
+      expect(kids[4].bytes.byteLength).to.equal(kids[1].bytes.byteLength + 1)
+      engine = make({ maxBlockSize: kids[1].bytes.byteLength })
+      await engine.heads.load()
+      const asked: string[] = []
+      const local = {
+        // getLocal is the only way in: has() and get() are never asked when it exists
+        has: async (): Promise<boolean> => { throw new Error('has() asked') },
+        get: (): never => { throw new Error('get() asked') },
+        getLocal: async (cid: CID) => {
+          asked.push(cid.toString())
+          const i = kids.findIndex(k => k.cid.equals(cid))
+          if (i === 0) return { bytes: kids[1].bytes, node: kids[0] } // decoded already: the bytes are not checked again
+          if (i === 1 || i === 4) return { bytes: kids[i].bytes }
+          if (i === 3) return { bytes: enc('not the block') }
+          return undefined
+        }
+      }
+      const run = await engine.processRun(parent, { local })
+      expect(run.nodes.map(n => n.cid.toString())).to.deep.equal([parent, kids[0], kids[1]].map(n => n.cid.toString()))
+      expect(run.merged).to.equal(3)
+      expect(run.children.map(String).sort()).to.deep.equal([kids[2], kids[3], kids[4]].map(k => k.cid.toString()).sort())
+      expect(asked).to.include.members(kids.map(k => k.cid.toString()))
+      expect(await value('/c0')).to.equal('decoded')
+      expect(await value('/c1')).to.equal('bytes'.padEnd(64, '.'))
+      expect(await value('/c3')).to.be.undefined()
+      // the forged bytes were refused and discarded; the handed-back children wait on the frontier
+      expect(bs.discarded).to.deep.equal([kids[3].cid.toString()])
+      for (const k of [kids[2], kids[3], kids[4]]) expect(await pendingMark(k.cid), k.cid.toString()).to.deep.equal([0])
+      for (const k of [kids[0], kids[1]]) expect(await engine.isProcessed(k.cid)).to.be.true()
+    })
+  })
+
+  describe('run bounds', () => {
+    /** A chain of `n` nodes, priorities 1..n, stored in `bs`; the top first */
+    async function chain (n: number): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
+      const out: Array<DecodedNode & { bytes: Uint8Array }> = []
+      for (let i = 1; i <= n; i++) {
+        const next = await node(delta(i, [[`/k${i}`, `v${i}`]]), out.length === 0 ? [] : [out[0].cid])
+        await bs.put(next.cid, next.bytes)
+        out.unshift(next)
+      }
+      return out
+    }
+    const cids = (nodes: DecodedNode[]): string[] => nodes.map(n => n.cid.toString())
+
+    it('with the defaults a run merges every node below it whose block is at hand, parents first', async () => {
+      const nodes = await chain(4)
+      const run = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(run.nodes)).to.deep.equal(cids(nodes))
+      expect(run.children).to.deep.equal([])
+      expect(events.map(e => e.node?.priority)).to.deep.equal([4, 3, 2, 1])
+    })
+
+    it('stops at maxMergeNodes nodes, handing the next one back on the frontier; 0 counts as 1', async () => {
+      const nodes = await chain(4)
+      engine = make({ maxMergeNodes: 2 })
+      await engine.heads.load()
+      const run = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(run.nodes)).to.deep.equal(cids(nodes.slice(0, 2)))
+      expect(run.children.map(String)).to.deep.equal([nodes[2].cid.toString()])
+      expect(await pendingMark(nodes[2].cid)).to.deep.equal([0])
+      expect(await engine.isProcessed(nodes[2].cid)).to.be.false()
+
+      engine = make({ maxMergeNodes: 0 })
+      await engine.heads.load()
+      const alone = await engine.processRun(nodes[2], { local: bs })
+      expect(cids(alone.nodes)).to.deep.equal(cids(nodes.slice(2, 3)))
+      expect(alone.children.map(String)).to.deep.equal([nodes[3].cid.toString()])
+    })
+
+    it('stops once the blocks merged below the first node reach maxMergeBytes', async () => {
+      const nodes = await chain(4)
+      // the first node's block does not count; the second's reaches the bound
+      engine = make({ maxMergeBytes: nodes[1].bytes.byteLength })
+      await engine.heads.load()
+      const run = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(run.nodes)).to.deep.equal(cids(nodes.slice(0, 2)))
+      expect(run.children.map(String)).to.deep.equal([nodes[2].cid.toString()])
+
+      // one byte more lets the third in
+      ds = new MemoryDatastore()
+      engine = make({ maxMergeBytes: nodes[1].bytes.byteLength + 1 })
+      await engine.heads.load()
+      const more = await engine.processRun(nodes[0], { local: bs })
+      expect(cids(more.nodes)).to.deep.equal(cids(nodes.slice(0, 3)))
+    })
+  })
+
+  describe('reservations of a run', () => {
+    /** A chain of three nodes stored in `bs`, the top first */
+    async function chain3 (): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
+      const low = await node(delta(1, [['/a', '1']]))
+      const mid = await node(delta(2, [['/a', '2']]), [low.cid])
+      const top = await node(delta(3, [['/a', '3']]), [mid.cid])
+      for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
+      return [top, mid, low]
+    }
+
+    it('a committed run releases the nodes it merged and keeps the children it hands back reserved', async () => {
+      const [top, mid, low] = await chain3()
+      engine = make({ maxMergeNodes: 2 })
+      await engine.heads.load()
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.children.map(String)).to.deep.equal([low.cid.toString()])
+      expect(engine.reserve(low.cid), 'handed back: still reserved for the caller').to.be.false()
+      expect(engine.reserve(mid.cid), 'merged: released').to.be.true()
+    })
+
+    it('a run whose batch does not land releases every node it reserved and writes nothing', async () => {
+      const [top, mid, low] = await chain3()
+      let fail = true
+      const failing = new MemoryDatastore()
+      const batch = failing.batch.bind(failing)
+      failing.batch = () => {
+        const b = batch()
+        const commit = b.commit.bind(b)
+        b.commit = async (options?: AbortOptions) => {
+          if (fail) throw new Error('disk gone')
+          await commit(options)
+        }
+        return b
+      }
+      ds = failing
+      engine = make({ maxMergeNodes: 2 })
+      await engine.heads.load()
+      await expect(engine.processRun(top, { local: bs })).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.reserve(mid.cid), 'merged in the lost batch').to.be.true()
+      expect(engine.reserve(low.cid), 'handed back by the lost batch').to.be.true()
+      engine.release(mid.cid)
+      engine.release(low.cid)
+      for (const n of [top, mid, low]) expect(await engine.isProcessed(n.cid)).to.be.false()
+      expect(events).to.deep.equal([])
+      // and the same run lands once the datastore works
+      fail = false
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.merged).to.equal(2)
+    })
+  })
+
+  describe('a run meeting a node its links cannot decide', () => {
+    it('hands that node back decoded (in known), unmerged and on the frontier, and merges the rest', async () => {
+      const lost = await node(delta(1, [['/lost', '1']]))
+      const child = await node(delta(2, [['/child', '1']]), [lost.cid])
+      const sibling = await node(delta(1, [['/sibling', '1']]))
+      const top = await node(delta(3, [['/top', '1']]), [child.cid, sibling.cid])
+      // the block of `lost` is nowhere: the child's claim of 2 cannot be checked
+      for (const n of [child, sibling, top]) await bs.put(n.cid, n.bytes)
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.nodes.map(n => n.cid.toString())).to.deep.equal([top.cid.toString(), sibling.cid.toString()])
+      expect(run.children.map(String)).to.deep.equal([child.cid.toString()])
+      expect(run.known.get(child.cid.toString())?.delta.priority).to.equal(2)
+      expect([...run.known.keys()]).to.deep.equal([child.cid.toString()])
+      expect(await engine.isProcessed(child.cid)).to.be.false()
+      expect(await pendingMark(child.cid)).to.deep.equal([0])
+      expect(await value('/child')).to.be.undefined()
+      expect(await value('/sibling')).to.equal('1')
+      expect(engine.reserve(child.cid), 'handed back reserved').to.be.false()
+    })
+  })
+
+  describe('edges of local commits and the priority check', () => {
+    it('a local write whose batch does not land releases the adopted heads it reserved and changes nothing', async () => {
+      const adopted = await node(delta(4, [['/a', 'far']]))
+      await engine.adoptHead(adopted)
+      const batch = ds.batch.bind(ds)
+      ds.batch = () => Object.assign(batch(), { commit: async () => { throw new Error('disk gone') } })
+      await expect(put('/b', 'lost')).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.reserve(adopted.cid), 'released').to.be.true()
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([adopted.cid.toString()])
+      expect(await value('/b')).to.be.undefined()
+      expect(events).to.deep.equal([])
+    })
+
+    it('a remote node claiming 0 or 1 needs no link read: it is merged with links nobody has', async () => {
+      const nowhere = await node(delta(7, [['/x', '1']]))
+      for (const p of [0, 1]) {
+        const n = await node(delta(p, [[`/p${p}`, 'ok']]), [nowhere.cid])
+        const run = await engine.processRun(n)
+        expect(run.merged, `priority ${p}`).to.equal(1)
+        expect(run.children.map(String)).to.deep.equal([nowhere.cid.toString()])
+        engine.release(nowhere.cid)
+      }
+      expect(await value('/p0')).to.equal('ok')
+      expect(await value('/p1')).to.equal('ok')
+      // claiming 2 needs the link: it waits for it
+      const two = await node(delta(2, [['/p2', 'waits']]), [nowhere.cid])
+      await expect(engine.processRun(two)).to.eventually.be.rejected.with.property('name', 'LinksNeeded')
+    })
+  })
+
+  describe('what a refused claim says', () => {
+    it('names the node, its claim and the greatest bound its links allow, from markers and blocks alike', async () => {
+      const marked = await node(delta(3, [['/a', '1']]))
+      const markedLow = await node(delta(1, [['/b', '1']]))
+      const blockLow = await node(delta(1, [['/c', '1']]))
+      const blockHigh = await node(delta(4, [['/d', '1']]))
+      // processed markers allowing 4 and 2; blocks at hand allowing 2 and 5
+      await ds.put(layout.processedKey(blockKey(marked.cid)), varint.encode(4))
+      await ds.put(layout.processedKey(blockKey(markedLow.cid)), varint.encode(2))
+      for (const n of [blockLow, blockHigh]) await bs.put(n.cid, n.bytes)
+      for (const [links, bound] of [
+        [[marked.cid, markedLow.cid, blockLow.cid], 4],
+        [[blockLow.cid, markedLow.cid, marked.cid], 4],
+        [[blockHigh.cid, marked.cid, blockLow.cid], 5],
+        [[blockLow.cid, blockHigh.cid, markedLow.cid], 5]
+      ] as Array<[CID[], number]>) {
+        const liar = await node(delta(9, [['/l', '1']]), links)
+        await expect(engine.processNode(liar)).to.eventually.be.rejected.with.property('message', `Node ${liar.cid} claims priority 9; its links allow at most ${bound}`)
+      }
+      const alone = await node(delta(3, [['/l', '1']]))
+      await expect(engine.processNode(alone)).to.eventually.be.rejected.with.property('message', `Node ${alone.cid} claims priority 3; its links allow at most 1`)
+    })
+  })
+
+  describe('w/ counters and g/ records at their edges', () => {
+    it('a fetch never asked counts a failure but never gives the branch up; the next asked failure does', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      for (let i = 0; i < 5; i++) expect(await engine.recordFetchFailure(n.cid, { asked: false })).to.be.false()
+      // failed fetches held one below maxFetchAttempts (3), none really asked
+      expect(await pendingMark(n.cid)).to.deep.equal([1, 2, 0])
+      expect(engine.gaveUp).to.equal(0)
+      expect(await engine.recordFetchFailure(n.cid, { asked: true })).to.be.true()
+      expect((await engine.givenUp()).map(g => g.reason)).to.deep.equal(['no block after 3 fetches'])
+    })
+
+    it('the counters of a w/ record stop at 255', async () => {
+      engine = make({ maxFetchAttempts: 1000 })
+      const n = await node(delta(1, [['/a', 'x']]))
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(0, 255, 255))
+      expect(await engine.recordFetchFailure(n.cid)).to.be.false()
+      expect(await pendingMark(n.cid)).to.deep.equal([0, 255, 255])
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(1, 254, 3))
+      await engine.recordFetchFailure(n.cid, { asked: false })
+      expect(await pendingMark(n.cid)).to.deep.equal([1, 255, 3])
+    })
+
+    it('a g/ record keeps at most 16 refusing peers, and a NUL in the reason cannot pass for them', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      const peers = Array.from({ length: 20 }, (_, i) => `peer${i}`)
+      await engine.giveUp(n.cid, 'no\0block', { refusedBy: peers })
+      const [given] = await engine.givenUp()
+      expect(given.reason).to.equal('no block')
+      expect(given.refusedBy).to.deep.equal(peers.slice(0, 16))
+      const m = await node(delta(1, [['/b', 'x']]))
+      await engine.addRoot(m.cid)
+      await engine.giveUp(m.cid, 'why\0p1,p2')
+      const other = (await engine.givenUp()).find(g => g.cid.equals(m.cid))
+      expect(other).to.deep.include({ reason: 'why p1,p2' })
+      expect(other?.refusedBy).to.equal(undefined)
+    })
+  })
+
+  describe('what a fetch hands the getter', () => {
+    it('the caller\'s onProgress, so the DAG syncer\'s own events reach it', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      const events: string[] = []
+      const getter = {
+        get: function * (cid: CID, opts?: FetchOptions) {
+          opts?.onProgress?.({ type: 'test:asked', detail: cid } as any)
+          yield n.bytes
+        }
+      }
+      const fetched = await engine.fetchNode(n.cid, getter, { onProgress: (e: { type: string }) => { events.push(e.type) } })
+      expect(fetched.cid.equals(n.cid)).to.be.true()
+      expect(events).to.deep.equal(['test:asked'])
+    })
+  })
+
+  describe('edges the engine run at 1d6ab9d left', () => {
+    it('a g/ record without refusing peers is the reason alone; one ending in a NUL lists no peers', async () => {
+      const n = await node(delta(1, [['/a', 'x']]))
+      await engine.addRoot(n.cid)
+      await engine.giveUp(n.cid, 'why')
+      const key = new Key(`/ns/g${blockKey(n.cid)}`, false)
+      expect(dec(await ds.get(key))).to.equal('why')
+      await ds.put(key, enc('why\0'))
+      expect(await engine.givenUp()).to.deep.equal([{ cid: n.cid, reason: 'why' }])
+    })
+
+    it('an abort while a run reads a link at hand is an abort, not a missing link', async () => {
+      const link = await node(delta(1, [['/l', '1']]))
+      const top = await node(delta(2, [['/t', '1']]), [link.cid])
+      const controller = new AbortController()
+      const local = {
+        has: async () => true,
+        get: (): never => {
+          controller.abort()
+          throw new Error('read interrupted')
+        }
+      }
+      await expect(engine.processRun(top, { local, signal: controller.signal })).to.eventually.be.rejected.with.property('name', 'AbortError')
+      expect(await engine.isProcessed(top.cid)).to.be.false()
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()

@@ -385,4 +385,68 @@ describe('ORSet', () => {
       expect(ds.queries).to.equal(2)
     })
   })
+
+  describe('edges a mutation run found unchecked', () => {
+    it('a tombstone with an empty id writes nothing at all', async () => {
+      await merge(delta(1, [['/a', 'x']]), ID[0])
+      const tx = new WriteSet(ds)
+      expect(await set.merge(tx, delta(2, [], [['/a', '']]), ID[1], false)).to.deep.equal([])
+      expect(tx.size).to.equal(0)
+    })
+
+    it('a key left without a live element is reported as { key } alone, with no value property', async () => {
+      await merge(delta(1, [['/a', 'x']]), ID[0])
+      const tx = new WriteSet(ds)
+      const changes = await set.merge(tx, delta(2, [], [['/a', ID[0]]]), ID[1], false)
+      expect(changes).to.deep.equal([{ key: '/a' }])
+      expect('value' in changes[0]).to.be.false()
+    })
+
+    it('a stored priority of zero is reported as such', () => {
+      expect(() => decodePriority(Uint8Array.of(0))).to.throw('Stored priority does not decode: zero')
+    })
+
+    it('a prefix ending in a surrogate is cut only before a lone high surrogate (U+D800 to U+DBFF)', async () => {
+      // U+10000 is D800 DC00, U+10FC00 is DBFF DC00
+      await merge(delta(1, [['/x😀', '1'], ['/x\u{10000}', '2'], ['/\u{10FC00}', '3'], ['/y', '4'], ['/\uE000', '5']]), ID[0])
+      const keys = async (prefix: string): Promise<string[]> => (await all(set.keys(prefix))).map(String).sort()
+      // a whole pair at the end is kept: only keys under it
+      expect(await keys('/x😀')).to.deep.equal(['/x😀'])
+      expect(await keys('/\uE000')).to.deep.equal(['/\uE000'])
+      // a lone high surrogate is cut: what stays of the prefix still narrows
+      expect(await keys('/x\ud83d')).to.deep.equal(['/x\u{10000}', '/x😀'].sort())
+      expect(await keys('/x\ud800')).to.include('/x\u{10000}')
+      expect(await keys('/\udbff')).to.include('/\u{10FC00}')
+    })
+
+    it('the tombstones of an element are read for existence only, never their values', async () => {
+      class CountingGets extends MemoryDatastore {
+        tombGets = 0
+        override async get (key: Key, options?: AbortOptions): Promise<Uint8Array> {
+          if (key.toString().startsWith(layout.tombsPrefix)) this.tombGets++
+          return super.get(key, options)
+        }
+      }
+      const counting = new CountingGets()
+      set = new ORSet(counting, layout)
+      await counting.put(layout.tombKey('/b', ID[1]), EMPTY)
+      const tx = new WriteSet(counting)
+      const changes = await set.merge(tx, delta(1, [['/a', 'x'], ['/b', 'hidden'], ['/c', 'y']]), ID[1], false)
+      expect(show(changes)).to.deep.equal(['/a=x', '/c=y'])
+      expect(counting.tombGets).to.equal(0)
+    })
+
+    it('a dense run of stored keys (two entries each) is decided by one complete scan', async () => {
+      // 45 stored keys: 90 entries under the prefix, within 45 * 2 + 64 but over 45 / 2 + 64
+      const stored = Array.from({ length: 45 }, (_, i): [string, string] => [`/k/${String(i).padStart(2, '0')}`, 'old'])
+      await merge(delta(1, stored), ID[0], true)
+      ds.queries = 0
+      await merge(delta(2, stored.map(([k]) => [k, 'new'])), ID[1], true)
+      expect(ds.queries).to.equal(1)
+      // complete: the next dense merge scans again (a scan cut short would make it read key by key)
+      await merge(delta(3, Array.from({ length: 16 }, (_, i): [string, string] => [`/n/${String(i).padStart(2, '0')}`, 'v'])), ID[2], true)
+      expect(ds.queries).to.equal(2)
+      expect(await value('/k/44')).to.equal('new')
+    })
+  })
 })

@@ -12,5 +12,7 @@ if cmp -s "$file" "$file.orig"; then echo "PLANT DID NOT APPLY: $expr"; exit 2; 
 npx tsc -p . >/dev/null || { echo "BUILD FAILED"; exit 2; }
 specs=(); for s in "$@"; do specs+=("dist/test/$s.spec.js"); done
 out=$(npx mocha "${specs[@]}" 2>&1)
-echo "$out" | grep -E "passing|failing|^  [0-9]+\) " | head -8
-if echo "$out" | grep -qE "^  [0-9]+ failing"; then echo "CAUGHT: $expr"; else echo "NOT CAUGHT: $expr"; fi
+grep -E "passing|failing|^  [0-9]+\) " <<< "$out" | head -8
+# a here-string, not `echo | grep -q`: with pipefail, grep -q quitting early
+# made echo fail on SIGPIPE and reported a caught bug as NOT CAUGHT
+if grep -qE "^  [0-9]+ failing" <<< "$out"; then echo "CAUGHT: $expr"; else echo "NOT CAUGHT: $expr"; fi
