@@ -174,18 +174,8 @@ export class ORSet {
       tombed.add(key)
     }
     for (const key of tombed) {
-      const best = await this.best(key, tx, options)
-      const current = await this.current(key, tx, options)
-      if (best == null) {
-        if (current != null) {
-          tx.delete(this.layout.valueKey(key))
-          tx.delete(this.layout.priorityKey(key))
-          changes.set(key, undefined)
-        }
-      } else if (current == null || current.priority !== best.priority || !uint8ArrayEquals(current.value, best.value)) {
-        this.setVisible(tx, key, best)
-        changes.set(key, best.value)
-      }
+      const change = await this.refresh(tx, key, options)
+      if (change != null) changes.set(key, change.value)
     }
 
     // A node may put one key several times (go-ds-crdt batches do): it
@@ -238,7 +228,8 @@ export class ORSet {
         tx.delete(this.layout.removedKey(key, id))
         tx.delete(this.layout.tombKey(key, id))
       }
-      await this.refresh(tx, key, changes, options)
+      const change = await this.refresh(tx, key, options)
+      if (change != null) changes.push(change)
     }
     return changes
   }
@@ -267,24 +258,29 @@ export class ORSet {
       if (current != null && current.priority === priority && uint8ArrayEquals(current.value, value)) touched.add(key)
     }
     const changes: SetChange[] = []
-    for (const key of touched) await this.refresh(tx, key, changes, options)
+    for (const key of touched) {
+      const change = await this.refresh(tx, key, options)
+      if (change != null) changes.push(change)
+    }
     return changes
   }
 
-  /** Sets the visible value of `key` to its best live element, noting a change */
-  private async refresh (tx: WriteSet, key: string, changes: SetChange[], options?: AbortOptions): Promise<void> {
+  /**
+   * Sets the visible value of `key` to its best live element; returns the
+   * change (no value: deleted), or undefined when the visible value stays
+   */
+  private async refresh (tx: WriteSet, key: string, options?: AbortOptions): Promise<SetChange | undefined> {
     const best = await this.best(key, tx, options)
     const current = await this.current(key, tx, options)
     if (best == null) {
-      if (current != null) {
-        tx.delete(this.layout.valueKey(key))
-        tx.delete(this.layout.priorityKey(key))
-        changes.push({ key })
-      }
-    } else if (current == null || current.priority !== best.priority || !uint8ArrayEquals(current.value, best.value)) {
-      this.setVisible(tx, key, best)
-      changes.push({ key, value: best.value })
+      if (current == null) return undefined
+      tx.delete(this.layout.valueKey(key))
+      tx.delete(this.layout.priorityKey(key))
+      return { key }
     }
+    if (current != null && current.priority === best.priority && uint8ArrayEquals(current.value, best.value)) return undefined
+    this.setVisible(tx, key, best)
+    return { key, value: best.value }
   }
 
   /** Block keys of every element stored for `key` */

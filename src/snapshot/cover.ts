@@ -197,15 +197,7 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
         engine.heads.remove(tx, dagName, node.cid)
       }
     }
-    for (const cid of linked) {
-      const id = blockKey(cid)
-      const processed = engine.layout.processedKey(id)
-      // its priority is unknown here: an empty marker, as releases that stored none wrote
-      if (!(await tx.has(processed, options))) tx.put(processed, new Uint8Array(0))
-      const pending = engine.layout.pendingKey(id)
-      if (await tx.has(pending, options)) tx.delete(pending)
-      if (engine.heads.get(dagName, cid) != null) engine.heads.remove(tx, dagName, cid)
-    }
+    for (const cid of linked) await settleNode(engine, tx, cid, dagName, options)
     await tx.commit(options)
   })
   log('cover walk marked %d nodes below covered heads processed (%d of %d targets reached)', visited.length, found.size, targets.size)
@@ -376,15 +368,7 @@ export async function settleNamedBySnapshot (components: SnapshotComponents, roo
   if (settled.length === 0) return 0
   await engine.exclusive(async () => {
     const tx = new WriteSet(datastore)
-    for (const id of settled) {
-      const cid = cidFromBlockKey(id)
-      const dagName = targets.get(id) ?? ''
-      const processed = engine.layout.processedKey(id)
-      if (!(await tx.has(processed, options))) tx.put(processed, new Uint8Array(0))
-      const pending = engine.layout.pendingKey(id)
-      if (await tx.has(pending, options)) tx.delete(pending)
-      if (engine.heads.get(dagName, cid) != null) engine.heads.remove(tx, dagName, cid)
-    }
+    for (const id of settled) await settleNode(engine, tx, cidFromBlockKey(id), targets.get(id) ?? '', options)
     await tx.commit(options)
   })
   log('%d heads or unfinished walks settled below the covered heads of the snapshot (named by it, or deletes it holds)', settled.length)
@@ -409,4 +393,18 @@ export async function settleBelowCovered (components: SnapshotComponents, root: 
   }
   components.log('below the covered heads: %s reached by walks, %s left to the records', [...reached].join(' '), [...unreached.keys()].join(' '))
   await settleNamedBySnapshot(components, root, unreached, options)
+}
+
+/**
+ * Records a node below covered heads as merged, in `tx`: a processed marker
+ * (an empty one: its priority is unknown here, as releases that stored none
+ * wrote) unless it has one, no walk record, and no head of `dagName`
+ */
+async function settleNode (engine: SnapshotComponents['engine'], tx: WriteSet, cid: CID, dagName: string, options?: AbortOptions): Promise<void> {
+  const id = blockKey(cid)
+  const processed = engine.layout.processedKey(id)
+  if (!(await tx.has(processed, options))) tx.put(processed, new Uint8Array(0))
+  const pending = engine.layout.pendingKey(id)
+  if (await tx.has(pending, options)) tx.delete(pending)
+  if (engine.heads.get(dagName, cid) != null) engine.heads.remove(tx, dagName, cid)
 }
