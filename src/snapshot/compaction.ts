@@ -57,7 +57,8 @@ import { decodePriority } from '../crdt/or-set.js'
 import { MALFORMED_REASON } from '../engine/engine.js'
 import { coveredPrefix, inSnapshotRecords, settleNamedBySnapshot } from './cover.js'
 import { makeSnapshot } from './create.js'
-import { decodeRoot, verifyBlock } from './format.js'
+import { fetchVerified, readLocalBlock } from './fetch.js'
+import { decodeRoot } from './format.js'
 import { verifySnapshot } from './install.js'
 import { applyRemoval, forgettable, isApplied, notIncluding, readCover } from './removal.js'
 import type { MakeSnapshotOptions, SnapshotComponents } from './create.js'
@@ -358,7 +359,7 @@ export class Compaction {
   async settleNamed (node: DecodedNode, options?: AbortOptions): Promise<boolean> {
     const roots = [this.passed?.cid, this.compacted].filter((cid, i, all): cid is CID => cid != null && all.findIndex(c => c?.equals(cid) === true) === i)
     for (const cid of roots) {
-      const bytes = await this.readLocalBytes(cid, options)
+      const bytes = await readLocalBlock(this.components.blockstore, cid, options)
       if (bytes == null) continue
       const settled = await settleNamedBySnapshot(this.components, decodeRoot(cid, bytes), new Map([[blockKey(node.cid), node.delta.dagName]]), options)
       if (settled > 0) return true
@@ -368,12 +369,7 @@ export class Compaction {
 
   /** Fetches (within a minute) and checks a snapshot root */
   private async readRoot (cid: CID, options?: AbortOptions): Promise<SnapshotRoot> {
-    const chunks: Uint8Array[] = []
-    const signal = AbortSignal.any([AbortSignal.timeout(ROOT_TIMEOUT), ...(options?.signal != null ? [options.signal] : [])])
-    for await (const chunk of this.components.blockstore.get(cid, { signal })) chunks.push(chunk)
-    const bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
-    await verifyBlock(cid, bytes)
-    return decodeRoot(cid, bytes)
+    return decodeRoot(cid, await fetchVerified(this.components.blockstore, cid, ROOT_TIMEOUT, options))
   }
 
   /**
@@ -627,16 +623,9 @@ export class Compaction {
       if (found.node != null) return { cid, height: found.node.delta.priority, links: found.node.links }
       bytes = found.bytes
     } else {
-      // one read, not has() then get(): `offline` keeps Helia's blockstore from asking the network,
-      // and a store that only stores locally says NotFoundError
-      const chunks: Uint8Array[] = []
-      try {
-        for await (const chunk of blockstore.get(cid, { ...options, offline: true } as AbortOptions)) chunks.push(chunk)
-      } catch (err: any) {
-        if (err?.name === 'NotFoundError') return undefined
-        throw err
-      }
-      bytes = chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
+      const found = await readLocalBlock(blockstore, cid, options)
+      if (found == null) return undefined
+      bytes = found
     }
     const node = decodeNode(cid, bytes)
     return { cid, height: node.delta.priority, links: node.links }
@@ -893,8 +882,8 @@ export class Compaction {
     let old: SnapshotRoot
     let current: SnapshotRoot | undefined
     try {
-      old = decodeRoot(previous, await this.readLocalBytes(previous, options) ?? new Uint8Array(0))
-      const bytes = this.compacted == null ? undefined : await this.readLocalBytes(this.compacted, options)
+      old = decodeRoot(previous, await readLocalBlock(this.components.blockstore, previous, options) ?? new Uint8Array(0))
+      const bytes = this.compacted == null ? undefined : await readLocalBlock(this.components.blockstore, this.compacted, options)
       current = this.compacted == null || bytes == null ? undefined : decodeRoot(this.compacted, bytes)
     } catch (err: any) {
       options?.signal?.throwIfAborted()
@@ -904,18 +893,6 @@ export class Compaction {
     const keep = new Set(current == null ? [] : [...current.elementChunks, ...current.tombstoneChunks, ...current.nodeChunks].map(cid => blockKey(cid)))
     const chunks = [...old.elementChunks, ...old.tombstoneChunks, ...old.nodeChunks].map(cid => blockKey(cid)).filter(id => !keep.has(id))
     return await this.deleteBlocks(chunks, options) + await this.deleteBlocks([blockKey(previous)], options)
-  }
-
-  /** A block's bytes when it is stored here (never from the network), else undefined */
-  private async readLocalBytes (cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
-    const chunks: Uint8Array[] = []
-    try {
-      for await (const chunk of this.components.blockstore.get(cid, { ...options, offline: true } as AbortOptions)) chunks.push(chunk)
-    } catch (err: any) {
-      if (err?.name === 'NotFoundError') return undefined
-      throw err
-    }
-    return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
   }
 
   private jobKey (snapshot: CID): Key {

@@ -46,14 +46,15 @@
  */
 
 import { Key } from 'interface-datastore'
+import toBuffer from 'it-to-buffer'
 import * as varint from 'uint8-varint'
-import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { cleanKey } from '../crdt/layout.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
 import { withTimeout } from '../utils.js'
+import { readLocalBlock } from './fetch.js'
 import { decodeElementChunk, decodeTombstoneChunk } from './format.js'
 import type { SnapshotComponents } from './create.js'
 import type { SnapshotRoot } from './format.js'
@@ -104,12 +105,8 @@ export async function coveredHeads (components: SnapshotComponents, options?: Ab
 }
 
 async function fetchNode (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<DecodedNode> {
-  const chunks = await withTimeout(options?.signal, DEFAULT_COVER_BLOCK_TIMEOUT, async signal => {
-    const out: Uint8Array[] = []
-    for await (const chunk of getter.get(cid, { signal })) out.push(chunk)
-    return out
-  })
-  return decodeNode(cid, chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks))
+  const bytes = await withTimeout(options?.signal, DEFAULT_COVER_BLOCK_TIMEOUT, async signal => toBuffer(getter.get(cid, { signal })))
+  return decodeNode(cid, bytes)
 }
 
 export interface CoverWalkOptions extends AbortOptions {
@@ -242,12 +239,6 @@ export function tombstoneEntry (key: string, id: string): string {
   return `${key}\u0000${id}`
 }
 
-async function readWhole (getter: BlockGetter, cid: CID, options?: AbortOptions & { offline?: boolean }): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of getter.get(cid, options)) chunks.push(chunk)
-  return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
-}
-
 /**
  * Which of `ids` a snapshot's records name (as the node that added an
  * element, live or tombstoned), and which of `tombstones` it carries,
@@ -260,7 +251,7 @@ export async function inSnapshotRecords (getter: BlockGetter, root: SnapshotRoot
   const done = (): boolean => found.ids.size === ids.size && found.tombstones.size === tombstones.size
   const read = async (chunk: CID): Promise<Uint8Array | undefined> => {
     try {
-      return await readWhole(getter, chunk, { ...options, offline: true })
+      return await readLocalBlock(getter, chunk, options)
     } catch (err: any) {
       options?.signal?.throwIfAborted()
       return undefined
@@ -300,7 +291,8 @@ interface LocalNode {
 /** Reads a block only when it is stored here; undefined when it is not (or does not decode) */
 async function readLocalNode (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<DecodedNode | undefined> {
   try {
-    return decodeNode(cid, await readWhole(getter, cid, { ...options, offline: true }))
+    const bytes = await readLocalBlock(getter, cid, options)
+    return bytes == null ? undefined : decodeNode(cid, bytes)
   } catch (err: any) {
     options?.signal?.throwIfAborted()
     return undefined

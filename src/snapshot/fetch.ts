@@ -1,7 +1,9 @@
 /**
- * Fetching one snapshot block: through a block getter (which may fetch it
- * from peers), bounded in time, checked against its CID before anything
- * decodes it.
+ * Reading one block for the snapshot layer: `fetchVerified` through a
+ * block getter (which may fetch it from peers), bounded in time, checked
+ * against its CID before anything decodes it; `readLocalBlock` from local
+ * storage only (compaction and the cover checks, which must never wait on
+ * the network).
  *
  * Invariant: bytes returned hash to `cid` (a dag-cbor sha2-256 block within
  * the size limit); a block that cannot be had is a `BlockFetchError`, bad
@@ -27,4 +29,19 @@ export async function fetchVerified (getter: BlockGetter, cid: CID, timeout: num
   }
   await verifyBlock(cid, bytes)
   return bytes
+}
+
+/**
+ * A block's bytes when it is stored here, else undefined: one `get()` with
+ * `offline` set (Helia's blockstore then never asks the network; a store
+ * that only stores locally says NotFoundError), not `has()` then `get()`.
+ * Other errors are thrown.
+ */
+export async function readLocalBlock (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
+  try {
+    return await toBuffer(getter.get(cid, { ...options, offline: true } as AbortOptions))
+  } catch (err: any) {
+    if (err?.name === 'NotFoundError') return undefined
+    throw err
+  }
 }
