@@ -279,13 +279,19 @@ export function decodeRoot (cid: CID, bytes: Uint8Array): SnapshotRoot {
   }
 }
 
-/** Decodes and checks an element chunk (order across chunks is checked by the caller) */
-export function decodeElementChunk (cid: CID, bytes: Uint8Array): SnapshotElement[] {
+/** The records of a chunk: a map with the one field `field`, a non-empty list */
+function chunkList (cid: CID, bytes: Uint8Array, field: 'e' | 't' | 'n'): unknown[] {
   const value = decodeCbor(cid, bytes)
   if (!isRecord(value)) throw new InvalidSnapshotError(`Snapshot chunk ${cid} is not a map`)
-  checkFields(cid, value, ['e'])
-  if (!Array.isArray(value.e) || value.e.length === 0) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: e must be a non-empty list`)
-  return value.e.map((r: unknown) => {
+  checkFields(cid, value, [field])
+  const records = value[field]
+  if (!Array.isArray(records) || records.length === 0) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: ${field} must be a non-empty list`)
+  return records
+}
+
+/** Decodes and checks an element chunk (order across chunks is checked by the caller) */
+export function decodeElementChunk (cid: CID, bytes: Uint8Array): SnapshotElement[] {
+  return chunkList(cid, bytes, 'e').map((r: unknown) => {
     if (!Array.isArray(r) || r.length !== 4) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: an element must be [key, id, priority, value]`)
     const [key, id, priority, v] = r
     if (!Number.isSafeInteger(priority) || priority < 0 || priority > MAX_PRIORITY) {
@@ -298,11 +304,7 @@ export function decodeElementChunk (cid: CID, bytes: Uint8Array): SnapshotElemen
 
 /** Decodes and checks a tombstone chunk */
 export function decodeTombstoneChunk (cid: CID, bytes: Uint8Array): SnapshotTombstone[] {
-  const value = decodeCbor(cid, bytes)
-  if (!isRecord(value)) throw new InvalidSnapshotError(`Snapshot chunk ${cid} is not a map`)
-  checkFields(cid, value, ['t'])
-  if (!Array.isArray(value.t) || value.t.length === 0) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: t must be a non-empty list`)
-  return value.t.map((r: unknown) => {
+  return chunkList(cid, bytes, 't').map((r: unknown) => {
     if (!Array.isArray(r) || r.length !== 2) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: a tombstone must be [key, id]`)
     return { key: checkKey(cid, r[0]), id: checkId(cid, r[1]) }
   })
@@ -310,11 +312,7 @@ export function decodeTombstoneChunk (cid: CID, bytes: Uint8Array): SnapshotTomb
 
 /** Decodes and checks a node chunk (order across chunks is checked by the caller) */
 export function decodeNodeChunk (cid: CID, bytes: Uint8Array): SnapshotNode[] {
-  const value = decodeCbor(cid, bytes)
-  if (!isRecord(value)) throw new InvalidSnapshotError(`Snapshot chunk ${cid} is not a map`)
-  checkFields(cid, value, ['n'])
-  if (!Array.isArray(value.n) || value.n.length === 0) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: n must be a non-empty list`)
-  return value.n.map((r: unknown) => {
+  return chunkList(cid, bytes, 'n').map((r: unknown) => {
     if (!Array.isArray(r) || r.length !== 2) throw new InvalidSnapshotError(`Snapshot chunk ${cid}: a node must be [id, height]`)
     const [id, height] = r
     if (!Number.isSafeInteger(height) || height < 0 || height > MAX_PRIORITY) {
