@@ -55,17 +55,18 @@ import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
 import { decodeNode } from '../codec/dag-node.js'
 import { decodePriority } from '../crdt/or-set.js'
 import { MALFORMED_REASON } from '../engine/engine.js'
+import { blockDeleter, DELETE_BATCH } from './block-deleter.js'
 import { coveredPrefix, inSnapshotRecords, settleNamedBySnapshot } from './cover.js'
 import { makeSnapshot } from './create.js'
 import { fetchVerified, readLocalBlock } from './fetch.js'
 import { decodeRoot } from './format.js'
 import { verifySnapshot } from './install.js'
 import { applyRemoval, forgettable, isApplied, notIncluding, readCover } from './removal.js'
+import type { BlockDeleter, DeletingBlockstore } from './block-deleter.js'
 import type { MakeSnapshotOptions, SnapshotComponents } from './create.js'
-import type { SnapshotRoot } from './format.js'
+import type { SnapshotHead, SnapshotNode, SnapshotRoot } from './format.js'
 import type { SnapshotAnnouncement } from '../codec/broadcast-snapshot.js'
 import type { DecodedNode } from '../codec/dag-node.js'
-import type { DAGBlockstore } from '../interfaces.js'
 import type { Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
@@ -116,9 +117,8 @@ const MAX_NOT_COVERING = 64
 /** Nodes walked at most to learn whether a snapshot covers the one compacted here */
 const COVER_CHECK_BUDGET = 100_000
 
-/** Blocks a compaction reads ahead of its walk, and deletes per batch */
+/** Blocks a compaction reads ahead of its walk */
 const READ_AHEAD = 16
-const DELETE_BATCH = 1024
 /** Processed nodes and heads read together (see `Compaction.processedNow`) */
 interface ProcessedNodes {
   ids: string[]
@@ -190,10 +190,7 @@ function decodePeer (bytes: Uint8Array): Peer {
 }
 
 export interface CompactionComponents extends SnapshotComponents {
-  blockstore: DAGBlockstore & {
-    delete?(cid: CID, options?: AbortOptions): unknown
-    deleteMany?(source: Iterable<CID>, options?: AbortOptions): AsyncIterable<unknown> | Iterable<unknown>
-  }
+  blockstore: DeletingBlockstore
 }
 
 export interface CompactionOptions {
@@ -218,7 +215,7 @@ export class Compaction {
   private waiting?: string
   private blocksBytes = 0
   private readonly considering = new Set<string>()
-  private warnedNoDelete = false
+  private readonly deleter: BlockDeleter
   /** Announced snapshots found not to cover the one compacted here (CID to the compacted snapshot's CID then) */
   private readonly notCovering = new Map<string, string>()
   /** Set once this replica announces snapshots (compaction configured, or `compact()` called) */
@@ -228,6 +225,7 @@ export class Compaction {
     this.components = components
     this.options = options
     this.announcing = announcing
+    this.deleter = blockDeleter(components.blockstore, components.log)
   }
 
   private key (name: string): Key {
@@ -548,12 +546,15 @@ export class Compaction {
   /** Makes a snapshot and compacts it if every known replica has passed it */
   async compact (options?: AbortOptions): Promise<CompactResult> {
     this.announcing = true
-    // the merged nodes as of now, for the fast path of apply() (not while waiting on membership)
-    const before = this.gate(undefined) == null ? await this.processedNow(options) : undefined
+    // the merged nodes as the snapshot saw them, for the fast path of apply() (not while waiting on membership)
+    let before: ProcessedNodes | undefined
+    const onCollected = this.gate(undefined) == null
+      ? async (nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[]) => { before = await this.processedNow(nodes, heads, options) }
+      : undefined
     // with no known replica, what the snapshot removes is forgotten at once
     const forget = this.alone()
     let forgotten = 0
-    const snapshot = await this.snapshot({ ...options, forget, onRemoved: n => { forgotten = forget ? n : 0 } })
+    const snapshot = await this.snapshot({ ...options, forget, onRemoved: n => { forgotten = forget ? n : 0 }, onCollected })
     const root = await this.readRoot(snapshot, options)
     // a newer snapshot passed here (another replica's) is the one replicas announce: compact that
     const target = this.passed?.cid ?? snapshot
@@ -571,22 +572,17 @@ export class Compaction {
   }
 
   /**
-   * The processed nodes (block keys) and the heads, read together under the
-   * merge lock, when no walk is unfinished and no branch is given up: then
-   * every processed node is at or below a head, so every one of them is at
-   * or below the covered heads of a snapshot made afterwards. Undefined
-   * when a walk is unfinished or a branch given up (the walk decides then).
+   * The processed nodes (block keys) and the heads a snapshot collected
+   * under the merge lock, when no walk is unfinished and no branch is given
+   * up: then every processed node is at or below a head, so at or below the
+   * snapshot's covered heads. Undefined when a walk is unfinished or a
+   * branch given up (the walk decides then). Called under that same hold of
+   * the lock.
    */
-  private async processedNow (options?: AbortOptions): Promise<ProcessedNodes | undefined> {
-    const { engine, datastore } = this.components
-    return engine.exclusive(async () => {
-      if ((await engine.pendingBranches(options)).length > 0 || (await engine.givenUp(options)).length > 0) return undefined
-      const heads = new Set(engine.heads.all().map(h => blockKey(h.cid)))
-      const prefix = engine.layout.processedPrefix
-      const ids: string[] = []
-      for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) ids.push(key.toString().slice(prefix.length))
-      return { ids, heads }
-    })
+  private async processedNow (nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[], options?: AbortOptions): Promise<ProcessedNodes | undefined> {
+    const { engine } = this.components
+    if ((await engine.pendingBranches(options)).length > 0 || (await engine.givenUp(options)).length > 0) return undefined
+    return { ids: nodes.map(n => n.id), heads: new Set(heads.map(h => blockKey(h.cid))) }
   }
 
   /**
@@ -759,10 +755,14 @@ export class Compaction {
     tombed.clear()
     // removed elements the snapshot's removal covers: every known replica has applied it (it announces
     // the snapshot), so none of them holds these live, and a delete made here need not name them
-    const listed = new Set(doomed.map(k => k.toString()))
-    const cover = await readCover(this.components.blockstore, root, READ_TIMEOUT, options)
-    for (const key of await forgettable(this.components, cover, options)) {
-      if (!listed.has(key.toString())) doomed.push(key)
+    // (the snapshot's chunks are read only when there are removed elements: none after a compaction
+    // with no known replica, which forgets them as it makes the snapshot)
+    if (await this.anyRemoved(options)) {
+      const listed = new Set(doomed.map(k => k.toString()))
+      const cover = await readCover(this.components.blockstore, root, READ_TIMEOUT, options)
+      for (const key of await forgettable(this.components, cover, options)) {
+        if (!listed.has(key.toString())) doomed.push(key)
+      }
     }
     const entries = doomed.length
     await engine.exclusive(async () => {
@@ -785,6 +785,14 @@ export class Compaction {
     await this.compactStorage(options)
     log('compacted snapshot %c: %d blocks, %d entries removed (%s %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, processed != null ? 'scan' : 'walk', walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
+  }
+
+  /** Whether any removed element (`s/r` entry) is stored */
+  private async anyRemoved (options?: AbortOptions): Promise<boolean> {
+    let found = false
+    // (at most one key)
+    for await (const key of this.components.datastore.queryKeys({ prefix: this.components.engine.layout.removedPrefix + '/', limit: 1 }, options)) found = key != null
+    return found
   }
 
   /**
@@ -899,35 +907,17 @@ export class Compaction {
     return new Key(`${this.jobPrefix}${blockKey(snapshot)}`, false)
   }
 
-  /** Deletes blocks (block keys), `DELETE_BATCH` side by side at a time; returns how many it asked to delete */
+  /** Deletes blocks (block keys; anything else is skipped); returns how many it asked to delete */
   private async deleteBlocks (ids: string[], options?: AbortOptions): Promise<number> {
-    const { blockstore, log } = this.components
-    if (blockstore.delete == null && blockstore.deleteMany == null) {
-      if (!this.warnedNoDelete && ids.length > 0) log('the blockstore cannot delete blocks: covered blocks kept')
-      this.warnedNoDelete = true
-      return 0
-    }
-    let removed = 0
-    for (let at = 0; at < ids.length; at += DELETE_BATCH) {
-      options?.signal?.throwIfAborted()
-      // no has(): after a crash some may be gone already
-      const cids: CID[] = []
-      for (const id of ids.slice(at, at + DELETE_BATCH)) {
-        try {
-          cids.push(cidFromBlockKey(id))
-        } catch {
-          // not a block key: nothing to delete
-        }
+    const cids: CID[] = []
+    for (const id of ids) {
+      try {
+        cids.push(cidFromBlockKey(id))
+      } catch {
+        // not a block key: nothing to delete
       }
-      // deletes side by side (a base blockstore's deleteMany runs them one after another)
-      if (blockstore.delete != null) {
-        await Promise.all(cids.map(async cid => blockstore.delete?.(cid, options)))
-      } else if (blockstore.deleteMany != null) {
-        for await (const deleted of blockstore.deleteMany(cids, options)) void deleted
-      }
-      removed += cids.length
     }
-    return removed
+    return this.deleter.delete(cids, options)
   }
 
   /** Records of the nodes whose blocks compactions deleted (`z/d<block key>`) */

@@ -61,6 +61,12 @@ export interface MakeSnapshotOptions extends CreateSnapshotOptions {
   forget?: boolean
   /** Called with the number of elements the snapshot removed here */
   onRemoved?(count: number): void
+  /**
+   * Called under the same hold of the merge lock as the collection, with
+   * the processed nodes (block keys) and heads collected (compaction's
+   * list of blocks to delete, without a second scan)
+   */
+  onCollected?(nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[]): Promise<void>
 }
 
 interface Collected {
@@ -204,6 +210,7 @@ export async function makeSnapshot (components: SnapshotComponents, options: Mak
   // removal no snapshot announces yet: the next snapshot made here, from this state, carries it)
   const { heads, tombstones, nodes, elements, removed } = await components.engine.exclusive(async () => {
     const collected = await collect(components, options)
+    await options.onCollected?.(collected.nodes, collected.heads)
     sortRecords(collected.elements)
     const split = splitOverwritten(collected.elements)
     await removeCollected(components, split.removed, options)
