@@ -287,7 +287,9 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       membershipWindow: this.compactionInit?.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW,
       maxKnownReplicas: this.compactionInit?.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS,
       settle: components.broadcaster == null ? 0 : 2 * rebroadcastInterval,
-      onPassed: () => { this.track(this.replicator.announceHeads()).catch(() => {}) }
+      onPassed: () => { this.track(this.replicator.announceHeads()).catch(() => {}) },
+      // LevelDB's compaction of what compact() deleted: stop() awaits it
+      onBackground: work => { this.track(work).catch(() => {}) }
     }, this.compactionInit != null)
   }
 

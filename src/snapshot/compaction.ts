@@ -201,6 +201,12 @@ export interface CompactionOptions {
   settle: number
   /** Called when this replica passes a snapshot another replica made (to announce it) */
   onPassed?(): void
+  /**
+   * Handed work that may go on after `compact()` resolves (LevelDB's
+   * compaction of the deleted ranges), for the store to await on `stop()`;
+   * without it `compact()` awaits that work itself
+   */
+  onBackground?(work: Promise<void>): void
 }
 
 export class Compaction {
@@ -216,6 +222,8 @@ export class Compaction {
   private blocksBytes = 0
   private readonly considering = new Set<string>()
   private readonly deleter: BlockDeleter
+  /** The `z/d` nodes as the last compaction by scan left them, for the next `history()` */
+  private deletedHint?: Set<string>
   /** Announced snapshots found not to cover the one compacted here (CID to the compacted snapshot's CID then) */
   private readonly notCovering = new Map<string, string>()
   /** Set once this replica announces snapshots (compaction configured, or `compact()` called) */
@@ -592,10 +600,10 @@ export class Compaction {
    * blocks stay) and the nodes whose blocks earlier compactions deleted
    * (`z/d` records)
    */
-  private async coveredByScan (processed: ProcessedNodes, root: SnapshotRoot, options?: AbortOptions): Promise<string[]> {
+  private async coveredByScan (processed: ProcessedNodes, root: SnapshotRoot, options?: AbortOptions): Promise<{ blocks: string[], deleted: Set<string> }> {
     const deleted = await this.deletedNodes(options)
     for (const head of root.heads) processed.heads.add(blockKey(head.cid))
-    return processed.ids.filter(id => !processed.heads.has(id) && !deleted.has(id))
+    return { blocks: processed.ids.filter(id => !processed.heads.has(id) && !deleted.has(id)), deleted }
   }
 
   /** The nodes whose blocks compactions deleted (`z/d` records, one range scan) */
@@ -731,7 +739,8 @@ export class Compaction {
     const { engine, datastore, log } = this.components
     const began = Date.now()
     // block keys of the blocks to delete
-    const blocks = processed != null ? await this.coveredByScan(processed, root, options) : (await this.walkCovered(root.heads, options)).map(cid => blockKey(cid))
+    const scanned = processed != null ? await this.coveredByScan(processed, root, options) : undefined
+    const blocks = scanned?.blocks ?? (await this.walkCovered(root.heads, options)).map(cid => blockKey(cid))
     const walkMs = Date.now() - began
     const previous = this.compacted != null && !this.compacted.equals(snapshot) ? this.compacted : undefined
     // The element markers to delete are found outside the merge lock (reads only): a merge meanwhile
@@ -780,9 +789,17 @@ export class Compaction {
       await batch.commit(options)
     })
     this.compacted = snapshot
+    if (scanned != null) {
+      // the z/d records as the batch left them, for the history() that follows (see `history`)
+      for (const id of blocks) scanned.deleted.add(id)
+      this.deletedHint = scanned.deleted
+    }
     const committed = Date.now()
     const removed = await this.finishJob(options, { snapshot, blocks, previous })
-    await this.compactStorage(options)
+    // the deletions are committed: LevelDB reclaims their space meanwhile
+    const storage = this.compactStorage()
+    if (this.options.onBackground != null) this.options.onBackground(storage)
+    else await storage
     log('compacted snapshot %c: %d blocks, %d entries removed (%s %d ms, set entries %d ms, blocks %d ms)', snapshot, removed, entries, processed != null ? 'scan' : 'walk', walkMs, committed - began - walkMs, Date.now() - committed)
     return { blocks: removed, entries }
   }
@@ -800,9 +817,11 @@ export class Compaction {
    * their `db`) to compact the ranges a compaction deleted from: LevelDB
    * keeps deleted entries in its files until its own compactions reach them,
    * which for a range nothing writes to again can be never. Any other store
-   * is left alone; a failure is logged (the deletions are committed).
+   * is left alone; a failure is logged (the deletions are committed). Runs
+   * after `compact()` resolved when the store takes it as background work
+   * (it cannot be aborted: LevelDB's compactRange has no signal).
    */
-  private async compactStorage (options?: AbortOptions): Promise<void> {
+  private async compactStorage (): Promise<void> {
     const namespace = this.components.engine.layout.namespace
     const ranges: Array<[unknown, string, string]> = [
       [this.components.datastore, `${namespace}/`, `${namespace}/\uffff`],
@@ -811,7 +830,6 @@ export class Compaction {
     for (const [store, start, end] of ranges) {
       const db = (store as { db?: { compactRange?(start: string, end: string): Promise<void> } }).db
       if (typeof db?.compactRange !== 'function') continue
-      options?.signal?.throwIfAborted()
       try {
         await db.compactRange(start, end)
       } catch (err: any) {
@@ -942,8 +960,11 @@ export class Compaction {
         for await (const chunk of blockstore.get(cid, options)) bytes += chunk.byteLength
       }))
     }
-    // nodes whose blocks a compaction deleted are not read again
-    const deleted = await this.deletedNodes(options)
+    // nodes whose blocks a compaction deleted are not read again (once, the set the last compaction
+    // by scan committed: one missing records written since costs only reads, as a block not here
+    // is not counted)
+    const deleted = this.deletedHint ?? await this.deletedNodes(options)
+    this.deletedHint = undefined
     let cids: CID[] = []
     for await (const key of datastore.queryKeys({ prefix: prefix + '/' }, options)) {
       const id = key.toString().slice(prefix.length)
