@@ -119,8 +119,8 @@ const PROTOCOLS_TTL = 5_000
 /** Times a miss looks for a stream before it is left to the fallback */
 const MAX_ROUNDS = 4
 /** Decoded blocks kept for the walker to take (`getLocal()`), at most, by count and bytes */
-const MAX_HANDOFF_BLOCKS = 1024
-const MAX_HANDOFF_BYTES = 8 * 1024 * 1024
+const MAX_HANDOFF_BLOCKS = 128
+const MAX_HANDOFF_BYTES = 2 * 1024 * 1024
 /** A handed-off block nobody took for this long (ms) may make room for a newer one */
 const HANDOFF_STALE = 10_000
 /** CIDs of delivered blocks remembered for `discard()` */
