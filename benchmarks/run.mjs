@@ -31,7 +31,7 @@ const BENCHMARKS = [
   { name: 'batched-writes', limitS: 300 },
   { name: 'unbatched-puts', limitS: 240 },
   { name: 'replication', limitS: 600 },
-  { name: 'deep-catch-up', limitS: 720 },
+  { name: 'deep-catch-up', limitS: 1200 },
   { name: 'listing', limitS: 600 },
   { name: 'history', limitS: 900 },
   { name: 'browser-bundle', limitS: 120 },

@@ -25,7 +25,7 @@ import { LevelDatastore } from 'datastore-level'
 import fc from 'fast-check'
 import { Key } from 'interface-datastore'
 import { blockKey } from '../src/codec/block-key.js'
-import { createCRDTDatastore, decodeNode, encodeBroadcast } from '../src/index.js'
+import { DEFAULT_MAX_MERGE_NODES, createCRDTDatastore, decodeNode, encodeBroadcast } from '../src/index.js'
 import { goNode } from './fixtures/go-nodes.js'
 import { dec, enc, memoryReplica, readBlock, syncReplica, tempDir } from './fixtures/stores.js'
 import type { CRDTDatastore, CRDTDatastoreInit } from '../src/index.js'
@@ -119,8 +119,8 @@ describe('merging many nodes per datastore batch', function () {
     try {
       await syncReplica(source, one)
       await syncReplica(source, many)
-      // 300 nodes at up to 256 per batch, plus the adoption of the head
-      expect(control.commits).to.be.at.most(4)
+      // 300 nodes at up to DEFAULT_MAX_MERGE_NODES per batch, plus the adoption of the head
+      expect(control.commits).to.be.at.most(Math.ceil(300 / DEFAULT_MAX_MERGE_NODES) + 2)
       expect(manyEvents.filter(e => e.startsWith('node ')).length).to.equal(300)
       expect(manyEvents).to.deep.equal(oneEvents)
       expect(await dump(many.datastore)).to.deep.equal(await dump(one.datastore))

@@ -109,6 +109,44 @@ describe('sync server reads and sends', function () {
     }
   })
 
+  it('answers has in-process once a read found a block there, asking the wrapping blockstore before', async () => {
+    const dir = await tempDir('local-reader-has')
+    const level = new LevelBlockstore(dir.path)
+    await level.open()
+    const elsewhere = new MemoryBlockstore()
+    try {
+      const a = await block('stored in LevelDB')
+      const b = await block('only in the other wrapper')
+      const missing = await block('never stored')
+      await level.put(a.cid, a.bytes)
+      await elsewhere.put(b.cid, b.bytes)
+      let asked = 0
+      const wrapper = {
+        get: (cid: CID, options?: any) => level.get(cid, options),
+        has: async (cid: CID) => { asked++; return level.has(cid) },
+        unwrap: () => level
+      }
+      const reader = localReader(wrapper)
+      // nothing found in-process yet: a miss is not trusted
+      expect(await reader.has(missing.cid)).to.equal(false)
+      expect(asked).to.equal(1)
+      const hit = reader.has(a.cid)
+      expect(hit).to.not.be.an.instanceOf(Promise)
+      expect(hit).to.equal(true)
+      // the key layout is proven: a miss is answered in-process
+      const miss = reader.has(missing.cid)
+      expect(miss).to.not.be.an.instanceOf(Promise)
+      expect(miss).to.equal(false)
+      expect(asked).to.equal(1)
+      // a wrapper whose blocks are not where the fast path looks still answers for them
+      const other = localReader({ get: (cid: CID, options?: any) => elsewhere.get(cid, options), has: async (cid: CID) => elsewhere.has(cid), unwrap: () => level })
+      expect(await other.has(b.cid)).to.equal(true)
+    } finally {
+      await level.close()
+      await dir.remove()
+    }
+  })
+
   it('reads a blockstore without LevelDB through its own get', async () => {
     const store = new MemoryBlockstore()
     const a = await block('in memory')

@@ -10,6 +10,10 @@
  * CATCHUP_COUNT=<n> overrides the chain length (e.g. 100000);
  * CATCHUP_ONLY=protocol|bitswap runs one of the two.
  *
+ * A full run (not --quick) also catches up a 100k-node chain with the
+ * protocol (issue #15's "100k nodes in <= 30 s"): ~2-4 min more, mostly A
+ * writing it; CATCHUP_DEEP=0 skips it, CATCHUP_DEEP=<n> sets its length.
+ *
  * CATCHUP_WIDE=1 adds a wide DAG: 10 writers × 1,000 concurrent nodes
  * (100 with --quick), written by 10 offline replicas, whose blocks A imports
  * and merges; B then catches up A's 10 branches, with the protocol only.
@@ -61,7 +65,9 @@ async function catchUp ({ count, label, crdt, timeoutMs, wide }) {
   const topic = `bench-catch-up-${process.pid}-${label}`
   const a = await heliaReplica(`catchup-a-${label}`, topic, crdt)
   const bDir = await tempDir(`catchup-b-${label}`)
-  const suffix = wide != null ? `, wide DAG ${wide.writers}×${wide.per}, sync protocol` : label === 'protocol' ? ', sync protocol' : ', bitswap only'
+  const suffix = wide != null
+    ? `, wide DAG ${wide.writers}×${wide.per}, sync protocol`
+    : label === 'deep' ? `, ${count / 1000}k chain, sync protocol` : label === 'protocol' ? ', sync protocol' : ', bitswap only'
   let b
   try {
     const t0 = now()
@@ -98,8 +104,11 @@ export async function run ({ quick = false } = {}) {
   const timeoutMs = quick ? 120_000 : 900_000
   const only = process.env.CATCHUP_ONLY
   const rows = []
+  // CATCHUP_ONLY=deep: only the 100k chain
   if (only == null || only === 'protocol') rows.push(...await catchUp({ count, label: 'protocol', crdt: {}, timeoutMs }))
   if (only == null || only === 'bitswap') rows.push(...await catchUp({ count, label: 'bitswap', crdt: { syncProtocol: false }, timeoutMs }))
+  const deep = Number(process.env.CATCHUP_DEEP ?? 100_000)
+  if (!quick && deep > 0 && (only == null || only === 'deep')) rows.push(...await catchUp({ count: deep, label: 'deep', crdt: {}, timeoutMs }))
   if (process.env.CATCHUP_WIDE === '1') {
     const wide = { writers: 10, per: quick ? 100 : 1_000 }
     rows.push(...await catchUp({ count: wide.writers * wide.per, label: 'wide', crdt: {}, timeoutMs, wide }))

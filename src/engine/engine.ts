@@ -142,7 +142,7 @@ export class LinksNeeded extends Error {
 }
 
 /** Nodes merged in one datastore batch by `processRun()` at most */
-export const DEFAULT_MAX_MERGE_NODES = 256
+export const DEFAULT_MAX_MERGE_NODES = 64
 /** Block bytes merged in one datastore batch by `processRun()` at most (the node that starts a run always is) */
 export const DEFAULT_MAX_MERGE_BYTES = 4 * 1024 * 1024
 
@@ -221,7 +221,7 @@ export interface EngineInit {
   /**
    * Nodes merged in one datastore batch at most
    *
-   * @default 256
+   * @default 64
    */
   maxMergeNodes?: number
   /**

@@ -65,7 +65,7 @@ const FRAME_OVERHEAD = 128
 /** CIDs up to this many bytes are keyed by their bytes (see `bytesKey`) */
 const MAX_KEYED_CID = 256
 /** Blocks stored in one `accept` call at most */
-const ACCEPT_BATCH = 256
+const ACCEPT_BATCH = 64
 
 /**
  * Runs one request on an open stream. Resolves when the server ends the

@@ -18,6 +18,9 @@
  *   same way. So a block is served whenever the blockstore has it.
  * - Skipping Helia's lock is safe for reads: a block deleted by garbage
  *   collection meanwhile is either read whole or found absent.
+ * - `has` answers a fast miss itself only once a fast read has found a
+ *   block (which proves the key layout); until then a miss is asked
+ *   through the wrapping blockstore.
  */
 
 import toBuffer from 'it-to-buffer'
@@ -28,6 +31,7 @@ import type { CID } from 'multiformats/cid'
 /** The local blockstore as the server sees it; `offline` keeps Helia's from going to the network */
 export interface ReadableBlockstore {
   get(cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
+  has?(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
   /** Helia's wrapping blockstores hand out the store they wrap */
   unwrap?(): unknown
 }
@@ -55,6 +59,8 @@ const MAX_UNWRAP_DEPTH = 4
 export interface LocalReader {
   /** The block's bytes, synchronously when it can, else a promise; undefined when absent */
   read(cid: CID, options?: AbortOptions): Uint8Array | undefined | Promise<Uint8Array | undefined>
+  /** Whether the block is stored, synchronously when it can, else a promise */
+  has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
   /** Whether reads run in-process (the fast path is on) */
   readonly direct: boolean
 }
@@ -88,6 +94,8 @@ export function keyOf (level: LevelBlockstoreLike, cid: CID): string {
 class BlockstoreReader implements LocalReader {
   private readonly store: ReadableBlockstore
   private level?: LevelBlockstoreLike
+  /** A fast read found a block: the key layout is right, so a fast miss is an answer */
+  private proven = false
   private readonly onFallback: (err?: Error) => void
 
   constructor (store: ReadableBlockstore, onFallback: (err?: Error) => void) {
@@ -107,13 +115,37 @@ class BlockstoreReader implements LocalReader {
     if (level != null && level.db.status === 'open') {
       try {
         const bytes = level.db.getSync(keyOf(level, cid))
-        if (bytes != null) return bytes
+        if (bytes != null) {
+          this.proven = true
+          return bytes
+        }
       } catch (err: any) {
         return this.readWrapped(cid, options, err)
       }
       return this.readWrapped(cid, options)
     }
     return this.readWrapped(cid, options)
+  }
+
+  has (cid: CID, options?: AbortOptions): boolean | Promise<boolean> {
+    const level = this.level
+    if (cid.multihash.code !== IDENTITY && level != null && level.db.status === 'open') {
+      try {
+        if (level.db.getSync(keyOf(level, cid)) != null) {
+          this.proven = true
+          return true
+        }
+        if (this.proven) return false
+      } catch {
+        // asked through the blockstore below
+      }
+    }
+    return this.hasWrapped(cid, options)
+  }
+
+  private async hasWrapped (cid: CID, options?: AbortOptions): Promise<boolean> {
+    if (this.store.has != null) return this.store.has(cid, options)
+    return (await this.readWrapped(cid, options)) != null
   }
 
   /** Reads through the wrapping blockstore; turns the fast path off when it found what the fast path missed */

@@ -119,8 +119,8 @@ const PROTOCOLS_TTL = 5_000
 /** Times a miss looks for a stream before it is left to the fallback */
 const MAX_ROUNDS = 4
 /** Decoded blocks kept for the walker to take (`getLocal()`), at most, by count and bytes */
-const MAX_HANDOFF_BLOCKS = 1024
-const MAX_HANDOFF_BYTES = 8 * 1024 * 1024
+const MAX_HANDOFF_BLOCKS = 128
+const MAX_HANDOFF_BYTES = 2 * 1024 * 1024
 /** A handed-off block nobody took for this long (ms) may make room for a newer one */
 const HANDOFF_STALE = 10_000
 /** CIDs of delivered blocks remembered for `discard()` */
@@ -242,7 +242,17 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     yield * fallback.get(cid, options)
   }
 
+  /**
+   * Stores one block (a local write, or a block carried in a broadcast) as a
+   * stream's delivery is stored: straight to LevelDB when the blockstore
+   * allows, then announced, instead of Helia's lock, `has`, `put` and early
+   * announcement
+   */
   async put (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
+    if (await this.writer.write([{ cid, bytes }], options)) {
+      await this.announce([cid], options)
+      return
+    }
     await this.components.local.put(cid, bytes, options)
   }
 
@@ -278,7 +288,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   }
 
   async has (cid: CID, options?: AbortOptions): Promise<boolean> {
-    return this.components.local.has(cid, options)
+    return this.reader.has(cid, options)
   }
 
   /** Deletes a block from the node's blockstore (compaction); a pinned block stays */
@@ -460,7 +470,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
               this.stats.bytes += bytes.byteLength
               settle(cid.toString(), true)
             }
-            await this.announce(blocks, signal)
+            await this.announce(blocks.map(b => b.cid), { signal })
           }
         }, { signal })
         if (result.blocks > 0) this.lastGood = id
@@ -510,14 +520,14 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   }
 
   /** Tells the block brokers of stored blocks */
-  private async announce (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
+  private async announce (cids: CID[], options?: AbortOptions): Promise<void> {
     const { announce } = this.components
     if (announce == null) return
     try {
-      await announce(blocks.map(b => b.cid), { signal })
+      await announce(cids, options)
     } catch (err: any) {
       // stored all the same: peers that want them ask again
-      if (!signal.aborted) this.log.error('could not announce %d stored blocks - %e', blocks.length, err)
+      if (options?.signal?.aborted !== true) this.log.error('could not announce %d stored blocks - %e', cids.length, err)
     }
   }
 
