@@ -23,8 +23,8 @@
  * - Identity CIDs are never stored: they are skipped.
  */
 
-import { findLevel, IDENTITY, keyOf } from '../helia/sync/local-reader.js'
-import type { LevelBlockstoreLike } from '../helia/sync/local-reader.js'
+import { findLevel, IDENTITY, keyOf } from '../codec/level-blockstore.js'
+import type { LevelBlockstoreLike } from '../codec/level-blockstore.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'

@@ -24,7 +24,8 @@
  */
 
 import toBuffer from 'it-to-buffer'
-import { base32UpperKey } from '../../codec/block-key.js'
+import { findLevel, IDENTITY, keyOf } from '../../codec/level-blockstore.js'
+import type { LevelBlockstoreLike } from '../../codec/level-blockstore.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
@@ -36,25 +37,6 @@ export interface ReadableBlockstore {
   unwrap?(): unknown
 }
 
-/** A LevelDB whose reads may run in-process (classic-level 3) */
-export interface SyncLevel {
-  status?: string
-  supports?: { getSync?: boolean }
-  getSync(key: string): Uint8Array | undefined
-}
-
-/** blockstore-level's `LevelBlockstore`: `db` and the multibase of its keys are public */
-export interface LevelBlockstoreLike {
-  db: SyncLevel
-  base: { encoder: { encode(bytes: Uint8Array): string } }
-}
-
-/** The identity multihash: its digest is the block, never stored */
-export const IDENTITY = 0x00
-
-/** How many wrapping levels are looked through for the LevelDB */
-const MAX_UNWRAP_DEPTH = 4
-
 /** Reads local blocks; undefined when absent */
 export interface LocalReader {
   /** The block's bytes, synchronously when it can, else a promise; undefined when absent */
@@ -63,32 +45,6 @@ export interface LocalReader {
   has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
   /** Whether reads run in-process (the fast path is on) */
   readonly direct: boolean
-}
-
-function isLevelBlockstore (store: unknown): store is LevelBlockstoreLike {
-  const s = store as Partial<LevelBlockstoreLike> | undefined
-  return s?.db != null && typeof s.db.getSync === 'function' && s.db.supports?.getSync === true &&
-    typeof s.base?.encoder?.encode === 'function'
-}
-
-/** The LevelBlockstore under Helia's wrappers, if that is what they wrap */
-export function findLevel (store: ReadableBlockstore): LevelBlockstoreLike | undefined {
-  let inner: unknown = store
-  for (let depth = 0; depth <= MAX_UNWRAP_DEPTH && inner != null; depth++) {
-    if (isLevelBlockstore(inner)) return inner
-    const next = inner as { unwrap?(): unknown, child?: unknown }
-    // Helia's wrappers unwrap(); blockstore-core's IdentityBlockstore keeps its store as `child`
-    inner = typeof next.unwrap === 'function' ? next.unwrap() : next.child
-  }
-  return undefined
-}
-
-/** blockstore-level's key of a block: `/` and the multihash in its multibase */
-export function keyOf (level: LevelBlockstoreLike, cid: CID): string {
-  const base = level.base as LevelBlockstoreLike['base'] & { name?: string, prefix?: string }
-  // blockstore-level's default multibase, encoded without building the string char by char
-  if (base.name === 'base32upper' && base.prefix === 'B') return base32UpperKey(cid.multihash.bytes, '/B')
-  return `/${level.base.encoder.encode(cid.multihash.bytes)}`
 }
 
 class BlockstoreReader implements LocalReader {

@@ -20,8 +20,9 @@
  * - Putting a block twice is harmless (same key, same bytes).
  */
 
-import { findLevel, IDENTITY, keyOf } from './local-reader.js'
-import type { LevelBlockstoreLike, ReadableBlockstore } from './local-reader.js'
+import { findLevel, IDENTITY, keyOf } from '../../codec/level-blockstore.js'
+import type { ReadableBlockstore } from './local-reader.js'
+import type { LevelBlockstoreLike } from '../../codec/level-blockstore.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
