@@ -21,6 +21,7 @@ import { Key } from 'interface-datastore'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
 import { createReplicaNode } from '../src/node/index.js'
+import { readLocalBlock } from '../src/snapshot/fetch.js'
 import { decodeRoot, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, SNAPSHOT_VERSION, snapshotIdOf } from '../src/snapshot/format.js'
 import { missingCid } from './fixtures/hostile-blocks.js'
 import { stateOf, waitFor } from './fixtures/network.js'
@@ -672,5 +673,27 @@ describe('snapshots', function () {
     } finally {
       await a.store.stop()
     }
+  })
+})
+
+describe('snapshots: local reads', function () {
+  it('a local read goes through getLocal() when the blockstore has it, never through a get() that asks peers (regression: the block-sync blockstore ignores offline, so compaction\'s and the cover checks\' local reads of blocks compacted away everywhere waited on the network until aborted)', async () => {
+    const block = await encodeBlock({ e: [['/a', '/x', 1, enc('v')]] })
+    const absent = await missingCid('local-read')
+    let asked = 0
+    const getter = {
+      // asks peers whatever `offline` says, and nobody answers
+      async * get (_cid: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> {
+        asked++
+        await new Promise((resolve, reject) => { options?.signal?.addEventListener('abort', () => { reject(options.signal?.reason) }, { once: true }) })
+      },
+      async getLocal (cid: CID): Promise<{ bytes: Uint8Array } | undefined> {
+        return cid.equals(block.cid) ? { bytes: block.bytes } : undefined
+      }
+    }
+    const signal = AbortSignal.timeout(2000)
+    expect(await readLocalBlock(getter, absent, { signal })).to.equal(undefined)
+    expect(await readLocalBlock(getter, block.cid, { signal })).to.deep.equal(block.bytes)
+    expect(asked).to.equal(0)
   })
 })

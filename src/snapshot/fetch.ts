@@ -15,6 +15,7 @@ import { BlockFetchError } from '../errors.js'
 import { withTimeout } from '../utils.js'
 import { verifyBlock } from './format.js'
 import type { BlockGetter } from '../engine/engine.js'
+import type { DAGBlockstore } from '../interfaces.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
@@ -32,12 +33,16 @@ export async function fetchVerified (getter: BlockGetter, cid: CID, timeout: num
 }
 
 /**
- * A block's bytes when it is stored here, else undefined: one `get()` with
- * `offline` set (Helia's blockstore then never asks the network; a store
- * that only stores locally says NotFoundError), not `has()` then `get()`.
- * Other errors are thrown.
+ * A block's bytes when it is stored here, else undefined: `getLocal()` when
+ * the getter has it (the block-sync protocol's blockstore: its `get()`
+ * ignores `offline` and asks peers, which for a block compacted away on
+ * every peer waits until aborted), else one `get()` with `offline` set
+ * (Helia's blockstore then never asks the network; a store that only
+ * stores locally says NotFoundError), not `has()` then `get()`. Other
+ * errors are thrown.
  */
-export async function readLocalBlock (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
+export async function readLocalBlock (getter: BlockGetter & Partial<Pick<DAGBlockstore, 'getLocal'>>, cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
+  if (typeof getter.getLocal === 'function') return (await getter.getLocal(cid, options))?.bytes
   try {
     return await toBuffer(getter.get(cid, { ...options, offline: true } as AbortOptions))
   } catch (err: any) {
