@@ -686,6 +686,7 @@ describe('snapshots: local reads', function () {
       async * get (_cid: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> {
         asked++
         await new Promise((resolve, reject) => { options?.signal?.addEventListener('abort', () => { reject(options.signal?.reason) }, { once: true }) })
+        yield new Uint8Array(0)
       },
       async getLocal (cid: CID): Promise<{ bytes: Uint8Array } | undefined> {
         return cid.equals(block.cid) ? { bytes: block.bytes } : undefined
