@@ -19,8 +19,15 @@ import type { DAGBlockstore } from '../interfaces.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
-/** Fetches a block, bounded by `timeout` ms (0: no bound), and checks it against its CID */
-export async function fetchVerified (getter: BlockGetter, cid: CID, timeout: number, options?: AbortOptions): Promise<Uint8Array> {
+/**
+ * Fetches a block, bounded by `timeout` ms (0: no bound), and checks it
+ * against its CID; a getter that is a blockstore then stores it unless it
+ * has it. DAG syncers keep only blocks that decode as delta nodes (so junk
+ * is never stored), never a snapshot's dag-cbor blocks: without this, an
+ * install fetched every chunk twice, and a replica that passed another's
+ * snapshot (having "every block of it here") could not serve it
+ */
+export async function fetchVerified (getter: BlockGetter & Partial<Pick<DAGBlockstore, 'has' | 'put'>>, cid: CID, timeout: number, options?: AbortOptions): Promise<Uint8Array> {
   let bytes: Uint8Array
   try {
     bytes = await withTimeout(options?.signal, timeout, async signal => toBuffer(getter.get(cid, { signal })))
@@ -29,6 +36,9 @@ export async function fetchVerified (getter: BlockGetter, cid: CID, timeout: num
     throw new BlockFetchError(`Could not fetch snapshot block ${cid}: ${err.message}`, { cause: err })
   }
   await verifyBlock(cid, bytes)
+  if (typeof getter.put === 'function' && typeof getter.has === 'function' && !(await getter.has(cid, options))) {
+    await getter.put(cid, bytes, options)
+  }
   return bytes
 }
 
