@@ -302,8 +302,11 @@ async function play ({ n, first, steps, last, seed }: History, stats: Stats): Pr
   }
 }
 
+/** Time a run may take at most, for the test's timeout (a run takes 1-5 s; more with COMPACTION_PROPERTY_RUNS) */
+const RUN_TIMEOUT = 15_000
+
 describe('bounded history under fast-check', function () {
-  this.timeout(120_000)
+  this.timeout(Math.max(120_000, RUNS * RUN_TIMEOUT))
 
   it('histories with compactions, partitions, restarts, replicas away and a late joiner end with every replica equal to the reference model', async () => {
     const stats: Stats = { runs: 0, long: 0, writes: 0, deletes: 0, compactions: 0, removedBlocks: 0, compactionsWithOneAway: 0, joins: 0, restarts: 0, comebacks: 0, keys: 0 }

@@ -26,6 +26,8 @@ import { convergeHeads, stateOf, TestNetwork, waitFor } from './fixtures/network
 import { dec, enc, levelReplica, memoryReplica, readBlock, tempDir } from './fixtures/stores.js'
 import type { CRDTDatastore, CompactResult } from '../src/index.js'
 import type { Datastore } from 'interface-datastore'
+import type { AbortOptions } from 'interface-store'
+import type { CID } from 'multiformats/cid'
 
 const crasher = fileURLToPath(new URL('./fixtures/compact-crasher.js', import.meta.url))
 
@@ -425,6 +427,132 @@ describe('compaction: what replicas announce, and what a second compaction delet
       }
     } finally {
       await net.stop()
+    }
+  })
+})
+
+/**
+ * A blockstore that fetches what it lacks from another replica's
+ * blockstore, as bitswap would: a block the other lacks is answered
+ * NotFoundError (`missing: 'refuse'`, a peer saying it lacks it) or waited
+ * for until the fetch is aborted (`missing: 'wait'`, a want nobody answers).
+ * `get` with `offline` reads local blocks only.
+ */
+class PeerBlockstore extends MemoryBlockstore {
+  constructor (private readonly peer: MemoryBlockstore, private readonly missing: 'refuse' | 'wait' = 'refuse') {
+    super()
+  }
+
+  override async * get (cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncGenerator<Uint8Array> {
+    if (await super.has(cid) || options?.offline === true) {
+      yield * super.get(cid, options)
+      return
+    }
+    if (await this.peer.has(cid)) {
+      const bytes = await toBuffer(this.peer.get(cid))
+      await this.put(cid, bytes)
+      yield bytes
+      return
+    }
+    if (this.missing === 'wait') {
+      await new Promise((resolve, reject) => {
+        if (options?.signal == null) return
+        options.signal.addEventListener('abort', () => { reject(options.signal?.reason) }, { once: true })
+      })
+    }
+    throw Object.assign(new Error(`no peer has ${cid}`), { name: 'NotFoundError' })
+  }
+}
+
+describe('compaction: a path back for every replica (chaos regressions)', function () {
+  this.timeout(30_000)
+
+  it('payloads whose sender is not named keep compaction waiting, and it says why (regression: they were not counted, so every replica compacted as if alone while the others still needed the blocks)', async () => {
+    const broadcaster = new AnnouncerBroadcaster()
+    const r = await memoryReplica({ compaction: { interval: 0 }, rebroadcastInterval: 20 }, { broadcaster })
+    try {
+      await churn(r.store, 3, 3)
+      const snapshot = await r.store.snapshot()
+      // another replica, announcing this very snapshot, whose transport does not say who sent it
+      broadcaster.deliver(addSnapshotAnnouncement(encodeBroadcast(r.store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))), snapshot), '')
+      await waitFor(() => r.store.stats().receivedBroadcasts === 1, 10_000, 'the payload')
+      let result = await r.store.compact()
+      for (let i = 0; i < 100 && (result.waiting ?? '').startsWith('learning'); i++) {
+        await new Promise(resolve => setTimeout(resolve, 20))
+        result = await r.store.compact()
+      }
+      expect(result.waiting).to.include('do not say who sent them')
+      expect(result.removed).to.deep.equal({ blocks: 0, entries: 0 })
+      expect((await r.store.historyStats()).nodes).to.equal(4)
+    } finally {
+      await r.store.stop()
+      broadcaster.close()
+    }
+  })
+
+  it('a replica that gave up a branch compacted away on every peer makes no snapshot meanwhile, and installs the snapshot a peer announces that covers it: the writes below come back (regression: clean, with heads, it ignored announced snapshots and lost them for good, and snapshotted and compacted over the gap)', async () => {
+    // a: compacts alone (no broadcaster, no known replica), so the block of its first node is gone
+    const a = await memoryReplica({ compaction: { interval: 0 } })
+    const broadcaster = new AnnouncerBroadcaster()
+    const b = await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore: new PeerBlockstore(a.blockstore), broadcaster }, {
+      maxFetchAttempts: 1, dagSyncerTimeout: 2000, headTimeout: 2000, repairInterval: 0, rebroadcastInterval: 50
+    })
+    try {
+      await a.store.put(new Key('/k/a'), enc('a1'))
+      const first = a.store.heads()[0].cid
+      await a.store.put(new Key('/k/b'), enc('b1'))
+      const { snapshot, removed } = await a.store.compact()
+      expect(removed.blocks).to.equal(1)
+      expect(await a.blockstore.has(first)).to.equal(false)
+      await a.store.put(new Key('/k/c'), enc('c1'))
+      const payload = encodeBroadcast(a.store.heads().map(h => ({ cid: h.cid, dagName: h.dagName })))
+
+      // b has history of its own; a's head reaches it without an announcement: the walk down fails
+      await b.put(new Key('/k/own'), enc('mine'))
+      broadcaster.deliver(payload, 'replica-a')
+      await waitFor(async () => (await b.givenUpBranches()).length > 0, 10_000, 'b to give the branch up')
+      await b.repair()
+      expect(await b.isDirty()).to.equal(false)
+      expect(await stateOf(b)).to.not.include('/k/a=a1')
+      // the set lacks the branch: a snapshot of it would not be the state at its heads
+      await expect(b.snapshot()).to.eventually.be.rejected.with.property('name', 'SnapshotNotReadyError')
+
+      // a announces its snapshot: b installs it, the branch is settled and the writes are there
+      broadcaster.deliver(addSnapshotAnnouncement(payload, snapshot), 'replica-a')
+      await waitFor(async () => (await stateOf(b)).includes('/k/a=a1'), 10_000, 'b to install the announced snapshot')
+      expect(await stateOf(b)).to.deep.equal(['/k/a=a1', '/k/b=b1', '/k/c=c1', '/k/own=mine'])
+      expect(await b.givenUpBranches()).to.deep.equal([])
+      expect((await b.snapshot()).toString()).to.be.a('string')
+    } finally {
+      await b.stop()
+      broadcaster.close()
+      await a.store.stop()
+    }
+  })
+
+  it('an announced snapshot that can no longer be fetched holds up the payload\'s heads only for the head deadline (regression: a fresh replica waited for its root for the 5 minutes of a snapshot block, and no payload was read meanwhile)', async () => {
+    const a = await memoryReplica()
+    const broadcaster = new AnnouncerBroadcaster()
+    const c = await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore: new PeerBlockstore(a.blockstore, 'wait'), broadcaster }, {
+      headTimeout: 300, rebroadcastInterval: 50
+    })
+    try {
+      await a.store.put(new Key('/k/x'), enc('x1'))
+      // a snapshot made and gone since (its maker compacted a newer one): nobody has its root any more
+      const gone = await a.store.snapshot()
+      await a.blockstore.delete(gone)
+      const payload = addSnapshotAnnouncement(encodeBroadcast(a.store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))), gone)
+      broadcaster.deliver(payload, 'replica-a')
+      await waitFor(async () => (await stateOf(c)).includes('/k/x=x1'), 10_000, 'the head to be merged')
+      // the same announcement again is not waited for a second time
+      broadcaster.deliver(payload, 'replica-a')
+      await a.store.put(new Key('/k/y'), enc('y1'))
+      broadcaster.deliver(encodeBroadcast(a.store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))), 'replica-a')
+      await waitFor(async () => (await stateOf(c)).includes('/k/y=y1'), 10_000, 'the next head to be merged')
+    } finally {
+      await c.stop()
+      broadcaster.close()
+      await a.store.stop()
     }
   })
 })

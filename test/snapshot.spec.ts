@@ -15,12 +15,15 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'aegir/chai'
+import { MemoryBlockstore } from 'blockstore-core'
+import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
 import fc from 'fast-check'
 import { Key } from 'interface-datastore'
 import { createHeliaCRDT } from '../src/helia/index.js'
-import { encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
+import { createCRDTDatastore, encodeBroadcast, encodeNode, readSnapshot } from '../src/index.js'
 import { createReplicaNode } from '../src/node/index.js'
+import { readLocalBlock } from '../src/snapshot/fetch.js'
 import { decodeRoot, encodeBlock, encodeElementChunk, encodeRoot, encodeTombstoneChunk, SNAPSHOT_VERSION, snapshotIdOf } from '../src/snapshot/format.js'
 import { missingCid } from './fixtures/hostile-blocks.js'
 import { stateOf, waitFor } from './fixtures/network.js'
@@ -28,6 +31,7 @@ import { dec, enc, levelReplica, memoryReplica, readBlock, syncReplica, tempDir 
 import type { CRDTDatastore } from '../src/index.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 import type { Datastore, Pair } from 'interface-datastore'
+import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
 const installCrasher = fileURLToPath(new URL('./fixtures/install-crasher.js', import.meta.url))
@@ -670,6 +674,63 @@ describe('snapshots', function () {
       expect((await a.store.pendingBranches()).map(String)).to.deep.equal([top.cid.toString()])
       await expect(a.store.snapshot()).to.eventually.be.rejected.with.property('name', 'SnapshotNotReadyError')
     } finally {
+      await a.store.stop()
+    }
+  })
+})
+
+describe('snapshots: local reads', function () {
+  it('a local read goes through getLocal() when the blockstore has it, never through a get() that asks peers (regression: the block-sync blockstore ignores offline, so compaction\'s and the cover checks\' local reads of blocks compacted away everywhere waited on the network until aborted)', async () => {
+    const block = await encodeBlock({ e: [['/a', '/x', 1, enc('v')]] })
+    const absent = await missingCid('local-read')
+    let asked = 0
+    const getter = {
+      // asks peers whatever `offline` says, and nobody answers
+      async * get (_cid: CID, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array> {
+        asked++
+        await new Promise((resolve, reject) => { options?.signal?.addEventListener('abort', () => { reject(options.signal?.reason) }, { once: true }) })
+        yield new Uint8Array(0)
+      },
+      async getLocal (cid: CID): Promise<{ bytes: Uint8Array } | undefined> {
+        return cid.equals(block.cid) ? { bytes: block.bytes } : undefined
+      }
+    }
+    const signal = AbortSignal.timeout(2000)
+    expect(await readLocalBlock(getter, absent, { signal })).to.equal(undefined)
+    expect(await readLocalBlock(getter, block.cid, { signal })).to.deep.equal(block.bytes)
+    expect(asked).to.equal(0)
+  })
+
+  it('an installed snapshot\'s blocks are stored here though the DAG syncer keeps only delta nodes, so this replica can serve it (regression: they were fetched, not stored: fetched again by each pass, and a replica that passed the snapshot could not serve it)', async () => {
+    const a = await memoryReplica()
+    // fetches from a what it lacks and, as the Helia DAG syncer does with blocks that are not delta nodes, does not store it
+    const local = new MemoryBlockstore()
+    let fetched = 0
+    const blockstore = {
+      has: async (cid: CID) => local.has(cid),
+      put: async (cid: CID, bytes: Uint8Array) => local.put(cid, bytes),
+      async * get (cid: CID, options?: AbortOptions & { offline?: boolean }): AsyncGenerator<Uint8Array> {
+        if (await local.has(cid) || options?.offline === true) {
+          yield * local.get(cid, options)
+          return
+        }
+        fetched++
+        yield * a.blockstore.get(cid)
+      }
+    }
+    const b = await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore })
+    try {
+      for (let i = 0; i < 6; i++) await a.store.put(new Key(`/s/${i}`), enc(`v${i}`))
+      const cid = await a.store.snapshot({ chunkBytes: 64 })
+      const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
+      const blocks = [cid, ...root.elementChunks, ...root.tombstoneChunks, ...root.nodeChunks]
+      await b.installSnapshot(cid)
+      expect(await stateOf(b)).to.deep.equal(await stateOf(a.store))
+      for (const block of blocks) expect(await local.has(block), `block ${block}`).to.equal(true)
+      // each block crossed the network once
+      expect(fetched).to.equal(blocks.length)
+    } finally {
+      await b.stop()
       await a.store.stop()
     }
   })

@@ -18,11 +18,12 @@ import { migrateLayout } from '../crdt/migrate.js'
 import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../errors.js'
 import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MAX_KNOWN_REPLICAS, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
 import { coveredHeads, coverWalk, mergedBySnapshot } from '../snapshot/cover.js'
+import { fetchVerified } from '../snapshot/fetch.js'
 import { installSnapshot, resumeInstalls } from '../snapshot/install.js'
 import { TrustGate } from '../trust/gate.js'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
 import { dotDAG, printDAG } from './debug.js'
-import { DEFAULT_MAX_MERGE_BYTES, DEFAULT_MAX_MERGE_NODES, Engine } from './engine.js'
+import { DEFAULT_MAX_MERGE_BYTES, DEFAULT_MAX_MERGE_NODES, Engine, MALFORMED_REASON } from './engine.js'
 import { purgeDAG } from './purge.js'
 import { Replicator } from './replicator.js'
 import { StoreMetrics } from './store-metrics.js'
@@ -65,6 +66,10 @@ export const HEAD_SLOTS_PER_WORKER = 4
 export const DEFAULT_BROADCAST_BLOCKS_MAX_SIZE = 262_144
 
 const EMPTY = new Uint8Array(0)
+/** Rebroadcast intervals before an announced snapshot that could not be installed is tried again */
+const JOIN_RETRY_INTERVALS = 10
+/** Announced snapshots remembered at most as not installable */
+const MAX_JOIN_FAILURES = 64
 
 /** `get` of `getter` calling `onBlock` with its size after each block is received in full */
 function countedGet (getter: Pick<DAGBlockstore, 'get'>, onBlock: (bytes: number) => void): DAGBlockstore['get'] {
@@ -151,8 +156,18 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   private readonly compaction: Compaction
   private readonly compactionInit?: CompactionInit
   private compactionTimer?: ReturnType<typeof setTimeout>
+  /** Aborted first thing by `stop()`: snapshot work started by payloads (considering, joining) */
+  private background?: AbortController
   /** Announced snapshots installed (or being installed) by `joinFromSnapshot` */
   private readonly joined = new Set<string>()
+  /** Announced snapshots `joinFromSnapshot` could not install, with when (not tried again for `joinRetryAfter` ms) */
+  private readonly joinFailed = new Map<string, number>()
+  /** Time (ms) to fetch the root of an announced snapshot to join from (the head deadline) */
+  private readonly joinRootTimeout: number
+  /** Time (ms) to fetch each other block of it (`dagSyncerTimeout`, or the default when that is 0) */
+  private readonly joinBlockTimeout: number
+  /** Time (ms) before an announced snapshot that could not be installed is tried again */
+  private readonly joinRetryAfter: number
   /** Merged nodes whose blocks are kept: last scan plus nodes merged since */
   private historyNodes = 0
   /** Whether an installed snapshot recorded covered heads (undefined: not looked up yet) */
@@ -263,10 +278,12 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       isCovered: async (node, options) => this.isCovered(node, options),
       decorate: payload => this.compaction.announcing ? addSnapshotAnnouncement(payload, this.compaction.announced) : payload,
       onPayload: async (data, from, options) => {
-        // the payload's snapshot announcement, read once for both
+        // the payload's snapshot announcement, read once for both; stop() aborts what it starts before
+        // waiting for it (a fetch of a snapshot nobody serves would hold stop() up)
         const announcement = readSnapshotAnnouncement(data)
-        this.compaction.onPayload(announcement, from, p => { this.track(p).catch(() => {}) })
-        await this.joinFromSnapshot(announcement.snapshot, options)
+        const signal = this.background == null ? options.signal : AbortSignal.any([this.background.signal, ...(options.signal == null ? [] : [options.signal])])
+        this.compaction.onPayload(announcement, from, p => { this.track(p).catch(() => {}) }, { signal })
+        await this.joinFromSnapshot(announcement.snapshot, { signal })
       },
       broadcastBlocksMaxSize: checkNumber('broadcastBlocksMaxSize', init.broadcastBlocksMaxSize ?? DEFAULT_BROADCAST_BLOCKS_MAX_SIZE, 0),
       progress: this.meter,
@@ -283,6 +300,9 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
           membershipWindow: checkNumber('compaction.membershipWindow', init.compaction.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW, 1),
           maxKnownReplicas: checkNumber('compaction.maxKnownReplicas', init.compaction.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS, 1, true)
         }
+    this.joinRootTimeout = dagSyncerTimeout > 0 ? Math.min(headTimeout, dagSyncerTimeout) : headTimeout
+    this.joinBlockTimeout = dagSyncerTimeout > 0 ? dagSyncerTimeout : DEFAULT_DAG_SYNCER_TIMEOUT
+    this.joinRetryAfter = JOIN_RETRY_INTERVALS * rebroadcastInterval
     this.compaction = new Compaction({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.log }, {
       membershipWindow: this.compactionInit?.membershipWindow ?? DEFAULT_MEMBERSHIP_WINDOW,
       maxKnownReplicas: this.compactionInit?.maxKnownReplicas ?? DEFAULT_MAX_KNOWN_REPLICAS,
@@ -334,6 +354,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.hasCovered = this.compaction.summary().compacted != null || (await coveredHeads(this.snapshotComponents(), options)).length > 0
     if (await resumeInstalls(this.snapshotComponents(), options)) this.hasCovered = true
     this.state = 'started'
+    this.background = new AbortController()
     await this.replicator.start()
     this.scheduleCompaction()
     this.log('started with %d heads, max height %d', this.engine.heads.all().length, this.engine.heads.maxHeight())
@@ -356,6 +377,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
 
   private async close (): Promise<void> {
     this.state = 'stopping'
+    this.background?.abort()
     clearTimeout(this.compactionTimer)
     this.compactionTimer = undefined
     await Promise.allSettled([...this.writes])
@@ -680,23 +702,50 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   /**
    * Installs the snapshot a payload announces, before its heads are walked,
    * when this replica has no heads yet (a fresh replica joins from it and
-   * then syncs only the DAG above it) or is dirty (a sync failed: a replica
-   * back from a long absence whose peers compacted the history it lacks).
-   * The install is a merge, so the replica's own writes stay. A snapshot
-   * whose covered heads are all merged here already is skipped.
+   * then syncs only the DAG above it), is dirty (a sync failed: a replica
+   * back from a long absence whose peers compacted the history it lacks) or
+   * has a branch given up for lack of its blocks (see `needsSnapshot`).
+   * The install is a merge, so the replica's own writes stay. Bounded: the
+   * root within the head deadline (an announcement may outlive its
+   * snapshot), each chunk within `dagSyncerTimeout`; a snapshot that could
+   * not be installed is not tried again for `JOIN_RETRY_INTERVALS`
+   * rebroadcast intervals, so a stale announcement does not hold up every
+   * payload that repeats it.
    */
   private async joinFromSnapshot (snapshot: CID | undefined, options: AbortOptions): Promise<void> {
-    if (snapshot == null || this.joined.has(snapshot.toString())) return
-    if (this.engine.heads.all().length > 0 && !(await this.engine.isDirty(options))) return
-    this.joined.add(snapshot.toString())
+    if (snapshot == null) return
+    const key = snapshot.toString()
+    if (this.joined.has(key)) return
+    const failed = this.joinFailed.get(key)
+    if (failed != null && Date.now() - failed < this.joinRetryAfter) return
+    if (!(await this.needsSnapshot(options))) return
+    this.joined.add(key)
+    this.joinFailed.delete(key)
     try {
-      const result = await this.installSnapshot(snapshot, options)
+      // the root first, within the head deadline: an announcement can outlive the snapshot (its maker
+      // compacted a newer one), and this runs before the payload's heads are queued
+      await fetchVerified(this.fetcher, snapshot, this.joinRootTimeout, options)
+      const result = await this.installSnapshot(snapshot, { ...options, blockTimeout: this.joinBlockTimeout })
       this.log('joined from snapshot %c: %d new heads, %d keys changed', snapshot, result.newHeads, result.changes)
     } catch (err: any) {
       options.signal?.throwIfAborted()
-      this.joined.delete(snapshot.toString())
+      this.joined.delete(key)
+      if (this.joinFailed.size >= MAX_JOIN_FAILURES) this.joinFailed.delete(this.joinFailed.keys().next().value as string)
+      this.joinFailed.set(key, Date.now())
       this.log.error('could not install announced snapshot %c, syncing the DAG instead - %e', snapshot, err)
     }
+  }
+
+  /**
+   * Whether this replica lacks history an announced snapshot may hold: it
+   * has no heads (fresh), is dirty (a walk failed), or has a branch given
+   * up for lack of its blocks (they may be compacted away on every peer:
+   * then only a snapshot covering the branch brings its writes, and until
+   * one is installed this replica cannot make a snapshot itself)
+   */
+  private async needsSnapshot (options: AbortOptions): Promise<boolean> {
+    if (this.engine.heads.all().length === 0 || await this.engine.isDirty(options)) return true
+    return (await this.engine.givenUp(options)).some(b => !b.reason.startsWith(MALFORMED_REASON))
   }
 
   /** Runs the compaction policy (`init.compaction`) every `interval` ms */

@@ -27,8 +27,10 @@
  * rely on, so a replica coming back always finds the blocks it lacks or an
  * announced snapshot covering them. A known replica whose broadcasts lack the field
  * (go-ds-crdt, or compaction not configured) blocks compaction; so does
- * one that has not passed the snapshot yet; the reason is logged and shown
- * in `stats().history.waiting`. A store with a broadcaster waits
+ * one that has not passed the snapshot yet, and so do payloads whose sender
+ * the broadcaster does not say (heard within the window: such replicas
+ * cannot be told apart, so none can be seen to pass); the reason is logged
+ * and shown in `stats().history.waiting`. A store with a broadcaster waits
  * `settle` ms after start (it must hear the topic first) before it deletes
  * anything.
  *
@@ -167,6 +169,15 @@ interface Peer {
 
 /** Known replicas kept at most (the least recently heard are forgotten first) */
 export const DEFAULT_MAX_KNOWN_REPLICAS = 1_000
+
+/**
+ * The known-replica entry standing for payloads whose sender the
+ * broadcaster does not say (a `Broadcaster` without `nextPayload`, or one
+ * that leaves `from` out). No peer id is spelled so (base58 and base32 have
+ * no '-'). Those replicas cannot be told apart, so none of them can be seen
+ * to pass a snapshot: compaction waits while one was heard in the window.
+ */
+const UNNAMED = '-'
 
 /** A known replica's record is rewritten when heard again this long (ms) after it was written */
 const MEMBERSHIP_WRITE_INTERVAL = 60_000
@@ -334,9 +345,10 @@ export class Compaction {
     return this.passed?.cid
   }
 
-  /** Notes an announcer's broadcast: what its payload announces about snapshots */
-  onPayload ({ supported, snapshot }: SnapshotAnnouncement, from: string, track: (p: Promise<unknown>) => void): void {
-    if (from === '') return
+  /** Notes an announcer's broadcast: what its payload announces about snapshots (considered in the background, `track`ed) */
+  onPayload ({ supported, snapshot }: SnapshotAnnouncement, sender: string, track: (p: Promise<unknown>) => void, options?: AbortOptions): void {
+    // an unnamed sender is some replica all the same: it is remembered (and blocks compaction) as one
+    const from = sender === '' ? UNNAMED : sender
     const old = this.peers.get(from)
     const state: Peer = { lastSeen: Date.now(), supported, snapshot, stored: old?.stored }
     this.peers.set(from, state)
@@ -349,7 +361,8 @@ export class Compaction {
     }
     if (snapshot != null && !(this.passed?.cid.equals(snapshot) ?? false) && !this.considering.has(snapshot.toString()) && !this.settled.has(snapshot.toString())) {
       this.considering.add(snapshot.toString())
-      track(this.consider(snapshot).catch(err => {
+      // with the receive loop's signal: stop() does not wait out a fetch of a snapshot nobody serves
+      track(this.consider(snapshot, options).catch(err => {
         this.components.log('could not consider announced snapshot %c - %e', snapshot, err)
       }).finally(() => this.considering.delete(snapshot.toString())))
     }
@@ -533,6 +546,7 @@ export class Compaction {
     if (left > 0) return `learning which replicas are on the topic (${Math.ceil(left / 1000)} s left)`
     for (const [peer, state] of this.peers) {
       if (now - state.lastSeen > this.options.membershipWindow) continue
+      if (peer === UNNAMED) return 'replicas are heard whose payloads do not say who sent them (the broadcaster gives no sender): which of them passed a snapshot cannot be told'
       if (!state.supported) return `replica ${peer} announces no snapshot support (a go-ds-crdt replica, or compaction not configured there)`
       if (snapshot == null) continue
       if (state.snapshot == null || !state.snapshot.equals(snapshot)) return `replica ${peer} has not passed snapshot ${snapshot} yet (it announces ${state.snapshot?.toString() ?? 'none'})`

@@ -8,8 +8,9 @@
  * Invariants:
  * - The snapshot is the state at its covered heads: it is refused
  *   (`SnapshotNotReadyError`) while a walk is unfinished (a `w/` record
- *   exists) or a head is not processed, as the set then lacks part of the
- *   history below the heads.
+ *   exists), a branch is given up for lack of its blocks (a `g/` record
+ *   whose reason is not a malformed block) or a head is not processed, as
+ *   the set then lacks part of the history below the heads.
  * - Deterministic: records are sorted (see `compareRecords`) and chunked by
  *   size only; nothing depends on the replica, the clock or the datastore's
  *   iteration order. Replicas that merged the same nodes and applied the
@@ -29,6 +30,7 @@ import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { blockKey } from '../codec/block-key.js'
 import { escapeSegment, unescapeSegment } from '../crdt/layout.js'
 import { decodeMarker, decodePriority, encodeMarker } from '../crdt/or-set.js'
+import { MALFORMED_REASON } from '../engine/engine.js'
 import { SnapshotNotReadyError } from '../errors.js'
 import { chunkRecords, compareHeads, DEFAULT_CHUNK_BYTES, encodeBlock, encodeElementChunk, encodeNodeChunk, encodeRoot, encodeTombstoneChunk, snapshotIdOf, SNAPSHOT_VERSION } from './format.js'
 import { markApplied } from './removal.js'
@@ -90,6 +92,14 @@ async function collect (components: SnapshotComponents, options?: AbortOptions):
   const pending = await engine.pendingBranches(options)
   if (pending.length > 0) {
     throw new SnapshotNotReadyError(`Cannot snapshot while ${pending.length} branch(es) are still being synced (first: ${pending[0]}); retry once the store has caught up`)
+  }
+  // a branch given up for lack of its blocks is history below the heads that the set lacks too (a
+  // malformed one is junk, never part of the state); a snapshot announced from here would let others
+  // install it, stop their walks at its heads and never fetch that branch, and compaction would delete
+  // what leads to it
+  const givenUp = (await engine.givenUp(options)).filter(b => !b.reason.startsWith(MALFORMED_REASON))
+  if (givenUp.length > 0) {
+    throw new SnapshotNotReadyError(`Cannot snapshot while ${givenUp.length} branch(es) are given up (first: ${givenUp[0].cid}, ${givenUp[0].reason}); they are retried, and a snapshot another replica announces that covers them settles them`)
   }
   const heads = engine.heads.all().map(h => ({ dagName: h.dagName, cid: h.cid, height: h.height }))
   for (const head of heads) {

@@ -15,11 +15,19 @@ import { BlockFetchError } from '../errors.js'
 import { withTimeout } from '../utils.js'
 import { verifyBlock } from './format.js'
 import type { BlockGetter } from '../engine/engine.js'
+import type { DAGBlockstore } from '../interfaces.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
-/** Fetches a block, bounded by `timeout` ms (0: no bound), and checks it against its CID */
-export async function fetchVerified (getter: BlockGetter, cid: CID, timeout: number, options?: AbortOptions): Promise<Uint8Array> {
+/**
+ * Fetches a block, bounded by `timeout` ms (0: no bound), and checks it
+ * against its CID; a getter that is a blockstore then stores it unless it
+ * has it. DAG syncers keep only blocks that decode as delta nodes (so junk
+ * is never stored), never a snapshot's dag-cbor blocks: without this, an
+ * install fetched every chunk twice, and a replica that passed another's
+ * snapshot (having "every block of it here") could not serve it
+ */
+export async function fetchVerified (getter: BlockGetter & Partial<Pick<DAGBlockstore, 'has' | 'put'>>, cid: CID, timeout: number, options?: AbortOptions): Promise<Uint8Array> {
   let bytes: Uint8Array
   try {
     bytes = await withTimeout(options?.signal, timeout, async signal => toBuffer(getter.get(cid, { signal })))
@@ -28,16 +36,23 @@ export async function fetchVerified (getter: BlockGetter, cid: CID, timeout: num
     throw new BlockFetchError(`Could not fetch snapshot block ${cid}: ${err.message}`, { cause: err })
   }
   await verifyBlock(cid, bytes)
+  if (typeof getter.put === 'function' && typeof getter.has === 'function' && !(await getter.has(cid, options))) {
+    await getter.put(cid, bytes, options)
+  }
   return bytes
 }
 
 /**
- * A block's bytes when it is stored here, else undefined: one `get()` with
- * `offline` set (Helia's blockstore then never asks the network; a store
- * that only stores locally says NotFoundError), not `has()` then `get()`.
- * Other errors are thrown.
+ * A block's bytes when it is stored here, else undefined: `getLocal()` when
+ * the getter has it (the block-sync protocol's blockstore: its `get()`
+ * ignores `offline` and asks peers, which for a block compacted away on
+ * every peer waits until aborted), else one `get()` with `offline` set
+ * (Helia's blockstore then never asks the network; a store that only
+ * stores locally says NotFoundError), not `has()` then `get()`. Other
+ * errors are thrown.
  */
-export async function readLocalBlock (getter: BlockGetter, cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
+export async function readLocalBlock (getter: BlockGetter & Partial<Pick<DAGBlockstore, 'getLocal'>>, cid: CID, options?: AbortOptions): Promise<Uint8Array | undefined> {
+  if (typeof getter.getLocal === 'function') return (await getter.getLocal(cid, options))?.bytes
   try {
     return await toBuffer(getter.get(cid, { ...options, offline: true } as AbortOptions))
   } catch (err: any) {

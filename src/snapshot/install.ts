@@ -37,6 +37,7 @@ import { CID } from 'multiformats/cid'
 import { blockKey } from '../codec/block-key.js'
 import { encodePriority } from '../crdt/or-set.js'
 import { WriteSet } from '../crdt/write-set.js'
+import { MALFORMED_REASON } from '../engine/engine.js'
 import { InvalidSnapshotError } from '../errors.js'
 import { coveredKey, encodeHeight, settleBelowCovered } from './cover.js'
 import { fetchVerified } from './fetch.js'
@@ -291,8 +292,11 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
     targets.set(blockKey(head.cid), head.height)
     byDag.set(head.dagName, targets)
   }
-  // so are unfinished walks below them (a replica whose walk into compacted history failed)
-  for (const cid of await engine.pendingBranches(options)) {
+  // so are unfinished walks below them (a replica whose walk into compacted history failed), and
+  // branches given up for lack of their blocks (compacted away on every peer); a covered node among
+  // them is processed now, which settles its `g/` record
+  const givenUp = (await engine.givenUp(options)).filter(b => !b.reason.startsWith(MALFORMED_REASON)).map(b => b.cid)
+  for (const cid of [...await engine.pendingBranches(options), ...givenUp]) {
     if (covered.has(blockKey(cid))) continue
     for (const dagName of new Set(['', ...before.map(h => h.dagName)])) {
       const targets = byDag.get(dagName) ?? new Map<string, number>()

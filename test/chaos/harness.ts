@@ -60,7 +60,7 @@ export interface ChaosOptions {
    * Compaction configured on every replica (its interval policy), plus
    * `compact()` called now and then, once with a SIGKILL while it runs
    */
-  compaction?: { interval: number, minNodes: number }
+  compaction?: { interval: number, minNodes: number, membershipWindow?: number }
   /** Keep the data directories */
   keep?: boolean
   log?(line: string): void

@@ -1,5 +1,5 @@
 /**
- * `npm run chaos [-- --quick] [-- --trusted] [-- --compaction] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
+ * `npm run chaos [-- --quick] [-- --trusted] [-- --compaction [--membership-window ms]] [-- --seed N] [-- --replicas N] [-- --duration ms] [-- --converge-timeout ms] [-- --keep]`
  *
  * Runs the chaos harness (see harness.ts) and exits non-zero on any
  * violation, printing the seed that replays the run's choices.
@@ -26,6 +26,10 @@ let preset = fullOptions
 if (quick) preset = trusted ? trustedQuickOptions : quickOptions
 let options = preset(seed)
 if (compaction) options = quick ? compactionOptions(seed) : { ...options, compaction: CHAOS_COMPACTION }
+// --membership-window ms: replicas killed for longer stop being known replicas, and the others compact
+// without them (the path back of a replica away past the window: it must catch up from a snapshot)
+const window = argValue('--membership-window')
+if (window != null && options.compaction != null) options.compaction = { ...options.compaction, membershipWindow: Number(window) }
 const replicas = argValue('--replicas')
 if (replicas != null) options.replicas = Number(replicas)
 const duration = argValue('--duration')
@@ -43,5 +47,5 @@ if (report.ok) {
 }
 const path = await saveReport(report)
 process.stdout.write(`${report.violations.length} violation(s); report in ${path}\n`)
-process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}${trusted ? '--trusted ' : ''}${options.compaction != null ? '--compaction ' : ''}--seed ${seed}\n`)
+process.stdout.write(`replay with: npm run chaos -- ${quick ? '--quick ' : ''}${trusted ? '--trusted ' : ''}${options.compaction != null ? '--compaction ' : ''}${window != null ? `--membership-window ${window} ` : ''}--seed ${seed}\n`)
 process.exit(1)
