@@ -155,6 +155,8 @@ const sleep = async (ms: number): Promise<void> => { await new Promise(resolve =
 const ODD_KEYS = ['/odd/a b', '/odd/ü', '/odd/%00', '/odd/☃/x', '/odd/tab\tkey']
 /** Tries per junk injection cut by a SIGKILL or finding no live replica */
 const JUNK_ATTEMPTS = 6
+/** Tries per partition that did not take effect (a replica killed or restarting as it was cut) */
+const PARTITION_ATTEMPTS = 6
 const JUNK_KINDS: JunkKind[] = ['garbage-payload', 'head-flood', 'raw-head', 'random-block', 'missing-links', 'bad-delta', 'huge-priority', 'valid-over-junk', 'missing-head']
 /**
  * The quick run (in `npm test`) has every kind but missing-links: its
@@ -493,15 +495,15 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
    * other side and holds no open connection to it, and each side has a live
    * replica (a replica that restarts meanwhile is blocked at its start).
    * The cut falls between live replicas, so a replica killed at that moment
-   * cannot leave a side empty.
+   * cannot leave a side empty. Resolves whether it took effect.
    */
-  const partition = async (): Promise<void> => {
+  const partition = async (): Promise<boolean> => {
     const shuffled = procs.map(p => p.index).sort(() => random() - 0.5)
     const liveFirst = [...shuffled.filter(i => procs[i].alive), ...shuffled.filter(i => !procs[i].alive)]
     const liveCount = shuffled.filter(i => procs[i].alive).length
     if (liveCount < 2) {
       log(`partition skipped: ${liveCount} live replica(s)`)
-      return
+      return false
     }
     const cut = between(1, Math.max(2, Math.min(liveCount, Math.floor(options.replicas / 2) + 1)))
     const order = [...liveFirst.slice(0, cut), ...liveFirst.slice(cut).sort(() => random() - 0.5)]
@@ -517,9 +519,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     const sides = new Set(live.map(p => groups?.get(p.index)))
     if (replies.every(ok => ok) && sides.size === 2) {
       counts.partitions++
-    } else {
-      log(`partition not in effect (${replies.filter(ok => ok).length}/${live.length} replicas blocked, ${sides.size} side(s) live): not counted`)
+      return true
     }
+    log(`partition not in effect (${replies.filter(ok => ok).length}/${live.length} replicas blocked, ${sides.size} side(s) live): not counted`)
+    return false
   }
 
   const heal = async (): Promise<void> => {
@@ -624,7 +627,16 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
         const due = chaosStart + spacing * i + between(0, Math.floor(spacing / 3))
         while (Date.now() < due && !chaosOver) await sleep(Math.max(0, Math.min(100, due - Date.now())))
         if (chaosOver) break
-        await partition()
+        // a partition that did not take effect (a replica killed as it was cut) is healed and tried again
+        let inEffect = false
+        for (let attempt = 0; attempt < PARTITION_ATTEMPTS && !inEffect; attempt++) {
+          inEffect = await partition()
+          if (inEffect) break
+          await heal()
+          log(`partition ${i}: attempt ${attempt + 1} of ${PARTITION_ATTEMPTS} not in effect`)
+          await sleep(500)
+        }
+        if (!inEffect) continue
         const until = Date.now() + between(3000, 8000)
         while (Date.now() < until && !chaosOver) await sleep(100)
         await heal()
