@@ -977,6 +977,68 @@ describe('Engine', () => {
     })
   })
 
+  describe('nodes an installed snapshot merged already (mergedBySnapshot)', () => {
+    it('a remote node the snapshot merged is marked processed with its priority, loses its w/ record and head, and is neither merged nor walked', async () => {
+      const below = await node(delta(1, [['/below', '1']]))
+      const merged = await node(delta(2, [['/m', 'snap']]), [below.cid])
+      const asked: string[] = []
+      engine = make({
+        mergedBySnapshot: async (_tx, n) => {
+          asked.push(n.cid.toString())
+          return n.cid.equals(merged.cid)
+        }
+      })
+      await engine.heads.load()
+      expect(await engine.addRoot(merged.cid)).to.be.true()
+      await engine.adoptHead(merged)
+      expect(engine.heads.get('', merged.cid)).to.not.be.undefined()
+      const run = await engine.processRun(merged)
+      expect(asked).to.deep.equal([merged.cid.toString()])
+      expect(run).to.deep.include({ children: [], changes: [], merged: 0 })
+      expect(events).to.deep.equal([])
+      expect(await value('/m')).to.be.undefined()
+      expect(await engine.isProcessed(merged.cid)).to.be.true()
+      expect(decodePriority(await ds.get(layout.processedKey(blockKey(merged.cid))))).to.equal(2)
+      expect(await pendingMark(merged.cid)).to.be.undefined()
+      expect(engine.heads.all()).to.deep.equal([])
+      // its link is neither recorded nor reserved: nothing walks below it
+      expect(await pendingMark(below.cid)).to.be.undefined()
+      expect(engine.reserve(below.cid)).to.be.true()
+    })
+
+    it('a head that is not the settled node stays; a node the snapshot did not merge is merged as usual', async () => {
+      const other = await node(delta(1, [['/o', '1']]))
+      const settled = await node(delta(1, [['/s', '1']]))
+      engine = make({ mergedBySnapshot: async (_tx, n) => n.cid.equals(settled.cid) })
+      await engine.heads.load()
+      await engine.adoptHead(other)
+      await engine.processNode(settled)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([other.cid.toString()])
+      expect(await engine.isProcessed(settled.cid)).to.be.true()
+      const plain = await node(delta(1, [['/p', '1']]))
+      await engine.processNode(plain)
+      expect(await value('/p')).to.equal('1')
+      expect(engine.heads.get('', plain.cid)?.height).to.equal(1)
+    })
+
+    it('is not asked for local writes, nor for a node processed already', async () => {
+      let asked = 0
+      engine = make({ mergedBySnapshot: async () => { asked++; return true } })
+      await engine.heads.load()
+      const r = await put('/a', 'local')
+      expect(asked).to.equal(0)
+      expect(await value('/a')).to.equal('local')
+      expect(r?.changes.map(c => c.key)).to.deep.equal(['/a'])
+      // processed already: skipped before the snapshot is asked
+      const n = await node(delta(1, [['/b', '1']]))
+      await ds.put(layout.processedKey(blockKey(n.cid)), varint.encode(1))
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(1))
+      await engine.processNode(n)
+      expect(asked).to.equal(0)
+      expect(await pendingMark(n.cid)).to.be.undefined()
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
