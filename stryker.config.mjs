@@ -82,6 +82,7 @@ const config = {
       'dist/test/unit-engine.spec.js',
       'dist/test/walker.spec.js',
       'dist/test/codecs-carried.spec.js',
+      'dist/test/codecs-edges.spec.js',
       'dist/test/core.spec.js',
       'dist/test/or-set.spec.js',
       'dist/test/batch.spec.js',
