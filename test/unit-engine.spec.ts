@@ -1039,6 +1039,76 @@ describe('Engine', () => {
     })
   })
 
+  describe('edges the engine run at 40b54e4 left', () => {
+    /** A memory datastore whose reads of the listed keys fail, as a broken disk would */
+    class FailingDatastore extends MemoryDatastore {
+      failing = new Set<string>()
+      override async get (key: Key, options?: AbortOptions): Promise<Uint8Array> {
+        if (this.failing.has(key.toString())) throw new Error('disk gone')
+        return super.get(key, options)
+      }
+
+      override async has (key: Key, options?: AbortOptions): Promise<boolean> {
+        if (this.failing.has(key.toString())) throw new Error('disk gone')
+        return super.has(key, options)
+      }
+    }
+
+    /** A chain of three nodes stored in `bs`, the top first */
+    async function chain3 (): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
+      const low = await node(delta(1, [['/a', '1']]))
+      const mid = await node(delta(2, [['/a', '2']]), [low.cid])
+      const top = await node(delta(3, [['/a', '3']]), [mid.cid])
+      for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
+      return [top, mid, low]
+    }
+
+    it('adoptHead fails, adopting nothing, when reading the node\'s w/ record fails other than not found', async () => {
+      const failing = new FailingDatastore()
+      ds = failing
+      engine = make()
+      await engine.heads.load()
+      const n = await node(delta(1, [['/a', '1']]))
+      failing.failing.add(layout.pendingKey(blockKey(n.cid)).toString())
+      await expect(engine.adoptHead(n)).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.heads.all()).to.deep.equal([])
+    })
+
+    it('a run whose node below the first fails to stage on a datastore error fails whole: nothing handed back as if its links were missing, nothing committed', async () => {
+      const [top, mid, low] = await chain3()
+      const failing = new FailingDatastore()
+      ds = failing
+      engine = make()
+      await engine.heads.load()
+      // the middle node's priority check reads its link's processed marker: that read fails
+      failing.failing.add(layout.processedKey(blockKey(low.cid)).toString())
+      await expect(engine.processRun(top, { local: bs })).to.eventually.be.rejected.with.property('message', 'disk gone')
+      failing.failing.clear()
+      for (const n of [top, mid, low]) expect(await engine.isProcessed(n.cid)).to.be.false()
+      expect(events).to.deep.equal([])
+      expect(engine.reserve(mid.cid), 'released').to.be.true()
+    })
+
+    it('a run leaves the caller\'s reservation of its first node alone, whether its batch lands or not', async () => {
+      const [top, mid] = await chain3()
+      expect(engine.reserve(top.cid)).to.be.true()
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.merged).to.equal(3)
+      expect(engine.reserve(top.cid), 'still the caller\'s').to.be.false()
+      expect(engine.reserve(mid.cid), 'merged below: released').to.be.true()
+
+      ds = new MemoryDatastore()
+      const batch = ds.batch.bind(ds)
+      ds.batch = () => Object.assign(batch(), { commit: async () => { throw new Error('disk gone') } })
+      engine = make()
+      await engine.heads.load()
+      expect(engine.reserve(top.cid)).to.be.true()
+      await expect(engine.processRun(top, { local: bs })).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.reserve(top.cid), 'still the caller\'s after a failed batch').to.be.false()
+      expect(engine.reserve(mid.cid), 'released after a failed batch').to.be.true()
+    })
+  })
+
   it('dirty marker, exclusive runs, announced changes, idle', async () => {
     expect(await engine.isDirty()).to.be.false()
     await engine.markDirty()
