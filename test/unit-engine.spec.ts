@@ -22,7 +22,7 @@ import { decodeNode, encodeNode } from '../src/codec/dag-node.js'
 import { MAX_PRIORITY } from '../src/codec/delta.js'
 import { Layout } from '../src/crdt/layout.js'
 import { decodePriority } from '../src/crdt/or-set.js'
-import { Engine, MALFORMED_REASON } from '../src/engine/engine.js'
+import { Engine, LinksNeeded, MALFORMED_REASON } from '../src/engine/engine.js'
 import type { DecodedNode } from '../src/codec/dag-node.js'
 import type { Delta } from '../src/codec/delta.js'
 import type { SetChange } from '../src/crdt/or-set.js'
@@ -1062,6 +1062,16 @@ describe('Engine', () => {
       for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
       return [top, mid, low]
     }
+
+    it('LinksNeeded names itself and says how many links the node waits for', async () => {
+      const far = await node(delta(4, [['/x', '1']]))
+      const other = await node(delta(1, [['/y', '1']]))
+      const top = await node(delta(5, [['/t', '1']]), [far.cid, other.cid])
+      const err = await engine.processRun(top).then(() => undefined, (e: Error) => e)
+      expect(err).to.be.an.instanceOf(LinksNeeded)
+      expect(LinksNeeded.name).to.equal('LinksNeeded')
+      expect(err?.message).to.equal(`Node ${top.cid} waits for the blocks of 2 link(s) to check its priority`)
+    })
 
     it('adoptHead fails, adopting nothing, when reading the node\'s w/ record fails other than not found', async () => {
       const failing = new FailingDatastore()
