@@ -22,7 +22,7 @@ import { decodeNode, encodeNode } from '../src/codec/dag-node.js'
 import { MAX_PRIORITY } from '../src/codec/delta.js'
 import { Layout } from '../src/crdt/layout.js'
 import { decodePriority } from '../src/crdt/or-set.js'
-import { Engine, MALFORMED_REASON } from '../src/engine/engine.js'
+import { Engine, LinksNeeded, MALFORMED_REASON } from '../src/engine/engine.js'
 import type { DecodedNode } from '../src/codec/dag-node.js'
 import type { Delta } from '../src/codec/delta.js'
 import type { SetChange } from '../src/crdt/or-set.js'
@@ -974,6 +974,148 @@ describe('Engine', () => {
       }
       await expect(engine.processRun(top, { local, signal: controller.signal })).to.eventually.be.rejected.with.property('name', 'AbortError')
       expect(await engine.isProcessed(top.cid)).to.be.false()
+    })
+  })
+
+  describe('nodes an installed snapshot merged already (mergedBySnapshot)', () => {
+    it('a remote node the snapshot merged is marked processed with its priority, loses its w/ record and head, and is neither merged nor walked', async () => {
+      const below = await node(delta(1, [['/below', '1']]))
+      const merged = await node(delta(2, [['/m', 'snap']]), [below.cid])
+      const asked: string[] = []
+      engine = make({
+        mergedBySnapshot: async (_tx, n) => {
+          asked.push(n.cid.toString())
+          return n.cid.equals(merged.cid)
+        }
+      })
+      await engine.heads.load()
+      expect(await engine.addRoot(merged.cid)).to.be.true()
+      await engine.adoptHead(merged)
+      expect(engine.heads.get('', merged.cid)).to.not.be.undefined()
+      const run = await engine.processRun(merged)
+      expect(asked).to.deep.equal([merged.cid.toString()])
+      expect(run).to.deep.include({ children: [], changes: [], merged: 0 })
+      expect(events).to.deep.equal([])
+      expect(await value('/m')).to.be.undefined()
+      expect(await engine.isProcessed(merged.cid)).to.be.true()
+      expect(decodePriority(await ds.get(layout.processedKey(blockKey(merged.cid))))).to.equal(2)
+      expect(await pendingMark(merged.cid)).to.be.undefined()
+      expect(engine.heads.all()).to.deep.equal([])
+      // its link is neither recorded nor reserved: nothing walks below it
+      expect(await pendingMark(below.cid)).to.be.undefined()
+      expect(engine.reserve(below.cid)).to.be.true()
+    })
+
+    it('a head that is not the settled node stays; a node the snapshot did not merge is merged as usual', async () => {
+      const other = await node(delta(1, [['/o', '1']]))
+      const settled = await node(delta(1, [['/s', '1']]))
+      engine = make({ mergedBySnapshot: async (_tx, n) => n.cid.equals(settled.cid) })
+      await engine.heads.load()
+      await engine.adoptHead(other)
+      await engine.processNode(settled)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([other.cid.toString()])
+      expect(await engine.isProcessed(settled.cid)).to.be.true()
+      const plain = await node(delta(1, [['/p', '1']]))
+      await engine.processNode(plain)
+      expect(await value('/p')).to.equal('1')
+      expect(engine.heads.get('', plain.cid)?.height).to.equal(1)
+    })
+
+    it('is not asked for local writes, nor for a node processed already', async () => {
+      let asked = 0
+      engine = make({ mergedBySnapshot: async () => { asked++; return true } })
+      await engine.heads.load()
+      const r = await put('/a', 'local')
+      expect(asked).to.equal(0)
+      expect(await value('/a')).to.equal('local')
+      expect(r?.changes.map(c => c.key)).to.deep.equal(['/a'])
+      // processed already: skipped before the snapshot is asked
+      const n = await node(delta(1, [['/b', '1']]))
+      await ds.put(layout.processedKey(blockKey(n.cid)), varint.encode(1))
+      await ds.put(layout.pendingKey(blockKey(n.cid)), Uint8Array.of(1))
+      await engine.processNode(n)
+      expect(asked).to.equal(0)
+      expect(await pendingMark(n.cid)).to.be.undefined()
+    })
+  })
+
+  describe('edges the engine run at 40b54e4 left', () => {
+    /** A memory datastore whose reads of the listed keys fail, as a broken disk would */
+    class FailingDatastore extends MemoryDatastore {
+      failing = new Set<string>()
+      override async get (key: Key, options?: AbortOptions): Promise<Uint8Array> {
+        if (this.failing.has(key.toString())) throw new Error('disk gone')
+        return super.get(key, options)
+      }
+
+      override async has (key: Key, options?: AbortOptions): Promise<boolean> {
+        if (this.failing.has(key.toString())) throw new Error('disk gone')
+        return super.has(key, options)
+      }
+    }
+
+    /** A chain of three nodes stored in `bs`, the top first */
+    async function chain3 (): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
+      const low = await node(delta(1, [['/a', '1']]))
+      const mid = await node(delta(2, [['/a', '2']]), [low.cid])
+      const top = await node(delta(3, [['/a', '3']]), [mid.cid])
+      for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
+      return [top, mid, low]
+    }
+
+    it('LinksNeeded names itself and says how many links the node waits for', async () => {
+      const far = await node(delta(4, [['/x', '1']]))
+      const other = await node(delta(1, [['/y', '1']]))
+      const top = await node(delta(5, [['/t', '1']]), [far.cid, other.cid])
+      const err = await engine.processRun(top).then(() => undefined, (e: Error) => e)
+      expect(err).to.be.an.instanceOf(LinksNeeded)
+      expect(LinksNeeded.name).to.equal('LinksNeeded')
+      expect(err?.message).to.equal(`Node ${top.cid} waits for the blocks of 2 link(s) to check its priority`)
+    })
+
+    it('adoptHead fails, adopting nothing, when reading the node\'s w/ record fails other than not found', async () => {
+      const failing = new FailingDatastore()
+      ds = failing
+      engine = make()
+      await engine.heads.load()
+      const n = await node(delta(1, [['/a', '1']]))
+      failing.failing.add(layout.pendingKey(blockKey(n.cid)).toString())
+      await expect(engine.adoptHead(n)).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.heads.all()).to.deep.equal([])
+    })
+
+    it('a run whose node below the first fails to stage on a datastore error fails whole: nothing handed back as if its links were missing, nothing committed', async () => {
+      const [top, mid, low] = await chain3()
+      const failing = new FailingDatastore()
+      ds = failing
+      engine = make()
+      await engine.heads.load()
+      // the middle node's priority check reads its link's processed marker: that read fails
+      failing.failing.add(layout.processedKey(blockKey(low.cid)).toString())
+      await expect(engine.processRun(top, { local: bs })).to.eventually.be.rejected.with.property('message', 'disk gone')
+      failing.failing.clear()
+      for (const n of [top, mid, low]) expect(await engine.isProcessed(n.cid)).to.be.false()
+      expect(events).to.deep.equal([])
+      expect(engine.reserve(mid.cid), 'released').to.be.true()
+    })
+
+    it('a run leaves the caller\'s reservation of its first node alone, whether its batch lands or not', async () => {
+      const [top, mid] = await chain3()
+      expect(engine.reserve(top.cid)).to.be.true()
+      const run = await engine.processRun(top, { local: bs })
+      expect(run.merged).to.equal(3)
+      expect(engine.reserve(top.cid), 'still the caller\'s').to.be.false()
+      expect(engine.reserve(mid.cid), 'merged below: released').to.be.true()
+
+      ds = new MemoryDatastore()
+      const batch = ds.batch.bind(ds)
+      ds.batch = () => Object.assign(batch(), { commit: async () => { throw new Error('disk gone') } })
+      engine = make()
+      await engine.heads.load()
+      expect(engine.reserve(top.cid)).to.be.true()
+      await expect(engine.processRun(top, { local: bs })).to.eventually.be.rejected.with.property('message', 'disk gone')
+      expect(engine.reserve(top.cid), 'still the caller\'s after a failed batch').to.be.false()
+      expect(engine.reserve(mid.cid), 'released after a failed batch').to.be.true()
     })
   })
 

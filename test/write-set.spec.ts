@@ -472,3 +472,132 @@ describe('WriteSet over datastore-level', () => {
     }
   })
 })
+
+/**
+ * A memory datastore exposing an in-process reader of the shape
+ * datastore-level gives over classic-level (`db.getSync` with utf8 keys and
+ * view values), so the WriteSet's in-process path can be driven to its
+ * edges: the encodings it accepts, a long prefetch giving the event loop a
+ * turn, a store closing in the middle of one.
+ */
+class InProcessDatastore extends CountingDatastore {
+  syncReads = 0
+  private readonly values = new Map<string, Uint8Array>()
+  readonly db: { status: string, supports: { getSync: boolean }, getSync?: unknown, keyEncoding(): { name: string }, valueEncoding(): { name: string } }
+
+  constructor (shape: { getSync?: 'missing', keys?: string, values?: string } = {}) {
+    super()
+    this.db = {
+      status: 'open',
+      supports: { getSync: true },
+      getSync: shape.getSync === 'missing'
+        ? undefined
+        : (key: string): Uint8Array | undefined => {
+            this.syncReads++
+            return this.values.get(key)
+          },
+      keyEncoding: () => ({ name: shape.keys ?? 'utf8' }),
+      valueEncoding: () => ({ name: shape.values ?? 'view' })
+    }
+  }
+
+  override async put (key: Key, value: Uint8Array, options?: AbortOptions): Promise<Key> {
+    this.values.set(key.toString(), value)
+    return super.put(key, value, options)
+  }
+
+  override async delete (key: Key, options?: AbortOptions): Promise<void> {
+    this.values.delete(key.toString())
+    await super.delete(key, options)
+  }
+}
+
+describe('WriteSet over an in-process reader: edges a mutation run found', () => {
+  const many = (n: number): Key[] => Array.from({ length: n }, (_, i) => new Key(`/m/${String(i).padStart(4, '0')}`))
+
+  it('reads in-process only from a reader with getSync, utf8 keys and view values; any other is read through the datastore', async () => {
+    for (const [shape, inProcess] of [
+      [{}, true],
+      [{ getSync: 'missing' }, false],
+      [{ keys: 'buffer' }, false],
+      [{ values: 'utf8' }, false],
+      [{ keys: 'buffer', values: 'utf8' }, false]
+    ] as Array<[ConstructorParameters<typeof InProcessDatastore>[0], boolean]>) {
+      const store = new InProcessDatastore(shape)
+      await store.put(new Key('/a'), enc('A'))
+      store.reset()
+      const tx = new WriteSet(store)
+      expect(dec(await tx.get(new Key('/a'))), JSON.stringify(shape)).to.equal('A')
+      expect(await tx.has(new Key('/b')), JSON.stringify(shape)).to.equal(false)
+      expect([store.syncReads, store.gets + store.hases], JSON.stringify(shape)).to.deep.equal(inProcess ? [2, 0] : [0, 2])
+    }
+  })
+
+  it('looks for the reader once per datastore, not once per WriteSet', async () => {
+    const store = new InProcessDatastore()
+    let looked = 0
+    const db = store.db
+    Object.defineProperty(store, 'db', { get: () => { looked++; return db } })
+    for (let i = 0; i < 3; i++) await new WriteSet(store).get(new Key('/a'))
+    expect(looked).to.equal(1)
+    expect(store.syncReads).to.equal(3)
+  })
+
+  it('a prefetch of a few keys reads them in-process into the cache (a change behind it is not seen before commit), skipping keys pending or read already', async () => {
+    const store = new InProcessDatastore()
+    for (const k of ['/a', '/b', '/c']) await store.put(new Key(k), enc(k))
+    store.reset()
+    const tx = new WriteSet(store)
+    tx.put(new Key('/a'), enc('pending'))
+    expect(dec(await tx.get(new Key('/b')))).to.equal('/b')
+    expect(store.syncReads).to.equal(1)
+    await tx.prefetch([new Key('/a'), new Key('/b'), new Key('/c'), new Key('/gone')])
+    // only /c and /gone were read
+    expect(store.syncReads).to.equal(3)
+    await store.put(new Key('/b'), enc('behind'))
+    await store.put(new Key('/c'), enc('behind'))
+    await store.put(new Key('/gone'), enc('behind'))
+    expect(dec(await tx.get(new Key('/a')))).to.equal('pending')
+    expect(dec(await tx.get(new Key('/b')))).to.equal('/b')
+    expect(dec(await tx.get(new Key('/c')))).to.equal('/c')
+    expect(await tx.has(new Key('/gone'))).to.equal(false)
+    expect([store.syncReads, store.gets + store.hases]).to.deep.equal([3, 0])
+  })
+
+  it('a long prefetch reads every key in-process, none through the datastore, and each once', async () => {
+    const store = new InProcessDatastore()
+    const keys = many(1100)
+    for (const k of keys) await store.put(k, enc(k.toString()))
+    store.reset()
+    const tx = new WriteSet(store)
+    await tx.prefetch(keys, { existence: true })
+    expect([store.syncReads, store.gets + store.hases]).to.deep.equal([1100, 0])
+    for (const k of [keys[0], keys[511], keys[512], keys[1099]]) expect(dec(await tx.get(k))).to.equal(k.toString())
+    expect(store.syncReads).to.equal(1100)
+  })
+
+  it('a long prefetch gives the event loop a turn after every 512 reads; an abort lands there', async () => {
+    const store = new InProcessDatastore()
+    const keys = many(1100)
+    for (const k of keys) await store.put(k, enc(k.toString()))
+    store.reset()
+    const controller = new AbortController()
+    // queued before the prefetch starts: it runs at the prefetch's first turn
+    setImmediate(() => { controller.abort() })
+    await expect(new WriteSet(store).prefetch(keys, { signal: controller.signal })).to.eventually.be.rejected.with.property('name', 'AbortError')
+    expect(store.syncReads).to.equal(512)
+  })
+
+  it('a store closing during a long prefetch: the keys left are read through the datastore', async () => {
+    const store = new InProcessDatastore()
+    const keys = many(1100)
+    for (const k of keys) await store.put(k, enc(k.toString()))
+    store.reset()
+    setImmediate(() => { store.db.status = 'closing' })
+    const tx = new WriteSet(store)
+    await tx.prefetch(keys)
+    expect([store.syncReads, store.gets]).to.deep.equal([512, 588])
+    for (const k of [keys[0], keys[511], keys[512], keys[1099]]) expect(dec(await tx.get(k))).to.equal(k.toString())
+    expect([store.syncReads, store.gets]).to.deep.equal([512, 588])
+  })
+})
