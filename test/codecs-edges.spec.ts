@@ -78,14 +78,23 @@ describe('codecs: edges a mutation run found', () => {
       expect(payloads(out)).to.deep.equal([[`${at}:${a}`]])
     })
 
-    it('splits on bytes: each head counts 7 bytes + its CID + its name, up to MAX_BROADCAST_SIZE - reserve', async () => {
+    it('splits on bytes: each head counts its encoded size (tag, length, CID and name fields), up to MAX_BROADCAST_SIZE - reserve', async () => {
       const heads = (await cids(10)).map(cid => ({ cid, dagName: 'x' }))
-      // 7 + 36 + 1 bytes a head: 10 heads are 440 bytes
-      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 440)).map(p => p.length)).to.deep.equal([10])
-      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 439)).map(p => p.length)).to.deep.equal([9, 1])
-      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 88)).map(p => p.length)).to.deep.equal([2, 2, 2, 2, 2])
-      for (const reserve of [MAX_BROADCAST_SIZE - 440, MAX_BROADCAST_SIZE - 439, MAX_BROADCAST_SIZE - 88]) {
+      // 2 + (2 + 36) + (2 + 1) bytes a head: 10 heads are 430 bytes
+      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 430)).map(p => p.length)).to.deep.equal([10])
+      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 429)).map(p => p.length)).to.deep.equal([9, 1])
+      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 86)).map(p => p.length)).to.deep.equal([2, 2, 2, 2, 2])
+      for (const reserve of [MAX_BROADCAST_SIZE - 430, MAX_BROADCAST_SIZE - 429, MAX_BROADCAST_SIZE - 86]) {
         for (const p of splitBroadcast(heads, reserve)) expect(p.byteLength).to.be.at.most(MAX_BROADCAST_SIZE - reserve)
+      }
+    })
+
+    it('heads with long DAG names (a Head of 128 bytes or more takes a two-byte length) still make payloads every replica accepts (regression: one byte a head went uncounted, and 4,000 heads under a 256-character name made payloads of 262,800 bytes, all refused)', async () => {
+      const list = await cids(4000)
+      for (const name of ['n'.repeat(MAX_BROADCAST_DAG_NAME_LENGTH), 'é'.repeat(MAX_BROADCAST_DAG_NAME_LENGTH), '😀'.repeat(MAX_BROADCAST_DAG_NAME_LENGTH / 2)]) {
+        const out = splitBroadcast(list.map(cid => ({ cid, dagName: name })))
+        for (const p of out) expect(p.byteLength).to.be.at.most(MAX_BROADCAST_SIZE)
+        expect(payloads(out).flat()).to.deep.equal(list.map(cid => `${name}:${cid}`))
       }
     })
   })

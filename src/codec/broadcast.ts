@@ -49,6 +49,13 @@ export function encodeBroadcast (heads: BroadcastHead[]): Uint8Array {
   })
 }
 
+/** Bytes of `n` as a protobuf varint */
+function varintLength (n: number): number {
+  let bytes = 1
+  for (let rest = n; rest >= 0x80; rest = Math.floor(rest / 0x80)) bytes++
+  return bytes
+}
+
 /**
  * Cuts heads into as few payloads as the decoder's limits allow (heads, DAG
  * names and bytes per payload), keeping their order. Heads with a DAG name
@@ -63,8 +70,10 @@ export function splitBroadcast (heads: BroadcastHead[], reserve = 0): Uint8Array
   for (const head of heads) {
     if (head.dagName.length > MAX_BROADCAST_DAG_NAME_LENGTH) continue
     const nameBytes = new TextEncoder().encode(head.dagName).byteLength
-    // tag + length of Head, tag + length + CID, tag + length + name: at most 2 + 2 + CID + 3 + name
-    const size = 7 + head.cid.bytes.byteLength + nameBytes
+    // the Head as encoded (at most: an empty name counted too): tag + length + (tag + length + CID, tag + length + name)
+    const cidBytes = head.cid.bytes.byteLength
+    const inner = 1 + varintLength(cidBytes) + cidBytes + 1 + varintLength(nameBytes) + nameBytes
+    const size = 1 + varintLength(inner) + inner
     const newName = !names.has(head.dagName)
     if (current.length >= MAX_BROADCAST_HEADS || (newName && names.size >= MAX_BROADCAST_DAG_NAMES) || bytes + size > MAX_BROADCAST_SIZE - reserve) {
       out.push(encodeBroadcast(current))
