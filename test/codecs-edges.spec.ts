@@ -89,6 +89,13 @@ describe('codecs: edges a mutation run found', () => {
       }
     })
 
+    it('counts a two-byte length from a Head of exactly 128 bytes (an 88-byte name with a 36-byte CID)', async () => {
+      const heads = (await cids(10)).map(cid => ({ cid, dagName: 'm'.repeat(88) }))
+      // 1 + 2 + 128 bytes a head: 10 heads are 1,310 bytes
+      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 1310)).map(p => p.length)).to.deep.equal([10])
+      expect(payloads(splitBroadcast(heads, MAX_BROADCAST_SIZE - 1309)).map(p => p.length)).to.deep.equal([9, 1])
+    })
+
     it('heads with long DAG names (a Head of 128 bytes or more takes a two-byte length) still make payloads every replica accepts (regression: one byte a head went uncounted, and 4,000 heads under a 256-character name made payloads of 262,800 bytes, all refused)', async () => {
       const list = await cids(4000)
       for (const name of ['n'.repeat(MAX_BROADCAST_DAG_NAME_LENGTH), 'é'.repeat(MAX_BROADCAST_DAG_NAME_LENGTH), '😀'.repeat(MAX_BROADCAST_DAG_NAME_LENGTH / 2)]) {
