@@ -449,4 +449,50 @@ describe('ORSet', () => {
       expect(await value('/k/44')).to.equal('new')
     })
   })
+
+  describe('remove (a snapshot\'s removal of overwritten elements)', () => {
+    async function remove (elements: Array<{ key: string, id: string }>): Promise<string[]> {
+      const tx = new WriteSet(ds)
+      const changes = await set.remove(tx, elements)
+      await tx.commit()
+      return show(changes)
+    }
+
+    it('moves a beaten element to the removed ones: its marker under s/r, the visible value unchanged, no change reported; an element not stored (or removed already) is skipped', async () => {
+      await merge(delta(1, [['/a', 'old']]), ID[0])
+      await merge(delta(2, [['/a', 'new']]), ID[1])
+      const marker = await ds.get(layout.elemKey('/a', ID[0]))
+      expect(await remove([{ key: '/a', id: ID[0] }, { key: '/a', id: ID[5] }])).to.deep.equal([])
+      expect(await ds.has(layout.elemKey('/a', ID[0]))).to.equal(false)
+      expect(await ds.get(layout.removedKey('/a', ID[0]))).to.deep.equal(marker)
+      expect(await ds.has(layout.removedKey('/a', ID[5]))).to.equal(false)
+      expect(await ds.has(layout.elemKey('/a', ID[1]))).to.equal(true)
+      expect(await value('/a')).to.equal('new')
+      expect(await priority('/a')).to.equal(2)
+      // again: nothing stored under s/s for it any more, nothing changes
+      expect(await remove([{ key: '/a', id: ID[0] }])).to.deep.equal([])
+      expect(await ds.get(layout.removedKey('/a', ID[0]))).to.deep.equal(marker)
+    })
+
+    it('removing the visible element shows the key\'s next best (reported once per key), and removing a key\'s last element deletes it', async () => {
+      await merge(delta(1, [['/a', 'low'], ['/b', 'only']]), ID[0])
+      await merge(delta(2, [['/a', 'mid']]), ID[1])
+      await merge(delta(3, [['/a', 'top']]), ID[2])
+      // the visible one and another: one change for /a, its best left
+      expect(await remove([{ key: '/a', id: ID[2] }, { key: '/a', id: ID[1] }, { key: '/b', id: ID[0] }])).to.deep.equal(['/a=low', '/b deleted'])
+      expect(await value('/a')).to.equal('low')
+      expect(await priority('/a')).to.equal(1)
+      expect(await value('/b')).to.equal(undefined)
+      expect(await ds.has(layout.removedKey('/a', ID[2]))).to.equal(true)
+      expect(await ds.has(layout.removedKey('/a', ID[1]))).to.equal(true)
+    })
+
+    it('an element equal to the visible value in priority but not in value is beaten: no change', async () => {
+      await merge(delta(2, [['/a', 'aaa']]), ID[0])
+      await merge(delta(2, [['/a', 'zzz']]), ID[1])
+      expect(await value('/a')).to.equal('zzz')
+      expect(await remove([{ key: '/a', id: ID[0] }])).to.deep.equal([])
+      expect(await value('/a')).to.equal('zzz')
+    })
+  })
 })
