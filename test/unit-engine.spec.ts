@@ -100,6 +100,15 @@ describe('Engine', () => {
     return await ds.has(k) ? [...await ds.get(k)] : undefined
   }
 
+  /** A chain of three nodes stored in `bs`, the top first */
+  async function chain3 (): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
+    const low = await node(delta(1, [['/a', '1']]))
+    const mid = await node(delta(2, [['/a', '2']]), [low.cid])
+    const top = await node(delta(3, [['/a', '3']]), [mid.cid])
+    for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
+    return [top, mid, low]
+  }
+
   describe('local commits', () => {
     it('writes a node on top of the heads of its DAG, one height up, and stores its block', async () => {
       const first = await put('/a', '1')
@@ -769,15 +778,6 @@ describe('Engine', () => {
   })
 
   describe('reservations of a run', () => {
-    /** A chain of three nodes stored in `bs`, the top first */
-    async function chain3 (): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
-      const low = await node(delta(1, [['/a', '1']]))
-      const mid = await node(delta(2, [['/a', '2']]), [low.cid])
-      const top = await node(delta(3, [['/a', '3']]), [mid.cid])
-      for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
-      return [top, mid, low]
-    }
-
     it('a committed run releases the nodes it merged and keeps the children it hands back reserved', async () => {
       const [top, mid, low] = await chain3()
       engine = make({ maxMergeNodes: 2 })
@@ -1052,15 +1052,6 @@ describe('Engine', () => {
         if (this.failing.has(key.toString())) throw new Error('disk gone')
         return super.has(key, options)
       }
-    }
-
-    /** A chain of three nodes stored in `bs`, the top first */
-    async function chain3 (): Promise<Array<DecodedNode & { bytes: Uint8Array }>> {
-      const low = await node(delta(1, [['/a', '1']]))
-      const mid = await node(delta(2, [['/a', '2']]), [low.cid])
-      const top = await node(delta(3, [['/a', '3']]), [mid.cid])
-      for (const n of [low, mid, top]) await bs.put(n.cid, n.bytes)
-      return [top, mid, low]
     }
 
     it('LinksNeeded names itself and says how many links the node waits for', async () => {
