@@ -121,10 +121,22 @@ const COVER_CHECK_BUDGET = 100_000
 
 /** Blocks a compaction reads ahead of its walk */
 const READ_AHEAD = 16
-/** Processed nodes and heads read together (see `Compaction.processedNow`) */
+/** Processed nodes and heads read together (see `processedNow`) */
 interface ProcessedNodes {
   ids: string[]
   heads: Set<string>
+}
+
+/**
+ * The processed nodes (block keys) and the heads a snapshot collected
+ * under the merge lock, when no branch is given up (a snapshot is never
+ * made while a walk is unfinished): then every processed node is at or
+ * below a head, so at or below the snapshot's covered heads. Undefined
+ * when a branch is given up, even as malformed (the walk decides then).
+ */
+function processedNow ({ nodes, heads, givenUp }: { nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[], givenUp: number }): ProcessedNodes | undefined {
+  if (givenUp > 0) return undefined
+  return { ids: nodes.map(n => n.id), heads: new Set(heads.map(h => blockKey(h.cid))) }
 }
 
 /** Time (ms) a snapshot block read by compaction may take to fetch */
@@ -571,7 +583,7 @@ export class Compaction {
     // the merged nodes as the snapshot saw them, for the fast path of apply() (not while waiting on membership)
     let before: ProcessedNodes | undefined
     const onCollected = this.gate(undefined) == null
-      ? async (nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[]) => { before = await this.processedNow(nodes, heads, options) }
+      ? (collected: { nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[], givenUp: number }) => { before = processedNow(collected) }
       : undefined
     // with no known replica, what the snapshot removes is forgotten at once
     const forget = this.alone()
@@ -591,20 +603,6 @@ export class Compaction {
     }
     const removed = await this.apply(target, target.equals(snapshot) ? root : await this.readRoot(target, options), options, target.equals(snapshot) ? before : undefined)
     return { snapshot, removed: { blocks: removed.blocks, entries: removed.entries + forgotten } }
-  }
-
-  /**
-   * The processed nodes (block keys) and the heads a snapshot collected
-   * under the merge lock, when no walk is unfinished and no branch is given
-   * up: then every processed node is at or below a head, so at or below the
-   * snapshot's covered heads. Undefined when a walk is unfinished or a
-   * branch given up (the walk decides then). Called under that same hold of
-   * the lock.
-   */
-  private async processedNow (nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[], options?: AbortOptions): Promise<ProcessedNodes | undefined> {
-    const { engine } = this.components
-    if ((await engine.pendingBranches(options)).length > 0 || (await engine.givenUp(options)).length > 0) return undefined
-    return { ids: nodes.map(n => n.id), heads: new Set(heads.map(h => blockKey(h.cid))) }
   }
 
   /**

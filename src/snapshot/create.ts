@@ -65,10 +65,11 @@ export interface MakeSnapshotOptions extends CreateSnapshotOptions {
   onRemoved?(count: number): void
   /**
    * Called under the same hold of the merge lock as the collection, with
-   * the processed nodes (block keys) and heads collected (compaction's
-   * list of blocks to delete, without a second scan)
+   * the processed nodes (block keys), the heads and the number of branches
+   * given up as malformed collected (compaction's list of blocks to delete,
+   * without a second scan)
    */
-  onCollected?(nodes: readonly SnapshotNode[], heads: readonly SnapshotHead[]): Promise<void>
+  onCollected?(collected: Readonly<Pick<Collected, 'nodes' | 'heads' | 'givenUp'>>): void
 }
 
 interface Collected {
@@ -76,6 +77,8 @@ interface Collected {
   elements: SnapshotElement[]
   tombstones: SnapshotTombstone[]
   nodes: SnapshotNode[]
+  /** Branches given up (all as malformed: any other refuses the snapshot) */
+  givenUp: number
 }
 
 /** Splits a stored `<prefix><escaped key><id>` entry name into its user key and id */
@@ -97,7 +100,8 @@ async function collect (components: SnapshotComponents, options?: AbortOptions):
   // malformed one is junk, never part of the state); a snapshot announced from here would let others
   // install it, stop their walks at its heads and never fetch that branch, and compaction would delete
   // what leads to it
-  const givenUp = (await engine.givenUp(options)).filter(b => !b.reason.startsWith(MALFORMED_REASON))
+  const givenUpAll = await engine.givenUp(options)
+  const givenUp = givenUpAll.filter(b => !b.reason.startsWith(MALFORMED_REASON))
   if (givenUp.length > 0) {
     throw new SnapshotNotReadyError(`Cannot snapshot while ${givenUp.length} branch(es) are given up (first: ${givenUp[0].cid}, ${givenUp[0].reason}); they are retried, and a snapshot another replica announces that covers them settles them`)
   }
@@ -131,7 +135,7 @@ async function collect (components: SnapshotComponents, options?: AbortOptions):
     const height = pair.value.byteLength > 0 ? decodePriority(pair.value) : 0
     nodes.push({ id: pair.key.toString().slice(processed.length), height })
   }
-  return { heads, elements, tombstones, nodes }
+  return { heads, elements, tombstones, nodes, givenUp: givenUpAll.length }
 }
 
 /**
@@ -220,7 +224,7 @@ export async function makeSnapshot (components: SnapshotComponents, options: Mak
   // removal no snapshot announces yet: the next snapshot made here, from this state, carries it)
   const { heads, tombstones, nodes, elements, removed } = await components.engine.exclusive(async () => {
     const collected = await collect(components, options)
-    await options.onCollected?.(collected.nodes, collected.heads)
+    options.onCollected?.(collected)
     sortRecords(collected.elements)
     const split = splitOverwritten(collected.elements)
     await removeCollected(components, split.removed, options)
