@@ -13,6 +13,7 @@
  */
 
 import { base32UpperKey } from './block-key.js'
+import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
 /** A LevelDB whose reads may run in-process (classic-level 3) */
@@ -58,4 +59,29 @@ export function keyOf (level: LevelBlockstoreLike, cid: CID): string {
   // blockstore-level's default multibase, encoded without building the string char by char
   if (base.name === 'base32upper' && base.prefix === 'B') return base32UpperKey(cid.multihash.bytes, '/B')
   return `/${level.base.encoder.encode(cid.multihash.bytes)}`
+}
+
+/** A LevelDB that writes batches (classic-level) */
+export interface BatchLevel {
+  batch(ops: Array<{ type: 'put' | 'del', key: string, value?: Uint8Array }>): Promise<void>
+}
+
+/** A `LevelBlockstore` whose LevelDB writes batches */
+export type BatchLevelBlockstore = LevelBlockstoreLike & { db: BatchLevel }
+
+/** Whether `level`'s LevelDB writes batches */
+export function canBatch (level: LevelBlockstoreLike): level is BatchLevelBlockstore {
+  return typeof (level.db as Partial<BatchLevel>).batch === 'function'
+}
+
+/**
+ * Whether the blockstore finds a block, false when it fails: how a direct
+ * LevelDB write or delete checks it used the keys the blockstore reads
+ */
+export async function foundThrough (store: { has(cid: CID, options?: AbortOptions): boolean | Promise<boolean> }, cid: CID, options?: AbortOptions): Promise<boolean> {
+  try {
+    return await store.has(cid, options)
+  } catch {
+    return false
+  }
 }

@@ -23,8 +23,8 @@
  * - Identity CIDs are never stored: they are skipped.
  */
 
-import { findLevel, IDENTITY, keyOf } from '../codec/level-blockstore.js'
-import type { LevelBlockstoreLike } from '../codec/level-blockstore.js'
+import { canBatch, findLevel, foundThrough, IDENTITY, keyOf } from '../codec/level-blockstore.js'
+import type { BatchLevelBlockstore } from '../codec/level-blockstore.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Logger } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
@@ -32,12 +32,6 @@ import type { CID } from 'multiformats/cid'
 
 /** Blocks deleted side by side, or per LevelDB batch */
 export const DELETE_BATCH = 1024
-
-/** A LevelDB that writes batches (classic-level) */
-interface BatchLevel {
-  status?: string
-  batch(ops: Array<{ type: 'del', key: string }>): Promise<void>
-}
 
 /** A blockstore that may delete blocks, one by one or many at a time */
 export interface DeletingBlockstore extends DAGBlockstore {
@@ -56,17 +50,17 @@ export interface BlockDeleter {
   readonly direct: boolean
 }
 
-function batchLevel (store: DeletingBlockstore): (LevelBlockstoreLike & { db: BatchLevel }) | undefined {
+function batchLevel (store: DeletingBlockstore): BatchLevelBlockstore | undefined {
   // only the store itself: not through wrappers (see the invariants)
   const level = findLevel(store)
   if (level == null || (level as unknown) !== store) return undefined
-  return typeof (level.db as Partial<BatchLevel>).batch === 'function' ? level as LevelBlockstoreLike & { db: BatchLevel } : undefined
+  return canBatch(level) ? level : undefined
 }
 
 class Deleter implements BlockDeleter {
   private readonly store: DeletingBlockstore
   private readonly log: Logger
-  private level?: LevelBlockstoreLike & { db: BatchLevel }
+  private level?: BatchLevelBlockstore
   private checked = false
   private warned = false
 
@@ -105,7 +99,7 @@ class Deleter implements BlockDeleter {
     let probe: CID | undefined
     if (!this.checked) {
       for (const cid of cids) {
-        if (await this.found(cid, options)) {
+        if (await foundThrough(this.store, cid, options)) {
           probe = cid
           break
         }
@@ -114,7 +108,7 @@ class Deleter implements BlockDeleter {
     }
     await level.db.batch(cids.map(cid => ({ type: 'del' as const, key: keyOf(level, cid) })))
     if (probe != null) {
-      if (await this.found(probe, options)) {
+      if (await foundThrough(this.store, probe, options)) {
         this.level = undefined
         this.log('a block deleted from LevelDB directly is still found through the blockstore: deleting one block at a time')
         return false
@@ -133,14 +127,6 @@ class Deleter implements BlockDeleter {
       return
     }
     if (store.deleteMany != null) for await (const deleted of store.deleteMany(cids, options)) void deleted
-  }
-
-  private async found (cid: CID, options?: AbortOptions): Promise<boolean> {
-    try {
-      return await this.store.has(cid, options)
-    } catch {
-      return false
-    }
   }
 }
 

@@ -20,20 +20,15 @@
  * - Putting a block twice is harmless (same key, same bytes).
  */
 
-import { findLevel, IDENTITY, keyOf } from '../../codec/level-blockstore.js'
+import { canBatch, findLevel, foundThrough, IDENTITY, keyOf } from '../../codec/level-blockstore.js'
 import type { ReadableBlockstore } from './local-reader.js'
-import type { LevelBlockstoreLike } from '../../codec/level-blockstore.js'
+import type { BatchLevelBlockstore } from '../../codec/level-blockstore.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
 
 /** The wrapping blockstore as the writer sees it */
 export interface WritableBlockstore extends ReadableBlockstore {
   has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
-}
-
-/** A LevelDB that writes batches (classic-level) */
-interface BatchLevel {
-  batch(ops: Array<{ type: 'put' | 'del', key: string, value?: Uint8Array }>): Promise<void>
 }
 
 /** Stores many blocks at once when it can */
@@ -47,13 +42,9 @@ export interface LocalWriter {
   readonly direct: boolean
 }
 
-function canBatch (level: LevelBlockstoreLike): level is LevelBlockstoreLike & { db: BatchLevel } {
-  return typeof (level.db as Partial<BatchLevel>).batch === 'function'
-}
-
 class BlockstoreWriter implements LocalWriter {
   private readonly store: WritableBlockstore
-  private level?: LevelBlockstoreLike & { db: BatchLevel }
+  private level?: BatchLevelBlockstore
   private checked = false
   private readonly onFallback: (err?: Error) => void
 
@@ -83,7 +74,7 @@ class BlockstoreWriter implements LocalWriter {
     }
     if (this.checked) return true
     // the first batch: is it where the blockstore reads?
-    if (await this.found(blocks[0].cid, options)) {
+    if (await foundThrough(this.store, blocks[0].cid, options)) {
       this.checked = true
       return true
     }
@@ -92,15 +83,6 @@ class BlockstoreWriter implements LocalWriter {
     // leaves nothing under keys nobody reads; a failure here only leaves unread entries
     await level.db.batch(ops.map(({ key }) => ({ type: 'del' as const, key }))).catch(() => {})
     return false
-  }
-
-  /** Whether the wrapping blockstore finds a block (false when it fails) */
-  private async found (cid: CID, options?: AbortOptions): Promise<boolean> {
-    try {
-      return await this.store.has(cid, options)
-    } catch {
-      return false
-    }
   }
 }
 
