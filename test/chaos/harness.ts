@@ -66,7 +66,7 @@ export interface ChaosOptions {
   log?(line: string): void
 }
 
-const DEFAULT_FAULTS: BroadcastFaults = { drop: 0.3, duplicate: 0.1, maxDelay: 150, corrupt: 0.02, corruptOutgoing: 0.01 }
+const DEFAULT_FAULTS: BroadcastFaults = { drop: 0.3, duplicate: 0.1, maxDelay: 150, corrupt: 0.02, corruptOutgoing: 0.01, corruptEvery: 15 }
 const DEFAULT_STORE: CRDTDatastoreInit = { rebroadcastInterval: 1000, repairInterval: 1000, dagSyncerTimeout: 10_000, maxBatchDeltaSize: 4096, numWorkers: 8, maxFetchAttempts: 3 }
 
 /**
@@ -262,7 +262,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     await r.start({
       topic,
       seed: (options.seed * 7919 + r.index * 104_729 + r.incarnation * 1_299_709) >>> 0,
-      faults: chaosOver || options.trusted === true ? { ...options.faults, corrupt: 0, corruptOutgoing: 0 } : options.faults,
+      faults: chaosOver || options.trusted === true ? { ...options.faults, corrupt: 0, corruptOutgoing: 0, corruptEvery: 0 } : options.faults,
       store: options.compaction == null ? options.store : { ...options.store, compaction: options.compaction },
       blocked: blockedFor(r.index),
       syncProtocol: r.index < options.replicas - (options.withoutSync ?? 0),
@@ -686,7 +686,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosReport> {
     for (const r of procs) {
       if (!r.alive) await restart(r)
     }
-    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'faults', faults: { corrupt: 0, corruptOutgoing: 0 } })))
+    await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'faults', faults: { corrupt: 0, corruptOutgoing: 0, corruptEvery: 0 } })))
     await Promise.all(procs.filter(p => p.alive).map(async p => p.request({ cmd: 'dial', addrs: reachableAddrs(p.index) })))
 
     const convergeStart = Date.now()
