@@ -17,7 +17,7 @@ import { expect } from 'aegir/chai'
 import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
 import { Key } from 'interface-datastore'
-import { WriteSet } from '../src/crdt/write-set.js'
+import { storeHas, WriteSet } from '../src/crdt/write-set.js'
 import { tempDir } from './fixtures/stores.js'
 import type { Query } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
@@ -460,6 +460,10 @@ describe('WriteSet over datastore-level', () => {
       await tx.commit()
       expect(dec(await get(new Key('/a')))).to.equal('A2')
       expect(await has(new Key('/b/c'))).to.equal(false)
+      // storeHas reads the same LevelDB in-process too
+      expect(await storeHas(store, new Key('/a'))).to.equal(true)
+      expect(await storeHas(store, new Key('/b/c'))).to.equal(false)
+      expect(awaited).to.equal(0)
 
       // a closed datastore is read the usual way, which reports it
       await store.close()
@@ -531,6 +535,26 @@ describe('WriteSet over an in-process reader: edges a mutation run found', () =>
       expect(await tx.has(new Key('/b')), JSON.stringify(shape)).to.equal(false)
       expect([store.syncReads, store.gets + store.hases], JSON.stringify(shape)).to.deep.equal(inProcess ? [2, 0] : [0, 2])
     }
+  })
+
+  it('storeHas answers in-process when the reader allows, through has() otherwise, and through has() once the store is no longer open', async () => {
+    const store = new InProcessDatastore()
+    await store.put(new Key('/a'), enc('A'))
+    store.reset()
+    expect(await storeHas(store, new Key('/a'))).to.equal(true)
+    expect(await storeHas(store, new Key('/b'))).to.equal(false)
+    expect([store.syncReads, store.hases]).to.deep.equal([2, 0])
+    store.db.status = 'closing'
+    expect(await storeHas(store, new Key('/a'))).to.equal(true)
+    expect([store.syncReads, store.hases]).to.deep.equal([2, 1])
+    const plain = new CountingDatastore()
+    await plain.put(new Key('/a'), enc('A'))
+    expect(await storeHas(plain, new Key('/a'))).to.equal(true)
+    expect(await storeHas(plain, new Key('/b'))).to.equal(false)
+    expect(plain.hases).to.equal(2)
+    const controller = new AbortController()
+    controller.abort()
+    await expect(storeHas(store, new Key('/a'), { signal: controller.signal })).to.eventually.be.rejected.with.property('name', 'AbortError')
   })
 
   it('looks for the reader once per datastore, not once per WriteSet', async () => {

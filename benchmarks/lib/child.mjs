@@ -9,9 +9,12 @@ import { fork } from 'node:child_process'
 /**
  * Forks `script`, sends it `start`, and returns handles on its messages.
  * `close()` asks it to exit and kills it if it has not within `graceMs`.
+ * BENCH_CHILD_FLAGS in the environment adds Node/V8 flags to the child only.
  */
 export function forkReplica (script, start, { onProgress, graceMs = 15_000 } = {}) {
-  const child = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  // BENCH_CHILD_FLAGS="--flag …": Node/V8 flags for the replica's process only (A, in the parent, runs without them)
+  const flags = (process.env.BENCH_CHILD_FLAGS ?? '').split(' ').filter(f => f !== '')
+  const child = fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...flags] })
   let exited = false
   const exit = new Promise(resolve => child.once('exit', code => { exited = true; resolve(code) }))
   const ready = new Promise((resolve, reject) => {

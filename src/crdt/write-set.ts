@@ -47,6 +47,30 @@ function syncLevelOf (store: Datastore): SyncLevel | undefined {
 
 const syncLevels = new WeakMap<Datastore, SyncLevel | null>()
 
+/** The in-process reader of `store` (looked up once per store); undefined when it has none */
+function levelOf (store: Datastore): SyncLevel | undefined {
+  let level = syncLevels.get(store)
+  if (level === undefined) {
+    level = syncLevelOf(store) ?? null
+    syncLevels.set(store, level)
+  }
+  return level ?? undefined
+}
+
+/**
+ * Whether `store` holds `key`, outside any WriteSet: read in-process when
+ * the store allows (as WriteSet reads), else through `store.has()`. For
+ * single reads on a hot path (a received head: is it processed, is it on a
+ * walk's frontier), where an awaited LevelDB read is a thread-pool round
+ * trip each.
+ */
+export async function storeHas (store: Datastore, key: Key, options?: AbortOptions): Promise<boolean> {
+  options?.signal?.throwIfAborted()
+  const level = levelOf(store)
+  if (level != null && level.status === 'open') return level.getSync(key.toString()) != null
+  return store.has(key, options)
+}
+
 /** A pending write: the key as given, and its value (null = delete) */
 interface Write {
   key: Key
@@ -68,11 +92,7 @@ export class WriteSet {
 
   constructor (store: Datastore) {
     this.store = store
-    let level = syncLevels.get(store)
-    if (level === undefined) {
-      level = syncLevelOf(store) ?? null
-      syncLevels.set(store, level)
-    }
+    const level = levelOf(store)
     if (level != null) this.level = level
   }
 

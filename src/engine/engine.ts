@@ -70,7 +70,7 @@ import { decodeNode, encodeNode } from '../codec/dag-node.js'
 import { MAX_PRIORITY } from '../codec/delta.js'
 import { Heads } from '../crdt/heads.js'
 import { decodePriority, encodePriority, ORSet } from '../crdt/or-set.js'
-import { WriteSet } from '../crdt/write-set.js'
+import { storeHas, WriteSet } from '../crdt/write-set.js'
 import { BlockFetchError, BlockTooLargeError, isMalformed, MalformedBlockError, MalformedDeltaError } from '../errors.js'
 import { withTimeout } from '../utils.js'
 import { splitDelta } from './batch.js'
@@ -308,12 +308,12 @@ export class Engine {
   }
 
   async isProcessed (cid: CID, options?: AbortOptions): Promise<boolean> {
-    return this.datastore.has(this.layout.processedKey(blockKey(cid)), options)
+    return storeHas(this.datastore, this.layout.processedKey(blockKey(cid)), options)
   }
 
   /** Whether `cid` is on the frontier of an unfinished walk (has a `w/` record) */
   async isPending (cid: CID, options?: AbortOptions): Promise<boolean> {
-    return this.datastore.has(this.layout.pendingKey(blockKey(cid)), options)
+    return storeHas(this.datastore, this.layout.pendingKey(blockKey(cid)), options)
   }
 
   async isDirty (options?: AbortOptions): Promise<boolean> {
@@ -623,8 +623,9 @@ export class Engine {
   async addRoot (cid: CID, options?: AbortOptions): Promise<boolean> {
     return this.lock.add(async () => {
       const id = blockKey(cid)
-      if (await this.datastore.has(this.layout.processedKey(id), options)) return false
-      if (!(await this.datastore.has(this.layout.pendingKey(id), options))) {
+      // read in-process when the store allows: this runs once per received head
+      if (await storeHas(this.datastore, this.layout.processedKey(id), options)) return false
+      if (!(await storeHas(this.datastore, this.layout.pendingKey(id), options))) {
         await this.datastore.put(this.layout.pendingKey(id), ROOT, options)
       }
       return true
