@@ -81,6 +81,8 @@ export function runChild (open) {
   const trace = memoryTrace(() => keys)
   let replica
   let t0 = now()
+  // CPU time of the process (all threads) from 'go' (or the dial) until done
+  let cpu0 = process.cpuUsage()
   let goResolve
   const go = new Promise(resolve => { goResolve = resolve })
 
@@ -95,6 +97,7 @@ export function runChild (open) {
     })
 
     t0 = now()
+    cpu0 = process.cpuUsage()
     await replica.dial(dial)
     await waitFor(() => replica.subscribers(topic) > 0, 20_000, 'the gossipsub subscription')
     // idle: the replica up, connected and subscribed, before it has synced anything
@@ -119,11 +122,13 @@ export function runChild (open) {
       clearTimeout(timer)
     }
     const ms = now() - t0
+    const cpu = process.cpuUsage(cpu0)
+    const cpuMs = (cpu.user + cpu.system) / 1000
     clearInterval(progress)
     await (await heap)?.()
     const stopTrace = await trace
     stopTrace?.()
-    process.send({ type: 'done', count, ms, rss: { ...(await rss.stop()), idle: idleRss }, stats: await replica.stats?.(), error })
+    process.send({ type: 'done', count, ms, cpuMs, rss: { ...(await rss.stop()), idle: idleRss }, stats: await replica.stats?.(), error })
   }
 
   async function exit (code) {
@@ -143,6 +148,7 @@ export function runChild (open) {
       })
     } else if (msg?.cmd === 'go') {
       t0 = now()
+      cpu0 = process.cpuUsage()
       goResolve()
     } else if (msg?.cmd === 'exit') {
       void exit(0)

@@ -32,14 +32,17 @@ export async function replicate ({ count, batchSize, timeoutMs, label, crdt }) {
     await waitFor(() => a.node.libp2p.services.pubsub.getSubscribers(topic).length > 0, 20_000, 'B to subscribe')
     b.go()
     const t0 = now()
+    // A's CPU (this process, all threads) while it writes
+    const cpu0 = process.cpuUsage()
     if (batchSize > 1) {
       await writeBatches(a.store, keys, values, batchSize)
     } else {
       for (let i = 0; i < count; i++) await a.store.put(keys[i], values[i])
     }
     const writeMs = now() - t0
+    const cpu = process.cpuUsage(cpu0)
     const done = await b.done
-    return { ...done, ms: now() - t0, writeMs }
+    return { ...done, ms: now() - t0, writeMs, writeCpuMs: (cpu.user + cpu.system) / 1000 }
   } finally {
     await b.close()
     await a.close()

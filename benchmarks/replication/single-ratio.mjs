@@ -2,7 +2,7 @@
  * A tool, not in `npm run bench`: runs the single-put replication of
  * index.mjs `ROUNDS` times (default 3) and prints, per round, A's put rate,
  * B's rate and their ratio, with the tail (ms from A's last put until B
- * had every key). Run from another checkout's copy for A/B comparisons.
+ * had every key) and the CPU time per put of each side. Run from another checkout's copy for A/B comparisons.
  *
  *   node benchmarks/replication/single-ratio.mjs [count]
  */
@@ -19,5 +19,7 @@ for (let r = 0; r < rounds; r++) {
   }
   const a = count / res.writeMs * 1000
   const b = count / res.ms * 1000
-  console.log(`round ${r}: A ${a.toFixed(0)} puts/s, B ${b.toFixed(0)} keys/s, ratio ${(b / a).toFixed(2)}, tail ${(res.ms - res.writeMs).toFixed(0)} ms`)
+  // CPU per put: A's process while it wrote, B's from 'go' until it had every key (all threads)
+  const cpu = `CPU per put A ${(res.writeCpuMs / count).toFixed(2)} ms, B ${(res.cpuMs / count).toFixed(2)} ms`
+  console.log(`round ${r}: A ${a.toFixed(0)} puts/s, B ${b.toFixed(0)} keys/s, ratio ${(b / a).toFixed(2)}, tail ${(res.ms - res.writeMs).toFixed(0)} ms, ${cpu}`)
 }
