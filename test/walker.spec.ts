@@ -37,7 +37,7 @@ const clock = { now: 0 }
 /** Serves the blocks it holds to a walker; records what was asked and how */
 class Source implements DAGBlockstore {
   readonly blocks = new MemoryBlockstore()
-  readonly asked: Array<{ cid: string, preferPeer?: string }> = []
+  readonly asked: Array<{ cid: string, preferPeer?: string, probe?: boolean }> = []
   /** blocks that fail with an error when fetched */
   readonly broken = new Set<string>()
   /** how far a fetch of each block moves `clock` (ms) */
@@ -50,7 +50,7 @@ class Source implements DAGBlockstore {
   local = false
 
   async * get (cid: CID, options?: FetchOptions): AsyncGenerator<Uint8Array> {
-    this.asked.push({ cid: cid.toString(), preferPeer: options?.preferPeer })
+    this.asked.push({ cid: cid.toString(), preferPeer: options?.preferPeer, ...(options?.probe === true ? { probe: true } : {}) })
     clock.now += this.cost.get(cid.toString()) ?? 0
     const gate = this.gates.get(cid.toString())
     if (gate != null && this.patient.has(cid.toString())) {
@@ -541,6 +541,120 @@ describe('Walker', () => {
       await expect(makeWalker(source, { dagSyncerTimeout: 0, numWorkers: 1 }).walk([await start(top2)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
       expect(timeouts).to.deep.equal([0, 0, 0, 0])
       expect(source.asked).to.have.length(4)
+    })
+  })
+
+  describe('the fast sync\'s fetch errors, probes and hand-offs: edges a mutation run found', () => {
+    const realNow = Date.now
+
+    afterEach(() => {
+      Date.now = realNow
+    })
+
+    /** A blockstore whose every fetch fails with the error `fail` makes (recorded in `source.asked`) */
+    function failing (fail: () => Error): DAGBlockstore {
+      return {
+        // eslint-disable-next-line require-yield -- a getter that fails before its first chunk
+        get: async function * (cid: CID): AsyncGenerator<Uint8Array> { source.asked.push({ cid: cid.toString() }); throw fail() },
+        put: (cid, bytes) => source.put(cid, bytes),
+        has: async () => false
+      }
+    }
+
+    /** `err` wrapped in `levels` plain errors, each the cause of the next */
+    function wrapped (err: Error, levels: number): Error {
+      for (let i = 0; i < levels; i++) err = new Error(`wrapper ${i}`, { cause: err })
+      return err
+    }
+
+    function noPeers (): Error {
+      return Object.assign(new Error('no peer connected to ask'), { name: 'NoPeersAskedError' })
+    }
+
+    /** The `w/` record of a branch: [ROOT or COVERED, failed fetches, of those really asked] */
+    async function record (cid: CID): Promise<number[]> {
+      return [...await ds.get(engine.layout.pendingKey(blockKey(cid)))]
+    }
+
+    it('a fetch that found no peer to ask (NoPeersAskedError, up to three causes below the fetch error) never gives its branch up', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      // the fetch error's cause is the getter's error (1 level below), which wraps it twice more: 3 levels below
+      const walker = makeWalker(failing(() => wrapped(noPeers(), 2)))
+      for (let i = 0; i < 3; i++) {
+        await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      }
+      // counted, never as asked, and never past maxFetchAttempts - 1 (2): not given up
+      expect(await record(missing)).to.deep.equal([1, 1, 0])
+      expect(await engine.givenUp()).to.deep.equal([])
+      expect(source.asked).to.have.length(3)
+    })
+
+    it('a NoPeersAskedError deeper than three causes below, or another error, is a fetch really asked', async () => {
+      for (const fail of [() => wrapped(noPeers(), 3), () => new Error('no block here')]) {
+        const missing = await add(delta(1, [['/m', String(source.asked.length)]]), [], false)
+        const walker = makeWalker(failing(fail))
+        await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+        expect(await record(missing)).to.deep.equal([1, 1, 1])
+        // the second asked failure reaches maxFetchAttempts (2)
+        await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+        expect((await engine.givenUp()).map(g => g.cid.toString())).to.include(missing.toString())
+      }
+    })
+
+    it('the peers a fetch error (or a cause of it) names as refusers are kept with the branch given up; what is not a peer id is dropped', async () => {
+      const cases: Array<{ fail: () => Error, refusedBy?: string[] }> = [
+        { fail: () => Object.assign(new Error('nobody had it'), { refusedBy: ['peer-a', 7, 'peer-b'] }), refusedBy: ['peer-a', 'peer-b'] },
+        // the first level naming refusers wins
+        { fail: () => new Error('outer', { cause: Object.assign(new Error('inner'), { refusedBy: ['peer-c'] }) }), refusedBy: ['peer-c'] },
+        { fail: () => Object.assign(new Error('outer', { cause: Object.assign(new Error('inner'), { refusedBy: ['peer-e'] }) }), { refusedBy: ['peer-d'] }), refusedBy: ['peer-d'] },
+        // not a list: no refusers known
+        { fail: () => Object.assign(new Error('odd'), { refusedBy: 'peer-f' }) }
+      ]
+      for (const [i, { fail, refusedBy }] of cases.entries()) {
+        const missing = await add(delta(1, [['/m', String(i)]]), [], false)
+        const walker = makeWalker(failing(fail))
+        for (let n = 0; n < 2; n++) {
+          await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+        }
+        const given = (await engine.givenUp()).find(g => g.cid.equals(missing))
+        expect(given, `case ${i}`).to.deep.equal({ cid: missing, reason: 'no block after 2 fetches', ...(refusedBy == null ? {} : { refusedBy }) })
+      }
+    })
+
+    it('a fetch error whose causes form a cycle is looked through a few levels only', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      const walker = makeWalker(failing(() => {
+        const err = new Error('its own cause')
+        Object.assign(err, { cause: err })
+        return err
+      }))
+      await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(await record(missing)).to.deep.equal([1, 1, 1])
+    })
+
+    it('with probe, each start of a walk has a deadline of its own and every fetch probes; without, the starts share one', async () => {
+      clock.now = 0
+      Date.now = () => clock.now
+      const missing = await Promise.all([1, 2, 3].map(async i => {
+        const cid = await add(delta(1, [[`/m${i}`, '1']]), [], false)
+        source.cost.set(cid.toString(), 450)
+        source.broken.add(cid.toString())
+        return cid
+      }))
+      const walker = makeWalker(source, { dagSyncerTimeout: 1000, numWorkers: 1 })
+      const starts = async (): Promise<Array<{ cid: CID }>> => Promise.all(missing.map(start))
+
+      await expect(walker.walk(await starts(), { probe: true })).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(timeouts).to.deep.equal([1000, 1000, 1000])
+      expect(source.asked.map(x => x.probe)).to.deep.equal([true, true, true])
+      for (const m of missing) expect(await record(m)).to.deep.equal([1, 1, 1])
+
+      // without: 1000, then 550 left, then exactly a tenth (100), still asked
+      timeouts = []
+      source.asked.length = 0
+      await expect(walker.walk(await starts())).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(timeouts).to.deep.equal([1000, 550, 100])
+      expect(source.asked.map(x => x.probe)).to.deep.equal([undefined, undefined, undefined])
     })
   })
 })
