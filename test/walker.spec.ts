@@ -632,6 +632,39 @@ describe('Walker', () => {
       expect(await record(missing)).to.deep.equal([1, 1, 1])
     })
 
+    /** Stores a node whose block is exactly `size` bytes (its value padded) */
+    async function sized (d: Delta, links: CID[], size: number): Promise<CID> {
+      let pad = size
+      for (let tries = 0; tries < 8; tries++) {
+        const padded = { ...d, elements: d.elements.map(e => ({ ...e, value: new Uint8Array(pad).fill(0x61) })) }
+        const { cid, bytes } = await encodeNode(padded, links)
+        if (bytes.byteLength === size) {
+          await source.put(cid, bytes)
+          return cid
+        }
+        pad += size - bytes.byteLength
+      }
+      throw new Error(`no node of ${size} bytes`)
+    }
+
+    it('the links a node waited for are handed on decoded up to 4 MiB of blocks, the rest fetched again when walked', async () => {
+      const KiB = 1024
+      const MiB = 1024 * KiB
+      // handed on while they fit: 4 MiB - 2 KiB, the 4 KiB one does not fit, the 1 KiB ones do (the last to exactly 4 MiB)
+      const sizes = [MiB, MiB, MiB, MiB - 2 * KiB, 4 * KiB, KiB]
+      const leaves = []
+      for (const [i, size] of sizes.entries()) leaves.push(await sized(delta(1, [[`/l${i}`, '']]), [], size))
+      // the last link claims 2 (through a link to the first), which allows the top's 3: every link is fetched before the top merges
+      const last = await sized(delta(2, [['/last', '']]), [leaves[0]], KiB)
+      const top = await add(delta(3, [['/t', '1']]), [...leaves, last])
+      // one worker: the links are fetched in their order
+      await makeWalker(source, { numWorkers: 1, dagSyncerTimeout: 5000 }).walk([await start(top)])
+      expect(await value('/t')).to.equal('1')
+      for (const cid of [...leaves, last]) expect(await engine.isProcessed(cid)).to.be.true()
+      const asked = source.asked.map(x => x.cid)
+      expect(asked).to.deep.equal([top, ...leaves, last, leaves[4]].map(String))
+    })
+
     it('with probe, each start of a walk has a deadline of its own and every fetch probes; without, the starts share one', async () => {
       clock.now = 0
       Date.now = () => clock.now
