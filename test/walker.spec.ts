@@ -433,7 +433,8 @@ describe('Walker', () => {
 
   it('alone, a walk fetches with every worker', async () => {
     const kids = await Promise.all([1, 2].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
-    const top = await add(delta(2, [['/t', '1']]), kids)
+    // priority 1: merged without fetching its links first, so the children are fetched by the walk's own queue
+    const top = await add(delta(1, [['/t', '1']]), kids)
     // both children must be in flight at once, or they fail at the deadline
     source.together(kids, 2)
     await makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 2000 }).walk([await start(top)])
@@ -443,7 +444,8 @@ describe('Walker', () => {
   it('beside another walk, a walk fetches with every worker but one', async () => {
     const held = await add(delta(1, [['/held', '1']]))
     const kids = await Promise.all([1, 2, 3].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
-    const top = await add(delta(2, [['/t', '1']]), kids)
+    // priority 1: the children are fetched by the walk's queue, not as links its merge waits for
+    const top = await add(delta(1, [['/t', '1']]), kids)
     let release: () => void = () => {}
     const released = new Promise<void>(resolve => { release = resolve })
     source.gates.set(held.toString(), async () => released)
@@ -663,6 +665,111 @@ describe('Walker', () => {
       for (const cid of [...leaves, last]) expect(await engine.isProcessed(cid)).to.be.true()
       const asked = source.asked.map(x => x.cid)
       expect(asked).to.deep.equal([top, ...leaves, last, leaves[4]].map(String))
+    })
+
+    it('a waiting node fails with the failure of a link really asked, even when one never asked failed first', async () => {
+      clock.now = 0
+      Date.now = () => clock.now
+      const asked = await add(delta(1, [['/a', '1']]), [], false)
+      const notAsked = await add(delta(1, [['/b', '1']]), [], false)
+      for (const cid of [asked, notAsked]) source.broken.add(cid.toString())
+      // `asked` takes 950 of the 1000 ms its links share and is held until released
+      source.cost.set(asked.toString(), 950)
+      let releaseAsked: () => void = () => {}
+      const heldAsked = new Promise<void>(resolve => { releaseAsked = resolve })
+      source.gates.set(asked.toString(), async () => heldAsked)
+      source.patient.add(asked.toString())
+      // another walk holds the second of two workers until `other` is released
+      const held = await add(delta(1, [['/held', '1']]))
+      let releaseOther: () => void = () => {}
+      const heldOther = new Promise<void>(resolve => { releaseOther = resolve })
+      source.gates.set(held.toString(), async () => heldOther)
+      source.patient.add(held.toString())
+      const top = await add(delta(3, [['/t', '1']]), [asked, notAsked])
+      const walker = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 1000 })
+      const other = walker.walk([await start(held)])
+      const walk = walker.walk([await start(top)]).then(() => undefined, (err: Error) => err)
+      // bounded: until `asked` is in flight
+      for (let i = 0; i < 100 && !source.asked.some(x => x.cid === asked.toString()); i++) await new Promise(resolve => setImmediate(resolve))
+      // the other walk's slot frees with 50 ms of the deadline left: `notAsked` fails unasked, before `asked` fails
+      releaseOther()
+      await other
+      await new Promise(resolve => setImmediate(resolve))
+      releaseAsked()
+      const err = await walk
+      expect(err).to.have.property('name', 'BlockFetchError')
+      expect(err).to.have.property('message').that.includes(asked.toString()).and.includes('broken source')
+      // counted against the top as a fetch really asked
+      expect(await record(top)).to.deep.equal([1, 1, 1])
+      expect(source.asked.map(x => x.cid)).to.not.include(notAsked.toString())
+    })
+
+    it('a run reads the blocks at hand through the walker\'s blockstore, not the engine\'s', async () => {
+      const a = await add(delta(1, [['/a', '1']]))
+      const b = await add(delta(2, [['/b', '1']]), [a])
+      const top = await add(delta(3, [['/t', '1']]), [b])
+      // the engine's blockstore (source) has nothing at hand; the walker's has every block
+      const local: DAGBlockstore = {
+        get: (cid, options) => source.get(cid, options),
+        put: (cid, bytes) => source.put(cid, bytes),
+        has: async (cid?: CID) => cid != null && source.blocks.has(cid)
+      }
+      await makeWalker(local).walk([await start(top)])
+      expect(timeouts).to.have.length(1)
+      for (const k of ['/a', '/b', '/t']) expect(await value(k)).to.equal('1')
+    })
+
+    it('a waiting node whose merge fails for another reason than its links rejects with that error, not a link\'s failure', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      source.broken.add(missing.toString())
+      const ok = await add(delta(2, [['/ok', '1']]), [])
+      // the failed link comes first; `ok` claims 2 (unchecked here), which allows the top's 3
+      const top = await add(delta(3, [['/t', '1']]), [missing, ok])
+      await engine.addRoot(top)
+      engine.reserve(top)
+      const batch = ds.batch.bind(ds)
+      ds.batch = () => {
+        const b = batch()
+        return { put: b.put.bind(b), delete: b.delete.bind(b), commit: async () => { throw Object.assign(new Error('disk full'), { name: 'IOError' }) } }
+      }
+      await expect(makeWalker(source, { numWorkers: 1 }).walk([{ cid: top }])).to.eventually.be.rejected.with.property('name', 'IOError')
+      ds.batch = batch
+      // not counted against the top
+      expect(await record(top)).to.deep.equal([1])
+    })
+
+    it('a walk aborted while a node waits for its links gives back only the slots it holds', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      source.broken.add(missing.toString())
+      const top = await add(delta(2, [['/t', '1']]), [missing])
+      const controller = new AbortController()
+      // aborted while its link is fetched
+      source.gates.set(missing.toString(), async () => { controller.abort() })
+      source.patient.add(missing.toString())
+      let inFlight = 0
+      let most = 0
+      const counting: DAGBlockstore = {
+        get: async function * (cid: CID, options?: FetchOptions): AsyncGenerator<Uint8Array> {
+          most = Math.max(most, ++inFlight)
+          try {
+            // a turn of the event loop, so fetches that may run together do
+            await new Promise(resolve => setImmediate(resolve))
+            yield * source.get(cid, options)
+          } finally {
+            inFlight--
+          }
+        },
+        put: (cid, bytes) => source.put(cid, bytes),
+        has: async () => false
+      }
+      const walker = makeWalker(counting, { numWorkers: 1 })
+      await expect(walker.walk([await start(top)], { signal: controller.signal })).to.eventually.be.rejected()
+      // one worker still: the two links of the next walk's node are fetched one at a time
+      const kids = await Promise.all([1, 2].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
+      const top2 = await add(delta(2, [['/t2', '1']]), kids)
+      await walker.walk([await start(top2)])
+      expect(await value('/t2')).to.equal('1')
+      expect(most).to.equal(1)
     })
 
     it('with probe, each start of a walk has a deadline of its own and every fetch probes; without, the starts share one', async () => {
