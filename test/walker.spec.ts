@@ -772,6 +772,58 @@ describe('Walker', () => {
       expect(most).to.equal(1)
     })
 
+    /** Holds the fetch of `cid` until the returned function is called */
+    function hold (cid: CID): () => void {
+      let release: () => void = () => {}
+      const held = new Promise<void>(resolve => { release = resolve })
+      source.gates.set(cid.toString(), async () => held)
+      source.patient.add(cid.toString())
+      return release
+    }
+
+    /** Turns of the event loop until `done`, 20 at most */
+    async function until (done: () => Promise<boolean> | boolean): Promise<void> {
+      for (let i = 0; i < 20 && !(await done()); i++) await new Promise(resolve => setImmediate(resolve))
+    }
+
+    it('a link whose claim does not allow the waiting node does not decide it: the node waits for the next', async () => {
+      const low = await add(delta(1, [['/low', '1']]))
+      const high = await add(delta(2, [['/high', '1']]), [low])
+      const top = await add(delta(3, [['/t', '1']]), [low, high])
+      const releaseHigh = hold(high)
+      const walking = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 5000 }).walk([await start(top)])
+      // `low` (claiming 1) arrived, `high` (2, which allows 3) is still on its way
+      await until(() => source.asked.some(x => x.cid === high.toString()))
+      await until(async () => engine.isProcessed(top))
+      releaseHigh()
+      await walking
+      for (const k of ['/t', '/low', '/high']) expect(await value(k)).to.equal('1')
+    })
+
+    it('a link that arrives after the waiting node was decided is handed on when it is walked, not fetched again', async () => {
+      const base = await add(delta(1, [['/base', '1']]))
+      const high = await add(delta(2, [['/high', '1']]), [base])
+      const walker = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 5000 })
+      await walker.walk([await start(base)])
+      const low = await add(delta(1, [['/low', '1']]))
+      // `high` allows the top's 3 at once; `low` is held until the top's run merged it, and arrives before its children are walked
+      const top = await add(delta(3, [['/t', '1']]), [high, low])
+      const releaseLow = hold(low)
+      const processRun = engine.processRun.bind(engine)
+      engine.processRun = async (node, options) => {
+        const result = await processRun(node, options)
+        if (node.cid.equals(top)) {
+          releaseLow()
+          await until(() => false)
+        }
+        return result
+      }
+      source.asked.length = 0
+      await walker.walk([await start(top)])
+      for (const k of ['/t', '/low', '/high']) expect(await value(k)).to.equal('1')
+      expect(source.asked.map(x => x.cid)).to.deep.equal([top, high, low].map(String))
+    })
+
     it('with probe, each start of a walk has a deadline of its own and every fetch probes; without, the starts share one', async () => {
       clock.now = 0
       Date.now = () => clock.now
