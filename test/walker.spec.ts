@@ -604,7 +604,7 @@ describe('Walker', () => {
     })
 
     it('the peers a fetch error (or a cause of it) names as refusers are kept with the branch given up; what is not a peer id is dropped', async () => {
-      const cases: Array<{ fail: () => Error, refusedBy?: string[] }> = [
+      const cases: Array<{ fail(): Error, refusedBy?: string[] }> = [
         { fail: () => Object.assign(new Error('nobody had it'), { refusedBy: ['peer-a', 7, 'peer-b'] }), refusedBy: ['peer-a', 'peer-b'] },
         // the first level naming refusers wins
         { fail: () => new Error('outer', { cause: Object.assign(new Error('inner'), { refusedBy: ['peer-c'] }) }), refusedBy: ['peer-c'] },
