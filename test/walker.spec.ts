@@ -824,6 +824,30 @@ describe('Walker', () => {
       expect(source.asked.map(x => x.cid)).to.deep.equal([top, high, low].map(String))
     })
 
+    it('beside another walk, a walk stuck on blocks that do not come leaves the other a worker for its next fetch', async () => {
+      const walker = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 5000 })
+      // the other walk: its start is held, then its child must find a worker
+      const leaf = await add(delta(1, [['/leaf', '1']]))
+      const otherTop = await add(delta(1, [['/other', '1']]), [leaf])
+      const releaseOther = hold(otherTop)
+      let otherDone = false
+      const other = walker.walk([await start(otherTop)]).then(() => { otherDone = true })
+      await until(() => source.asked.some(x => x.cid === otherTop.toString()))
+      // this walk's two children are held: beside the other walk it may fetch one of them at a time only
+      const stuck = await Promise.all([1, 2].map(async i => add(delta(1, [[`/s${i}`, '1']]))))
+      const releases = stuck.map(hold)
+      const top = await add(delta(1, [['/t', '1']]), stuck)
+      const walking = walker.walk([await start(top)])
+      await until(() => source.asked.some(x => x.cid === stuck[0].toString()))
+      releaseOther()
+      await until(() => otherDone)
+      expect(otherDone).to.be.true()
+      expect(await value('/leaf')).to.equal('1')
+      for (const release of releases) release()
+      await Promise.all([other, walking])
+      for (const k of ['/t', '/s1', '/s2']) expect(await value(k)).to.equal('1')
+    })
+
     it('with probe, each start of a walk has a deadline of its own and every fetch probes; without, the starts share one', async () => {
       clock.now = 0
       Date.now = () => clock.now
