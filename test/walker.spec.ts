@@ -37,7 +37,7 @@ const clock = { now: 0 }
 /** Serves the blocks it holds to a walker; records what was asked and how */
 class Source implements DAGBlockstore {
   readonly blocks = new MemoryBlockstore()
-  readonly asked: Array<{ cid: string, preferPeer?: string }> = []
+  readonly asked: Array<{ cid: string, preferPeer?: string, probe?: boolean }> = []
   /** blocks that fail with an error when fetched */
   readonly broken = new Set<string>()
   /** how far a fetch of each block moves `clock` (ms) */
@@ -50,7 +50,7 @@ class Source implements DAGBlockstore {
   local = false
 
   async * get (cid: CID, options?: FetchOptions): AsyncGenerator<Uint8Array> {
-    this.asked.push({ cid: cid.toString(), preferPeer: options?.preferPeer })
+    this.asked.push({ cid: cid.toString(), preferPeer: options?.preferPeer, ...(options?.probe === true ? { probe: true } : {}) })
     clock.now += this.cost.get(cid.toString()) ?? 0
     const gate = this.gates.get(cid.toString())
     if (gate != null && this.patient.has(cid.toString())) {
@@ -433,7 +433,8 @@ describe('Walker', () => {
 
   it('alone, a walk fetches with every worker', async () => {
     const kids = await Promise.all([1, 2].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
-    const top = await add(delta(2, [['/t', '1']]), kids)
+    // priority 1: merged without fetching its links first, so the children are fetched by the walk's own queue
+    const top = await add(delta(1, [['/t', '1']]), kids)
     // both children must be in flight at once, or they fail at the deadline
     source.together(kids, 2)
     await makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 2000 }).walk([await start(top)])
@@ -443,7 +444,8 @@ describe('Walker', () => {
   it('beside another walk, a walk fetches with every worker but one', async () => {
     const held = await add(delta(1, [['/held', '1']]))
     const kids = await Promise.all([1, 2, 3].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
-    const top = await add(delta(2, [['/t', '1']]), kids)
+    // priority 1: the children are fetched by the walk's queue, not as links its merge waits for
+    const top = await add(delta(1, [['/t', '1']]), kids)
     let release: () => void = () => {}
     const released = new Promise<void>(resolve => { release = resolve })
     source.gates.set(held.toString(), async () => released)
@@ -541,6 +543,334 @@ describe('Walker', () => {
       await expect(makeWalker(source, { dagSyncerTimeout: 0, numWorkers: 1 }).walk([await start(top2)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
       expect(timeouts).to.deep.equal([0, 0, 0, 0])
       expect(source.asked).to.have.length(4)
+    })
+  })
+
+  describe('the fast sync\'s fetch errors, probes and hand-offs: edges a mutation run found', () => {
+    const realNow = Date.now
+
+    afterEach(() => {
+      Date.now = realNow
+    })
+
+    /** A blockstore whose every fetch fails with the error `fail` makes (recorded in `source.asked`) */
+    function failing (fail: () => Error): DAGBlockstore {
+      return {
+        // eslint-disable-next-line require-yield -- a getter that fails before its first chunk
+        get: async function * (cid: CID): AsyncGenerator<Uint8Array> { source.asked.push({ cid: cid.toString() }); throw fail() },
+        put: (cid, bytes) => source.put(cid, bytes),
+        has: async () => false
+      }
+    }
+
+    /** `err` wrapped in `levels` plain errors, each the cause of the next */
+    function wrapped (err: Error, levels: number): Error {
+      for (let i = 0; i < levels; i++) err = new Error(`wrapper ${i}`, { cause: err })
+      return err
+    }
+
+    function noPeers (): Error {
+      return Object.assign(new Error('no peer connected to ask'), { name: 'NoPeersAskedError' })
+    }
+
+    /** The `w/` record of a branch: [ROOT or COVERED, failed fetches, of those really asked] */
+    async function record (cid: CID): Promise<number[]> {
+      return [...await ds.get(engine.layout.pendingKey(blockKey(cid)))]
+    }
+
+    it('a fetch that found no peer to ask (NoPeersAskedError, up to three causes below the fetch error) never gives its branch up', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      // the fetch error's cause is the getter's error (1 level below), which wraps it twice more: 3 levels below
+      const walker = makeWalker(failing(() => wrapped(noPeers(), 2)))
+      for (let i = 0; i < 3; i++) {
+        await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      }
+      // counted, never as asked, and never past maxFetchAttempts - 1 (2): not given up
+      expect(await record(missing)).to.deep.equal([1, 1, 0])
+      expect(await engine.givenUp()).to.deep.equal([])
+      expect(source.asked).to.have.length(3)
+    })
+
+    it('a NoPeersAskedError deeper than three causes below, or another error, is a fetch really asked', async () => {
+      for (const fail of [() => wrapped(noPeers(), 3), () => new Error('no block here')]) {
+        const missing = await add(delta(1, [['/m', String(source.asked.length)]]), [], false)
+        const walker = makeWalker(failing(fail))
+        await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+        expect(await record(missing)).to.deep.equal([1, 1, 1])
+        // the second asked failure reaches maxFetchAttempts (2)
+        await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+        expect((await engine.givenUp()).map(g => g.cid.toString())).to.include(missing.toString())
+      }
+    })
+
+    it('the peers a fetch error (or a cause of it) names as refusers are kept with the branch given up; what is not a peer id is dropped', async () => {
+      const cases: Array<{ fail(): Error, refusedBy?: string[] }> = [
+        { fail: () => Object.assign(new Error('nobody had it'), { refusedBy: ['peer-a', 7, 'peer-b'] }), refusedBy: ['peer-a', 'peer-b'] },
+        // the first level naming refusers wins
+        { fail: () => new Error('outer', { cause: Object.assign(new Error('inner'), { refusedBy: ['peer-c'] }) }), refusedBy: ['peer-c'] },
+        { fail: () => Object.assign(new Error('outer', { cause: Object.assign(new Error('inner'), { refusedBy: ['peer-e'] }) }), { refusedBy: ['peer-d'] }), refusedBy: ['peer-d'] },
+        // not a list: no refusers known
+        { fail: () => Object.assign(new Error('odd'), { refusedBy: 'peer-f' }) }
+      ]
+      for (const [i, { fail, refusedBy }] of cases.entries()) {
+        const missing = await add(delta(1, [['/m', String(i)]]), [], false)
+        const walker = makeWalker(failing(fail))
+        for (let n = 0; n < 2; n++) {
+          await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+        }
+        const given = (await engine.givenUp()).find(g => g.cid.equals(missing))
+        expect(given, `case ${i}`).to.deep.equal({ cid: missing, reason: 'no block after 2 fetches', ...(refusedBy == null ? {} : { refusedBy }) })
+      }
+    })
+
+    it('a fetch error whose causes form a cycle is looked through a few levels only', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      const walker = makeWalker(failing(() => {
+        const err = new Error('its own cause')
+        Object.assign(err, { cause: err })
+        return err
+      }))
+      await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(await record(missing)).to.deep.equal([1, 1, 1])
+    })
+
+    /** Stores a node whose block is exactly `size` bytes (its value padded) */
+    async function sized (d: Delta, links: CID[], size: number): Promise<CID> {
+      let pad = size
+      for (let tries = 0; tries < 8; tries++) {
+        const padded = { ...d, elements: d.elements.map(e => ({ ...e, value: new Uint8Array(pad).fill(0x61) })) }
+        const { cid, bytes } = await encodeNode(padded, links)
+        if (bytes.byteLength === size) {
+          await source.put(cid, bytes)
+          return cid
+        }
+        pad += size - bytes.byteLength
+      }
+      throw new Error(`no node of ${size} bytes`)
+    }
+
+    it('the links a node waited for are handed on decoded up to 4 MiB of blocks, the rest fetched again when walked', async () => {
+      const KiB = 1024
+      const MiB = 1024 * KiB
+      // handed on while they fit: 4 MiB - 2 KiB, the 4 KiB one does not fit, the 1 KiB ones do (the last to exactly 4 MiB)
+      const sizes = [MiB, MiB, MiB, MiB - 2 * KiB, 4 * KiB, KiB]
+      const leaves = []
+      for (const [i, size] of sizes.entries()) leaves.push(await sized(delta(1, [[`/l${i}`, '']]), [], size))
+      // the last link claims 2 (through a link to the first), which allows the top's 3: every link is fetched before the top merges
+      const last = await sized(delta(2, [['/last', '']]), [leaves[0]], KiB)
+      const top = await add(delta(3, [['/t', '1']]), [...leaves, last])
+      // one worker: the links are fetched in their order
+      await makeWalker(source, { numWorkers: 1, dagSyncerTimeout: 5000 }).walk([await start(top)])
+      expect(await value('/t')).to.equal('1')
+      for (const cid of [...leaves, last]) expect(await engine.isProcessed(cid)).to.be.true()
+      const asked = source.asked.map(x => x.cid)
+      expect(asked).to.deep.equal([top, ...leaves, last, leaves[4]].map(String))
+    })
+
+    it('a waiting node fails with the failure of a link really asked, even when one never asked failed first', async () => {
+      clock.now = 0
+      Date.now = () => clock.now
+      const asked = await add(delta(1, [['/a', '1']]), [], false)
+      const notAsked = await add(delta(1, [['/b', '1']]), [], false)
+      for (const cid of [asked, notAsked]) source.broken.add(cid.toString())
+      // `asked` takes 950 of the 1000 ms its links share and is held until released
+      source.cost.set(asked.toString(), 950)
+      let releaseAsked: () => void = () => {}
+      const heldAsked = new Promise<void>(resolve => { releaseAsked = resolve })
+      source.gates.set(asked.toString(), async () => heldAsked)
+      source.patient.add(asked.toString())
+      // another walk holds the second of two workers until `other` is released
+      const held = await add(delta(1, [['/held', '1']]))
+      let releaseOther: () => void = () => {}
+      const heldOther = new Promise<void>(resolve => { releaseOther = resolve })
+      source.gates.set(held.toString(), async () => heldOther)
+      source.patient.add(held.toString())
+      const top = await add(delta(3, [['/t', '1']]), [asked, notAsked])
+      const walker = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 1000 })
+      const other = walker.walk([await start(held)])
+      const walk = walker.walk([await start(top)]).then(() => undefined, (err: Error) => err)
+      // bounded: until `asked` is in flight
+      for (let i = 0; i < 100 && !source.asked.some(x => x.cid === asked.toString()); i++) await new Promise(resolve => setImmediate(resolve))
+      // the other walk's slot frees with 50 ms of the deadline left: `notAsked` fails unasked, before `asked` fails
+      releaseOther()
+      await other
+      await new Promise(resolve => setImmediate(resolve))
+      releaseAsked()
+      const err = await walk
+      expect(err).to.have.property('name', 'BlockFetchError')
+      expect(err).to.have.property('message').that.includes(asked.toString()).and.includes('broken source')
+      // counted against the top as a fetch really asked
+      expect(await record(top)).to.deep.equal([1, 1, 1])
+      expect(source.asked.map(x => x.cid)).to.not.include(notAsked.toString())
+    })
+
+    it('a run reads the blocks at hand through the walker\'s blockstore, not the engine\'s', async () => {
+      const a = await add(delta(1, [['/a', '1']]))
+      const b = await add(delta(2, [['/b', '1']]), [a])
+      const top = await add(delta(3, [['/t', '1']]), [b])
+      // the engine's blockstore (source) has nothing at hand; the walker's has every block
+      const local: DAGBlockstore = {
+        get: (cid, options) => source.get(cid, options),
+        put: (cid, bytes) => source.put(cid, bytes),
+        has: async (cid?: CID) => cid != null && source.blocks.has(cid)
+      }
+      await makeWalker(local).walk([await start(top)])
+      expect(timeouts).to.have.length(1)
+      for (const k of ['/a', '/b', '/t']) expect(await value(k)).to.equal('1')
+    })
+
+    it('a waiting node whose merge fails for another reason than its links rejects with that error, not a link\'s failure', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      source.broken.add(missing.toString())
+      const ok = await add(delta(2, [['/ok', '1']]), [])
+      // the failed link comes first; `ok` claims 2 (unchecked here), which allows the top's 3
+      const top = await add(delta(3, [['/t', '1']]), [missing, ok])
+      await engine.addRoot(top)
+      engine.reserve(top)
+      const batch = ds.batch.bind(ds)
+      ds.batch = () => {
+        const b = batch()
+        return { put: b.put.bind(b), delete: b.delete.bind(b), commit: async () => { throw Object.assign(new Error('disk full'), { name: 'IOError' }) } }
+      }
+      await expect(makeWalker(source, { numWorkers: 1 }).walk([{ cid: top }])).to.eventually.be.rejected.with.property('name', 'IOError')
+      ds.batch = batch
+      // not counted against the top
+      expect(await record(top)).to.deep.equal([1])
+    })
+
+    it('a walk aborted while a node waits for its links gives back only the slots it holds', async () => {
+      const missing = await add(delta(1, [['/m', '1']]), [], false)
+      source.broken.add(missing.toString())
+      const top = await add(delta(2, [['/t', '1']]), [missing])
+      const controller = new AbortController()
+      // aborted while its link is fetched
+      source.gates.set(missing.toString(), async () => { controller.abort() })
+      source.patient.add(missing.toString())
+      let inFlight = 0
+      let most = 0
+      const counting: DAGBlockstore = {
+        get: async function * (cid: CID, options?: FetchOptions): AsyncGenerator<Uint8Array> {
+          most = Math.max(most, ++inFlight)
+          try {
+            // a turn of the event loop, so fetches that may run together do
+            await new Promise(resolve => setImmediate(resolve))
+            yield * source.get(cid, options)
+          } finally {
+            inFlight--
+          }
+        },
+        put: (cid, bytes) => source.put(cid, bytes),
+        has: async () => false
+      }
+      const walker = makeWalker(counting, { numWorkers: 1 })
+      await expect(walker.walk([await start(top)], { signal: controller.signal })).to.eventually.be.rejected()
+      // one worker still: the two links of the next walk's node are fetched one at a time
+      const kids = await Promise.all([1, 2].map(async i => add(delta(1, [[`/k${i}`, '1']]))))
+      const top2 = await add(delta(2, [['/t2', '1']]), kids)
+      await walker.walk([await start(top2)])
+      expect(await value('/t2')).to.equal('1')
+      expect(most).to.equal(1)
+    })
+
+    /** Holds the fetch of `cid` until the returned function is called */
+    function hold (cid: CID): () => void {
+      let release: () => void = () => {}
+      const held = new Promise<void>(resolve => { release = resolve })
+      source.gates.set(cid.toString(), async () => held)
+      source.patient.add(cid.toString())
+      return release
+    }
+
+    /** Turns of the event loop until `done`, 20 at most */
+    async function until (done: () => Promise<boolean> | boolean): Promise<void> {
+      for (let i = 0; i < 20 && !(await done()); i++) await new Promise(resolve => setImmediate(resolve))
+    }
+
+    it('a link whose claim does not allow the waiting node does not decide it: the node waits for the next', async () => {
+      const low = await add(delta(1, [['/low', '1']]))
+      const high = await add(delta(2, [['/high', '1']]), [low])
+      const top = await add(delta(3, [['/t', '1']]), [low, high])
+      const releaseHigh = hold(high)
+      const walking = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 5000 }).walk([await start(top)])
+      // `low` (claiming 1) arrived, `high` (2, which allows 3) is still on its way
+      await until(() => source.asked.some(x => x.cid === high.toString()))
+      await until(async () => engine.isProcessed(top))
+      releaseHigh()
+      await walking
+      for (const k of ['/t', '/low', '/high']) expect(await value(k)).to.equal('1')
+    })
+
+    it('a link that arrives after the waiting node was decided is handed on when it is walked, not fetched again', async () => {
+      const base = await add(delta(1, [['/base', '1']]))
+      const high = await add(delta(2, [['/high', '1']]), [base])
+      const walker = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 5000 })
+      await walker.walk([await start(base)])
+      const low = await add(delta(1, [['/low', '1']]))
+      // `high` allows the top's 3 at once; `low` is held until the top's run merged it, and arrives before its children are walked
+      const top = await add(delta(3, [['/t', '1']]), [high, low])
+      const releaseLow = hold(low)
+      const processRun = engine.processRun.bind(engine)
+      engine.processRun = async (node, options) => {
+        const result = await processRun(node, options)
+        if (node.cid.equals(top)) {
+          releaseLow()
+          await until(() => false)
+        }
+        return result
+      }
+      source.asked.length = 0
+      await walker.walk([await start(top)])
+      for (const k of ['/t', '/low', '/high']) expect(await value(k)).to.equal('1')
+      expect(source.asked.map(x => x.cid)).to.deep.equal([top, high, low].map(String))
+    })
+
+    it('beside another walk, a walk stuck on blocks that do not come leaves the other a worker for its next fetch', async () => {
+      const walker = makeWalker(source, { numWorkers: 2, dagSyncerTimeout: 5000 })
+      // the other walk: its start is held, then its child must find a worker
+      const leaf = await add(delta(1, [['/leaf', '1']]))
+      const otherTop = await add(delta(1, [['/other', '1']]), [leaf])
+      const releaseOther = hold(otherTop)
+      let otherDone = false
+      const other = walker.walk([await start(otherTop)]).then(() => { otherDone = true })
+      await until(() => source.asked.some(x => x.cid === otherTop.toString()))
+      // this walk's two children are held: beside the other walk it may fetch one of them at a time only
+      const stuck = await Promise.all([1, 2].map(async i => add(delta(1, [[`/s${i}`, '1']]))))
+      const releases = stuck.map(hold)
+      const top = await add(delta(1, [['/t', '1']]), stuck)
+      const walking = walker.walk([await start(top)])
+      await until(() => source.asked.some(x => x.cid === stuck[0].toString()))
+      releaseOther()
+      await until(() => otherDone)
+      expect(otherDone).to.be.true()
+      expect(await value('/leaf')).to.equal('1')
+      for (const release of releases) release()
+      await Promise.all([other, walking])
+      for (const k of ['/t', '/s1', '/s2']) expect(await value(k)).to.equal('1')
+    })
+
+    it('with probe, each start of a walk has a deadline of its own and every fetch probes; without, the starts share one', async () => {
+      clock.now = 0
+      Date.now = () => clock.now
+      const missing = await Promise.all([1, 2, 3].map(async i => {
+        const cid = await add(delta(1, [[`/m${i}`, '1']]), [], false)
+        source.cost.set(cid.toString(), 450)
+        source.broken.add(cid.toString())
+        return cid
+      }))
+      const walker = makeWalker(source, { dagSyncerTimeout: 1000, numWorkers: 1 })
+      const starts = async (): Promise<Array<{ cid: CID }>> => Promise.all(missing.map(start))
+
+      await expect(walker.walk(await starts(), { probe: true })).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(timeouts).to.deep.equal([1000, 1000, 1000])
+      expect(source.asked.map(x => x.probe)).to.deep.equal([true, true, true])
+      for (const m of missing) expect(await record(m)).to.deep.equal([1, 1, 1])
+
+      // without: 1000, then 550 left, then exactly a tenth (100), still asked
+      timeouts = []
+      source.asked.length = 0
+      await expect(walker.walk(await starts())).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
+      expect(timeouts).to.deep.equal([1000, 550, 100])
+      expect(source.asked.map(x => x.probe)).to.deep.equal([undefined, undefined, undefined])
     })
   })
 })

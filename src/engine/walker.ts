@@ -149,6 +149,7 @@ interface LinkFetch {
 
 /** The failure that fails a node whose links did not arrive: a fetch really asked before one that was not; never a malformed link's */
 function firstFailure (failures: Map<string, Error>): Error | undefined {
+  // Stryker disable next-line MethodExpression: equivalent, a malformed link claims MAX_PRIORITY, which allows any node, so no node that had one is still undecided here
   const fetches = [...failures.values()].filter(err => !isMalformed(err))
   return fetches.find(err => !NOT_ASKED.has(err)) ?? fetches[0]
 }
@@ -376,6 +377,7 @@ export class Walker {
       }
     }
     const node = await this.fetch(cid, via, { ...options, timeout })
+    // Stryker disable next-line ConditionalExpression: equivalent, Math.max(Infinity, x) is Infinity
     if (siblings.deadline !== Infinity) siblings.deadline = Math.max(siblings.deadline, Date.now() + this.timeout)
     return node
   }
@@ -392,6 +394,7 @@ export class Walker {
     try {
       return await this.engine.fetchNode(cid, getter, options)
     } catch (err: any) {
+      // Stryker disable next-line OptionalChaining: equivalent, every caller passes an options object
       if (getter === this.blockstore || options?.signal?.aborted === true || err.name !== 'BlockFetchError') throw err
       // Stryker disable next-line StringLiteral: log text only
       this.log('session fetch of %c failed, fetching without the session from now on - %e', cid, err)
