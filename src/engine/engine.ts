@@ -236,9 +236,11 @@ export interface EngineInit {
    * Whether a node not processed here is merged already through an
    * installed snapshot (src/snapshot/cover.ts); such a node is marked
    * processed without merging it again, walking its links or becoming a
-   * head (its links may be compacted on every peer)
+   * head (its links may be compacted on every peer). `'head'`: it is a
+   * covered head of a snapshot being installed, which the install would
+   * make a head: it becomes one unless a processed node links to it.
    */
-  mergedBySnapshot?(tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean>
+  mergedBySnapshot?(tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean | 'head'>
 }
 
 /** The decoded blocks of `cids` among those read */
@@ -891,14 +893,25 @@ export class Engine {
    * Marks a node processed without merging it or walking its links when an
    * installed snapshot merged it already (`init.mergedBySnapshot`): it is
    * below the snapshot's covered heads, and its effect and its ancestors'
-   * are in the set. True when it did.
+   * are in the set. A covered head of a snapshot being installed is
+   * settled as the install would settle it: a head unless a processed node
+   * links to it (the install skips a covered head processed here). True
+   * when it did.
    */
   private async settleMergedBySnapshot (tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean> {
-    if (this.mergedBySnapshot == null || !(await this.mergedBySnapshot(tx, node, options))) return false
+    const merged = this.mergedBySnapshot == null ? false : await this.mergedBySnapshot(tx, node, options)
+    if (merged === false) return false
     const id = blockKey(node.cid)
+    const pendingKey = this.layout.pendingKey(id)
+    const mark = merged === 'head' ? await tx.get(pendingKey, options) : undefined
     tx.put(this.layout.processedKey(id), encodePriority(node.delta.priority))
-    tx.delete(this.layout.pendingKey(id))
-    if (this.heads.get(node.delta.dagName, node.cid) != null) this.heads.remove(tx, node.delta.dagName, node.cid)
+    tx.delete(pendingKey)
+    const head = this.heads.get(node.delta.dagName, node.cid) != null
+    if (merged === 'head') {
+      if (!head && (mark == null || mark[0] !== COVERED[0])) this.heads.add(tx, { cid: node.cid, height: node.delta.priority, dagName: node.delta.dagName })
+    } else if (head) {
+      this.heads.remove(tx, node.delta.dagName, node.cid)
+    }
     return true
   }
 

@@ -114,9 +114,39 @@ export async function readSnapshot (getter: BlockGetter, cid: CID, options?: Ins
   return { root, elements, tombstones, nodes }
 }
 
+/**
+ * The covered heads of the installs under way (block keys). A walk can meet
+ * a covered head after its install merged the element chunks and before
+ * the install's last batch makes it a head: the engine then settles it as
+ * a head (see `EngineInit.mergedBySnapshot`), since the install skips a
+ * covered head that is processed by then. Counted, as two installs may
+ * name the same head.
+ */
+export class InstallingHeads {
+  private readonly counts = new Map<string, number>()
+
+  add (ids: string[]): void {
+    for (const id of ids) this.counts.set(id, (this.counts.get(id) ?? 0) + 1)
+  }
+
+  delete (ids: string[]): void {
+    for (const id of ids) {
+      const count = (this.counts.get(id) ?? 0) - 1
+      if (count > 0) this.counts.set(id, count)
+      else this.counts.delete(id)
+    }
+  }
+
+  has (id: string): boolean {
+    return this.counts.has(id)
+  }
+}
+
 export interface InstallSnapshotComponents extends SnapshotComponents {
   /** In trusted mode, throws `UntrustedSnapshotError` for a snapshot no current writer vouches for */
   checkSnapshot?(cid: CID): void
+  /** Where the install registers its covered heads while it runs */
+  installing?: InstallingHeads
 }
 
 /** Prefix of the records of installs under way (`z/i<block key of the root>`) */
@@ -184,8 +214,19 @@ export async function verifySnapshot (getter: BlockGetter, cid: CID, options?: I
 export async function installSnapshot (components: InstallSnapshotComponents, cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
   options?.signal?.throwIfAborted()
   components.checkSnapshot?.(cid)
+  const root = await verifySnapshot(components.blockstore, cid, options)
+  const headIds = root.heads.map(h => blockKey(h.cid))
+  components.installing?.add(headIds)
+  try {
+    return await mergeSnapshot(components, cid, root, options)
+  } finally {
+    components.installing?.delete(headIds)
+  }
+}
+
+/** The second pass of `installSnapshot`: merges a verified snapshot, chunk by chunk */
+async function mergeSnapshot (components: InstallSnapshotComponents, cid: CID, root: SnapshotRoot, options?: InstallSnapshotOptions): Promise<InstallResult> {
   const { engine, datastore, blockstore, log } = components
-  const root = await verifySnapshot(blockstore, cid, options)
   const timeout = options?.blockTimeout ?? DEFAULT_SNAPSHOT_BLOCK_TIMEOUT
   const record = new Key(`${installPrefix(engine.layout)}${blockKey(cid)}`, false)
   // the value keeps the root's CID (a block key keeps only its multihash)
@@ -319,7 +360,7 @@ export const RESUME_BLOCK_TIMEOUT = 10_000
  * installing its snapshot again; one that cannot be finished (a block
  * gone) is logged and left for the next start. True when any was finished.
  */
-export async function resumeInstalls (components: SnapshotComponents, options?: AbortOptions): Promise<boolean> {
+export async function resumeInstalls (components: InstallSnapshotComponents, options?: AbortOptions): Promise<boolean> {
   const prefix = installPrefix(components.engine.layout)
   const cids: CID[] = []
   for await (const { key, value } of components.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<Pair>) {
