@@ -312,6 +312,30 @@ describe('snapshots', function () {
     }
   })
 
+  it('a covered head whose branch a replica gave up below a node it merged (its link was compacted away) does not become a head when the snapshot is installed (regression: giving the branch up forgot that a merged node links to it, and the install made it an extra head)', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica({ maxFetchAttempts: 1, dagSyncerTimeout: 200, repairInterval: 50 })
+    try {
+      await a.store.put(new Key('/k'), enc('1'))
+      await a.store.put(new Key('/k'), enc('2'))
+      const covered = a.store.heads()[0]
+      // no known replica (no broadcaster): compacts at once, deleting the block of the first node
+      const { snapshot } = await a.store.compact()
+      await a.store.put(new Key('/j'), enc('3'))
+      // b gets the blocks a still has and the newest head: it merges it, then cannot check the
+      // covered head's claim (its link is gone) and gives that branch up
+      await syncReplica(a, b)
+      expect(await b.store.hasMerged(a.store.heads()[0].cid)).to.equal(true)
+      await waitFor(async () => (await b.store.givenUpBranches()).some(g => g.cid.equals(covered.cid)), 5000, 'b to give the covered head up')
+      await b.store.installSnapshot(snapshot)
+      expect(headsOf(b.store)).to.deep.equal(headsOf(a.store))
+      expect(await stateOf(b.store)).to.deep.equal(await stateOf(a.store))
+    } finally {
+      await a.store.stop()
+      await b.store.stop()
+    }
+  })
+
   it('merges into a replica with history: its newer writes stay, deleted keys stay deleted, and a second install changes nothing', async () => {
     const a = await memoryReplica()
     const b = await memoryReplica()

@@ -951,14 +951,24 @@ describe('Engine', () => {
   })
 
   describe('edges the engine run at 1d6ab9d left', () => {
-    it('a g/ record without refusing peers is the reason alone; one ending in a NUL lists no peers', async () => {
+    it('a g/ record without refusing peers is the reason, no peers and whether a processed node links to it; one of an older release ending in a NUL lists no peers and says nothing of links', async () => {
       const n = await node(delta(1, [['/a', 'x']]))
       await engine.addRoot(n.cid)
       await engine.giveUp(n.cid, 'why')
       const key = new Key(`/ns/g${blockKey(n.cid)}`, false)
-      expect(dec(await ds.get(key))).to.equal('why')
+      expect(dec(await ds.get(key))).to.equal('why\0\0r')
+      expect(await engine.givenUp()).to.deep.equal([{ cid: n.cid, reason: 'why', covered: false }])
       await ds.put(key, enc('why\0'))
       expect(await engine.givenUp()).to.deep.equal([{ cid: n.cid, reason: 'why' }])
+    })
+
+    it('a branch given up below a processed node is recorded as linked, so an install does not make it a head', async () => {
+      const link = await node(delta(1, [['/l', '1']]))
+      // claiming 1, it needs no link's claim: merged while its link is missing
+      const top = await node(delta(1, [['/t', '1']]), [link.cid])
+      await engine.processNode(top)
+      await engine.giveUp(link.cid, 'gone', { refusedBy: ['p'] })
+      expect(await engine.givenUp()).to.deep.equal([{ cid: link.cid, reason: 'gone', refusedBy: ['p'], covered: true }])
     })
 
     it('an abort while a run reads a link at hand is an abort, not a missing link', async () => {

@@ -93,6 +93,9 @@ export const MALFORMED_REASON = 'malformed block'
 const COVERED = Uint8Array.of(0)
 /** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
 const GIVEN_UP = '/g'
+/** Last field of a `g/` record: its `w/` record was COVERED, or ROOT (older records lack it) */
+const GIVEN_UP_COVERED = 'c'
+const GIVEN_UP_ROOT = 'r'
 
 /** Peers remembered per branch given up, at most */
 const MAX_REFUSERS = 16
@@ -103,6 +106,11 @@ export interface GivenUpBranch {
   reason: string
   /** The peers asked last that did not have its block (absent: not known) */
   refusedBy?: string[]
+  /**
+   * Whether a processed node links to it (its `w/` record was COVERED when
+   * it was given up), so it is no head once merged; absent: not recorded
+   */
+  covered?: boolean
 }
 
 /** Options of `processRun()` */
@@ -363,12 +371,20 @@ export class Engine {
     await this.lock.add(async () => {
       const id = blockKey(cid)
       const pending = this.layout.pendingKey(id)
-      if (!(await this.datastore.has(pending, options))) return
+      let mark: Uint8Array
+      try {
+        mark = await this.datastore.get(pending, options)
+      } catch (err: any) {
+        if (err.name === 'NotFoundError') return
+        throw err
+      }
       const batch = this.datastore.batch()
       batch.delete(pending)
-      // the reason, then (after a NUL) the peers that said they lack the block
+      // the reason, then (after a NUL) the peers that said they lack the block, then (after a
+      // NUL) whether a processed node links to it: an install settling it must know (install.ts)
       const refusers = (options?.refusedBy ?? []).slice(0, MAX_REFUSERS)
-      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200).replaceAll('\0', ' ') + (refusers.length > 0 ? '\0' + refusers.join(',') : '')))
+      const covered = mark[0] === ROOT[0] ? GIVEN_UP_ROOT : GIVEN_UP_COVERED
+      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200).replaceAll('\0', ' ') + '\0' + refusers.join(',') + '\0' + covered))
       await batch.commit(options)
       this.gaveUp++
     })
@@ -468,8 +484,10 @@ export class Engine {
         stale.push(key.toString())
         continue
       }
-      const [reason, refusers] = new TextDecoder().decode(value).split('\0')
-      out.push(refusers == null || refusers === '' ? { cid, reason } : { cid, reason, refusedBy: refusers.split(',') })
+      const [reason, refusers, covered] = new TextDecoder().decode(value).split('\0')
+      const branch: GivenUpBranch = refusers == null || refusers === '' ? { cid, reason } : { cid, reason, refusedBy: refusers.split(',') }
+      if (covered === GIVEN_UP_COVERED || covered === GIVEN_UP_ROOT) branch.covered = covered === GIVEN_UP_COVERED
+      out.push(branch)
     }
     for (const key of stale) await this.datastore.delete(new Key(key, false), options)
     return out

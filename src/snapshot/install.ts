@@ -27,7 +27,10 @@
  *   arrives later is skipped), an unfinished walk of one is dropped, and a
  *   head that is a covered node but not a covered head is dropped. A
  *   covered head this replica has already processed is left alone; any
- *   other becomes a head (unless a processed node links to it).
+ *   other becomes a head unless a processed node links to it (its `w/`
+ *   record says so, or for a branch given up its `g/` record). A walk that
+ *   meets a covered head while the install runs settles it the same way
+ *   (`InstallingHeads`).
  * - Then the snapshot's removal is applied (removal.ts): an element of a
  *   covered node that the snapshot does not list is removed here too.
  */
@@ -286,6 +289,8 @@ async function mergeSnapshot (components: InstallSnapshotComponents, cid: CID, r
     })
   }
   const pending = await engine.pendingBranches(options)
+  // a covered head given up here lost its `w/` record: whether a processed node links to it is in its `g/` record
+  const givenUpCovered = new Set((await engine.givenUp(options)).filter(b => b.covered === true).map(b => blockKey(b.cid)))
 
   const result = await engine.exclusive(async () => {
     const tx = new WriteSet(datastore)
@@ -306,7 +311,7 @@ async function mergeSnapshot (components: InstallSnapshotComponents, cid: CID, r
       const pendingKey = engine.layout.pendingKey(id)
       const mark = await tx.get(pendingKey, options)
       // a pending record of 0 (COVERED) means a processed node links to it: not a head
-      const covered = mark != null && mark[0] === 0
+      const covered = mark == null ? givenUpCovered.has(id) : mark[0] === 0
       if (!covered && engine.heads.get(head.dagName, head.cid) == null) {
         engine.heads.add(tx, { cid: head.cid, height: head.height, dagName: head.dagName })
         newHeads++
