@@ -551,9 +551,29 @@ describe('Engine', () => {
       }
       expect(await engine.reviveGivenUp()).to.equal(2)
       expect(await engine.givenUp()).to.deep.equal([])
-      expect(await pendingMark(a.cid)).to.deep.equal([0, 2])
+      // ROOT as they were given up
+      expect(await pendingMark(a.cid)).to.deep.equal([1, 2])
       expect((await engine.pendingBranches()).map(String).sort()).to.deep.equal([a.cid.toString(), b.cid.toString()].sort())
       expect(await engine.recordFetchFailure(a.cid)).to.be.true()
+    })
+
+    it('a broadcast head given up, revived and merged becomes a head; a branch given up below a processed node, or linked by one merged since, does not (regression: every revived branch came back COVERED, and a replica lost a head the others had)', async () => {
+      const root = await node(delta(1, [['/r', 'x']]))
+      const link = await node(delta(1, [['/l', '1']]))
+      const top = await node(delta(1, [['/t', '1']]), [link.cid])
+      const late = await node(delta(1, [['/z', '1']]))
+      const above = await node(delta(1, [['/y', '1']]), [late.cid])
+      await engine.addRoot(root.cid)
+      await engine.giveUp(root.cid, 'gone')
+      await engine.processNode(top)
+      await engine.giveUp(link.cid, 'gone')
+      await engine.addRoot(late.cid)
+      await engine.giveUp(late.cid, 'gone')
+      // merged after late was given up: it records late COVERED again
+      await engine.processNode(above)
+      expect(await engine.reviveGivenUp()).to.equal(3)
+      for (const n of [root, link, late]) await engine.processNode(n)
+      expect(engine.heads.list('').map(h => h.cid.toString()).sort()).to.deep.equal([root.cid, top.cid, above.cid].map(String).sort())
     })
 
     it('a branch given up keeps the peers that refused it, and reviveGivenUp can revive only those a newcomer was not asked for', async () => {

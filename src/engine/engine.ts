@@ -448,7 +448,9 @@ export class Engine {
   /**
    * Puts branches given up for lack of their block back on the frontier
    * (`w/`, one fetch attempt left), so a repair tries each once more: a branch given up while its
-   * holders were out of reach (a long partition) is not lost for good.
+   * holders were out of reach (a long partition) is not lost for good. Each comes back ROOT or
+   * COVERED as its `g/` record says (COVERED when it does not say, or when a node merged since
+   * links to it), so a broadcast head nothing links to is a head once merged.
    * Returns how many were revived.
    */
   async reviveGivenUp (options?: AbortOptions & { only?(branch: GivenUpBranch): boolean }): Promise<number> {
@@ -457,10 +459,18 @@ export class Engine {
     if (branches.length === 0) return 0
     await this.lock.add(async () => {
       const batch = this.datastore.batch()
-      for (const { cid } of branches) {
+      for (const { cid, covered } of branches) {
         const id = blockKey(cid)
         batch.delete(this.givenUpKey(id))
-        batch.put(this.layout.pendingKey(id), Uint8Array.of(COVERED[0], Math.max(0, this.maxFetchAttempts - 1)))
+        // ROOT again only when it was a ROOT given up and no node merged since links to it (that
+        // one recorded it COVERED): a broadcast head nothing links to becomes a head once merged
+        let flag = covered === false ? ROOT[0] : COVERED[0]
+        try {
+          flag = (await this.datastore.get(this.layout.pendingKey(id), options))[0] ?? flag
+        } catch (err: any) {
+          if (err.name !== 'NotFoundError') throw err
+        }
+        batch.put(this.layout.pendingKey(id), Uint8Array.of(flag, Math.max(0, this.maxFetchAttempts - 1)))
       }
       await batch.commit(options)
     })
