@@ -576,6 +576,17 @@ describe('Engine', () => {
       expect(engine.heads.list('').map(h => h.cid.toString()).sort()).to.deep.equal([root.cid, top.cid, above.cid].map(String).sort())
     })
 
+    it('a branch given up below a processed node and then announced as a head is no head once merged (regression: the announcement recorded it ROOT, and it became an extra head)', async () => {
+      const link = await node(delta(1, [['/l', '1']]))
+      const top = await node(delta(1, [['/t', '1']]), [link.cid])
+      await engine.processNode(top)
+      await engine.giveUp(link.cid, 'gone')
+      expect(await engine.addRoot(link.cid)).to.be.true()
+      expect(await pendingMark(link.cid)).to.deep.equal([0])
+      await engine.processNode(link)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([top.cid.toString()])
+    })
+
     it('a branch given up keeps the peers that refused it, and reviveGivenUp can revive only those a newcomer was not asked for', async () => {
       const a = await node(delta(1, [['/a', 'x']]))
       const b = await node(delta(1, [['/b', 'x']]))

@@ -503,6 +503,16 @@ export class Engine {
     return out
   }
 
+  /** Whether the `g/` record of `id` says a processed node links to it */
+  private async givenUpCovered (id: string, options?: AbortOptions): Promise<boolean> {
+    try {
+      return new TextDecoder().decode(await this.datastore.get(this.givenUpKey(id), options)).split('\0')[2] === GIVEN_UP_COVERED
+    } catch (err: any) {
+      if (err.name === 'NotFoundError') return false
+      throw err
+    }
+  }
+
   private givenUpKey (id: string): Key {
     return new Key(`${this.layout.namespace}${GIVEN_UP}${id}`, false)
   }
@@ -647,7 +657,8 @@ export class Engine {
 
   /**
    * Records a broadcast head as the root of a walk: a ROOT `w/` entry unless
-   * it is already processed or already on some walk's frontier. Returns false
+   * it is already processed or already on some walk's frontier (COVERED
+   * when it is a branch given up below a processed node). Returns false
    * when there is nothing to walk.
    */
   async addRoot (cid: CID, options?: AbortOptions): Promise<boolean> {
@@ -655,7 +666,8 @@ export class Engine {
       const id = blockKey(cid)
       if (await this.datastore.has(this.layout.processedKey(id), options)) return false
       if (!(await this.datastore.has(this.layout.pendingKey(id), options))) {
-        await this.datastore.put(this.layout.pendingKey(id), ROOT, options)
+        // a branch given up below a processed node stays COVERED (no head once merged)
+        await this.datastore.put(this.layout.pendingKey(id), await this.givenUpCovered(id, options) ? COVERED : ROOT, options)
       }
       return true
     }) as Promise<boolean>
