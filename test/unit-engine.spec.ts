@@ -1047,6 +1047,26 @@ describe('Engine', () => {
       expect(engine.reserve(below.cid)).to.be.true()
     })
 
+    it('a covered head of an install under way (answer \'head\') is settled as the install would: a head with its priority unless a processed node links to it, its links neither recorded nor walked', async () => {
+      const below = await node(delta(1, [['/below', '1']]))
+      const head = await node(delta(2, [['/h', 'snap']]), [below.cid])
+      const linked = await node(delta(1, [['/l', 'snap']]))
+      const top = await node(delta(1, [['/t', '1']]), [linked.cid])
+      engine = make({ mergedBySnapshot: async (_tx, n) => n.cid.equals(head.cid) || n.cid.equals(linked.cid) ? 'head' : false })
+      await engine.heads.load()
+      expect(await engine.addRoot(head.cid)).to.be.true()
+      await engine.processRun(head)
+      expect(engine.heads.list('').map(h => `${h.cid.toString()}@${h.height}`)).to.deep.equal([`${head.cid.toString()}@2`])
+      expect(await value('/h')).to.be.undefined()
+      expect(await pendingMark(head.cid)).to.be.undefined()
+      expect(await pendingMark(below.cid)).to.be.undefined()
+      // merged first, top records linked COVERED: settled, it is no head
+      await engine.processNode(top)
+      await engine.processNode(linked)
+      expect(await engine.isProcessed(linked.cid)).to.be.true()
+      expect(engine.heads.list('').map(h => h.cid.toString()).sort()).to.deep.equal([head.cid, top.cid].map(String).sort())
+    })
+
     it('a head that is not the settled node stays; a node the snapshot did not merge is merged as usual', async () => {
       const other = await node(delta(1, [['/o', '1']]))
       const settled = await node(delta(1, [['/s', '1']]))
