@@ -312,6 +312,53 @@ describe('snapshots', function () {
     }
   })
 
+  it('a node whose elements span element chunks, settled by a walk while its snapshot is being installed, keeps every element (regression: the install skipped the later chunks\' elements of a node processed by then)', async () => {
+    const a = await memoryReplica()
+    let hold: { cid: string, reads: number, reached(): void, released: Promise<void> } | undefined
+    class HoldingBlockstore extends MemoryBlockstore {
+      override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+        if (hold != null && cid.toString() === hold.cid && ++hold.reads === 2) {
+          hold.reached()
+          await hold.released
+        }
+        yield * super.get(cid, options)
+      }
+    }
+    const blockstore = new HoldingBlockstore()
+    const b = { store: await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore }), blockstore }
+    try {
+      await a.store.put(new Key('/first'), enc('1'))
+      const first = await a.store.snapshot()
+      await copySnapshot(a.blockstore, b.blockstore, first)
+      await b.store.installSnapshot(first)
+      // one node with many keys: with small chunks its elements span several element chunks
+      const batch = a.store.batch()
+      for (let i = 0; i < 40; i++) batch.put(new Key(`/k${String(i).padStart(2, '0')}`), enc(`value ${i}`))
+      await batch.commit()
+      const top = a.store.heads()[0]
+      const cid = await a.store.snapshot({ chunkBytes: 256 })
+      await copySnapshot(a.blockstore, b.blockstore, cid)
+      await b.blockstore.put(top.cid, await readBlock(a.blockstore, top.cid))
+      const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
+      expect(root.elementChunks.length).to.be.greaterThan(2)
+      let reached = (): void => {}
+      let release = (): void => {}
+      const atHold = new Promise<void>(resolve => { reached = resolve })
+      hold = { cid: root.elementChunks[1].toString(), reads: 0, reached, released: new Promise(resolve => { release = resolve }) }
+      const install = b.store.installSnapshot(cid)
+      await atHold
+      await b.store.receive(encodeBroadcast([{ cid: top.cid, dagName: '' }]))
+      await waitFor(async () => b.store.hasMerged(top.cid), 5000, 'the walk to settle the node')
+      release()
+      await install
+      expect(await stateOf(b.store)).to.deep.equal(await stateOf(a.store))
+      expect(headsOf(b.store)).to.deep.equal(headsOf(a.store))
+    } finally {
+      await a.store.stop()
+      await b.store.stop()
+    }
+  })
+
   it('a covered head whose branch a replica gave up below a node it merged (its link was compacted away) does not become a head when the snapshot is installed (regression: giving the branch up forgot that a merged node links to it, and the install made it an extra head)', async () => {
     const a = await memoryReplica()
     const b = await memoryReplica({ maxFetchAttempts: 1, dagSyncerTimeout: 200, repairInterval: 50 })

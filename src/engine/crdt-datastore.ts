@@ -231,8 +231,11 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       onChanges: (changes, node) => { this.emitChanges(changes, node) },
       mergedBySnapshot: async (tx, node, options) => {
         if (this.hasCovered !== true || !(await mergedBySnapshot(this.layout, tx, node, options))) return false
+        const id = blockKey(node.cid)
+        // an install merging its element chunks may not have merged all of this node's yet: it still will
+        this.installing.settled(id)
         // a covered head of an install under way: the install would make it a head
-        return this.installing.has(blockKey(node.cid)) ? 'head' : true
+        return this.installing.has(id) ? 'head' : true
       }
     })
     // counters and gauges on components.metrics, when given (no-ops otherwise)

@@ -22,7 +22,9 @@
  *   commutative and idempotent, and a delete the replica already merged
  *   (or the snapshot carries) keeps its key deleted. An element of a node
  *   this replica has processed is skipped: it holds that element already,
- *   or tombstoned or removed it, and a removed element never comes back.
+ *   or tombstoned or removed it, and a removed element never comes back
+ *   (unless a walk settled the node as merged by a snapshot while the
+ *   chunks merged: its elements in later chunks are merged all the same).
  * - Every covered node gets a processed marker (so a covered node that
  *   arrives later is skipped), an unfinished walk of one is dropped, and a
  *   head that is a covered node but not a covered head is dropped. A
@@ -118,7 +120,11 @@ export async function readSnapshot (getter: BlockGetter, cid: CID, options?: Ins
 }
 
 /**
- * The covered heads of the installs under way (block keys). A walk can meet
+ * What walks must know of the installs under way. A walk can settle a node
+ * as merged by a snapshot (one of its elements is in the set) while an
+ * install merges its element chunks, before the chunks holding its other
+ * elements: the install merges those all the same (`settled`). And the
+ * covered heads of the installs under way (block keys): a walk can meet
  * a covered head after its install merged the element chunks and before
  * the install's last batch makes it a head: the engine then settles it as
  * a head (see `EngineInit.mergedBySnapshot`), since the install skips a
@@ -127,6 +133,34 @@ export async function readSnapshot (getter: BlockGetter, cid: CID, options?: Ins
  */
 export class InstallingHeads {
   private readonly counts = new Map<string, number>()
+  /** Installs merging their element chunks now */
+  private merging = 0
+  /**
+   * Nodes a walk settled as merged by a snapshot while an install merged
+   * its element chunks: their elements in later chunks are merged all the
+   * same (the install skips the elements of a node processed here)
+   */
+  private readonly settledWhileMerging = new Set<string>()
+
+  beginMerge (): void {
+    this.merging++
+  }
+
+  endMerge (): void {
+    if (--this.merging <= 0) {
+      this.merging = 0
+      this.settledWhileMerging.clear()
+    }
+  }
+
+  /** Called for every node a walk settles as merged by a snapshot */
+  settled (id: string): void {
+    if (this.merging > 0) this.settledWhileMerging.add(id)
+  }
+
+  settledWhileMerged (id: string): boolean {
+    return this.settledWhileMerging.has(id)
+  }
 
   add (ids: string[]): void {
     for (const id of ids) this.counts.set(id, (this.counts.get(id) ?? 0) + 1)
@@ -247,29 +281,35 @@ async function mergeSnapshot (components: InstallSnapshotComponents, cid: CID, r
     })
   }
   let elementCount = 0
-  for (const chunk of root.tombstoneChunks) {
-    const tombstones = decodeTombstoneChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
-    await mergeChunk(async tx => engine.set.merge(tx, { elements: [], tombstones: tombstones.map(t => ({ key: t.key, id: t.id, value: new Uint8Array(0) })), priority: 0, dagName: '' }, '', false, options))
-  }
-  for (const chunk of root.elementChunks) {
-    const elements = decodeElementChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
-    elementCount += elements.length
-    // elements of one node share its id and priority: one merge per node
-    const byNode = new Map<string, { priority: number, elements: SnapshotElement[] }>()
-    for (const element of elements) {
-      const node = byNode.get(element.id)
-      if (node == null) byNode.set(element.id, { priority: element.priority, elements: [element] })
-      else node.elements.push(element)
+  components.installing?.beginMerge()
+  try {
+    for (const chunk of root.tombstoneChunks) {
+      const tombstones = decodeTombstoneChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
+      await mergeChunk(async tx => engine.set.merge(tx, { elements: [], tombstones: tombstones.map(t => ({ key: t.key, id: t.id, value: new Uint8Array(0) })), priority: 0, dagName: '' }, '', false, options))
     }
-    await mergeChunk(async tx => {
-      const changes: SetChange[] = []
-      for (const [id, node] of byNode) {
-        // a node processed here: its element is here already, or tombstoned or removed here (never re-added)
-        if (await tx.has(engine.layout.processedKey(id), options)) continue
-        changes.push(...await engine.set.merge(tx, { elements: node.elements.map(e => ({ key: e.key, id: '', value: e.value })), tombstones: [], priority: node.priority, dagName: '' }, id, false, options))
+    for (const chunk of root.elementChunks) {
+      const elements = decodeElementChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
+      elementCount += elements.length
+      // elements of one node share its id and priority: one merge per node
+      const byNode = new Map<string, { priority: number, elements: SnapshotElement[] }>()
+      for (const element of elements) {
+        const node = byNode.get(element.id)
+        if (node == null) byNode.set(element.id, { priority: element.priority, elements: [element] })
+        else node.elements.push(element)
       }
-      return changes
-    })
+      await mergeChunk(async tx => {
+        const changes: SetChange[] = []
+        for (const [id, node] of byNode) {
+          // a node processed here: its element is here already, or tombstoned or removed here (never
+          // re-added); unless a walk settled it while this merge ran (its elements here may be partial)
+          if (await tx.has(engine.layout.processedKey(id), options) && components.installing?.settledWhileMerged(id) !== true) continue
+          changes.push(...await engine.set.merge(tx, { elements: node.elements.map(e => ({ key: e.key, id: '', value: e.value })), tombstones: [], priority: node.priority, dagName: '' }, id, false, options))
+        }
+        return changes
+      })
+    }
+  } finally {
+    components.installing?.endMerge()
   }
 
   // every covered node is merged (its effects are in the snapshot): processed markers, in batches
