@@ -1067,6 +1067,18 @@ describe('Engine', () => {
       expect(engine.heads.list('').map(h => h.cid.toString()).sort()).to.deep.equal([head.cid, top.cid].map(String).sort())
     })
 
+    it('a head that a node settled as merged by a snapshot links to is no head any more (regression: it stayed an extra head below the settled node)', async () => {
+      const below = await node(delta(1, [['/below', '1']]))
+      const settled = await node(delta(2, [['/s', 'snap']]), [below.cid])
+      engine = make({ mergedBySnapshot: async (_tx, n) => n.cid.equals(settled.cid) })
+      await engine.heads.load()
+      await engine.processNode(below)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([below.cid.toString()])
+      await engine.processNode(settled)
+      expect(await engine.isProcessed(settled.cid)).to.be.true()
+      expect(engine.heads.list('')).to.deep.equal([])
+    })
+
     it('a head that is not the settled node stays; a node the snapshot did not merge is merged as usual', async () => {
       const other = await node(delta(1, [['/o', '1']]))
       const settled = await node(delta(1, [['/s', '1']]))

@@ -933,7 +933,8 @@ export class Engine {
    * Marks a node processed without merging it or walking its links when an
    * installed snapshot merged it already (`init.mergedBySnapshot`): it is
    * below the snapshot's covered heads, and its effect and its ancestors'
-   * are in the set. A covered head of a snapshot being installed is
+   * are in the set; a head among its links is dropped (it lies below a
+   * merged node). A covered head of a snapshot being installed is
    * settled as the install would settle it: a head unless a processed node
    * links to it (the install skips a covered head processed here). True
    * when it did.
@@ -951,6 +952,10 @@ export class Engine {
       if (!head && (mark == null || mark[0] !== COVERED[0])) this.heads.add(tx, { cid: node.cid, height: node.delta.priority, dagName: node.delta.dagName })
     } else if (head) {
       this.heads.remove(tx, node.delta.dagName, node.cid)
+    }
+    // its links are below a merged node: none is a head (as when a node is merged)
+    for (const link of node.links) {
+      if (this.heads.get(node.delta.dagName, link) != null) this.heads.remove(tx, node.delta.dagName, link)
     }
     return true
   }
