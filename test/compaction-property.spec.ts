@@ -37,22 +37,26 @@
 import { expect } from 'aegir/chai'
 import fc from 'fast-check'
 import { Key } from 'interface-datastore'
+import { blockKey, cidFromBlockKey } from '../src/codec/block-key.js'
+import { decodeNode } from '../src/codec/dag-node.js'
 import { CRDTModel } from './fixtures/crdt-model.js'
 import { stateOf, TestNetwork } from './fixtures/network.js'
-import { enc, memoryReplica, syncReplica, tempDir } from './fixtures/stores.js'
+import { enc, memoryReplica, readBlock, syncReplica, tempDir } from './fixtures/stores.js'
 import type { ModelOp } from './fixtures/crdt-model.js'
 import type { CRDTDatastore } from '../src/index.js'
 
 /**
  * Generated histories beside the explicit examples: `npm test` plays
- * `DEFAULT_RANDOM_RUNS` (a few seconds in all; 200 runs on the shared
- * machine showed one failure, a heads mismatch that did not replay);
+ * `DEFAULT_RANDOM_RUNS` (a few seconds in all);
  * `COMPACTION_PROPERTY_RUNS=n` plays n instead, `COMPACTION_PROPERTY_SEED`
- * replays a seed.
+ * replays a seed (a heads mismatch often depends on timing and does not
+ * replay: `COMPACTION_PROPERTY_DUMP=1` then says what each replica holds).
  */
 const DEFAULT_RANDOM_RUNS = 2
 const RANDOM_RUNS = Number(process.env.COMPACTION_PROPERTY_RUNS ?? DEFAULT_RANDOM_RUNS)
 const SEED = process.env.COMPACTION_PROPERTY_SEED == null ? undefined : Number(process.env.COMPACTION_PROPERTY_SEED)
+/** `COMPACTION_PROPERTY_DUMP=1`: a heads mismatch also writes `dumpHeads()` to stderr */
+const DUMP = process.env.COMPACTION_PROPERTY_DUMP != null
 /** The explicit examples below */
 const EXAMPLES = 3
 const RUNS = EXAMPLES + RANDOM_RUNS
@@ -101,6 +105,37 @@ const historyArb = fc.record({
   last: putArb,
   seed: fc.integer({ min: 0, max: 2 ** 31 - 1 })
 })
+
+/**
+ * What the records of each online replica say about every head any of
+ * them has (processed, walk and given-up records, covered heads, the
+ * node's links), for a heads mismatch: `COMPACTION_PROPERTY_DUMP=1`
+ * writes it to stderr (with `DEBUG=replica-*` the replicas' logs show how
+ * each got there)
+ */
+async function dumpHeads (net: TestNetwork, online: number[], what: string): Promise<string> {
+  const ids = new Set<string>()
+  for (const i of online) for (const h of net.replicas[i].store.heads()) ids.add(blockKey(h.cid))
+  let out = `heads mismatch after ${what}\n`
+  for (const i of online) {
+    const replica = net.replicas[i]
+    out += `replica ${i} heads ${replica.store.heads().map(h => `${blockKey(h.cid)}@${h.height}`).join(' ')}\n`
+    for await (const { key, value } of replica.datastore.query({})) {
+      const k = key.toString()
+      if ([...ids].some(id => k.includes(id)) || /\/[zgw]\//.test(k)) out += `  ${k} = ${Buffer.from(value).toString('hex').slice(0, 40)}\n`
+    }
+    for (const id of ids) {
+      const cid = cidFromBlockKey(id)
+      if (!(await replica.blockstore.has(cid))) {
+        out += `  block ${id}: not here\n`
+        continue
+      }
+      const node = decodeNode(cid, await readBlock(replica.blockstore.local, cid))
+      out += `  block ${id}: priority ${node.delta.priority}, puts ${node.delta.elements.map(e => e.key).join(',')}, deletes ${node.delta.tombstones.map(t => t.key).join(',')}, links ${node.links.map(blockKey).join(' ')}\n`
+    }
+  }
+  return out
+}
 
 async function write (store: CRDTDatastore, ops: ModelOp[]): Promise<void> {
   if (ops.length === 1) {
@@ -182,6 +217,7 @@ async function play ({ n, first, steps, last, seed }: History, stats: Stats): Pr
     for (const i of online()) {
       expect(await stateOf(net.replicas[i].store), `replica ${i} after ${what} (network seed ${seed})`).to.deep.equal(model.state(i))
     }
+    if (!sameHeads() && DUMP) process.stderr.write(await dumpHeads(net, online(), what))
     for (const g of [0, 1]) {
       const members = online().filter(i => group[i] === g)
       for (const i of members) expect(headsOf(i) === headsOf(members[0]), `heads of replica ${i} [${headsOf(i)}] against replica ${members[0]} [${headsOf(members[0])}] after ${what} (network seed ${seed})`).to.equal(true)

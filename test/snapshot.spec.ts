@@ -264,6 +264,125 @@ describe('snapshots', function () {
     }
   })
 
+  it('a covered head that a walk meets while its snapshot is being installed, after the install merged its elements, ends a head (regression: the walk marked it merged by the snapshot without making it a head, the install then found it processed and skipped it, and the replica lost that head for good)', async () => {
+    const a = await memoryReplica()
+    // b's blockstore holds back the install's second read of the snapshot's node chunk (the
+    // install reads it after merging the element chunks, before making the covered heads heads)
+    let hold: { cid: string, reads: number, reached(): void, released: Promise<void> } | undefined
+    class HoldingBlockstore extends MemoryBlockstore {
+      override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+        if (hold != null && cid.toString() === hold.cid && ++hold.reads === 2) {
+          hold.reached()
+          await hold.released
+        }
+        yield * super.get(cid, options)
+      }
+    }
+    const blockstore = new HoldingBlockstore()
+    const b = { store: await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore }), blockstore }
+    try {
+      // b has installed a snapshot before (so it asks the set whether a node is merged by one)
+      await a.store.put(new Key('/k'), enc('1'))
+      const first = await a.store.snapshot()
+      await copySnapshot(a.blockstore, b.blockstore, first)
+      await b.store.installSnapshot(first)
+      await a.store.put(new Key('/k'), enc('2'))
+      const top = a.store.heads()[0]
+      const cid = await a.store.snapshot()
+      await copySnapshot(a.blockstore, b.blockstore, cid)
+      await b.blockstore.put(top.cid, await readBlock(a.blockstore, top.cid))
+      const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
+      expect(root.heads.map(h => h.cid.toString())).to.deep.equal([top.cid.toString()])
+      let reached = (): void => {}
+      let release = (): void => {}
+      const atHold = new Promise<void>(resolve => { reached = resolve })
+      hold = { cid: root.nodeChunks[0].toString(), reads: 0, reached, released: new Promise(resolve => { release = resolve }) }
+      const install = b.store.installSnapshot(cid)
+      await atHold
+      // the covered head arrives while the install holds: a walk meets it with its element merged
+      await b.store.receive(encodeBroadcast([{ cid: top.cid, dagName: '' }]))
+      await waitFor(async () => b.store.hasMerged(top.cid), 5000, 'the walk to settle the covered head')
+      release()
+      await install
+      expect(headsOf(b.store)).to.deep.equal(headsOf(a.store))
+      expect(await stateOf(b.store)).to.deep.equal(await stateOf(a.store))
+    } finally {
+      await a.store.stop()
+      await b.store.stop()
+    }
+  })
+
+  it('a node whose elements span element chunks, settled by a walk while its snapshot is being installed, keeps every element (regression: the install skipped the later chunks\' elements of a node processed by then)', async () => {
+    const a = await memoryReplica()
+    let hold: { cid: string, reads: number, reached(): void, released: Promise<void> } | undefined
+    class HoldingBlockstore extends MemoryBlockstore {
+      override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+        if (hold != null && cid.toString() === hold.cid && ++hold.reads === 2) {
+          hold.reached()
+          await hold.released
+        }
+        yield * super.get(cid, options)
+      }
+    }
+    const blockstore = new HoldingBlockstore()
+    const b = { store: await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore }), blockstore }
+    try {
+      await a.store.put(new Key('/first'), enc('1'))
+      const first = await a.store.snapshot()
+      await copySnapshot(a.blockstore, b.blockstore, first)
+      await b.store.installSnapshot(first)
+      // one node with many keys: with small chunks its elements span several element chunks
+      const batch = a.store.batch()
+      for (let i = 0; i < 40; i++) batch.put(new Key(`/k${String(i).padStart(2, '0')}`), enc(`value ${i}`))
+      await batch.commit()
+      const top = a.store.heads()[0]
+      const cid = await a.store.snapshot({ chunkBytes: 256 })
+      await copySnapshot(a.blockstore, b.blockstore, cid)
+      await b.blockstore.put(top.cid, await readBlock(a.blockstore, top.cid))
+      const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
+      expect(root.elementChunks.length).to.be.greaterThan(2)
+      let reached = (): void => {}
+      let release = (): void => {}
+      const atHold = new Promise<void>(resolve => { reached = resolve })
+      hold = { cid: root.elementChunks[1].toString(), reads: 0, reached, released: new Promise(resolve => { release = resolve }) }
+      const install = b.store.installSnapshot(cid)
+      await atHold
+      await b.store.receive(encodeBroadcast([{ cid: top.cid, dagName: '' }]))
+      await waitFor(async () => b.store.hasMerged(top.cid), 5000, 'the walk to settle the node')
+      release()
+      await install
+      expect(await stateOf(b.store)).to.deep.equal(await stateOf(a.store))
+      expect(headsOf(b.store)).to.deep.equal(headsOf(a.store))
+    } finally {
+      await a.store.stop()
+      await b.store.stop()
+    }
+  })
+
+  it('a covered head whose branch a replica gave up below a node it merged (its link was compacted away) does not become a head when the snapshot is installed (regression: giving the branch up forgot that a merged node links to it, and the install made it an extra head)', async () => {
+    const a = await memoryReplica()
+    const b = await memoryReplica({ maxFetchAttempts: 1, dagSyncerTimeout: 200, repairInterval: 50 })
+    try {
+      await a.store.put(new Key('/k'), enc('1'))
+      await a.store.put(new Key('/k'), enc('2'))
+      const covered = a.store.heads()[0]
+      // no known replica (no broadcaster): compacts at once, deleting the block of the first node
+      const { snapshot } = await a.store.compact()
+      await a.store.put(new Key('/j'), enc('3'))
+      // b gets the blocks a still has and the newest head: it merges it, then cannot check the
+      // covered head's claim (its link is gone) and gives that branch up
+      await syncReplica(a, b)
+      expect(await b.store.hasMerged(a.store.heads()[0].cid)).to.equal(true)
+      await waitFor(async () => (await b.store.givenUpBranches()).some(g => g.cid.equals(covered.cid)), 5000, 'b to give the covered head up')
+      await b.store.installSnapshot(snapshot)
+      expect(headsOf(b.store)).to.deep.equal(headsOf(a.store))
+      expect(await stateOf(b.store)).to.deep.equal(await stateOf(a.store))
+    } finally {
+      await a.store.stop()
+      await b.store.stop()
+    }
+  })
+
   it('merges into a replica with history: its newer writes stay, deleted keys stay deleted, and a second install changes nothing', async () => {
     const a = await memoryReplica()
     const b = await memoryReplica()

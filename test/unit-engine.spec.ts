@@ -551,9 +551,40 @@ describe('Engine', () => {
       }
       expect(await engine.reviveGivenUp()).to.equal(2)
       expect(await engine.givenUp()).to.deep.equal([])
-      expect(await pendingMark(a.cid)).to.deep.equal([0, 2])
+      // ROOT as they were given up
+      expect(await pendingMark(a.cid)).to.deep.equal([1, 2])
       expect((await engine.pendingBranches()).map(String).sort()).to.deep.equal([a.cid.toString(), b.cid.toString()].sort())
       expect(await engine.recordFetchFailure(a.cid)).to.be.true()
+    })
+
+    it('a broadcast head given up, revived and merged becomes a head; a branch given up below a processed node, or linked by one merged since, does not (regression: every revived branch came back COVERED, and a replica lost a head the others had)', async () => {
+      const root = await node(delta(1, [['/r', 'x']]))
+      const link = await node(delta(1, [['/l', '1']]))
+      const top = await node(delta(1, [['/t', '1']]), [link.cid])
+      const late = await node(delta(1, [['/z', '1']]))
+      const above = await node(delta(1, [['/y', '1']]), [late.cid])
+      await engine.addRoot(root.cid)
+      await engine.giveUp(root.cid, 'gone')
+      await engine.processNode(top)
+      await engine.giveUp(link.cid, 'gone')
+      await engine.addRoot(late.cid)
+      await engine.giveUp(late.cid, 'gone')
+      // merged after late was given up: it records late COVERED again
+      await engine.processNode(above)
+      expect(await engine.reviveGivenUp()).to.equal(3)
+      for (const n of [root, link, late]) await engine.processNode(n)
+      expect(engine.heads.list('').map(h => h.cid.toString()).sort()).to.deep.equal([root.cid, top.cid, above.cid].map(String).sort())
+    })
+
+    it('a branch given up below a processed node and then announced as a head is no head once merged (regression: the announcement recorded it ROOT, and it became an extra head)', async () => {
+      const link = await node(delta(1, [['/l', '1']]))
+      const top = await node(delta(1, [['/t', '1']]), [link.cid])
+      await engine.processNode(top)
+      await engine.giveUp(link.cid, 'gone')
+      expect(await engine.addRoot(link.cid)).to.be.true()
+      expect(await pendingMark(link.cid)).to.deep.equal([0])
+      await engine.processNode(link)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([top.cid.toString()])
     })
 
     it('a branch given up keeps the peers that refused it, and reviveGivenUp can revive only those a newcomer was not asked for', async () => {
@@ -951,14 +982,24 @@ describe('Engine', () => {
   })
 
   describe('edges the engine run at 1d6ab9d left', () => {
-    it('a g/ record without refusing peers is the reason alone; one ending in a NUL lists no peers', async () => {
+    it('a g/ record without refusing peers is the reason, no peers and whether a processed node links to it; one of an older release ending in a NUL lists no peers and says nothing of links', async () => {
       const n = await node(delta(1, [['/a', 'x']]))
       await engine.addRoot(n.cid)
       await engine.giveUp(n.cid, 'why')
       const key = new Key(`/ns/g${blockKey(n.cid)}`, false)
-      expect(dec(await ds.get(key))).to.equal('why')
+      expect(dec(await ds.get(key))).to.equal('why\0\0r')
+      expect(await engine.givenUp()).to.deep.equal([{ cid: n.cid, reason: 'why', covered: false }])
       await ds.put(key, enc('why\0'))
       expect(await engine.givenUp()).to.deep.equal([{ cid: n.cid, reason: 'why' }])
+    })
+
+    it('a branch given up below a processed node is recorded as linked, so an install does not make it a head', async () => {
+      const link = await node(delta(1, [['/l', '1']]))
+      // claiming 1, it needs no link's claim: merged while its link is missing
+      const top = await node(delta(1, [['/t', '1']]), [link.cid])
+      await engine.processNode(top)
+      await engine.giveUp(link.cid, 'gone', { refusedBy: ['p'] })
+      expect(await engine.givenUp()).to.deep.equal([{ cid: link.cid, reason: 'gone', refusedBy: ['p'], covered: true }])
     })
 
     it('an abort while a run reads a link at hand is an abort, not a missing link', async () => {
@@ -1004,6 +1045,38 @@ describe('Engine', () => {
       // its link is neither recorded nor reserved: nothing walks below it
       expect(await pendingMark(below.cid)).to.be.undefined()
       expect(engine.reserve(below.cid)).to.be.true()
+    })
+
+    it('a covered head of an install under way (answer \'head\') is settled as the install would: a head with its priority unless a processed node links to it, its links neither recorded nor walked', async () => {
+      const below = await node(delta(1, [['/below', '1']]))
+      const head = await node(delta(2, [['/h', 'snap']]), [below.cid])
+      const linked = await node(delta(1, [['/l', 'snap']]))
+      const top = await node(delta(1, [['/t', '1']]), [linked.cid])
+      engine = make({ mergedBySnapshot: async (_tx, n) => n.cid.equals(head.cid) || n.cid.equals(linked.cid) ? 'head' : false })
+      await engine.heads.load()
+      expect(await engine.addRoot(head.cid)).to.be.true()
+      await engine.processRun(head)
+      expect(engine.heads.list('').map(h => `${h.cid.toString()}@${h.height}`)).to.deep.equal([`${head.cid.toString()}@2`])
+      expect(await value('/h')).to.be.undefined()
+      expect(await pendingMark(head.cid)).to.be.undefined()
+      expect(await pendingMark(below.cid)).to.be.undefined()
+      // merged first, top records linked COVERED: settled, it is no head
+      await engine.processNode(top)
+      await engine.processNode(linked)
+      expect(await engine.isProcessed(linked.cid)).to.be.true()
+      expect(engine.heads.list('').map(h => h.cid.toString()).sort()).to.deep.equal([head.cid, top.cid].map(String).sort())
+    })
+
+    it('a head that a node settled as merged by a snapshot links to is no head any more (regression: it stayed an extra head below the settled node)', async () => {
+      const below = await node(delta(1, [['/below', '1']]))
+      const settled = await node(delta(2, [['/s', 'snap']]), [below.cid])
+      engine = make({ mergedBySnapshot: async (_tx, n) => n.cid.equals(settled.cid) })
+      await engine.heads.load()
+      await engine.processNode(below)
+      expect(engine.heads.list('').map(h => h.cid.toString())).to.deep.equal([below.cid.toString()])
+      await engine.processNode(settled)
+      expect(await engine.isProcessed(settled.cid)).to.be.true()
+      expect(engine.heads.list('')).to.deep.equal([])
     })
 
     it('a head that is not the settled node stays; a node the snapshot did not merge is merged as usual', async () => {

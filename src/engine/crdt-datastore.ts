@@ -19,7 +19,7 @@ import { DatastoreStoppedError, InvalidKeyError, InvalidOptionsError } from '../
 import { Compaction, DEFAULT_COMPACTION_INTERVAL, DEFAULT_COMPACTION_MIN_NODES, DEFAULT_MAX_KNOWN_REPLICAS, DEFAULT_MEMBERSHIP_WINDOW } from '../snapshot/compaction.js'
 import { coveredHeads, coverWalk, mergedBySnapshot } from '../snapshot/cover.js'
 import { fetchVerified } from '../snapshot/fetch.js'
-import { installSnapshot, resumeInstalls } from '../snapshot/install.js'
+import { InstallingHeads, installSnapshot, resumeInstalls } from '../snapshot/install.js'
 import { TrustGate } from '../trust/gate.js'
 import { CRDTBatch, DeltaBuilder } from './batch.js'
 import { dotDAG, printDAG } from './debug.js'
@@ -172,6 +172,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   private historyNodes = 0
   /** Whether an installed snapshot recorded covered heads (undefined: not looked up yet) */
   private hasCovered?: boolean
+  /** Covered heads of the installs under way */
+  private readonly installing = new InstallingHeads()
   private state: 'new' | 'started' | 'stopping' | 'stopped' = 'new'
   private starting?: Promise<void>
   private stopping?: Promise<void>
@@ -227,7 +229,14 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       maxMergeNodes: checkNumber('maxMergeNodes', init.maxMergeNodes ?? DEFAULT_MAX_MERGE_NODES, 1, true),
       maxMergeBytes: checkNumber('maxMergeBytes', init.maxMergeBytes ?? DEFAULT_MAX_MERGE_BYTES, 0, true),
       onChanges: (changes, node) => { this.emitChanges(changes, node) },
-      mergedBySnapshot: async (tx, node, options) => this.hasCovered === true && mergedBySnapshot(this.layout, tx, node, options)
+      mergedBySnapshot: async (tx, node, options) => {
+        if (this.hasCovered !== true || !(await mergedBySnapshot(this.layout, tx, node, options))) return false
+        const id = blockKey(node.cid)
+        // an install merging its element chunks may not have merged all of this node's yet: it still will
+        this.installing.settled(id)
+        // a covered head of an install under way: the install would make it a head
+        return this.installing.has(id) ? 'head' : true
+      }
     })
     // counters and gauges on components.metrics, when given (no-ops otherwise)
     this.metrics = new StoreMetrics(components.metrics, {
@@ -352,7 +361,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     await this.compaction.start(options)
     // a replica that installed a snapshot (or compacted, which may have dropped the install's covered-head records) may hold elements of nodes it never processed
     this.hasCovered = this.compaction.summary().compacted != null || (await coveredHeads(this.snapshotComponents(), options)).length > 0
-    if (await resumeInstalls(this.snapshotComponents(), options)) this.hasCovered = true
+    if (await resumeInstalls({ ...this.snapshotComponents(), installing: this.installing }, options)) this.hasCovered = true
     this.state = 'started'
     this.background = new AbortController()
     await this.replicator.start()
@@ -663,7 +672,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    */
   async installSnapshot (cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
     this.checkOpen(options)
-    const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot'), checkSnapshot: snapshot => { this.gate.checkSnapshot(snapshot) } }, cid, options))
+    const result = await this.track(installSnapshot({ engine: this.engine, datastore: this.datastore, blockstore: this.blockstore, log: this.logger.forComponent('datastore-crdt:snapshot'), checkSnapshot: snapshot => { this.gate.checkSnapshot(snapshot) }, installing: this.installing }, cid, options))
     this.hasCovered = true
     // installed = passed: announced when it includes the removals announced here (a joiner relies on it);
     // the install is complete whatever this says (the next announcement of it retries)

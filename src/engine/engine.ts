@@ -93,6 +93,9 @@ export const MALFORMED_REASON = 'malformed block'
 const COVERED = Uint8Array.of(0)
 /** Prefix (under the namespace) of the branches given up after `maxFetchAttempts` failed fetches or a malformed block */
 const GIVEN_UP = '/g'
+/** Last field of a `g/` record: its `w/` record was COVERED, or ROOT (older records lack it) */
+const GIVEN_UP_COVERED = 'c'
+const GIVEN_UP_ROOT = 'r'
 
 /** Peers remembered per branch given up, at most */
 const MAX_REFUSERS = 16
@@ -103,6 +106,11 @@ export interface GivenUpBranch {
   reason: string
   /** The peers asked last that did not have its block (absent: not known) */
   refusedBy?: string[]
+  /**
+   * Whether a processed node links to it (its `w/` record was COVERED when
+   * it was given up), so it is no head once merged; absent: not recorded
+   */
+  covered?: boolean
 }
 
 /** Options of `processRun()` */
@@ -236,9 +244,11 @@ export interface EngineInit {
    * Whether a node not processed here is merged already through an
    * installed snapshot (src/snapshot/cover.ts); such a node is marked
    * processed without merging it again, walking its links or becoming a
-   * head (its links may be compacted on every peer)
+   * head (its links may be compacted on every peer). `'head'`: it is a
+   * covered head of a snapshot being installed, which the install would
+   * make a head: it becomes one unless a processed node links to it.
    */
-  mergedBySnapshot?(tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean>
+  mergedBySnapshot?(tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean | 'head'>
 }
 
 /** The decoded blocks of `cids` among those read */
@@ -361,12 +371,20 @@ export class Engine {
     await this.lock.add(async () => {
       const id = blockKey(cid)
       const pending = this.layout.pendingKey(id)
-      if (!(await this.datastore.has(pending, options))) return
+      let mark: Uint8Array
+      try {
+        mark = await this.datastore.get(pending, options)
+      } catch (err: any) {
+        if (err.name === 'NotFoundError') return
+        throw err
+      }
       const batch = this.datastore.batch()
       batch.delete(pending)
-      // the reason, then (after a NUL) the peers that said they lack the block
+      // the reason, then (after a NUL) the peers that said they lack the block, then (after a
+      // NUL) whether a processed node links to it: an install settling it must know (install.ts)
       const refusers = (options?.refusedBy ?? []).slice(0, MAX_REFUSERS)
-      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200).replaceAll('\0', ' ') + (refusers.length > 0 ? '\0' + refusers.join(',') : '')))
+      const covered = mark[0] === ROOT[0] ? GIVEN_UP_ROOT : GIVEN_UP_COVERED
+      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200).replaceAll('\0', ' ') + '\0' + refusers.join(',') + '\0' + covered))
       await batch.commit(options)
       this.gaveUp++
     })
@@ -430,7 +448,9 @@ export class Engine {
   /**
    * Puts branches given up for lack of their block back on the frontier
    * (`w/`, one fetch attempt left), so a repair tries each once more: a branch given up while its
-   * holders were out of reach (a long partition) is not lost for good.
+   * holders were out of reach (a long partition) is not lost for good. Each comes back ROOT or
+   * COVERED as its `g/` record says (COVERED when it does not say, or when a node merged since
+   * links to it), so a broadcast head nothing links to is a head once merged.
    * Returns how many were revived.
    */
   async reviveGivenUp (options?: AbortOptions & { only?(branch: GivenUpBranch): boolean }): Promise<number> {
@@ -439,10 +459,18 @@ export class Engine {
     if (branches.length === 0) return 0
     await this.lock.add(async () => {
       const batch = this.datastore.batch()
-      for (const { cid } of branches) {
+      for (const { cid, covered } of branches) {
         const id = blockKey(cid)
         batch.delete(this.givenUpKey(id))
-        batch.put(this.layout.pendingKey(id), Uint8Array.of(COVERED[0], Math.max(0, this.maxFetchAttempts - 1)))
+        // ROOT again only when it was a ROOT given up and no node merged since links to it (that
+        // one recorded it COVERED): a broadcast head nothing links to becomes a head once merged
+        let flag = covered === false ? ROOT[0] : COVERED[0]
+        try {
+          flag = (await this.datastore.get(this.layout.pendingKey(id), options))[0] ?? flag
+        } catch (err: any) {
+          if (err.name !== 'NotFoundError') throw err
+        }
+        batch.put(this.layout.pendingKey(id), Uint8Array.of(flag, Math.max(0, this.maxFetchAttempts - 1)))
       }
       await batch.commit(options)
     })
@@ -466,11 +494,23 @@ export class Engine {
         stale.push(key.toString())
         continue
       }
-      const [reason, refusers] = new TextDecoder().decode(value).split('\0')
-      out.push(refusers == null || refusers === '' ? { cid, reason } : { cid, reason, refusedBy: refusers.split(',') })
+      const [reason, refusers, covered] = new TextDecoder().decode(value).split('\0')
+      const branch: GivenUpBranch = refusers == null || refusers === '' ? { cid, reason } : { cid, reason, refusedBy: refusers.split(',') }
+      if (covered === GIVEN_UP_COVERED || covered === GIVEN_UP_ROOT) branch.covered = covered === GIVEN_UP_COVERED
+      out.push(branch)
     }
     for (const key of stale) await this.datastore.delete(new Key(key, false), options)
     return out
+  }
+
+  /** Whether the `g/` record of `id` says a processed node links to it */
+  private async givenUpCovered (id: string, options?: AbortOptions): Promise<boolean> {
+    try {
+      return new TextDecoder().decode(await this.datastore.get(this.givenUpKey(id), options)).split('\0')[2] === GIVEN_UP_COVERED
+    } catch (err: any) {
+      if (err.name === 'NotFoundError') return false
+      throw err
+    }
   }
 
   private givenUpKey (id: string): Key {
@@ -617,7 +657,8 @@ export class Engine {
 
   /**
    * Records a broadcast head as the root of a walk: a ROOT `w/` entry unless
-   * it is already processed or already on some walk's frontier. Returns false
+   * it is already processed or already on some walk's frontier (COVERED
+   * when it is a branch given up below a processed node). Returns false
    * when there is nothing to walk.
    */
   async addRoot (cid: CID, options?: AbortOptions): Promise<boolean> {
@@ -626,7 +667,8 @@ export class Engine {
       // read in-process when the store allows: this runs once per received head
       if (await storeHas(this.datastore, this.layout.processedKey(id), options)) return false
       if (!(await storeHas(this.datastore, this.layout.pendingKey(id), options))) {
-        await this.datastore.put(this.layout.pendingKey(id), ROOT, options)
+        // a branch given up below a processed node stays COVERED (no head once merged)
+        await this.datastore.put(this.layout.pendingKey(id), await this.givenUpCovered(id, options) ? COVERED : ROOT, options)
       }
       return true
     }) as Promise<boolean>
@@ -892,14 +934,30 @@ export class Engine {
    * Marks a node processed without merging it or walking its links when an
    * installed snapshot merged it already (`init.mergedBySnapshot`): it is
    * below the snapshot's covered heads, and its effect and its ancestors'
-   * are in the set. True when it did.
+   * are in the set; a head among its links is dropped (it lies below a
+   * merged node). A covered head of a snapshot being installed is
+   * settled as the install would settle it: a head unless a processed node
+   * links to it (the install skips a covered head processed here). True
+   * when it did.
    */
   private async settleMergedBySnapshot (tx: WriteSet, node: DecodedNode, options?: AbortOptions): Promise<boolean> {
-    if (this.mergedBySnapshot == null || !(await this.mergedBySnapshot(tx, node, options))) return false
+    const merged = this.mergedBySnapshot == null ? false : await this.mergedBySnapshot(tx, node, options)
+    if (merged === false) return false
     const id = blockKey(node.cid)
+    const pendingKey = this.layout.pendingKey(id)
+    const mark = merged === 'head' ? await tx.get(pendingKey, options) : undefined
     tx.put(this.layout.processedKey(id), encodePriority(node.delta.priority))
-    tx.delete(this.layout.pendingKey(id))
-    if (this.heads.get(node.delta.dagName, node.cid) != null) this.heads.remove(tx, node.delta.dagName, node.cid)
+    tx.delete(pendingKey)
+    const head = this.heads.get(node.delta.dagName, node.cid) != null
+    if (merged === 'head') {
+      if (!head && (mark == null || mark[0] !== COVERED[0])) this.heads.add(tx, { cid: node.cid, height: node.delta.priority, dagName: node.delta.dagName })
+    } else if (head) {
+      this.heads.remove(tx, node.delta.dagName, node.cid)
+    }
+    // its links are below a merged node: none is a head (as when a node is merged)
+    for (const link of node.links) {
+      if (this.heads.get(node.delta.dagName, link) != null) this.heads.remove(tx, node.delta.dagName, link)
+    }
     return true
   }
 

@@ -22,12 +22,17 @@
  *   commutative and idempotent, and a delete the replica already merged
  *   (or the snapshot carries) keeps its key deleted. An element of a node
  *   this replica has processed is skipped: it holds that element already,
- *   or tombstoned or removed it, and a removed element never comes back.
+ *   or tombstoned or removed it, and a removed element never comes back
+ *   (unless a walk settled the node as merged by a snapshot while the
+ *   chunks merged: its elements in later chunks are merged all the same).
  * - Every covered node gets a processed marker (so a covered node that
  *   arrives later is skipped), an unfinished walk of one is dropped, and a
  *   head that is a covered node but not a covered head is dropped. A
  *   covered head this replica has already processed is left alone; any
- *   other becomes a head (unless a processed node links to it).
+ *   other becomes a head unless a processed node links to it (its `w/`
+ *   record says so, or for a branch given up its `g/` record). A walk that
+ *   meets a covered head while the install runs settles it the same way
+ *   (`InstallingHeads`).
  * - Then the snapshot's removal is applied (removal.ts): an element of a
  *   covered node that the snapshot does not list is removed here too.
  */
@@ -114,9 +119,71 @@ export async function readSnapshot (getter: BlockGetter, cid: CID, options?: Ins
   return { root, elements, tombstones, nodes }
 }
 
+/**
+ * What walks must know of the installs under way. A walk can settle a node
+ * as merged by a snapshot (one of its elements is in the set) while an
+ * install merges its element chunks, before the chunks holding its other
+ * elements: the install merges those all the same (`settled`). And the
+ * covered heads of the installs under way (block keys): a walk can meet
+ * a covered head after its install merged the element chunks and before
+ * the install's last batch makes it a head: the engine then settles it as
+ * a head (see `EngineInit.mergedBySnapshot`), since the install skips a
+ * covered head that is processed by then. Counted, as two installs may
+ * name the same head.
+ */
+export class InstallingHeads {
+  private readonly counts = new Map<string, number>()
+  /** Installs merging their element chunks now */
+  private merging = 0
+  /**
+   * Nodes a walk settled as merged by a snapshot while an install merged
+   * its element chunks: their elements in later chunks are merged all the
+   * same (the install skips the elements of a node processed here)
+   */
+  private readonly settledWhileMerging = new Set<string>()
+
+  beginMerge (): void {
+    this.merging++
+  }
+
+  endMerge (): void {
+    if (--this.merging <= 0) {
+      this.merging = 0
+      this.settledWhileMerging.clear()
+    }
+  }
+
+  /** Called for every node a walk settles as merged by a snapshot */
+  settled (id: string): void {
+    if (this.merging > 0) this.settledWhileMerging.add(id)
+  }
+
+  settledWhileMerged (id: string): boolean {
+    return this.settledWhileMerging.has(id)
+  }
+
+  add (ids: string[]): void {
+    for (const id of ids) this.counts.set(id, (this.counts.get(id) ?? 0) + 1)
+  }
+
+  delete (ids: string[]): void {
+    for (const id of ids) {
+      const count = (this.counts.get(id) ?? 0) - 1
+      if (count > 0) this.counts.set(id, count)
+      else this.counts.delete(id)
+    }
+  }
+
+  has (id: string): boolean {
+    return this.counts.has(id)
+  }
+}
+
 export interface InstallSnapshotComponents extends SnapshotComponents {
   /** In trusted mode, throws `UntrustedSnapshotError` for a snapshot no current writer vouches for */
   checkSnapshot?(cid: CID): void
+  /** Where the install registers its covered heads while it runs */
+  installing?: InstallingHeads
 }
 
 /** Prefix of the records of installs under way (`z/i<block key of the root>`) */
@@ -184,8 +251,19 @@ export async function verifySnapshot (getter: BlockGetter, cid: CID, options?: I
 export async function installSnapshot (components: InstallSnapshotComponents, cid: CID, options?: InstallSnapshotOptions): Promise<InstallResult> {
   options?.signal?.throwIfAborted()
   components.checkSnapshot?.(cid)
+  const root = await verifySnapshot(components.blockstore, cid, options)
+  const headIds = root.heads.map(h => blockKey(h.cid))
+  components.installing?.add(headIds)
+  try {
+    return await mergeSnapshot(components, cid, root, options)
+  } finally {
+    components.installing?.delete(headIds)
+  }
+}
+
+/** The second pass of `installSnapshot`: merges a verified snapshot, chunk by chunk */
+async function mergeSnapshot (components: InstallSnapshotComponents, cid: CID, root: SnapshotRoot, options?: InstallSnapshotOptions): Promise<InstallResult> {
   const { engine, datastore, blockstore, log } = components
-  const root = await verifySnapshot(blockstore, cid, options)
   const timeout = options?.blockTimeout ?? DEFAULT_SNAPSHOT_BLOCK_TIMEOUT
   const record = new Key(`${installPrefix(engine.layout)}${blockKey(cid)}`, false)
   // the value keeps the root's CID (a block key keeps only its multihash)
@@ -203,29 +281,35 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
     })
   }
   let elementCount = 0
-  for (const chunk of root.tombstoneChunks) {
-    const tombstones = decodeTombstoneChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
-    await mergeChunk(async tx => engine.set.merge(tx, { elements: [], tombstones: tombstones.map(t => ({ key: t.key, id: t.id, value: new Uint8Array(0) })), priority: 0, dagName: '' }, '', false, options))
-  }
-  for (const chunk of root.elementChunks) {
-    const elements = decodeElementChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
-    elementCount += elements.length
-    // elements of one node share its id and priority: one merge per node
-    const byNode = new Map<string, { priority: number, elements: SnapshotElement[] }>()
-    for (const element of elements) {
-      const node = byNode.get(element.id)
-      if (node == null) byNode.set(element.id, { priority: element.priority, elements: [element] })
-      else node.elements.push(element)
+  components.installing?.beginMerge()
+  try {
+    for (const chunk of root.tombstoneChunks) {
+      const tombstones = decodeTombstoneChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
+      await mergeChunk(async tx => engine.set.merge(tx, { elements: [], tombstones: tombstones.map(t => ({ key: t.key, id: t.id, value: new Uint8Array(0) })), priority: 0, dagName: '' }, '', false, options))
     }
-    await mergeChunk(async tx => {
-      const changes: SetChange[] = []
-      for (const [id, node] of byNode) {
-        // a node processed here: its element is here already, or tombstoned or removed here (never re-added)
-        if (await tx.has(engine.layout.processedKey(id), options)) continue
-        changes.push(...await engine.set.merge(tx, { elements: node.elements.map(e => ({ key: e.key, id: '', value: e.value })), tombstones: [], priority: node.priority, dagName: '' }, id, false, options))
+    for (const chunk of root.elementChunks) {
+      const elements = decodeElementChunk(chunk, await fetchVerified(blockstore, chunk, timeout, options))
+      elementCount += elements.length
+      // elements of one node share its id and priority: one merge per node
+      const byNode = new Map<string, { priority: number, elements: SnapshotElement[] }>()
+      for (const element of elements) {
+        const node = byNode.get(element.id)
+        if (node == null) byNode.set(element.id, { priority: element.priority, elements: [element] })
+        else node.elements.push(element)
       }
-      return changes
-    })
+      await mergeChunk(async tx => {
+        const changes: SetChange[] = []
+        for (const [id, node] of byNode) {
+          // a node processed here: its element is here already, or tombstoned or removed here (never
+          // re-added); unless a walk settled it while this merge ran (its elements here may be partial)
+          if (await tx.has(engine.layout.processedKey(id), options) && components.installing?.settledWhileMerged(id) !== true) continue
+          changes.push(...await engine.set.merge(tx, { elements: node.elements.map(e => ({ key: e.key, id: '', value: e.value })), tombstones: [], priority: node.priority, dagName: '' }, id, false, options))
+        }
+        return changes
+      })
+    }
+  } finally {
+    components.installing?.endMerge()
   }
 
   // every covered node is merged (its effects are in the snapshot): processed markers, in batches
@@ -245,6 +329,8 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
     })
   }
   const pending = await engine.pendingBranches(options)
+  // a covered head given up here lost its `w/` record: whether a processed node links to it is in its `g/` record
+  const givenUpCovered = new Set((await engine.givenUp(options)).filter(b => b.covered === true).map(b => blockKey(b.cid)))
 
   const result = await engine.exclusive(async () => {
     const tx = new WriteSet(datastore)
@@ -265,7 +351,7 @@ export async function installSnapshot (components: InstallSnapshotComponents, ci
       const pendingKey = engine.layout.pendingKey(id)
       const mark = await tx.get(pendingKey, options)
       // a pending record of 0 (COVERED) means a processed node links to it: not a head
-      const covered = mark != null && mark[0] === 0
+      const covered = mark == null ? givenUpCovered.has(id) : mark[0] === 0
       if (!covered && engine.heads.get(head.dagName, head.cid) == null) {
         engine.heads.add(tx, { cid: head.cid, height: head.height, dagName: head.dagName })
         newHeads++
@@ -319,7 +405,7 @@ export const RESUME_BLOCK_TIMEOUT = 10_000
  * installing its snapshot again; one that cannot be finished (a block
  * gone) is logged and left for the next start. True when any was finished.
  */
-export async function resumeInstalls (components: SnapshotComponents, options?: AbortOptions): Promise<boolean> {
+export async function resumeInstalls (components: InstallSnapshotComponents, options?: AbortOptions): Promise<boolean> {
   const prefix = installPrefix(components.engine.layout)
   const cids: CID[] = []
   for await (const { key, value } of components.datastore.query({ prefix: prefix + '/' }, options) as AsyncIterable<Pair>) {
