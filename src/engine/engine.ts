@@ -505,6 +505,8 @@ export class Engine {
 
   /** Whether the `g/` record of `id` says a processed node links to it */
   private async givenUpCovered (id: string, options?: AbortOptions): Promise<boolean> {
+    // almost every received head has no `g/` record: answer that in-process when the store allows
+    if (!(await storeHas(this.datastore, this.givenUpKey(id), options))) return false
     try {
       return new TextDecoder().decode(await this.datastore.get(this.givenUpKey(id), options)).split('\0')[2] === GIVEN_UP_COVERED
     } catch (err: any) {
