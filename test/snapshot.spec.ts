@@ -62,6 +62,37 @@ async function dump (datastore: Datastore): Promise<string[]> {
 
 const headsOf = (store: CRDTDatastore): string[] => store.heads().map(h => `${h.dagName}|${h.cid.toString()}|${h.height}`).sort()
 
+/**
+ * A replica over memory whose blockstore can hold back the `nth` read of
+ * one block: `reached` resolves when that read starts, `release()` lets it
+ * go on
+ */
+class HoldingBlockstore extends MemoryBlockstore {
+  private hold?: { cid: string, nth: number, reads: number, reached(): void, released: Promise<void> }
+
+  holdRead (cid: CID, nth: number): { reached: Promise<void>, release(): void } {
+    let reached = (): void => {}
+    let release = (): void => {}
+    const atHold = new Promise<void>(resolve => { reached = resolve })
+    this.hold = { cid: cid.toString(), nth, reads: 0, reached, released: new Promise(resolve => { release = resolve }) }
+    return { reached: atHold, release }
+  }
+
+  override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+    const hold = this.hold
+    if (hold != null && cid.toString() === hold.cid && ++hold.reads === hold.nth) {
+      hold.reached()
+      await hold.released
+    }
+    yield * super.get(cid, options)
+  }
+}
+
+async function holdingReplica (): Promise<{ store: CRDTDatastore, blockstore: HoldingBlockstore }> {
+  const blockstore = new HoldingBlockstore()
+  return { store: await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore }), blockstore }
+}
+
 /** One write of a generated history: a put, or a delete when `value` is absent */
 interface HistoryOp { key: string, value?: string }
 
@@ -268,18 +299,7 @@ describe('snapshots', function () {
     const a = await memoryReplica()
     // b's blockstore holds back the install's second read of the snapshot's node chunk (the
     // install reads it after merging the element chunks, before making the covered heads heads)
-    let hold: { cid: string, reads: number, reached(): void, released: Promise<void> } | undefined
-    class HoldingBlockstore extends MemoryBlockstore {
-      override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
-        if (hold != null && cid.toString() === hold.cid && ++hold.reads === 2) {
-          hold.reached()
-          await hold.released
-        }
-        yield * super.get(cid, options)
-      }
-    }
-    const blockstore = new HoldingBlockstore()
-    const b = { store: await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore }), blockstore }
+    const b = await holdingReplica()
     try {
       // b has installed a snapshot before (so it asks the set whether a node is merged by one)
       await a.store.put(new Key('/k'), enc('1'))
@@ -293,12 +313,9 @@ describe('snapshots', function () {
       await b.blockstore.put(top.cid, await readBlock(a.blockstore, top.cid))
       const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
       expect(root.heads.map(h => h.cid.toString())).to.deep.equal([top.cid.toString()])
-      let reached = (): void => {}
-      let release = (): void => {}
-      const atHold = new Promise<void>(resolve => { reached = resolve })
-      hold = { cid: root.nodeChunks[0].toString(), reads: 0, reached, released: new Promise(resolve => { release = resolve }) }
+      const { reached, release } = b.blockstore.holdRead(root.nodeChunks[0], 2)
       const install = b.store.installSnapshot(cid)
-      await atHold
+      await reached
       // the covered head arrives while the install holds: a walk meets it with its element merged
       await b.store.receive(encodeBroadcast([{ cid: top.cid, dagName: '' }]))
       await waitFor(async () => b.store.hasMerged(top.cid), 5000, 'the walk to settle the covered head')
@@ -314,18 +331,7 @@ describe('snapshots', function () {
 
   it('a node whose elements span element chunks, settled by a walk while its snapshot is being installed, keeps every element (regression: the install skipped the later chunks\' elements of a node processed by then)', async () => {
     const a = await memoryReplica()
-    let hold: { cid: string, reads: number, reached(): void, released: Promise<void> } | undefined
-    class HoldingBlockstore extends MemoryBlockstore {
-      override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
-        if (hold != null && cid.toString() === hold.cid && ++hold.reads === 2) {
-          hold.reached()
-          await hold.released
-        }
-        yield * super.get(cid, options)
-      }
-    }
-    const blockstore = new HoldingBlockstore()
-    const b = { store: await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore }), blockstore }
+    const b = await holdingReplica()
     try {
       await a.store.put(new Key('/first'), enc('1'))
       const first = await a.store.snapshot()
@@ -341,12 +347,9 @@ describe('snapshots', function () {
       await b.blockstore.put(top.cid, await readBlock(a.blockstore, top.cid))
       const root = decodeRoot(cid, await readBlock(a.blockstore, cid))
       expect(root.elementChunks.length).to.be.greaterThan(2)
-      let reached = (): void => {}
-      let release = (): void => {}
-      const atHold = new Promise<void>(resolve => { reached = resolve })
-      hold = { cid: root.elementChunks[1].toString(), reads: 0, reached, released: new Promise(resolve => { release = resolve }) }
+      const { reached, release } = b.blockstore.holdRead(root.elementChunks[1], 2)
       const install = b.store.installSnapshot(cid)
-      await atHold
+      await reached
       await b.store.receive(encodeBroadcast([{ cid: top.cid, dagName: '' }]))
       await waitFor(async () => b.store.hasMerged(top.cid), 5000, 'the walk to settle the node')
       release()
