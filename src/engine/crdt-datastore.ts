@@ -788,9 +788,11 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     if (this.hasCovered == null) this.hasCovered = (await coveredHeads(components, options)).length > 0
     if (!this.hasCovered) return false
     const id = blockKey(node.cid)
-    const found = await coverWalk(components, node.delta.dagName, new Map([[id, node.delta.priority]]), options)
+    const walk = await coverWalk(components, node.delta.dagName, new Map([[id, node.delta.priority]]), options)
+    if (walk.reached.has(id)) return true
+    if (walk.notBelow.has(id)) return false
     // no walk reaches it (the blocks between are gone): the snapshots passed or compacted here may name it
-    return found.has(id) || await this.compaction.settleNamed(node, options)
+    return await this.compaction.settleNamed(node, options)
   }
 
   private snapshotComponents (): SnapshotComponents {

@@ -42,7 +42,11 @@
  *   anyway), is below the covered heads when the snapshot names it.
  * A node that only deletes appears in no record; after an install one that
  * this replica had as a head is settled when the snapshot holds all it
- * deletes and all it links to (`settleNamedBySnapshot`).
+ * deletes and all it links to (`settleNamedBySnapshot`), unless a cover
+ * walk with every block at hand went down to its height without meeting
+ * it (or no covered head is higher): then it is a concurrent node whose
+ * deletes happen to be in the snapshot too, not merged by it, and it stays
+ * a head as on every replica that merges it.
  */
 
 import { Key } from 'interface-datastore'
@@ -114,18 +118,44 @@ export interface CoverWalkOptions extends AbortOptions {
   budget?: number
 }
 
+/** What a cover walk found out about its targets (block keys) */
+export interface CoverWalkResult {
+  /** Targets reached from a covered head: below it, merged already */
+  reached: Set<string>
+  /**
+   * Targets shown not to be below any covered head: the walk went down to
+   * their height with every block at hand and did not meet them (or no
+   * covered head is higher than they are). A node that adds nothing the
+   * snapshot lacks may still be one of these (a concurrent delete of what
+   * a covered node deleted too): it is not merged by the snapshot, and
+   * stays a head like on every replica that merges it
+   */
+  notBelow: Set<string>
+}
+
 /**
  * Walks down from the covered heads of `dagName` looking for `targets`
- * (block keys); if any is reached, marks every node on the walk down to the
- * lowest target's height processed and drops those nodes from the heads.
- * Returns the targets reached (empty when none or the budget ran out).
+ * (block keys, to heights); if any is reached, marks every node on the walk
+ * down to the lowest target's height processed and drops those nodes from
+ * the heads. Targets not reached are `notBelow` only when the walk was
+ * complete (no budget or fetch cut it short).
  */
-export async function coverWalk (components: SnapshotComponents, dagName: string, targets: Map<string, number>, options: CoverWalkOptions = {}): Promise<Set<string>> {
+export async function coverWalk (components: SnapshotComponents, dagName: string, targets: Map<string, number>, options: CoverWalkOptions = {}): Promise<CoverWalkResult> {
   const found = new Set<string>()
-  if (targets.size === 0) return found
+  const notBelow = new Set<string>()
+  const result = { reached: found, notBelow }
+  if (targets.size === 0) return result
   const floor = Math.min(...targets.values())
-  const starts = (await coveredHeads(components, options)).filter(h => h.height > floor)
-  if (starts.length === 0) return found
+  const covered = await coveredHeads(components, options)
+  const starts = covered.filter(h => h.height > floor)
+  // heights strictly decrease along links: a node is below no covered head lower than or as high as it
+  // is (a covered head itself is the snapshot's, below or not)
+  const coveredIds = new Set(covered.map(h => blockKey(h.cid)))
+  const missedAll = (): void => { for (const id of targets.keys()) if (!found.has(id) && !coveredIds.has(id)) notBelow.add(id) }
+  if (starts.length === 0) {
+    missedAll()
+    return result
+  }
   const budget = options.budget ?? DEFAULT_COVER_WALK_BUDGET
   const { blockstore, engine, log } = components
 
@@ -137,8 +167,13 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
   const belowAnother = new Set<string>()
   const visited: Array<{ id: string, node: DecodedNode }> = []
   const linked: CID[] = []
+  let complete = false
   try {
-    while (queue.length > 0) {
+    while (true) {
+      if (queue.length === 0) {
+        complete = true
+        break
+      }
       if (visited.length >= budget) {
         log('cover walk gave up after %d nodes', visited.length)
         break
@@ -180,8 +215,9 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
     options.signal?.throwIfAborted()
     log('cover walk could not fetch a block below a covered head - %e', err)
   }
+  if (complete) missedAll()
   // every node walked is below a covered head, hence merged: marking it is sound whatever was found
-  if (visited.length === 0 && linked.length === 0) return found
+  if (visited.length === 0 && linked.length === 0) return result
 
   await engine.exclusive(async () => {
     const tx = new WriteSet(components.datastore)
@@ -198,7 +234,7 @@ export async function coverWalk (components: SnapshotComponents, dagName: string
     await tx.commit(options)
   })
   log('cover walk marked %d nodes below covered heads processed (%d of %d targets reached)', visited.length, found.size, targets.size)
-  return found
+  return result
 }
 
 /** Reads the datastore's records, staged ones included when given a WriteSet */
@@ -376,12 +412,16 @@ export async function settleNamedBySnapshot (components: SnapshotComponents, roo
  */
 export async function settleBelowCovered (components: SnapshotComponents, root: SnapshotRoot, byDag: Map<string, Map<string, number>>, options?: AbortOptions): Promise<void> {
   const reached = new Set<string>()
+  const notBelow = new Set<string>()
   for (const [dagName, targets] of byDag) {
-    for (const id of await coverWalk(components, dagName, targets, options)) reached.add(id)
+    const walk = await coverWalk(components, dagName, targets, options)
+    for (const id of walk.reached) reached.add(id)
+    for (const id of walk.notBelow) notBelow.add(id)
   }
+  // what a complete walk did not reach is concurrent to the snapshot: the records cannot settle it
   const unreached = new Map<string, string>()
   for (const [dagName, targets] of byDag) {
-    for (const id of targets.keys()) if (!reached.has(id) && !unreached.has(id)) unreached.set(id, dagName)
+    for (const id of targets.keys()) if (!reached.has(id) && !notBelow.has(id) && !unreached.has(id)) unreached.set(id, dagName)
   }
   components.log('below the covered heads: %s reached by walks, %s left to the records', [...reached].join(' '), [...unreached.keys()].join(' '))
   await settleNamedBySnapshot(components, root, unreached, options)
