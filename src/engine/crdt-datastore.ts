@@ -792,7 +792,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     if (walk.reached.has(id)) return true
     if (walk.notBelow.has(id)) return false
     // no walk reaches it (the blocks between are gone): the snapshots passed or compacted here may name it
-    return await this.compaction.settleNamed(node, options)
+    return this.compaction.settleNamed(node, options)
   }
 
   private snapshotComponents (): SnapshotComponents {
