@@ -619,7 +619,7 @@ describe('Walker', () => {
           await expect(walker.walk([await start(missing)])).to.eventually.be.rejected.with.property('name', 'BlockFetchError')
         }
         const given = (await engine.givenUp()).find(g => g.cid.equals(missing))
-        expect(given, `case ${i}`).to.deep.equal({ cid: missing, reason: 'no block after 2 fetches', ...(refusedBy == null ? {} : { refusedBy }) })
+        expect(given, `case ${i}`).to.deep.equal({ cid: missing, reason: 'no block after 2 fetches', covered: false, ...(refusedBy == null ? {} : { refusedBy }) })
       }
     })
 

@@ -600,7 +600,8 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
    */
   async givenUpBranches (options?: AbortOptions): Promise<Array<{ cid: CID, reason: string, refusedBy?: string[] }>> {
     this.checkOpen(options)
-    return this.engine.givenUp(options)
+    // whether a merged node links to it is the engine's own bookkeeping
+    return (await this.engine.givenUp(options)).map(({ cid, reason, refusedBy }) => refusedBy == null ? { cid, reason } : { cid, reason, refusedBy })
   }
 
   /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
