@@ -184,7 +184,7 @@ describe('snapshots', function () {
     }), { numRuns: 25 })
   })
 
-  it('a writer that installs another replica\'s snapshot, then syncs everything, ends like a replica that never used one (fast-check)', async () => {
+  it('a writer that installs another replica\'s snapshot, then syncs everything, ends like a replica with the whole history that passed the same snapshot (fast-check)', async () => {
     const keyArb = fc.string({ unit: fc.constantFrom('a', 'ü', '日', '😀'), minLength: 1, maxLength: 2 }).map(s => '/' + s)
     const opArb = fc.record({ key: keyArb, value: fc.option(fc.constantFrom('x', 'y', 'zz'), { nil: undefined, freq: 2 }) })
     const historyArb = fc.record({
@@ -211,6 +211,13 @@ describe('snapshots', function () {
         }
         await b.store.installSnapshot(cid)
         for (let i = 0; i < n - 1; i++) await syncReplica(replicas[i], b)
+        // the reference, with the whole history, passes the snapshot too: its removal is part of
+        // the state (a value it overwrote stays gone after a delete that missed it, see README)
+        const referenceHeads = headsOf(reference.store)
+        await copySnapshot(a.blockstore, reference.blockstore, cid)
+        await reference.store.installSnapshot(cid)
+        // which changes no heads there: every covered head is merged, and a concurrent head stays
+        expect(headsOf(reference.store)).to.deep.equal(referenceHeads)
         expect(await stateOf(b.store)).to.deep.equal(await stateOf(reference.store))
         // a node below the covered heads that b held before, or that arrives later (from a
         // stale replica, or an identical node), is found below them (src/snapshot/cover.ts)
@@ -222,6 +229,11 @@ describe('snapshots', function () {
     }), {
       numRuns: 25,
       examples: [[
+        // a random run found it when the reference used no snapshot: the snapshot removes x
+        // (overwritten by zz at the same priority), and the last writer's concurrent delete of zz
+        // missed x; with the whole history x showed again, after the snapshot it never does
+        { writers: [[[{ key: '/日', value: 'zz' }]], [[{ key: '/日', value: 'x' }], [{ key: '/a', value: undefined }]], [[{ key: '/日', value: undefined }, { key: '/a', value: undefined }]]], crossSync: true }
+      ], [
         // regression (a random run found it): the last writer's own head only deletes what a
         // covered node deleted too, and links to a node the snapshot names (the first writer wrote
         // the same first node); the install settled that concurrent head as covered, so b ended
