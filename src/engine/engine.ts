@@ -113,6 +113,23 @@ export interface GivenUpBranch {
   covered?: boolean
 }
 
+/**
+ * A `g/` record: the reason, then (after a NUL) the peers that said they
+ * lack the block, then (after a NUL) whether a processed node links to it
+ * (an install settling it must know, see install.ts)
+ */
+function encodeGivenUp (reason: string, refusers: string[], covered: boolean): Uint8Array {
+  return new TextEncoder().encode(reason.slice(0, 200).replaceAll('\0', ' ') + '\0' + refusers.join(',') + '\0' + (covered ? GIVEN_UP_COVERED : GIVEN_UP_ROOT))
+}
+
+/** A `g/` record read back; records written before the last field have no `covered` */
+function decodeGivenUp (cid: CID, value: Uint8Array): GivenUpBranch {
+  const [reason, refusers, covered] = new TextDecoder().decode(value).split('\0')
+  const branch: GivenUpBranch = refusers == null || refusers === '' ? { cid, reason } : { cid, reason, refusedBy: refusers.split(',') }
+  if (covered === GIVEN_UP_COVERED || covered === GIVEN_UP_ROOT) branch.covered = covered === GIVEN_UP_COVERED
+  return branch
+}
+
 /** Options of `processRun()` */
 export interface RunOptions extends AbortOptions, ProgressOptions {
   /**
@@ -371,20 +388,12 @@ export class Engine {
     await this.lock.add(async () => {
       const id = blockKey(cid)
       const pending = this.layout.pendingKey(id)
-      let mark: Uint8Array
-      try {
-        mark = await this.datastore.get(pending, options)
-      } catch (err: any) {
-        if (err.name === 'NotFoundError') return
-        throw err
-      }
+      const mark = await this.readRecord(pending, options)
+      if (mark == null) return
       const batch = this.datastore.batch()
       batch.delete(pending)
-      // the reason, then (after a NUL) the peers that said they lack the block, then (after a
-      // NUL) whether a processed node links to it: an install settling it must know (install.ts)
       const refusers = (options?.refusedBy ?? []).slice(0, MAX_REFUSERS)
-      const covered = mark[0] === ROOT[0] ? GIVEN_UP_ROOT : GIVEN_UP_COVERED
-      batch.put(this.givenUpKey(id), new TextEncoder().encode(reason.slice(0, 200).replaceAll('\0', ' ') + '\0' + refusers.join(',') + '\0' + covered))
+      batch.put(this.givenUpKey(id), encodeGivenUp(reason, refusers, mark[0] !== ROOT[0]))
       await batch.commit(options)
       this.gaveUp++
     })
@@ -405,13 +414,8 @@ export class Engine {
     const pending = this.layout.pendingKey(id)
     const asked = options?.asked ?? true
     const attempts = await this.lock.add(async () => {
-      let mark: Uint8Array
-      try {
-        mark = await this.datastore.get(pending, options)
-      } catch (err: any) {
-        if (err.name === 'NotFoundError') return 0
-        throw err
-      }
+      const mark = await this.readRecord(pending, options)
+      if (mark == null) return 0
       // byte 0: ROOT or COVERED, byte 1: failed fetches so far, byte 2: of those, fetches really asked
       let failed = Math.min(255, (mark[1] ?? 0) + 1)
       if (!asked) failed = Math.min(failed, Math.max(0, this.maxFetchAttempts - 1))
@@ -464,12 +468,7 @@ export class Engine {
         batch.delete(this.givenUpKey(id))
         // ROOT again only when it was a ROOT given up and no node merged since links to it (that
         // one recorded it COVERED): a broadcast head nothing links to becomes a head once merged
-        let flag = covered === false ? ROOT[0] : COVERED[0]
-        try {
-          flag = (await this.datastore.get(this.layout.pendingKey(id), options))[0] ?? flag
-        } catch (err: any) {
-          if (err.name !== 'NotFoundError') throw err
-        }
+        const flag = (await this.readRecord(this.layout.pendingKey(id), options))?.[0] ?? (covered === false ? ROOT[0] : COVERED[0])
         batch.put(this.layout.pendingKey(id), Uint8Array.of(flag, Math.max(0, this.maxFetchAttempts - 1)))
       }
       await batch.commit(options)
@@ -494,23 +493,26 @@ export class Engine {
         stale.push(key.toString())
         continue
       }
-      const [reason, refusers, covered] = new TextDecoder().decode(value).split('\0')
-      const branch: GivenUpBranch = refusers == null || refusers === '' ? { cid, reason } : { cid, reason, refusedBy: refusers.split(',') }
-      if (covered === GIVEN_UP_COVERED || covered === GIVEN_UP_ROOT) branch.covered = covered === GIVEN_UP_COVERED
-      out.push(branch)
+      out.push(decodeGivenUp(cid, value))
     }
     for (const key of stale) await this.datastore.delete(new Key(key, false), options)
     return out
   }
 
-  /** Whether the `g/` record of `id` says a processed node links to it */
-  private async givenUpCovered (id: string, options?: AbortOptions): Promise<boolean> {
+  /** Whether the `g/` record of `cid` says a processed node links to it */
+  private async givenUpCovered (cid: CID, id: string, options?: AbortOptions): Promise<boolean> {
     // almost every received head has no `g/` record: answer that in-process when the store allows
     if (!(await storeHas(this.datastore, this.givenUpKey(id), options))) return false
+    const value = await this.readRecord(this.givenUpKey(id), options)
+    return value != null && decodeGivenUp(cid, value).covered === true
+  }
+
+  /** One record of the datastore; undefined when absent */
+  private async readRecord (key: Key, options?: AbortOptions): Promise<Uint8Array | undefined> {
     try {
-      return new TextDecoder().decode(await this.datastore.get(this.givenUpKey(id), options)).split('\0')[2] === GIVEN_UP_COVERED
+      return await this.datastore.get(key, options)
     } catch (err: any) {
-      if (err.name === 'NotFoundError') return false
+      if (err.name === 'NotFoundError') return undefined
       throw err
     }
   }
@@ -670,7 +672,7 @@ export class Engine {
       if (await storeHas(this.datastore, this.layout.processedKey(id), options)) return false
       if (!(await storeHas(this.datastore, this.layout.pendingKey(id), options))) {
         // a branch given up below a processed node stays COVERED (no head once merged)
-        await this.datastore.put(this.layout.pendingKey(id), await this.givenUpCovered(id, options) ? COVERED : ROOT, options)
+        await this.datastore.put(this.layout.pendingKey(id), await this.givenUpCovered(cid, id, options) ? COVERED : ROOT, options)
       }
       return true
     }) as Promise<boolean>
@@ -690,12 +692,7 @@ export class Engine {
       // ancestor of a head among the heads for good
       const id = blockKey(node.cid)
       if (await this.datastore.has(this.layout.processedKey(id), options)) return
-      let mark: Uint8Array | undefined
-      try {
-        mark = await this.datastore.get(this.layout.pendingKey(id), options)
-      } catch (err: any) {
-        if (err.name !== 'NotFoundError') throw err
-      }
+      const mark = await this.readRecord(this.layout.pendingKey(id), options)
       if (mark != null && mark[0] === COVERED[0]) return
       const tx = new WriteSet(this.datastore)
       this.heads.add(tx, { cid: node.cid, height: node.delta.priority, dagName: node.delta.dagName })
