@@ -412,17 +412,16 @@ export async function settleNamedBySnapshot (components: SnapshotComponents, roo
  */
 export async function settleBelowCovered (components: SnapshotComponents, root: SnapshotRoot, byDag: Map<string, Map<string, number>>, options?: AbortOptions): Promise<void> {
   const reached = new Set<string>()
-  const notBelow = new Set<string>()
+  // targets a walk of their DAG could not decide (cut short): left to the records. What a complete
+  // walk did not reach is concurrent to the snapshot, and the records cannot settle it; a target
+  // listed under several DAGs (an unfinished walk) is left to them when any walk could not decide
+  const unreached = new Map<string, string>()
   for (const [dagName, targets] of byDag) {
     const walk = await coverWalk(components, dagName, targets, options)
     for (const id of walk.reached) reached.add(id)
-    for (const id of walk.notBelow) notBelow.add(id)
+    for (const id of targets.keys()) if (!walk.reached.has(id) && !walk.notBelow.has(id) && !unreached.has(id)) unreached.set(id, dagName)
   }
-  // what a complete walk did not reach is concurrent to the snapshot: the records cannot settle it
-  const unreached = new Map<string, string>()
-  for (const [dagName, targets] of byDag) {
-    for (const id of targets.keys()) if (!reached.has(id) && !notBelow.has(id) && !unreached.has(id)) unreached.set(id, dagName)
-  }
+  for (const id of reached) unreached.delete(id)
   components.log('below the covered heads: %s reached by walks, %s left to the records', [...reached].join(' '), [...unreached.keys()].join(' '))
   await settleNamedBySnapshot(components, root, unreached, options)
 }
