@@ -149,6 +149,26 @@ describe('over real libp2p', () => {
       }
     })
 
+    it('a replica that joins hears the heads of the others at once, not at their next rebroadcast', async () => {
+      // rebroadcasts ten minutes apart: a fresh replica could only learn A's
+      // head, announced before it connected, from A greeting it on joining
+      const memory = (): string[] => [`/memory/greet-${Math.random().toString(36).slice(2)}`]
+      const options = { topic: TOPIC, ...STORE_OPTIONS, rebroadcastInterval: 600_000 }
+      const nodeA = await createReplicaNode({ listen: memory() })
+      const nodeB = await createReplicaNode({ listen: memory() })
+      const a: Peer = { node: nodeA, store: await createHeliaCRDT(nodeA, options) }
+      const b: Peer = { node: nodeB, store: await createHeliaCRDT(nodeB, options) }
+      try {
+        for (let i = 0; i < 3; i++) await a.store.put(new Key(`/greet/${i}`), enc(`v${i}`))
+        await connect(b, a)
+        await waitFor(async () => (await stateOf(b.store)).length === 3, 20_000, 'B to learn A\'s head')
+        expect(await stateOf(b.store)).to.deep.equal(await stateOf(a.store))
+      } finally {
+        await stopPeer(a)
+        await stopPeer(b)
+      }
+    })
+
     it('a Helia node without pubsub gets a clear error', async () => {
       const helia = createHeliaLight({})
       await expect(createHeliaCRDT(helia as any, { topic: 'x' })).to.eventually.be.rejected.with.property('name', 'MissingServiceError')

@@ -87,8 +87,10 @@ async function catchUp ({ count, label, crdt, timeoutMs, wide }) {
     }
     const sync = done.stats?.sync
     const via = sync == null ? '' : `; ${sync.blocks} blocks by ${sync.requests} streams, ${sync.fallbacks} by bitswap`
+    const tl = done.timeline
+    const timeline = tl == null ? '' : `; ms from the dial: connected ${tl.dialled}, subscribed ${tl.subscribed}, first key ${tl.firstKey}, all keys ${tl.allKeys}`
     return [
-      { name: `deep catch-up${suffix}`, value: round(done.ms / 1000, 1), unit: 's', note: `${note}; from B's dial to all keys on B${via}` },
+      { name: `deep catch-up${suffix}`, value: round(done.ms / 1000, 1), unit: 's', note: `${note}; from B's dial to all keys on B${via}${timeline}` },
       { name: `deep catch-up rate${suffix}`, value: round(rate(count, done.ms)), unit: 'keys/s', note: wide != null ? 'one DAG node per key' : `one DAG node per key; A's own single-put rate ${round(rate(count, writeMs))}/s` },
       { name: `peak RSS, catching-up B${suffix}`, value: round(done.rss.hwm / MB), unit: 'MB', note: `VmHWM of the child process; idle (connected, nothing synced) ${done.rss.idle == null ? '?' : round(done.rss.idle / MB)} MB; largest 100 ms sample ${round(done.rss.sampled / MB)} MB; ${describeMemory(done.rss.atPeak)}` }
     ]

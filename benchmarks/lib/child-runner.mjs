@@ -91,15 +91,20 @@ export function runChild (open) {
     let count = 0
     let reached
     const allThere = new Promise(resolve => { reached = resolve })
+    // the timeline of the run (ms from the dial): dialled, subscribed, first key, every key
+    const timeline = {}
     replica.onKey(() => {
       keys = ++count
+      if (count === 1) timeline.firstKey = Math.round(now() - t0)
       if (count >= expected) reached()
     })
 
     t0 = now()
     cpu0 = process.cpuUsage()
     await replica.dial(dial)
-    await waitFor(() => replica.subscribers(topic) > 0, 20_000, 'the gossipsub subscription')
+    timeline.dialled = Math.round(now() - t0)
+    await waitFor(() => replica.subscribers(topic) > 0, 20_000, 'the gossipsub subscription', 5)
+    timeline.subscribed = Math.round(now() - t0)
     // idle: the replica up, connected and subscribed, before it has synced anything
     const idleRss = process.memoryUsage().rss
     process.send({ type: 'ready' })
@@ -114,6 +119,7 @@ export function runChild (open) {
         timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms with ${count} of ${expected} keys`)), Math.max(0, deadline - now()))
       })
       await Promise.race([allThere, timeout])
+      timeline.allKeys = Math.round(now() - t0)
       // the events say every key is there: confirm with the store itself
       await waitFor(async () => (await replica.countKeys()) >= expected, Math.max(1000, deadline - now()), 'the store to list every key', 200)
     } catch (err) {
@@ -128,7 +134,7 @@ export function runChild (open) {
     await (await heap)?.()
     const stopTrace = await trace
     stopTrace?.()
-    process.send({ type: 'done', count, ms, cpuMs, rss: { ...(await rss.stop()), idle: idleRss }, stats: await replica.stats?.(), error })
+    process.send({ type: 'done', count, ms, cpuMs, rss: { ...(await rss.stop()), idle: idleRss }, stats: await replica.stats?.(), timeline, error })
   }
 
   async function exit (code) {

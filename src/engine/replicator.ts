@@ -109,6 +109,13 @@ const CARRY_SLACK = 1024
 /** Pause after the Broadcaster's `next()` fails, before asking again */
 const NEXT_RETRY_DELAY = 100
 
+/**
+ * A replica joining the topic hears our heads this soon (ms), not at our
+ * next rebroadcast: joins within it share one announcement, and another
+ * follows no sooner than a quarter of the rebroadcast interval later
+ */
+const GREETING_DELAY = 20
+
 export class Replicator {
   private readonly init: ReplicatorInit
   private readonly engine: Engine
@@ -140,6 +147,10 @@ export class Replicator {
   /** Stops the broadcaster's join notifications */
   private unwatchJoins?: () => void
   private lastRevivalTick = -Infinity
+  /** An announcement of our heads to replicas that joined is scheduled */
+  private greeting = false
+  /** When the last one went out (ms) */
+  private lastGreeting = -Infinity
   private readonly queue: HeadQueue
   /** The last walk of each announcer, when walks of one announcer run one at a time */
   private readonly walking = new Map<string, Promise<void>>()
@@ -353,6 +364,7 @@ export class Replicator {
    * intervals, or whose heads others announce first, never looks silent.
    */
   private joined (peer: string): void {
+    this.greet()
     // without repair ticks nothing would revive them: given-up branches then come back only through repair() callers
     if (this.signal.aborted || this.init.repairInterval <= 0) return
     this.log('%s joined the topic', peer)
@@ -362,6 +374,23 @@ export class Replicator {
         await this.engine.markDirty({ signal: this.signal })
       }
     })())
+  }
+
+  /**
+   * Announces our heads soon after a replica joins the topic, so a fresh
+   * or returning replica starts syncing at once instead of waiting up to a
+   * rebroadcast interval. Heads only (like a rebroadcast); nothing when we
+   * have none; at most one announcement per quarter rebroadcast interval.
+   */
+  private greet (): void {
+    if (this.greeting || this.signal.aborted || this.engine.heads.all().length === 0) return
+    this.greeting = true
+    const wait = Math.max(GREETING_DELAY, this.lastGreeting + this.init.rebroadcastInterval / 4 - Date.now())
+    this.schedule(wait, async () => {
+      this.greeting = false
+      this.lastGreeting = Date.now()
+      await this.announceHeads()
+    })
   }
 
   /** Heads waiting for their turn, handled, and dropped from full queues */

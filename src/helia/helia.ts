@@ -128,6 +128,14 @@ export class TopicBroadcaster implements PubSubBroadcaster {
     return nextPayloadOf(this.subscribed(), options)
   }
 
+  /**
+   * Replicas that subscribe to the topic while the store runs (the
+   * replicator greets them with its heads and may retry given-up branches)
+   */
+  watchJoins (listener: (peer: string) => void): () => void {
+    return this.subscribed().watchJoins?.(listener) ?? (() => {})
+  }
+
   async stop (): Promise<void> {
     this.watch.stop()
     const current = this.current
