@@ -23,6 +23,7 @@
 import { decodeNode } from '../../codec/dag-node.js'
 import { verifyBlock } from '../../codec/verify-block.js'
 import { SyncProtocolError } from '../../errors.js'
+import { cidKey } from './cid-key.js'
 import { FrameReader, writeFrame } from './frames.js'
 import { decodeBlock, encodeRequest } from './protocol.js'
 import type { FrameStream } from './frames.js'
@@ -42,13 +43,15 @@ export interface StreamBlocksInit {
    * with its decoded node. Reading goes on once it settles.
    */
   accept(blocks: AcceptedBlock[], options?: AbortOptions): Promise<void>
-  /** Called when a CID becomes expected from this stream */
-  expect?(cid: CID): void
+  /** Called when a CID becomes expected from this stream, with its map key (`cidKey`) */
+  expect?(cid: CID, key: string): void
 }
 
 /** A block accepted from a stream: checked against its CID, and decoded */
 export interface AcceptedBlock {
   cid: CID
+  /** The CID's map key (`cidKey`), the string `expect` was given */
+  key: string
   bytes: Uint8Array
   node: DecodedNode
 }
@@ -62,8 +65,6 @@ export interface StreamBlocksResult {
 
 /** Frame bytes besides the block: CID, tags and lengths */
 const FRAME_OVERHEAD = 128
-/** CIDs up to this many bytes are keyed by their bytes (see `bytesKey`) */
-const MAX_KEYED_CID = 256
 /** Blocks stored in one `accept` call at most */
 const ACCEPT_BATCH = 64
 
@@ -73,15 +74,14 @@ const ACCEPT_BATCH = 64
  * the server misbehaves (the caller aborts the stream).
  */
 export async function streamBlocks (stream: FrameStream & { close(options?: AbortOptions): Promise<void> }, request: BlockRequest, init: StreamBlocksInit, options?: AbortOptions): Promise<StreamBlocksResult> {
-  // keyed by the CID's bytes read as latin1: one short string per CID, where
-  // its base32 text is built character by character
+  // keyed by cidKey (its bytes), never by the CID's base32 text (see cid-key.ts)
   const expected = new Map<string, CID>()
-  const have = new Set(request.have.map(bytesKey))
+  const have = new Set(request.have.map(cidKey))
   const expect = (cid: CID, wanted = false): void => {
-    const key = bytesKey(cid)
+    const key = cidKey(cid)
     if ((!wanted && have.has(key)) || expected.has(key)) return
     expected.set(key, cid)
-    init.expect?.(cid)
+    init.expect?.(cid, key)
   }
   for (const cid of request.want) expect(cid, true)
 
@@ -106,7 +106,7 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
       const frame = await reader.next(options)
       if (frame == null) break
       const block = decodeBlock(frame)
-      const key = bytesKey(block.cid)
+      const key = cidKey(block.cid)
       const cid = expected.get(key)
       if (cid == null) throw new SyncProtocolError(`Peer sent unrequested block ${block.cid}`)
       if (block.bytes.byteLength > init.maxBlockSize) throw new SyncProtocolError(`Peer sent block ${cid} of ${block.bytes.byteLength} bytes, over the limit of ${init.maxBlockSize}`)
@@ -117,7 +117,7 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
       const node = decodeSent(cid, block.bytes)
       expected.delete(key)
       for (const link of node.links) expect(link)
-      batch.push({ cid, bytes: block.bytes, node })
+      batch.push({ cid, key, bytes: block.bytes, node })
       // stored together while more are already here, so the disk sees batches
       if (batch.length >= ACCEPT_BATCH || !reader.hasFrame()) await flush()
     }
@@ -126,13 +126,6 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
     reader.dispose()
   }
   return { blocks, bytes, undelivered: [...expected.values()] }
-}
-
-/** A map key naming a CID: its bytes as a latin1 string (CIDs are a few dozen bytes) */
-function bytesKey (cid: CID): string {
-  // a peer's oversized CID (bounded by the frame size) is keyed by its text, never matching a small one
-  if (cid.bytes.byteLength > MAX_KEYED_CID) return cid.toString()
-  return String.fromCharCode.apply(null, cid.bytes as unknown as number[])
 }
 
 /** Decodes a block a peer sent; one that is no CRDT node cuts the stream */

@@ -33,6 +33,7 @@
  */
 
 import { deleteBlock } from '../delete-block.js'
+import { cidKey } from './cid-key.js'
 import { streamBlocks } from './client.js'
 import { localReader } from './local-reader.js'
 import { localWriter } from './local-writer.js'
@@ -171,6 +172,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private readonly badPeerTimeout: number
   private have: () => CID[] = () => []
   private controller = new AbortController()
+  // CIDs are keyed by cidKey (their bytes), never their base32 text: see cid-key.ts
   /** CID → how many running streams expect it */
   private readonly expected = new Map<string, number>()
   /** CID → fetches waiting for a stream to deliver it */
@@ -275,7 +277,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    * decode, but the store may have a smaller size limit)
    */
   async discard (cid: CID, options?: AbortOptions): Promise<void> {
-    const key = cid.toString()
+    const key = cidKey(cid)
     this.dropHandoff(key)
     if (this.delivered.delete(key)) {
       try {
@@ -293,7 +295,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
 
   /** Deletes a block from the node's blockstore (compaction); a pinned block stays */
   async delete (cid: CID, options?: AbortOptions): Promise<void> {
-    this.dropHandoff(cid.toString())
+    this.dropHandoff(cidKey(cid))
     await deleteBlock(this.components.local, cid, options)
   }
 
@@ -311,7 +313,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
 
   /** Takes a delivered block out of the hand-off */
   private take (cid: CID): LocalBlock | undefined {
-    const key = cid.toString()
+    if (this.handoff.size === 0) return undefined
+    const key = cidKey(cid)
     const found = this.handoff.get(key)
     if (found == null) return undefined
     this.dropHandoff(key)
@@ -328,8 +331,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
 
   /** Keeps stored blocks for the walker and remembers them as delivered, within bounds */
   private delivery (blocks: AcceptedBlock[]): void {
-    for (const { cid, bytes, node } of blocks) {
-      const key = cid.toString()
+    for (const { key, bytes, node } of blocks) {
       this.delivered.delete(key)
       this.delivered.add(key)
       if (this.delivered.size > MAX_DELIVERED) this.delivered.delete(this.delivered.values().next().value as string)
@@ -351,7 +353,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
 
   /** Gets `cid` into the local blockstore through a stream; false when none delivered it */
   private async viaSync (cid: CID, options?: AbortOptions & { preferPeer?: string }): Promise<boolean> {
-    const key = cid.toString()
+    const key = cidKey(cid)
     const tried = new Set<string>()
     for (let round = 0; round < MAX_ROUNDS && !this.controller.signal.aborted; round++) {
       options?.signal?.throwIfAborted()
@@ -428,8 +430,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private startSession (peer: PeerId, want: CID): void {
     const id = peer.toString()
     const mine = new Set<string>()
-    const expect = (cid: CID): void => {
-      const key = cid.toString()
+    const expect = (cid: CID, key: string): void => {
       if (mine.has(key)) return
       mine.add(key)
       this.expected.set(key, (this.expected.get(key) ?? 0) + 1)
@@ -446,7 +447,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       this.waiters.delete(key)
       waiter?.resolve(found)
     }
-    expect(want)
+    expect(want, cidKey(want))
     this.open.set(id, (this.open.get(id) ?? 0) + 1)
 
     const session = (async () => {
@@ -465,10 +466,10 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
             // handed off as soon as stored: a walker that read them from disk
             // first would leave them in the hand-off, untaken, until stale
             this.delivery(blocks)
-            for (const { cid, bytes } of blocks) {
+            for (const { key, bytes } of blocks) {
               this.stats.blocks++
               this.stats.bytes += bytes.byteLength
-              settle(cid.toString(), true)
+              settle(key, true)
             }
             await this.announce(blocks.map(b => b.cid), { signal })
           }
