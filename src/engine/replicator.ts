@@ -110,11 +110,15 @@ const CARRY_SLACK = 1024
 const NEXT_RETRY_DELAY = 100
 
 /**
- * A replica joining the topic hears our heads this soon (ms), not at our
- * next rebroadcast: joins within it share one announcement, and another
- * follows no sooner than a quarter of the rebroadcast interval later
+ * A replica joining the topic hears our heads this soon (ms, plus up to
+ * `GREETING_JITTER`), not at our next rebroadcast: joins within it share
+ * one announcement, and another follows no sooner than a quarter of the
+ * rebroadcast interval later. The jitter spreads the replicas that see the
+ * same join, so those that hear another announce the same heads first stay
+ * silent (as rebroadcasts do)
  */
 const GREETING_DELAY = 20
+const GREETING_JITTER = 80
 
 export class Replicator {
   private readonly init: ReplicatorInit
@@ -147,8 +151,8 @@ export class Replicator {
   /** Stops the broadcaster's join notifications */
   private unwatchJoins?: () => void
   private lastRevivalTick = -Infinity
-  /** An announcement of our heads to replicas that joined is scheduled */
-  private greeting = false
+  /** Heads others announced since an announcement to replicas that joined was scheduled (while one is) */
+  private greeting?: Set<string>
   /** When the last one went out (ms) */
   private lastGreeting = -Infinity
   private readonly queue: HeadQueue
@@ -188,6 +192,8 @@ export class Replicator {
     if (this.controller.signal.aborted) this.controller = new AbortController()
     this.queue.reopen()
     this.seen.clear()
+    // a greeting scheduled before a stop died with its timer
+    this.greeting = undefined
     this.received = 0
     this.handled = 0
     if (this.init.broadcaster != null) {
@@ -379,17 +385,20 @@ export class Replicator {
   /**
    * Announces our heads soon after a replica joins the topic, so a fresh
    * or returning replica starts syncing at once instead of waiting up to a
-   * rebroadcast interval. Heads only (like a rebroadcast); nothing when we
-   * have none; at most one announcement per quarter rebroadcast interval.
+   * rebroadcast interval. Heads only (like a rebroadcast), leaving out those
+   * another replica announced meanwhile; nothing when there are none; at
+   * most one announcement per quarter rebroadcast interval.
    */
   private greet (): void {
-    if (this.greeting || this.signal.aborted || this.engine.heads.all().length === 0) return
-    this.greeting = true
-    const wait = Math.max(GREETING_DELAY, this.lastGreeting + this.init.rebroadcastInterval / 4 - Date.now())
+    if (this.greeting != null || this.signal.aborted || this.engine.heads.all().length === 0) return
+    const heard = new Set<string>()
+    this.greeting = heard
+    const wait = Math.max(GREETING_DELAY + Math.random() * GREETING_JITTER, this.lastGreeting + this.init.rebroadcastInterval / 4 - Date.now())
     this.schedule(wait, async () => {
-      this.greeting = false
+      this.greeting = undefined
       this.lastGreeting = Date.now()
-      await this.announceHeads()
+      const heads = this.engine.heads.all().filter(h => !heard.has(h.cid.toString()))
+      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })), false)
     })
   }
 
@@ -504,7 +513,9 @@ export class Replicator {
   /** Remembers a head others announced, so the next rebroadcast leaves it out (bounded) */
   private remember (cid: CID): void {
     if (this.seen.size >= MAX_SEEN) this.seen.clear()
-    this.seen.add(cid.toString())
+    const key = cid.toString()
+    this.seen.add(key)
+    if (this.greeting != null && this.greeting.size < MAX_SEEN) this.greeting.add(key)
   }
 
   /**
