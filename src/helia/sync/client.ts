@@ -14,7 +14,9 @@
  * `SyncProtocolError`; it and everything after it are dropped. Blocks
  * accepted before it were verified and are reachable from the request, so
  * they are kept, except those still waiting in the current batch. A peer
- * silent for `idleTimeout` is cut the same way.
+ * silent for `idleTimeout` is cut the same way. One delivery is stored
+ * while the next frames are checked; `streamBlocks` settles only once it
+ * has landed.
  *
  * Memory: the expected set holds the links of accepted blocks not yet
  * delivered, i.e. the walk's frontier (bounded by the request's limits).
@@ -93,11 +95,17 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
   let blocks = 0
   let bytes = 0
   let batch: AcceptedBlock[] = []
+  // one delivery stored at a time, in order; the next frames are read,
+  // hashed and decoded while it is (the disk write runs off the main thread)
+  let storing: Promise<void> | undefined
   const flush = async (): Promise<void> => {
     if (batch.length === 0) return
     const taken = batch
     batch = []
-    await init.accept(taken, options)
+    await storing
+    storing = init.accept(taken, options)
+    // awaited by the next flush or at the end; not an unhandled rejection meanwhile
+    storing.catch(() => {})
   }
   try {
     await writeFrame(stream, encodeRequest(request), options)
@@ -122,8 +130,11 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
       if (batch.length >= ACCEPT_BATCH || !reader.hasFrame()) await flush()
     }
     await flush()
+    await storing
   } finally {
     reader.dispose()
+    // a delivery still being stored when the stream failed: its blocks were checked, so it lands
+    await storing?.catch(() => {})
   }
   return { blocks, bytes, undelivered: [...expected.values()] }
 }

@@ -21,6 +21,7 @@
 
 import { decodeNode } from '../../codec/dag-node.js'
 import { SyncProtocolError } from '../../errors.js'
+import { cidKey } from './cid-key.js'
 import { FrameReader, FrameWriter, IdleWatchdog } from './frames.js'
 import { localReader } from './local-reader.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_REQUEST_SIZE, SYNC_PROTOCOL, decodeRequest, encodeBlock } from './protocol.js'
@@ -163,13 +164,14 @@ class BlockSyncServer implements SyncServer {
   private async walk (stream: Stream, request: BlockRequest, watchdog: IdleWatchdog): Promise<number> {
     const maxBlocks = Math.min(request.maxBlocks > 0 ? request.maxBlocks : this.maxBlocks, this.maxBlocks)
     const maxBytes = Math.min(request.maxBytes > 0 ? request.maxBytes : this.maxBytes, this.maxBytes)
-    const have = new Set(request.have.map(c => c.toString()))
+    // CIDs keyed by their bytes, not their base32 text (see cid-key.ts)
+    const have = new Set(request.have.map(cidKey))
     const heap = new MaxHeap()
     const queued = new Set<string>()
     // a wanted CID is sent even when listed as had (an adopted head the asker never walked);
     // returns a promise only when the block is read asynchronously
     const enqueue = (cid: CID, wanted = false): Promise<void> | undefined => {
-      const key = cid.toString()
+      const key = cidKey(cid)
       if (queued.has(key) || (!wanted && have.has(key))) return
       queued.add(key)
       const bytes = this.read(cid)
