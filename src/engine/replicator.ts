@@ -423,7 +423,8 @@ export class Replicator {
       const preferPeer = announcer === '' ? undefined : announcer
       const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer, onProgress: this.init.progress?.onProgress })
       if (this.init.isCovered != null && await this.init.isCovered(node, { signal })) return 'skipped'
-      if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
+      // links given: a head whose links are all merged gets no `w/` entry unless its run fails (see Engine.addRoot)
+      if (!(await this.engine.addRoot(cid, { signal, links: node.links }))) return 'skipped'
       // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
       const alongside = head.adopt && node.delta.dagName === head.dagName
       if (alongside || this.engine.heads.count(node.delta.dagName) === 0) {
@@ -445,12 +446,15 @@ export class Replicator {
         return 'failed'
       }
       this.log.error('could not sync head %c - %e', cid, err)
+      // a walk that failed before its first run: the head's `w/` entry left out by addRoot() is written now
+      if (walking) await this.engine.recordRoot(cid)
       // a walk that linked to this head while we held it left it to us
       if (walking || await this.engine.isPending(cid).catch(() => false)) {
         await this.engine.markDirty().catch(() => {})
       }
       return walking ? 'ok' : 'failed'
     } finally {
+      this.engine.forgetRoot(cid)
       if (!walking) this.engine.release(cid)
     }
   }
