@@ -14,7 +14,7 @@ import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { encodeBroadcast, encodeNode } from '../src/index.js'
+import { encodeBroadcast, encodeBroadcastWithBlocks, encodeNode } from '../src/index.js'
 import { StallingBlockstore, missingCid } from './fixtures/hostile-blocks.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { dec, enc, memoryReplica, readBlock, syncReplica } from './fixtures/stores.js'
@@ -259,6 +259,28 @@ describe('fetching and walking DAG nodes', () => {
       expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
       expect(reader.store.heads().map(h => h.cid.toString())).to.deep.equal([head.cid.toString()])
     })
+  })
+
+  it('a head whose block its broadcast carries is merged without reading the block back or hashing it twice', async () => {
+    const writer = await replica()
+    await writer.store.put(new Key('/carried'), enc('c'))
+    const [head] = writer.store.heads()
+    const bytes = await readBlock(writer.blockstore, head.cid)
+    const blockstore = new CountingBlockstore()
+    const reader = await replica({ blockstore })
+    await reader.store.receive(encodeBroadcastWithBlocks([{ cid: head.cid, dagName: '' }], [{ cid: head.cid, bytes }], 1024))
+    expect(dec(await reader.store.get(new Key('/carried')))).to.equal('c')
+    // before: the head's turn read it back through the blockstore
+    expect(blockstore.gets, 'blockstore reads').to.equal(0)
+    expect(await blockstore.has(head.cid), 'stored').to.equal(true)
+
+    // a carried block that does not hash to its CID is dropped: the head is fetched (and here not found)
+    const other = await replica()
+    await other.store.put(new Key('/other'), enc('o'))
+    const [otherHead] = other.store.heads()
+    await reader.store.receive(encodeBroadcastWithBlocks([{ cid: otherHead.cid, dagName: '' }], [{ cid: otherHead.cid, bytes }], 1024))
+    expect(await reader.store.has(new Key('/other'))).to.equal(false)
+    expect(blockstore.gets, 'blockstore reads').to.equal(1)
   })
 
   it('a walk keeps at most numWorkers fetches in flight; a repair with nothing pending does nothing', async () => {

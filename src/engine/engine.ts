@@ -561,9 +561,24 @@ export class Engine {
     return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
   }
 
-  /** Checks a block against its CID's digest and decodes it; a refused block is discarded */
-  private async checkNode (cid: CID, bytes: Uint8Array): Promise<DecodedNode> {
-    if (cid.multihash.code === sha256.code) {
+  /**
+   * Decodes a block the caller has checked against its CID already (a
+   * block carried in a broadcast: verified before it was stored), with the
+   * size check of `fetchNode()`; a block that does not decode is discarded
+   * and rejects as there. Saves the read back from the blockstore and the
+   * second hash of a block just received.
+   */
+  async verifiedNode (cid: CID, bytes: Uint8Array): Promise<DecodedNode> {
+    if (bytes.byteLength > this.maxBlockSize) {
+      await this.discard(cid)
+      throw new MalformedBlockError(`Block ${cid} is larger than ${this.maxBlockSize} bytes`)
+    }
+    return this.checkNode(cid, bytes, true)
+  }
+
+  /** Checks a block against its CID's digest (unless `verified`) and decodes it; a refused block is discarded */
+  private async checkNode (cid: CID, bytes: Uint8Array, verified = false): Promise<DecodedNode> {
+    if (!verified && cid.multihash.code === sha256.code) {
       const digest = await sha256.digest(bytes)
       if (!uint8ArrayEquals(digest.bytes, cid.multihash.bytes)) {
         await this.discard(cid)
