@@ -17,7 +17,9 @@
  * frontier of the last one committed, and nothing of a run is half applied. A `w/` entry is
  * flagged ROOT when it was written for a broadcast head that nothing links
  * to yet (it becomes a head once processed) and COVERED when a processed
- * node links to it (it must not become a head).
+ * node links to it (it must not become a head). A broadcast head whose
+ * links are all processed gets no ROOT entry unless its merge fails (see
+ * `addRoot()`): its merge is one batch, which the entry would only cover.
  *
  * Once a node's atomic commit starts, the caller's signal no longer affects
  * it (see WriteSet.commit): a merge is either fully applied, on disk and in
