@@ -358,7 +358,8 @@ export interface CRDTStats {
   /**
    * Blocks received in full from the DAG syncer since start: by walks, for
    * announced heads and for heads fetched ahead of their turn, whether they
-   * then decoded or not. Local blocks the DAG syncer serves count too
+   * then decoded or not. Local blocks the DAG syncer serves count too; a
+   * head block carried in its broadcast does not (it is not fetched)
    */
   fetchedBlocks: number
   /** Announced heads waiting for their turn */

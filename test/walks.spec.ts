@@ -14,7 +14,7 @@ import { MemoryDatastore } from 'datastore-core'
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { encodeBroadcast, encodeNode } from '../src/index.js'
+import { encodeBroadcast, encodeBroadcastWithBlocks, encodeNode } from '../src/index.js'
 import { StallingBlockstore, missingCid } from './fixtures/hostile-blocks.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { dec, enc, memoryReplica, readBlock, syncReplica } from './fixtures/stores.js'
@@ -205,6 +205,84 @@ describe('fetching and walking DAG nodes', () => {
     expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
   })
 
+  describe('a received head whose links are all merged', () => {
+    /** A writer with two puts, and a reader (over `datastore`) that merged the first and holds the second's block */
+    async function pair (datastore = new RecordingDatastore()): Promise<{ reader: MemoryReplica, datastore: RecordingDatastore, second: CID }> {
+      const writer = await replica()
+      await writer.store.put(new Key('/first'), enc('1'))
+      const [first] = writer.store.heads()
+      await writer.store.put(new Key('/second'), enc('2'))
+      const [second] = writer.store.heads()
+      const reader = await replica({ datastore })
+      for await (const { cid } of writer.blockstore.getAll()) await reader.blockstore.put(cid, await readBlock(writer.blockstore, cid))
+      await reader.store.receive(announce(first.cid))
+      expect(dec(await reader.store.get(new Key('/first')))).to.equal('1')
+      return { reader, datastore, second: second.cid }
+    }
+
+    it('is merged in one datastore batch, with no `w/` entry written before it', async () => {
+      const { reader, datastore, second } = await pair()
+      datastore.reset()
+      await reader.store.receive(announce(second))
+      expect(dec(await reader.store.get(new Key('/second')))).to.equal('2')
+      // before: addRoot's put of the head's `w/` entry, then the merge's batch
+      expect(datastore.puts.filter(k => k.includes('/w/')), 'w/ entries put').to.deep.equal([])
+      expect(datastore.batches, 'batches').to.equal(1)
+      expect(reader.store.heads().map(h => h.cid.toString())).to.deep.equal([second.toString()])
+      expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
+      expect(await reader.store.isDirty()).to.equal(false)
+    })
+
+    it('gets its `w/` entry when its merge fails, and a repair merges it', async () => {
+      const { reader, datastore, second } = await pair()
+      datastore.failAfter = 0
+      await reader.store.receive(announce(second))
+      datastore.failAfter = undefined
+      expect(datastore.failed, 'batches refused').to.equal(1)
+      expect(await reader.store.has(new Key('/second'))).to.equal(false)
+      expect((await reader.store.pendingBranches()).map(c => c.toString())).to.deep.equal([second.toString()])
+      expect(await reader.store.isDirty()).to.equal(true)
+      await reader.store.repair()
+      expect(dec(await reader.store.get(new Key('/second')))).to.equal('2')
+      expect(reader.store.heads().map(h => h.cid.toString())).to.deep.equal([second.toString()])
+      expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
+    })
+
+    it('is given up, recorded, when it claims more priority than its links allow', async () => {
+      const { reader } = await pair()
+      const [head] = reader.store.heads()
+      const liar = await encodeNode({ elements: [{ key: '/first', id: '', value: enc('liar') }], tombstones: [], priority: 9, dagName: '' }, [head.cid])
+      await reader.blockstore.put(liar.cid, liar.bytes)
+      await reader.store.receive(announce(liar.cid))
+      expect(dec(await reader.store.get(new Key('/first')))).to.equal('1')
+      expect((await reader.store.givenUpBranches()).map(g => g.cid.toString())).to.deep.equal([liar.cid.toString()])
+      expect(await reader.store.pendingBranches()).to.have.lengthOf(0)
+      expect(reader.store.heads().map(h => h.cid.toString())).to.deep.equal([head.cid.toString()])
+    })
+  })
+
+  it('a head whose block its broadcast carries is merged without reading the block back or hashing it twice', async () => {
+    const writer = await replica()
+    await writer.store.put(new Key('/carried'), enc('c'))
+    const [head] = writer.store.heads()
+    const bytes = await readBlock(writer.blockstore, head.cid)
+    const blockstore = new CountingBlockstore()
+    const reader = await replica({ blockstore })
+    await reader.store.receive(encodeBroadcastWithBlocks([{ cid: head.cid, dagName: '' }], [{ cid: head.cid, bytes }], 1024))
+    expect(dec(await reader.store.get(new Key('/carried')))).to.equal('c')
+    // before: the head's turn read it back through the blockstore
+    expect(blockstore.gets, 'blockstore reads').to.equal(0)
+    expect(await blockstore.has(head.cid), 'stored').to.equal(true)
+
+    // a carried block that does not hash to its CID is dropped: the head is fetched (and here not found)
+    const other = await replica()
+    await other.store.put(new Key('/other'), enc('o'))
+    const [otherHead] = other.store.heads()
+    await reader.store.receive(encodeBroadcastWithBlocks([{ cid: otherHead.cid, dagName: '' }], [{ cid: otherHead.cid, bytes }], 1024))
+    expect(await reader.store.has(new Key('/other'))).to.equal(false)
+    expect(blockstore.gets, 'blockstore reads').to.equal(1)
+  })
+
   it('a walk keeps at most numWorkers fetches in flight; a repair with nothing pending does nothing', async () => {
     const writers: MemoryReplica[] = []
     for (let i = 0; i < 8; i++) {
@@ -270,6 +348,32 @@ class FailingDatastore extends MemoryDatastore {
         this.failAfter--
       }
       await commit(options)
+    }
+    return batch
+  }
+}
+
+/** A FailingDatastore that also records the keys put outside batches, and counts batches committed */
+class RecordingDatastore extends FailingDatastore {
+  public puts: string[] = []
+  public batches = 0
+
+  reset (): void {
+    this.puts = []
+    this.batches = 0
+  }
+
+  override async put (key: Key, value: Uint8Array, options?: AbortOptions): Promise<Key> {
+    this.puts.push(key.toString())
+    return super.put(key, value, options)
+  }
+
+  override batch (): ReturnType<MemoryDatastore['batch']> {
+    const batch = super.batch()
+    const commit = batch.commit.bind(batch)
+    batch.commit = async (options?: AbortOptions) => {
+      await commit(options)
+      this.batches++
     }
     return batch
   }

@@ -17,7 +17,9 @@
  * frontier of the last one committed, and nothing of a run is half applied. A `w/` entry is
  * flagged ROOT when it was written for a broadcast head that nothing links
  * to yet (it becomes a head once processed) and COVERED when a processed
- * node links to it (it must not become a head).
+ * node links to it (it must not become a head). A broadcast head whose
+ * links are all processed gets no ROOT entry unless its merge fails (see
+ * `addRoot()`): its merge is one batch, which the entry would only cover.
  *
  * Once a node's atomic commit starts, the caller's signal no longer affects
  * it (see WriteSet.commit): a merge is either fully applied, on disk and in
@@ -296,6 +298,8 @@ export class Engine {
   private readonly lock = new PQueue({ concurrency: 1 })
   /** Nodes queued or being processed by some walk, by CID string */
   private readonly reserved = new Set<string>()
+  /** Broadcast heads `addRoot()` wrote no `w/` entry for, until their run settles (by CID string) */
+  private readonly unrecorded = new Set<string>()
   /** Branches given up since start (see `giveUp()`) */
   public gaveUp = 0
   private readonly mergedBySnapshot?: EngineInit['mergedBySnapshot']
@@ -559,9 +563,24 @@ export class Engine {
     return chunks.length === 1 ? chunks[0] : uint8ArrayConcat(chunks)
   }
 
-  /** Checks a block against its CID's digest and decodes it; a refused block is discarded */
-  private async checkNode (cid: CID, bytes: Uint8Array): Promise<DecodedNode> {
-    if (cid.multihash.code === sha256.code) {
+  /**
+   * Decodes a block the caller has checked against its CID already (a
+   * block carried in a broadcast: verified before it was stored), with the
+   * size check of `fetchNode()`; a block that does not decode is discarded
+   * and rejects as there. Saves the read back from the blockstore and the
+   * second hash of a block just received.
+   */
+  async verifiedNode (cid: CID, bytes: Uint8Array): Promise<DecodedNode> {
+    if (bytes.byteLength > this.maxBlockSize) {
+      await this.discard(cid)
+      throw new MalformedBlockError(`Block ${cid} is larger than ${this.maxBlockSize} bytes`)
+    }
+    return this.checkNode(cid, bytes, true)
+  }
+
+  /** Checks a block against its CID's digest (unless `verified`) and decodes it; a refused block is discarded */
+  private async checkNode (cid: CID, bytes: Uint8Array, verified = false): Promise<DecodedNode> {
+    if (!verified && cid.multihash.code === sha256.code) {
       const digest = await sha256.digest(bytes)
       if (!uint8ArrayEquals(digest.bytes, cid.multihash.bytes)) {
         await this.discard(cid)
@@ -664,18 +683,72 @@ export class Engine {
    * it is already processed or already on some walk's frontier (COVERED
    * when it is a branch given up below a processed node). Returns false
    * when there is nothing to walk.
+   *
+   * With `links` (the head's, from its block): when every link is processed
+   * and the head has no `g/` record, no `w/` entry is written. Its merge
+   * then needs nothing fetched and is one atomic batch, so the entry would
+   * only cover the few milliseconds until that batch; a kill in them loses
+   * the announcement, as a kill just before this call always did, never
+   * a merged node or a marker (the writer rebroadcasts its heads, and a
+   * later node links this one). The head is kept in memory instead until
+   * its run settles: if the run fails in any way (refused, waiting for
+   * links, the batch failing) the ROOT entry is written then, so repairs,
+   * `giveUp()` and fetch counting see it exactly as before. On a single-put
+   * stream this saves one awaited LevelDB write per received put.
    */
-  async addRoot (cid: CID, options?: AbortOptions): Promise<boolean> {
+  async addRoot (cid: CID, options?: AbortOptions & { links?: CID[] }): Promise<boolean> {
     return this.lock.add(async () => {
       const id = blockKey(cid)
       // read in-process when the store allows: this runs once per received head
       if (await storeHas(this.datastore, this.layout.processedKey(id), options)) return false
       if (!(await storeHas(this.datastore, this.layout.pendingKey(id), options))) {
+        if (options?.links != null && await this.linksProcessed(options.links, options) && !(await storeHas(this.datastore, this.givenUpKey(id), options))) {
+          this.unrecorded.add(cid.toString())
+          return true
+        }
         // a branch given up below a processed node stays COVERED (no head once merged)
         await this.datastore.put(this.layout.pendingKey(id), await this.givenUpCovered(cid, id, options) ? COVERED : ROOT, options)
       }
       return true
     }) as Promise<boolean>
+  }
+
+  /**
+   * Writes the ROOT `w/` entry that `addRoot()` left out for `cid`, if its
+   * run has not settled it: the walk failed before merging it. Best effort
+   * (logged): the store may be failing already.
+   */
+  async recordRoot (cid: CID, options?: AbortOptions): Promise<void> {
+    if (!this.unrecorded.has(cid.toString())) return
+    await this.lock.add(async () => { await this.writeUnrecorded(cid, options) })
+  }
+
+  /** Forgets an unrecorded root whose walk ended (merged, recorded, or stopped) */
+  forgetRoot (cid: CID): void {
+    this.unrecorded.delete(cid.toString())
+  }
+
+  /** Under the lock: the ROOT `w/` entry of an unrecorded root, once */
+  private async writeUnrecorded (cid: CID, options?: AbortOptions): Promise<void> {
+    const key = cid.toString()
+    if (!this.unrecorded.has(key)) return
+    this.unrecorded.delete(key)
+    const id = blockKey(cid)
+    try {
+      if (await storeHas(this.datastore, this.layout.processedKey(id), options) || await storeHas(this.datastore, this.layout.pendingKey(id), options)) return
+      await this.datastore.put(this.layout.pendingKey(id), ROOT, options)
+    } catch (err: any) {
+      // Stryker disable next-line StringLiteral: log text only
+      this.log.error('could not record the walk of head %c - %e', cid, err)
+    }
+  }
+
+  /** Whether every one of `links` is processed (read in-process when the store allows) */
+  private async linksProcessed (links: CID[], options?: AbortOptions): Promise<boolean> {
+    for (const link of links) {
+      if (!(await storeHas(this.datastore, this.layout.processedKey(blockKey(link)), options))) return false
+    }
+    return true
   }
 
   /**
@@ -726,13 +799,17 @@ export class Engine {
       const excluded = new Set<string>()
       for (;;) {
         try {
-          return await this.applyRun(node, excluded, options)
+          const result = await this.applyRun(node, excluded, options)
+          this.unrecorded.delete(node.cid.toString())
+          return result
         } catch (err: any) {
           if (err instanceof RunNodeRefused) {
             this.log('node %c of a run refused, merging the run without it - %e', err.cid, err.error)
             excluded.add(err.cid.toString())
             continue
           }
+          // a head addRoot() did not record: recorded now, so what follows (giving up, counting, repair) finds it
+          await this.writeUnrecorded(node.cid)
           if (isMalformed(err) && this.heads.get(node.delta.dagName, node.cid) != null) {
             // a head adopted before it was merged (adoptHead) that the merge refused is no head
             const undo = new WriteSet(this.datastore)

@@ -106,6 +106,10 @@ const MAX_SEEN = 65_536
 /** Room kept free per carried block for its field tag and length in a size-limited broadcast */
 const CARRY_SLACK = 1024
 
+/** Carried head blocks kept for their heads' turns (verified and stored), at most, and their bytes */
+const MAX_HANDED_HEADS = 256
+const MAX_HANDED_BYTES = 4 * 1024 * 1024
+
 /** Pause after the Broadcaster's `next()` fails, before asking again */
 const NEXT_RETRY_DELAY = 100
 
@@ -158,6 +162,14 @@ export class Replicator {
   private readonly queue: HeadQueue
   /** The last walk of each announcer, when walks of one announcer run one at a time */
   private readonly walking = new Map<string, Promise<void>>()
+  /**
+   * Head blocks carried in broadcasts, verified and stored, kept (bounded,
+   * oldest dropped) until their head's turn takes them: the turn decodes
+   * them without reading them back from the blockstore or hashing them
+   * again
+   */
+  private readonly handed = new Map<string, Uint8Array>()
+  private handedBytes = 0
   /** Payloads read from the Broadcaster since start */
   public received = 0
   /** Of those, payloads whose heads have all been walked (or given up) */
@@ -219,6 +231,8 @@ export class Replicator {
     this.unwatchJoins = undefined
     this.controller.abort()
     this.queue.close()
+    this.handed.clear()
+    this.handedBytes = 0
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     this.notifyProgress()
@@ -450,6 +464,7 @@ export class Replicator {
   private async handleHead (head: QueuedHead): Promise<HeadOutcome> {
     const { cid, announcer } = head
     const signal = this.signal
+    const carried = this.takeHanded(cid)
     if (!this.engine.reserve(cid)) return 'skipped'
     let walking = false
     try {
@@ -459,9 +474,12 @@ export class Replicator {
       // out of reach) leaves nothing behind. If the block exists, its writer
       // rebroadcasts it or a later node links to it.
       const preferPeer = announcer === '' ? undefined : announcer
-      const node = await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer, onProgress: this.init.progress?.onProgress })
+      const node = carried != null
+        ? await this.engine.verifiedNode(cid, carried)
+        : await this.engine.fetchNode(cid, this.init.blockstore, { signal, timeout: this.init.headTimeout, preferPeer, onProgress: this.init.progress?.onProgress })
       if (this.init.isCovered != null && await this.init.isCovered(node, { signal })) return 'skipped'
-      if (!(await this.engine.addRoot(cid, { signal }))) return 'skipped'
+      // links given: a head whose links are all merged gets no `w/` entry unless its run fails (see Engine.addRoot)
+      if (!(await this.engine.addRoot(cid, { signal, links: node.links }))) return 'skipped'
       // only for the DAG it was announced in: a node cannot slip into another DAG's heads this way
       const alongside = head.adopt && node.delta.dagName === head.dagName
       if (alongside || this.engine.heads.count(node.delta.dagName) === 0) {
@@ -483,12 +501,15 @@ export class Replicator {
         return 'failed'
       }
       this.log.error('could not sync head %c - %e', cid, err)
+      // a walk that failed before its first run: the head's `w/` entry left out by addRoot() is written now
+      if (walking) await this.engine.recordRoot(cid)
       // a walk that linked to this head while we held it left it to us
       if (walking || await this.engine.isPending(cid).catch(() => false)) {
         await this.engine.markDirty().catch(() => {})
       }
       return walking ? 'ok' : 'failed'
     } finally {
+      this.engine.forgetRoot(cid)
       if (!walking) this.engine.release(cid)
     }
   }
@@ -629,10 +650,32 @@ export class Replicator {
     for (const { cid, bytes } of blocks) {
       try {
         await this.init.blockstore.put(cid, bytes, { signal: this.signal })
+        this.hand(cid, bytes)
       } catch (err: any) {
         if (!this.signal.aborted) this.log.error('could not store carried block %c - %e', cid, err)
       }
     }
+  }
+
+  /** Keeps a verified, stored carried block for its head's turn, the oldest dropped past the bounds */
+  private hand (cid: CID, bytes: Uint8Array): void {
+    if (bytes.byteLength > MAX_HANDED_BYTES) return
+    this.takeHanded(cid)
+    while (this.handed.size >= MAX_HANDED_HEADS || this.handedBytes + bytes.byteLength > MAX_HANDED_BYTES) {
+      this.takeHanded(this.handed.keys().next().value as string)
+    }
+    this.handed.set(cid.toString(), bytes)
+    this.handedBytes += bytes.byteLength
+  }
+
+  /** Takes the carried block kept for a head, if any */
+  private takeHanded (cid: CID | string): Uint8Array | undefined {
+    const key = cid.toString()
+    const bytes = this.handed.get(key)
+    if (bytes == null) return undefined
+    this.handed.delete(key)
+    this.handedBytes -= bytes.byteLength
+    return bytes
   }
 
   private async flushBatch (): Promise<void> {
