@@ -89,3 +89,53 @@ export class Slots {
     else this.free++
   }
 }
+
+/**
+ * Blocks held in memory for a consumer that takes each once (a head's
+ * turn, the walker), with their count and total bytes kept, so the holder
+ * can bound both. Insertion order is age: `oldest()` is the first a holder
+ * evicts. Which entries to drop when full is the holder's policy; this
+ * keeps the accounting right whatever it drops.
+ */
+export class BlockHandoff<V extends { bytes: Uint8Array }> {
+  private readonly entries = new Map<string, V>()
+  private bytes = 0
+
+  constructor (private readonly maxBlocks: number, private readonly maxBytes: number) {}
+
+  /** Blocks held */
+  get size (): number {
+    return this.entries.size
+  }
+
+  /** Whether a block of `byteLength` bytes fits within both bounds as things are */
+  fits (byteLength: number): boolean {
+    return this.entries.size < this.maxBlocks && this.bytes + byteLength <= this.maxBytes
+  }
+
+  /** The longest-held entry, if any */
+  oldest (): [string, V] | undefined {
+    return this.entries.entries().next().value
+  }
+
+  /** Holds `value` under `key`, replacing what was held there (bounds are the caller's to check first) */
+  set (key: string, value: V): void {
+    this.take(key)
+    this.entries.set(key, value)
+    this.bytes += value.bytes.byteLength
+  }
+
+  /** Removes and returns what is held under `key` */
+  take (key: string): V | undefined {
+    const found = this.entries.get(key)
+    if (found == null) return undefined
+    this.entries.delete(key)
+    this.bytes -= found.bytes.byteLength
+    return found
+  }
+
+  clear (): void {
+    this.entries.clear()
+    this.bytes = 0
+  }
+}

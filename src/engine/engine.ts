@@ -746,7 +746,7 @@ export class Engine {
   /** Whether every one of `links` is processed (read in-process when the store allows) */
   private async linksProcessed (links: CID[], options?: AbortOptions): Promise<boolean> {
     for (const link of links) {
-      if (!(await storeHas(this.datastore, this.layout.processedKey(blockKey(link)), options))) return false
+      if (!(await this.isProcessed(link, options))) return false
     }
     return true
   }

@@ -9,7 +9,7 @@ import toBuffer from 'it-to-buffer'
 import { encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../codec/broadcast-blocks.js'
 import { decodeBroadcast, decodeBroadcastPayload, MAX_BROADCAST_SIZE, splitBroadcast } from '../codec/broadcast.js'
 import { isMalformed } from '../errors.js'
-import { delay, jitter } from '../utils.js'
+import { BlockHandoff, delay, jitter } from '../utils.js'
 import { MALFORMED_REASON } from './engine.js'
 import { HeadQueue } from './head-queue.js'
 import { nextPayloadOf } from './payload-queue.js'
@@ -168,8 +168,7 @@ export class Replicator {
    * them without reading them back from the blockstore or hashing them
    * again
    */
-  private readonly handed = new Map<string, Uint8Array>()
-  private handedBytes = 0
+  private readonly handed = new BlockHandoff<{ bytes: Uint8Array }>(MAX_HANDED_HEADS, MAX_HANDED_BYTES)
   /** Payloads read from the Broadcaster since start */
   public received = 0
   /** Of those, payloads whose heads have all been walked (or given up) */
@@ -232,7 +231,6 @@ export class Replicator {
     this.controller.abort()
     this.queue.close()
     this.handed.clear()
-    this.handedBytes = 0
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     this.notifyProgress()
@@ -660,22 +658,19 @@ export class Replicator {
   /** Keeps a verified, stored carried block for its head's turn, the oldest dropped past the bounds */
   private hand (cid: CID, bytes: Uint8Array): void {
     if (bytes.byteLength > MAX_HANDED_BYTES) return
-    this.takeHanded(cid)
-    while (this.handed.size >= MAX_HANDED_HEADS || this.handedBytes + bytes.byteLength > MAX_HANDED_BYTES) {
-      this.takeHanded(this.handed.keys().next().value as string)
+    const key = cid.toString()
+    this.handed.take(key)
+    while (!this.handed.fits(bytes.byteLength)) {
+      const oldest = this.handed.oldest()
+      if (oldest == null) break
+      this.handed.take(oldest[0])
     }
-    this.handed.set(cid.toString(), bytes)
-    this.handedBytes += bytes.byteLength
+    this.handed.set(key, { bytes })
   }
 
   /** Takes the carried block kept for a head, if any */
-  private takeHanded (cid: CID | string): Uint8Array | undefined {
-    const key = cid.toString()
-    const bytes = this.handed.get(key)
-    if (bytes == null) return undefined
-    this.handed.delete(key)
-    this.handedBytes -= bytes.byteLength
-    return bytes
+  private takeHanded (cid: CID): Uint8Array | undefined {
+    return this.handed.take(cid.toString())?.bytes
   }
 
   private async flushBatch (): Promise<void> {

@@ -32,6 +32,7 @@
  * - `stop()` aborts every stream and waits for them.
  */
 
+import { BlockHandoff } from '../../utils.js'
 import { deleteBlock } from '../delete-block.js'
 import { cidKey } from './cid-key.js'
 import { streamBlocks } from './client.js'
@@ -187,8 +188,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private ended?: Waiter
   private lastGood?: string
   /** CID → a decoded block a stream delivered, until the walker takes it (oldest first) */
-  private readonly handoff = new Map<string, LocalBlock & { at: number }>()
-  private handoffBytes = 0
+  private readonly handoff = new BlockHandoff<LocalBlock & { at: number }>(MAX_HANDOFF_BLOCKS, MAX_HANDOFF_BYTES)
   /** CIDs delivered by streams lately (oldest first) */
   private readonly delivered = new Set<string>()
   /** Reads local blocks in-process when the blockstore allows (see local-reader.ts) */
@@ -278,7 +278,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    */
   async discard (cid: CID, options?: AbortOptions): Promise<void> {
     const key = cidKey(cid)
-    this.dropHandoff(key)
+    this.handoff.take(key)
     if (this.delivered.delete(key)) {
       try {
         await deleteBlock(this.components.local, cid, options)
@@ -295,7 +295,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
 
   /** Deletes a block from the node's blockstore (compaction); a pinned block stays */
   async delete (cid: CID, options?: AbortOptions): Promise<void> {
-    this.dropHandoff(cidKey(cid))
+    this.handoff.take(cidKey(cid))
     await deleteBlock(this.components.local, cid, options)
   }
 
@@ -308,25 +308,16 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     this.controller.abort()
     while (this.sessions.size > 0) await Promise.allSettled([...this.sessions])
     this.handoff.clear()
-    this.handoffBytes = 0
   }
 
   /** Takes a delivered block out of the hand-off */
   private take (cid: CID): LocalBlock | undefined {
     if (this.handoff.size === 0) return undefined
     const key = cidKey(cid)
-    const found = this.handoff.get(key)
+    const found = this.handoff.take(key)
     if (found == null) return undefined
-    this.dropHandoff(key)
     this.stats.handedOver++
     return { bytes: found.bytes, node: found.node }
-  }
-
-  private dropHandoff (key: string): void {
-    const found = this.handoff.get(key)
-    if (found == null) return
-    this.handoff.delete(key)
-    this.handoffBytes -= found.bytes.byteLength
   }
 
   /** Keeps stored blocks for the walker and remembers them as delivered, within bounds */
@@ -335,19 +326,18 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
       this.delivered.delete(key)
       this.delivered.add(key)
       if (this.delivered.size > MAX_DELIVERED) this.delivered.delete(this.delivered.values().next().value as string)
-      this.dropHandoff(key)
+      this.handoff.take(key)
       // full: make room only by dropping blocks nobody took for a while; the
       // oldest are those a lagging walker needs next, so newer ones are the
       // ones left to the disk
       const now = Date.now()
-      while (this.handoff.size >= MAX_HANDOFF_BLOCKS || this.handoffBytes + bytes.byteLength > MAX_HANDOFF_BYTES) {
-        const [oldest, entry] = this.handoff.entries().next().value ?? []
-        if (oldest == null || entry == null || now - entry.at < HANDOFF_STALE) break
-        this.dropHandoff(oldest)
+      while (!this.handoff.fits(bytes.byteLength)) {
+        const oldest = this.handoff.oldest()
+        if (oldest == null || now - oldest[1].at < HANDOFF_STALE) break
+        this.handoff.take(oldest[0])
       }
-      if (this.handoff.size >= MAX_HANDOFF_BLOCKS || this.handoffBytes + bytes.byteLength > MAX_HANDOFF_BYTES) continue
+      if (!this.handoff.fits(bytes.byteLength)) continue
       this.handoff.set(key, { bytes, node, at: now })
-      this.handoffBytes += bytes.byteLength
     }
   }
 
