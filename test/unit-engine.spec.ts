@@ -18,6 +18,7 @@ import { CID } from 'multiformats/cid'
 import { sha256, sha512 } from 'multiformats/hashes/sha2'
 import * as varint from 'uint8-varint'
 import { blockKey } from '../src/codec/block-key.js'
+import { cidKey } from '../src/codec/cid-key.js'
 import { decodeNode, encodeNode } from '../src/codec/dag-node.js'
 import { MAX_PRIORITY } from '../src/codec/delta.js'
 import { Layout } from '../src/crdt/layout.js'
@@ -308,14 +309,14 @@ describe('Engine', () => {
       expect(await value('/t')).to.be.undefined()
       expect(await pendingMark(top.cid)).to.deep.equal([1])
       // fetched later (the walker passes what it fetched): merged, the link handed back decoded
-      const run = await engine.processRun(top, { links: new Map([[far.cid.toString(), { priority: 4, node: far }]]) })
+      const run = await engine.processRun(top, { links: new Map([[cidKey(far.cid), { priority: 4, node: far }]]) })
       expect(await value('/t')).to.equal('1')
       expect(run.children.map(String)).to.deep.equal([far.cid.toString()])
-      expect(run.known.get(far.cid.toString())?.cid.toString()).to.equal(far.cid.toString())
+      expect(run.known.get(cidKey(far.cid))?.cid.toString()).to.equal(far.cid.toString())
       // a link that claims too little refuses it, whether passed or read from the blockstore
       const low = await node(delta(1, [['/y', '1']]))
       const over = await node(delta(5, [['/o', '1']]), [low.cid])
-      await expect(engine.processRun(over, { links: new Map([[low.cid.toString(), { priority: 1 }]]) })).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
+      await expect(engine.processRun(over, { links: new Map([[cidKey(low.cid), { priority: 1 }]]) })).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
       await bs.put(low.cid, low.bytes)
       await expect(engine.processNode(over)).to.eventually.be.rejected.with.property('name', 'MalformedDeltaError')
       expect(await value('/o')).to.be.undefined()
@@ -861,8 +862,8 @@ describe('Engine', () => {
       const run = await engine.processRun(top, { local: bs })
       expect(run.nodes.map(n => n.cid.toString())).to.deep.equal([top.cid.toString(), sibling.cid.toString()])
       expect(run.children.map(String)).to.deep.equal([child.cid.toString()])
-      expect(run.known.get(child.cid.toString())?.delta.priority).to.equal(2)
-      expect([...run.known.keys()]).to.deep.equal([child.cid.toString()])
+      expect(run.known.get(cidKey(child.cid))?.delta.priority).to.equal(2)
+      expect([...run.known.keys()]).to.deep.equal([cidKey(child.cid)])
       expect(await engine.isProcessed(child.cid)).to.be.false()
       expect(await pendingMark(child.cid)).to.deep.equal([0])
       expect(await value('/child')).to.be.undefined()

@@ -55,23 +55,47 @@ async function heapProfiler () {
 
 /**
  * With BENCH_MEM_TRACE=<file> in the environment, the child appends a line
- * every 250 ms: ms since start, keys so far, RSS, and the size of each V8
- * heap space (MB), to see where the memory of a run goes over time.
+ * every 250 ms: ms since start, keys so far, RSS (and its anonymous and
+ * file-backed parts), and the size of each V8 heap space (MB), to see where
+ * the memory of a run goes over time.
  */
 async function memoryTrace (count) {
   const file = process.env.BENCH_MEM_TRACE
   if (file == null || file === '') return undefined
   const v8 = await import('node:v8')
-  const { appendFileSync } = await import('node:fs')
+  const { appendFileSync, readFileSync } = await import('node:fs')
+  // the kernel's split of RSS: anonymous pages (heaps, malloc) and file pages
+  // (LevelDB reads its table files through mmap, so they count as RSS too)
+  const split = () => {
+    try {
+      const status = readFileSync('/proc/self/status', 'utf8')
+      const kb = (name) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN)
+      return ` anon=${(kb('RssAnon') / 1024).toFixed(1)} file=${(kb('RssFile') / 1024).toFixed(1)}`
+    } catch {
+      return ''
+    }
+  }
   const t0 = now()
   const mb = (n) => (n / 1048576).toFixed(1)
   const timer = setInterval(() => {
     const m = process.memoryUsage()
     const spaces = v8.getHeapSpaceStatistics().map(s => `${s.space_name.replace('_space', '')}=${mb(s.space_size)}/${mb(s.space_used_size)}`).join(' ')
-    appendFileSync(file, `${Math.round(now() - t0)} ms keys=${count()} rss=${mb(m.rss)} heap=${mb(m.heapTotal)}/${mb(m.heapUsed)} ext=${mb(m.external)} ab=${mb(m.arrayBuffers)} ${spaces}\n`)
+    appendFileSync(file, `${Math.round(now() - t0)} ms keys=${count()} rss=${mb(m.rss)}${split()} heap=${mb(m.heapTotal)}/${mb(m.heapUsed)} ext=${mb(m.external)} ab=${mb(m.arrayBuffers)} ${spaces}\n`)
   }, 250)
   timer.unref()
   return () => { clearInterval(timer) }
+}
+
+/**
+ * With BENCH_HEAP_SNAPSHOT=<file> and BENCH_HEAP_SNAPSHOT_AT=<keys>, the
+ * child writes a heap snapshot once it holds that many keys (V8 runs a full
+ * GC first, so it shows what is live mid-run, not the garbage awaiting one).
+ */
+const snapshotAt = Number(process.env.BENCH_HEAP_SNAPSHOT_AT ?? NaN)
+function writeSnapshot () {
+  const file = process.env.BENCH_HEAP_SNAPSHOT
+  if (file == null || file === '') return
+  import('node:v8').then(v8 => { v8.writeHeapSnapshot(file) }, () => {})
 }
 
 export function runChild (open) {
@@ -95,6 +119,7 @@ export function runChild (open) {
     const timeline = {}
     replica.onKey(() => {
       keys = ++count
+      if (count === snapshotAt) writeSnapshot()
       if (count === 1) timeline.firstKey = Math.round(now() - t0)
       if (count >= expected) reached()
     })

@@ -68,6 +68,7 @@ import * as varint from 'uint8-varint'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
+import { cidKey } from '../codec/cid-key.js'
 import { decodeNode, encodeNode } from '../codec/dag-node.js'
 import { MAX_PRIORITY } from '../codec/delta.js'
 import { Heads } from '../crdt/heads.js'
@@ -140,7 +141,7 @@ export interface RunOptions extends AbortOptions, ProgressOptions {
    * are looked up in the engine's blockstore, if stored there)
    */
   local?: Pick<DAGBlockstore, 'has' | 'get' | 'getLocal'>
-  /** Links of the given node read already (fetched after a `LinksNeeded`), by CID string */
+  /** Links of the given node read already (fetched after a `LinksNeeded`), by `cidKey()` */
   links?: Map<string, LinkBlock>
 }
 
@@ -204,7 +205,7 @@ export interface RunResult extends ProcessResult {
   merged: number
   /** Those nodes, in the order they were merged */
   nodes: DecodedNode[]
-  /** Decoded blocks of some of `children`, read by the run already (by CID string): hand them on rather than read them again */
+  /** Decoded blocks of some of `children`, read by the run already (by `cidKey()`): hand them on rather than read them again */
   known: Map<string, DecodedNode>
 }
 
@@ -274,8 +275,8 @@ export interface EngineInit {
 function decodedOf (cids: CID[], seen: Map<string, { node: DecodedNode }>): Map<string, DecodedNode> {
   const out = new Map<string, DecodedNode>()
   for (const cid of cids) {
-    const found = seen.get(cid.toString())
-    if (found != null) out.set(cid.toString(), found.node)
+    const found = seen.get(cidKey(cid))
+    if (found != null) out.set(cidKey(cid), found.node)
   }
   return out
 }
@@ -296,9 +297,9 @@ export class Engine {
   private readonly onChanges: EngineInit['onChanges']
   /** Serialises every read-modify-write of the set, heads and walk records */
   private readonly lock = new PQueue({ concurrency: 1 })
-  /** Nodes queued or being processed by some walk, by CID string */
+  /** Nodes queued or being processed by some walk, by `cidKey()` */
   private readonly reserved = new Set<string>()
-  /** Broadcast heads `addRoot()` wrote no `w/` entry for, until their run settles (by CID string) */
+  /** Broadcast heads `addRoot()` wrote no `w/` entry for, until their run settles (by `cidKey()`) */
   private readonly unrecorded = new Set<string>()
   /** Branches given up since start (see `giveUp()`) */
   public gaveUp = 0
@@ -328,14 +329,14 @@ export class Engine {
 
   /** Claims a node for one walk; false when another walk has it */
   reserve (cid: CID): boolean {
-    const key = cid.toString()
+    const key = cidKey(cid)
     if (this.reserved.has(key)) return false
     this.reserved.add(key)
     return true
   }
 
   release (cid: CID): void {
-    this.reserved.delete(cid.toString())
+    this.reserved.delete(cidKey(cid))
   }
 
   async isProcessed (cid: CID, options?: AbortOptions): Promise<boolean> {
@@ -703,7 +704,7 @@ export class Engine {
       if (await storeHas(this.datastore, this.layout.processedKey(id), options)) return false
       if (!(await storeHas(this.datastore, this.layout.pendingKey(id), options))) {
         if (options?.links != null && await this.linksProcessed(options.links, options) && !(await storeHas(this.datastore, this.givenUpKey(id), options))) {
-          this.unrecorded.add(cid.toString())
+          this.unrecorded.add(cidKey(cid))
           return true
         }
         // a branch given up below a processed node stays COVERED (no head once merged)
@@ -719,18 +720,18 @@ export class Engine {
    * (logged): the store may be failing already.
    */
   async recordRoot (cid: CID, options?: AbortOptions): Promise<void> {
-    if (!this.unrecorded.has(cid.toString())) return
+    if (!this.unrecorded.has(cidKey(cid))) return
     await this.lock.add(async () => { await this.writeUnrecorded(cid, options) })
   }
 
   /** Forgets an unrecorded root whose walk ended (merged, recorded, or stopped) */
   forgetRoot (cid: CID): void {
-    this.unrecorded.delete(cid.toString())
+    this.unrecorded.delete(cidKey(cid))
   }
 
   /** Under the lock: the ROOT `w/` entry of an unrecorded root, once */
   private async writeUnrecorded (cid: CID, options?: AbortOptions): Promise<void> {
-    const key = cid.toString()
+    const key = cidKey(cid)
     if (!this.unrecorded.has(key)) return
     this.unrecorded.delete(key)
     const id = blockKey(cid)
@@ -800,12 +801,12 @@ export class Engine {
       for (;;) {
         try {
           const result = await this.applyRun(node, excluded, options)
-          this.unrecorded.delete(node.cid.toString())
+          this.unrecorded.delete(cidKey(node.cid))
           return result
         } catch (err: any) {
           if (err instanceof RunNodeRefused) {
             this.log('node %c of a run refused, merging the run without it - %e', err.cid, err.error)
-            excluded.add(err.cid.toString())
+            excluded.add(cidKey(err.cid))
             continue
           }
           // a head addRoot() did not record: recorded now, so what follows (giving up, counting, repair) finds it
@@ -845,15 +846,15 @@ export class Engine {
         const cid = stack.pop() as CID
         current = cid
         const local = options?.local
-        const found = local == null || merged.length >= this.maxMergeNodes || bytes >= this.maxMergeBytes || excluded.has(cid.toString())
+        const found = local == null || merged.length >= this.maxMergeNodes || bytes >= this.maxMergeBytes || excluded.has(cidKey(cid))
           ? undefined
-          : seen.get(cid.toString()) ?? await this.localNode(cid, local, options)
+          : seen.get(cidKey(cid)) ?? await this.localNode(cid, local, options)
         if (found == null) {
           children.push(cid)
           current = undefined
           continue
         }
-        seen.set(cid.toString(), found)
+        seen.set(cidKey(cid), found)
         try {
           await stage(found.node)
         } catch (err: any) {
@@ -904,7 +905,7 @@ export class Engine {
     }
     const store = options?.local ?? this.blockstore
     const claimed = async (cid: CID): Promise<number | undefined> => {
-      const key = cid.toString()
+      const key = cidKey(cid)
       const known = given.get(key)
       if (known != null) return known
       let found = seen.get(key)

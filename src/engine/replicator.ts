@@ -8,6 +8,7 @@
 import toBuffer from 'it-to-buffer'
 import { encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../codec/broadcast-blocks.js'
 import { decodeBroadcast, decodeBroadcastPayload, MAX_BROADCAST_SIZE, splitBroadcast } from '../codec/broadcast.js'
+import { cidKey } from '../codec/cid-key.js'
 import { isMalformed } from '../errors.js'
 import { BlockHandoff, delay, jitter } from '../utils.js'
 import { MALFORMED_REASON } from './engine.js'
@@ -133,7 +134,7 @@ export class Replicator {
   private controller = new AbortController()
   private readonly tasks = new Set<Promise<unknown>>()
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
-  /** Heads announced by others since the last rebroadcast, by CID string */
+  /** Heads announced by others since the last rebroadcast, by `cidKey()` */
   private readonly seen = new Set<string>()
   private batch: BroadcastHead[] = []
   private batchTimer?: ReturnType<typeof setTimeout>
@@ -409,7 +410,7 @@ export class Replicator {
     this.schedule(wait, async () => {
       this.greeting = undefined
       this.lastGreeting = Date.now()
-      const heads = this.engine.heads.all().filter(h => !heard.has(h.cid.toString()))
+      const heads = this.engine.heads.all().filter(h => !heard.has(cidKey(h.cid)))
       await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })), false)
     })
   }
@@ -532,7 +533,7 @@ export class Replicator {
   /** Remembers a head others announced, so the next rebroadcast leaves it out (bounded) */
   private remember (cid: CID): void {
     if (this.seen.size >= MAX_SEEN) this.seen.clear()
-    const key = cid.toString()
+    const key = cidKey(cid)
     this.seen.add(key)
     if (this.greeting != null && this.greeting.size < MAX_SEEN) this.greeting.add(key)
   }
@@ -658,7 +659,7 @@ export class Replicator {
   /** Keeps a verified, stored carried block for its head's turn, the oldest dropped past the bounds */
   private hand (cid: CID, bytes: Uint8Array): void {
     if (bytes.byteLength > MAX_HANDED_BYTES) return
-    const key = cid.toString()
+    const key = cidKey(cid)
     this.handed.take(key)
     while (!this.handed.fits(bytes.byteLength)) {
       const oldest = this.handed.oldest()
@@ -670,7 +671,7 @@ export class Replicator {
 
   /** Takes the carried block kept for a head, if any */
   private takeHanded (cid: CID): Uint8Array | undefined {
-    return this.handed.take(cid.toString())?.bytes
+    return this.handed.take(cidKey(cid))?.bytes
   }
 
   private async flushBatch (): Promise<void> {
@@ -681,7 +682,7 @@ export class Replicator {
 
   private scheduleRebroadcast (): void {
     this.schedule(jitter(this.init.rebroadcastInterval), async () => {
-      const heads = this.engine.heads.all().filter(h => !this.seen.has(h.cid.toString()))
+      const heads = this.engine.heads.all().filter(h => !this.seen.has(cidKey(h.cid)))
       this.seen.clear()
       await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })), false)
       this.scheduleRebroadcast()
@@ -726,7 +727,7 @@ export class Replicator {
 
   /** Whether a periodic retry may revive `cid` at `tick` (recording it when so): after `base` ticks, then twice as long each time */
   private retryDue (cid: CID, tick: number, base: number): boolean {
-    const key = cid.toString()
+    const key = cidKey(cid)
     const last = this.retries.get(key)
     if (last != null && tick < last.due) return false
     const count = (last?.count ?? 0) + 1

@@ -42,6 +42,7 @@
  */
 
 import PQueue from 'p-queue'
+import { cidKey } from '../codec/cid-key.js'
 import { MAX_PRIORITY } from '../codec/delta.js'
 import { BlockFetchError, isMalformed } from '../errors.js'
 import { Slots } from '../utils.js'
@@ -131,7 +132,7 @@ interface Siblings {
  */
 async function handedOn (cid: CID, fetched?: LinkFetch): Promise<DecodedNode | undefined> {
   if (fetched == null) return undefined
-  const key = cid.toString()
+  const key = cidKey(cid)
   const node = fetched.links.get(key)?.node
   if (node != null) return node
   const failed = fetched.failures.get(key)
@@ -139,7 +140,7 @@ async function handedOn (cid: CID, fetched?: LinkFetch): Promise<DecodedNode | u
   return fetched.pending.get(key)
 }
 
-/** What fetching the links of a waiting node brought, by CID string */
+/** What fetching the links of a waiting node brought, by `cidKey()` */
 interface LinkFetch {
   links: Map<string, LinkBlock>
   failures: Map<string, Error>
@@ -223,7 +224,7 @@ export class Walker {
             for (const merged of run.nodes) this.progress?.merged(merged, options)
             const group = this.siblings()
             for (const child of run.children) {
-              schedule(child, depth + 1, run.known.get(child.toString()), group, links)
+              schedule(child, depth + 1, run.known.get(cidKey(child)), group, links)
             }
           } finally {
             if (slot.held) this.slots.release()
@@ -338,7 +339,7 @@ export class Walker {
       state.wake()
     }
     cids.forEach(cid => {
-      const key = cid.toString()
+      const key = cidKey(cid)
       const fetch = (async () => {
         await this.slots.acquire(options)
         try {

@@ -22,10 +22,10 @@
  * delivered, i.e. the walk's frontier (bounded by the request's limits).
  */
 
+import { cidKey } from '../../codec/cid-key.js'
 import { decodeNode } from '../../codec/dag-node.js'
 import { verifyBlock } from '../../codec/verify-block.js'
 import { SyncProtocolError } from '../../errors.js'
-import { cidKey } from './cid-key.js'
 import { FrameReader, writeFrame } from './frames.js'
 import { decodeBlock, encodeRequest } from './protocol.js'
 import type { FrameStream } from './frames.js'

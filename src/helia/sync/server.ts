@@ -19,9 +19,9 @@
  *   whose request does not arrive within the idle timeout is reset.
  */
 
+import { cidKey } from '../../codec/cid-key.js'
 import { decodeNode } from '../../codec/dag-node.js'
 import { SyncProtocolError } from '../../errors.js'
-import { cidKey } from './cid-key.js'
 import { FrameReader, FrameWriter, IdleWatchdog } from './frames.js'
 import { localReader } from './local-reader.js'
 import { DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, DEFAULT_MAX_STREAMS_PER_PEER, MAX_REQUEST_SIZE, SYNC_PROTOCOL, decodeRequest, encodeBlock } from './protocol.js'

@@ -32,9 +32,9 @@
  * - `stop()` aborts every stream and waits for them.
  */
 
+import { cidKey } from '../../codec/cid-key.js'
 import { BlockHandoff } from '../../utils.js'
 import { deleteBlock } from '../delete-block.js'
-import { cidKey } from './cid-key.js'
 import { streamBlocks } from './client.js'
 import { localReader } from './local-reader.js'
 import { localWriter } from './local-writer.js'

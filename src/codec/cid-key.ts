@@ -1,6 +1,8 @@
 /**
- * The map key the sync client and the syncing blockstore name a CID by:
- * its bytes read as a latin1 string, one short flat string per CID.
+ * The map key a CID is named by in memory (the engine's reservations and
+ * runs, the walker, the replicator, the sync client and the syncing
+ * blockstore): its bytes read as a latin1 string, one short flat string per
+ * CID. Never stored: records on disk name blocks by `blockKey()`.
  *
  * `cid.toString()` builds the base32 text character by character and
  * caches it on the CID (a `Map` per CID); a link CID expected from a stream
