@@ -275,8 +275,9 @@ export interface EngineInit {
 function decodedOf (cids: CID[], seen: Map<string, { node: DecodedNode }>): Map<string, DecodedNode> {
   const out = new Map<string, DecodedNode>()
   for (const cid of cids) {
-    const found = seen.get(cidKey(cid))
-    if (found != null) out.set(cidKey(cid), found.node)
+    const key = cidKey(cid)
+    const found = seen.get(key)
+    if (found != null) out.set(key, found.node)
   }
   return out
 }
@@ -846,15 +847,17 @@ export class Engine {
         const cid = stack.pop() as CID
         current = cid
         const local = options?.local
-        const found = local == null || merged.length >= this.maxMergeNodes || bytes >= this.maxMergeBytes || excluded.has(cidKey(cid))
+        // unlike cid.toString(), cidKey() is not cached on the CID: one key per node
+        const key = cidKey(cid)
+        const found = local == null || merged.length >= this.maxMergeNodes || bytes >= this.maxMergeBytes || excluded.has(key)
           ? undefined
-          : seen.get(cidKey(cid)) ?? await this.localNode(cid, local, options)
+          : seen.get(key) ?? await this.localNode(cid, local, options)
         if (found == null) {
           children.push(cid)
           current = undefined
           continue
         }
-        seen.set(cidKey(cid), found)
+        seen.set(key, found)
         try {
           await stage(found.node)
         } catch (err: any) {
