@@ -516,6 +516,128 @@ class InProcessDatastore extends CountingDatastore {
   }
 }
 
+describe('WriteSet commits over datastore-level', () => {
+  /** A LevelDatastore whose LevelDB counts the batches it is handed */
+  async function levelStore (): Promise<{ store: LevelDatastore, batches: Array<Array<{ type: string, key: unknown }>>, remove(): Promise<void> }> {
+    const dir = await tempDir('write-set-commit')
+    const store = new LevelDatastore(dir.path)
+    await store.open()
+    const batches: Array<Array<{ type: string, key: unknown }>> = []
+    const db = store.db as unknown as { batch(ops: Array<{ type: string, key: unknown }>): Promise<void> }
+    const batch = db.batch.bind(db)
+    db.batch = async (ops) => { batches.push(ops); await batch(ops) }
+    return {
+      store,
+      batches,
+      remove: async () => {
+        if (store.db.status === 'open') await store.close()
+        await dir.remove()
+      }
+    }
+  }
+
+  it('hands a plain LevelDatastore\'s LevelDB one batch of key strings, Keys and strings alike, with what the datastore reads back', async () => {
+    const { store, batches, remove } = await levelStore()
+    try {
+      await store.put(new Key('/gone'), enc('x'))
+      batches.length = 0
+      // counted on the class, so the instance's batch() is still the class's own
+      let viaDatastore = 0
+      const proto = LevelDatastore.prototype as unknown as { batch(): unknown }
+      const own = proto.batch
+      proto.batch = function (this: LevelDatastore) { viaDatastore++; return own.call(this) }
+      const tx = new WriteSet(store)
+      tx.put(new Key('/a'), enc('A'))
+      tx.put('/ÿ€/b', enc('high'))
+      tx.delete('/gone')
+      tx.put('/a', enc('A2'))
+      try {
+        await tx.commit()
+      } finally {
+        proto.batch = own
+      }
+      expect(batches).to.have.length(1)
+      expect(batches[0].map(op => [op.type, op.key])).to.deep.equal([['put', '/a'], ['put', '/ÿ€/b'], ['del', '/gone']])
+      expect(dec(await store.get(new Key('/a')))).to.equal('A2')
+      expect(dec(await store.get(new Key('/ÿ€/b')))).to.equal('high')
+      expect(await store.has(new Key('/gone'))).to.equal(false)
+      expect(viaDatastore).to.equal(0)
+    } finally {
+      await remove()
+    }
+  })
+
+  it('writes through a batch() that is not LevelDatastore\'s own (replaced, proxied, overridden), so what it does on a batch still happens', async () => {
+    const { store, batches, remove } = await levelStore()
+    try {
+      // replaced on the instance
+      let replaced = 0
+      const own = store.batch.bind(store)
+      store.batch = () => { replaced++; return own() }
+      const tx = new WriteSet(store)
+      tx.put('/r', enc('1'))
+      await tx.commit()
+      expect(replaced).to.equal(1)
+      // a proxy refusing batches: nothing lands
+      const proxy = new Proxy(store, {
+        get (target, prop) {
+          if (prop === 'batch') return () => ({ put () {}, delete () {}, commit: async () => { throw new Error('refused') } })
+          const value = Reflect.get(target, prop)
+          return typeof value === 'function' ? value.bind(target) : value
+        }
+      })
+      const refused = new WriteSet(proxy)
+      refused.put('/p', enc('1'))
+      await expect(refused.commit()).to.eventually.be.rejected.with.property('message', 'refused')
+      expect(await store.has(new Key('/p'))).to.equal(false)
+      // a subclass overriding batch()
+      class Audited extends LevelDatastore {
+        audited = 0
+        override batch (): ReturnType<LevelDatastore['batch']> {
+          this.audited++
+          return super.batch()
+        }
+      }
+      const dir = await tempDir('write-set-audited')
+      const audited = new Audited(dir.path)
+      await audited.open()
+      try {
+        const tx2 = new WriteSet(audited)
+        tx2.put('/s', enc('1'))
+        await tx2.commit()
+        expect(audited.audited).to.equal(1)
+        expect(dec(await audited.get(new Key('/s')))).to.equal('1')
+      } finally {
+        await audited.close()
+        await dir.remove()
+      }
+      // each went through the datastore's batch, which hands LevelDB its own ops
+      expect(batches.map(ops => ops.map(op => op.key))).to.deep.equal([['/r']])
+    } finally {
+      await remove()
+    }
+  })
+
+  it('a closed LevelDatastore is written through its batch(), which reports it; nothing is applied', async () => {
+    const { store, batches, remove } = await levelStore()
+    try {
+      const tx = new WriteSet(store)
+      tx.put('/a', enc('A'))
+      let done = false
+      tx.onCommit(() => { done = true })
+      await store.close()
+      await expect(tx.commit()).to.eventually.be.rejected()
+      expect(done).to.equal(false)
+      // handed on by datastore-level's batch, refused by the closed LevelDB
+      expect(batches).to.have.length(1)
+      await store.open()
+      expect(await store.has(new Key('/a'))).to.equal(false)
+    } finally {
+      await remove()
+    }
+  })
+})
+
 describe('WriteSet over an in-process reader: edges a mutation run found', () => {
   const many = (n: number): Key[] => Array.from({ length: n }, (_, i) => new Key(`/m/${String(i).padStart(4, '0')}`))
 

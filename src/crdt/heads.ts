@@ -11,6 +11,7 @@
 import * as varint from 'uint8-varint'
 import { compare as compareBytes } from 'uint8arrays/compare'
 import { blockKey, cidFromBlockKey } from '../codec/block-key.js'
+import { cidKey } from '../codec/cid-key.js'
 import { CorruptStateError } from '../errors.js'
 import { unescapeSegment } from './layout.js'
 import type { Layout } from './layout.js'
@@ -31,6 +32,7 @@ export interface Head {
 export class Heads {
   private readonly store: Datastore
   private readonly layout: Layout
+  /** DAG name → `cidKey` → head (CIDs keyed by bytes, not base32 text: see cid-key.ts) */
   private readonly cache = new Map<string, Map<string, Head>>()
 
   constructor (store: Datastore, layout: Layout) {
@@ -89,19 +91,19 @@ export class Heads {
   }
 
   get (dagName: string, cid: CID): Head | undefined {
-    return this.cache.get(dagName)?.get(cid.toString())
+    return this.cache.get(dagName)?.get(cidKey(cid))
   }
 
   add (tx: WriteSet, head: Head): void {
-    tx.put(this.layout.headKey(head.dagName, blockKey(head.cid)), varint.encode(head.height))
+    tx.put(this.layout.headId(head.dagName, blockKey(head.cid)), varint.encode(head.height))
     tx.onCommit(() => { this.cacheHead(head) })
   }
 
   remove (tx: WriteSet, dagName: string, cid: CID): void {
-    tx.delete(this.layout.headKey(dagName, blockKey(cid)))
+    tx.delete(this.layout.headId(dagName, blockKey(cid)))
     tx.onCommit(() => {
       const dag = this.cache.get(dagName)
-      dag?.delete(cid.toString())
+      dag?.delete(cidKey(cid))
       if (dag?.size === 0) this.cache.delete(dagName)
     })
   }
@@ -112,6 +114,6 @@ export class Heads {
       dag = new Map()
       this.cache.set(head.dagName, dag)
     }
-    dag.set(head.cid.toString(), head)
+    dag.set(cidKey(head.cid), head)
   }
 }

@@ -120,12 +120,24 @@ export class Layout {
     this.versionKey = new Key(`${this.namespace}/crdt_version`)
   }
 
+  // Each key comes as a `Key` and as its string (`…Id`, what `Key.toString()`
+  // gives): the merge's hot paths hand strings to the WriteSet, which then
+  // builds no `Key` for them (see write-set.ts)
+
+  valueId (key: string): string {
+    return `${this.keysPrefix}${seg(key)}/v`
+  }
+
   valueKey (key: string): Key {
-    return new Key(`${this.keysPrefix}${seg(key)}/v`, false)
+    return new Key(this.valueId(key), false)
+  }
+
+  priorityId (key: string): string {
+    return `${this.keysPrefix}${seg(key)}/p`
   }
 
   priorityKey (key: string): Key {
-    return new Key(`${this.keysPrefix}${seg(key)}/p`, false)
+    return new Key(this.priorityId(key), false)
   }
 
   /** Prefix (with trailing slash) under which the elements of `key` live */
@@ -133,8 +145,12 @@ export class Layout {
     return `${this.elemsPrefix}${seg(key)}/`
   }
 
+  elemId (key: string, id: string): string {
+    return `${this.elemsPrefix}${seg(key)}${id}`
+  }
+
   elemKey (key: string, id: string): Key {
-    return new Key(`${this.elemsPrefix}${seg(key)}${id}`, false)
+    return new Key(this.elemId(key, id), false)
   }
 
   /** Prefix (with trailing slash) under which the removed elements of `key` live */
@@ -142,30 +158,54 @@ export class Layout {
     return `${this.removedPrefix}${seg(key)}/`
   }
 
+  removedId (key: string, id: string): string {
+    return `${this.removedPrefix}${seg(key)}${id}`
+  }
+
   removedKey (key: string, id: string): Key {
-    return new Key(`${this.removedPrefix}${seg(key)}${id}`, false)
+    return new Key(this.removedId(key, id), false)
+  }
+
+  tombId (key: string, id: string): string {
+    return `${this.tombsPrefix}${seg(key)}${id}`
   }
 
   tombKey (key: string, id: string): Key {
-    return new Key(`${this.tombsPrefix}${seg(key)}${id}`, false)
+    return new Key(this.tombId(key, id), false)
+  }
+
+  headId (dagName: string, id: string): string {
+    return dagName === ''
+      ? `${this.headsPrefix}${id}`
+      : `${this.dagHeadsPrefix}${seg(cleanKey(dagName))}${id}`
   }
 
   headKey (dagName: string, id: string): Key {
-    return dagName === ''
-      ? new Key(`${this.headsPrefix}${id}`, false)
-      : new Key(`${this.dagHeadsPrefix}${seg(cleanKey(dagName))}${id}`, false)
+    return new Key(this.headId(dagName, id), false)
+  }
+
+  processedId (id: string): string {
+    return `${this.processedPrefix}${id}`
   }
 
   processedKey (id: string): Key {
-    return new Key(`${this.processedPrefix}${id}`, false)
+    return new Key(this.processedId(id), false)
+  }
+
+  pendingId (id: string): string {
+    return `${this.pendingPrefix}${id}`
   }
 
   pendingKey (id: string): Key {
-    return new Key(`${this.pendingPrefix}${id}`, false)
+    return new Key(this.pendingId(id), false)
+  }
+
+  rejectedId (id: string): string {
+    return `${this.rejectedPrefix}${id}`
   }
 
   rejectedKey (id: string): Key {
-    return new Key(`${this.rejectedPrefix}${id}`, false)
+    return new Key(this.rejectedId(id), false)
   }
 }
 

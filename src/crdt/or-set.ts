@@ -29,7 +29,7 @@ import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { CorruptStateError } from '../errors.js'
 import { cleanKey, escapeSegment, unescapeSegment } from './layout.js'
 import type { Layout } from './layout.js'
-import type { WriteSet } from './write-set.js'
+import type { StoreKey, WriteSet } from './write-set.js'
 import type { DeltaElement, Delta } from '../codec/delta.js'
 import type { Datastore, Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
@@ -150,7 +150,7 @@ export class ORSet {
     const tombs: DeltaElement[] = []
     const ids = [...new Set([...await this.elementIds(key, tx, options), ...await this.idsUnder(this.layout.removedOf(key), tx, options)])].sort()
     for (const id of ids) {
-      if (!(await tx.has(this.layout.tombKey(key, id), options))) {
+      if (!(await tx.has(this.layout.tombId(key, id), options))) {
         tombs.push({ key, id, value: EMPTY })
       }
     }
@@ -170,7 +170,7 @@ export class ORSet {
     for (const tomb of delta.tombstones) {
       if (tomb.id === '') continue
       const key = cleanKey(tomb.key)
-      tx.put(this.layout.tombKey(key, tomb.id), EMPTY)
+      tx.put(this.layout.tombId(key, tomb.id), EMPTY)
       tombed.add(key)
     }
     for (const key of tombed) {
@@ -193,8 +193,8 @@ export class ORSet {
     // Read what the elements need (priorities, and tombstones unless fresh)
     // concurrently up front rather than one await at a time.
     const keys = [...values.keys()]
-    const priorityKeys = keys.map(key => this.layout.priorityKey(key))
-    const tombKeys = fresh ? undefined : keys.map(key => this.layout.tombKey(key, id))
+    const priorityKeys = keys.map(key => this.layout.priorityId(key))
+    const tombKeys = fresh ? undefined : keys.map(key => this.layout.tombId(key, id))
     await Promise.all([
       this.prefetchRun(tx, priorityKeys, 'priority', options),
       tombKeys == null ? undefined : this.prefetchRun(tx, tombKeys, 'tomb', options)
@@ -203,7 +203,7 @@ export class ORSet {
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]
       const value = values.get(key) as Uint8Array
-      tx.put(this.layout.elemKey(key, id), encodeMarker(delta.priority, value))
+      tx.put(this.layout.elemId(key, id), encodeMarker(delta.priority, value))
       if (tombKeys != null && await tx.has(tombKeys[i], options)) {
         continue
       }
@@ -224,9 +224,9 @@ export class ORSet {
     const changes: SetChange[] = []
     for (const [key, ids] of entries) {
       for (const id of ids) {
-        tx.delete(this.layout.elemKey(key, id))
-        tx.delete(this.layout.removedKey(key, id))
-        tx.delete(this.layout.tombKey(key, id))
+        tx.delete(this.layout.elemId(key, id))
+        tx.delete(this.layout.removedId(key, id))
+        tx.delete(this.layout.tombId(key, id))
       }
       const change = await this.refresh(tx, key, options)
       if (change != null) changes.push(change)
@@ -243,14 +243,14 @@ export class ORSet {
     const touched = new Set<string>()
     const keys = new Set(elements.map(e => e.key))
     await tx.prefetch([
-      ...elements.map(({ key, id }) => this.layout.elemKey(key, id)),
-      ...[...keys].flatMap(key => [this.layout.priorityKey(key), this.layout.valueKey(key)])
+      ...elements.map(({ key, id }) => this.layout.elemId(key, id)),
+      ...[...keys].flatMap(key => [this.layout.priorityId(key), this.layout.valueId(key)])
     ], options)
     for (const { key, id } of elements) {
-      const marker = await tx.get(this.layout.elemKey(key, id), options)
+      const marker = await tx.get(this.layout.elemId(key, id), options)
       if (marker == null) continue
-      tx.delete(this.layout.elemKey(key, id))
-      tx.put(this.layout.removedKey(key, id), marker)
+      tx.delete(this.layout.elemId(key, id))
+      tx.put(this.layout.removedId(key, id), marker)
       if (touched.has(key)) continue
       // only an element equal to the visible one can change it (a removed element is usually beaten)
       const { priority, value } = decodeMarker(marker)
@@ -274,8 +274,8 @@ export class ORSet {
     const current = await this.current(key, tx, options)
     if (best == null) {
       if (current == null) return undefined
-      tx.delete(this.layout.valueKey(key))
-      tx.delete(this.layout.priorityKey(key))
+      tx.delete(this.layout.valueId(key))
+      tx.delete(this.layout.priorityId(key))
       return { key }
     }
     if (current != null && current.priority === best.priority && uint8ArrayEquals(current.value, best.value)) return undefined
@@ -301,8 +301,8 @@ export class ORSet {
   }
 
   private setVisible (tx: WriteSet, key: string, candidate: Candidate): void {
-    tx.put(this.layout.valueKey(key), candidate.value)
-    tx.put(this.layout.priorityKey(key), encodePriority(candidate.priority))
+    tx.put(this.layout.valueId(key), candidate.value)
+    tx.put(this.layout.priorityId(key), encodePriority(candidate.priority))
   }
 
   /**
@@ -312,7 +312,7 @@ export class ORSet {
    * After a scan that had to be cut short, the next SCAN_BACKOFF merges
    * skip scanning.
    */
-  private async prefetchRun (tx: WriteSet, keys: Key[], kind: 'priority' | 'tomb', options?: AbortOptions): Promise<void> {
+  private async prefetchRun (tx: WriteSet, keys: StoreKey[], kind: 'priority' | 'tomb', options?: AbortOptions): Promise<void> {
     if (keys.length >= SCAN_MIN_KEYS && this.scanSkip[kind] === 0) {
       // a key has two entries under the prefix (value and priority), or a few tombstones
       if (!(await tx.prefetchByScan(keys, keys.length * 2 + SCAN_SLACK, options))) {
@@ -328,19 +328,19 @@ export class ORSet {
    * `beats({ priority, value }, current(key))`, reading the current value
    * only when the priorities tie
    */
-  private async beatsCurrent (key: string, priorityKey: Key, priority: number, value: Uint8Array, tx: WriteSet, options?: AbortOptions): Promise<boolean> {
+  private async beatsCurrent (key: string, priorityKey: StoreKey, priority: number, value: Uint8Array, tx: WriteSet, options?: AbortOptions): Promise<boolean> {
     const prio = await tx.get(priorityKey, options)
     if (prio == null) return true
     const current = decodePriority(prio)
     if (current !== priority) return priority > current
-    const currentValue = await tx.get(this.layout.valueKey(key), options)
+    const currentValue = await tx.get(this.layout.valueId(key), options)
     return uint8ArrayCompare(value, currentValue ?? EMPTY) > 0
   }
 
   private async current (key: string, tx: WriteSet, options?: AbortOptions): Promise<Candidate | undefined> {
-    const prio = await tx.get(this.layout.priorityKey(key), options)
+    const prio = await tx.get(this.layout.priorityId(key), options)
     if (prio == null) return undefined
-    const value = await tx.get(this.layout.valueKey(key), options)
+    const value = await tx.get(this.layout.valueId(key), options)
     return { priority: decodePriority(prio), value: value ?? EMPTY }
   }
 
@@ -351,7 +351,7 @@ export class ORSet {
     for (const { key: raw, value } of await tx.list(prefix, options)) {
       const rest = raw.slice(prefix.length)
       if (rest.length === 0 || rest.includes('/')) continue
-      if (await tx.has(this.layout.tombKey(key, '/' + rest), options)) continue
+      if (await tx.has(this.layout.tombId(key, '/' + rest), options)) continue
       const candidate = decodeMarker(value)
       if (beats(candidate, best)) best = candidate
     }

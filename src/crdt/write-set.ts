@@ -15,10 +15,15 @@
  * an awaited read, measured here): the same LevelDB, the same key strings
  * and values `LevelDatastore.get()` reads, without the thread pool, the
  * promise or the `NotFoundError` a miss costs. Long prefetches still give
- * the event loop a turn every `SYNC_READS_PER_TURN` reads.
+ * the event loop a turn every `SYNC_READS_PER_TURN` reads. A plain
+ * `LevelDatastore` (its own `batch()`, not wrapped) is written the same
+ * way: `commit()` hands LevelDB the batch of key strings and values
+ * `LevelDatastore.batch()` would, without building a `Key` per write and
+ * reading its string back. Keys may be given as strings (`StoreKey`).
  */
 
-import type { Datastore, Key, Pair } from 'interface-datastore'
+import { Key } from 'interface-datastore'
+import type { Datastore, Pair } from 'interface-datastore'
 import type { AbortOptions } from 'interface-store'
 
 /** How many datastore reads `prefetch()` keeps in flight */
@@ -32,6 +37,8 @@ interface SyncLevel {
   status?: string
   supports?: { getSync?: boolean }
   getSync(key: string): Uint8Array | undefined
+  /** The batch `LevelDatastore.batch().commit()` makes: the same key strings and values */
+  batch?(ops: LevelOp[]): Promise<void>
   keyEncoding?(): { name?: string }
   valueEncoding?(): { name?: string }
 }
@@ -57,6 +64,50 @@ function levelOf (store: Datastore): SyncLevel | undefined {
   return level ?? undefined
 }
 
+/** `LevelDatastore.prototype.batch`, when `store` is one (looked up once per store) */
+const levelBatches = new WeakMap<Datastore, unknown>()
+
+/**
+ * The LevelDB of `store` for in-process batches: only when `store` is a
+ * `LevelDatastore` whose `batch()` is the class's own (a wrapper, a proxy
+ * or a subclass that overrides `batch()` is written through, so whatever it
+ * does on a batch still happens)
+ */
+function levelWriterOf (store: Datastore, level: SyncLevel | undefined): SyncLevel | undefined {
+  if (level == null || typeof level.batch !== 'function') return undefined
+  let own = levelBatches.get(store)
+  if (own === undefined) {
+    own = null
+    for (let proto = Object.getPrototypeOf(store); proto != null; proto = Object.getPrototypeOf(proto)) {
+      if (!Object.hasOwn(proto, 'batch')) continue
+      if (proto.constructor?.name === 'LevelDatastore') own = proto.batch
+      break
+    }
+    levelBatches.set(store, own)
+  }
+  return own != null && store.batch === own ? level : undefined
+}
+
+/** One write of a LevelDB batch */
+type LevelOp = { type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }
+
+/**
+ * A datastore key as the WriteSet takes it: a `Key`, or its string (what
+ * `key.toString()` gives), which spares the hot paths building a `Key` and
+ * reading its string back (see `Layout`'s `…Id` methods)
+ */
+export type StoreKey = Key | string
+
+/** The string of a key */
+function idOf (key: StoreKey): string {
+  return typeof key === 'string' ? key : key.toString()
+}
+
+/** A `Key` for the datastore's own methods */
+function keyOf (key: StoreKey): Key {
+  return typeof key === 'string' ? new Key(key, false) : key
+}
+
 /**
  * Whether `store` holds `key`, outside any WriteSet: read in-process when
  * the store allows (as WriteSet reads), else through `store.has()`. For
@@ -64,17 +115,11 @@ function levelOf (store: Datastore): SyncLevel | undefined {
  * walk's frontier), where an awaited LevelDB read is a thread-pool round
  * trip each.
  */
-export async function storeHas (store: Datastore, key: Key, options?: AbortOptions): Promise<boolean> {
+export async function storeHas (store: Datastore, key: StoreKey, options?: AbortOptions): Promise<boolean> {
   options?.signal?.throwIfAborted()
   const level = levelOf(store)
-  if (level != null && level.status === 'open') return level.getSync(key.toString()) != null
-  return store.has(key, options)
-}
-
-/** A pending write: the key as given, and its value (null = delete) */
-interface Write {
-  key: Key
-  value: Uint8Array | null
+  if (level != null && level.status === 'open') return level.getSync(idOf(key)) != null
+  return store.has(keyOf(key), options)
 }
 
 /** Cached read result: a value, null (absent), or PRESENT (exists, value not read) */
@@ -82,18 +127,23 @@ const PRESENT = Symbol('present')
 
 export class WriteSet {
   private readonly store: Datastore
-  private readonly writes = new Map<string, Write>()
+  /** Pending writes by key string (null = delete) */
+  private readonly writes = new Map<string, Uint8Array | null>()
   /** What the datastore holds, as far as read so far, by key string */
   private readonly reads = new Map<string, Uint8Array | null | typeof PRESENT>()
   private readonly afterCommit: Array<() => void> = []
 
   /** In-process reads of the same LevelDB, when the datastore allows */
   private readonly level?: SyncLevel
+  /** The same LevelDB for the commit's batch, when the datastore is a plain `LevelDatastore` */
+  private readonly writer?: SyncLevel
 
   constructor (store: Datastore) {
     this.store = store
     const level = levelOf(store)
     if (level != null) this.level = level
+    const writer = levelWriterOf(store, level)
+    if (writer != null) this.writer = writer
   }
 
   /** The stored value read in-process (null when absent); undefined when that is not possible now */
@@ -107,12 +157,12 @@ export class WriteSet {
     return this.writes.size
   }
 
-  put (key: Key, value: Uint8Array): void {
-    this.writes.set(key.toString(), { key, value })
+  put (key: StoreKey, value: Uint8Array): void {
+    this.writes.set(idOf(key), value)
   }
 
-  delete (key: Key): void {
-    this.writes.set(key.toString(), { key, value: null })
+  delete (key: StoreKey): void {
+    this.writes.set(idOf(key), null)
   }
 
   /** Registers work to run once the writes have landed */
@@ -121,27 +171,27 @@ export class WriteSet {
   }
 
   /** Reads through the pending writes; `undefined` when absent */
-  async get (key: Key, options?: AbortOptions): Promise<Uint8Array | undefined> {
-    const id = key.toString()
+  async get (key: StoreKey, options?: AbortOptions): Promise<Uint8Array | undefined> {
+    const id = idOf(key)
     const pending = this.writes.get(id)
     if (pending !== undefined) {
-      return pending.value ?? undefined
+      return pending ?? undefined
     }
     let value = this.reads.get(id)
     if (value === undefined || value === PRESENT) {
       options?.signal?.throwIfAborted()
       const now = this.readNow(id)
-      value = now !== undefined ? now : await this.read(key, options)
+      value = now !== undefined ? now : await this.read(keyOf(key), options)
       this.reads.set(id, value)
     }
     return value ?? undefined
   }
 
-  async has (key: Key, options?: AbortOptions): Promise<boolean> {
-    const id = key.toString()
+  async has (key: StoreKey, options?: AbortOptions): Promise<boolean> {
+    const id = idOf(key)
     const pending = this.writes.get(id)
     if (pending !== undefined) {
-      return pending.value !== null
+      return pending !== null
     }
     const value = this.reads.get(id)
     if (value !== undefined) {
@@ -153,7 +203,7 @@ export class WriteSet {
       this.reads.set(id, now)
       return now !== null
     }
-    return this.store.has(key, options)
+    return this.store.has(keyOf(key), options)
   }
 
   /**
@@ -161,12 +211,12 @@ export class WriteSet {
    * was found, so later `get()` (or, with `existence`, `has()`) calls on
    * them need no datastore read. `existence` asks only whether they exist.
    */
-  async prefetch (keys: Iterable<Key>, options?: AbortOptions & { existence?: boolean }): Promise<void> {
+  async prefetch (keys: Iterable<StoreKey>, options?: AbortOptions & { existence?: boolean }): Promise<void> {
     if (this.readFew(keys)) return
-    const todo: Array<{ id: string, key: Key }> = []
+    const todo: Array<{ id: string, key: StoreKey }> = []
     const queued = new Set<string>()
     for (const key of keys) {
-      const id = key.toString()
+      const id = idOf(key)
       if (this.writes.has(id) || this.reads.has(id) || queued.has(id)) continue
       queued.add(id)
       todo.push({ id, key })
@@ -192,8 +242,8 @@ export class WriteSet {
     for (let i = 0; i < todo.length; i += PREFETCH_CONCURRENCY) {
       const chunk = todo.slice(i, i + PREFETCH_CONCURRENCY)
       const found = await Promise.all(chunk.map(async ({ key }) => existence
-        ? (await this.store.has(key, options) ? PRESENT : null)
-        : this.read(key, options)))
+        ? (await this.store.has(keyOf(key), options) ? PRESENT : null)
+        : this.read(keyOf(key), options)))
       for (let j = 0; j < chunk.length; j++) {
         this.reads.set(chunk[j].id, found[j])
       }
@@ -206,10 +256,10 @@ export class WriteSet {
    * meanwhile (later reads report it). False, having read nothing, when the
    * keys are many or reads are not in-process.
    */
-  private readFew (keys: Iterable<Key>): boolean {
+  private readFew (keys: Iterable<StoreKey>): boolean {
     if (this.level?.status !== 'open' || !Array.isArray(keys) || keys.length > SYNC_READS_PER_TURN) return false
-    for (const key of keys as Key[]) {
-      const id = key.toString()
+    for (const key of keys as StoreKey[]) {
+      const id = idOf(key)
       if (this.writes.has(id) || this.reads.has(id)) continue
       const value = this.readNow(id)
       if (value === undefined) break
@@ -226,11 +276,11 @@ export class WriteSet {
    * key). Returns false when the query was cut short; the keys it left
    * undecided are then read one by one.
    */
-  async prefetchByScan (keys: Iterable<Key>, maxEntries: number, options?: AbortOptions): Promise<boolean> {
-    const todo: Array<{ id: string, key: Key }> = []
+  async prefetchByScan (keys: Iterable<StoreKey>, maxEntries: number, options?: AbortOptions): Promise<boolean> {
+    const todo: Array<{ id: string, key: StoreKey }> = []
     let prefix: string | undefined
     for (const key of keys) {
-      const id = key.toString()
+      const id = idOf(key)
       if (this.writes.has(id) || this.reads.has(id)) continue
       todo.push({ id, key })
       prefix = prefix == null ? id : commonPrefix(prefix, id)
@@ -245,7 +295,7 @@ export class WriteSet {
       }
       found.set(pair.key.toString(), pair.value)
     }
-    const rest: Key[] = []
+    const rest: StoreKey[] = []
     for (const { id, key } of todo) {
       const value = found.get(id)
       if (value !== undefined) {
@@ -280,7 +330,7 @@ export class WriteSet {
     for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
       found.set(pair.key.toString(), pair.value)
     }
-    for (const [key, { value }] of this.writes) {
+    for (const [key, value] of this.writes) {
       if (!key.startsWith(prefix)) continue
       if (value === null) found.delete(key)
       else found.set(key, value)
@@ -303,12 +353,22 @@ export class WriteSet {
   async commit (options?: AbortOptions): Promise<void> {
     options?.signal?.throwIfAborted()
     if (this.writes.size > 0) {
-      const batch = this.store.batch()
-      for (const { key, value } of this.writes.values()) {
-        if (value === null) batch.delete(key)
-        else batch.put(key, value)
+      const writer = this.writer
+      if (writer?.batch != null && writer.status === 'open') {
+        // what LevelDatastore's batch hands LevelDB, without a Key per write
+        const ops: LevelOp[] = []
+        for (const [key, value] of this.writes) {
+          ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
+        }
+        await writer.batch(ops)
+      } else {
+        const batch = this.store.batch()
+        for (const [id, value] of this.writes) {
+          if (value === null) batch.delete(keyOf(id))
+          else batch.put(keyOf(id), value)
+        }
+        await batch.commit()
       }
-      await batch.commit()
       this.writes.clear()
     }
     this.reads.clear()

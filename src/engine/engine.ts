@@ -82,6 +82,7 @@ import type { Delta } from '../codec/delta.js'
 import type { Head } from '../crdt/heads.js'
 import type { Layout } from '../crdt/layout.js'
 import type { SetChange } from '../crdt/or-set.js'
+import type { StoreKey } from '../crdt/write-set.js'
 import type { DAGBlockstore } from '../interfaces.js'
 import type { Logger } from '@libp2p/interface'
 import type { Datastore, Pair } from 'interface-datastore'
@@ -341,12 +342,12 @@ export class Engine {
   }
 
   async isProcessed (cid: CID, options?: AbortOptions): Promise<boolean> {
-    return storeHas(this.datastore, this.layout.processedKey(blockKey(cid)), options)
+    return storeHas(this.datastore, this.layout.processedId(blockKey(cid)), options)
   }
 
   /** Whether `cid` is on the frontier of an unfinished walk (has a `w/` record) */
   async isPending (cid: CID, options?: AbortOptions): Promise<boolean> {
-    return storeHas(this.datastore, this.layout.pendingKey(blockKey(cid)), options)
+    return storeHas(this.datastore, this.layout.pendingId(blockKey(cid)), options)
   }
 
   async isDirty (options?: AbortOptions): Promise<boolean> {
@@ -702,8 +703,8 @@ export class Engine {
     return this.lock.add(async () => {
       const id = blockKey(cid)
       // read in-process when the store allows: this runs once per received head
-      if (await storeHas(this.datastore, this.layout.processedKey(id), options)) return false
-      if (!(await storeHas(this.datastore, this.layout.pendingKey(id), options))) {
+      if (await storeHas(this.datastore, this.layout.processedId(id), options)) return false
+      if (!(await storeHas(this.datastore, this.layout.pendingId(id), options))) {
         if (options?.links != null && await this.linksProcessed(options.links, options) && !(await storeHas(this.datastore, this.givenUpKey(id), options))) {
           this.unrecorded.add(cidKey(cid))
           return true
@@ -737,7 +738,7 @@ export class Engine {
     this.unrecorded.delete(key)
     const id = blockKey(cid)
     try {
-      if (await storeHas(this.datastore, this.layout.processedKey(id), options) || await storeHas(this.datastore, this.layout.pendingKey(id), options)) return
+      if (await storeHas(this.datastore, this.layout.processedId(id), options) || await storeHas(this.datastore, this.layout.pendingId(id), options)) return
       await this.datastore.put(this.layout.pendingKey(id), ROOT, options)
     } catch (err: any) {
       // Stryker disable next-line StringLiteral: log text only
@@ -945,7 +946,7 @@ export class Engine {
    * nothing is staged before it passes. Skipped for a node with links
    * refused at decode, whose claims nobody can know.
    */
-  private async checkPriority (tx: WriteSet, node: DecodedNode, linkKeys: Key[], claimed: (cid: CID) => Promise<number | undefined>, options?: AbortOptions): Promise<void> {
+  private async checkPriority (tx: WriteSet, node: DecodedNode, linkKeys: StoreKey[], claimed: (cid: CID) => Promise<number | undefined>, options?: AbortOptions): Promise<void> {
     const priority = node.delta.priority
     if (priority <= 1 || (node.refusedLinks != null && node.refusedLinks > 0)) return
     await tx.prefetch(linkKeys, options)
@@ -1024,9 +1025,9 @@ export class Engine {
     const merged = this.mergedBySnapshot == null ? false : await this.mergedBySnapshot(tx, node, options)
     if (merged === false) return false
     const id = blockKey(node.cid)
-    const pendingKey = this.layout.pendingKey(id)
+    const pendingKey = this.layout.pendingId(id)
     const mark = merged === 'head' ? await tx.get(pendingKey, options) : undefined
-    tx.put(this.layout.processedKey(id), encodePriority(node.delta.priority))
+    tx.put(this.layout.processedId(id), encodePriority(node.delta.priority))
     tx.delete(pendingKey)
     const head = this.heads.get(node.delta.dagName, node.cid) != null
     if (merged === 'head') {
@@ -1049,15 +1050,15 @@ export class Engine {
   private async stage (tx: WriteSet, node: DecodedNode, local: boolean, options?: AbortOptions, before?: Promise<unknown>, claimed?: (cid: CID) => Promise<number | undefined>): Promise<ProcessResult & { skipped?: boolean }> {
     const id = blockKey(node.cid)
     const { delta } = node
-    const pendingKey = this.layout.pendingKey(id)
+    const pendingKey = this.layout.pendingId(id)
 
-    if (!local && await tx.has(this.layout.processedKey(id), options)) {
+    if (!local && await tx.has(this.layout.processedId(id), options)) {
       tx.delete(pendingKey)
       return { children: [], changes: [], skipped: true }
     }
     if (!local && await this.settleMergedBySnapshot(tx, node, options)) return { children: [], changes: [], skipped: true }
 
-    const linkKeys = node.links.map(link => this.layout.processedKey(blockKey(link)))
+    const linkKeys = node.links.map(link => this.layout.processedId(blockKey(link)))
     // before anything is staged: a node refused, or waiting for its links, leaves `tx` as it was
     if (!local) await this.checkPriority(tx, node, linkKeys, claimed ?? (async () => undefined), options)
     // What is read below is read concurrently with the merge's own reads
@@ -1068,12 +1069,12 @@ export class Engine {
       local ? undefined : tx.prefetch([pendingKey], options),
       before
     ])
-    tx.put(this.layout.processedKey(id), encodePriority(delta.priority))
+    tx.put(this.layout.processedId(id), encodePriority(delta.priority))
     if (node.refusedLinks != null && node.refusedLinks > 0) {
       // nothing can ever fetch those links: record the node rather than keep a walk open forever
       // Stryker disable next-line StringLiteral: log text only
       this.log.error('node %c has %d unusable links; merged what it carries and recorded it under %s', node.cid, node.refusedLinks, this.layout.rejectedPrefix)
-      tx.put(this.layout.rejectedKey(id), varint.encode(node.refusedLinks))
+      tx.put(this.layout.rejectedId(id), varint.encode(node.refusedLinks))
     }
 
     const mark = local ? undefined : await tx.get(pendingKey, options)
@@ -1089,7 +1090,7 @@ export class Engine {
         this.heads.remove(tx, delta.dagName, link)
       }
       if (await tx.has(linkKeys[i], options)) continue
-      tx.put(this.layout.pendingKey(blockKey(link)), COVERED)
+      tx.put(this.layout.pendingId(blockKey(link)), COVERED)
       if (this.reserve(link)) children.push(link)
     }
     return { children, changes }
