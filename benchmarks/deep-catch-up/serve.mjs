@@ -5,6 +5,7 @@
  *   node benchmarks/deep-catch-up/serve.mjs write <dir> <count>   # A writes a chain of single puts into <dir>
  *   node benchmarks/deep-catch-up/serve.mjs serve <dir> [rounds]  # streams the whole chain from A to a bare asker
  *   node benchmarks/deep-catch-up/serve.mjs catchup <dir>         # a fresh in-process B catches up A's chain
+ *   node benchmarks/deep-catch-up/serve.mjs local <dir>           # B walks the chain with every block local already
  *
  * `serve` opens A on <dir> (read only in effect) and a second libp2p node
  * on the memory transport that asks A for the chain through the sync
@@ -12,11 +13,13 @@
  * so far), checking every block by hash and decoding it, but storing
  * nothing: the rate is the server's walk plus the wire. `catchup` runs a
  * whole store B (LevelDB in a temp dir) in the same process, for profiles
- * (`node --cpu-prof …`). Run against another checkout's dist by setting
+ * (`node --cpu-prof …`). `local` copies A's blocks into a fresh B and
+ * merges the chain from them, no network and no stream: the walk and the
+ * merge alone. Run against another checkout's dist by setting
  * DIST=/path/to/dist.
  */
 
-import { rm, mkdtemp } from 'node:fs/promises'
+import { cp, rm, mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -102,7 +105,30 @@ if (cmd === 'write') {
   await store.stop()
   await node.stop()
   await rm(bDir, { recursive: true, force: true })
+} else if (cmd === 'local') {
+  const { node, store } = await openA([])
+  const heads = store.heads().map(h => ({ cid: h.cid, dagName: h.dagName }))
+  const expected = (await store.stats()).maxHeight
+  await store.stop()
+  await node.stop()
+  const bDir = await mkdtemp(join(tmpdir(), 'serve-bench-local-'))
+  await cp(join(dir, 'blocks'), join(bDir, 'blocks'), { recursive: true })
+  const bNode = await createReplicaNode({ directory: bDir, listen: [] })
+  const b = await createHeliaCRDT(bNode, { topic, rebroadcastInterval: 60_000, repairInterval: 0 })
+  let merged = 0
+  b.addEventListener('put', () => { merged++ })
+  const { encodeBroadcast } = await import(`${DIST}/src/index.js`)
+  const t0 = performance.now()
+  const cpu0 = process.cpuUsage()
+  void b.receive(encodeBroadcast(heads))
+  while (merged < expected) await new Promise(resolve => setTimeout(resolve, 20))
+  const s = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
+  console.log(`merged ${expected} local nodes in ${s.toFixed(2)} s = ${Math.round(expected / s)} nodes/s, ${Math.round(expected * 1e6 / (cpu.user + cpu.system))} nodes per CPU-s; rss ${Math.round(process.memoryUsage().rss / 1048576)} MB`)
+  await b.stop()
+  await bNode.stop()
+  await rm(bDir, { recursive: true, force: true })
 } else {
-  console.error('usage: serve.mjs write|serve|catchup <dir> [count|rounds]')
+  console.error('usage: serve.mjs write|serve|catchup|local <dir> [count|rounds]')
   process.exit(1)
 }

@@ -11,6 +11,7 @@
  */
 
 import { AbortError } from 'abort-error'
+import { onAbort } from '../on-abort.js'
 import type { CarriedBlock } from '../codec/broadcast-blocks.js'
 import type { AbortOptions } from 'interface-store'
 import type { CID } from 'multiformats/cid'
@@ -121,21 +122,23 @@ export class PayloadQueue {
     const queued = this.take()
     if (queued != null) return queued
     return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
-        this.waiters.delete(waiter)
-        reject(new AbortError())
-      }
       const waiter: Waiter = {
         resolve: (payload) => {
-          options?.signal?.removeEventListener('abort', onAbort)
+          off?.()
           resolve(payload)
         },
         reject: (err) => {
-          options?.signal?.removeEventListener('abort', onAbort)
+          off?.()
           reject(err)
         }
       }
-      options?.signal?.addEventListener('abort', onAbort, { once: true })
+      // the reader's signal lives as long as the store: no listener per payload (see on-abort.ts)
+      const off = options?.signal == null
+        ? undefined
+        : onAbort(options.signal, () => {
+          this.waiters.delete(waiter)
+          reject(new AbortError())
+        })
       this.waiters.add(waiter)
     })
   }

@@ -15,9 +15,11 @@
  * side, instead of one of each per frame).
  */
 
-import { decode as varintDecode, encode as varintEncode, encodingLength } from 'uint8-varint'
+import { encode as varintEncode } from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { SyncProtocolError } from '../../errors.js'
+import { onAbort } from '../../on-abort.js'
+import { ByteQueue } from './byte-queue.js'
 import type { Stream } from '@libp2p/interface'
 import type { AbortOptions } from 'interface-store'
 
@@ -39,7 +41,7 @@ const MAX_PREFIX = 5
 export class FrameReader {
   private readonly stream: FrameStream
   private readonly init: FrameReaderInit
-  private readonly buffer = new Uint8ArrayList()
+  private readonly buffer = new ByteQueue()
   private ended = false
   private error?: Error
   private paused = false
@@ -59,7 +61,7 @@ export class FrameReader {
     this.stream.removeEventListener('message', this.onMessage)
     this.stream.removeEventListener('remoteCloseWrite', this.onEnd)
     this.stream.removeEventListener('close', this.onClose)
-    this.buffer.consume(this.buffer.byteLength)
+    this.buffer.clear()
   }
 
   /**
@@ -88,8 +90,8 @@ export class FrameReader {
   hasFrame (): boolean {
     if (this.buffer.byteLength === 0) return false
     try {
-      const length = varintDecode(this.buffer)
-      return this.buffer.byteLength >= encodingLength(length) + length
+      const prefix = this.buffer.peekVarint(MAX_PREFIX)
+      return prefix != null && this.buffer.byteLength >= prefix.bytes + prefix.value
     } catch {
       return false
     }
@@ -98,20 +100,20 @@ export class FrameReader {
   /** Takes a whole frame from the buffer, if one is there */
   private take (): Uint8Array | undefined {
     if (this.buffer.byteLength === 0) return undefined
-    let length: number
+    let prefix: { value: number, bytes: number } | undefined
     try {
-      length = varintDecode(this.buffer)
-    } catch (err) {
-      if (this.buffer.byteLength >= MAX_PREFIX) throw new SyncProtocolError('Frame length prefix is not a valid varint')
-      return undefined
+      prefix = this.buffer.peekVarint(MAX_PREFIX)
+    } catch {
+      throw new SyncProtocolError('Frame length prefix is not a valid varint')
     }
+    if (prefix == null) return undefined
+    const length = prefix.value
     if (length > this.init.maxFrame) {
       throw new SyncProtocolError(`Frame of ${length} bytes exceeds the limit of ${this.init.maxFrame}`)
     }
-    const prefix = encodingLength(length)
-    if (this.buffer.byteLength < prefix + length) return undefined
-    const frame = this.buffer.subarray(prefix, prefix + length)
-    this.buffer.consume(prefix + length)
+    if (this.buffer.byteLength < prefix.bytes + length) return undefined
+    this.buffer.skip(prefix.bytes)
+    const frame = this.buffer.take(length)
     if (this.paused && this.buffer.byteLength < this.init.highWater / 2) {
       this.paused = false
       this.stream.resume()
@@ -123,12 +125,13 @@ export class FrameReader {
     await new Promise<void>(resolve => {
       const finish = (): void => {
         clearTimeout(timer)
-        options?.signal?.removeEventListener('abort', finish)
+        off?.()
         this.wake = undefined
         resolve()
       }
       const timer = setTimeout(finish, ms)
-      options?.signal?.addEventListener('abort', finish, { once: true })
+      // the sync client's signal lives as long as the store: no listener per wait (see on-abort.ts)
+      const off = options?.signal == null ? undefined : onAbort(options.signal, finish)
       this.wake = finish
     })
   }
