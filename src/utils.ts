@@ -32,7 +32,6 @@ export { TimeoutError }
  */
 export async function withTimeout <T> (signal: AbortSignal | undefined, ms: number, fn: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
   if (ms <= 0) return fn(signal)
-  signal?.throwIfAborted()
   const controller = new AbortController()
   let timedOut = false
   const timer = setTimeout(() => {

@@ -68,13 +68,13 @@ function levelOf (store: Datastore): SyncLevel | undefined {
 const levelBatches = new WeakMap<Datastore, unknown>()
 
 /**
- * The LevelDB of `store` for in-process batches: only when `store` is a
- * `LevelDatastore` whose `batch()` is the class's own (a wrapper, a proxy
+ * Whether `store`'s batches may go to its LevelDB directly: only when it is
+ * a `LevelDatastore` whose `batch()` is the class's own (a wrapper, a proxy
  * or a subclass that overrides `batch()` is written through, so whatever it
  * does on a batch still happens)
  */
-function levelWriterOf (store: Datastore, level: SyncLevel | undefined): SyncLevel | undefined {
-  if (level == null || typeof level.batch !== 'function') return undefined
+function writesInProcess (store: Datastore, level: SyncLevel | undefined): boolean {
+  if (level == null || typeof level.batch !== 'function') return false
   let own = levelBatches.get(store)
   if (own === undefined) {
     own = null
@@ -85,7 +85,7 @@ function levelWriterOf (store: Datastore, level: SyncLevel | undefined): SyncLev
     }
     levelBatches.set(store, own)
   }
-  return own != null && store.batch === own ? level : undefined
+  return own != null && store.batch === own
 }
 
 /** One write of a LevelDB batch */
@@ -135,15 +135,14 @@ export class WriteSet {
 
   /** In-process reads of the same LevelDB, when the datastore allows */
   private readonly level?: SyncLevel
-  /** The same LevelDB for the commit's batch, when the datastore is a plain `LevelDatastore` */
-  private readonly writer?: SyncLevel
+  /** Whether the commit's batch goes to that LevelDB directly (a plain `LevelDatastore`) */
+  private readonly writesInProcess: boolean
 
   constructor (store: Datastore) {
     this.store = store
     const level = levelOf(store)
     if (level != null) this.level = level
-    const writer = levelWriterOf(store, level)
-    if (writer != null) this.writer = writer
+    this.writesInProcess = writesInProcess(store, level)
   }
 
   /** The stored value read in-process (null when absent); undefined when that is not possible now */
@@ -353,14 +352,14 @@ export class WriteSet {
   async commit (options?: AbortOptions): Promise<void> {
     options?.signal?.throwIfAborted()
     if (this.writes.size > 0) {
-      const writer = this.writer
-      if (writer?.batch != null && writer.status === 'open') {
+      const level = this.level
+      if (this.writesInProcess && level?.batch != null && level.status === 'open') {
         // what LevelDatastore's batch hands LevelDB, without a Key per write
         const ops: LevelOp[] = []
         for (const [key, value] of this.writes) {
           ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
         }
-        await writer.batch(ops)
+        await level.batch(ops)
       } else {
         const batch = this.store.batch()
         for (const [id, value] of this.writes) {

@@ -1058,7 +1058,8 @@ export class Engine {
     }
     if (!local && await this.settleMergedBySnapshot(tx, node, options)) return { children: [], changes: [], skipped: true }
 
-    const linkKeys = node.links.map(link => this.layout.processedId(blockKey(link)))
+    const linkIds = node.links.map(blockKey)
+    const linkKeys = linkIds.map(link => this.layout.processedId(link))
     // before anything is staged: a node refused, or waiting for its links, leaves `tx` as it was
     if (!local) await this.checkPriority(tx, node, linkKeys, claimed ?? (async () => undefined), options)
     // What is read below is read concurrently with the merge's own reads
@@ -1090,7 +1091,7 @@ export class Engine {
         this.heads.remove(tx, delta.dagName, link)
       }
       if (await tx.has(linkKeys[i], options)) continue
-      tx.put(this.layout.pendingId(blockKey(link)), COVERED)
+      tx.put(this.layout.pendingId(linkIds[i]), COVERED)
       if (this.reserve(link)) children.push(link)
     }
     return { children, changes }

@@ -136,16 +136,13 @@ export class ByteQueue {
     this.settleHead()
   }
 
-  /** Skips emptied chunks; drops the consumed ones in bulk */
+  /** Resets when all is read; drops the consumed slots in bulk */
   private settleHead (): void {
     if (this.length === 0) {
       this.clear()
       return
     }
-    while (this.offset >= this.chunks[this.head].byteLength) {
-      this.chunks[this.head++] = CONSUMED
-      this.offset = 0
-    }
+    // no empty chunk is ever queued, so `head` is at unread bytes here
     if (this.head >= COMPACT_AT && this.head * 2 >= this.chunks.length) {
       this.chunks = this.chunks.slice(this.head)
       this.head = 0

@@ -122,6 +122,8 @@ export class FrameReader {
   }
 
   private async waitForData (ms: number, options?: AbortOptions): Promise<void> {
+    // onAbort would call finish before it returns: not waited on at all
+    if (options?.signal?.aborted === true) return
     await new Promise<void>(resolve => {
       const finish = (): void => {
         clearTimeout(timer)

@@ -545,13 +545,14 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     const caller = options?.signal
     if (stopped.aborted || caller?.aborted === true) return false
     return new Promise<boolean>(resolve => {
+      let offStop = (): void => {}
       const finish = (found: boolean): void => {
         offStop()
         caller?.removeEventListener('abort', onCallerAbort)
         resolve(found)
       }
       const onCallerAbort = (): void => { finish(false) }
-      const offStop = onAbort(stopped, () => { finish(false) })
+      offStop = onAbort(stopped, () => { finish(false) })
       caller?.addEventListener('abort', onCallerAbort, { once: true })
       void waiter.promise.then(finish)
     })
