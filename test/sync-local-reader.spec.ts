@@ -2,8 +2,8 @@
  * The sync server's block reads and frame sends: in-process LevelDB reads
  * under Helia's wrapping blockstores (with their fallback when they
  * disagree with the blockstore), a stream's deliveries stored as one
- * LevelDB batch (with the same fallback), and many frames gathered into
- * one send, read back in order.
+ * LevelDB batch (with the same fallback), many frames gathered into
+ * one send, read back in order, and the reader's pause and resume.
  */
 
 import { expect } from 'aegir/chai'
@@ -49,6 +49,53 @@ function loopback (): FrameStream & { sends: number } {
     async onDrain () {}
   }
   return stream as unknown as FrameStream & { sends: number }
+}
+
+/**
+ * A loopback stream that honours pause(): while paused, what is sent waits
+ * (as the muxer's window would hold it back) and arrives on resume()
+ */
+function pausable (): FrameStream & { send(data: Uint8Array): void, pauses: number } {
+  const listeners = new Set<(evt: any) => void>()
+  const held: Uint8Array[] = []
+  let paused = false
+  const deliver = (data: Uint8Array): void => { for (const fn of listeners) fn({ data }) }
+  const stream = {
+    pauses: 0,
+    readableEnded: false,
+    addEventListener (type: string, fn: (evt: any) => void) { if (type === 'message') listeners.add(fn) },
+    removeEventListener (type: string, fn: (evt: any) => void) { listeners.delete(fn) },
+    send (data: Uint8Array) {
+      if (paused) held.push(data)
+      else deliver(data)
+      return true
+    },
+    pause () {
+      paused = true
+      stream.pauses++
+    },
+    resume () {
+      paused = false
+      while (!paused && held.length > 0) deliver(held.shift() as Uint8Array)
+    },
+    async onDrain () {}
+  }
+  return stream as unknown as FrameStream & { send(data: Uint8Array): void, pauses: number }
+}
+
+/** A frame: varint length, then the bytes */
+function framed (body: Uint8Array): Uint8Array {
+  const prefix: number[] = []
+  let n = body.byteLength
+  while (n >= 0x80) {
+    prefix.push((n & 0x7f) | 0x80)
+    n >>>= 7
+  }
+  prefix.push(n)
+  const out = new Uint8Array(prefix.length + body.byteLength)
+  out.set(prefix)
+  out.set(body, prefix.length)
+  return out
 }
 
 describe('sync server reads and sends', function () {
@@ -226,6 +273,37 @@ describe('sync server reads and sends', function () {
     expect(stream.sends).to.be.at.most(3)
     for (const f of frames) expect(await reader.next()).to.equalBytes(f)
     expect(reader.hasFrame()).to.equal(false)
+    reader.dispose()
+  })
+
+  it('resumes a paused stream when the rest of a frame is still to come, however much of it is buffered', async () => {
+    const stream = pausable()
+    // the high-water mark is the largest frame: a half-read frame above half of it kept the stream paused
+    const reader = new FrameReader(stream, { maxFrame: 1000, highWater: 1000, idleTimeout: 500 })
+    const small = framed(new Uint8Array(500).fill(1))
+    const big = framed(new Uint8Array(900).fill(2))
+    const first = new Uint8Array(small.byteLength + 600)
+    first.set(small)
+    first.set(big.subarray(0, 600), small.byteLength)
+    stream.send(first)
+    expect(stream.pauses, 'paused past the high-water mark').to.equal(1)
+    // held back by the pause
+    stream.send(big.subarray(600))
+    expect(await reader.next()).to.equalBytes(small.subarray(2))
+    expect(await reader.next()).to.equalBytes(big.subarray(2))
+    expect(reader.hasFrame()).to.equal(false)
+    reader.dispose()
+  })
+
+  it('pauses past the high-water mark and resumes below half of it, each time', async () => {
+    const stream = pausable()
+    const reader = new FrameReader(stream, { maxFrame: 100, highWater: 400, idleTimeout: 500 })
+    const frames = Array.from({ length: 20 }, (_, i) => new Uint8Array(98).fill(i))
+    for (const f of frames) stream.send(framed(f))
+    expect(stream.pauses).to.equal(1)
+    for (const f of frames) expect(await reader.next()).to.equalBytes(f)
+    // 20 frames of 100 bytes through a 400-byte mark that resumes at 200: paused again after each resume
+    expect(stream.pauses).to.be.within(4, 10)
     reader.dispose()
   })
 })

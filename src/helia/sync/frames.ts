@@ -5,7 +5,8 @@
  * Reading: bytes are buffered as they arrive; past `highWater` buffered
  * bytes the stream is paused (the muxer then stops granting the sender
  * window, so the sender's writes wait) and it resumes once the reader has
- * consumed below half of that. A frame announcing more than `maxFrame`
+ * consumed below half of that, or sooner when no whole frame is buffered
+ * (the rest of a frame must come in, however large it is). A frame announcing more than `maxFrame`
  * bytes is refused before its body is read. Each read waits at most
  * `idleTimeout` ms for its frame.
  *
@@ -82,6 +83,11 @@ export class FrameReader {
       }
       const left = deadline - Date.now()
       if (left <= 0) throw new SyncProtocolError(`No frame within ${this.init.idleTimeout} ms`)
+      // no whole frame is buffered: the rest of it must come in, however much is
+      if (this.paused) {
+        this.paused = false
+        this.stream.resume()
+      }
       await this.waitForData(left, options)
     }
   }
