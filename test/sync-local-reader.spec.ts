@@ -34,6 +34,7 @@ function loopback (): FrameStream & { sends: number } {
   const stream = {
     sends: 0,
     readableEnded: false,
+    readStatus: 'readable',
     addEventListener (type: string, fn: (evt: any) => void) {
       if (!listeners.has(type)) listeners.set(type, new Set())
       listeners.get(type)?.add(fn)
@@ -63,6 +64,7 @@ function pausable (): FrameStream & { send(data: Uint8Array): void, pauses: numb
   const stream = {
     pauses: 0,
     readableEnded: false,
+    readStatus: 'readable',
     addEventListener (type: string, fn: (evt: any) => void) { if (type === 'message') listeners.add(fn) },
     removeEventListener (type: string, fn: (evt: any) => void) { listeners.delete(fn) },
     send (data: Uint8Array) {
@@ -72,10 +74,12 @@ function pausable (): FrameStream & { send(data: Uint8Array): void, pauses: numb
     },
     pause () {
       paused = true
+      stream.readStatus = 'paused'
       stream.pauses++
     },
     resume () {
       paused = false
+      stream.readStatus = 'readable'
       while (!paused && held.length > 0) deliver(held.shift() as Uint8Array)
     },
     async onDrain () {}
@@ -279,7 +283,7 @@ describe('sync server reads and sends', function () {
   it('resumes a paused stream when the rest of a frame is still to come, however much of it is buffered', async () => {
     const stream = pausable()
     // the high-water mark is the largest frame: a half-read frame above half of it kept the stream paused
-    const reader = new FrameReader(stream, { maxFrame: 1000, highWater: 1000, idleTimeout: 500 })
+    const reader = new FrameReader(stream, { maxFrame: 1000, highWater: 1000, idleTimeout: 3_000 })
     const small = framed(new Uint8Array(500).fill(1))
     const big = framed(new Uint8Array(900).fill(2))
     const first = new Uint8Array(small.byteLength + 600)
@@ -290,7 +294,9 @@ describe('sync server reads and sends', function () {
     // held back by the pause
     stream.send(big.subarray(600))
     expect(await reader.next()).to.equalBytes(small.subarray(2))
+    const started = Date.now()
     expect(await reader.next()).to.equalBytes(big.subarray(2))
+    expect(Date.now() - started, 'taken as soon as the resume handed it over, not after the idle timeout').to.be.below(1_500)
     expect(reader.hasFrame()).to.equal(false)
     reader.dispose()
   })
@@ -302,8 +308,9 @@ describe('sync server reads and sends', function () {
     for (const f of frames) stream.send(framed(f))
     expect(stream.pauses).to.equal(1)
     for (const f of frames) expect(await reader.next()).to.equalBytes(f)
-    // 20 frames of 100 bytes through a 400-byte mark that resumes at 200: paused again after each resume
-    expect(stream.pauses).to.be.within(4, 10)
+    // 20 frames of 100 bytes through a 400-byte mark: paused past 400 (5 frames in), resumed below
+    // 200, paused again once the 15 held frames came in, resumed below 200 with nothing left held
+    expect(stream.pauses).to.equal(2)
     reader.dispose()
   })
 })
