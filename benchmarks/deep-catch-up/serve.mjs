@@ -100,6 +100,13 @@ if (cmd === 'write') {
   const cpu = process.cpuUsage(cpu0)
   const cpuS = (cpu.user + cpu.system) / 1e6
   console.log(`caught up ${expected} nodes in ${s.toFixed(2)} s = ${Math.round(expected / s)} nodes/s, ${Math.round(expected / cpuS)} nodes per CPU-s (both sides); rss ${Math.round(process.memoryUsage().rss / 1048576)} MB`)
+  if (typeof globalThis.gc === 'function') {
+    // with --expose-gc: what stays live once caught up (both replicas), after full collections
+    globalThis.gc()
+    globalThis.gc()
+    const m = process.memoryUsage()
+    console.log(`live after full GC: heap ${Math.round(m.heapUsed / 1048576)} MB, external ${Math.round(m.external / 1048576)} MB (array buffers ${Math.round(m.arrayBuffers / 1048576)} MB)`)
+  }
   await b.stop()
   await bNode.stop()
   await store.stop()
