@@ -477,6 +477,68 @@ describe('WriteSet over datastore-level', () => {
   })
 })
 
+describe('WriteSet prefix scans over datastore-level', () => {
+  /** A random string of `n` characters from ASCII, Latin-1 (U+00FE and U+00FF among them), CJK and astral planes */
+  function randomText (n: number): string {
+    const pools = [[0x30, 0x7a], [0xf0, 0xff], [0x4e00, 0x4e10], [0x1f600, 0x1f610]]
+    let out = ''
+    for (let i = 0; i < n; i++) {
+      const [lo, hi] = pools[Math.floor(Math.random() * pools.length)]
+      out += String.fromCodePoint(lo + Math.floor(Math.random() * (hi - lo + 1)))
+    }
+    return out
+  }
+
+  it('decides the keys it was given as the datastore\'s own reads do, in one LevelDB read and no query, any Unicode', async () => {
+    const dir = await tempDir('write-set-scan')
+    const store = new LevelDatastore(dir.path)
+    await store.open()
+    try {
+      const get = store.get.bind(store)
+      let queries = 0
+      const query = store.query.bind(store)
+      store.query = (q, options) => { queries++; return query(q, options) }
+      for (let round = 0; round < 60; round++) {
+        const prefix = `/r${round}/`
+        const names = Array.from({ length: 1 + Math.floor(Math.random() * 12) }, () => `${prefix}${randomText(1 + Math.floor(Math.random() * 4))}`)
+        const stored = names.filter(() => Math.random() < 0.5)
+        for (const name of stored) await store.put(new Key(name, false), enc(`v:${name}`))
+        const asked = names.filter(() => Math.random() < 0.8)
+        const maxEntries = 1 + Math.floor(Math.random() * 8)
+        const tx = new WriteSet(store)
+        const complete = await tx.prefetchByScan(asked.map(name => new Key(name, false)), maxEntries)
+        const held = new Set(stored).size
+        if (held <= maxEntries) expect(complete, `round ${round}: ${held} entries under the prefix, ${maxEntries} allowed`).to.equal(true)
+        for (const name of names) {
+          const key = new Key(name, false)
+          const expected = await get(key).then(v => dec(v), () => undefined)
+          const answer = await tx.get(key)
+          expect(answer == null ? undefined : dec(answer), `round ${round}: ${JSON.stringify(name)}`).to.equal(expected)
+        }
+      }
+      expect(queries, 'no datastore query: the scans read LevelDB directly').to.equal(0)
+    } finally {
+      await store.close()
+      await dir.remove()
+    }
+  })
+
+  it('an aborted signal stops a scan before it reads', async () => {
+    const dir = await tempDir('write-set-scan-abort')
+    const store = new LevelDatastore(dir.path)
+    await store.open()
+    try {
+      await store.put(new Key('/s/a'), enc('A'))
+      const controller = new AbortController()
+      controller.abort(new Error('stop'))
+      await expect(new WriteSet(store).prefetchByScan([new Key('/s/a'), new Key('/s/b')], 10, { signal: controller.signal })).to.eventually.be.rejectedWith('stop')
+    } finally {
+      await store.close()
+      await dir.remove()
+    }
+  })
+})
+
 /**
  * A memory datastore exposing an in-process reader of the shape
  * datastore-level gives over classic-level (`db.getSync` with utf8 keys and

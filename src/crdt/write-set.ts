@@ -41,6 +41,8 @@ interface SyncLevel {
   batch?(ops: LevelOp[]): Promise<void>
   keyEncoding?(): { name?: string }
   valueEncoding?(): { name?: string }
+  /** Entries in a key range, as the db's encodings (utf8 keys, Uint8Array values) give them */
+  iterator?(options: { gte: string, lt: string }): { nextv(size: number): Promise<Array<[string, Uint8Array]>>, close(): Promise<void> }
 }
 
 /** The in-process reader of a datastore, when it is datastore-level over classic-level */
@@ -287,12 +289,18 @@ export class WriteSet {
     if (prefix == null) return true
     const found = new Map<string, Uint8Array>()
     let complete = true
-    for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
-      if (found.size >= maxEntries) {
-        complete = false
-        break
+    const scanned = await this.scanNow(prefix, maxEntries + 1, options)
+    if (scanned != null) {
+      complete = scanned.length <= maxEntries
+      for (const [key, value] of complete ? scanned : scanned.slice(0, maxEntries)) found.set(key, value)
+    } else {
+      for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
+        if (found.size >= maxEntries) {
+          complete = false
+          break
+        }
+        found.set(pair.key.toString(), pair.value)
       }
-      found.set(pair.key.toString(), pair.value)
     }
     const rest: StoreKey[] = []
     for (const { id, key } of todo) {
@@ -311,6 +319,24 @@ export class WriteSet {
     }
     await this.prefetch(rest, options)
     return complete
+  }
+
+  /**
+   * Up to `max` entries under a string prefix, straight from LevelDB in one
+   * call: the range datastore-level's prefix query reads (`gte` the prefix,
+   * `lt` the prefix and U+00FF, see `inPrefixQuery()`), with no `Key` and no
+   * async step per entry. Undefined when reads are not in-process.
+   */
+  private async scanNow (prefix: string, max: number, options?: AbortOptions): Promise<Array<[string, Uint8Array]> | undefined> {
+    const level = this.level
+    if (level?.status !== 'open' || typeof level.iterator !== 'function') return undefined
+    options?.signal?.throwIfAborted()
+    const it = level.iterator({ gte: prefix, lt: prefix + '\xFF' })
+    try {
+      return await it.nextv(max)
+    } finally {
+      await it.close()
+    }
   }
 
   /** One datastore read; null when absent */
