@@ -523,6 +523,67 @@ describe('WriteSet prefix scans over datastore-level', () => {
     }
   })
 
+  it('lists a prefix of thousands of entries in-process as the datastore\'s query does, pending writes applied', async () => {
+    const dir = await tempDir('write-set-list')
+    const store = new LevelDatastore(dir.path)
+    await store.open()
+    try {
+      const names = new Set<string>()
+      while (names.size < 2_500) names.add(`/l/${randomText(1 + Math.floor(Math.random() * 5))}`)
+      const batch = store.batch()
+      for (const name of names) batch.put(new Key(name, false), enc(`v:${name}`))
+      // beside the prefix: never listed
+      batch.put(new Key('/l', false), enc('the prefix itself, without its slash'))
+      batch.put(new Key('/m/after', false), enc('after'))
+      await batch.commit()
+      let queries = 0
+      const query = store.query.bind(store)
+      store.query = (q, options) => { queries++; return query(q, options) }
+      const tx = new WriteSet(store)
+      const [gone, changed] = [...names].filter(n => n.charCodeAt(3) < 0xff).slice(0, 2) as [string, string]
+      tx.delete(new Key(gone, false))
+      tx.put(new Key(changed, false), enc('pending'))
+      tx.put(new Key('/l/\u{1f600}new', false), enc('new'))
+      const listed = await tx.list('/l/')
+      expect(queries, 'read in-process').to.equal(0)
+      const expected = new Map<string, string>()
+      for await (const { key, value } of query({ prefix: '/l/' })) expected.set(key.toString(), new TextDecoder().decode(value))
+      expected.delete(gone)
+      expected.set(changed, 'pending')
+      expected.set('/l/\u{1f600}new', 'new')
+      const sorted = [...expected.entries()].sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
+      expect(listed.map(({ key, value }) => [key, dec(value)])).to.deep.equal(sorted)
+    } finally {
+      await store.close()
+      await dir.remove()
+    }
+  })
+
+  it('a scan longer than one LevelDB read (its byte budget) is complete, or cut short, only where it truly is', async () => {
+    const dir = await tempDir('write-set-long-scan')
+    const store = new LevelDatastore(dir.path)
+    await store.open()
+    try {
+      const batch = store.batch()
+      // 3,000 entries of 200 bytes: far more than one nextv() hands over
+      for (let i = 0; i < 3_000; i++) batch.put(new Key(`/n/${String(i).padStart(5, '0')}`), new Uint8Array(200).fill(i % 256))
+      await batch.commit()
+      const asked = [new Key('/n/00001'), new Key('/n/02999'), new Key('/n/03000')]
+      const cut = new WriteSet(store)
+      expect(await cut.prefetchByScan(asked, 2_999), 'one entry more than allowed').to.equal(false)
+      const whole = new WriteSet(store)
+      expect(await whole.prefetchByScan(asked, 3_000), 'exactly as many as allowed').to.equal(true)
+      for (const tx of [cut, whole]) {
+        expect(await tx.get(new Key('/n/02999'))).to.equalBytes(new Uint8Array(200).fill(2999 % 256))
+        expect(await tx.get(new Key('/n/03000'))).to.equal(undefined)
+      }
+      expect(await whole.list('/n/')).to.have.lengthOf(3_000)
+    } finally {
+      await store.close()
+      await dir.remove()
+    }
+  })
+
   it('an aborted signal stops a scan before it reads', async () => {
     const dir = await tempDir('write-set-scan-abort')
     const store = new LevelDatastore(dir.path)

@@ -29,6 +29,9 @@ import type { AbortOptions } from 'interface-store'
 /** How many datastore reads `prefetch()` keeps in flight */
 const PREFETCH_CONCURRENCY = 1000
 
+/** Entries read per call when a whole prefix range is listed in-process */
+const SCAN_CHUNK = 1000
+
 /** In-process reads done before a prefetch lets other work in */
 const SYNC_READS_PER_TURN = 512
 
@@ -322,10 +325,11 @@ export class WriteSet {
   }
 
   /**
-   * Up to `max` entries under a string prefix, straight from LevelDB in one
-   * call: the range datastore-level's prefix query reads (`gte` the prefix,
-   * `lt` the prefix and U+00FF, see `inPrefixQuery()`), with no `Key` and no
-   * async step per entry. Undefined when reads are not in-process.
+   * Up to `max` entries under a string prefix (`Infinity`: all of them),
+   * straight from LevelDB, up to `SCAN_CHUNK` per call: the
+   * range datastore-level's prefix query reads (`gte` the prefix, `lt` the
+   * prefix and U+00FF, see `inPrefixQuery()`), with no `Key` and no async
+   * step per entry. Undefined when reads are not in-process.
    */
   private async scanNow (prefix: string, max: number, options?: AbortOptions): Promise<Array<[string, Uint8Array]> | undefined> {
     const level = this.level
@@ -333,7 +337,16 @@ export class WriteSet {
     options?.signal?.throwIfAborted()
     const it = level.iterator({ gte: prefix, lt: prefix + '\xFF' })
     try {
-      return await it.nextv(max)
+      const all: Array<[string, Uint8Array]> = []
+      while (all.length < max) {
+        // nextv() may return fewer entries than asked while more are left
+        // (it stops at a byte budget): only an empty answer ends the range
+        const chunk = await it.nextv(Math.min(max - all.length, SCAN_CHUNK))
+        if (chunk.length === 0) break
+        for (const entry of chunk) all.push(entry)
+        options?.signal?.throwIfAborted()
+      }
+      return all
     } finally {
       await it.close()
     }
@@ -352,8 +365,13 @@ export class WriteSet {
   /** Entries under a string prefix, pending writes applied, in key order */
   async list (prefix: string, options?: AbortOptions): Promise<Array<{ key: string, value: Uint8Array }>> {
     const found = new Map<string, Uint8Array>()
-    for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
-      found.set(pair.key.toString(), pair.value)
+    const scanned = await this.scanNow(prefix, Infinity, options)
+    if (scanned != null) {
+      for (const [key, value] of scanned) found.set(key, value)
+    } else {
+      for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
+        found.set(pair.key.toString(), pair.value)
+      }
     }
     for (const [key, value] of this.writes) {
       if (!key.startsWith(prefix)) continue
