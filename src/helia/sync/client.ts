@@ -71,9 +71,10 @@ const FRAME_OVERHEAD = 128
  * Blocks stored in one `accept` call at most. The batch being read and the
  * one being stored are held decoded together, and what is held across two
  * young collections is promoted: with 64, a 100k-node catch-up over TCP
- * peaked at 437-464 MB (3 runs), with 32 at 347-351 MB at the same rate
- * (an in-process 30k catch-up promoted 46 MB instead of 80). With 16 the
- * peak was the same and the rate lower.
+ * peaked at 433-464 MB (6 of 6 runs), with 32 at 346-353 MB in 7 runs of
+ * 9 (445 and 459 in the others) at the same rate (an in-process 30k
+ * catch-up promoted 46 MB instead of 80). With 16 the peak was the same
+ * and the rate lower.
  */
 const ACCEPT_BATCH = 32
 
