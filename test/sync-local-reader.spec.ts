@@ -301,6 +301,28 @@ describe('sync server reads and sends', function () {
     reader.dispose()
   })
 
+  it('takes a frame larger than the high-water mark, sent in parts, without pausing on its parts', async () => {
+    const stream = pausable()
+    const reader = new FrameReader(stream, { maxFrame: 1000, highWater: 100, idleTimeout: 2_000 })
+    const big = framed(new Uint8Array(900).fill(7))
+    const small = framed(new Uint8Array(10).fill(8))
+    // the parts of the big frame pile up past the mark with no whole frame to take
+    for (let i = 0; i < 750; i += 150) stream.send(big.subarray(i, i + 150))
+    expect(stream.pauses, 'no pause while only part of a frame is buffered').to.equal(0)
+    stream.send(big.subarray(750))
+    expect(stream.pauses, 'paused once a whole frame waits').to.equal(1)
+    stream.send(small)
+    const started = Date.now()
+    expect(await reader.next()).to.equalBytes(big.subarray(2))
+    expect(await reader.next()).to.equalBytes(small.subarray(1))
+    expect(Date.now() - started).to.be.below(1_000)
+    // sent in parts while the reader waits for it: the same
+    const later = reader.next()
+    for (let i = 0; i < big.byteLength; i += 150) stream.send(big.subarray(i, i + 150))
+    expect(await later).to.equalBytes(big.subarray(2))
+    reader.dispose()
+  })
+
   it('pauses past the high-water mark and resumes below half of it, each time', async () => {
     const stream = pausable()
     const reader = new FrameReader(stream, { maxFrame: 100, highWater: 400, idleTimeout: 500 })

@@ -6,8 +6,9 @@
  * bytes the stream is paused (the muxer then stops granting the sender
  * window, so the sender's writes wait) and it resumes once the reader has
  * consumed below half of that, or sooner when no whole frame is buffered
- * (the rest of a frame must come in, however large it is). A stream that
- * is closing or closed is neither paused nor resumed. Before these rules a
+ * (the rest of a frame must come in, however large it is), and it is
+ * paused only while a whole frame waits to be taken. A stream that is
+ * closing or closed is neither paused nor resumed. Before these rules a
  * catch-up read with a 64 KB mark stalled at its first pause and went on
  * by bitswap (~500 nodes/s instead of ~13,000); at the default mark no run
  * of ours paused at all. A frame announcing more than `maxFrame`
@@ -155,8 +156,10 @@ export class FrameReader {
   }
 
   private pauseIfFull (): void {
-    // a stream that is closing or closed throws on pause(), and sends nothing more anyway
-    if (!this.paused && this.buffer.byteLength > this.init.highWater && this.stream.readStatus === 'readable') {
+    // only while a whole frame waits to be taken: a buffer holding part of
+    // one (a frame larger than the mark) needs the rest before it can drain.
+    // A stream that is closing or closed throws on pause(), and sends nothing more anyway
+    if (!this.paused && this.buffer.byteLength > this.init.highWater && this.stream.readStatus === 'readable' && this.hasFrame()) {
       this.paused = true
       this.stream.pause()
     }
