@@ -478,6 +478,19 @@ describe('WriteSet over datastore-level', () => {
 })
 
 describe('WriteSet prefix scans over datastore-level', () => {
+  /** Runs `fn` over a LevelDatastore in a temp dir, closed and removed after */
+  async function withLevelStore (name: string, fn: (store: LevelDatastore) => Promise<void>): Promise<void> {
+    const dir = await tempDir(name)
+    const store = new LevelDatastore(dir.path)
+    await store.open()
+    try {
+      await fn(store)
+    } finally {
+      await store.close()
+      await dir.remove()
+    }
+  }
+
   /** A random string of `n` characters from ASCII, Latin-1 (U+00FE and U+00FF among them), CJK and astral planes */
   function randomText (n: number): string {
     const pools = [[0x30, 0x7a], [0xf0, 0xff], [0x4e00, 0x4e10], [0x1f600, 0x1f610]]
@@ -490,10 +503,7 @@ describe('WriteSet prefix scans over datastore-level', () => {
   }
 
   it('decides the keys it was given as the datastore\'s own reads do, in one LevelDB read and no query, any Unicode', async () => {
-    const dir = await tempDir('write-set-scan')
-    const store = new LevelDatastore(dir.path)
-    await store.open()
-    try {
+    await withLevelStore('write-set-scan', async (store) => {
       const get = store.get.bind(store)
       let queries = 0
       const query = store.query.bind(store)
@@ -517,17 +527,11 @@ describe('WriteSet prefix scans over datastore-level', () => {
         }
       }
       expect(queries, 'no datastore query: the scans read LevelDB directly').to.equal(0)
-    } finally {
-      await store.close()
-      await dir.remove()
-    }
+    })
   })
 
   it('lists a prefix of thousands of entries in-process as the datastore\'s query does, pending writes applied', async () => {
-    const dir = await tempDir('write-set-list')
-    const store = new LevelDatastore(dir.path)
-    await store.open()
-    try {
+    await withLevelStore('write-set-list', async (store) => {
       const names = new Set<string>()
       while (names.size < 2_500) names.add(`/l/${randomText(1 + Math.floor(Math.random() * 5))}`)
       const batch = store.batch()
@@ -553,17 +557,11 @@ describe('WriteSet prefix scans over datastore-level', () => {
       expected.set('/l/\u{1f600}new', 'new')
       const sorted = [...expected.entries()].sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
       expect(listed.map(({ key, value }) => [key, dec(value)])).to.deep.equal(sorted)
-    } finally {
-      await store.close()
-      await dir.remove()
-    }
+    })
   })
 
   it('a scan longer than one LevelDB read (its byte budget) is complete, or cut short, only where it truly is', async () => {
-    const dir = await tempDir('write-set-long-scan')
-    const store = new LevelDatastore(dir.path)
-    await store.open()
-    try {
+    await withLevelStore('write-set-long-scan', async (store) => {
       const batch = store.batch()
       // 3,000 entries of 200 bytes: far more than one nextv() hands over
       for (let i = 0; i < 3_000; i++) batch.put(new Key(`/n/${String(i).padStart(5, '0')}`), new Uint8Array(200).fill(i % 256))
@@ -578,25 +576,16 @@ describe('WriteSet prefix scans over datastore-level', () => {
         expect(await tx.get(new Key('/n/03000'))).to.equal(undefined)
       }
       expect(await whole.list('/n/')).to.have.lengthOf(3_000)
-    } finally {
-      await store.close()
-      await dir.remove()
-    }
+    })
   })
 
   it('an aborted signal stops a scan before it reads', async () => {
-    const dir = await tempDir('write-set-scan-abort')
-    const store = new LevelDatastore(dir.path)
-    await store.open()
-    try {
+    await withLevelStore('write-set-scan-abort', async (store) => {
       await store.put(new Key('/s/a'), enc('A'))
       const controller = new AbortController()
       controller.abort(new Error('stop'))
       await expect(new WriteSet(store).prefetchByScan([new Key('/s/a'), new Key('/s/b')], 10, { signal: controller.signal })).to.eventually.be.rejectedWith('stop')
-    } finally {
-      await store.close()
-      await dir.remove()
-    }
+    })
   })
 })
 
