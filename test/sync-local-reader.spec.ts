@@ -16,6 +16,7 @@ import * as raw from 'multiformats/codecs/raw'
 import { identity } from 'multiformats/hashes/identity'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { createHeliaCRDT } from '../src/helia/index.js'
 import { FrameReader, FrameWriter } from '../src/helia/sync/frames.js'
 import { localReader } from '../src/helia/sync/local-reader.js'
 import { localWriter } from '../src/helia/sync/local-writer.js'
@@ -194,6 +195,62 @@ describe('sync server reads and sends', function () {
       expect(await other.has(b.cid)).to.equal(true)
     } finally {
       await level.close()
+      await dir.remove()
+    }
+  })
+
+  it('answers has in-process once the caller proves the key layout, asking the wrapping blockstore before', async () => {
+    const dir = await tempDir('local-reader-prove')
+    const level = new LevelBlockstore(dir.path)
+    await level.open()
+    try {
+      const missing = await block('never stored')
+      let asked = 0
+      const wrapper = {
+        get: (cid: CID, options?: any) => level.get(cid, options),
+        has: async (cid: CID) => { asked++; return level.has(cid) },
+        unwrap: () => level
+      }
+      const reader = localReader(wrapper)
+      expect(await reader.has(missing.cid)).to.equal(false)
+      expect(asked).to.equal(1)
+      reader.prove()
+      const miss = reader.has(missing.cid)
+      expect(miss).to.not.be.an.instanceOf(Promise)
+      expect(miss).to.equal(false)
+      expect(asked).to.equal(1)
+      // a reader with no LevelDB underneath has nothing to prove: it still asks its store
+      const plain = localReader({ get: (cid: CID, options?: any) => level.get(cid, options), has: async (cid: CID) => { asked++; return level.has(cid) } })
+      plain.prove()
+      expect(await plain.has(missing.cid)).to.equal(false)
+      expect(asked).to.equal(2)
+    } finally {
+      await level.close()
+      await dir.remove()
+    }
+  })
+
+  it('a replica that stored a carried block straight to LevelDB answers has() of new blocks in-process', async () => {
+    const dir = await tempDir('syncing-prove')
+    const node = await createReplicaNode({ directory: dir.path, listen: [] })
+    const store = await createHeliaCRDT(node, { topic: 'prove' })
+    try {
+      const sync = store.sync?.blockstore
+      if (sync == null) throw new Error('no sync protocol on a replica node')
+      let asked = 0
+      const has = node.blockstore.has.bind(node.blockstore)
+      node.blockstore.has = async (cid, options) => { asked++; return has(cid, options) }
+      const carried = await block('carried in a broadcast')
+      const missing = await block('not stored')
+      await sync.put(carried.cid, carried.bytes)
+      // the writer checked its first batch through the blockstore: that proved the layout
+      const before = asked
+      expect(await sync.has(missing.cid)).to.equal(false)
+      expect(await sync.has(carried.cid)).to.equal(true)
+      expect(asked, 'no read through Helia\'s blockstore').to.equal(before)
+    } finally {
+      await store.stop()
+      await node.stop()
       await dir.remove()
     }
   })

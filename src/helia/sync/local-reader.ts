@@ -18,9 +18,13 @@
  *   same way. So a block is served whenever the blockstore has it.
  * - Skipping Helia's lock is safe for reads: a block deleted by garbage
  *   collection meanwhile is either read whole or found absent.
- * - `has` answers a fast miss itself only once a fast read has found a
- *   block (which proves the key layout); until then a miss is asked
- *   through the wrapping blockstore.
+ * - `has` answers a fast miss itself only once the key layout is proven:
+ *   a fast read found a block, or the caller says a block written under it
+ *   was found through the wrapping blockstore (`prove()`, after the local
+ *   writer's check); until then a miss is asked through the wrapping
+ *   blockstore. (A replica receiving only carried blocks never reads one
+ *   back, so without `prove()` each `has` of a new block took the
+ *   wrapper's async read.)
  */
 
 import toBuffer from 'it-to-buffer'
@@ -45,6 +49,12 @@ export interface LocalReader {
   has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
   /** Whether reads run in-process (the fast path is on) */
   readonly direct: boolean
+  /**
+   * Takes the key layout as proven by other means: a block written under it
+   * was found through the wrapping blockstore (the local writer's check).
+   * A fast miss is then an answer, as after a fast read found a block.
+   */
+  prove(): void
 }
 
 class BlockstoreReader implements LocalReader {
@@ -62,6 +72,10 @@ class BlockstoreReader implements LocalReader {
 
   get direct (): boolean {
     return this.level != null
+  }
+
+  prove (): void {
+    if (this.level != null) this.proven = true
   }
 
   read (cid: CID, options?: AbortOptions): Uint8Array | undefined | Promise<Uint8Array | undefined> {

@@ -253,6 +253,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    */
   async put (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
     if (await this.writer.write([{ cid, bytes }], options)) {
+      // written straight to LevelDB and found through the blockstore: the reader's fast misses are answers
+      this.reader.prove()
       await this.announce([cid], options)
       return
     }
@@ -506,7 +508,9 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    */
   private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
     const { local } = this.components
-    if (!(await this.writer.write(blocks, { signal }))) {
+    if (await this.writer.write(blocks, { signal })) {
+      this.reader.prove()
+    } else {
       await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
     }
   }
