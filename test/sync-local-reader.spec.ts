@@ -15,7 +15,9 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { identity } from 'multiformats/hashes/identity'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { encode as varintEncode } from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { FrameReader, FrameWriter } from '../src/helia/sync/frames.js'
 import { localReader } from '../src/helia/sync/local-reader.js'
@@ -29,78 +31,43 @@ async function block (text: string): Promise<{ cid: CID, bytes: Uint8Array }> {
   return { cid: CID.createV1(raw.code, await sha256.digest(bytes)), bytes }
 }
 
-/** A stream end that records what was sent and hands it to a reader's listeners */
-function loopback (): FrameStream & { sends: number } {
-  const listeners = new Map<string, Set<(evt: any) => void>>()
+/**
+ * A stream end that counts what was sent and hands it to a reader's
+ * `message` listeners. It honours pause(): while paused, what is sent waits
+ * (as the muxer's window would hold it back) and arrives on resume().
+ */
+function loopback (): FrameStream & { send(data: Uint8Array | Uint8ArrayList): boolean, sends: number, pauses: number } {
+  const listeners = new Set<(evt: any) => void>()
+  const held: Array<Uint8Array | Uint8ArrayList> = []
+  const deliver = (data: Uint8Array | Uint8ArrayList): void => { for (const fn of listeners) fn({ data }) }
   const stream = {
     sends: 0,
-    readableEnded: false,
-    readStatus: 'readable',
-    addEventListener (type: string, fn: (evt: any) => void) {
-      if (!listeners.has(type)) listeners.set(type, new Set())
-      listeners.get(type)?.add(fn)
-    },
-    removeEventListener (type: string, fn: (evt: any) => void) { listeners.get(type)?.delete(fn) },
-    send (data: Uint8Array | Uint8ArrayList) {
-      stream.sends++
-      for (const fn of listeners.get('message') ?? []) fn({ data })
-      return true
-    },
-    pause () {},
-    resume () {},
-    async onDrain () {}
-  }
-  return stream as unknown as FrameStream & { sends: number }
-}
-
-/**
- * A loopback stream that honours pause(): while paused, what is sent waits
- * (as the muxer's window would hold it back) and arrives on resume()
- */
-function pausable (): FrameStream & { send(data: Uint8Array): void, pauses: number } {
-  const listeners = new Set<(evt: any) => void>()
-  const held: Uint8Array[] = []
-  let paused = false
-  const deliver = (data: Uint8Array): void => { for (const fn of listeners) fn({ data }) }
-  const stream = {
     pauses: 0,
     readableEnded: false,
     readStatus: 'readable',
     addEventListener (type: string, fn: (evt: any) => void) { if (type === 'message') listeners.add(fn) },
     removeEventListener (type: string, fn: (evt: any) => void) { listeners.delete(fn) },
-    send (data: Uint8Array) {
-      if (paused) held.push(data)
+    send (data: Uint8Array | Uint8ArrayList) {
+      stream.sends++
+      if (stream.readStatus === 'paused') held.push(data)
       else deliver(data)
       return true
     },
     pause () {
-      paused = true
       stream.readStatus = 'paused'
       stream.pauses++
     },
     resume () {
-      paused = false
       stream.readStatus = 'readable'
-      while (!paused && held.length > 0) deliver(held.shift() as Uint8Array)
-    },
-    async onDrain () {}
+      while (stream.readStatus === 'readable' && held.length > 0) deliver(held.shift() as Uint8Array | Uint8ArrayList)
+    }
   }
-  return stream as unknown as FrameStream & { send(data: Uint8Array): void, pauses: number }
+  return stream as unknown as FrameStream & { send(data: Uint8Array | Uint8ArrayList): boolean, sends: number, pauses: number }
 }
 
-/** A frame: varint length, then the bytes */
+/** A frame as the writers send it: varint length, then the bytes */
 function framed (body: Uint8Array): Uint8Array {
-  const prefix: number[] = []
-  let n = body.byteLength
-  while (n >= 0x80) {
-    prefix.push((n & 0x7f) | 0x80)
-    n >>>= 7
-  }
-  prefix.push(n)
-  const out = new Uint8Array(prefix.length + body.byteLength)
-  out.set(prefix)
-  out.set(body, prefix.length)
-  return out
+  return uint8ArrayConcat([varintEncode(body.byteLength), body])
 }
 
 /** A wrapping blockstore over `level` that counts the `has` calls it answers; `unwrap` hands out `level` unless `unwraps` is false */
@@ -340,7 +307,7 @@ describe('sync server reads and sends', function () {
   })
 
   it('resumes a paused stream when the rest of a frame is still to come, however much of it is buffered', async () => {
-    const stream = pausable()
+    const stream = loopback()
     // the high-water mark is the largest frame: a half-read frame above half of it kept the stream paused
     const reader = new FrameReader(stream, { maxFrame: 1000, highWater: 1000, idleTimeout: 3_000 })
     const small = framed(new Uint8Array(500).fill(1))
@@ -361,7 +328,7 @@ describe('sync server reads and sends', function () {
   })
 
   it('takes a frame larger than the high-water mark, sent in parts, without pausing on its parts', async () => {
-    const stream = pausable()
+    const stream = loopback()
     const reader = new FrameReader(stream, { maxFrame: 1000, highWater: 100, idleTimeout: 2_000 })
     const big = framed(new Uint8Array(900).fill(7))
     const small = framed(new Uint8Array(10).fill(8))
@@ -383,7 +350,7 @@ describe('sync server reads and sends', function () {
   })
 
   it('pauses past the high-water mark and resumes below half of it, each time', async () => {
-    const stream = pausable()
+    const stream = loopback()
     const reader = new FrameReader(stream, { maxFrame: 100, highWater: 400, idleTimeout: 500 })
     const frames = Array.from({ length: 20 }, (_, i) => new Uint8Array(98).fill(i))
     for (const f of frames) stream.send(framed(f))

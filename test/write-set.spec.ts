@@ -16,6 +16,7 @@
 import { expect } from 'aegir/chai'
 import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
+import fc from 'fast-check'
 import { Key } from 'interface-datastore'
 import { storeHas, WriteSet } from '../src/crdt/write-set.js'
 import { tempDir } from './fixtures/stores.js'
@@ -491,16 +492,15 @@ describe('WriteSet prefix scans over datastore-level', () => {
     }
   }
 
-  /** A random string of `n` characters from ASCII, Latin-1 (U+00FE and U+00FF among them), CJK and astral planes */
-  function randomText (n: number): string {
-    const pools = [[0x30, 0x7a], [0xf0, 0xff], [0x4e00, 0x4e10], [0x1f600, 0x1f610]]
-    let out = ''
-    for (let i = 0; i < n; i++) {
-      const [lo, hi] = pools[Math.floor(Math.random() * pools.length)]
-      out += String.fromCodePoint(lo + Math.floor(Math.random() * (hi - lo + 1)))
-    }
-    return out
-  }
+  /** A character from ASCII, Latin-1 (U+00FE and U+00FF among them), CJK or an astral plane */
+  const char = fc.oneof(
+    fc.integer({ min: 0x30, max: 0x7a }),
+    fc.integer({ min: 0xf0, max: 0xff }),
+    fc.integer({ min: 0x4e00, max: 0x4e10 }),
+    fc.integer({ min: 0x1f600, max: 0x1f610 })
+  ).map(code => String.fromCodePoint(code))
+  /** A key name of 1 to `max` such characters */
+  const text = (max: number): fc.Arbitrary<string> => fc.array(char, { minLength: 1, maxLength: max }).map(chars => chars.join(''))
 
   it('decides the keys it was given as the datastore\'s own reads do, in one LevelDB read and no query, any Unicode', async () => {
     await withLevelStore('write-set-scan', async (store) => {
@@ -508,32 +508,37 @@ describe('WriteSet prefix scans over datastore-level', () => {
       let queries = 0
       const query = store.query.bind(store)
       store.query = (q, options) => { queries++; return query(q, options) }
-      for (let round = 0; round < 60; round++) {
-        const prefix = `/r${round}/`
-        const names = Array.from({ length: 1 + Math.floor(Math.random() * 12) }, () => `${prefix}${randomText(1 + Math.floor(Math.random() * 4))}`)
-        const stored = names.filter(() => Math.random() < 0.5)
+      let round = 0
+      // names under the round's prefix, each stored or not and asked or not, and the scan's limit
+      const cases = fc.record({
+        names: fc.array(fc.record({ name: text(4), stored: fc.boolean(), asked: fc.integer({ min: 0, max: 4 }).map(n => n > 0) }), { minLength: 1, maxLength: 12 }),
+        maxEntries: fc.integer({ min: 1, max: 8 })
+      })
+      await fc.assert(fc.asyncProperty(cases, async ({ names: entries, maxEntries }) => {
+        const prefix = `/r${round++}/`
+        const names = entries.map(e => `${prefix}${e.name}`)
+        const stored = names.filter((_, i) => entries[i].stored)
         for (const name of stored) await store.put(new Key(name, false), enc(`v:${name}`))
-        const asked = names.filter(() => Math.random() < 0.8)
-        const maxEntries = 1 + Math.floor(Math.random() * 8)
+        const asked = names.filter((_, i) => entries[i].asked)
         const tx = new WriteSet(store)
         const complete = await tx.prefetchByScan(asked.map(name => new Key(name, false)), maxEntries)
         const held = new Set(stored).size
-        if (held <= maxEntries) expect(complete, `round ${round}: ${held} entries under the prefix, ${maxEntries} allowed`).to.equal(true)
+        if (held <= maxEntries) expect(complete, `${held} entries under the prefix, ${maxEntries} allowed`).to.equal(true)
         for (const name of names) {
           const key = new Key(name, false)
           const expected = await get(key).then(v => dec(v), () => undefined)
           const answer = await tx.get(key)
-          expect(answer == null ? undefined : dec(answer), `round ${round}: ${JSON.stringify(name)}`).to.equal(expected)
+          expect(answer == null ? undefined : dec(answer), JSON.stringify(name)).to.equal(expected)
         }
-      }
+      }), { numRuns: 60 })
       expect(queries, 'no datastore query: the scans read LevelDB directly').to.equal(0)
     })
   })
 
   it('lists a prefix of thousands of entries in-process as the datastore\'s query does, pending writes applied', async () => {
     await withLevelStore('write-set-list', async (store) => {
-      const names = new Set<string>()
-      while (names.size < 2_500) names.add(`/l/${randomText(1 + Math.floor(Math.random() * 5))}`)
+      const names = new Set(fc.sample(text(5), { numRuns: 4_000, seed: 15 }).map(name => `/l/${name}`))
+      expect(names.size, 'thousands of distinct names').to.be.above(2_000)
       const batch = store.batch()
       for (const name of names) batch.put(new Key(name, false), enc(`v:${name}`))
       // beside the prefix: never listed

@@ -290,21 +290,11 @@ export class WriteSet {
       prefix = prefix == null ? id : commonPrefix(prefix, id)
     }
     if (prefix == null) return true
+    // one entry past the limit tells a cut-short scan from one that ended
+    const scanned = await this.scan(prefix, maxEntries + 1, options)
+    const complete = scanned.length <= maxEntries
     const found = new Map<string, Uint8Array>()
-    let complete = true
-    const scanned = await this.scanNow(prefix, maxEntries + 1, options)
-    if (scanned != null) {
-      complete = scanned.length <= maxEntries
-      for (const [key, value] of complete ? scanned : scanned.slice(0, maxEntries)) found.set(key, value)
-    } else {
-      for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
-        if (found.size >= maxEntries) {
-          complete = false
-          break
-        }
-        found.set(pair.key.toString(), pair.value)
-      }
-    }
+    for (let i = 0; i < scanned.length && i < maxEntries; i++) found.set(scanned[i][0], scanned[i][1])
     const rest: StoreKey[] = []
     for (const { id, key } of todo) {
       const value = found.get(id)
@@ -325,19 +315,25 @@ export class WriteSet {
   }
 
   /**
-   * Up to `max` entries under a string prefix (`Infinity`: all of them),
-   * straight from LevelDB, up to `SCAN_CHUNK` per call: the
-   * range datastore-level's prefix query reads (`gte` the prefix, `lt` the
-   * prefix and U+00FF, see `inPrefixQuery()`), with no `Key` and no async
-   * step per entry. Undefined when reads are not in-process.
+   * Up to `max` entries under a string prefix (`Infinity`: all of them), in
+   * key order. Over datastore-level they come straight from LevelDB, up to
+   * `SCAN_CHUNK` per call, with no `Key` and no async step per entry, over
+   * the range its prefix query reads (`gte` the prefix, `lt` the prefix and
+   * U+00FF, see `inPrefixQuery()`); otherwise from the datastore's query.
    */
-  private async scanNow (prefix: string, max: number, options?: AbortOptions): Promise<Array<[string, Uint8Array]> | undefined> {
+  private async scan (prefix: string, max: number, options?: AbortOptions): Promise<Array<[string, Uint8Array]>> {
+    const all: Array<[string, Uint8Array]> = []
     const level = this.level
-    if (level?.status !== 'open' || typeof level.iterator !== 'function') return undefined
+    if (level?.status !== 'open' || typeof level.iterator !== 'function') {
+      for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
+        if (all.length >= max) break
+        all.push([pair.key.toString(), pair.value])
+      }
+      return all
+    }
     options?.signal?.throwIfAborted()
     const it = level.iterator({ gte: prefix, lt: prefix + '\xFF' })
     try {
-      const all: Array<[string, Uint8Array]> = []
       while (all.length < max) {
         // nextv() may return fewer entries than asked while more are left
         // (it stops at a byte budget): only an empty answer ends the range
@@ -364,15 +360,7 @@ export class WriteSet {
 
   /** Entries under a string prefix, pending writes applied, in key order */
   async list (prefix: string, options?: AbortOptions): Promise<Array<{ key: string, value: Uint8Array }>> {
-    const found = new Map<string, Uint8Array>()
-    const scanned = await this.scanNow(prefix, Infinity, options)
-    if (scanned != null) {
-      for (const [key, value] of scanned) found.set(key, value)
-    } else {
-      for await (const pair of this.store.query({ prefix }, options) as AsyncIterable<Pair>) {
-        found.set(pair.key.toString(), pair.value)
-      }
-    }
+    const found = new Map(await this.scan(prefix, Infinity, options))
     for (const [key, value] of this.writes) {
       if (!key.startsWith(prefix)) continue
       if (value === null) found.delete(key)

@@ -218,7 +218,8 @@ export async function writeFrame (stream: FrameStream, bytes: Uint8Array, option
  */
 export async function drained (stream: FrameStream, options?: AbortOptions): Promise<void> {
   options?.signal?.throwIfAborted()
-  if (stream.writeStatus === 'closed') throw new StreamClosedError('The stream closed while a write waited to be sent')
+  const closed = (): Error => new StreamClosedError('The stream closed while a write waited to be sent')
+  if (stream.writeStatus === 'closed') throw closed()
   await new Promise<void>((resolve, reject) => {
     let off: (() => void) | undefined
     const settle = (err?: Error): void => {
@@ -229,7 +230,7 @@ export async function drained (stream: FrameStream, options?: AbortOptions): Pro
       else reject(err)
     }
     const onDrain = (): void => { settle() }
-    const onClose = (evt: Event & { error?: Error }): void => { settle(evt.error ?? new StreamClosedError('The stream closed while a write waited to be sent')) }
+    const onClose = (evt: Event & { error?: Error }): void => { settle(evt.error ?? closed()) }
     stream.addEventListener('drain', onDrain)
     stream.addEventListener('close', onClose)
     const signal = options?.signal

@@ -252,9 +252,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    * announcement
    */
   async put (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
-    if (await this.writer.write([{ cid, bytes }], options)) {
-      // written straight to LevelDB and found through the blockstore: the reader's fast misses are answers
-      this.reader.prove()
+    if (await this.writeDirect([{ cid, bytes }], options)) {
       await this.announce([cid], options)
       return
     }
@@ -508,11 +506,21 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    */
   private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
     const { local } = this.components
-    if (await this.writer.write(blocks, { signal })) {
-      this.reader.prove()
-    } else {
+    if (!(await this.writeDirect(blocks, { signal }))) {
       await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
     }
+  }
+
+  /**
+   * Stores blocks straight to LevelDB (local-writer.ts); false, having
+   * stored nothing, when the caller must store them itself. A direct write
+   * was found through the blockstore (the writer checks its first), which
+   * proves the reader's key layout: its fast misses are answers from then on.
+   */
+  private async writeDirect (blocks: Array<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): Promise<boolean> {
+    if (!(await this.writer.write(blocks, options))) return false
+    this.reader.prove()
+    return true
   }
 
   /** Tells the block brokers of stored blocks */
