@@ -27,6 +27,14 @@ export interface DAGBlockstore {
   get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array>
   put(cid: CID, bytes: Uint8Array, options?: AbortOptions): unknown
   has(cid: CID, options?: AbortOptions): boolean | Promise<boolean>
+  /**
+   * Stores several blocks, yielding each CID once it is stored, as
+   * interface-blockstore's `putMany` does. Optional: without it the store
+   * `put`s blocks one by one; with it, the head blocks of broadcasts that
+   * arrived together are stored in one call (a blockstore that writes them
+   * at once saves a write per block).
+   */
+  putMany?(source: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncIterable<CID> | Iterable<CID>
   /** Present on Helia's blockstore: a getter that asks the same peers for related blocks */
   createSession?(root: CID, options?: AbortOptions): { get(cid: CID, options?: AbortOptions): AsyncIterable<Uint8Array> | Iterable<Uint8Array> }
   /**

@@ -90,6 +90,8 @@ function countingBlockstore (blockstore: DAGBlockstore, onBlock: (bytes: number)
     put: (cid, bytes, options) => blockstore.put(cid, bytes, options),
     has: (cid, options) => blockstore.has(cid, options)
   }
+  const putMany = blockstore.putMany?.bind(blockstore)
+  if (putMany != null) counted.putMany = putMany
   const getLocal = blockstore.getLocal?.bind(blockstore)
   if (getLocal != null) {
     counted.getLocal = async (cid, options) => {

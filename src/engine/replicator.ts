@@ -111,6 +111,17 @@ const CARRY_SLACK = 1024
 const MAX_HANDED_HEADS = 256
 const MAX_HANDED_BYTES = 4 * 1024 * 1024
 
+/** Payloads read ahead of the write that stores their carried blocks, and stored in one write, at most */
+export const MAX_ARRIVING = 64
+
+/** A payload read from the Broadcaster, decoded, waiting for its carried blocks to be stored */
+interface Arrival {
+  data: Uint8Array
+  from: string
+  heads: Map<string, CID[]>
+  blocks: CarriedBlock[]
+}
+
 /** Pause after the Broadcaster's `next()` fails, before asking again */
 const NEXT_RETRY_DELAY = 100
 
@@ -170,6 +181,10 @@ export class Replicator {
    * again
    */
   private readonly handed = new BlockHandoff<{ bytes: Uint8Array }>(MAX_HANDED_HEADS, MAX_HANDED_BYTES)
+  /** Payloads read whose carried blocks are not stored yet, oldest first (see `storeArrivals()`) */
+  private readonly arriving: Arrival[] = []
+  /** The run of `storeArrivals()` under way, if any */
+  private storing?: Promise<void>
   /** Payloads read from the Broadcaster since start */
   public received = 0
   /** Of those, payloads whose heads have all been walked (or given up) */
@@ -232,6 +247,7 @@ export class Replicator {
     this.controller.abort()
     this.queue.close()
     this.handed.clear()
+    this.arriving.length = 0
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     this.notifyProgress()
@@ -568,16 +584,44 @@ export class Replicator {
         if (signal.aborted) return
         this.log.error('could not look at a payload\'s snapshot announcement - %e', err)
       }
-      // carried blocks land before the heads are queued, so their walks find them stored
-      await this.storeCarriedBlocks(decoded.blocks)
-      this.handleBroadcast(payload.data, payload.from ?? '', decoded.heads).catch((err: any) => {
-        if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
-      }).finally(() => {
-        // every head of the payload had its turn: walked and merged, or given up
-        this.handled++
-        this.notifyProgress()
-        this.init.progress?.settled(this.init.progress)
-      })
+      this.arriving.push({ data: payload.data, from: payload.from ?? '', heads: decoded.heads, blocks: decoded.blocks })
+      if (this.storing == null) {
+        this.storing = this.storeArrivals()
+        this.track(this.storing)
+      }
+      // bounded: a reader far ahead of the disk waits, and the Broadcaster's own bounds apply
+      if (this.arriving.length >= MAX_ARRIVING) await this.storing
+    }
+  }
+
+  /**
+   * Stores the carried blocks of the payloads read so far, all of them in
+   * one write, then queues their heads, in the order they arrived (carried
+   * blocks land before the heads are queued, so their walks find them
+   * stored). Payloads read while a write is under way wait for the next
+   * one, so a replica behind its writers writes many blocks at once rather
+   * than one per payload.
+   */
+  private async storeArrivals (): Promise<void> {
+    const signal = this.signal
+    try {
+      while (this.arriving.length > 0 && !signal.aborted) {
+        const group = this.arriving.splice(0, MAX_ARRIVING)
+        await this.storeCarriedBlocks(group.flatMap(arrival => arrival.blocks))
+        for (const { data, from, heads } of group) {
+          this.handleBroadcast(data, from, heads).catch((err: any) => {
+            if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
+          }).finally(() => {
+            // every head of the payload had its turn: walked and merged, or given up
+            this.handled++
+            this.notifyProgress()
+            this.init.progress?.settled(this.init.progress)
+          })
+        }
+      }
+    } finally {
+      // no await between the loop's last check and this: a payload read meanwhile starts the next run
+      this.storing = undefined
     }
   }
 
@@ -644,8 +688,23 @@ export class Replicator {
    */
   private async storeCarriedBlocks (carried: CarriedBlock[]): Promise<void> {
     if (carried.length === 0) return
-    const { blocks, rejected } = await verifyCarriedBlocks(carried, { skip: async cid => this.init.blockstore.has(cid) })
+    // a head carried twice in one group (a rebroadcast beside the announcement) is checked and stored once
+    const unique = new Map<string, CarriedBlock>()
+    for (const block of carried) unique.set(cidKey(block.cid), block)
+    const { blocks, rejected } = await verifyCarriedBlocks([...unique.values()], { skip: async cid => this.init.blockstore.has(cid) })
     if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash', rejected)
+    if (blocks.length === 0) return
+    if (this.init.blockstore.putMany != null && blocks.length > 1) {
+      try {
+        // the CIDs it yields say each block is stored: all must be before the heads are queued
+        for await (const cid of this.init.blockstore.putMany(blocks, { signal: this.signal })) void cid
+        for (const { cid, bytes } of blocks) this.hand(cid, bytes)
+        return
+      } catch (err: any) {
+        if (this.signal.aborted) return
+        this.log.error('could not store %d carried blocks at once, storing them one by one - %e', blocks.length, err)
+      }
+    }
     for (const { cid, bytes } of blocks) {
       try {
         await this.init.blockstore.put(cid, bytes, { signal: this.signal })

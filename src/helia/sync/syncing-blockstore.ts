@@ -260,6 +260,22 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   }
 
   /**
+   * Stores several blocks (the head blocks of broadcasts that arrived
+   * together) as `put` stores one: in one LevelDB batch when the blockstore
+   * allows, then announced together; otherwise one `put` each, all at once.
+   * Yields the CIDs once every block is stored.
+   */
+  async * putMany (source: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncGenerator<CID> {
+    const blocks = [...source]
+    if (await this.writeDirect(blocks, options)) {
+      await this.announce(blocks.map(b => b.cid), options)
+    } else {
+      await Promise.all(blocks.map(async ({ cid, bytes }) => this.components.local.put(cid, bytes, options)))
+    }
+    for (const { cid } of blocks) yield cid
+  }
+
+  /**
    * The block at hand without the network: decoded, when a stream just
    * delivered it (taken out of the hand-off, no disk read), else read from
    * the local blockstore; undefined when it is not local
