@@ -34,6 +34,7 @@ import { MemoryDatastore } from 'datastore-core'
 import { LevelDatastore } from 'datastore-level'
 import { createHeliaLight } from 'helia'
 import { DirectoryLockedError } from '../errors.js'
+import { signingKey } from './signing-key.js'
 import type { HeliaWithLibp2p } from '@helia/libp2p'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
@@ -231,7 +232,8 @@ export async function createReplicaNode (init: ReplicaNodeInit = {}): Promise<Re
   }
 
   try {
-    const privateKey = init.privateKey ?? await loadIdentity(init.directory)
+    // the same identity, signing each gossipsub message without rebuilding its key object (signing-key.ts)
+    const privateKey = signingKey(init.privateKey ?? await loadIdentity(init.directory))
     const helia = withBitswap(withLibp2pLight(createHeliaLight({ datastore, blockstore }), {
       privateKey,
       datastore: libp2pDatastore,
