@@ -9,8 +9,8 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { expect } from 'aegir/chai'
 import fc from 'fast-check'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { signingKey } from '../src/node/signing-key.js'
 import { createReplicaNode } from '../src/node/index.js'
+import { signingKey } from '../src/node/signing-key.js'
 
 describe('signing key', function () {
   this.timeout(30_000)
