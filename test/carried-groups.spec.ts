@@ -18,7 +18,7 @@ import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { encodeBroadcastWithBlocks } from '../src/codec/broadcast-blocks.js'
 import { PayloadQueue } from '../src/engine/payload-queue.js'
-import { MAX_ARRIVING } from '../src/engine/replicator.js'
+import { MAX_ARRIVING, MAX_ARRIVING_BYTES } from '../src/engine/replicator.js'
 import { syncingBlockstore } from '../src/helia/sync/syncing-blockstore.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, memoryReplica, tempDir } from './fixtures/stores.js'
@@ -30,10 +30,14 @@ class HeldBlockstore implements DAGBlockstore {
   readonly inner = new MemoryBlockstore()
   /** CIDs of each `putMany` call */
   readonly groups: CID[][] = []
+  /** Bytes of each `putMany` call */
+  readonly groupBytes: number[] = []
   puts = 0
   /** Reads of blocks not stored (yet) */
   misses = 0
   failMany = false
+  /** has() throws this many more times */
+  failHas = 0
   private held: Promise<void>
   private open!: () => void
 
@@ -51,6 +55,10 @@ class HeldBlockstore implements DAGBlockstore {
   }
 
   async has (cid: CID): Promise<boolean> {
+    if (this.failHas > 0) {
+      this.failHas--
+      throw new Error('the disk is gone for a moment')
+    }
     return this.inner.has(cid)
   }
 
@@ -63,6 +71,7 @@ class HeldBlockstore implements DAGBlockstore {
   async * putMany (source: Iterable<{ cid: CID, bytes: Uint8Array }>): AsyncGenerator<CID> {
     const blocks = [...source]
     this.groups.push(blocks.map(b => b.cid))
+    this.groupBytes.push(blocks.reduce((sum, b) => sum + b.bytes.byteLength, 0))
     await this.held
     if (this.failMany) throw new Error('this disk takes one block at a time')
     for (const { cid, bytes } of blocks) await this.inner.put(cid, bytes)
@@ -71,7 +80,7 @@ class HeldBlockstore implements DAGBlockstore {
 }
 
 /** `count` puts of a writer, each as the broadcast that announced it with its block, oldest first */
-async function chainPayloads (count: number): Promise<{ payloads: Uint8Array[], expected: string[] }> {
+async function chainPayloads (count: number, padding = 0): Promise<{ payloads: Uint8Array[], expected: string[] }> {
   const source = await memoryReplica({ repairInterval: 0 })
   const payloads: Uint8Array[] = []
   const expected: string[] = []
@@ -79,8 +88,9 @@ async function chainPayloads (count: number): Promise<{ payloads: Uint8Array[], 
     for (let i = 0; i < count; i++) {
       // keys beyond ASCII: the Latin-1 edge, CJK and an astral character
       const key = `/ÿ-日本-𝄞-${i}`
-      await source.store.put(new Key(key), enc(`値 ${i}`))
-      expected.push(`${key}=値 ${i}`)
+      const value = `値 ${i}`.padEnd(padding, '.')
+      await source.store.put(new Key(key), enc(value))
+      expected.push(`${key}=${value}`)
       const [head] = source.store.heads()
       const bytes = await toBuffer(source.blockstore.get(head.cid))
       payloads.push(encodeBroadcastWithBlocks([head], [{ cid: head.cid, bytes }], 1 << 20))
@@ -162,6 +172,30 @@ describe('carried blocks stored together', function () {
     }
   })
 
+  it('reads at most MAX_ARRIVING_BYTES of payloads ahead, and stores at most that much at once', async () => {
+    const { payloads, expected } = await chainPayloads(20, 150_000)
+    const queue = new PayloadQueue(1000, 16 << 20)
+    const blockstore = new HeldBlockstore()
+    const replica = await reader(blockstore, queue)
+    try {
+      for (const payload of payloads) queue.push(payload, { from: 'writer' })
+      // one payload in the write under way, then as many as it takes to reach the bound
+      let ahead = 0
+      for (let bytes = 0; bytes < MAX_ARRIVING_BYTES; ahead++) bytes += payloads[1 + ahead].byteLength
+      expect(ahead).to.be.within(2, 18)
+      expect(await settled(queue)).to.equal(payloads.length - 1 - ahead)
+      blockstore.release()
+      await waitFor(async () => (await stateOf(replica.store)).length === expected.length, 20_000, 'every key merged')
+      expect(await stateOf(replica.store)).to.deep.equal(expected)
+      expect(blockstore.groups.length).to.be.greaterThan(1)
+      for (const bytes of blockstore.groupBytes) expect(bytes).to.be.at.most(MAX_ARRIVING_BYTES)
+      expect(blockstore.misses).to.equal(0)
+    } finally {
+      queue.close()
+      await replica.store.stop()
+    }
+  })
+
   it('stores a head carried twice in one group once', async () => {
     const { payloads, expected } = await chainPayloads(3)
     const queue = new PayloadQueue(1000, 16 << 20)
@@ -200,6 +234,28 @@ describe('carried blocks stored together', function () {
       // the first payload's put, then the failed group's blocks one by one
       expect(blockstore.puts).to.equal(12)
       expect(blockstore.misses).to.equal(0)
+    } finally {
+      queue.close()
+      await replica.store.stop()
+    }
+  })
+
+  it('a group whose blocks cannot be stored still has its heads handled (fetched instead)', async () => {
+    const { payloads } = await chainPayloads(6)
+    const queue = new PayloadQueue(1000, 16 << 20)
+    const blockstore = new HeldBlockstore()
+    const replica = await reader(blockstore, queue)
+    try {
+      for (const payload of payloads) queue.push(payload, { from: 'writer' })
+      expect(await settled(queue)).to.equal(0)
+      // the second group's hash checks ask has() first: it throws
+      blockstore.failHas = 1
+      blockstore.release()
+      // every payload had its turn: the five heads of the failed group were fetched (from nowhere) and given up
+      await replica.store.synced({ signal: AbortSignal.timeout(20_000) })
+      expect(blockstore.puts).to.equal(1)
+      expect(blockstore.groups).to.deep.equal([])
+      expect(blockstore.misses).to.be.greaterThan(0)
     } finally {
       queue.close()
       await replica.store.stop()

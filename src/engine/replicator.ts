@@ -114,6 +114,9 @@ const MAX_HANDED_BYTES = 4 * 1024 * 1024
 /** Payloads read ahead of the write that stores their carried blocks, and stored in one write, at most */
 export const MAX_ARRIVING = 64
 
+/** Bytes of payloads read ahead of that write, and stored in one write, at most (one payload may be larger) */
+export const MAX_ARRIVING_BYTES = 1024 * 1024
+
 /** A payload read from the Broadcaster, decoded, waiting for its carried blocks to be stored */
 interface Arrival {
   data: Uint8Array
@@ -183,6 +186,8 @@ export class Replicator {
   private readonly handed = new BlockHandoff<{ bytes: Uint8Array }>(MAX_HANDED_HEADS, MAX_HANDED_BYTES)
   /** Payloads read whose carried blocks are not stored yet, oldest first (see `storeArrivals()`) */
   private readonly arriving: Arrival[] = []
+  /** Bytes of the payloads in `arriving` */
+  private arrivingBytes = 0
   /** The run of `storeArrivals()` under way, if any */
   private storing?: Promise<void>
   /** Payloads read from the Broadcaster since start */
@@ -248,6 +253,7 @@ export class Replicator {
     this.queue.close()
     this.handed.clear()
     this.arriving.length = 0
+    this.arrivingBytes = 0
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     this.notifyProgress()
@@ -585,12 +591,13 @@ export class Replicator {
         this.log.error('could not look at a payload\'s snapshot announcement - %e', err)
       }
       this.arriving.push({ data: payload.data, from: payload.from ?? '', heads: decoded.heads, blocks: decoded.blocks })
+      this.arrivingBytes += payload.data.byteLength
       if (this.storing == null) {
         this.storing = this.storeArrivals()
         this.track(this.storing)
       }
       // bounded: a reader far ahead of the disk waits, and the Broadcaster's own bounds apply
-      if (this.arriving.length >= MAX_ARRIVING) await this.storing
+      if (this.arriving.length >= MAX_ARRIVING || this.arrivingBytes >= MAX_ARRIVING_BYTES) await this.storing
     }
   }
 
@@ -606,8 +613,13 @@ export class Replicator {
     const signal = this.signal
     try {
       while (this.arriving.length > 0 && !signal.aborted) {
-        const group = this.arriving.splice(0, MAX_ARRIVING)
-        await this.storeCarriedBlocks(group.flatMap(arrival => arrival.blocks))
+        const group = this.takeArrivals()
+        try {
+          await this.storeCarriedBlocks(group.flatMap(arrival => arrival.blocks))
+        } catch (err: any) {
+          // the heads are still queued: their blocks are fetched instead
+          if (!signal.aborted) this.log.error('could not store the blocks of %d broadcasts - %e', group.length, err)
+        }
         for (const { data, from, heads } of group) {
           this.handleBroadcast(data, from, heads).catch((err: any) => {
             if (!signal.aborted) this.log.error('could not handle broadcast - %e', err)
@@ -679,6 +691,20 @@ export class Replicator {
       out.push({ cid, bytes })
     }
     return out
+  }
+
+  /** The oldest arrivals, within `MAX_ARRIVING` payloads and `MAX_ARRIVING_BYTES` (at least one) */
+  private takeArrivals (): Arrival[] {
+    let count = 0
+    let bytes = 0
+    while (count < this.arriving.length && count < MAX_ARRIVING) {
+      const size = this.arriving[count].data.byteLength
+      if (count > 0 && bytes + size > MAX_ARRIVING_BYTES) break
+      bytes += size
+      count++
+    }
+    this.arrivingBytes -= bytes
+    return this.arriving.splice(0, count)
   }
 
   /**
