@@ -123,131 +123,114 @@ async function settled (queue: PayloadQueue): Promise<number> {
   throw new Error('the reader kept reading')
 }
 
+interface HeldRun {
+  blockstore: HeldBlockstore
+  replica: Awaited<ReturnType<typeof memoryReplica>>
+  /** Payloads the reader left with the Broadcaster once it stopped reading */
+  waiting: number
+}
+
+/**
+ * Hands `payloads` to a reader whose writes are held: the first payload's
+ * block is then being written while the reader reads on, up to its bound.
+ * Runs `test` once the reader stopped reading.
+ */
+async function heldRun (payloads: Uint8Array[], test: (run: HeldRun) => Promise<void>, setup?: (blockstore: HeldBlockstore) => void): Promise<void> {
+  const queue = new PayloadQueue(1000, 16 << 20)
+  const blockstore = new HeldBlockstore()
+  setup?.(blockstore)
+  const replica = await reader(blockstore, queue)
+  try {
+    for (const payload of payloads) queue.push(payload, { from: 'writer' })
+    await test({ blockstore, replica, waiting: await settled(queue) })
+  } finally {
+    queue.close()
+    await replica.store.stop()
+  }
+}
+
+/** Lets the held writes go and waits until the reader holds exactly `expected` */
+async function releaseAndMerge ({ blockstore, replica }: HeldRun, expected: string[]): Promise<void> {
+  blockstore.release()
+  await waitFor(async () => (await stateOf(replica.store)).length === expected.length, 20_000, 'every key merged')
+  expect(await stateOf(replica.store)).to.deep.equal(expected)
+}
+
 describe('carried blocks stored together', function () {
   this.timeout(60_000)
 
   it('stores the blocks of payloads read during a write in one putMany, before their heads are queued', async () => {
     const { payloads, expected } = await chainPayloads(40)
-    const queue = new PayloadQueue(1000, 16 << 20)
-    const blockstore = new HeldBlockstore()
-    const replica = await reader(blockstore, queue)
-    try {
-      for (const payload of payloads) queue.push(payload, { from: 'writer' })
-      // the first payload's block is being written: the reader reads every other one meanwhile
-      expect(await settled(queue)).to.equal(0)
-      expect(blockstore.puts).to.equal(0)
-      blockstore.release()
-      await waitFor(async () => (await stateOf(replica.store)).length === expected.length, 20_000, 'every key merged')
-      expect(await stateOf(replica.store)).to.deep.equal(expected)
+    await heldRun(payloads, async run => {
+      // the first payload's block is being written: the reader read every other one meanwhile
+      expect(run.waiting).to.equal(0)
+      expect(run.blockstore.puts).to.equal(0)
+      await releaseAndMerge(run, expected)
       // one put for the first payload, then one putMany for the 39 read while it waited
-      expect(blockstore.puts).to.equal(1)
-      expect(blockstore.groups.map(g => g.length)).to.deep.equal([39])
+      expect(run.blockstore.puts).to.equal(1)
+      expect(run.blockstore.groups.map(g => g.length)).to.deep.equal([39])
       // every head found its block stored (or handed over) when its turn came: nothing was read that was not there
-      expect(blockstore.misses).to.equal(0)
-    } finally {
-      queue.close()
-      await replica.store.stop()
-    }
+      expect(run.blockstore.misses).to.equal(0)
+    })
   })
 
   it('reads at most MAX_ARRIVING payloads ahead of the write that stores their blocks', async () => {
     const count = MAX_ARRIVING * 2 + 20
     const { payloads, expected } = await chainPayloads(count)
-    const queue = new PayloadQueue(1000, 16 << 20)
-    const blockstore = new HeldBlockstore()
-    const replica = await reader(blockstore, queue)
-    try {
-      for (const payload of payloads) queue.push(payload, { from: 'writer' })
+    await heldRun(payloads, async run => {
       // one payload in the write under way, MAX_ARRIVING read ahead, the rest left with the Broadcaster
-      expect(await settled(queue)).to.equal(count - 1 - MAX_ARRIVING)
-      blockstore.release()
-      await waitFor(async () => (await stateOf(replica.store)).length === expected.length, 20_000, 'every key merged')
-      expect(await stateOf(replica.store)).to.deep.equal(expected)
-      expect(blockstore.groups.length).to.be.greaterThan(0)
-      for (const group of blockstore.groups) expect(group.length).to.be.at.most(MAX_ARRIVING)
-      expect(blockstore.misses).to.equal(0)
-    } finally {
-      queue.close()
-      await replica.store.stop()
-    }
+      expect(run.waiting).to.equal(count - 1 - MAX_ARRIVING)
+      await releaseAndMerge(run, expected)
+      expect(run.blockstore.groups.length).to.be.greaterThan(0)
+      for (const group of run.blockstore.groups) expect(group.length).to.be.at.most(MAX_ARRIVING)
+      expect(run.blockstore.misses).to.equal(0)
+    })
   })
 
   it('reads at most MAX_ARRIVING_BYTES of payloads ahead, and stores at most that much at once', async () => {
     const { payloads, expected } = await chainPayloads(20, 150_000)
-    const queue = new PayloadQueue(1000, 16 << 20)
-    const blockstore = new HeldBlockstore()
-    const replica = await reader(blockstore, queue)
-    try {
-      for (const payload of payloads) queue.push(payload, { from: 'writer' })
-      // one payload in the write under way, then as many as it takes to reach the bound
-      let ahead = 0
-      for (let bytes = 0; bytes < MAX_ARRIVING_BYTES; ahead++) bytes += payloads[1 + ahead].byteLength
-      expect(ahead).to.be.within(2, 18)
-      expect(await settled(queue)).to.equal(payloads.length - 1 - ahead)
-      blockstore.release()
-      await waitFor(async () => (await stateOf(replica.store)).length === expected.length, 20_000, 'every key merged')
-      expect(await stateOf(replica.store)).to.deep.equal(expected)
-      expect(blockstore.groups.length).to.be.greaterThan(1)
-      for (const bytes of blockstore.groupBytes) expect(bytes).to.be.at.most(MAX_ARRIVING_BYTES)
-      expect(blockstore.misses).to.equal(0)
-    } finally {
-      queue.close()
-      await replica.store.stop()
-    }
+    // one payload in the write under way, then as many as it takes to reach the bound
+    let ahead = 0
+    for (let bytes = 0; bytes < MAX_ARRIVING_BYTES; ahead++) bytes += payloads[1 + ahead].byteLength
+    expect(ahead).to.be.within(2, 18)
+    await heldRun(payloads, async run => {
+      expect(run.waiting).to.equal(payloads.length - 1 - ahead)
+      await releaseAndMerge(run, expected)
+      expect(run.blockstore.groups.length).to.be.greaterThan(1)
+      for (const bytes of run.blockstore.groupBytes) expect(bytes).to.be.at.most(MAX_ARRIVING_BYTES)
+      expect(run.blockstore.misses).to.equal(0)
+    })
   })
 
   it('stores a head carried twice in one group once', async () => {
     const { payloads, expected } = await chainPayloads(3)
-    const queue = new PayloadQueue(1000, 16 << 20)
-    const blockstore = new HeldBlockstore()
-    const replica = await reader(blockstore, queue)
-    try {
-      // the second and third announcements each come twice (an announcement and a rebroadcast)
-      for (const payload of [payloads[0], payloads[1], payloads[1], payloads[2], payloads[2]]) queue.push(payload, { from: 'writer' })
-      expect(await settled(queue)).to.equal(0)
-      blockstore.release()
-      await waitFor(async () => (await stateOf(replica.store)).length === expected.length, 20_000, 'every key merged')
-      expect(await stateOf(replica.store)).to.deep.equal(expected)
-      expect(blockstore.groups).to.have.lengthOf(1)
-      const group = blockstore.groups[0].map(cid => cid.toString())
+    // the second and third announcements each come twice (an announcement and a rebroadcast)
+    await heldRun([payloads[0], payloads[1], payloads[1], payloads[2], payloads[2]], async run => {
+      expect(run.waiting).to.equal(0)
+      await releaseAndMerge(run, expected)
+      expect(run.blockstore.groups).to.have.lengthOf(1)
+      const group = run.blockstore.groups[0].map(cid => cid.toString())
       expect(group).to.have.lengthOf(2)
       expect(new Set(group).size).to.equal(2)
-    } finally {
-      queue.close()
-      await replica.store.stop()
-    }
+    })
   })
 
   it('stores the blocks one by one when putMany fails, losing nothing', async () => {
     const { payloads, expected } = await chainPayloads(12)
-    const queue = new PayloadQueue(1000, 16 << 20)
-    const blockstore = new HeldBlockstore()
-    blockstore.failMany = true
-    const replica = await reader(blockstore, queue)
-    try {
-      for (const payload of payloads) queue.push(payload, { from: 'writer' })
-      expect(await settled(queue)).to.equal(0)
-      blockstore.release()
-      await waitFor(async () => (await stateOf(replica.store)).length === expected.length, 20_000, 'every key merged')
-      expect(await stateOf(replica.store)).to.deep.equal(expected)
-      expect(blockstore.groups.map(g => g.length)).to.deep.equal([11])
+    await heldRun(payloads, async run => {
+      expect(run.waiting).to.equal(0)
+      await releaseAndMerge(run, expected)
+      expect(run.blockstore.groups.map(g => g.length)).to.deep.equal([11])
       // the first payload's put, then the failed group's blocks one by one
-      expect(blockstore.puts).to.equal(12)
-      expect(blockstore.misses).to.equal(0)
-    } finally {
-      queue.close()
-      await replica.store.stop()
-    }
+      expect(run.blockstore.puts).to.equal(12)
+      expect(run.blockstore.misses).to.equal(0)
+    }, blockstore => { blockstore.failMany = true })
   })
 
   it('a group whose blocks cannot be stored still has its heads handled (fetched instead)', async () => {
     const { payloads } = await chainPayloads(6)
-    const queue = new PayloadQueue(1000, 16 << 20)
-    const blockstore = new HeldBlockstore()
-    const replica = await reader(blockstore, queue)
-    try {
-      for (const payload of payloads) queue.push(payload, { from: 'writer' })
-      expect(await settled(queue)).to.equal(0)
+    await heldRun(payloads, async ({ blockstore, replica, waiting }) => {
+      expect(waiting).to.equal(0)
       // the second group's hash checks ask has() first: it throws
       blockstore.failHas = 1
       blockstore.release()
@@ -256,10 +239,7 @@ describe('carried blocks stored together', function () {
       expect(blockstore.puts).to.equal(1)
       expect(blockstore.groups).to.deep.equal([])
       expect(blockstore.misses).to.be.greaterThan(0)
-    } finally {
-      queue.close()
-      await replica.store.stop()
-    }
+    })
   })
 
   it('the syncing blockstore writes a putMany as one LevelDB batch and announces it once', async () => {
