@@ -120,6 +120,17 @@ export class SyncProtocolError extends Error {
 }
 
 /**
+ * A peer closed a sync stream before taking the request: what libp2p does
+ * to a stream beyond the peer's limit of concurrent sync streams, which a
+ * stream just ended on this side may still count against for a moment.
+ * Not a fault of the peer: it is asked again shortly.
+ */
+export class SyncRefusedError extends Error {
+  static override name = 'SyncRefusedError'
+  override name = 'SyncRefusedError'
+}
+
+/**
  * A snapshot block is missing a field, holds a value of the wrong type or
  * range, is out of canonical order, or does not match its CID
  */

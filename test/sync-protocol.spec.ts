@@ -7,6 +7,7 @@
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
 import { createHeliaCRDT } from '../src/helia/index.js'
+import { streamBlocks } from '../src/helia/sync/client.js'
 import { SYNC_PROTOCOL } from '../src/helia/sync/protocol.js'
 import { createReplicaNode } from '../src/node/index.js'
 import { stateOf, waitFor } from './fixtures/network.js'
@@ -140,6 +141,28 @@ describe('sync protocol', function () {
     const stats = b.store.sync?.blockstore.stats
     expect(stats?.blocks).to.be.at.least(100)
     expect(stats?.cut).to.equal(0)
+  })
+
+  it('asks a peer again when it refused a stream at its limit: a wide DAG of gathered announcements arrives by streams alone', async () => {
+    // each writer announces its 40 writes together: three chains, three heads asked for at once
+    const writers = [await startPeer({ broadcastBatchDelay: 5 }), await startPeer({ broadcastBatchDelay: 5 }), await startPeer({ broadcastBatchDelay: 5 })]
+    peers.push(...writers)
+    await connect(writers[0], writers[1])
+    await connect(writers[1], writers[2])
+    await connect(writers[0], writers[2])
+    await Promise.all(writers.map(async (w, i) => {
+      for (let j = 0; j < 40; j++) await w.store.put(new Key(`/g${i}/${j}`), enc(`${i}-${j}`))
+    }))
+    await converge(writers, 120)
+    const b = await startPeer()
+    peers.push(b)
+    await connect(writers[0], b)
+    await converge([...writers, b], 120)
+    const stats = b.store.sync?.blockstore.stats
+    // a refused stream used to cut the peer off for a minute, leaving a whole chain to bitswap
+    expect(stats?.fallbacks).to.equal(0)
+    expect(stats?.cut).to.equal(0)
+    expect(stats?.blocks).to.be.at.least(120)
   })
 
   it('asks the announcer of a head first, before other peers that speak the protocol', async () => {
@@ -321,6 +344,21 @@ describe('sync protocol', function () {
       expect(result.blocks).to.equal(0)
       expect(result.ended || result.error != null).to.equal(true)
       expect(result.timedOut).to.equal(false)
+    })
+
+    it('a stream the server refuses at its limit rejects with SyncRefusedError, not a protocol error', async () => {
+      const a = await startPeer({ syncProtocol: { maxStreamsPerPeer: 1 } })
+      peers.push(a)
+      await a.store.put(new Key('/x'), enc('y'))
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      const streams = await Promise.all([0, 1].map(async () => openSyncStream(asker.node, a.node)))
+      const request = { want: [a.store.heads()[0].cid], have: [], maxBlocks: 10, maxBytes: 1 << 20 }
+      const outcomes = await Promise.allSettled(streams.map(async s => streamBlocks(s, request, { maxBlockSize: 1 << 20, idleTimeout: 5000, accept: async () => {} })))
+      expect(outcomes.filter(o => o.status === 'fulfilled' && o.value.blocks === 1)).to.have.length(1)
+      const refused = outcomes.filter(o => o.status === 'rejected').map(o => (o as PromiseRejectedResult).reason)
+      expect(refused).to.have.length(1)
+      expect(refused[0]).to.have.property('name', 'SyncRefusedError')
     })
 
     it('refuses more concurrent streams per peer than its limit', async () => {

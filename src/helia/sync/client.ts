@@ -25,7 +25,7 @@
 import { cidKey } from '../../codec/cid-key.js'
 import { decodeNode } from '../../codec/dag-node.js'
 import { verifyBlock } from '../../codec/verify-block.js'
-import { SyncProtocolError } from '../../errors.js'
+import { SyncProtocolError, SyncRefusedError } from '../../errors.js'
 import { FrameReader, writeFrame } from './frames.js'
 import { decodeBlock, encodeRequest } from './protocol.js'
 import type { FrameStream } from './frames.js'
@@ -81,7 +81,9 @@ const ACCEPT_BATCH = 32
 /**
  * Runs one request on an open stream. Resolves when the server ends the
  * stream or nothing more is expected; rejects with `SyncProtocolError` when
- * the server misbehaves (the caller aborts the stream).
+ * the server misbehaves (the caller aborts the stream), and with
+ * `SyncRefusedError` when the server closed the stream before it took the
+ * request.
  */
 export async function streamBlocks (stream: FrameStream & { close(options?: AbortOptions): Promise<void> }, request: BlockRequest, init: StreamBlocksInit, options?: AbortOptions): Promise<StreamBlocksResult> {
   // keyed by cidKey (its bytes), never by the CID's base32 text (see cid-key.ts)
@@ -116,8 +118,13 @@ export async function streamBlocks (stream: FrameStream & { close(options?: Abor
     storing.catch(() => {})
   }
   try {
-    await writeFrame(stream, encodeRequest(request), options)
-    await stream.close(options)
+    try {
+      await writeFrame(stream, encodeRequest(request), options)
+      await stream.close(options)
+    } catch (err: any) {
+      if (options?.signal?.aborted === true) throw err
+      throw new SyncRefusedError('The peer closed the stream before taking the request', { cause: err })
+    }
     while (expected.size > 0) {
       const frame = await reader.next(options)
       if (frame == null) break

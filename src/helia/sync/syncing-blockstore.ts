@@ -34,7 +34,7 @@
 
 import { cidKey } from '../../codec/cid-key.js'
 import { onAbort } from '../../on-abort.js'
-import { BlockHandoff } from '../../utils.js'
+import { BlockHandoff, delay } from '../../utils.js'
 import { deleteBlock } from '../delete-block.js'
 import { streamBlocks } from './client.js'
 import { localReader } from './local-reader.js'
@@ -116,6 +116,12 @@ export interface SyncingBlockstoreInit {
 }
 
 export const DEFAULT_BAD_PEER_TIMEOUT = 60_000
+
+/** Wait (ms) before asking again a peer that refused a stream, times the refusals so far */
+const REFUSED_BACKOFF = 50
+
+/** Refused streams in a row after which a session gives up on the peer for a while */
+const MAX_REFUSALS = 4
 
 /** How long (ms) what a peer's protocol list (or a refused stream) said is trusted before it is read again */
 const PROTOCOLS_TTL = 5_000
@@ -459,43 +465,31 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
 
     const session = (async () => {
       const signal = this.controller.signal
-      let stream: Stream | undefined
       try {
-        stream = await this.components.libp2p.dialProtocol(peer, SYNC_PROTOCOL, { signal })
-        this.stats.requests++
-        const have = this.have().slice(0, MAX_HAVE)
-        const result = await streamBlocks(stream, { want: [want], have, maxBlocks: this.maxBlocks, maxBytes: this.maxBytes }, {
-          maxBlockSize: this.maxBlockSize,
-          idleTimeout: this.idleTimeout,
-          expect,
-          accept: async (blocks) => {
-            await this.store(blocks, signal)
-            // handed off as soon as stored: a walker that read them from disk
-            // first would leave them in the hand-off, untaken, until stale
-            this.delivery(blocks)
-            for (const { key, bytes } of blocks) {
-              this.stats.blocks++
-              this.stats.bytes += bytes.byteLength
-              settle(key, true)
-            }
-            await this.announce(blocks.map(b => b.cid), { signal })
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await this.request(peer, want, expect, settle, signal)
+            return
+          } catch (err: any) {
+            // the peer's limit counts a stream that just ended here: its wants stay expected, asked again shortly
+            if (err.name !== 'SyncRefusedError' || attempt >= MAX_REFUSALS || signal.aborted) throw err
+            this.log('%s refused a sync stream, asking it again in %d ms - %e', id, REFUSED_BACKOFF * attempt, err)
+            await delay(REFUSED_BACKOFF * attempt, { signal })
           }
-        }, { signal })
-        if (result.blocks > 0) this.lastGood = id
-        this.log.trace('stream from %s ended: %d blocks, %d bytes, %d undelivered', id, result.blocks, result.bytes, result.undelivered.length)
-        stream.abort(new Error('request finished'))
+        }
       } catch (err: any) {
-        stream?.abort(err)
         if (signal.aborted) return
-        if (stream == null && err.name === 'UnsupportedProtocolError') {
+        if (err.name === 'UnsupportedProtocolError') {
           // asked before its protocols were known: it does not speak ours (a go-ds-crdt replica)
           this.log.trace('%s does not speak %s', id, SYNC_PROTOCOL)
           this.speaks.set(id, { yes: false, at: Date.now() })
           return
         }
         if (err.name === 'SyncProtocolError') this.stats.cut++
-        this.log.error('sync stream with %s failed, not asking it for %d ms - %e', id, this.badPeerTimeout, err)
-        this.bad.set(id, Date.now() + this.badPeerTimeout)
+        // refused again and again: not a fault, but not asked for a while either
+        const pause = err.name === 'SyncRefusedError' ? REFUSED_BACKOFF * MAX_REFUSALS : this.badPeerTimeout
+        this.log.error('sync stream with %s failed, not asking it for %d ms - %e', id, pause, err)
+        this.bad.set(id, Date.now() + pause)
         if (this.lastGood === id) this.lastGood = undefined
       } finally {
         for (const key of [...mine]) settle(key, false)
@@ -507,6 +501,43 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     })()
     this.sessions.add(session)
     void session.finally(() => this.sessions.delete(session))
+  }
+
+  /**
+   * One request on a new stream to `peer`; rejects with the stream's error
+   * (the stream aborted), `UnsupportedProtocolError` included
+   */
+  private async request (peer: PeerId, want: CID, expect: (cid: CID, key: string) => void, settle: (key: string, found: boolean) => void, signal: AbortSignal): Promise<void> {
+    const id = peer.toString()
+    let stream: Stream | undefined
+    try {
+      stream = await this.components.libp2p.dialProtocol(peer, SYNC_PROTOCOL, { signal })
+      this.stats.requests++
+      const have = this.have().slice(0, MAX_HAVE)
+      const result = await streamBlocks(stream, { want: [want], have, maxBlocks: this.maxBlocks, maxBytes: this.maxBytes }, {
+        maxBlockSize: this.maxBlockSize,
+        idleTimeout: this.idleTimeout,
+        expect,
+        accept: async (blocks) => {
+          await this.store(blocks, signal)
+          // handed off as soon as stored: a walker that read them from disk
+          // first would leave them in the hand-off, untaken, until stale
+          this.delivery(blocks)
+          for (const { key, bytes } of blocks) {
+            this.stats.blocks++
+            this.stats.bytes += bytes.byteLength
+            settle(key, true)
+          }
+          await this.announce(blocks.map(b => b.cid), { signal })
+        }
+      }, { signal })
+      if (result.blocks > 0) this.lastGood = id
+      this.log.trace('stream from %s ended: %d blocks, %d bytes, %d undelivered', id, result.blocks, result.bytes, result.undelivered.length)
+      stream.abort(new Error('request finished'))
+    } catch (err: any) {
+      stream?.abort(err)
+      throw err
+    }
   }
 
   /**
