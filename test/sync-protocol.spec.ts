@@ -13,7 +13,7 @@ import { createReplicaNode } from '../src/node/index.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, tempDir } from './fixtures/stores.js'
 import { hostileServer, openSyncStream, readFrames } from './fixtures/sync-peers.js'
-import type { HeliaCRDTDatastore, HeliaCRDTInit } from '../src/helia/index.js'
+import type { HeliaCRDTDatastore, HeliaCRDTInit, SyncStats } from '../src/helia/index.js'
 import type { ReplicaNode } from '../src/node/index.js'
 
 interface Peer {
@@ -123,13 +123,17 @@ describe('sync protocol', function () {
     })
   }
 
-  it('a fresh replica catches up a wide DAG written by several replicas', async () => {
-    const writers = [await startPeer(), await startPeer(), await startPeer()]
+  /**
+   * Three connected writers put 40 keys each at once (branches that merge,
+   * or with `writerInit.broadcastBatchDelay` three chains), then a fresh
+   * replica joins one of them and catches up: its sync stats
+   */
+  async function wideCatchUp (writerInit: Partial<HeliaCRDTInit> = {}): Promise<SyncStats | undefined> {
+    const writers = [await startPeer(writerInit), await startPeer(writerInit), await startPeer(writerInit)]
     peers.push(...writers)
     await connect(writers[0], writers[1])
     await connect(writers[1], writers[2])
     await connect(writers[0], writers[2])
-    // concurrent writes on three replicas: branches that merge
     await Promise.all(writers.map(async (w, i) => {
       for (let j = 0; j < 40; j++) await w.store.put(new Key(`/w${i}/${j}`), enc(`${i}-${j}`))
     }))
@@ -138,27 +142,18 @@ describe('sync protocol', function () {
     peers.push(b)
     await connect(writers[0], b)
     await converge([...writers, b], 120)
-    const stats = b.store.sync?.blockstore.stats
+    return b.store.sync?.blockstore.stats
+  }
+
+  it('a fresh replica catches up a wide DAG written by several replicas', async () => {
+    const stats = await wideCatchUp()
     expect(stats?.blocks).to.be.at.least(100)
     expect(stats?.cut).to.equal(0)
   })
 
   it('asks a peer again when it refused a stream at its limit: a wide DAG of gathered announcements arrives by streams alone', async () => {
     // each writer announces its 40 writes together: three chains, three heads asked for at once
-    const writers = [await startPeer({ broadcastBatchDelay: 5 }), await startPeer({ broadcastBatchDelay: 5 }), await startPeer({ broadcastBatchDelay: 5 })]
-    peers.push(...writers)
-    await connect(writers[0], writers[1])
-    await connect(writers[1], writers[2])
-    await connect(writers[0], writers[2])
-    await Promise.all(writers.map(async (w, i) => {
-      for (let j = 0; j < 40; j++) await w.store.put(new Key(`/g${i}/${j}`), enc(`${i}-${j}`))
-    }))
-    await converge(writers, 120)
-    const b = await startPeer()
-    peers.push(b)
-    await connect(writers[0], b)
-    await converge([...writers, b], 120)
-    const stats = b.store.sync?.blockstore.stats
+    const stats = await wideCatchUp({ broadcastBatchDelay: 5 })
     // a refused stream used to cut the peer off for a minute, leaving a whole chain to bitswap
     expect(stats?.fallbacks).to.equal(0)
     expect(stats?.cut).to.equal(0)
