@@ -258,11 +258,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    * announcement
    */
   async put (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
-    if (await this.writeDirect([{ cid, bytes }], options)) {
-      await this.announce([cid], options)
-      return
-    }
-    await this.components.local.put(cid, bytes, options)
+    if (await this.store([{ cid, bytes }], options)) await this.announce([cid], options)
   }
 
   /**
@@ -273,11 +269,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    */
   async * putMany (source: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncGenerator<CID> {
     const blocks = [...source]
-    if (await this.writeDirect(blocks, options)) {
-      await this.announce(blocks.map(b => b.cid), options)
-    } else {
-      await Promise.all(blocks.map(async ({ cid, bytes }) => this.components.local.put(cid, bytes, options)))
-    }
+    if (await this.store(blocks, options)) await this.announce(blocks.map(b => b.cid), options)
     for (const { cid } of blocks) yield cid
   }
 
@@ -519,7 +511,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
         idleTimeout: this.idleTimeout,
         expect,
         accept: async (blocks) => {
-          await this.store(blocks, signal)
+          await this.store(blocks, { signal })
           // handed off as soon as stored: a walker that read them from disk
           // first would leave them in the hand-off, untaken, until stale
           this.delivery(blocks)
@@ -549,13 +541,15 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    * other, a `has` then a `put`, which bound a stream to the disk's
    * latency). The block brokers (bitswap) are told once the blocks are on
    * disk, so a want that arrived meanwhile is served (Helia's `put` tells
-   * them before it stores).
+   * them before it stores). Resolves true when the blocks went straight to
+   * LevelDB: only then do the callers' own announcements matter to
+   * `put` and `putMany` (the blockstore's `put` tells the brokers itself).
    */
-  private async store (blocks: AcceptedBlock[], signal: AbortSignal): Promise<void> {
+  private async store (blocks: Array<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): Promise<boolean> {
+    if (await this.writeDirect(blocks, options)) return true
     const { local } = this.components
-    if (!(await this.writeDirect(blocks, { signal }))) {
-      await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, { signal })))
-    }
+    await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, options)))
+    return false
   }
 
   /**
