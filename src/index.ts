@@ -82,6 +82,7 @@ export {
   DEFAULT_REPAIR_INTERVAL,
   DEFAULT_MULTI_HEAD_PROCESSING,
   DEFAULT_BROADCAST_BATCH_DELAY,
+  DEFAULT_ANNOUNCE_INTERVAL,
   DEFAULT_BROADCAST_BLOCKS_MAX_SIZE
 } from './engine/crdt-datastore.js'
 export type { BatchOptions, CommitOptions, CRDTBatch } from './engine/batch.js'

@@ -214,6 +214,18 @@ export interface CRDTDatastoreInit {
    */
   broadcastBatchDelay?: number
   /**
+   * Announce local writes at most once per this many ms: a write after a
+   * quiet spell is announced at once, and the writes that follow within the
+   * interval are announced together when it ends, as their newest heads
+   * carrying the blocks of the nodes they superseded (within
+   * `broadcastBlocksMaxSize`), so receivers verify one message per burst
+   * and fetch nothing. 0 announces every write at once (go-ds-crdt's way);
+   * `broadcastBatchDelay`, when set, takes precedence
+   *
+   * @default 5
+   */
+  announceInterval?: number
+  /**
    * Carry the blocks of announced heads in broadcasts while they add up to
    * at most this many bytes (larger heads are announced alone and fetched);
    * 0 carries none. go-ds-crdt replicas ignore the carried blocks

@@ -211,7 +211,7 @@ describe('codecs: blocks and snapshots in broadcasts', () => {
       const a = await block(enc('a'))
       const root = await snapshotCid('root')
       const withField = (field: Uint8Array, at = 0): Uint8Array => CRDTBroadcast.encode({
-        Heads: [0, 1].map(i => ({ Cid: a.cid.bytes, DagName: '', ...(i === at ? { Snapshot: field as Uint8Array<ArrayBuffer> } : {}) }))
+        Heads: [0, 1].map(i => ({ Below: [], Cid: a.cid.bytes, DagName: '', ...(i === at ? { Snapshot: field as Uint8Array<ArrayBuffer> } : {}) }))
       })
       for (const [what, field] of [
         ['junk', Uint8Array.of(1, 2, 3)],

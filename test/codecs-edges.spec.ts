@@ -111,7 +111,7 @@ describe('codecs: edges a mutation run found', () => {
     async function payloadOf (size: number): Promise<Uint8Array> {
       const cid = await pbCid('sized')
       for (let n = size - 60; n < size; n++) {
-        const out = CRDTBroadcast.encode({ Heads: [{ Cid: cid.bytes, DagName: '', Block: new Uint8Array(n) }] })
+        const out = CRDTBroadcast.encode({ Heads: [{ Below: [], Cid: cid.bytes, DagName: '', Block: new Uint8Array(n) }] })
         if (out.byteLength === size) return out
       }
       throw new Error(`no payload of ${size} bytes`)
@@ -133,16 +133,16 @@ describe('codecs: edges a mutation run found', () => {
     it('refuses a DAG name over MAX_BROADCAST_DAG_NAME_LENGTH and more than MAX_BROADCAST_DAG_NAMES names, reading the limits themselves', async () => {
       const list = await cids(MAX_BROADCAST_DAG_NAMES + 1)
       const at = 'n'.repeat(MAX_BROADCAST_DAG_NAME_LENGTH)
-      expect([...decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Cid: list[0].bytes, DagName: at }] })).heads.keys()]).to.deep.equal([at])
-      const long = caught(() => decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Cid: list[0].bytes, DagName: '' }, { Cid: list[1].bytes, DagName: at + 'n' }] })))
+      expect([...decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Below: [], Cid: list[0].bytes, DagName: at }] })).heads.keys()]).to.deep.equal([at])
+      const long = caught(() => decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Below: [], Cid: list[0].bytes, DagName: '' }, { Below: [], Cid: list[1].bytes, DagName: at + 'n' }] })))
       expect(long.message).to.equal(`Broadcast head 1 has a DAG name longer than ${MAX_BROADCAST_DAG_NAME_LENGTH} characters`)
-      const names = (n: number): Uint8Array => CRDTBroadcast.encode({ Heads: list.slice(0, n).map((cid, i) => ({ Cid: cid.bytes, DagName: `d${i}` })) })
+      const names = (n: number): Uint8Array => CRDTBroadcast.encode({ Heads: list.slice(0, n).map((cid, i) => ({ Below: [], Cid: cid.bytes, DagName: `d${i}` })) })
       expect(decodeBroadcastPayload(names(MAX_BROADCAST_DAG_NAMES)).heads.size).to.equal(MAX_BROADCAST_DAG_NAMES)
       expect(caught(() => decodeBroadcastPayload(names(MAX_BROADCAST_DAG_NAMES + 1))).message).to.equal(`Broadcast names more than ${MAX_BROADCAST_DAG_NAMES} DAGs`)
     })
 
     it('a head CID over sha2-512, too long to be one, or followed by a byte is refused with the matching text', async () => {
-      const text = async (bytes: Uint8Array): Promise<string> => caught(() => decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Cid: bytes as Uint8Array<ArrayBuffer>, DagName: '' }] }))).message
+      const text = async (bytes: Uint8Array): Promise<string> => caught(() => decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Below: [], Cid: bytes as Uint8Array<ArrayBuffer>, DagName: '' }] }))).message
       const notUsable = 'Broadcast head 0 is not a dag-pb node named by a 32-byte sha2-256 digest'
       const notCid = 'Broadcast head 0 is not a valid binary CID'
       // sha2-512 with a 32-byte digest: 36 bytes, a CID, but not one to fetch
@@ -157,7 +157,7 @@ describe('codecs: edges a mutation run found', () => {
 
     it('an empty carried block is no block', async () => {
       const [a, b] = await cids(2)
-      const decoded = decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Cid: a.bytes, DagName: '', Block: new Uint8Array(0) }, { Cid: b.bytes, DagName: '', Block: Uint8Array.of(1) }] }))
+      const decoded = decodeBroadcastPayload(CRDTBroadcast.encode({ Heads: [{ Below: [], Cid: a.bytes, DagName: '', Block: new Uint8Array(0) }, { Below: [], Cid: b.bytes, DagName: '', Block: Uint8Array.of(1) }] }))
       expect(decoded.blocks.map(x => x.cid.toString())).to.deep.equal([b.toString()])
     })
   })
@@ -166,12 +166,12 @@ describe('codecs: edges a mutation run found', () => {
     it('is neither added to nor read from a payload of more than MAX_BROADCAST_HEADS heads', async () => {
       const list = await cids(MAX_BROADCAST_HEADS + 1)
       const snapshot = CID.createV1(0x71, await sha256.digest(enc('snap')))
-      const over = CRDTBroadcast.encode({ Heads: list.map(cid => ({ Cid: cid.bytes, DagName: '' })) })
+      const over = CRDTBroadcast.encode({ Heads: list.map(cid => ({ Below: [], Cid: cid.bytes, DagName: '' })) })
       expect(addSnapshotAnnouncement(over, snapshot)).to.equal(over)
-      const withField = CRDTBroadcast.encode({ Heads: list.map((cid, i) => ({ Cid: cid.bytes, DagName: '', ...(i === 0 ? { Snapshot: snapshot.bytes } : {}) })) })
+      const withField = CRDTBroadcast.encode({ Heads: list.map((cid, i) => ({ Below: [], Cid: cid.bytes, DagName: '', ...(i === 0 ? { Snapshot: snapshot.bytes } : {}) })) })
       expect(readSnapshotAnnouncement(withField)).to.deep.equal({ supported: false })
       // at the limit both work
-      const at = CRDTBroadcast.encode({ Heads: list.slice(1).map(cid => ({ Cid: cid.bytes, DagName: '' })) })
+      const at = CRDTBroadcast.encode({ Heads: list.slice(1).map(cid => ({ Below: [], Cid: cid.bytes, DagName: '' })) })
       expect(readSnapshotAnnouncement(addSnapshotAnnouncement(at, snapshot)).snapshot?.toString()).to.equal(snapshot.toString())
     })
   })

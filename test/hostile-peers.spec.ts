@@ -149,7 +149,7 @@ describe('hostile peers: the receive path', function () {
     }
     // a truncated digest: sha2-256 code, 20-byte digest
     const truncated = Uint8Array.from([0x01, 0x70, 0x12, 20, ...new Uint8Array(20).fill(7)])
-    expect(() => decodeBroadcast(CRDTBroadcast.encode({ Heads: [{ Cid: truncated, DagName: '' }] }))).to.throw().with.property('name', 'MalformedBroadcastError')
+    expect(() => decodeBroadcast(CRDTBroadcast.encode({ Heads: [{ Below: [], Cid: truncated, DagName: '' }] }))).to.throw().with.property('name', 'MalformedBroadcastError')
     // 1,024 copies of one head decode to one
     expect(decodeBroadcast(announce(Array(MAX_BROADCAST_HEADS).fill(usable))).get('')).to.have.lengthOf(1)
     // too many DAG names, too large a payload

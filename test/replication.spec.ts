@@ -106,7 +106,8 @@ describe('replication', function () {
   })
 
   it('catch-up: 50 writes whose broadcasts were all dropped arrive with one delivered write', async () => {
-    net = new TestNetwork({ seed: 4, init: { rebroadcastInterval: 3_600_000 } })
+    // every write announced on its own, so every one of them is dropped
+    net = new TestNetwork({ seed: 4, init: { rebroadcastInterval: 3_600_000, announceInterval: 0 } })
     const replicas = await net.addMany(4)
     net.faults.drop = 1
     for (let i = 0; i < 50; i++) await replicas[0].store.put(key(`/c/${i}`), enc(`${i}`))
@@ -222,7 +223,8 @@ describe('replication', function () {
   })
 
   it('a failed fetch leaves the branch pending, and repair finishes it (go-ds-crdt #279/#350)', async () => {
-    net = new TestNetwork({ seed: 8, init: { repairInterval: 0, rebroadcastInterval: 3_600_000 } })
+    // every write announced on its own: the last one does not carry the node that cannot be fetched
+    net = new TestNetwork({ seed: 8, init: { repairInterval: 0, rebroadcastInterval: 3_600_000, announceInterval: 0 } })
     const [a, b] = await net.addMany(2)
     net.faults.drop = 1
     for (let i = 0; i < 20; i++) await a.store.put(key(`/r/${i}`), enc(`${i}`))

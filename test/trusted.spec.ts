@@ -108,16 +108,16 @@ describe('trusted writers: signatures and writer lists', function () {
     const signed = CRDTBroadcast.decode(await signBroadcast(announce(a.cid), alice, TOPIC))
     const isAlice = (id: string): boolean => id === idOf(alice)
     // swap the head, keep the signature
-    const swapped = CRDTBroadcast.encode({ ...signed, Heads: [{ Cid: b.cid.bytes, DagName: '' }] })
+    const swapped = CRDTBroadcast.encode({ ...signed, Heads: [{ Below: [], Cid: b.cid.bytes, DagName: '' }] })
     await expect(verifyBroadcast(swapped, TOPIC, isAlice)).to.be.rejectedWith(/does not verify/)
     // add a head
-    const added = CRDTBroadcast.encode({ ...signed, Heads: [...signed.Heads, { Cid: b.cid.bytes, DagName: '' }] })
+    const added = CRDTBroadcast.encode({ ...signed, Heads: [...signed.Heads, { Below: [], Cid: b.cid.bytes, DagName: '' }] })
     await expect(verifyBroadcast(added, TOPIC, isAlice)).to.be.rejectedWith(/does not verify/)
     // move the head to another DAG
-    const moved = CRDTBroadcast.encode({ ...signed, Heads: [{ Cid: a.cid.bytes, DagName: 'other' }] })
+    const moved = CRDTBroadcast.encode({ ...signed, Heads: [{ Below: [], Cid: a.cid.bytes, DagName: 'other' }] })
     await expect(verifyBroadcast(moved, TOPIC, isAlice)).to.be.rejectedWith(/does not verify/)
     // attach a block the writer did not carry
-    const carried = CRDTBroadcast.encode({ ...signed, Heads: [{ Cid: a.cid.bytes, DagName: '', Block: a.bytes as Uint8Array<ArrayBuffer> }] })
+    const carried = CRDTBroadcast.encode({ ...signed, Heads: [{ Below: [], Cid: a.cid.bytes, DagName: '', Block: a.bytes as Uint8Array<ArrayBuffer> }] })
     await expect(verifyBroadcast(carried, TOPIC, isAlice)).to.be.rejectedWith(/does not verify/)
   })
 

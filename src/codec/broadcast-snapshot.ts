@@ -11,7 +11,7 @@
 
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
-import { MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE } from './broadcast.js'
+import { BROADCAST_DECODE_LIMITS, MAX_BROADCAST_SIZE } from './broadcast.js'
 import { CRDTBroadcast } from './pb/broadcast.js'
 
 /** What a payload announces about snapshots */
@@ -26,7 +26,7 @@ export interface SnapshotAnnouncement {
 export function addSnapshotAnnouncement (payload: Uint8Array, snapshot?: CID): Uint8Array {
   let message: CRDTBroadcast
   try {
-    message = CRDTBroadcast.decode(payload, { limits: { Heads: MAX_BROADCAST_HEADS } })
+    message = CRDTBroadcast.decode(payload, { limits: BROADCAST_DECODE_LIMITS })
   } catch {
     return payload
   }
@@ -40,7 +40,7 @@ export function addSnapshotAnnouncement (payload: Uint8Array, snapshot?: CID): U
 export function readSnapshotAnnouncement (payload: Uint8Array): SnapshotAnnouncement {
   let message: CRDTBroadcast
   try {
-    message = CRDTBroadcast.decode(payload, { limits: { Heads: MAX_BROADCAST_HEADS } })
+    message = CRDTBroadcast.decode(payload, { limits: BROADCAST_DECODE_LIMITS })
   } catch {
     return { supported: false }
   }

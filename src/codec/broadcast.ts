@@ -27,6 +27,12 @@ export interface BroadcastHead {
 /** The largest number of heads accepted from one broadcast */
 export const MAX_BROADCAST_HEADS = 1024
 
+/** The most blocks below one head a broadcast may carry (`Head.Below`; a payload with more does not decode) */
+export const MAX_CARRIED_BELOW = 1024
+
+/** The bounds every decode of a received `CRDTBroadcast` applies */
+export const BROADCAST_DECODE_LIMITS = { Heads: MAX_BROADCAST_HEADS, Heads$: { Below: MAX_CARRIED_BELOW } }
+
 /** The largest number of distinct DAG names accepted from one broadcast */
 export const MAX_BROADCAST_DAG_NAMES = 64
 
@@ -45,7 +51,7 @@ const CID_BYTES = 36
 /** Serialises heads into a CRDTBroadcast payload */
 export function encodeBroadcast (heads: BroadcastHead[]): Uint8Array {
   return CRDTBroadcast.encode({
-    Heads: heads.map(h => ({ Cid: h.cid.bytes, DagName: h.dagName }))
+    Heads: heads.map(h => ({ Cid: h.cid.bytes, DagName: h.dagName, Below: [] }))
   })
 }
 
@@ -123,7 +129,7 @@ export function decodeBroadcastPayload (data: Uint8Array): DecodedBroadcast {
 
   let message: CRDTBroadcast
   try {
-    message = CRDTBroadcast.decode(data, { limits: { Heads: MAX_BROADCAST_HEADS } })
+    message = CRDTBroadcast.decode(data, { limits: BROADCAST_DECODE_LIMITS })
   } catch (err: any) {
     // protons' messages name fields and limits, never the payload's bytes
     throw new MalformedBroadcastError(`Broadcast does not decode: ${String(err?.message ?? err).slice(0, 200)}`)
@@ -162,7 +168,7 @@ export function decodeBroadcastPayload (data: Uint8Array): DecodedBroadcast {
     list.push(cid)
     if (head.Block != null && head.Block.byteLength > 0 && !carried.has(cid.toString())) {
       carried.add(cid.toString())
-      blocks.push({ cid, bytes: head.Block })
+      blocks.push({ cid, bytes: head.Block, ...(head.Below.length > 0 ? { below: head.Below } : {}) })
     }
   }
   return { heads: byDag, blocks }

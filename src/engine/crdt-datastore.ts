@@ -53,6 +53,7 @@ export const DEFAULT_MAX_BATCH_DELTA_SIZE = 1_048_576
 export const DEFAULT_REPAIR_INTERVAL = 3_600_000
 export const DEFAULT_MULTI_HEAD_PROCESSING = false
 export const DEFAULT_BROADCAST_BATCH_DELAY = 0
+export const DEFAULT_ANNOUNCE_INTERVAL = 5
 export const DEFAULT_HEAD_TIMEOUT = 10_000
 export const DEFAULT_MAX_BLOCK_SIZE = 2 * 1024 * 1024
 export const DEFAULT_MAX_FETCH_ATTEMPTS = 5
@@ -207,6 +208,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     this.maxBatchDeltaSize = checkNumber('maxBatchDeltaSize', init.maxBatchDeltaSize ?? DEFAULT_MAX_BATCH_DELTA_SIZE, 64, true)
     const repairInterval = checkNumber('repairInterval', init.repairInterval ?? DEFAULT_REPAIR_INTERVAL, 0)
     const broadcastBatchDelay = checkNumber('broadcastBatchDelay', init.broadcastBatchDelay ?? DEFAULT_BROADCAST_BATCH_DELAY, 0)
+    const announceInterval = checkNumber('announceInterval', init.announceInterval ?? DEFAULT_ANNOUNCE_INTERVAL, 0)
     const multiHeadProcessing = init.multiHeadProcessing ?? DEFAULT_MULTI_HEAD_PROCESSING
     if (typeof multiHeadProcessing !== 'boolean') {
       throw new InvalidOptionsError('multiHeadProcessing must be a boolean')
@@ -281,6 +283,7 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
       repairInterval,
       multiHeadProcessing,
       broadcastBatchDelay,
+      announceInterval,
       headSlots: numWorkers * HEAD_SLOTS_PER_WORKER,
       headTimeout: dagSyncerTimeout > 0 ? Math.min(headTimeout, dagSyncerTimeout) : headTimeout,
       maxQueuedHeadsPerAnnouncer: Math.min(MAX_QUEUED_HEADS_PER_ANNOUNCER, maxQueuedHeads),

@@ -7,7 +7,7 @@
 
 import toBuffer from 'it-to-buffer'
 import { encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../codec/broadcast-blocks.js'
-import { decodeBroadcast, decodeBroadcastPayload, MAX_BROADCAST_SIZE, splitBroadcast } from '../codec/broadcast.js'
+import { decodeBroadcast, decodeBroadcastPayload, MAX_BROADCAST_SIZE, MAX_CARRIED_BELOW, splitBroadcast } from '../codec/broadcast.js'
 import { cidKey } from '../codec/cid-key.js'
 import { isMalformed } from '../errors.js'
 import { BlockHandoff, delay, jitter } from '../utils.js'
@@ -51,6 +51,12 @@ export interface ReplicatorInit {
   repairInterval: number
   multiHeadProcessing: boolean
   broadcastBatchDelay: number
+  /**
+   * Local writes are announced at most once per this many ms (the first of
+   * a burst at once, the rest together when the interval ends); 0 announces
+   * each at once. Ignored while `broadcastBatchDelay` is set
+   */
+  announceInterval: number
   /** Announced heads fetched and walked at once */
   headSlots: number
   /** Time (ms) to wait for an announced head's block */
@@ -117,6 +123,15 @@ export const MAX_ARRIVING = 64
 /** Bytes of payloads read ahead of that write, and stored in one write, at most (one payload may be larger) */
 export const MAX_ARRIVING_BYTES = 1024 * 1024
 
+/**
+ * A local head waiting in a batch to be announced, with the nodes it
+ * superseded there (newest first: each is linked from the head or from one
+ * before it), whose blocks its announcement carries below its own
+ */
+interface GatheredHead extends BroadcastHead {
+  below: CID[]
+}
+
 /** A payload read from the Broadcaster, decoded, waiting for its carried blocks to be stored */
 interface Arrival {
   data: Uint8Array
@@ -150,7 +165,9 @@ export class Replicator {
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
   /** Heads announced by others since the last rebroadcast, by `cidKey()` */
   private readonly seen = new Set<string>()
-  private batch: BroadcastHead[] = []
+  /** Local heads gathered for one announcement (`broadcastBatchDelay`, `announceInterval`) */
+  private batch: GatheredHead[] = []
+  /** The batch delay's timer, or the announce interval's while one is open */
   private batchTimer?: ReturnType<typeof setTimeout>
   private repairing?: Promise<void>
   private repairTicks = 0
@@ -245,11 +262,16 @@ export class Replicator {
     if (this.batchTimer != null) {
       clearTimeout(this.batchTimer)
       this.batchTimer = undefined
-      await this.flushBatch()
     }
+    // what a batch or an open interval gathered goes out before the broadcaster stops
+    if (this.batch.length > 0) await this.flushBatch()
     this.unwatchJoins?.()
     this.unwatchJoins = undefined
     this.controller.abort()
+    // a write during the flush above may have opened another interval
+    clearTimeout(this.batchTimer)
+    this.batchTimer = undefined
+    this.batch = []
     this.queue.close()
     this.handed.clear()
     this.arriving.length = 0
@@ -291,22 +313,51 @@ export class Replicator {
     for (const wake of [...this.progressWaiters]) wake()
   }
 
-  /** Announces a new local head, replacing the heads it links to in a pending batch */
+  /**
+   * Announces a new local head. With `broadcastBatchDelay` it waits in a
+   * batch for that long; with `announceInterval`, it goes out at once after
+   * a quiet spell and otherwise waits for the open interval to end. A head
+   * waiting in a batch replaces the heads it links to there, taking them
+   * (and what they had replaced) as the nodes its announcement carries
+   * below it.
+   */
   async announce (head: Head, replaced: Head[]): Promise<void> {
     if (this.init.broadcaster == null || this.signal.aborted) return
-    const announced = { cid: head.cid, dagName: head.dagName }
-    if (this.init.broadcastBatchDelay <= 0) {
-      await this.send([announced])
+    const delay = this.init.broadcastBatchDelay
+    const interval = this.init.announceInterval
+    if (delay <= 0 && interval <= 0) {
+      await this.send([{ cid: head.cid, dagName: head.dagName }])
       return
     }
-    this.batch = this.batch.filter(h => !replaced.some(r => r.cid.equals(h.cid)))
-    this.batch.push(announced)
-    if (this.batchTimer == null) {
+    const gathered: GatheredHead = { cid: head.cid, dagName: head.dagName, below: [] }
+    this.batch = this.batch.filter(h => {
+      if (!replaced.some(r => r.cid.equals(h.cid))) return true
+      gathered.below.push(h.cid, ...h.below)
+      return false
+    })
+    if (gathered.below.length > MAX_CARRIED_BELOW) gathered.below.length = MAX_CARRIED_BELOW
+    this.batch.push(gathered)
+    if (this.batchTimer != null) return
+    if (delay > 0) {
       this.batchTimer = setTimeout(() => {
         this.batchTimer = undefined
         this.track(this.flushBatch())
-      }, this.init.broadcastBatchDelay)
+      }, delay)
+      return
     }
+    // a quiet spell ended: this write goes out now, and the interval gathers the next ones
+    this.openInterval(interval)
+    await this.flushBatch()
+  }
+
+  /** Opens an announce interval: when it ends, what was gathered meanwhile goes out and another opens; nothing was, and it stays closed */
+  private openInterval (interval: number): void {
+    this.batchTimer = setTimeout(() => {
+      this.batchTimer = undefined
+      if (this.batch.length === 0 || this.signal.aborted) return
+      this.openInterval(interval)
+      this.track(this.flushBatch())
+    }, interval)
   }
 
   /** Announces every current head once (e.g. after passing a snapshot, to say so) */
@@ -643,13 +694,15 @@ export class Replicator {
    * alone carries the heads' blocks too, within `broadcastBlocksMaxSize` and
    * the room the size limit leaves
    */
-  private async send (heads: BroadcastHead[], carry = true): Promise<void> {
+  private async send (heads: Array<BroadcastHead & { below?: CID[] }>, carry = true): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
     let payloads = splitBroadcast(heads, this.init.gate?.overhead ?? 0)
     const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, MAX_BROADCAST_SIZE - (payloads[0]?.byteLength ?? 0) - CARRY_SLACK - (this.init.gate?.overhead ?? 0))
     if (carry && payloads.length === 1 && maxBlocks > 0) {
       try {
-        payloads = [encodeBroadcastWithBlocks(heads, await this.headBlocks(heads), maxBlocks)]
+        const carrying = encodeBroadcastWithBlocks(heads, await this.headBlocks(heads), maxBlocks)
+        // many small blocks below a head add a tag and a length each: a payload past the limit goes without them
+        if (carrying.byteLength + (this.init.gate?.overhead ?? 0) <= MAX_BROADCAST_SIZE) payloads = [carrying]
       } catch (err: any) {
         this.log('could not carry head blocks, announcing heads only - %e', err)
       }
@@ -678,17 +731,31 @@ export class Replicator {
     return this.init.gate == null || this.init.gate.admit(payload, { signal: this.signal })
   }
 
-  /** The blocks of heads to carry in a broadcast: those stored locally, while they fit the cap */
-  private async headBlocks (heads: BroadcastHead[]): Promise<Array<{ cid: CID, bytes: Uint8Array }>> {
+  /**
+   * The blocks of heads to carry in a broadcast, each with the blocks of
+   * the nodes below it that it is to carry: those stored locally, while
+   * they fit the cap (below a head, up to the first missing one)
+   */
+  private async headBlocks (heads: Array<BroadcastHead & { below?: CID[] }>): Promise<CarriedBlock[]> {
     const max = this.init.broadcastBlocksMaxSize ?? 0
-    const out: Array<{ cid: CID, bytes: Uint8Array }> = []
+    const out: CarriedBlock[] = []
     let size = 0
-    for (const { cid } of heads) {
+    for (const { cid, below } of heads) {
       if (size >= max || !(await this.init.blockstore.has(cid))) continue
       const bytes = await toBuffer(this.init.blockstore.get(cid, { signal: this.signal }))
       if (size + bytes.byteLength > max) continue
       size += bytes.byteLength
-      out.push({ cid, bytes })
+      const carried: CarriedBlock = { cid, bytes }
+      out.push(carried)
+      if (below == null || below.length === 0) continue
+      carried.below = []
+      for (const link of below) {
+        if (size >= max || !(await this.init.blockstore.has(link))) break
+        const linked = await toBuffer(this.init.blockstore.get(link, { signal: this.signal }))
+        if (size + linked.byteLength > max) break
+        size += linked.byteLength
+        carried.below.push(linked)
+      }
     }
     return out
   }

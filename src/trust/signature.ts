@@ -22,7 +22,7 @@
 import { identity } from 'multiformats/hashes/identity'
 import * as varint from 'uint8-varint'
 import { concat as uint8ArrayConcat } from 'uint8arrays/concat'
-import { MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE } from '../codec/broadcast.js'
+import { BROADCAST_DECODE_LIMITS, MAX_BROADCAST_SIZE } from '../codec/broadcast.js'
 import { CRDTBroadcast } from '../codec/pb/broadcast.js'
 import { UntrustedBroadcastError } from '../errors.js'
 import { ed25519Raw, keyTypeOf, signEd25519, verifyEd25519 } from './ed25519.js'
@@ -70,7 +70,7 @@ export function signedBytes (topic: string, message: CRDTBroadcast): Uint8Array 
 
 /** Returns `payload` with `privateKey`'s signature over its heads for `topic` */
 export async function signBroadcast (payload: Uint8Array, privateKey: PrivateKey, topic: string, options?: AbortOptions): Promise<Uint8Array> {
-  const message = CRDTBroadcast.decode(payload, { limits: { Heads: MAX_BROADCAST_HEADS } })
+  const message = CRDTBroadcast.decode(payload, { limits: BROADCAST_DECODE_LIMITS })
   const signature = await signEd25519(privateKey, signedBytes(topic, message), options)
   // Appending the field leaves the payload's own bytes (and any field this
   // release does not know) exactly as they were: protobuf reads fields in any order
@@ -92,7 +92,7 @@ export async function verifyBroadcast (payload: Uint8Array, topic: string, isWri
   }
   let message: CRDTBroadcast
   try {
-    message = CRDTBroadcast.decode(payload, { limits: { Heads: MAX_BROADCAST_HEADS } })
+    message = CRDTBroadcast.decode(payload, { limits: BROADCAST_DECODE_LIMITS })
   } catch {
     throw new UntrustedBroadcastError('Broadcast does not decode, so it carries no signature')
   }

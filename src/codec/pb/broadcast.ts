@@ -140,6 +140,12 @@ export namespace CRDTBroadcast {
     index: number
   }
 
+  export interface CRDTBroadcastHeadsBelowFieldEvent {
+    field: '$.Heads[].Below[]'
+    index: number
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export interface CRDTBroadcastSignaturePublicKeyFieldEvent {
     field: '$.Signature.PublicKey'
     value: Uint8Array<ArrayBuffer>
@@ -158,7 +164,7 @@ export namespace CRDTBroadcast {
     return decodeMessage(buf, CRDTBroadcast.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent | CRDTBroadcastHeadsSnapshotFieldEvent | CRDTBroadcastSignaturePublicKeyFieldEvent | CRDTBroadcastSignatureSignatureFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<CRDTBroadcast>): Generator<CRDTBroadcastHeadsCidFieldEvent | CRDTBroadcastHeadsDagNameFieldEvent | CRDTBroadcastHeadsBlockFieldEvent | CRDTBroadcastHeadsSnapshotFieldEvent | CRDTBroadcastHeadsBelowFieldEvent | CRDTBroadcastSignaturePublicKeyFieldEvent | CRDTBroadcastSignatureSignatureFieldEvent> {
     return streamMessage(buf, CRDTBroadcast.codec(), opts)
   }
 }
@@ -168,6 +174,7 @@ export interface Head {
   DagName: string
   Block?: Uint8Array<ArrayBuffer>
   Snapshot?: Uint8Array<ArrayBuffer>
+  Below: Uint8Array<ArrayBuffer>[]
 }
 
 export namespace Head {
@@ -200,13 +207,21 @@ export namespace Head {
           w.bytes(obj.Snapshot)
         }
 
+        if (obj.Below != null && obj.Below.length > 0) {
+          for (const value of obj.Below) {
+            w.uint32(818)
+            w.bytes(value)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
       }, (reader, length, opts = {}) => {
         const obj: any = {
           Cid: uint8ArrayAlloc(0),
-          DagName: ''
+          DagName: '',
+          Below: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -231,6 +246,14 @@ export namespace Head {
               obj.Snapshot = reader.bytes()
               break
             }
+            case 102: {
+              if (opts.limits?.Below != null && obj.Below.length === opts.limits.Below) {
+                throw new MaxLengthError('Decode error - repeated field "Below" had too many elements')
+              }
+
+              obj.Below.push(reader.bytes())
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -240,6 +263,10 @@ export namespace Head {
 
         return obj
       }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          Below: 0
+        }
+
         const end = length == null ? reader.len : reader.pos + length
 
         while (reader.pos < end) {
@@ -274,6 +301,21 @@ export namespace Head {
               }
               break
             }
+            case 102: {
+              if (opts.limits?.Below != null && obj.Below === opts.limits.Below) {
+                throw new MaxLengthError('Streaming decode error - repeated field "Below" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.Below[]`,
+                index: obj.Below,
+                value: reader.bytes()
+              }
+
+              obj.Below++
+
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -306,6 +348,12 @@ export namespace Head {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface HeadBelowFieldEvent {
+    field: '$.Below[]'
+    index: number
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<Head>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Head.codec())
   }
@@ -314,7 +362,7 @@ export namespace Head {
     return decodeMessage(buf, Head.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent | HeadBlockFieldEvent | HeadSnapshotFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Head>): Generator<HeadCidFieldEvent | HeadDagNameFieldEvent | HeadBlockFieldEvent | HeadSnapshotFieldEvent | HeadBelowFieldEvent> {
     return streamMessage(buf, Head.codec(), opts)
   }
 }
