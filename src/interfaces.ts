@@ -285,6 +285,7 @@ export interface WriteNodeDetail {
 /**
  * Progress of a write (`put`, `delete`, `putMany`, `deleteMany`, a batch's
  * `commit`): its node committed locally, then announced to other replicas
+ * (or gathered for the next announcement, see `announceInterval`)
  */
 export type WriteProgressEvents =
   ProgressEvent<'crdt:write:node', WriteNodeDetail> |

@@ -52,7 +52,8 @@ describe('progress events', function () {
     const a = await memoryReplica()
     const broadcaster = new HandFedBroadcaster()
     const blockstore = new RemoteBlockstore(a.blockstore)
-    const store = await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore, broadcaster }, { repairInterval: 0 })
+    // every write announced on its own (not gathered by the announce interval)
+    const store = await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore, broadcaster }, { repairInterval: 0, announceInterval: 0 })
     try {
       const events: AnyProgressEvent[] = []
       await store.put(new Key('/a'), enc('1'), { onProgress: evt => events.push(evt) })
