@@ -775,9 +775,10 @@ export class Replicator {
   }
 
   /**
-   * Stores the verified head blocks a broadcast carries, so its heads merge
-   * without a fetch; blocks that are not its heads or fail their hash are
-   * logged and dropped (the heads are then fetched as usual)
+   * Stores the verified blocks broadcasts carry (their heads', and the
+   * blocks below those heads), so their heads merge without a fetch; blocks
+   * that fail their hash, and blocks below a head that hash to none of its
+   * links, are logged and dropped (they are then fetched as usual)
    */
   private async storeCarriedBlocks (carried: CarriedBlock[]): Promise<void> {
     if (carried.length === 0) return
@@ -785,13 +786,15 @@ export class Replicator {
     const unique = new Map<string, CarriedBlock>()
     for (const block of carried) unique.set(cidKey(block.cid), block)
     const { blocks, rejected } = await verifyCarriedBlocks([...unique.values()], { skip: async cid => this.init.blockstore.has(cid) })
-    if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash', rejected)
+    if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash or no link', rejected)
     if (blocks.length === 0) return
+    // heads' blocks are kept for their turns; blocks below them are read back by the walk like any stored block
+    const hand = (cid: CID, bytes: Uint8Array): void => { if (unique.has(cidKey(cid))) this.hand(cid, bytes) }
     if (this.init.blockstore.putMany != null && blocks.length > 1) {
       try {
         // the CIDs it yields say each block is stored: all must be before the heads are queued
         for await (const cid of this.init.blockstore.putMany(blocks, { signal: this.signal })) void cid
-        for (const { cid, bytes } of blocks) this.hand(cid, bytes)
+        for (const { cid, bytes } of blocks) hand(cid, bytes)
         return
       } catch (err: any) {
         if (this.signal.aborted) return
@@ -801,7 +804,7 @@ export class Replicator {
     for (const { cid, bytes } of blocks) {
       try {
         await this.init.blockstore.put(cid, bytes, { signal: this.signal })
-        this.hand(cid, bytes)
+        hand(cid, bytes)
       } catch (err: any) {
         if (!this.signal.aborted) this.log.error('could not store carried block %c - %e', cid, err)
       }
