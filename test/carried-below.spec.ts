@@ -19,6 +19,7 @@ import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
 import { goNode } from './fixtures/go-nodes.js'
 import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
+import type { NetReplica } from './fixtures/network.js'
 import type { CarriedBlock } from '../src/codec/broadcast-blocks.js'
 
 const ids = (blocks: Array<{ cid: CID }>): string[] => blocks.map(b => b.cid.toV1().toString())
@@ -31,6 +32,14 @@ async function chain (n: number, key = '/k'): Promise<CarriedBlock[]> {
     out.push(node)
   }
   return out
+}
+
+/** Records every payload `replica` broadcasts, as it sends them */
+function recordBroadcasts (replica: NetReplica): Uint8Array[] {
+  const payloads: Uint8Array[] = []
+  const original = replica.inbox.broadcast.bind(replica.inbox)
+  replica.inbox.broadcast = async (data) => { payloads.push(data); await original(data) }
+  return payloads
 }
 
 /** A payload announcing `head` with its block and `below` under it, written with protons */
@@ -150,9 +159,7 @@ describe('blocks below a head in broadcasts', () => {
     it('announces the first write of a burst at once and the rest as one head carrying what it superseded; the reader fetches nothing', async () => {
       net = new TestNetwork({ seed: 41, init: { announceInterval: 200, rebroadcastInterval: 3_600_000 } })
       const [a, b] = await net.addMany(2)
-      const payloads: Uint8Array[] = []
-      const original = a.inbox.broadcast.bind(a.inbox)
-      a.inbox.broadcast = async (data) => { payloads.push(data); await original(data) }
+      const payloads = recordBroadcasts(a)
       await a.store.put(new Key('/burst/0'), enc('0'))
       expect(payloads, 'the first write goes out before put() resolves').to.have.lengthOf(1)
       for (let i = 1; i < 10; i++) await a.store.put(new Key(`/burst/${i}`), enc(`${i}`))
@@ -175,9 +182,7 @@ describe('blocks below a head in broadcasts', () => {
     it('stop() announces what an open interval gathered', async () => {
       net = new TestNetwork({ seed: 42, init: { announceInterval: 60_000, rebroadcastInterval: 3_600_000 } })
       const [a, b] = await net.addMany(2)
-      const payloads: Uint8Array[] = []
-      const original = a.inbox.broadcast.bind(a.inbox)
-      a.inbox.broadcast = async (data) => { payloads.push(data); await original(data) }
+      const payloads = recordBroadcasts(a)
       for (let i = 0; i < 3; i++) await a.store.put(new Key(`/s/${i}`), enc(`${i}`))
       expect(payloads).to.have.lengthOf(1)
       const head = a.store.heads()[0].cid.toString()
@@ -191,11 +196,9 @@ describe('blocks below a head in broadcasts', () => {
     it('0 announces every write on its own; a negative interval is refused', async () => {
       net = new TestNetwork({ seed: 43, init: { announceInterval: 0, rebroadcastInterval: 3_600_000 } })
       const [a] = await net.addMany(2)
-      let sent = 0
-      const original = a.inbox.broadcast.bind(a.inbox)
-      a.inbox.broadcast = async (data) => { sent++; await original(data) }
+      const payloads = recordBroadcasts(a)
       for (let i = 0; i < 5; i++) await a.store.put(new Key(`/z/${i}`), enc(`${i}`))
-      expect(sent).to.equal(5)
+      expect(payloads).to.have.lengthOf(5)
       const { createCRDTDatastore } = await import('../src/index.js')
       const { MemoryDatastore } = await import('datastore-core')
       const { MemoryBlockstore } = await import('blockstore-core')
