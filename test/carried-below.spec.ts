@@ -13,7 +13,7 @@ import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../src/codec/broadcast-blocks.js'
-import { decodeBroadcastPayload, MAX_CARRIED_BELOW } from '../src/codec/broadcast.js'
+import { decodeBroadcastPayload, MAX_BROADCAST_SIZE, MAX_CARRIED_BELOW } from '../src/codec/broadcast.js'
 import { encodeNode } from '../src/codec/dag-node.js'
 import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
 import { goNode } from './fixtures/go-nodes.js'
@@ -191,6 +191,25 @@ describe('blocks below a head in broadcasts', () => {
       expect(decodeBroadcastPayload(payloads[1]).heads.get('')?.map(String)).to.deep.equal([head])
       await waitFor(async () => (await stateOf(b.store)).length === 3, 5_000, 'the gathered writes on b')
       expect(net.fetches).to.equal(0)
+    })
+
+    it('a gathered burst too large for one payload carries as many blocks below as fit, within the payload limit', async () => {
+      // one announcement at stop(): ~900 nodes of ~400 bytes are more than a payload holds
+      net = new TestNetwork({ seed: 44, init: { broadcastBatchDelay: 3_600_000, rebroadcastInterval: 3_600_000 } })
+      const [a, b] = await net.addMany(2)
+      const payloads = recordBroadcasts(a)
+      const value = enc('v'.repeat(300))
+      for (let i = 0; i < 900; i++) await a.store.put(new Key(`/big/${i}`), value)
+      expect(payloads).to.have.lengthOf(0)
+      await a.store.stop()
+      expect(payloads).to.have.lengthOf(1)
+      expect(payloads[0].byteLength).to.be.at.most(MAX_BROADCAST_SIZE)
+      const below = decodeBroadcastPayload(payloads[0]).blocks[0].below ?? []
+      // all but the bytes the fields' tags and lengths take
+      expect(below.length).to.be.within(500, 899)
+      await waitFor(async () => (await stateOf(b.store)).length === 900, 10_000, 'the burst on b')
+      // what the payload carried was not fetched
+      expect(net.fetches).to.be.at.most(900 - below.length)
     })
 
     it('0 announces every write on its own; a negative interval is refused', async () => {

@@ -697,16 +697,7 @@ export class Replicator {
   private async send (heads: Array<BroadcastHead & { below?: CID[] }>, carry = true): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
     let payloads = splitBroadcast(heads, this.init.gate?.overhead ?? 0)
-    const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, MAX_BROADCAST_SIZE - (payloads[0]?.byteLength ?? 0) - CARRY_SLACK - (this.init.gate?.overhead ?? 0))
-    if (carry && payloads.length === 1 && maxBlocks > 0) {
-      try {
-        const carrying = encodeBroadcastWithBlocks(heads, await this.headBlocks(heads), maxBlocks)
-        // many small blocks below a head add a tag and a length each: a payload past the limit goes without them
-        if (carrying.byteLength + (this.init.gate?.overhead ?? 0) <= MAX_BROADCAST_SIZE) payloads = [carrying]
-      } catch (err: any) {
-        this.log('could not carry head blocks, announcing heads only - %e', err)
-      }
-    }
+    if (carry && payloads.length === 1) payloads = [await this.withBlocks(heads, payloads[0])]
     for (const unsealed of payloads) {
       try {
         // the snapshot announcement goes in first, so the trusted-mode seal covers the final payload
@@ -718,6 +709,28 @@ export class Replicator {
         this.log('broadcast failed, heads will be rebroadcast - %e', err)
         return
       }
+    }
+  }
+
+  /**
+   * `plain` (the heads alone, in one payload) with the heads' blocks and the
+   * blocks below them, within `broadcastBlocksMaxSize` and the room the size
+   * limit leaves; `plain` itself when nothing fits or the blocks cannot be read
+   */
+  private async withBlocks (heads: Array<BroadcastHead & { below?: CID[] }>, plain: Uint8Array): Promise<Uint8Array> {
+    const overhead = this.init.gate?.overhead ?? 0
+    const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, MAX_BROADCAST_SIZE - plain.byteLength - CARRY_SLACK - overhead)
+    if (maxBlocks <= 0) return plain
+    try {
+      const blocks = await this.headBlocks(heads)
+      let carrying = encodeBroadcastWithBlocks(heads, blocks, maxBlocks)
+      // many small blocks add a tag and a length each: past the limit, as many bytes fewer of them are carried
+      const over = carrying.byteLength + overhead - MAX_BROADCAST_SIZE
+      if (over > 0) carrying = encodeBroadcastWithBlocks(heads, blocks, maxBlocks - over)
+      return carrying.byteLength + overhead <= MAX_BROADCAST_SIZE ? carrying : plain
+    } catch (err: any) {
+      this.log('could not carry head blocks, announcing heads only - %e', err)
+      return plain
     }
   }
 
