@@ -13,6 +13,7 @@ import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../src/codec/broadcast-blocks.js'
+import { readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
 import { decodeBroadcastPayload, MAX_BROADCAST_SIZE, MAX_CARRIED_BELOW } from '../src/codec/broadcast.js'
 import { encodeNode } from '../src/codec/dag-node.js'
 import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
@@ -194,8 +195,9 @@ describe('blocks below a head in broadcasts', () => {
     })
 
     it('a gathered burst too large for one payload carries as many blocks below as fit, within the payload limit', async () => {
-      // one announcement at stop(): ~900 nodes of ~400 bytes are more than a payload holds
-      net = new TestNetwork({ seed: 44, init: { broadcastBatchDelay: 3_600_000, rebroadcastInterval: 3_600_000 } })
+      // one announcement at stop(): ~900 nodes of ~400 bytes are more than a payload holds; with compaction
+      // on, the payload also takes the snapshot announcement, added once it is built
+      net = new TestNetwork({ seed: 44, init: { broadcastBatchDelay: 3_600_000, rebroadcastInterval: 3_600_000, compaction: { interval: 0 } } })
       const [a, b] = await net.addMany(2)
       const payloads = recordBroadcasts(a)
       const value = enc('v'.repeat(300))
@@ -204,6 +206,7 @@ describe('blocks below a head in broadcasts', () => {
       await a.store.stop()
       expect(payloads).to.have.lengthOf(1)
       expect(payloads[0].byteLength).to.be.at.most(MAX_BROADCAST_SIZE)
+      expect(readSnapshotAnnouncement(payloads[0]).supported, 'the snapshot announcement made it in').to.equal(true)
       const below = decodeBroadcastPayload(payloads[0]).blocks[0].below ?? []
       // all but the bytes the fields' tags and lengths take
       expect(below.length).to.be.within(500, 899)

@@ -40,9 +40,14 @@ export interface CarriedBlock {
  * out.
  */
 export function encodeBroadcastWithBlocks (heads: BroadcastHead[], blocks: CarriedBlock[], maxBytes: number): Uint8Array {
+  return encodeCarrying(heads, blocks, maxBytes).payload
+}
+
+/** As `encodeBroadcastWithBlocks()`, also saying how many bytes of blocks the payload carries */
+export function encodeCarrying (heads: BroadcastHead[], blocks: CarriedBlock[], maxBytes: number): { payload: Uint8Array, carried: number } {
   const byCid = new Map(blocks.map(b => [b.cid.toString(), b]))
   let size = 0
-  return CRDTBroadcast.encode({
+  const payload = CRDTBroadcast.encode({
     Heads: heads.map(h => {
       const block = byCid.get(h.cid.toString())
       if (block == null || size + block.bytes.byteLength > maxBytes) return { Cid: h.cid.bytes, DagName: h.dagName, Below: [] }
@@ -56,6 +61,7 @@ export function encodeBroadcastWithBlocks (heads: BroadcastHead[], blocks: Carri
       return { Cid: h.cid.bytes, DagName: h.dagName, Block: block.bytes as Uint8Array<ArrayBuffer>, Below: below }
     })
   })
+  return { payload, carried: size }
 }
 
 /** What a payload carried: blocks that check out, and how many were rejected */

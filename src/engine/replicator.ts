@@ -6,7 +6,7 @@
  */
 
 import toBuffer from 'it-to-buffer'
-import { encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../codec/broadcast-blocks.js'
+import { encodeCarrying, verifyCarriedBlocks } from '../codec/broadcast-blocks.js'
 import { decodeBroadcast, decodeBroadcastPayload, MAX_BROADCAST_SIZE, MAX_CARRIED_BELOW, splitBroadcast } from '../codec/broadcast.js'
 import { cidKey } from '../codec/cid-key.js'
 import { isMalformed } from '../errors.js'
@@ -110,8 +110,11 @@ const MAX_RETRY_DOUBLINGS = 8
 /** Heads announced by others remembered until the next rebroadcast */
 const MAX_SEEN = 65_536
 
-/** Room kept free per carried block for its field tag and length in a size-limited broadcast */
-const CARRY_SLACK = 1024
+/**
+ * Bytes a payload that carries blocks leaves free under the size limit for
+ * what is added once it is built (the snapshot announcement, ~40 bytes)
+ */
+const DECORATION_ROOM = 256
 
 /** Carried head blocks kept for their heads' turns (verified and stored), at most, and their bytes */
 const MAX_HANDED_HEADS = 256
@@ -718,16 +721,17 @@ export class Replicator {
    * limit leaves; `plain` itself when nothing fits or the blocks cannot be read
    */
   private async withBlocks (heads: Array<BroadcastHead & { below?: CID[] }>, plain: Uint8Array): Promise<Uint8Array> {
-    const overhead = this.init.gate?.overhead ?? 0
-    const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, MAX_BROADCAST_SIZE - plain.byteLength - CARRY_SLACK - overhead)
+    // the largest payload that still takes its decoration and the gate's seal within the limit
+    const room = MAX_BROADCAST_SIZE - DECORATION_ROOM - (this.init.gate?.overhead ?? 0)
+    const maxBlocks = Math.min(this.init.broadcastBlocksMaxSize ?? 0, room - plain.byteLength)
     if (maxBlocks <= 0) return plain
     try {
       const blocks = await this.headBlocks(heads)
-      let carrying = encodeBroadcastWithBlocks(heads, blocks, maxBlocks)
-      // many small blocks add a tag and a length each: past the limit, as many bytes fewer of them are carried
-      const over = carrying.byteLength + overhead - MAX_BROADCAST_SIZE
-      if (over > 0) carrying = encodeBroadcastWithBlocks(heads, blocks, maxBlocks - over)
-      return carrying.byteLength + overhead <= MAX_BROADCAST_SIZE ? carrying : plain
+      let carrying = encodeCarrying(heads, blocks, maxBlocks)
+      // each carried block adds a tag and a length: past the room, as many bytes fewer of them are carried
+      const over = carrying.payload.byteLength - room
+      if (over > 0) carrying = encodeCarrying(heads, blocks, carrying.carried - over)
+      return carrying.payload.byteLength <= room ? carrying.payload : plain
     } catch (err: any) {
       this.log('could not carry head blocks, announcing heads only - %e', err)
       return plain
