@@ -10,6 +10,7 @@
 
 import { expect } from 'aegir/chai'
 import { Key } from 'interface-datastore'
+import toBuffer from 'it-to-buffer'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { decodeCarriedBlocks, encodeBroadcastWithBlocks, verifyCarriedBlocks } from '../src/codec/broadcast-blocks.js'
@@ -17,6 +18,7 @@ import { readSnapshotAnnouncement } from '../src/codec/broadcast-snapshot.js'
 import { decodeBroadcastPayload, MAX_BROADCAST_SIZE, MAX_CARRIED_BELOW } from '../src/codec/broadcast.js'
 import { encodeNode } from '../src/codec/dag-node.js'
 import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
+import { AnnouncerBroadcaster } from './fixtures/announcer-broadcaster.js'
 import { goNode } from './fixtures/go-nodes.js'
 import { TestNetwork, stateOf, waitFor } from './fixtures/network.js'
 import { enc, memoryReplica } from './fixtures/stores.js'
@@ -152,6 +154,32 @@ describe('blocks below a head in broadcasts', () => {
         expect(await stateOf(reader.store)).to.deep.equal(['/k/0=v0', '/k/1=v1', '/k/2=v2'])
       } finally {
         await reader.store.stop()
+      }
+    })
+  })
+
+  describe('greeting a replica that joins', () => {
+    it('carries the blocks of the heads it announces (within the cap), so the newcomer fetches none of them', async () => {
+      const broadcaster = new AnnouncerBroadcaster()
+      const { createCRDTDatastore } = await import('../src/index.js')
+      const { MemoryDatastore } = await import('datastore-core')
+      const { MemoryBlockstore } = await import('blockstore-core')
+      const blockstore = new MemoryBlockstore()
+      const store = await createCRDTDatastore({ datastore: new MemoryDatastore(), blockstore, broadcaster }, { repairInterval: 0, rebroadcastInterval: 3_600_000, announceInterval: 0 })
+      try {
+        await store.put(new Key('/g/a'), enc('a'))
+        await store.put(new Key('/g/b'), enc('b'), { dagName: 'other' })
+        const before = broadcaster.sent.length
+        broadcaster.join('newcomer')
+        await waitFor(() => broadcaster.sent.length > before, 2_000, 'the greeting')
+        const greeting = decodeBroadcastPayload(broadcaster.sent[before])
+        const heads = store.heads()
+        expect(ids(greeting.blocks).sort()).to.deep.equal(ids(heads).sort())
+        for (const carried of greeting.blocks) {
+          expect(carried.bytes).to.deep.equal(await toBuffer(blockstore.get(carried.cid)))
+        }
+      } finally {
+        await store.stop()
       }
     })
   })

@@ -474,7 +474,8 @@ export class Replicator {
   /**
    * Announces our heads soon after a replica joins the topic, so a fresh
    * or returning replica starts syncing at once instead of waiting up to a
-   * rebroadcast interval. Heads only (like a rebroadcast), leaving out those
+   * rebroadcast interval. The heads carry their blocks (within
+   * `broadcastBlocksMaxSize`; rebroadcasts carry none), leaving out heads
    * another replica announced meanwhile; nothing when there are none; at
    * most one announcement per quarter rebroadcast interval.
    */
@@ -487,7 +488,8 @@ export class Replicator {
       this.greeting = undefined
       this.lastGreeting = Date.now()
       const heads = this.engine.heads.all().filter(h => !heard.has(cidKey(h.cid)))
-      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })), false)
+      // with their blocks: the newcomer merges them without a fetch (ten heads fetched at once made it fall back to bitswap)
+      await this.send(heads.map(h => ({ cid: h.cid, dagName: h.dagName })))
     })
   }
 
