@@ -157,7 +157,8 @@ describe('sync protocol', function () {
     // a refused stream used to cut the peer off for a minute, leaving a whole chain to bitswap
     expect(stats?.fallbacks).to.equal(0)
     expect(stats?.cut).to.equal(0)
-    expect(stats?.blocks).to.be.at.least(120)
+    // all but the three heads, which may come with the writer's greeting
+    expect(stats?.blocks).to.be.at.least(117)
   })
 
   it('asks the announcer of a head first, before other peers that speak the protocol', async () => {

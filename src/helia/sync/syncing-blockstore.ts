@@ -258,7 +258,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    * announcement
    */
   async put (cid: CID, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
-    if (await this.store([{ cid, bytes }], options)) await this.announce([cid], options)
+    await this.store([{ cid, bytes }], options)
+    await this.announce([cid], options)
   }
 
   /**
@@ -269,7 +270,8 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    */
   async * putMany (source: Iterable<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): AsyncGenerator<CID> {
     const blocks = [...source]
-    if (await this.store(blocks, options)) await this.announce(blocks.map(b => b.cid), options)
+    await this.store(blocks, options)
+    await this.announce(blocks.map(b => b.cid), options)
     for (const { cid } of blocks) yield cid
   }
 
@@ -541,15 +543,12 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
    * other, a `has` then a `put`, which bound a stream to the disk's
    * latency). The block brokers (bitswap) are told once the blocks are on
    * disk, so a want that arrived meanwhile is served (Helia's `put` tells
-   * them before it stores). Resolves true when the blocks went straight to
-   * LevelDB: only then do the callers' own announcements matter to
-   * `put` and `putMany` (the blockstore's `put` tells the brokers itself).
+   * them before it stores, so every caller tells them again once stored).
    */
-  private async store (blocks: Array<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): Promise<boolean> {
-    if (await this.writeDirect(blocks, options)) return true
+  private async store (blocks: Array<{ cid: CID, bytes: Uint8Array }>, options?: AbortOptions): Promise<void> {
+    if (await this.writeDirect(blocks, options)) return
     const { local } = this.components
     await Promise.all(blocks.map(async ({ cid, bytes }) => local.put(cid, bytes, options)))
-    return false
   }
 
   /**
