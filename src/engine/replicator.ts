@@ -695,9 +695,10 @@ export class Replicator {
 
   /**
    * Announces heads, in as many broadcasts as other replicas' limits need;
-   * with `carry` (first announcements, not rebroadcasts) a payload that fits
-   * alone carries the heads' blocks too, within `broadcastBlocksMaxSize` and
-   * the room the size limit leaves
+   * with `carry` (first announcements and greetings, not rebroadcasts) a
+   * payload that fits alone carries the heads' blocks too, and the blocks
+   * below them, within `broadcastBlocksMaxSize` and the room the size limit
+   * leaves
    */
   private async send (heads: Array<BroadcastHead & { below?: CID[] }>, carry = true): Promise<void> {
     if (heads.length === 0 || this.init.broadcaster == null) return
