@@ -226,9 +226,11 @@ export interface CRDTDatastoreInit {
    */
   announceInterval?: number
   /**
-   * Carry the blocks of announced heads in broadcasts while they add up to
-   * at most this many bytes (larger heads are announced alone and fetched);
-   * 0 carries none. go-ds-crdt replicas ignore the carried blocks
+   * Carry the blocks of announced heads in broadcasts (and, for heads
+   * gathered by `announceInterval` or `broadcastBatchDelay`, the blocks of
+   * the nodes they superseded) while they add up to at most this many bytes
+   * (larger heads are announced alone and fetched); 0 carries none.
+   * go-ds-crdt replicas ignore the carried blocks
    *
    * @default 262_144
    */
