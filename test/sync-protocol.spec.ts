@@ -14,7 +14,9 @@ import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, tempDir } from './fixtures/stores.js'
 import { hostileServer, openSyncStream, readFrames } from './fixtures/sync-peers.js'
 import type { HeliaCRDTDatastore, HeliaCRDTInit, SyncStats } from '../src/helia/index.js'
+import type { BlockRequest } from '../src/helia/sync/protocol.js'
 import type { ReplicaNode } from '../src/node/index.js'
+import type { Stream } from '@libp2p/interface'
 
 interface Peer {
   node: ReplicaNode
@@ -342,14 +344,23 @@ describe('sync protocol', function () {
       expect(result.timedOut).to.equal(false)
     })
 
-    it('a stream the server refuses at its limit rejects with SyncRefusedError, not a protocol error', async () => {
-      const a = await startPeer({ syncProtocol: { maxStreamsPerPeer: 1 } })
+    /**
+     * A server allowing `limit` streams per peer, holding one node, and
+     * `limit + 1` streams to it from an asker, all open before any request
+     * is sent (so none has finished), with the request for its node
+     */
+    async function streamsPastLimit (limit: number): Promise<{ streams: Stream[], request: BlockRequest }> {
+      const a = await startPeer({ syncProtocol: { maxStreamsPerPeer: limit } })
       peers.push(a)
       await a.store.put(new Key('/x'), enc('y'))
       const asker = await startPeer({ syncProtocol: false })
       peers.push(asker)
-      const streams = await Promise.all([0, 1].map(async () => openSyncStream(asker.node, a.node)))
-      const request = { want: [a.store.heads()[0].cid], have: [], maxBlocks: 10, maxBytes: 1 << 20 }
+      const streams = await Promise.all(Array.from({ length: limit + 1 }, async () => openSyncStream(asker.node, a.node)))
+      return { streams, request: { want: [a.store.heads()[0].cid], have: [], maxBlocks: 10, maxBytes: 1 << 20 } }
+    }
+
+    it('a stream the server refuses at its limit rejects with SyncRefusedError, not a protocol error', async () => {
+      const { streams, request } = await streamsPastLimit(1)
       const outcomes = await Promise.allSettled(streams.map(async s => streamBlocks(s, request, { maxBlockSize: 1 << 20, idleTimeout: 5000, accept: async () => {} })))
       expect(outcomes.filter(o => o.status === 'fulfilled' && o.value.blocks === 1)).to.have.length(1)
       const refused = outcomes.filter(o => o.status === 'rejected').map(o => (o as PromiseRejectedResult).reason)
@@ -358,14 +369,7 @@ describe('sync protocol', function () {
     })
 
     it('refuses more concurrent streams per peer than its limit', async () => {
-      const a = await startPeer({ syncProtocol: { maxStreamsPerPeer: 2 } })
-      peers.push(a)
-      await a.store.put(new Key('/x'), enc('y'))
-      const asker = await startPeer({ syncProtocol: false })
-      peers.push(asker)
-      // all three are open before any request is sent, so none has finished
-      const streams = await Promise.all([0, 1, 2].map(async () => openSyncStream(asker.node, a.node)))
-      const request = { want: [a.store.heads()[0].cid], have: [], maxBlocks: 10, maxBytes: 1 << 20 }
+      const { streams, request } = await streamsPastLimit(2)
       const results = await Promise.all(streams.map(async s => readFrames(s, request)))
       expect(results.filter(r => r.blocks === 1 && r.ended)).to.have.length(2)
       expect(results.filter(r => r.blocks === 0 && r.error != null)).to.have.length(1)

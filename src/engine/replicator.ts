@@ -761,23 +761,27 @@ export class Replicator {
     const out: CarriedBlock[] = []
     let size = 0
     for (const { cid, below } of heads) {
-      if (size >= max || !(await this.init.blockstore.has(cid))) continue
-      const bytes = await toBuffer(this.init.blockstore.get(cid, { signal: this.signal }))
-      if (size + bytes.byteLength > max) continue
+      const bytes = size < max ? await this.storedBlock(cid) : undefined
+      if (bytes == null || size + bytes.byteLength > max) continue
       size += bytes.byteLength
       const carried: CarriedBlock = { cid, bytes }
       out.push(carried)
       if (below == null || below.length === 0) continue
       carried.below = []
       for (const link of below) {
-        if (size >= max || !(await this.init.blockstore.has(link))) break
-        const linked = await toBuffer(this.init.blockstore.get(link, { signal: this.signal }))
-        if (size + linked.byteLength > max) break
+        const linked = size < max ? await this.storedBlock(link) : undefined
+        if (linked == null || size + linked.byteLength > max) break
         size += linked.byteLength
         carried.below.push(linked)
       }
     }
     return out
+  }
+
+  /** The block of `cid` when it is stored here */
+  private async storedBlock (cid: CID): Promise<Uint8Array | undefined> {
+    if (!(await this.init.blockstore.has(cid))) return undefined
+    return toBuffer(this.init.blockstore.get(cid, { signal: this.signal }))
   }
 
   /** The oldest arrivals, within `MAX_ARRIVING` payloads and `MAX_ARRIVING_BYTES` (at least one) */
@@ -806,7 +810,7 @@ export class Replicator {
     const unique = new Map<string, CarriedBlock>()
     for (const block of carried) unique.set(cidKey(block.cid), block)
     const { blocks, rejected } = await verifyCarriedBlocks([...unique.values()], { skip: async cid => this.init.blockstore.has(cid) })
-    if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash or no link', rejected)
+    if (rejected > 0) this.log.error('dropped %d carried blocks that do not match their hash, or are below a head but none of its links', rejected)
     if (blocks.length === 0) return
     // heads' blocks are kept for their turns; blocks below them are read back by the walk like any stored block
     const hand = (cid: CID, bytes: Uint8Array): void => { if (unique.has(cidKey(cid))) this.hand(cid, bytes) }
