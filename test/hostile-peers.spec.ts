@@ -8,12 +8,14 @@ import { readdir, stat } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { expect } from 'aegir/chai'
+import { MemoryBlockstore } from 'blockstore-core'
 import { Key } from 'interface-datastore'
 import { CID } from 'multiformats/cid'
 import { identity } from 'multiformats/hashes/identity'
 import { sha256, sha512 } from 'multiformats/hashes/sha2'
 import { MAX_BROADCAST_DAG_NAMES, MAX_BROADCAST_HEADS, MAX_BROADCAST_SIZE, splitBroadcast } from '../src/codec/broadcast.js'
 import { CRDTBroadcast } from '../src/codec/pb/broadcast.js'
+import { MAX_WAITING_PENALISED } from '../src/engine/head-queue.js'
 import { PayloadQueue } from '../src/engine/payload-queue.js'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { pubsubBroadcaster } from '../src/helia/pubsub-broadcaster.js'
@@ -26,6 +28,7 @@ import { dec, enc, memoryReplica, readBlock, tempDir } from './fixtures/stores.j
 import type { CRDTDatastoreInit } from '../src/index.js'
 import type { MemoryReplica } from './fixtures/stores.js'
 import type { ReplicaNode } from '../src/node/index.js'
+import type { AbortOptions } from 'interface-store'
 
 const key = (s: string): Key => new Key(s)
 
@@ -34,6 +37,29 @@ async function storedNode (blockstore: { put(cid: CID, bytes: Uint8Array): unkno
   const node = await encodeNode({ elements: [{ key: k, id: '', value: enc(v) }], tombstones: [], priority, dagName: '' }, links)
   await blockstore.put(node.cid, node.bytes)
   return node.cid
+}
+
+/** A blockstore whose fetches of missing blocks fail at once, naming `refusedBy` as the peers asked that lack them */
+class RefusingBlockstore extends MemoryBlockstore {
+  private readonly fetches = new Map<string, number>()
+
+  constructor (private readonly refusedBy: string[]) {
+    super()
+  }
+
+  /** Fetches of `cid` that found it missing */
+  fetchesOf (cid: CID): number {
+    return this.fetches.get(cid.toString()) ?? 0
+  }
+
+  override async * get (cid: CID, options?: AbortOptions): AsyncGenerator<Uint8Array> {
+    if (await super.has(cid)) {
+      yield * super.get(cid, options)
+      return
+    }
+    this.fetches.set(cid.toString(), this.fetchesOf(cid) + 1)
+    throw Object.assign(new Error(`no peer sent ${cid}`), { refusedBy: this.refusedBy })
+  }
 }
 
 /** Bytes of every file under `dir` */
@@ -54,9 +80,9 @@ describe('hostile peers: the receive path', function () {
     for (const fn of cleanup.splice(0).reverse()) await fn()
   })
 
-  async function replica (init: CRDTDatastoreInit = {}): Promise<MemoryReplica & { blockstore: StallingBlockstore, net: AnnouncerBroadcaster }> {
+  async function replica (init: CRDTDatastoreInit = {}, joins = true): Promise<MemoryReplica & { blockstore: StallingBlockstore, net: AnnouncerBroadcaster }> {
     const blockstore = new StallingBlockstore()
-    const net = new AnnouncerBroadcaster()
+    const net = new AnnouncerBroadcaster({ joins })
     const r = await memoryReplica({ repairInterval: 0, ...init }, { blockstore, broadcaster: net })
     cleanup.push(async () => {
       await r.store.stop()
@@ -98,12 +124,31 @@ describe('hostile peers: the receive path', function () {
     // served in turn, long before the flood is through
     expect(r.store.stats().queuedHeads).to.be.greaterThan(20)
     await waitFor(() => r.store.stats().penalisedAnnouncers === 1, 10_000, 'the flooder to be deprioritised')
+    // deprioritised, it keeps only its newest heads waiting: the rest of the flood is dropped, not fetched one by one
+    expect(r.store.stats().queuedHeads).to.be.at.most(MAX_WAITING_PENALISED)
+    expect(r.store.stats().droppedHeads).to.be.greaterThan(0)
     const second = await storedNode(r.blockstore, '/second', '2')
     r.net.deliver(announce([second]), 'good')
     await waitFor(async () => (await stateOf(r.store)).includes('/second=2'), 10_000, 'the second honest write')
     expect(r.store.stats().queuedHeads).to.be.greaterThan(0)
     // a deprioritised announcer has at most one head in flight
     expect(r.store.stats().headsInFlight).to.be.at.most(1)
+  })
+
+  it('#20.1: an honest head queued behind a flood is taken at once when an announcer in good standing announces it too', async () => {
+    const r = await replica({ numWorkers: 1, headTimeout: 500, dagSyncerTimeout: 5000 })
+    // the first two heads take the flooder's two slots at once; the honest head is then its oldest waiting:
+    // served last, one head deadline after another, once the flooder is deprioritised
+    const honest = await encodeNode({ elements: [{ key: '/honest', id: '', value: enc('queued') }], tombstones: [], priority: 1, dagName: '' }, [])
+    const bogus = await Promise.all(Array.from({ length: MAX_WAITING_PENALISED - 1 }, async (_, i) => missingCid(`queued-${i}`)))
+    r.net.deliver(announce([...bogus.slice(0, 2), honest.cid, ...bogus.slice(2)]), 'evil')
+    await waitFor(() => r.store.stats().penalisedAnnouncers === 1, 10_000, 'the flooder to be deprioritised')
+    // the honest writer announces it too: its block is there now
+    await r.blockstore.put(honest.cid, honest.bytes)
+    r.net.deliver(announce([honest.cid]), 'good')
+    await waitFor(async () => (await stateOf(r.store)).includes('/honest=queued'), 10_000, 'the honest head')
+    // merged while the flood still waits: it left the flooder's queue
+    expect(r.store.stats().queuedHeads).to.be.greaterThan(3)
   })
 
   it('#12.5: a node linking 60 missing blocks costs one shared deadline, and other walks go on', async () => {
@@ -289,9 +334,9 @@ describe('hostile peers: the receive path', function () {
     await waitFor(async () => !(await r.store.isDirty()), 5000, 'the store to be clean')
   })
 
-  it('#20.8: a branch given up is tried again soon after an announcer (re)appears, not only every GIVEN_UP_RETRY_EVERY ticks', async () => {
+  it('#20.8: without join notifications, a branch given up is tried again soon after an announcer (re)appears, not only every GIVEN_UP_RETRY_EVERY ticks', async () => {
     // the periodic retry would come after 24 ticks of 250 ms: 6 s
-    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 250 })
+    const r = await replica({ dagSyncerTimeout: 100, maxFetchAttempts: 1, repairInterval: 250 }, false)
     const lostNode = await encodeNode({ elements: [{ key: '/late', id: '', value: enc('back') }], tombstones: [], priority: 1, dagName: '' }, [])
     const top = await storedNode(r.blockstore, '/top', 't', [lostNode.cid], 2)
     await r.store.receive(announce([top]))
@@ -303,6 +348,58 @@ describe('hostile peers: the receive path', function () {
     r.net.deliver(announce([top]), 'writer')
     await waitFor(async () => (await stateOf(r.store)).includes('/late=back'), 4000, 'the given-up branch to be retried')
     expect(await r.store.givenUpBranches()).to.have.lengthOf(0)
+  })
+
+  it('#20.8: without join notifications, an announcer that (re)appears revives only the branches it was not asked for', async () => {
+    // every fetch of a missing block fails at once, naming 'writer' as the peer asked that lacks it
+    const blockstore = new RefusingBlockstore(['writer'])
+    const net = new AnnouncerBroadcaster({ joins: false })
+    // the periodic retry of everything would come after 24 ticks of 200 ms: 4.8 s
+    const r = await memoryReplica({ maxFetchAttempts: 1, repairInterval: 200 }, { blockstore, broadcaster: net })
+    cleanup.push(async () => {
+      await r.store.stop()
+      net.close()
+    })
+    const missing = await missingCid('asked-writer')
+    const top = await storedNode(blockstore, '/top', 't', [missing], 2)
+    await r.store.receive(announce([top]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    expect((await r.store.givenUpBranches())[0].refusedBy).to.deep.equal(['writer'])
+    const fetches = blockstore.fetchesOf(missing)
+    // the peer that said it lacks the block is heard for the first time: its heads are merged, the junk stays given up
+    net.deliver(announce([await storedNode(blockstore, '/writer', 'w')]), 'writer')
+    await waitFor(async () => (await stateOf(r.store)).includes('/writer=w'), 2000, 'the writer\'s head to be merged')
+    await new Promise(resolve => setTimeout(resolve, 1200))
+    expect(blockstore.fetchesOf(missing)).to.equal(fetches)
+    expect(r.store.stats().givenUpBranches).to.equal(1)
+    // a newcomer was never asked: it may hold the block, so the branch is tried again soon (not at the periodic retry)
+    net.deliver(announce([await storedNode(blockstore, '/newcomer', 'n')]), 'newcomer')
+    await waitFor(() => blockstore.fetchesOf(missing) > fetches, 2000, 'the branch to be tried again')
+    await waitFor(async () => (await r.store.pendingBranches()).length === 0, 5000, 'the retry to end')
+  })
+
+  it('#20.8: with join notifications, an announcer heard for the first time revives nothing; a replica that joins does', async () => {
+    // in a quiet cluster a replica whose heads others announced first stays silent: its next announcement is no return
+    const blockstore = new RefusingBlockstore(['writer'])
+    const net = new AnnouncerBroadcaster()
+    const r = await memoryReplica({ maxFetchAttempts: 1, repairInterval: 200 }, { blockstore, broadcaster: net })
+    cleanup.push(async () => {
+      await r.store.stop()
+      net.close()
+    })
+    const missing = await missingCid('silent-announcer')
+    await r.store.receive(announce([await storedNode(blockstore, '/top', 't', [missing], 2)]))
+    await waitFor(() => r.store.stats().givenUpBranches === 1, 5000, 'the branch to be given up')
+    const fetches = blockstore.fetchesOf(missing)
+    net.deliver(announce([await storedNode(blockstore, '/quiet', 'q')]), 'quiet')
+    await waitFor(async () => (await stateOf(r.store)).includes('/quiet=q'), 2000, 'the quiet replica\'s head to be merged')
+    await new Promise(resolve => setTimeout(resolve, 1200))
+    expect(blockstore.fetchesOf(missing)).to.equal(fetches)
+    expect(await r.store.isDirty()).to.equal(false)
+    // the same replica joining the topic (a restart, a healed partition) does revive it: it was never asked
+    net.join('quiet')
+    await waitFor(() => blockstore.fetchesOf(missing) > fetches, 2000, 'the branch to be tried again')
+    await waitFor(async () => (await r.store.pendingBranches()).length === 0, 5000, 'the retry to end')
   })
 
   it('#20.8: a branch given up is tried again as soon as a replica joins the topic, even one never silent as an announcer', async () => {

@@ -17,8 +17,14 @@
  *
  * Everything is bounded: heads queued per announcer and in all (the oldest
  * of the longest queue is dropped first; a dropped head comes back with the
- * writer's next rebroadcast), announcers remembered, and slots. A head
- * already queued or in flight is not queued twice.
+ * writer's next rebroadcast), announcers remembered, and slots. A
+ * deprioritised announcer keeps only its newest `MAX_WAITING_PENALISED`
+ * heads waiting: a flood of heads nobody has would otherwise hold the
+ * store busy for a head deadline each, one after another. A head already
+ * queued or in flight is not queued twice; one waiting for a deprioritised
+ * announcer that an announcer in good standing announces too moves to that
+ * one's queue, so an honest head is not left behind a flood it was queued
+ * with.
  */
 
 import type { CID } from 'multiformats/cid'
@@ -51,6 +57,8 @@ export interface HeadQueueInit {
 
 /** Announcers whose failures are remembered at most */
 const MAX_REMEMBERED = 4096
+/** Heads kept waiting for a deprioritised announcer, its newest; older ones are dropped */
+export const MAX_WAITING_PENALISED = 16
 
 interface Entry {
   head: QueuedHead
@@ -108,23 +116,67 @@ export class HeadQueue {
     const known = this.entries.get(key)
     if (known != null) {
       known.head.adopt ||= head.adopt
-      return new Promise(resolve => { known.done.push(resolve) })
+      const settled = new Promise<void>(resolve => { known.done.push(resolve) })
+      this.rehome(known, head.announcer)
+      return settled
     }
     const entry: Entry = { head, done: [] }
     const settled = new Promise<void>(resolve => { entry.done.push(resolve) })
-    let lane = this.lanes.get(head.announcer)
-    if (lane == null) {
-      lane = { waiting: [], inFlight: 0 }
-      this.lanes.set(head.announcer, lane)
-      this.order.push(head.announcer)
-    }
-    if (lane.waiting.length >= this.init.maxPerAnnouncer) this.drop(lane)
+    const lane = this.lane(head.announcer)
+    this.makeRoom(lane, head.announcer)
     if (this.waitingCount >= this.init.maxQueued) this.drop(this.longest())
     lane.waiting.push(entry)
     this.entries.set(key, entry)
     this.waitingCount++
     this.pump()
     return settled
+  }
+
+  /** The lane of `announcer`, made (last in the round) when it has none */
+  private lane (announcer: string): Lane {
+    let lane = this.lanes.get(announcer)
+    if (lane == null) {
+      lane = { waiting: [], inFlight: 0 }
+      this.lanes.set(announcer, lane)
+      this.order.push(announcer)
+    }
+    return lane
+  }
+
+  /** Drops the oldest heads of `announcer`'s lane until one more fits */
+  private makeRoom (lane: Lane, announcer: string): void {
+    const max = this.penalisedAnnouncer(announcer) ? Math.min(MAX_WAITING_PENALISED, this.init.maxPerAnnouncer) : this.init.maxPerAnnouncer
+    while (lane.waiting.length >= max) this.drop(lane)
+  }
+
+  /**
+   * A head waiting in a deprioritised announcer's lane, announced again by
+   * an announcer in good standing, moves to the newest end of that one's
+   * lane, and that one is asked for it first
+   */
+  private rehome (entry: Entry, announcer: string): void {
+    const from = entry.head.announcer
+    if (announcer === from || !this.penalisedAnnouncer(from) || this.penalisedAnnouncer(announcer)) return
+    const old = this.lanes.get(from)
+    const at = old?.waiting.indexOf(entry) ?? -1
+    // in flight already
+    if (old == null || at < 0) return
+    old.waiting.splice(at, 1)
+    this.retireIfIdle(from, old)
+    entry.head.announcer = announcer
+    const lane = this.lane(announcer)
+    this.waitingCount--
+    this.makeRoom(lane, announcer)
+    lane.waiting.push(entry)
+    this.waitingCount++
+    this.pump()
+  }
+
+  /** Forgets a lane with nothing waiting or in flight */
+  private retireIfIdle (announcer: string, lane: Lane): void {
+    if (lane.inFlight !== 0 || lane.waiting.length !== 0) return
+    this.lanes.delete(announcer)
+    this.order = this.order.filter(a => a !== announcer)
   }
 
   /** Drops every waiting head (their promises resolve) and takes no more */
@@ -194,10 +246,7 @@ export class HeadQueue {
       this.inFlightCount--
       if (lane != null) lane.inFlight--
       this.record(announcer, outcome)
-      if (lane != null && lane.inFlight === 0 && lane.waiting.length === 0) {
-        this.lanes.delete(announcer)
-        this.order = this.order.filter(a => a !== announcer)
-      }
+      if (lane != null) this.retireIfIdle(announcer, lane)
       this.settle(entry)
       this.pump()
     }
@@ -211,6 +260,11 @@ export class HeadQueue {
     if (outcome === 'ok') return
     // re-inserted: the most recent failures are kept longest
     this.failures.set(announcer, before + 1)
+    // deprioritised now: only its newest heads keep waiting
+    const lane = this.lanes.get(announcer)
+    if (lane != null && before + 1 === this.init.penaltyThreshold) {
+      while (lane.waiting.length > Math.min(MAX_WAITING_PENALISED, this.init.maxPerAnnouncer)) this.drop(lane)
+    }
     if (this.failures.size > MAX_REMEMBERED) {
       const oldest = this.failures.keys().next().value
       if (oldest != null) this.failures.delete(oldest)

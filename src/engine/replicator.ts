@@ -98,6 +98,11 @@ export const GIVEN_UP_RETRY_EVERY = 24
  */
 const RETURN_GAP_INTERVALS = 10
 
+/** Whether one of `peers` is not on record as lacking the branch's block (so asking it may help) */
+function notRefusedByAll (branch: GivenUpBranch, peers: string[]): boolean {
+  return peers.some(peer => !(branch.refusedBy?.includes(peer) ?? false))
+}
+
 /** Announcers remembered with the time they were last heard from */
 const MAX_ANNOUNCERS = 1024
 
@@ -176,8 +181,12 @@ export class Replicator {
   private repairTicks = 0
   /** When each announcer was last heard from (ms), oldest first */
   private readonly lastHeard = new Map<string, number>()
-  /** Set when an announcer (re)appears: given-up branches are tried again at the next repair tick */
-  private reviveDue = false
+  /**
+   * Announcers heard for the first time or again after a silence, since the
+   * last revival for them: at the next repair tick, the given-up branches
+   * that one of them was not asked for are tried again
+   */
+  private readonly returners = new Set<string>()
   /**
    * Branches revived by the periodic retries, with how often and the tick
    * before which they are not revived that way again: each retry doubles
@@ -432,16 +441,22 @@ export class Replicator {
   }
 
   /**
-   * Notes that `from` announced something. An announcer heard for the first
-   * time, or again after a silence (a partition that healed, a replica that
-   * restarted), may hold branches given up while it was out of reach: they
-   * are tried again at the next repair tick.
+   * Notes that `from` announced something, when the broadcaster does not
+   * tell of replicas that join (see `joined()`). An announcer heard for the
+   * first time, or again after a silence (a partition that healed, a
+   * replica that restarted), may hold branches given up while it was out of
+   * reach: those it was not asked for are tried again at the next repair
+   * tick. With join notifications, silence tells nothing more: a replica
+   * whose heads others announced first stays silent for as long as the
+   * cluster is quiet, and every one of its announcements would look like a
+   * return (in a cluster of ten, that kept reviving junk branches faster
+   * than they were given up).
    */
   private heard (from: string): void {
-    if (from === '') return
+    if (from === '' || this.unwatchJoins != null) return
     const now = Date.now()
     const last = this.lastHeard.get(from)
-    if (last == null || now - last > RETURN_GAP_INTERVALS * this.init.rebroadcastInterval) this.reviveDue = true
+    if ((last == null || now - last > RETURN_GAP_INTERVALS * this.init.rebroadcastInterval) && this.returners.size < MAX_ANNOUNCERS) this.returners.add(from)
     this.lastHeard.delete(from)
     this.lastHeard.set(from, now)
     if (this.lastHeard.size > MAX_ANNOUNCERS) this.lastHeard.delete(this.lastHeard.keys().next().value as string)
@@ -464,7 +479,7 @@ export class Replicator {
     if (this.signal.aborted || this.init.repairInterval <= 0) return
     this.log('%s joined the topic', peer)
     this.track((async () => {
-      if ((await this.engine.givenUp({ signal: this.signal })).some(b => !b.reason.startsWith(MALFORMED_REASON) && !(b.refusedBy?.includes(peer) ?? false))) {
+      if ((await this.engine.givenUp({ signal: this.signal })).some(b => !b.reason.startsWith(MALFORMED_REASON) && notRefusedByAll(b, [peer]))) {
         if (this.joins.size < MAX_ANNOUNCERS) this.joins.add(peer)
         await this.engine.markDirty({ signal: this.signal })
       }
@@ -873,13 +888,17 @@ export class Replicator {
     this.schedule(this.init.repairInterval, async () => {
       // now and then, and soon after an announcer (re)appears, branches given up are tried once more
       const tick = ++this.repairTicks
-      const returned = this.reviveDue && tick - this.lastRevivalTick >= REVIVE_MIN_TICKS
-      if (tick % GIVEN_UP_RETRY_EVERY === 0 || returned) {
-        this.reviveDue = false
+      const returned = this.returners.size > 0 && tick - this.lastRevivalTick >= REVIVE_MIN_TICKS
+      const periodic = tick % GIVEN_UP_RETRY_EVERY === 0
+      if (periodic || returned) {
+        const back = returned ? [...this.returners] : []
+        if (returned) this.returners.clear()
         this.joins.clear()
         this.lastRevivalTick = tick
-        // an announcer that returned may hold any of them; the periodic retry backs off per branch
-        await this.revive(b => returned || this.retryDue(b.cid, tick, GIVEN_UP_RETRY_EVERY), 'retrying branches given up earlier')
+        // an announcer that returned may hold what it was not asked for (a branch every one of them said
+        // it lacks stays given up: junk is not revived each time a replica restarts); the periodic retry
+        // backs off per branch
+        await this.revive(b => (returned && notRefusedByAll(b, back)) || (periodic && this.retryDue(b.cid, tick, GIVEN_UP_RETRY_EVERY)), 'retrying branches given up earlier')
       } else if (tick % REVIVE_MIN_TICKS === 0 && await this.revive(b => (b.refusedBy?.length ?? 0) === 0 && this.retryDue(b.cid, tick, REVIVE_MIN_TICKS), 'retrying branches given up for lack of an answer')) {
         // given up with no peer on record as lacking the block (they only stayed silent: a holder too busy
         // to answer in time): tried again every few ticks, as cheaply as any probe
@@ -887,7 +906,7 @@ export class Replicator {
         // replicas that joined since: only what none of them was asked for (at most once a tick, however many join)
         const joined = [...this.joins]
         this.joins.clear()
-        await this.revive(b => joined.some(peer => !(b.refusedBy?.includes(peer) ?? false)), `retrying branches given up before ${joined.length} replica(s) joined`)
+        await this.revive(b => notRefusedByAll(b, joined), `retrying branches given up before ${joined.length} replica(s) joined`)
       }
       if (await this.engine.isDirty()) {
         await this.repair().catch(() => {})
