@@ -9,6 +9,8 @@ import { Key } from 'interface-datastore'
 import { createHeliaCRDT } from '../src/helia/index.js'
 import { streamBlocks } from '../src/helia/sync/client.js'
 import { SYNC_PROTOCOL } from '../src/helia/sync/protocol.js'
+import { HAVE_WALK_BUDGET } from '../src/helia/sync/server.js'
+import { encodeBroadcast, encodeNode } from '../src/index.js'
 import { createReplicaNode } from '../src/node/index.js'
 import { stateOf, waitFor } from './fixtures/network.js'
 import { enc, tempDir } from './fixtures/stores.js'
@@ -17,6 +19,7 @@ import type { HeliaCRDTDatastore, HeliaCRDTInit, SyncStats } from '../src/helia/
 import type { BlockRequest } from '../src/helia/sync/protocol.js'
 import type { ReplicaNode } from '../src/node/index.js'
 import type { Stream } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
 
 interface Peer {
   node: ReplicaNode
@@ -53,6 +56,26 @@ async function converge (peers: Peer[], keys: number, timeout = 60_000): Promise
     throw new Error(`${err.message}: ${states.map(s => s.length).join(', ')} keys`)
   })
   return states[0]
+}
+
+/**
+ * A go-shaped chain C1..Cn (one put each, Unicode keys, heights 1..n), a
+ * node D at height `joinAt + 1` linking only C<joinAt> (its writer had seen
+ * no more), and a head H at height n + 1 linking Cn and D; every block in
+ * `blockstore`
+ */
+async function joinedBelow (blockstore: { put(cid: CID, bytes: Uint8Array): unknown }, n: number, joinAt: number): Promise<{ chain: CID[], d: CID, h: CID }> {
+  const chain: CID[] = []
+  for (let i = 1; i <= n; i++) {
+    const node = await encodeNode({ elements: [{ key: `/chaîne/${i}/ключ`, id: '', value: enc(`v${i} ✓`) }], tombstones: [], priority: i, dagName: '' }, chain.slice(-1))
+    await blockstore.put(node.cid, node.bytes)
+    chain.push(node.cid)
+  }
+  const d = await encodeNode({ elements: [{ key: '/late/écrivain', id: '', value: enc('d') }], tombstones: [], priority: joinAt + 1, dagName: '' }, [chain[joinAt - 1]])
+  await blockstore.put(d.cid, d.bytes)
+  const h = await encodeNode({ elements: [{ key: '/merged/頭', id: '', value: enc('h') }], tombstones: [], priority: n + 1, dagName: '' }, [chain[n - 1], d.cid])
+  await blockstore.put(h.cid, h.bytes)
+  return { chain, d: d.cid, h: h.cid }
 }
 
 describe('sync protocol', function () {
@@ -316,6 +339,52 @@ describe('sync protocol', function () {
       // a wanted CID is sent even when it is also listed as had
       const again = await readFrames(await openSyncStream(asker.node, a.node), { want: [middle], have: [middle], maxBlocks: 1, maxBytes: 1 << 20 })
       expect(again.cids).to.deep.equal([middle.toString()])
+    })
+
+    it('stops where a wanted branch joins the asker\'s DAG below its heads, when the asker holds all below them', async () => {
+      const a = await startPeer()
+      peers.push(a)
+      const { chain, d, h } = await joinedBelow(a.node.blockstore, 30, 10)
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      const ask = async (request: BlockRequest): Promise<string[]> => (await readFrames(await openSyncStream(asker.node, a.node), request)).cids
+      const base = { want: [h], have: [chain[29]], maxBlocks: 1000, maxBytes: 1 << 30 }
+      // complete: C10 and below are reached from the asker's head C30, so only H and D come
+      expect(await ask({ ...base, complete: true })).to.deep.equal([h.toString(), d.toString()])
+      // not complete (a replica mid-walk): everything below D, as before
+      expect(await ask(base)).to.deep.equal([h, d, ...chain.slice(0, 10).reverse()].map(String))
+      // a wanted CID also listed as had is one the asker never walked: all below it comes
+      expect(await ask({ want: [chain[29]], have: [chain[29]], maxBlocks: 1000, maxBytes: 1 << 30, complete: true })).to.have.lengthOf(30)
+    })
+
+    it('reads at most HAVE_WALK_BUDGET blocks below the asker\'s heads, then sends what it cannot tell it holds', async () => {
+      const a = await startPeer()
+      peers.push(a)
+      const n = HAVE_WALK_BUDGET + 100
+      // D joins at C5: learning that the asker holds C5 would take n - 5 reads below its head
+      const { chain, d, h } = await joinedBelow(a.node.blockstore, n, 5)
+      const asker = await startPeer({ syncProtocol: false })
+      peers.push(asker)
+      const frames = await readFrames(await openSyncStream(asker.node, a.node), { want: [h], have: [chain[n - 1]], maxBlocks: 1000, maxBytes: 1 << 30, complete: true })
+      expect(frames.cids).to.deep.equal([h, d, ...chain.slice(0, 5).reverse()].map(String))
+    })
+
+    it('a clean replica fetching a head it missed gets only what it lacks', async () => {
+      const a = await startPeer()
+      const b = await startPeer()
+      peers.push(a, b)
+      await connect(a, b)
+      const { chain, h } = await joinedBelow(a.node.blockstore, 30, 10)
+      // B catches up the chain (a fresh replica: its request says nothing of what it holds)
+      await b.store.receive(encodeBroadcast([{ cid: chain[29], dagName: '' }]))
+      await waitFor(async () => (await stateOf(b.store)).length === 30 && !(await b.store.isDirty()), 20_000, 'B to hold the chain, clean')
+      const before = b.store.sync?.blockstore.stats.blocks ?? 0
+      // the announcement of H reached B without its block (lost, or too large to carry)
+      await b.store.receive(encodeBroadcast([{ cid: h, dagName: '' }]))
+      await waitFor(async () => (await stateOf(b.store)).includes('/merged/頭=h'), 20_000, 'H on B')
+      expect(await stateOf(b.store)).to.include('/late/écrivain=d')
+      // H and D by the stream; not C10 and below again
+      expect((b.store.sync?.blockstore.stats.blocks ?? 0) - before).to.equal(2)
     })
 
     it('resets a stream whose request is junk, and keeps serving', async () => {

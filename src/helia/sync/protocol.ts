@@ -36,6 +36,8 @@ export interface BlockRequest {
   have: CID[]
   maxBlocks: number
   maxBytes: number
+  /** The asker held everything below every `have` CID as it asked (see sync.proto); absent: false */
+  complete?: boolean
 }
 
 export function encodeRequest (req: BlockRequest): Uint8Array {
@@ -43,7 +45,8 @@ export function encodeRequest (req: BlockRequest): Uint8Array {
     want: req.want.map(c => c.bytes),
     have: req.have.map(c => c.bytes),
     maxBlocks: req.maxBlocks,
-    maxBytes: req.maxBytes
+    maxBytes: req.maxBytes,
+    complete: req.complete === true
   })
 }
 
@@ -59,7 +62,8 @@ export function decodeRequest (bytes: Uint8Array): BlockRequest {
     want: msg.want.map(parseCID),
     have: msg.have.map(parseCID),
     maxBlocks: msg.maxBlocks,
-    maxBytes: msg.maxBytes
+    maxBytes: msg.maxBytes,
+    complete: msg.complete
   }
 }
 

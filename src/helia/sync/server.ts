@@ -14,6 +14,14 @@
  * - The walk does not descend into CIDs the asker says it has, nor past
  *   blocks this node lacks or cannot decode (the asker falls back to bitswap
  *   for those).
+ * - When the asker says it holds everything below its `have` CIDs
+ *   (`complete`: nothing of its own unfinished; a replica mid-walk has
+ *   heads whose branches are not all there yet), the walk also goes down
+ *   from those this node has, in the same heap (at equal heights before the
+ *   wanted side), as far as the wanted side goes and for at most
+ *   `HAVE_WALK_BUDGET` reads: a wanted branch that joins the asker's DAG
+ *   below one of its heads (a writer that had seen an older state) stops
+ *   there, instead of going down to the root.
  * - A request is capped by the asker's and this server's block and byte
  *   limits; writes wait for the stream to drain (back-pressure); a stream
  *   whose request does not arrive within the idle timeout is reset.
@@ -88,6 +96,13 @@ export interface SyncServer {
   readonly sent: number
 }
 
+/**
+ * Blocks below the asker's heads read at most for one request, to learn
+ * what it holds (see the invariants above): past that, the walk sends
+ * what it cannot tell the asker holds
+ */
+export const HAVE_WALK_BUDGET = 4096
+
 /** A walk runs at most this long (ms) without letting other work in */
 const WALK_SLICE = 10
 /** Block frames are sent together once this many bytes are waiting */
@@ -95,9 +110,15 @@ const SEND_BATCH_BYTES = 64 * 1024
 
 interface Queued {
   cid: CID
+  /** Its `cidKey` */
+  key: string
   bytes: Uint8Array
   height: number
   links: CID[]
+  /** On the asker's side: reached from one of its heads (it holds it), walked only to learn what it holds */
+  had: boolean
+  /** Named in the request's `want`: sent even when the asker seems to hold it */
+  wanted: boolean
 }
 
 class BlockSyncServer implements SyncServer {
@@ -167,47 +188,70 @@ class BlockSyncServer implements SyncServer {
     // CIDs keyed by their bytes, not their base32 text (see cid-key.ts)
     const have = new Set(request.have.map(cidKey))
     const heap = new MaxHeap()
+    // the wanted side: queued so far; the asker's side: nodes it holds, as far as read
     const queued = new Set<string>()
-    // a wanted CID is sent even when listed as had (an adopted head the asker never walked);
+    const had = new Set<string>()
+    let wanting = 0
+    let haveReads = 0
+    const push = (cid: CID, key: string, bytes: Uint8Array | undefined, side: { had: boolean, wanted: boolean }): void => {
+      const node = this.decode(cid, key, bytes, side)
+      if (node == null) return
+      heap.push(node)
+      if (!node.had) wanting++
+    }
     // returns a promise only when the block is read asynchronously
-    const enqueue = (cid: CID, wanted = false): Promise<void> | undefined => {
+    const enqueue = (cid: CID, side: { had: boolean, wanted: boolean }): Promise<void> | undefined => {
       const key = cidKey(cid)
-      if (queued.has(key) || (!wanted && have.has(key))) return
-      queued.add(key)
-      const bytes = this.read(cid)
-      if (bytes instanceof Promise) {
-        return bytes.then(b => {
-          const node = this.decode(cid, b)
-          if (node != null) heap.push(node)
-        })
+      if (side.had) {
+        // the asker holds it, and all below it
+        if (had.has(key) || haveReads >= HAVE_WALK_BUDGET) return
+        had.add(key)
+        haveReads++
+      } else {
+        // a wanted CID is sent even when listed as had (an adopted head the asker never walked)
+        if (queued.has(key) || (!side.wanted && (have.has(key) || had.has(key)))) return
+        queued.add(key)
       }
-      const node = this.decode(cid, bytes)
-      if (node != null) heap.push(node)
+      const bytes = this.read(cid)
+      if (bytes instanceof Promise) return bytes.then(b => { push(cid, key, b, side) })
+      push(cid, key, bytes, side)
     }
     // undefined when every block was read in-process; links read asynchronously are read concurrently
-    const enqueueAll = (cids: CID[], wanted = false): Promise<unknown> | undefined => {
+    const enqueueAll = (cids: CID[], side: { had: boolean, wanted: boolean }): Promise<unknown> | undefined => {
       let pending: Array<Promise<void>> | undefined
       for (const cid of cids) {
-        const p = enqueue(cid, wanted)
+        const p = enqueue(cid, side)
         if (p != null) (pending ??= []).push(p)
       }
       return pending == null ? undefined : Promise.all(pending)
     }
-    await enqueueAll(request.want, true)
+    await enqueueAll(request.want, WANTED)
+    // a wanted CID the asker lists as had too is one it never walked (an adopted head): nothing below it counts as held
+    if (request.complete === true) await enqueueAll(request.have.filter(cid => !queued.has(cidKey(cid))), HAD)
 
     const writer = new FrameWriter(stream, SEND_BATCH_BYTES)
     let sent = 0
     let bytes = 0
     let slice = Date.now()
-    while (sent < maxBlocks) {
+    // nodes of the asker's side left alone stop nothing: the walk ends with the wanted side
+    while (sent < maxBlocks && wanting > 0) {
       const node = heap.pop()
       if (node == null) break
-      if (sent > 0 && bytes + node.bytes.byteLength > maxBytes) break
-      await writer.write(encodeBlock(node.cid, node.bytes), { signal: watchdog.signal })
-      watchdog.kick()
-      sent++
-      bytes += node.bytes.byteLength
-      const reading = enqueueAll(node.links)
+      let reading: Promise<unknown> | undefined
+      if (node.had) {
+        // higher than every wanted node left: what it links, the asker holds too
+        reading = enqueueAll(node.links, HAD)
+      } else {
+        wanting--
+        // reached from one of the asker's heads since it was queued
+        if (!node.wanted && had.has(node.key)) continue
+        if (sent > 0 && bytes + node.bytes.byteLength > maxBytes) break
+        await writer.write(encodeBlock(node.cid, node.bytes), { signal: watchdog.signal })
+        watchdog.kick()
+        sent++
+        bytes += node.bytes.byteLength
+        reading = enqueueAll(node.links, BELOW)
+      }
       if (reading != null) {
         // the asker gets what is ready while the disk is read
         await writer.flush({ signal: watchdog.signal })
@@ -236,11 +280,11 @@ class BlockSyncServer implements SyncServer {
   }
 
   /** A block decoded for the walk; undefined when absent, oversized or not a CRDT node */
-  private decode (cid: CID, bytes: Uint8Array | undefined): Queued | undefined {
+  private decode (cid: CID, key: string, bytes: Uint8Array | undefined, side: { had: boolean, wanted: boolean }): Queued | undefined {
     if (bytes == null || bytes.byteLength > DEFAULT_MAX_BLOCK_SIZE) return undefined
     try {
       const node = decodeNode(cid, bytes)
-      return { cid, bytes, height: node.delta.priority, links: node.links }
+      return { cid, key, bytes, height: node.delta.priority, links: node.links, had: side.had, wanted: side.wanted }
     } catch (err: any) {
       this.log.trace('not serving %c, not a CRDT node - %e', cid, err)
       return undefined
@@ -248,7 +292,17 @@ class BlockSyncServer implements SyncServer {
   }
 }
 
-/** A binary max-heap of queued nodes by height */
+/** The sides of a queued node: wanted by the request, below a wanted one, or on the asker's side */
+const WANTED = { had: false, wanted: true }
+const BELOW = { had: false, wanted: false }
+const HAD = { had: true, wanted: false }
+
+/** Whether `a` comes out of the heap before `b`: higher first, and at equal heights the asker's side first */
+function before (a: Queued, b: Queued): boolean {
+  return a.height > b.height || (a.height === b.height && a.had && !b.had)
+}
+
+/** A binary max-heap of queued nodes by height (see `before`) */
 class MaxHeap {
   private readonly items: Queued[] = []
 
@@ -258,7 +312,7 @@ class MaxHeap {
     let i = items.length - 1
     while (i > 0) {
       const parent = (i - 1) >> 1
-      if (items[parent].height >= items[i].height) break
+      if (!before(items[i], items[parent])) break
       ;[items[parent], items[i]] = [items[i], items[parent]]
       i = parent
     }
@@ -276,8 +330,8 @@ class MaxHeap {
         const l = 2 * i + 1
         const r = l + 1
         let max = i
-        if (l < items.length && items[l].height > items[max].height) max = l
-        if (r < items.length && items[r].height > items[max].height) max = r
+        if (l < items.length && before(items[l], items[max])) max = l
+        if (r < items.length && before(items[r], items[max])) max = r
         if (max === i) break
         ;[items[max], items[i]] = [items[i], items[max]]
         i = max

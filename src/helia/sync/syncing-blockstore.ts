@@ -155,8 +155,13 @@ export interface SyncStats {
 
 /** A DAG blockstore that syncs through the block-sync protocol first */
 export interface SyncingBlockstore extends DAGBlockstore {
-  /** Supplies the CIDs the asker holds with all below them (its heads), sent as `have` */
-  setHave(have: () => CID[]): void
+  /**
+   * Supplies the CIDs the asker holds (its heads), sent as `have`, and
+   * whether it holds everything below them (no walk or branch of its own
+   * unfinished), sent as `complete`: a server then leaves out what it
+   * reaches below them too
+   */
+  setHave(have: () => CID[], complete?: (options?: AbortOptions) => Promise<boolean>): void
   readonly stats: SyncStats
   /** Fetches through streams again after `stop()` (a restarted store) */
   start(): void
@@ -179,6 +184,7 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
   private readonly maxStreams: number
   private readonly badPeerTimeout: number
   private have: () => CID[] = () => []
+  private complete?: (options?: AbortOptions) => Promise<boolean>
   private controller = new AbortController()
   // CIDs are keyed by cidKey (their bytes), never their base32 text: see cid-key.ts
   /** CID → how many running streams expect it */
@@ -221,8 +227,9 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     this.badPeerTimeout = init.badPeerTimeout ?? DEFAULT_BAD_PEER_TIMEOUT
   }
 
-  setHave (have: () => CID[]): void {
+  setHave (have: () => CID[], complete?: (options?: AbortOptions) => Promise<boolean>): void {
     this.have = have
+    this.complete = complete
   }
 
   async * get (cid: CID, options?: AbortOptions & { preferPeer?: string }): AsyncGenerator<Uint8Array> {
@@ -507,8 +514,10 @@ class BlockSyncingBlockstore implements SyncingBlockstore {
     try {
       stream = await this.components.libp2p.dialProtocol(peer, SYNC_PROTOCOL, { signal })
       this.stats.requests++
+      // the heads first: a head added after the store was found clean would belong to an unfinished walk
       const have = this.have().slice(0, MAX_HAVE)
-      const result = await streamBlocks(stream, { want: [want], have, maxBlocks: this.maxBlocks, maxBytes: this.maxBytes }, {
+      const complete = have.length > 0 && this.complete != null && await this.complete({ signal }).catch(() => false)
+      const result = await streamBlocks(stream, { want: [want], have, maxBlocks: this.maxBlocks, maxBytes: this.maxBytes, complete }, {
         maxBlockSize: this.maxBlockSize,
         idleTimeout: this.idleTimeout,
         expect,

@@ -8,6 +8,7 @@ export interface SyncRequest {
   have: Uint8Array<ArrayBuffer>[]
   maxBlocks: number
   maxBytes: number
+  complete: boolean
 }
 
 export namespace SyncRequest {
@@ -44,6 +45,11 @@ export namespace SyncRequest {
           w.uint32(obj.maxBytes)
         }
 
+        if ((obj.complete != null && obj.complete !== false)) {
+          w.uint32(40)
+          w.bool(obj.complete)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -52,7 +58,8 @@ export namespace SyncRequest {
           want: [],
           have: [],
           maxBlocks: 0,
-          maxBytes: 0
+          maxBytes: 0,
+          complete: false
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -83,6 +90,10 @@ export namespace SyncRequest {
             }
             case 4: {
               obj.maxBytes = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.complete = reader.bool()
               break
             }
             default: {
@@ -149,6 +160,13 @@ export namespace SyncRequest {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.complete`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -183,6 +201,11 @@ export namespace SyncRequest {
     value: number
   }
 
+  export interface SyncRequestCompleteFieldEvent {
+    field: '$.complete'
+    value: boolean
+  }
+
   export function encode (obj: Partial<SyncRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, SyncRequest.codec())
   }
@@ -191,7 +214,7 @@ export namespace SyncRequest {
     return decodeMessage(buf, SyncRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): Generator<SyncRequestWantFieldEvent | SyncRequestHaveFieldEvent | SyncRequestMaxBlocksFieldEvent | SyncRequestMaxBytesFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): Generator<SyncRequestWantFieldEvent | SyncRequestHaveFieldEvent | SyncRequestMaxBlocksFieldEvent | SyncRequestMaxBytesFieldEvent | SyncRequestCompleteFieldEvent> {
     return streamMessage(buf, SyncRequest.codec(), opts)
   }
 }
