@@ -492,6 +492,20 @@ export interface CRDTDatastore extends Datastore, Startable {
    * use it to drop foreign payloads before relaying them
    */
   admitsBroadcast(data: Uint8Array, options?: AbortOptions): Promise<boolean>
+  /**
+   * Whether this replica holds every node below its heads: no walk under
+   * way or waiting and no unfinished branch recorded (a walk's head is a
+   * head before the nodes below it are merged). The Helia adapter's sync
+   * requests say so, so a server leaves out what lies below them.
+   *
+   * @example
+   * ```ts
+   * if (await store.holdsAllBelowHeads()) {
+   *   console.log('nothing of ours is still being walked')
+   * }
+   * ```
+   */
+  holdsAllBelowHeads(options?: AbortOptions): Promise<boolean>
   /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
   isDirty(options?: AbortOptions): Promise<boolean>
   /** Marks the store dirty so the repair loop runs */

@@ -610,6 +610,12 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
   }
 
   /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
+  async holdsAllBelowHeads (options?: AbortOptions): Promise<boolean> {
+    // a walk's head is a head before the nodes below it are all merged
+    if (this.walker.walks > 0 || this.walker.queued > 0) return false
+    return !(await this.engine.hasPending(options))
+  }
+
   async isDirty (options?: AbortOptions): Promise<boolean> {
     this.checkOpen(options)
     return this.engine.isDirty(options)

@@ -362,6 +362,12 @@ export class Engine {
     await this.datastore.delete(this.layout.dirtyKey, options)
   }
 
+  /** Whether any node is recorded as the frontier of an unfinished walk (one key read at most) */
+  async hasPending (options?: AbortOptions): Promise<boolean> {
+    for await (const _ of this.datastore.queryKeys({ prefix: this.layout.pendingPrefix + '/', limit: 1 }, options)) return true // eslint-disable-line no-unreachable-loop
+    return false
+  }
+
   /** Block keys of every node recorded as the frontier of an unfinished walk */
   async pendingBranches (options?: AbortOptions): Promise<CID[]> {
     const out: CID[] = []

@@ -290,7 +290,7 @@ export async function createHeliaCRDT (helia: HeliaLike, init: HeliaCRDTInit, op
     ...init,
     namespace: init.namespace ?? cleanKey(`${DEFAULT_NAMESPACE_PREFIX}/${topic}`)
   })
-  sync?.blockstore.setHave(() => store.heads().map(h => h.cid), async (options) => !(await store.isDirty(options)))
+  sync?.blockstore.setHave(() => store.heads().map(h => h.cid), async (options) => store.holdsAllBelowHeads(options))
   await store.start(options)
   return store
 }

@@ -157,9 +157,9 @@ export interface SyncStats {
 export interface SyncingBlockstore extends DAGBlockstore {
   /**
    * Supplies the CIDs the asker holds (its heads), sent as `have`, and
-   * whether it holds everything below them (no walk or branch of its own
-   * unfinished), sent as `complete`: a server then leaves out what it
-   * reaches below them too
+   * whether it holds everything below them (no walk under way or waiting,
+   * no unfinished branch: `holdsAllBelowHeads()`), sent as `complete`: a
+   * server then leaves out what it reaches below them too
    */
   setHave(have: () => CID[], complete?: (options?: AbortOptions) => Promise<boolean>): void
   readonly stats: SyncStats
