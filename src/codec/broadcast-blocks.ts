@@ -16,6 +16,7 @@ import * as dagPB from '@ipld/dag-pb'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { BROADCAST_DECODE_LIMITS, MAX_CARRIED_BELOW } from './broadcast.js'
+import { bytesKey } from './cid-key.js'
 import { CRDTBroadcast } from './pb/broadcast.js'
 import { verifyBlock } from './verify-block.js'
 import type { BroadcastHead } from './broadcast.js'
@@ -140,7 +141,7 @@ async function verifyBelow (head: Uint8Array, below: Uint8Array[], out: CarriedB
   const links = new Map<string, CID>()
   const addLinks = (bytes: Uint8Array): boolean => {
     try {
-      for (const link of dagPB.decode(bytes).Links) links.set(multihashKey(link.Hash.multihash.bytes), link.Hash)
+      for (const link of dagPB.decode(bytes).Links) links.set(bytesKey(link.Hash.multihash.bytes), link.Hash)
       return true
     } catch {
       return false
@@ -149,7 +150,7 @@ async function verifyBelow (head: Uint8Array, below: Uint8Array[], out: CarriedB
   let rejected = 0
   if (!addLinks(head)) return below.length
   for (const bytes of below) {
-    const key = multihashKey((await sha256.digest(bytes)).bytes)
+    const key = bytesKey((await sha256.digest(bytes)).bytes)
     const link = links.get(key)
     if (link == null) {
       rejected++
@@ -164,11 +165,6 @@ async function verifyBelow (head: Uint8Array, below: Uint8Array[], out: CarriedB
     out.push({ cid: link.toV1(), bytes })
   }
   return rejected
-}
-
-/** A multihash's bytes as a map key (one character per byte, as `cidKey()`) */
-function multihashKey (bytes: Uint8Array): string {
-  return String.fromCharCode.apply(null, bytes as unknown as number[])
 }
 
 function tryCID (bytes: Uint8Array | undefined): CID | undefined {

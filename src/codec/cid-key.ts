@@ -27,5 +27,10 @@ export const MAX_KEYED_CID = 256
 export function cidKey (cid: CID): string {
   const bytes = cid.bytes
   if (bytes.byteLength > MAX_KEYED_CID) return cid.toString()
+  return bytesKey(bytes)
+}
+
+/** Short bytes (a CID's, a multihash's) read as a latin1 string: one character per byte, a flat map key */
+export function bytesKey (bytes: Uint8Array): string {
   return String.fromCharCode.apply(null, bytes as unknown as number[])
 }

@@ -609,13 +609,15 @@ export class DefaultCRDTDatastore extends BaseDatastore implements CRDTDatastore
     return (await this.engine.givenUp(options)).map(({ cid, reason, refusedBy }) => refusedBy == null ? { cid, reason } : { cid, reason, refusedBy })
   }
 
-  /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
+  /** Whether this replica holds every node below its heads: no walk under way or waiting, no unfinished branch */
   async holdsAllBelowHeads (options?: AbortOptions): Promise<boolean> {
+    this.checkOpen(options)
     // a walk's head is a head before the nodes below it are all merged
     if (this.walker.walks > 0 || this.walker.queued > 0) return false
     return !(await this.engine.hasPending(options))
   }
 
+  /** True when a sync failed or the last run did not stop cleanly, until a repair succeeds */
   async isDirty (options?: AbortOptions): Promise<boolean> {
     this.checkOpen(options)
     return this.engine.isDirty(options)

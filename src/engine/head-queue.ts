@@ -143,9 +143,14 @@ export class HeadQueue {
     return lane
   }
 
+  /** Heads `announcer` may keep waiting: fewer once it is deprioritised */
+  private maxWaiting (announcer: string): number {
+    return this.penalisedAnnouncer(announcer) ? Math.min(MAX_WAITING_PENALISED, this.init.maxPerAnnouncer) : this.init.maxPerAnnouncer
+  }
+
   /** Drops the oldest heads of `announcer`'s lane until one more fits */
   private makeRoom (lane: Lane, announcer: string): void {
-    const max = this.penalisedAnnouncer(announcer) ? Math.min(MAX_WAITING_PENALISED, this.init.maxPerAnnouncer) : this.init.maxPerAnnouncer
+    const max = this.maxWaiting(announcer)
     while (lane.waiting.length >= max) this.drop(lane)
   }
 
@@ -263,7 +268,8 @@ export class HeadQueue {
     // deprioritised now: only its newest heads keep waiting
     const lane = this.lanes.get(announcer)
     if (lane != null && before + 1 === this.init.penaltyThreshold) {
-      while (lane.waiting.length > Math.min(MAX_WAITING_PENALISED, this.init.maxPerAnnouncer)) this.drop(lane)
+      const max = this.maxWaiting(announcer)
+      while (lane.waiting.length > max) this.drop(lane)
     }
     if (this.failures.size > MAX_REMEMBERED) {
       const oldest = this.failures.keys().next().value
